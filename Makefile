@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else is set up here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+# uv comes from PATH when present, else it is bootstrapped with pip into .tools/.
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+
+.PHONY: setup demo test lint system-deps
+
+setup: $(VENV)/.synced system-deps
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+# Debian packages the tests and the demo need: Chromium for the dashboard test, PostgreSQL
+# for the production-shaped Dagster instance. Installed only when missing.
+system-deps:
+	@bash .ci/system-deps.sh
+
+demo: setup
+	$(VENV)/bin/energy-assets demo
+
+test: setup
+	$(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,31 @@
+"""The `energy-assets` command: one sub-command per long-running piece of the platform."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Each domain registers its own sub-commands and imports its heavy modules lazily,
+    # so `energy-assets --help` stays fast.
+    from energy_assets.exposure import cli as exposure_cli
+    from energy_assets.operations import cli as operations_cli
+    from energy_assets.playground import cli as playground_cli
+    from energy_assets.trades import cli as trades_cli
+
+    parser = argparse.ArgumentParser(prog="energy-assets", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (playground_cli, trades_cli, exposure_cli, operations_cli):
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

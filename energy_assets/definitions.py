@@ -1,0 +1,17 @@
+"""The code location: the one place where every domain's assets, checks, sensors,
+schedules and the shared resources meet."""
+
+import dagster as dg
+
+from energy_assets.exposure import definitions as exposure
+from energy_assets.prices import definitions as prices
+from energy_assets.settings import settings
+from energy_assets.trades import definitions as trades
+from energy_assets.warehouse import warehouse_resource
+
+defs = dg.Definitions.merge(
+    dg.Definitions(resources={"warehouse": warehouse_resource(settings())}),
+    trades.defs,
+    prices.defs,
+    exposure.defs,
+)

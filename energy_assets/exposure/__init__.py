@@ -1,0 +1,1 @@
+"""Trader exposure: positions, PnL against the reference price, and the desk dashboard."""

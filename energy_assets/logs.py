@@ -1,0 +1,62 @@
+"""Structured logs for the platform's own processes: one line per event, `key=value`.
+
+    log = event_logger("listener")
+    log.info("reconnected", attempt=3, delay_s=0.8)
+    # 2026-11-25T13:00:00.123Z level=info logger=listener event=reconnected attempt=3 delay_s=0.8
+
+Inside a Dagster run, use `context.log` instead: Dagster stamps those lines with the run id.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+
+def _value(value: Any) -> str:
+    text = str(value)
+    if text == "" or any(ch in text for ch in ' ="'):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def format_event(level: str, logger: str, event: str, fields: dict[str, Any]) -> str:
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    parts = [stamp, f"level={level}", f"logger={logger}", f"event={_value(event)}"]
+    parts += [f"{key}={_value(value)}" for key, value in fields.items()]
+    return " ".join(parts)
+
+
+class EventLogger:
+    """Writes one structured line per event to a stream (stderr by default)."""
+
+    def __init__(self, name: str, stream=None, level: int = logging.INFO):
+        self.name = name
+        self.stream = stream
+        self.level = level
+
+    def _emit(self, level: int, event: str, fields: dict[str, Any]) -> None:
+        if level < self.level:
+            return
+        stream = self.stream or sys.stderr
+        stream.write(format_event(logging.getLevelName(level).lower(), self.name, event, fields))
+        stream.write("\n")
+        stream.flush()
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._emit(logging.DEBUG, event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._emit(logging.INFO, event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._emit(logging.WARNING, event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._emit(logging.ERROR, event, fields)
+
+
+def event_logger(name: str, stream=None) -> EventLogger:
+    return EventLogger(name, stream)

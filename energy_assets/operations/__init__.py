@@ -1,0 +1,1 @@
+"""Operations: the demo supervisor, instance configuration and logging."""

@@ -1,0 +1,1 @@
+"""Playground: stand-ins for the exchange websocket and the Market Data API."""

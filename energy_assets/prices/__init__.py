@@ -1,0 +1,1 @@
+"""Reference prices: the vendor Market Data API, hourly partitions in DuckDB."""

@@ -1,0 +1,40 @@
+"""The environment, read once into typed settings with every default in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_EXCHANGE_URL = "ws://localhost:5050"
+DEFAULT_MARKET_DATA_URL = "http://localhost:5060"
+DEFAULT_CAPTURE_DIR = "data/capture"
+DEFAULT_DUCKDB_PATH = "data/energy.duckdb"
+DEFAULT_DASHBOARD_DIR = "data/dashboard"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the platform finds its two external services and keeps its data."""
+
+    exchange_url: str = DEFAULT_EXCHANGE_URL
+    market_data_url: str = DEFAULT_MARKET_DATA_URL
+    capture_dir: Path = Path(DEFAULT_CAPTURE_DIR)
+    duckdb_path: Path = Path(DEFAULT_DUCKDB_PATH)
+    dashboard_dir: Path = Path(DEFAULT_DASHBOARD_DIR)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls(
+            exchange_url=env.get("ENERGY_EXCHANGE_URL") or DEFAULT_EXCHANGE_URL,
+            market_data_url=env.get("ENERGY_MARKET_DATA_URL") or DEFAULT_MARKET_DATA_URL,
+            capture_dir=Path(env.get("ENERGY_CAPTURE_DIR") or DEFAULT_CAPTURE_DIR),
+            duckdb_path=Path(env.get("ENERGY_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH),
+            dashboard_dir=Path(env.get("ENERGY_DASHBOARD_DIR") or DEFAULT_DASHBOARD_DIR),
+        )
+
+
+def settings() -> Settings:
+    """The settings of this process, from its environment now."""
+    return Settings.from_env()

@@ -1,0 +1,1 @@
+"""Trade capture: the exchange's deal confirmations, from websocket to DuckDB."""

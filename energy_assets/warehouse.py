@@ -1,0 +1,52 @@
+"""The DuckDB warehouse: where it lives, how it is opened, and who may write it.
+
+DuckDB allows one writing process per file. Every asset and check that opens the
+warehouse declares `pool=DUCKDB_POOL`; `dagster.yaml` gives that pool a limit of 1, so
+Dagster runs them one at a time across runs and processes. The listener and the dashboard
+server never open the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+from dagster._utils.backoff import backoff
+from dagster_duckdb import DuckDBResource
+
+from energy_assets.settings import Settings
+
+#: Dagster concurrency pool of every step that opens the DuckDB file (limit 1 in dagster.yaml).
+DUCKDB_POOL = "duckdb"
+#: The schema that holds every table of the platform.
+SCHEMA = "energy"
+
+
+def warehouse_resource(settings: Settings) -> DuckDBResource:
+    """The `warehouse` resource: a DuckDB file at `ENERGY_DUCKDB_PATH`."""
+    path = Path(settings.duckdb_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return DuckDBResource(database=str(path))
+
+
+@contextmanager
+def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse outside Dagster (tests, benchmarks, CLI), waiting out a held lock."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = backoff(
+        fn=duckdb.connect,
+        retry_on=(duckdb.IOException,),
+        kwargs={"database": str(path), "read_only": read_only},
+        max_retries=10,
+    )
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")

@@ -1,0 +1,62 @@
+"""Fixtures shared by every test: free ports, a temporary DAGSTER_HOME and DuckDB file,
+the platform's environment, and a playground on free ports."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh Dagster instance directory holding the project's dagster.yaml."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def energy_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The platform's settings pointed at a temporary data directory."""
+    env = {
+        "ENERGY_CAPTURE_DIR": str(tmp_path / "capture"),
+        "ENERGY_DUCKDB_PATH": str(tmp_path / "energy.duckdb"),
+        "ENERGY_DASHBOARD_DIR": str(tmp_path / "dashboard"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def start_playground() -> Iterator[Callable[..., object]]:
+    """`start_playground(exchange=ExchangeOptions(...), market_data=MarketDataOptions(...))`
+    starts both stand-ins on free loopback ports and stops them after the test."""
+    from energy_assets.playground.server import Playground
+
+    started = []
+
+    def start(**options):
+        playground = Playground(
+            exchange_port=free_port(), market_data_port=free_port(), **options
+        ).start()
+        started.append(playground)
+        return playground
+
+    yield start
+    for playground in started:
+        playground.stop()
