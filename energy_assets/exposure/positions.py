@@ -1,0 +1,251 @@
+"""Positions and mark-to-market PnL: pure polars functions of data frames, no Dagster, no I/O.
+
+One row per (`trader_id`, `delivery_day`, `delivery_hour`) -- a *period*:
+
+| column | meaning |
+| --- | --- |
+| `trades` | number of deals |
+| `bought_mwh`, `sold_mwh` | Σ quantity of buys / sells (0 when none) |
+| `net_mwh` | bought − sold: long > 0, short < 0 |
+| `buy_vwap`, `sell_vwap` | Σ q·p / Σ q of buys / sells, EUR/MWh (null when none) |
+| `cash_eur` | Σ sell q·p − Σ buy q·p |
+| `reference_price` | the latest reference price of the period, EUR/MWh (null while none) |
+| `pnl_eur` | cash_eur + net_mwh · reference_price |
+| `exposure_eur` | net_mwh · reference_price |
+
+A period without a reference price has null `reference_price`, `pnl_eur` and `exposure_eur`:
+never 0, which would read as "flat" or "break-even".
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+#: The grain of a position.
+PERIOD_KEY = ["trader_id", "delivery_day", "delivery_hour"]
+#: Columns of `energy.trader_exposure`, in table order.
+EXPOSURE_COLUMNS = [
+    *PERIOD_KEY,
+    "trades",
+    "bought_mwh",
+    "sold_mwh",
+    "net_mwh",
+    "buy_vwap",
+    "sell_vwap",
+    "cash_eur",
+    "reference_price",
+    "pnl_eur",
+    "exposure_eur",
+]
+#: Columns of the totals tables after their own key (per trader; per trader and delivery day).
+TOTAL_COLUMNS = [
+    "periods",
+    "unpriced_periods",
+    "trades",
+    "bought_mwh",
+    "sold_mwh",
+    "net_mwh",
+    "cash_eur",
+    "pnl_eur",
+    "exposure_eur",
+    "gross_exposure_eur",
+    "unpriced_net_mwh",
+]
+
+EXPOSURE_SCHEMA = {
+    "trader_id": pl.String,
+    "delivery_day": pl.Date,
+    "delivery_hour": pl.String,
+    "trades": pl.Int64,
+    "bought_mwh": pl.Float64,
+    "sold_mwh": pl.Float64,
+    "net_mwh": pl.Float64,
+    "buy_vwap": pl.Float64,
+    "sell_vwap": pl.Float64,
+    "cash_eur": pl.Float64,
+    "reference_price": pl.Float64,
+    "pnl_eur": pl.Float64,
+    "exposure_eur": pl.Float64,
+}
+
+
+def _lazy(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    return frame.lazy() if isinstance(frame, pl.DataFrame) else frame
+
+
+def book(trades: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """Trades -> one row per period with `trades`, volumes, VWAPs and cash; no prices.
+
+    `trades` needs `trader_id`, `delivery_day`, `delivery_hour`, `direction` (`buy`/`sell`),
+    `price` (EUR/MWh, may be ≤ 0) and `quantity` (MWh, > 0).
+    """
+    is_buy = pl.col("direction") == "buy"
+    is_sell = pl.col("direction") == "sell"
+    notional = pl.col("quantity") * pl.col("price")
+    grouped = (
+        _lazy(trades)
+        .group_by(PERIOD_KEY)
+        .agg(
+            pl.len().cast(pl.Int64).alias("trades"),
+            pl.col("quantity").filter(is_buy).sum().alias("bought_mwh"),
+            pl.col("quantity").filter(is_sell).sum().alias("sold_mwh"),
+            notional.filter(is_buy).sum().alias("_buy_eur"),
+            notional.filter(is_sell).sum().alias("_sell_eur"),
+        )
+    )
+    return grouped.select(
+        *PERIOD_KEY,
+        "trades",
+        pl.col("bought_mwh").cast(pl.Float64),
+        pl.col("sold_mwh").cast(pl.Float64),
+        (pl.col("bought_mwh") - pl.col("sold_mwh")).cast(pl.Float64).alias("net_mwh"),
+        # A VWAP over no volume does not exist: null, not 0 and not NaN.
+        pl.when(pl.col("bought_mwh") > 0)
+        .then(pl.col("_buy_eur") / pl.col("bought_mwh"))
+        .cast(pl.Float64)
+        .alias("buy_vwap"),
+        pl.when(pl.col("sold_mwh") > 0)
+        .then(pl.col("_sell_eur") / pl.col("sold_mwh"))
+        .cast(pl.Float64)
+        .alias("sell_vwap"),
+        (pl.col("_sell_eur") - pl.col("_buy_eur")).cast(pl.Float64).alias("cash_eur"),
+    )
+
+
+def mark(
+    book_frame: pl.DataFrame | pl.LazyFrame, prices: pl.DataFrame | pl.LazyFrame
+) -> pl.LazyFrame:
+    """Book + reference prices -> `energy.trader_exposure` rows (`EXPOSURE_COLUMNS`).
+
+    `prices` has one row per (`delivery_day`, `delivery_hour`) with the latest price in
+    `reference_price`; periods without a row stay unpriced (null PnL and exposure).
+    """
+    price_frame = _lazy(prices).select(
+        pl.col("delivery_day").cast(pl.Date),
+        pl.col("delivery_hour").cast(pl.String),
+        pl.col("reference_price").cast(pl.Float64),
+    )
+    return (
+        _lazy(book_frame)
+        .join(price_frame, on=["delivery_day", "delivery_hour"], how="left")
+        .with_columns(
+            (pl.col("cash_eur") + pl.col("net_mwh") * pl.col("reference_price")).alias("pnl_eur"),
+            (pl.col("net_mwh") * pl.col("reference_price")).alias("exposure_eur"),
+        )
+        .select(EXPOSURE_COLUMNS)
+    )
+
+
+def positions(
+    trades: pl.DataFrame | pl.LazyFrame, prices: pl.DataFrame | pl.LazyFrame
+) -> pl.DataFrame:
+    """Trades and reference prices -> one sorted row per period (`EXPOSURE_COLUMNS`)."""
+    return mark(book(trades), prices).sort(PERIOD_KEY).collect()
+
+
+def _totals(exposure: pl.DataFrame | pl.LazyFrame, key: list[str]) -> pl.DataFrame:
+    priced = pl.col("reference_price").is_not_null()
+    return (
+        _lazy(exposure)
+        .group_by(key)
+        .agg(
+            pl.len().cast(pl.Int64).alias("periods"),
+            (~priced).sum().cast(pl.Int64).alias("unpriced_periods"),
+            pl.col("trades").sum().cast(pl.Int64),
+            pl.col("bought_mwh").sum(),
+            pl.col("sold_mwh").sum(),
+            pl.col("net_mwh").sum(),
+            pl.col("cash_eur").sum(),
+            # Sums over priced periods only; null when no period is priced yet.
+            pl.when(priced.any()).then(pl.col("pnl_eur").sum()).alias("pnl_eur"),
+            pl.when(priced.any()).then(pl.col("exposure_eur").sum()).alias("exposure_eur"),
+            pl.when(priced.any())
+            .then(pl.col("exposure_eur").abs().sum())
+            .alias("gross_exposure_eur"),
+            pl.col("net_mwh").filter(~priced).sum().alias("unpriced_net_mwh"),
+        )
+        .select(*key, *TOTAL_COLUMNS)
+        .sort(key)
+        .collect()
+    )
+
+
+def trader_totals(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """Per trader, over every delivery period: volumes, cash, PnL and exposure.
+
+    `pnl_eur`, `exposure_eur` and `gross_exposure_eur` (Σ |exposure_eur|) add up the priced
+    periods only; `unpriced_periods` and `unpriced_net_mwh` say what they leave out.
+    """
+    return _totals(exposure, ["trader_id"])
+
+
+def daily_totals(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """Per trader and delivery day; same columns and rules as `trader_totals`."""
+    return _totals(exposure, ["trader_id", "delivery_day"])
+
+
+def _valued(cash: str, net: str, price: str) -> pl.Expr:
+    # PnL of a period at a given price, counted only where that price exists.
+    return (
+        pl.when(pl.col(price).is_not_null())
+        .then(pl.col(cash) + pl.col(net) * pl.col(price))
+        .otherwise(0.0)
+    )
+
+
+def pnl_attribution(
+    before: pl.DataFrame | pl.LazyFrame,
+    after: pl.DataFrame | pl.LazyFrame,
+    prices_before: pl.DataFrame | pl.LazyFrame,
+    prices_after: pl.DataFrame | pl.LazyFrame,
+) -> pl.DataFrame:
+    """Split each trader's PnL change between two refreshes into what moved it.
+
+    With old book B0 (cash, net per period), new book B1, old prices R0, new prices R1, and
+    PnL(B, R) = Σ over periods priced in R of cash + net · price:
+
+    - `pnl_change_prices_eur` = PnL(B0, R1) − PnL(B0, R0): the book held before, revalued
+      (price revisions, and a period's first price);
+    - `pnl_change_trades_eur` = PnL(B1, R1) − PnL(B0, R1): the new trades, at today's prices;
+    - they add up to `pnl_change_eur` = PnL(B1, R1) − PnL(B0, R0).
+
+    `before`/`after` carry `trader_id`, `delivery_day`, `delivery_hour`, `trades`, `cash_eur`,
+    `net_mwh` (only the periods that may have changed are needed); `prices_*` carry
+    `delivery_day`, `delivery_hour`, `reference_price`.
+    """
+    cols = [*PERIOD_KEY, "trades", "cash_eur", "net_mwh"]
+    slot = ["delivery_day", "delivery_hour"]
+    old = _lazy(before).select(cols)
+    new = _lazy(after).select(cols)
+    joined = (
+        old.join(new, on=PERIOD_KEY, how="full", coalesce=True, suffix="_1")
+        .join(
+            _lazy(prices_before).select(*slot, pl.col("reference_price").alias("r0")),
+            on=slot,
+            how="left",
+        )
+        .join(
+            _lazy(prices_after).select(*slot, pl.col("reference_price").alias("r1")),
+            on=slot,
+            how="left",
+        )
+        .with_columns(
+            pl.col(
+                "trades", "cash_eur", "net_mwh", "trades_1", "cash_eur_1", "net_mwh_1"
+            ).fill_null(0)
+        )
+    )
+    old_at_r0 = _valued("cash_eur", "net_mwh", "r0")
+    old_at_r1 = _valued("cash_eur", "net_mwh", "r1")
+    new_at_r1 = _valued("cash_eur_1", "net_mwh_1", "r1")
+    return (
+        joined.group_by("trader_id")
+        .agg(
+            (pl.col("trades_1") - pl.col("trades")).sum().cast(pl.Int64).alias("new_trades"),
+            (new_at_r1 - old_at_r0).sum().alias("pnl_change_eur"),
+            (new_at_r1 - old_at_r1).sum().alias("pnl_change_trades_eur"),
+            (old_at_r1 - old_at_r0).sum().alias("pnl_change_prices_eur"),
+        )
+        .sort("trader_id")
+        .collect()
+    )
