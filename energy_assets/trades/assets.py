@@ -1,0 +1,140 @@
+"""`raw_trades`: every deal confirmation the listener captured, once, in DuckDB."""
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from energy_assets.delivery import HOURS_PER_DAY, hour_label
+from energy_assets.trades.buffer import QUARANTINE, read_listener_state
+from energy_assets.trades.drain import DrainResult, Tables, drain
+from energy_assets.trades.resources import CaptureBufferResource
+from energy_assets.warehouse import DUCKDB_POOL
+
+#: Gaps newer than this make the `no_recent_feed_gaps` check warn.
+RECENT_GAP_WINDOW = timedelta(hours=24)
+VALID_HOURS = [hour_label(hour) for hour in range(HOURS_PER_DAY)]
+
+# Blocking: a duplicated or malformed row would silently distort every position built on it,
+# so downstream assets wait until the table is sound. Feed gaps only warn: the rows stored are
+# right, the desk just has to know some may be missing.
+CHECKS = {
+    "ids_unique": ("Every deal id appears once in raw_trades.", True),
+    "no_nulls": ("No column of raw_trades is null.", True),
+    "quantity_positive": ("Every deal's quantity (MWh) is strictly positive.", True),
+    "valid_delivery_hour": ("Every delivery_hour is one of 00-01 … 23-24.", True),
+    "no_recent_feed_gaps": (
+        "No stretch without an exchange connection in the last 24 h (deals in a gap may be "
+        "missing: the exchange replays nothing). Warns, does not block.",
+        False,
+    ),
+}
+CHECK_SPECS = [
+    dg.AssetCheckSpec(name, asset="raw_trades", description=text, blocking=blocking)
+    for name, (text, blocking) in CHECKS.items()
+]
+
+
+@dg.asset(
+    group_name="trades",
+    kinds={"duckdb", "polars"},
+    pool=DUCKDB_POOL,
+    check_specs=CHECK_SPECS,
+)
+def raw_trades(
+    context: dg.AssetExecutionContext, warehouse: DuckDBResource, capture: CaptureBufferResource
+):
+    """Every deal confirmation received from the exchange, exactly once (first receipt wins),
+    with when the listener received it and the capture segment it came from. Each run drains
+    the capture buffer's sealed segments and stores feed gaps in `energy.feed_gaps`."""
+    with warehouse.get_connection() as conn:
+        result = drain(conn, capture.path, retention=capture.retention)
+        checks = list(_check_results(conn, capture))
+    context.log.info(
+        f"drained {len(result.segments)} segment(s): {result.rows_added} new row(s), "
+        f"{result.duplicates_dropped} duplicate(s) dropped, {len(result.gaps)} feed gap(s)"
+    )
+    return dg.MaterializeResult(metadata=_metadata(result, capture), check_results=checks)
+
+
+def _metadata(result: DrainResult, capture: CaptureBufferResource) -> dict:
+    newest = result.newest_execution_time
+    quarantined = sum(
+        path.read_bytes().count(b"\n") for path in (capture.path / QUARANTINE).glob("*.jsonl")
+    )
+    return {
+        "rows_added": dg.MetadataValue.int(result.rows_added),
+        "total_rows": dg.MetadataValue.int(result.total_rows),
+        "duplicates_dropped": dg.MetadataValue.int(result.duplicates_dropped),
+        "segments_drained": dg.MetadataValue.int(len(result.segments)),
+        "feed_gaps_recorded": dg.MetadataValue.int(len(result.gaps)),
+        "newest_execution_time": dg.MetadataValue.text(newest.isoformat() if newest else "none"),
+        "quarantined_frames_kept": dg.MetadataValue.int(quarantined),
+        "files_deleted_by_retention": dg.MetadataValue.int(result.deleted_by_retention),
+        "drain_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+    }
+
+
+def _count(conn, sql: str, params=None) -> int:
+    return conn.execute(sql, params or []).fetchone()[0]
+
+
+def _check_results(conn, capture: CaptureBufferResource):
+    t = Tables.of(conn)
+    duplicated = _count(conn, f"SELECT count(*) - count(DISTINCT id) FROM {t.raw_trades}")
+    yield dg.AssetCheckResult(
+        check_name="ids_unique",
+        passed=duplicated == 0,
+        metadata={"duplicate_rows": duplicated},
+    )
+    columns = [row[0] for row in conn.execute(f"DESCRIBE {t.raw_trades}").fetchall()]
+    nulls = _count(
+        conn,
+        f"SELECT count(*) FROM {t.raw_trades} WHERE "
+        + " OR ".join(f"{column} IS NULL" for column in columns),
+    )
+    yield dg.AssetCheckResult(check_name="no_nulls", passed=nulls == 0, metadata={"rows": nulls})
+    bad_quantity = _count(conn, f"SELECT count(*) FROM {t.raw_trades} WHERE NOT quantity > 0")
+    yield dg.AssetCheckResult(
+        check_name="quantity_positive", passed=bad_quantity == 0, metadata={"rows": bad_quantity}
+    )
+    bad_hour = _count(
+        conn,
+        f"SELECT count(*) FROM {t.raw_trades} WHERE delivery_hour NOT IN (SELECT unnest(?))",
+        [VALID_HOURS],
+    )
+    yield dg.AssetCheckResult(
+        check_name="valid_delivery_hour", passed=bad_hour == 0, metadata={"rows": bad_hour}
+    )
+    yield _feed_gap_check(conn, capture)
+
+
+def _feed_gap_check(conn, capture: CaptureBufferResource) -> dg.AssetCheckResult:
+    t = Tables.of(conn)
+    since = datetime.now(UTC) - RECENT_GAP_WINDOW
+    gaps = conn.execute(
+        f"SELECT gap_start, gap_end, reason FROM {t.feed_gaps} WHERE gap_end >= ? "
+        "ORDER BY gap_start DESC",
+        [since],
+    ).fetchall()
+    state = read_listener_state(capture.path) or {}
+    open_since = state.get("gap_since")
+    lines = ["| start (UTC) | end (UTC) | seconds | reason |", "| --- | --- | --- | --- |"]
+    if open_since:
+        lines.append(f"| {open_since} | still open | | {state.get('gap_reason', '')} |")
+    for start, end, reason in gaps[:20]:
+        seconds = (end - start).total_seconds()
+        lines.append(f"| {start.isoformat()} | {end.isoformat()} | {seconds:.1f} | {reason} |")
+    missing_seconds = sum((end - start).total_seconds() for start, end, _ in gaps)
+    return dg.AssetCheckResult(
+        check_name="no_recent_feed_gaps",
+        passed=not gaps and not open_since,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "gaps_last_24h": len(gaps),
+            "seconds_without_feed_last_24h": round(missing_seconds, 1),
+            "listener_connected": bool(state.get("connected")),
+            "open_gap_since": open_since or "none",
+            "gaps": dg.MetadataValue.md("\n".join(lines)),
+        },
+    )

@@ -1,0 +1,287 @@
+"""The drain: sealed capture segments -> `energy.raw_trades`, exactly once.
+
+Rows and the record of which segments they came from are written in one DuckDB transaction,
+so a crash or a retry at any point either finds a segment fully ingested and marked, or not
+at all. Ids are deduplicated within a batch (first seen wins: segments in name order, lines
+in file order) and against every row already stored (an anti-join; the `ids_unique` asset
+check proves the result). `benchmarks/capture.py` measures why not a PRIMARY KEY.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from energy_assets.trades.buffer import (
+    apply_retention,
+    archive,
+    cut_torn_tail,
+    sealed_files,
+    utc_now,
+)
+from energy_assets.trades.deal import FIELDS
+from energy_assets.warehouse import SCHEMA, ensure_schema
+
+RAW_TRADES = f"{SCHEMA}.raw_trades"
+FEED_GAPS = f"{SCHEMA}.feed_gaps"
+CAPTURE_SEGMENTS = f"{SCHEMA}.capture_segments"
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The capture tables, qualified with their catalog: a database file named
+    `energy.duckdb` is a catalog called `energy`, which makes a bare `energy.<table>`
+    ambiguous to DuckDB ("Ambiguous reference to catalog or schema")."""
+
+    raw_trades: str
+    feed_gaps: str
+    capture_segments: str
+
+    @classmethod
+    def of(cls, conn: duckdb.DuckDBPyConnection) -> Tables:
+        catalog = conn.execute("SELECT current_database()").fetchone()[0]
+        prefix = '"' + catalog.replace('"', '""') + '".'
+        return cls(prefix + RAW_TRADES, prefix + FEED_GAPS, prefix + CAPTURE_SEGMENTS)
+
+
+_FLOATS = {"price", "quantity"}
+#: How a segment line is read: every contract field plus the listener's receive time.
+SEGMENT_SCHEMA = {name: (pl.Float64 if name in _FLOATS else pl.String) for name in FIELDS} | {
+    "received_at": pl.String
+}
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS {raw_trades} (
+    id VARCHAR NOT NULL,
+    price DOUBLE NOT NULL,
+    quantity DOUBLE NOT NULL,
+    direction VARCHAR NOT NULL,
+    delivery_day DATE NOT NULL,
+    delivery_hour VARCHAR NOT NULL,
+    trader_id VARCHAR NOT NULL,
+    execution_time TIMESTAMPTZ NOT NULL,
+    received_at TIMESTAMPTZ NOT NULL,
+    segment VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {feed_gaps} (
+    gap_start TIMESTAMPTZ NOT NULL,
+    gap_end TIMESTAMPTZ NOT NULL,
+    reason VARCHAR NOT NULL,
+    seconds DOUBLE,
+    source VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {capture_segments} (
+    segment VARCHAR PRIMARY KEY,
+    kind VARCHAR NOT NULL,
+    lines BIGINT NOT NULL,
+    ingested_at TIMESTAMPTZ NOT NULL
+);
+"""
+
+_INSERT_DEALS = """
+INSERT INTO {raw_trades}
+SELECT b.id, b.price, b.quantity, b.direction, CAST(b.delivery_day AS DATE), b.delivery_hour,
+       b.trader_id, CAST(b.execution_time AS TIMESTAMPTZ), CAST(b.received_at AS TIMESTAMPTZ),
+       b.segment
+FROM drain_batch AS b
+WHERE NOT EXISTS (SELECT 1 FROM {raw_trades} AS r WHERE r.id = b.id)
+"""
+
+
+class CorruptSegment(RuntimeError):
+    """A sealed segment that cannot be read; nothing of the batch was stored."""
+
+
+@dataclass
+class DrainResult:
+    segments: list[str] = field(default_factory=list)
+    gaps: list[dict] = field(default_factory=list)
+    lines_read: int = 0
+    rows_added: int = 0
+    duplicates_dropped: int = 0
+    total_rows: int = 0
+    newest_execution_time: datetime | None = None
+    archived: int = 0
+    deleted_by_retention: int = 0
+    seconds: float = 0.0
+    attempts: int = 1
+
+
+def ensure_tables(conn: duckdb.DuckDBPyConnection) -> Tables:
+    ensure_schema(conn)
+    tables = Tables.of(conn)
+    conn.execute(_DDL.format(**vars(tables)))
+    return tables
+
+
+def read_segments(paths: list[Path]) -> pl.DataFrame:
+    """Sealed segments -> one frame in capture order, with the segment name per row. A torn
+    last line is skipped; any other unreadable content raises CorruptSegment."""
+    chunks, names, counts = [], [], []
+    for path in paths:
+        data = cut_torn_tail(path.read_bytes())
+        chunks.append(data)
+        names.append(path.name)
+        counts.append(data.count(b"\n"))
+    empty = pl.DataFrame(schema=SEGMENT_SCHEMA | {"segment": pl.String})
+    if not any(counts):
+        return empty
+    try:
+        frame = pl.read_ndjson(io.BytesIO(b"".join(chunks)), schema=SEGMENT_SCHEMA)
+        if frame.height != sum(counts):
+            raise ValueError(f"{frame.height} rows from {sum(counts)} lines")
+    except Exception as err:
+        raise CorruptSegment(_which_segment(paths, chunks) + f": {err}") from err
+    segment = pl.DataFrame({"segment": names, "n": counts}).select(
+        pl.col("segment").repeat_by("n").explode()
+    )
+    return frame.with_columns(segment["segment"])
+
+
+def _which_segment(paths: list[Path], chunks: list[bytes]) -> str:
+    for path, data in zip(paths, chunks, strict=True):
+        try:
+            if data:
+                pl.read_ndjson(io.BytesIO(data), schema=SEGMENT_SCHEMA)
+        except Exception:
+            return f"corrupt capture segment {path}"
+    return "corrupt capture segments"
+
+
+def _read_gaps(paths: list[Path]) -> list[dict]:
+    gaps = []
+    for path in paths:
+        record = json.loads(path.read_text())
+        start = datetime.fromisoformat(record["gap_start"])
+        end = datetime.fromisoformat(record["gap_end"])
+        gaps.append(
+            {
+                "gap_start": start,
+                "gap_end": end,
+                "reason": record["reason"],
+                "seconds": (end - start).total_seconds(),
+                "source": path.name,
+            }
+        )
+    return gaps
+
+
+def _already_ingested(conn: duckdb.DuckDBPyConnection, t: Tables, names: list[str]) -> set[str]:
+    if not names:
+        return set()
+    rows = conn.execute(
+        f"SELECT segment FROM {t.capture_segments} WHERE segment IN (SELECT unnest(?))", [names]
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def _drain_once(
+    conn: duckdb.DuckDBPyConnection,
+    t: Tables,
+    directory: Path,
+    result: DrainResult,
+    before_commit: Callable[[], None] | None,
+) -> list[Path]:
+    segment_paths, gap_paths = sealed_files(directory)
+    done = _already_ingested(conn, t, [p.name for p in segment_paths + gap_paths])
+    stale = [p for p in segment_paths + gap_paths if p.name in done]
+    segment_paths = [p for p in segment_paths if p.name not in done]
+    gap_paths = [p for p in gap_paths if p.name not in done]
+    if not segment_paths and not gap_paths:
+        return stale
+
+    batch = read_segments(segment_paths)
+    gaps = _read_gaps(gap_paths)
+    lines = batch.group_by("segment").len() if batch.height else None
+    per_segment = dict(lines.iter_rows()) if lines is not None else {}
+    first_seen = batch.unique(subset="id", keep="first", maintain_order=True)
+    now = utc_now()
+    marks = pl.DataFrame(
+        {
+            "segment": [p.name for p in segment_paths] + [p.name for p in gap_paths],
+            "kind": ["deals"] * len(segment_paths) + ["gap"] * len(gap_paths),
+            "lines": [per_segment.get(p.name, 0) for p in segment_paths] + [1] * len(gap_paths),
+        }
+    )
+
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.register("drain_batch", first_seen)
+        before = conn.execute(f"SELECT count(*) FROM {t.raw_trades}").fetchone()[0]
+        conn.execute(_INSERT_DEALS.format(raw_trades=t.raw_trades))
+        after = conn.execute(f"SELECT count(*) FROM {t.raw_trades}").fetchone()[0]
+        if gaps:
+            conn.register("drain_gaps", pl.DataFrame(gaps))
+            conn.execute(
+                f"INSERT INTO {t.feed_gaps} SELECT gap_start, gap_end, reason, seconds, source "
+                "FROM drain_gaps"
+            )
+        conn.register("drain_marks", marks)
+        conn.execute(
+            f"INSERT INTO {t.capture_segments} SELECT segment, kind, lines, ? FROM drain_marks",
+            [now],
+        )
+        if before_commit is not None:
+            before_commit()
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    finally:
+        for view in ("drain_batch", "drain_gaps", "drain_marks"):
+            try:
+                conn.unregister(view)
+            except Exception:
+                pass
+
+    result.segments = [p.name for p in segment_paths]
+    result.gaps = gaps
+    result.lines_read = batch.height
+    result.rows_added = after - before
+    result.duplicates_dropped = batch.height - result.rows_added
+    result.total_rows = after
+    return stale + segment_paths + gap_paths
+
+
+def drain(
+    conn: duckdb.DuckDBPyConnection,
+    directory: str | Path,
+    retention: timedelta | None = None,
+    before_commit: Callable[[], None] | None = None,
+    max_attempts: int = 3,
+) -> DrainResult:
+    """Ingest every sealed segment and gap not yet in DuckDB; archive what is in, then apply
+    the retention. `before_commit` runs inside the transaction (tests inject faults there)."""
+    started = time.perf_counter()
+    directory = Path(directory)
+    t = ensure_tables(conn)
+    result = DrainResult()
+    for attempt in range(1, max_attempts + 1):
+        result = DrainResult(attempts=attempt)
+        try:
+            ingested = _drain_once(conn, t, directory, result, before_commit)
+            break
+        except (duckdb.TransactionException, duckdb.ConstraintException):
+            # Another drain committed the same segments first: list again, skip what it took.
+            if attempt == max_attempts:
+                raise
+    if not result.segments:
+        result.total_rows = conn.execute(f"SELECT count(*) FROM {t.raw_trades}").fetchone()[0]
+    result.newest_execution_time = conn.execute(
+        f"SELECT max(execution_time) FROM {t.raw_trades}"
+    ).fetchone()[0]
+    # Only after the commit: a crash before this line leaves marked files in place, and the
+    # next drain archives them without reading them again.
+    result.archived = archive(ingested, directory)
+    if retention is not None:
+        result.deleted_by_retention = apply_retention(directory, retention)
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,302 @@
+"""The exchange listener: one websocket connection, every frame validated, every good deal
+appended to the capture buffer. It never opens DuckDB; the `raw_trades` drain does that.
+
+The exchange replays nothing, so the listener's job is to stay connected: it reconnects forever
+with capped exponential backoff and jitter, and records every stretch without a connection as a
+feed gap (start, end, reason) through the buffer, including the time it was not running at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import websockets
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidHandshake
+
+from energy_assets.logs import EventLogger, event_logger
+from energy_assets.trades.buffer import CaptureBuffer, Gap, iso, utc_now
+from energy_assets.trades.deal import InvalidFrame, parse_frame
+
+#: A connection that lived this long (or delivered a deal) resets the backoff.
+HEALTHY_CONNECTION_SECONDS = 10.0
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with jitter: delay n is uniform in [d/2, d], d = min(cap,
+    first * 2**n). The first retry comes within `first` seconds (< 1 s by default)."""
+
+    first: float = 0.5
+    cap: float = 30.0
+    attempt: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.first * 2**self.attempt)
+        self.attempt += 1
+        return self.rng.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class RecentIds:
+    """A bounded set of recently seen deal ids: the listener only counts duplicates (the
+    drain is the authority on them), so forgetting old ids is harmless."""
+
+    def __init__(self, size: int = 100_000):
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def seen(self, deal_id: str) -> bool:
+        if deal_id in self._ids:
+            return True
+        self._ids[deal_id] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+        return False
+
+
+@dataclass
+class Counters:
+    frames: int = 0
+    deals: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    reconnects: int = 0
+    gaps: int = 0
+
+
+class Listener:
+    """Holds the one exchange connection and feeds the capture buffer."""
+
+    def __init__(
+        self,
+        url: str,
+        buffer: CaptureBuffer,
+        log: EventLogger | None = None,
+        status_every: float = 5.0,
+        backoff: Backoff | None = None,
+        open_timeout: float = 10.0,
+    ):
+        self.url = url
+        self.buffer = buffer
+        self.log = log or event_logger("listener")
+        self.status_every = status_every
+        self.backoff = backoff or Backoff()
+        self.open_timeout = open_timeout
+        self.counters = Counters()
+        self.recent = RecentIds()
+        self.connected = False
+        # The open feed gap: since when we may be missing deals, and why.
+        self.gap_since: datetime | None = None
+        self.gap_reason = ""
+        self._stop = asyncio.Event()
+        self._status_mark = (time.monotonic(), 0)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- gaps ------------------------------------------------------------------------------
+    def _resume_gap_from_last_run(self) -> None:
+        state = self.buffer.read_state()
+        if not state:
+            return  # first run on this buffer: nothing was promised before it
+        if state.get("gap_since"):
+            self.gap_since = datetime.fromisoformat(state["gap_since"])
+            self.gap_reason = state.get("gap_reason") or "listener not running"
+        elif state.get("heartbeat"):
+            # The last run died without saying so (kill -9, power cut): its last heartbeat
+            # is the last moment we know the feed was captured.
+            self.gap_since = datetime.fromisoformat(state["heartbeat"])
+            self.gap_reason = "listener stopped abruptly"
+
+    def _open_gap(self, reason: str) -> None:
+        if self.gap_since is None:
+            self.gap_since = utc_now()
+            self.gap_reason = reason
+            self.log.warning("feed_gap_started", since=iso(self.gap_since), reason=reason)
+
+    def _close_gap(self) -> None:
+        if self.gap_since is None:
+            return
+        gap = Gap(self.gap_since, utc_now(), self.gap_reason)
+        self.buffer.record_gap(gap)
+        self.counters.gaps += 1
+        self.log.warning(
+            "feed_gap_recorded",
+            start=iso(gap.start),
+            end=iso(gap.end),
+            seconds=round((gap.end - gap.start).total_seconds(), 3),
+            reason=gap.reason,
+        )
+        self.gap_since = None
+        self.gap_reason = ""
+
+    def _write_state(self, stopping: bool = False) -> None:
+        state = {"heartbeat": iso(utc_now()), "connected": self.connected, "url": self.url}
+        if self.gap_since is not None:
+            state["gap_since"] = iso(self.gap_since)
+            state["gap_reason"] = self.gap_reason
+        if stopping:
+            state["connected"] = False
+        self.buffer.write_state(state)
+
+    # -- frames ----------------------------------------------------------------------------
+    def on_frame(self, raw: str | bytes) -> None:
+        received_at = utc_now()
+        self.counters.frames += 1
+        try:
+            deal = parse_frame(raw)
+        except InvalidFrame as err:
+            self.counters.quarantined += 1
+            self.buffer.quarantine(raw, err.reason, received_at)
+            return
+        if self.recent.seen(deal.id):
+            self.counters.duplicates += 1
+        self.counters.deals += 1
+        # Duplicates are captured too: the drain decides, first seen wins.
+        self.buffer.append(deal, received_at)
+
+    def status(self) -> None:
+        now = time.monotonic()
+        since, frames_then = self._status_mark
+        rate = (self.counters.frames - frames_then) / max(now - since, 1e-9)
+        self._status_mark = (now, self.counters.frames)
+        self.log.info(
+            "status",
+            connected=self.connected,
+            frames_per_s=round(rate, 1),
+            frames=self.counters.frames,
+            deals=self.counters.deals,
+            duplicates_seen=self.counters.duplicates,
+            quarantined=self.counters.quarantined,
+            reconnects=self.counters.reconnects,
+            gaps=self.counters.gaps,
+            segments_sealed=self.buffer.sealed_segments,
+        )
+
+    async def _ticker(self) -> None:
+        next_status = time.monotonic() + self.status_every
+        while not self._stop.is_set():
+            self.buffer.seal_if_due()
+            self._write_state()
+            if time.monotonic() >= next_status:
+                self.status()
+                next_status += self.status_every
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=0.2)
+            except TimeoutError:
+                pass
+
+    # -- connection ------------------------------------------------------------------------
+    async def _session(self) -> str:
+        """One connection, until it ends; returns why it ended."""
+        started = time.monotonic()
+        deals_before = self.counters.deals
+        try:
+            async with connect(
+                self.url,
+                open_timeout=self.open_timeout,
+                ping_interval=20,
+                ping_timeout=20,
+                close_timeout=2,
+                max_size=2**20,
+                max_queue=None,
+            ) as ws:
+                self.connected = True
+                self._close_gap()
+                self.log.info("connected", url=self.url, reconnects=self.counters.reconnects)
+                reader = asyncio.ensure_future(self._read(ws))
+                stopper = asyncio.ensure_future(self._stop.wait())
+                done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if reader in done:
+                    stopper.cancel()
+                    return reader.result()
+                reader.cancel()
+                return "listener stopped"
+        except ConnectionClosedOK as err:
+            return f"connection closed cleanly ({_close_text(err)})"
+        except ConnectionClosedError as err:
+            return f"connection dropped ({_close_text(err)})"
+        except (OSError, TimeoutError, InvalidHandshake) as err:
+            return f"cannot connect: {type(err).__name__}: {err}"
+        finally:
+            self.connected = False
+            lived = time.monotonic() - started
+            if self.counters.deals > deals_before or lived >= HEALTHY_CONNECTION_SECONDS:
+                self.backoff.reset()
+
+    async def _read(self, ws) -> str:
+        try:
+            async for message in ws:
+                self.on_frame(message)
+        except ConnectionClosedError as err:
+            return f"connection dropped ({_close_text(err)})"
+        return f"connection closed cleanly ({_close_text_ws(ws)})"
+
+    async def run(self) -> None:
+        self.buffer.acquire()
+        recovered = self.buffer.recover()
+        if recovered:
+            self.log.warning("recovered_open_segments", count=len(recovered))
+        self._resume_gap_from_last_run()
+        ticker = asyncio.ensure_future(self._ticker())
+        try:
+            while not self._stop.is_set():
+                reason = await self._session()
+                if self._stop.is_set():
+                    break
+                self._open_gap(reason)
+                delay = self.backoff.next_delay()
+                self.counters.reconnects += 1
+                self.log.warning("reconnecting", reason=reason, delay_s=round(delay, 3))
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+        finally:
+            self._stop.set()
+            await ticker
+            self._open_gap("listener stopped")
+            self.buffer.seal()
+            self._write_state(stopping=True)
+            self.status()
+            self.buffer.release()
+            self.log.info("stopped", sealed_segments=self.buffer.sealed_segments)
+
+
+def _close_text(err: websockets.exceptions.ConnectionClosed) -> str:
+    frame = err.rcvd or err.sent
+    if frame is None:
+        return "no close frame"
+    return f"code {frame.code}" + (f", {frame.reason}" if frame.reason else "")
+
+
+def _close_text_ws(ws) -> str:
+    code = ws.close_code
+    return (
+        "no close frame"
+        if code is None
+        else f"code {code}" + (f", {ws.close_reason}" if ws.close_reason else "")
+    )
+
+
+def run_listener(listener: Listener) -> int:
+    """Run until SIGTERM/SIGINT; the open segment is sealed before exit (status 0)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, listener.stop)
+        await listener.run()
+
+    asyncio.run(main())
+    return 0
