@@ -1,0 +1,268 @@
+"""The stand-in Market Data API: `GET /reference-price` and `/v1/reference-price`.
+
+A thread per connection (`ThreadingHTTPServer`, HTTP/1.1 keep-alive), so added latency
+delays each answer without serialising the others. Every request, whatever its outcome,
+is counted in the rate-limit windows, as the vendor does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import date
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from energy_assets.delivery import parse_delivery_day, parse_hour_label
+from energy_assets.logs import EventLogger
+from energy_assets.playground.pricing import UNIT, published_price
+
+PATHS = ("/reference-price", "/v1/reference-price")
+# ASCII digits only: `\d` would also take other scripts' digits.
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_HOUR = re.compile(r"[0-9]{2}-[0-9]{2}")
+SERVER_ERRORS = (500, 502, 503, 504)
+IDLE_CONNECTION_TIMEOUT_S = 120
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def parse_query(query: str) -> tuple[date, int]:
+    """The query string -> (delivery day, hour), or BadRequest saying what is wrong."""
+    params = parse_qs(query, keep_blank_values=True)
+    values = {}
+    for name in ("delivery_day", "delivery_hour"):
+        given = params.get(name)
+        if not given:
+            raise BadRequest(f"missing query parameter {name!r}")
+        if len(given) > 1:
+            raise BadRequest(f"query parameter {name!r} given {len(given)} times")
+        values[name] = given[0]
+    day_text, hour_text = values["delivery_day"], values["delivery_hour"]
+    try:
+        if not _DAY.fullmatch(day_text):
+            raise ValueError(f"delivery_day must be an ISO date YYYY-MM-DD, got {day_text!r}")
+        day = parse_delivery_day(day_text)
+    except ValueError as err:
+        raise BadRequest(str(err)) from None
+    try:
+        if not _HOUR.fullmatch(hour_text):
+            raise ValueError(f"delivery_hour must look like 'HH-HH', got {hour_text!r}")
+        hour = parse_hour_label(hour_text)
+    except ValueError as err:
+        raise BadRequest(str(err)) from None
+    return day, hour
+
+
+@dataclass
+class MarketDataStats:
+    requests: int = 0  # every request received
+    ok: int = 0  # 200
+    client_errors: int = 0  # 400, 404, 405
+    server_errors: int = 0  # injected 5xx
+    rate_limited: int = 0  # 429
+
+
+class SlidingWindowLimiter:
+    """Refuses past `limit` requests within any `window` seconds; every request counts,
+    refused ones included (the vendor's rule)."""
+
+    def __init__(self, limit: int, window: float):
+        if limit < 1:
+            raise ValueError(f"rate limit must be >= 1, got {limit!r}")
+        self.limit = limit
+        self.window = window
+        self.times: deque[float] = deque()
+
+    def admit(self, now: float) -> float | None:
+        """Record a request at `now`; None if allowed, else seconds until one would be."""
+        while self.times and self.times[0] <= now - self.window:
+            self.times.popleft()
+        allowed = len(self.times) < self.limit
+        self.times.append(now)
+        if allowed:
+            return None
+        # The next request is allowed once all but limit-1 of those in the window have aged out.
+        blocking = self.times[len(self.times) - self.limit]
+        return blocking + self.window - now
+
+
+class MarketDataServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+
+    def __init__(self, options, host: str, port: int, log: EventLogger):
+        if not (options.vendor_grid or options.revise_every > 0):
+            raise ValueError(f"revise_every must be > 0 seconds, got {options.revise_every!r}")
+        if not 0.0 <= options.error_rate <= 1.0:
+            raise ValueError(f"error_rate must be within 0..1, got {options.error_rate!r}")
+        if options.latency < 0:
+            raise ValueError(f"latency must be >= 0, got {options.latency!r}")
+        self.options = options
+        self.log = log
+        self.stats = MarketDataStats()
+        self.clock = options.clock or time.time
+        self._lock = threading.Lock()
+        self._errors = random.Random(f"errors:{options.seed}")
+        self._limiters = [
+            SlidingWindowLimiter(limit, window)
+            for limit, window in (
+                (options.rate_limit_per_minute, 60.0),
+                (options.rate_limit_per_hour, 3600.0),
+            )
+            if limit
+        ]
+        self._open: set[socket.socket] = set()
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), ReferencePriceHandler)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def process_request(self, request, client_address):
+        with self._lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self._lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End kept-alive connections too, so a stopped API really refuses."""
+        with self._lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def admit(self) -> tuple[int | None, float]:
+        """Count a request; (status to answer instead, Retry-After) or (None, 0)."""
+        with self._lock:
+            self.stats.requests += 1
+            now = time.monotonic()
+            waits = [wait for limiter in self._limiters if (wait := limiter.admit(now))]
+            if waits:
+                self.stats.rate_limited += 1
+                return 429, max(waits)
+            if self.options.error_rate and self._errors.random() < self.options.error_rate:
+                self.stats.server_errors += 1
+                return self._errors.choice(SERVER_ERRORS), 0.0
+            return None, 0.0
+
+    def count(self, status: int) -> None:
+        with self._lock:
+            if status == 200:
+                self.stats.ok += 1
+            else:
+                self.stats.client_errors += 1
+
+    def reference_price(self, day: date, hour: int) -> dict:
+        options = self.options
+        publication = published_price(
+            options.seed, day, hour, self.clock(), options.revise_every, options.vendor_grid
+        )
+        return {
+            "delivery_day": day.isoformat(),
+            "delivery_hour": f"{hour:02d}-{hour + 1:02d}",
+            "last_update": publication.last_update.isoformat(),
+            "unit": UNIT,
+            "value": publication.value,
+        }
+
+
+class ReferencePriceHandler(BaseHTTPRequestHandler):
+    server: MarketDataServer
+    protocol_version = "HTTP/1.1"
+    server_version = "energy-assets-playground"
+    sys_version = ""
+    # Headers and body leave in separate writes; without this, Nagle and delayed ACKs
+    # would add ~40 ms to every keep-alive answer.
+    disable_nagle_algorithm = True
+    timeout = IDLE_CONNECTION_TIMEOUT_S
+
+    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
+        pass
+
+    def do_GET(self):
+        self._answer("GET")
+
+    def do_HEAD(self):
+        self._answer("HEAD")
+
+    def do_POST(self):
+        self._answer("POST")
+
+    def do_PUT(self):
+        self._answer("PUT")
+
+    def do_DELETE(self):
+        self._answer("DELETE")
+
+    def do_PATCH(self):
+        self._answer("PATCH")
+
+    def _answer(self, method: str) -> None:
+        server = self.server
+        head = method == "HEAD"
+        if method not in ("GET", "HEAD"):
+            # Its body is never read: don't let it be taken for the next request.
+            self.close_connection = True
+        refusal, retry_after = server.admit()
+        if server.options.latency:
+            time.sleep(server.options.latency)
+        if refusal == 429:
+            self._send(
+                429,
+                {"error_message": "rate limit exceeded"},
+                extra={"Retry-After": str(max(1, math.ceil(retry_after)))},
+                head=head,
+            )
+            return
+        if refusal:
+            self._send(refusal, {"error_message": HTTPStatus(refusal).phrase}, head=head)
+            return
+        url = urlsplit(self.path)
+        if url.path not in PATHS:
+            server.count(404)
+            self._send(404, {"error_message": f"no such path {url.path!r}"}, head=head)
+            return
+        if method not in ("GET", "HEAD"):
+            server.count(405)
+            self._send(405, {"error_message": "only GET is supported"}, {"Allow": "GET"}, head)
+            return
+        try:
+            day, hour = parse_query(url.query)
+        except BadRequest as err:
+            server.count(400)
+            self._send(400, {"error_message": str(err)}, head=head)
+            return
+        server.count(200)
+        self._send(200, server.reference_price(day, hour), head=head)
+
+    def _send(self, status: int, payload: dict, extra: dict | None = None, head=False) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
