@@ -1,0 +1,118 @@
+"""The demo's start-up backfill of recent reference prices: no click needed.
+
+`reference_prices_schedule` keeps the *open* hours fresh, on the vendor's 10-minute grid; it
+never fetches an hour past gate closure, and its first tick may be ten minutes away. So a
+fresh demo would show trades without prices for the hours already delivered. At start, the
+demo asks the Dagster instance for one backfill, exactly as the UI's "Materialize selected →
+partition range" does: every `reference_prices` partition from `days` days ago to the end of
+tomorrow that has never been materialised. The daemon's backfill loop runs it; the asset's
+single-run backfill policy makes it one run (per contiguous range), visible under
+Overview → Backfills with the title below. A restart asks again only for what is still
+missing, and not at all while an earlier start-up backfill is still running.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+#: Asset whose recent partitions are backfilled at start.
+PRICES_ASSET = "reference_prices"
+TITLE = "recent reference prices (demo start)"
+#: Tag on the backfill, so an operator (and the next start) can tell where it came from.
+REQUESTED_BY_TAG = "energy/requested_by"
+REQUESTED_BY = "energy-assets backfill-recent-prices"
+
+
+@dataclass(frozen=True)
+class BackfillRequest:
+    backfill_id: str | None
+    partitions: list[str]
+    reason: str
+
+
+def window_start(now: datetime, days: int) -> datetime:
+    """Midnight UTC `days` days before `now`'s day (0 = today)."""
+    now = now.astimezone(UTC)
+    return datetime(now.year, now.month, now.day, tzinfo=UTC) - timedelta(days=days)
+
+
+def recent_partition_keys(partitions_def, now: datetime, days: int) -> list[str]:
+    """Keys of `partitions_def` from `window_start(now, days)` to the end of tomorrow (or
+    its last key at `now`, if earlier)."""
+    import dagster as dg
+    from dagster._core.definitions.partitions.context import partition_loading_context
+
+    with partition_loading_context(effective_dt=now):
+        last = partitions_def.get_last_partition_key()
+        if last is None:
+            return []
+        # The desk trades up to the end of tomorrow; later partitions may exist but have no
+        # trades and change until their gate closure anyway.
+        end_of_tomorrow = window_start(now, -2) - timedelta(hours=1)
+        if partitions_def.start_time_for_partition_key(last) > end_of_tomorrow:
+            last = partitions_def.get_partition_key_for_timestamp(end_of_tomorrow.timestamp())
+        wanted = window_start(now, days)
+        if wanted <= partitions_def.start:
+            first = partitions_def.get_first_partition_key()
+        else:
+            first = partitions_def.get_partition_key_for_timestamp(wanted.timestamp())
+        if partitions_def.start_time_for_partition_key(
+            first
+        ) > partitions_def.start_time_for_partition_key(last):
+            return []
+        return list(partitions_def.get_partition_keys_in_range(dg.PartitionKeyRange(first, last)))
+
+
+def _running_startup_backfill(instance) -> str | None:
+    from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+
+    for backfill in instance.get_backfills(
+        filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED]), limit=50
+    ):
+        if backfill.tags.get(REQUESTED_BY_TAG) == REQUESTED_BY:
+            return backfill.backfill_id
+    return None
+
+
+def request_recent_prices_backfill(
+    instance, defs, days: int, now: datetime | None = None
+) -> BackfillRequest:
+    """Adds one backfill of the missing recent `reference_prices` partitions to `instance`."""
+    import dagster as dg
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    now = now or datetime.now(UTC)
+    running = _running_startup_backfill(instance)
+    if running:
+        return BackfillRequest(running, [], "an earlier start-up backfill is still running")
+
+    asset_graph = defs.resolve_asset_graph()
+    key = dg.AssetKey(PRICES_ASSET)
+    if not asset_graph.has(key):
+        return BackfillRequest(None, [], f"no asset {PRICES_ASSET} in the code location")
+    partitions_def = asset_graph.get(key).partitions_def
+    wanted = recent_partition_keys(partitions_def, now, days)
+    done = instance.get_materialized_partitions(key)
+    missing = [partition for partition in wanted if partition not in done]
+    if not missing:
+        return BackfillRequest(None, [], "every recent partition is already materialised")
+
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=make_new_backfill_id(),
+        asset_graph=asset_graph,
+        partition_names=missing,
+        asset_selection=[key],
+        backfill_timestamp=time.time(),
+        tags={REQUESTED_BY_TAG: REQUESTED_BY},
+        dynamic_partitions_store=instance,
+        all_partitions=False,
+        title=TITLE,
+        description=f"{len(missing)} partitions of {PRICES_ASSET} never materialised, "
+        f"{missing[0]} … {missing[-1]}",
+        run_config=None,
+    )
+    instance.add_backfill(backfill)
+    return BackfillRequest(backfill.backfill_id, missing, "requested")

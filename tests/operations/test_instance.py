@@ -1,0 +1,126 @@
+"""Both Dagster instances: the local SQLite one and the PostgreSQL one on a real server from
+Debian's packages, with the run queue and the DuckDB pool configured the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster import DagsterInstance
+
+from energy_assets.operations.instance import (
+    INSTANCE_FILES,
+    instance_kind,
+    missing_postgres_env,
+)
+from energy_assets.operations.postgres import LocalPostgres
+from energy_assets.warehouse import DUCKDB_POOL
+from tests.conftest import free_port
+
+
+@dg.asset(pool=DUCKDB_POOL)
+def pooled_step(context) -> int:
+    context.log.info("writing the warehouse")
+    return 1
+
+
+def test_instance_kind_comes_from_the_environment():
+    assert instance_kind({}) == "sqlite"
+    assert instance_kind({"DAGSTER_INSTANCE": "Postgres"}) == "postgres"
+    with pytest.raises(ValueError, match="DAGSTER_INSTANCE"):
+        instance_kind({"DAGSTER_INSTANCE": "mysql"})
+    assert missing_postgres_env({"DAGSTER_PG_HOST": "db"}) == [
+        "DAGSTER_PG_PORT",
+        "DAGSTER_PG_USERNAME",
+        "DAGSTER_PG_PASSWORD",
+        "DAGSTER_PG_DB",
+    ]
+
+
+def test_each_instance_has_its_storage_the_run_queue_and_the_duckdb_pool(instance_home):
+    kind, home, _env = instance_home
+    with DagsterInstance.get() as instance:
+        storage = type(instance.run_storage).__name__
+        assert storage == ("PostgresRunStorage" if kind == "postgres" else "SqliteRunStorage")
+        assert type(instance.event_log_storage).__name__.startswith(
+            "Postgres" if kind == "postgres" else "Sqlite"
+        )
+        assert type(instance.schedule_storage).__name__.startswith(
+            "Postgres" if kind == "postgres" else "Sqlite"
+        )
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        concurrency = instance.get_concurrency_config()
+        assert concurrency.pool_config.default_pool_limit == 1
+        queue = concurrency.run_queue_config
+        assert queue.max_concurrent_runs == 4
+        assert {"key": "dagster/backfill", "limit": 1} in queue.tag_concurrency_limits
+
+        # A run's events travel through the storage (on PostgreSQL, each is also a
+        # `NOTIFY run_events`, which breaks under SQLAlchemy 2.1: see pyproject.toml).
+        result = dg.materialize([pooled_step], instance=instance)
+        assert result.success
+        logs = instance.all_logs(result.run_id)
+        assert any("writing the warehouse" in (event.user_message or "") for event in logs)
+        assert instance.get_latest_materialization_event(dg.AssetKey("pooled_step")) is not None
+        # The pool's limit is in the instance, so every process that claims a slot sees it.
+        assert instance.event_log_storage.get_concurrency_info(DUCKDB_POOL).slot_count == 1
+
+    if kind == "sqlite":
+        assert (home / "history" / "runs.db").exists()
+    else:
+        assert not (home / "history").exists()
+
+
+def test_both_instance_files_keep_the_same_pool_and_queue_settings():
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    local, postgres = (
+        yaml.safe_load((repo / name).read_text()) for name in INSTANCE_FILES.values()
+    )
+    assert "storage" not in local and "postgres" in postgres["storage"]
+    for key in ("run_coordinator", "concurrency", "run_monitoring", "sensors", "schedules"):
+        assert local[key] == postgres[key], key
+
+
+def test_a_given_server_root_survives_a_restart(tmp_path: Path):
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="energy-pg-keep-")) / "pg"
+    root.parent.chmod(0o755)
+    port = free_port()
+    try:
+        with LocalPostgres(port=port, root=root) as server:
+            server.create_database("kept")
+        assert (root / "data" / "PG_VERSION").exists()
+        with LocalPostgres(port=port, root=root) as server:
+            listed = server._run(
+                str(server.bin_dir / "psql"),
+                *server._connect_args(),
+                "-d",
+                "postgres",
+                "-tAc",
+                "SELECT datname FROM pg_database WHERE datname = 'kept'",
+            )
+            assert listed.stdout.strip() == "kept"
+    finally:
+        import shutil
+
+        shutil.rmtree(root.parent, ignore_errors=True)
+
+
+def test_recent_partition_window_runs_from_days_ago_to_the_end_of_tomorrow():
+    from datetime import UTC, datetime
+
+    from energy_assets.operations.backfill import recent_partition_keys
+
+    hourly = dg.HourlyPartitionsDefinition(start_date="2023-01-01-00:00", end_offset=48)
+    now = datetime(2024, 2, 28, 13, 30, tzinfo=UTC)
+    keys = recent_partition_keys(hourly, now, days=2)
+    assert keys[0] == "2024-02-26-00:00" and keys[-1] == "2024-02-29-23:00"
+    assert len(keys) == 4 * 24
+    assert recent_partition_keys(hourly, now, days=0)[0] == "2024-02-28-00:00"
+    # A window reaching before the first partition starts at the first partition.
+    young = dg.HourlyPartitionsDefinition(start_date="2024-02-28-10:00", end_offset=48)
+    assert recent_partition_keys(young, now, days=3)[0] == "2024-02-28-10:00"
