@@ -190,6 +190,8 @@ class Demo:
                     argv=_cli("dashboard", "--host", o.host, "--port", str(o.dashboard_port)),
                     env=env,
                     stop_order=STOP_SERVICES,
+                    # The desk's pages are a view: the pipeline runs on without them.
+                    essential=False,
                 )
             )
         return specs

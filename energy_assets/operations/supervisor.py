@@ -47,7 +47,8 @@ class ChildSpec:
     """How to run one child process.
 
     `stop_order`: lower stops first; equal values stop together. `oneshot`: runs once and is
-    expected to exit (exit 0 is success, nothing is restarted). `ready`: a callable polled
+    expected to exit (exit 0 is success, nothing is restarted). `essential`: when it keeps
+    failing, everything stops; a non-essential child is just given up on. `ready`: a callable polled
     after start until it returns True (e.g. an HTTP probe), logged as `event=ready`.
     """
 
@@ -58,6 +59,7 @@ class ChildSpec:
     stop_signal: int = signal.SIGTERM
     stop_order: int = 0
     oneshot: bool = False
+    essential: bool = True
     ready: Callable[[], bool] | None = None
     ready_timeout_s: float = 120.0
     describe: Mapping[str, object] = field(default_factory=dict)
@@ -102,8 +104,8 @@ class Supervisor:
 
     A child that exits is restarted after a capped exponential backoff (1 s, 2 s, … 30 s); one
     that keeps dying within `quick_failure_s` of its start `max_quick_failures` times in a row
-    (a taken port, a bad setting) stops the whole supervisor with exit code 1, since
-    restarting it cannot help.
+    (a taken port, a bad setting) stops the whole supervisor with exit code 1 if it is
+    essential, since restarting it cannot help, and is left stopped otherwise.
     """
 
     def __init__(
@@ -234,6 +236,16 @@ class Supervisor:
             )
             return
         child.quick_failures = child.quick_failures + 1 if uptime < self.quick_failure_s else 0
+        if child.quick_failures >= self.max_quick_failures and not spec.essential:
+            child.finished = True
+            self.log.error(
+                "child_given_up",
+                child=spec.name,
+                returncode=returncode,
+                consecutive_quick_exits=child.quick_failures,
+                action="left stopped; the others keep running",
+            )
+            return
         if child.quick_failures >= self.max_quick_failures:
             self.log.error(
                 "child_failing",

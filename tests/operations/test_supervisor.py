@@ -233,3 +233,27 @@ def test_children_die_with_a_killed_supervisor(tmp_path: Path):
         if proc.poll() is None:
             proc.kill()
     assert child_file.read_text().splitlines()[1].startswith("SIGTERM")
+
+
+def test_a_hopeless_optional_child_is_given_up_while_the_rest_runs(tmp_path: Path):
+    steady = tmp_path / "steady"
+    out = io.StringIO()
+    supervisor = Supervisor(
+        [
+            ChildSpec(
+                name="optional", argv=[sys.executable, "-c", "raise SystemExit(4)"], essential=False
+            ),
+            recorder("steady", steady),
+        ],
+        log=EventLogger("test", out),
+        max_quick_failures=2,
+        max_backoff_s=0.1,
+    )
+    thread = run_in_thread(supervisor)
+    wait_for(lambda: "event=child_given_up child=optional" in out.getvalue())
+    time.sleep(0.5)
+    assert thread.is_alive() and "steady" in supervisor.pids()
+    supervisor.request_stop("test")
+    thread.join(30)
+    assert supervisor.exit_code == 0
+    assert steady.read_text().splitlines()[1].startswith("SIGTERM")
