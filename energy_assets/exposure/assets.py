@@ -1,0 +1,193 @@
+"""`trader_exposure` and `exposure_dashboard`: load, call the pure maths, store, explain."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from energy_assets.exposure import dashboard, store
+from energy_assets.settings import settings
+from energy_assets.warehouse import DUCKDB_POOL
+
+GROUP = "exposure"
+#: How many of the largest positions the run's metadata lists.
+LARGEST = 10
+
+#: Runs whenever `raw_trades` or any partition of `reference_prices` has been materialised
+#: since this asset was last requested, and once when it is missing. `eager()` would never
+#: fire here: its "no dependency missing" clause looks at every hourly partition of
+#: `reference_prices`, and past or future hours that were never fetched are always missing.
+#: It waits while an upstream run is in flight, so one refresh follows a burst of them.
+EXPOSURE_CONDITION = (
+    (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated())
+    .since_last_handled()
+    .with_label("upstream_updated_since_last_handled")
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("refresh_on_new_trades_or_prices")
+
+
+@dg.asset(
+    key="trader_exposure",
+    group_name=GROUP,
+    deps=[
+        dg.AssetDep("raw_trades"),
+        # Every hourly price partition feeds the one unpartitioned exposure table.
+        dg.AssetDep("reference_prices", partition_mapping=dg.AllPartitionMapping()),
+    ],
+    pool=DUCKDB_POOL,
+    automation_condition=EXPOSURE_CONDITION,
+    kinds={"duckdb", "polars"},
+)
+def trader_exposure(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    """Per trader and delivery hour: deals, MWh bought and sold, net position, average buy and
+    sell prices, cash, the latest reference price, PnL (cash + net × reference) and exposure
+    (net × reference), in `energy.trader_exposure`; PnL and exposure stay empty for an hour
+    with no reference price yet. Totals per trader (`energy.trader_exposure_totals`) and per
+    trader and delivery day (`energy.trader_exposure_daily`); each refresh appends one row per
+    trader to `energy.trader_pnl_history`, its PnL change split into new trades and price
+    moves. Refreshes by itself after new trades or new reference prices, recomputing only the
+    delivery days that changed."""
+    with warehouse.get_connection() as conn:
+        result = store.refresh(conn, datetime.now(UTC), run_id=context.run_id)
+    for table in result.missing_inputs:
+        context.log.warning(f"{table} does not exist yet: counted as empty")
+    context.log.info(
+        f"recomputed {result.days_recomputed} delivery day(s) from {result.trades_read} trades "
+        f"in {result.seconds:.3f}s"
+    )
+    return dg.MaterializeResult(metadata=exposure_metadata(result))
+
+
+def exposure_metadata(result: store.RefreshResult) -> dict[str, dg.MetadataValue]:
+    totals, exposure = result.totals, result.exposure
+    priced = totals.filter(pl.col("pnl_eur").is_not_null())
+    metadata: dict[str, dg.MetadataValue] = {
+        "traders": dg.MetadataValue.int(totals.height),
+        "periods": dg.MetadataValue.int(exposure.height),
+        "unpriced_periods": dg.MetadataValue.int(int(totals["unpriced_periods"].sum() or 0)),
+        "trades": dg.MetadataValue.int(int(totals["trades"].sum() or 0)),
+        "net_mwh": dg.MetadataValue.float(float(totals["net_mwh"].sum() or 0.0)),
+        "days_recomputed": dg.MetadataValue.int(result.days_recomputed),
+        "trades_read": dg.MetadataValue.int(result.trades_read),
+        "refresh_seconds": dg.MetadataValue.float(round(result.seconds, 4)),
+        "largest_exposures": dg.MetadataValue.md(largest_exposures_md(exposure)),
+        "trader_totals": dg.MetadataValue.md(trader_totals_md(totals, result.history)),
+    }
+    # Plotted over time by the UI; left out (never 0) while nothing is priced.
+    if priced.height:
+        metadata["total_pnl_eur"] = dg.MetadataValue.float(float(priced["pnl_eur"].sum()))
+        metadata["gross_exposure_eur"] = dg.MetadataValue.float(
+            float(priced["gross_exposure_eur"].sum())
+        )
+    history = result.history
+    if history.height:
+        metadata["pnl_change_trades_eur"] = dg.MetadataValue.float(
+            float(history["pnl_change_trades_eur"].sum())
+        )
+        metadata["pnl_change_prices_eur"] = dg.MetadataValue.float(
+            float(history["pnl_change_prices_eur"].sum())
+        )
+    return metadata
+
+
+def _fmt(value, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def largest_exposures_md(exposure: pl.DataFrame, limit: int = LARGEST) -> str:
+    """The `limit` periods with the largest |exposure_eur|, as a markdown table."""
+    top = (
+        exposure.filter(pl.col("exposure_eur").is_not_null())
+        .with_columns(pl.col("exposure_eur").abs().alias("_abs"))
+        .sort("_abs", descending=True)
+        .head(limit)
+    )
+    lines = [
+        "| trader | delivery | net MWh | reference EUR/MWh | exposure EUR | PnL EUR |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in top.iter_rows(named=True):
+        lines.append(
+            f"| {r['trader_id']} | {r['delivery_day']} {r['delivery_hour']} | "
+            f"{_fmt(r['net_mwh'], 1)} | {_fmt(r['reference_price'])} | "
+            f"{_fmt(r['exposure_eur'])} | {_fmt(r['pnl_eur'])} |"
+        )
+    if top.height == 0:
+        lines.append("| (no priced position) | | | | | |")
+    return "\n".join(lines)
+
+
+def trader_totals_md(totals: pl.DataFrame, history: pl.DataFrame) -> str:
+    change = {r["trader_id"]: r for r in history.iter_rows(named=True)}
+    lines = [
+        "| trader | trades | net MWh | PnL EUR | gross exposure EUR | unpriced periods "
+        "| Δ PnL new trades | Δ PnL prices |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in totals.iter_rows(named=True):
+        c = change.get(r["trader_id"], {})
+        lines.append(
+            f"| {r['trader_id']} | {r['trades']} | {_fmt(r['net_mwh'], 1)} | "
+            f"{_fmt(r['pnl_eur'])} | {_fmt(r['gross_exposure_eur'])} | "
+            f"{r['unpriced_periods']} | {_fmt(c.get('pnl_change_trades_eur'))} | "
+            f"{_fmt(c.get('pnl_change_prices_eur'))} |"
+        )
+    return "\n".join(lines)
+
+
+class DashboardConfig(dg.Config):
+    days: int = dashboard.DEFAULT_DAYS
+    """How many of the latest delivery days the pages show, per trader."""
+    history_points: int = dashboard.DEFAULT_HISTORY_POINTS
+    """How many of the latest PnL snapshots the charts draw."""
+    server_url: str = "http://127.0.0.1:8050/"
+    """Where `energy-assets dashboard` serves the pages; linked from the metadata."""
+
+
+@dg.asset(
+    key="exposure_dashboard",
+    group_name=GROUP,
+    deps=[trader_exposure],
+    pool=DUCKDB_POOL,
+    automation_condition=dg.AutomationCondition.eager(),
+    kinds={"html"},
+)
+def exposure_dashboard(
+    context: dg.AssetExecutionContext, config: DashboardConfig, warehouse: DuckDBResource
+):
+    """The desk's dashboard: static, self-contained HTML pages (one per trader plus the desk
+    view) written to `ENERGY_DASHBOARD_DIR` (default `data/dashboard/`) and served by
+    `energy-assets dashboard`. Per delivery hour: our average buy and sell prices against the
+    reference price, green where they favour us, MWh bought and sold, net position and PnL;
+    daily totals, PnL over time, the age of each reference price, and a banner when a feed
+    gap means positions may be incomplete. Rebuilt after every `trader_exposure` refresh."""
+    out_dir = settings().dashboard_dir
+    with warehouse.get_connection() as conn:
+        data = dashboard.load(conn, days=config.days, history_points=config.history_points)
+    written = dashboard.write_site(out_dir, data)
+    index = (out_dir / "index.html").resolve()
+    context.log.info(f"wrote {len(written.pages)} pages, version {written.version}")
+    return dg.MaterializeResult(
+        metadata={
+            "dashboard_url": dg.MetadataValue.url(config.server_url),
+            "index_path": dg.MetadataValue.path(str(index)),
+            "version": dg.MetadataValue.text(written.version),
+            "pages": dg.MetadataValue.int(len(written.pages)),
+            "bytes": dg.MetadataValue.int(written.bytes),
+            "traders": dg.MetadataValue.int(len(data.traders)),
+            "feed_gap_warnings": dg.MetadataValue.int(len(data.gaps)),
+        }
+    )
+
+
+#: Evaluates the two assets' conditions every 15 s, switched on from the start: the default
+#: automation sensor Dagster would otherwise create starts stopped (checked in 1.13.27).
+exposure_automation_sensor = dg.AutomationConditionSensorDefinition(
+    "exposure_automation_sensor",
+    target=dg.AssetSelection.assets(trader_exposure, exposure_dashboard),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=15,
+    description="Refreshes trader_exposure and exposure_dashboard after new trades or prices.",
+)

@@ -1,0 +1,182 @@
+"""The exposure tables in a real DuckDB file, read and written through the `warehouse`
+resource (dagster-duckdb), recomputing only the delivery days that changed."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from energy_assets.exposure import store
+from energy_assets.exposure.positions import EXPOSURE_COLUMNS
+from tests.exposure.conftest import q
+
+MON = date(2023, 2, 6)
+TUE = date(2023, 2, 7)
+T0 = datetime(2023, 2, 6, 9, 0, tzinfo=UTC)
+
+
+def refresh(warehouse, full: bool = False, at: datetime | None = None) -> store.RefreshResult:
+    # Through DuckDBResource, as the asset does: this is where a duckdb/dagster-duckdb
+    # mismatch (e.g. duckdb 2.0 without `.arrow()`) would surface.
+    with warehouse.resource().get_connection() as conn:
+        return store.refresh(conn, at or datetime.now(UTC), run_id="test", full=full)
+
+
+def exposure_rows(warehouse) -> dict[tuple, dict]:
+    with warehouse.connect() as conn:
+        cursor = conn.execute(f"SELECT * FROM {q('trader_exposure')}")
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    return {(r["trader_id"], r["delivery_day"], r["delivery_hour"]): r for r in rows}
+
+
+@pytest.fixture
+def book(warehouse):
+    # alice MON 12-13: buy 2 @ 50, sell 1 @ 60 -> net 1, cash -40; ref 45 -> pnl 5.
+    warehouse.trade("alice", MON, "12-13", "buy", 2.0, 50.0)
+    warehouse.trade("alice", MON, "12-13", "sell", 1.0, 60.0)
+    # bob TUE 08-09: sell 3 @ -2 -> cash -6, net -3; ref -4 -> exposure 12, pnl 6.
+    warehouse.trade("bob", TUE, "08-09", "sell", 3.0, -2.0)
+    # bob TUE 09-10: no price yet.
+    warehouse.trade("bob", TUE, "09-10", "buy", 1.0, 10.0)
+    warehouse.price(MON, "12-13", 45.0)
+    warehouse.price(TUE, "08-09", -4.0)
+    return warehouse
+
+
+def test_table_has_exactly_the_contract_columns(book):
+    refresh(book)
+    with book.connect() as conn:
+        columns = [r[0] for r in conn.execute(f"DESCRIBE {q('trader_exposure')}").fetchall()]
+    assert columns == EXPOSURE_COLUMNS
+
+
+def test_first_refresh_matches_hand_computed_figures(book):
+    result = refresh(book)
+    rows = exposure_rows(book)
+    alice = rows[("alice", MON, "12-13")]
+    assert (alice["net_mwh"], alice["cash_eur"], alice["pnl_eur"]) == pytest.approx(
+        (1.0, -40.0, 5.0)
+    )
+    bob = rows[("bob", TUE, "08-09")]
+    assert (bob["net_mwh"], bob["exposure_eur"], bob["pnl_eur"]) == pytest.approx((-3.0, 12.0, 6.0))
+    unpriced = rows[("bob", TUE, "09-10")]
+    assert unpriced["reference_price"] is None and unpriced["pnl_eur"] is None
+    totals = dict(book.query(f"SELECT trader_id, pnl_eur FROM {q('trader_exposure_totals')}"))
+    assert totals == pytest.approx({"alice": 5.0, "bob": 6.0})
+    assert result.days_recomputed == 2
+    daily = book.query(
+        f"SELECT trader_id, delivery_day, unpriced_periods FROM {q('trader_exposure_daily')} ORDER BY 1, 2"
+    )
+    assert daily == [("alice", MON, 0), ("bob", TUE, 1)]
+
+
+def test_nothing_changed_recomputes_nothing(book):
+    refresh(book)
+    again = refresh(book)
+    assert again.days_recomputed == 0
+    assert again.trades_read == 0
+    assert len(exposure_rows(book)) == 3
+
+
+def test_new_trade_recomputes_only_its_day(book):
+    refresh(book)
+    before = exposure_rows(book)
+    book.trade("alice", MON, "13-14", "buy", 1.0, 30.0)
+    result = refresh(book)
+    assert result.days_recomputed == 1
+    assert result.trades_read == 3  # the three deals of MON, none of TUE
+    after = exposure_rows(book)
+    assert after[("alice", MON, "13-14")]["cash_eur"] == pytest.approx(-30.0)
+    assert after[("bob", TUE, "08-09")] == before[("bob", TUE, "08-09")]
+
+
+def test_late_loaded_trade_with_old_received_at_is_not_missed(book):
+    refresh(book)
+    # Received before the last refresh but loaded after it: a received_at watermark misses it.
+    book.trade("bob", TUE, "08-09", "buy", 1.0, -3.0, received_at=T0 - timedelta(days=30))
+    refresh(book)
+    assert exposure_rows(book)[("bob", TUE, "08-09")]["net_mwh"] == pytest.approx(-2.0)
+
+
+def test_price_revision_recomputes_only_its_day_and_is_attributed_to_prices(book):
+    refresh(book)
+    book.price(TUE, "08-09", -5.0)
+    result = refresh(book)
+    assert result.days_recomputed == 1
+    bob = exposure_rows(book)[("bob", TUE, "08-09")]
+    # short 3, reference -4 -> -5: cash -6 + 15 = 9 (was 6).
+    assert bob["pnl_eur"] == pytest.approx(9.0)
+    history = {r["trader_id"]: r for r in result.history.iter_rows(named=True)}
+    assert history["bob"]["pnl_change_prices_eur"] == pytest.approx(3.0)
+    assert history["bob"]["pnl_change_trades_eur"] == pytest.approx(0.0)
+    assert history["alice"]["pnl_change_eur"] == 0.0
+
+
+def test_first_price_of_an_hour_fills_its_pnl(book):
+    refresh(book)
+    book.price(TUE, "09-10", 12.0)
+    refresh(book)
+    row = exposure_rows(book)[("bob", TUE, "09-10")]
+    assert (row["reference_price"], row["pnl_eur"]) == pytest.approx((12.0, 2.0))
+
+
+def test_refetch_with_same_value_changes_nothing(book):
+    refresh(book)
+    book.price(MON, "12-13", 45.0, fetched_at=datetime.now(UTC) + timedelta(minutes=10))
+    assert refresh(book).days_recomputed == 0
+
+
+def test_price_on_a_day_nobody_traded_recomputes_nothing(book):
+    refresh(book)
+    book.price(date(2023, 2, 9), "00-01", 50.0)
+    assert refresh(book).days_recomputed == 0
+
+
+def test_incremental_equals_full_recompute(book):
+    refresh(book)
+    book.trade("carol", TUE, "08-09", "buy", 2.5, -1.0)
+    book.price(MON, "12-13", 47.5)
+    refresh(book)
+    incremental = exposure_rows(book)
+    full = refresh(book, full=True)
+    assert full.days_recomputed == 2
+    assert exposure_rows(book) == incremental
+
+
+def test_history_appends_one_row_per_trader_per_refresh_and_adds_up(book):
+    first = datetime(2023, 2, 6, 10, tzinfo=UTC)
+    refresh(book, at=first)
+    book.trade("alice", MON, "12-13", "buy", 1.0, 40.0)  # new trade: 1 MWh @ 40, ref 45: +5
+    book.price(MON, "12-13", 46.0)  # the old long 1 MWh gains 1
+    refresh(book, at=first + timedelta(minutes=10))
+    rows = book.query(
+        f"""SELECT snapshot_at, trader_id, pnl_eur, pnl_change_eur, pnl_change_trades_eur,
+                   pnl_change_prices_eur, new_trades FROM {q("trader_pnl_history")} ORDER BY 1, 2"""
+    )
+    assert [(r[0], r[1]) for r in rows] == [
+        (first, "alice"),
+        (first, "bob"),
+        (first + timedelta(minutes=10), "alice"),
+        (first + timedelta(minutes=10), "bob"),
+    ]
+    # First snapshot: everything is new trades.
+    assert rows[0][2:6] == pytest.approx((5.0, 5.0, 5.0, 0.0))
+    # Second: alice now long 2, cash -80, ref 46 -> 12. Old book at 46: -40 + 46 = 6.
+    _, _, pnl, change, by_trades, by_prices, new_trades = rows[2]
+    assert pnl == pytest.approx(12.0)
+    assert by_prices == pytest.approx(1.0)
+    assert by_trades == pytest.approx(6.0)
+    assert change == pytest.approx(by_trades + by_prices)
+    assert new_trades == 1
+
+
+def test_missing_price_table_leaves_everything_unpriced(warehouse):
+    warehouse.trade("alice", MON, "12-13", "buy", 1.0, 50.0)
+    with warehouse.connect() as conn:
+        conn.execute(f"DROP TABLE {q('reference_prices')}")
+    result = refresh(warehouse)
+    assert result.missing_inputs == [store.REFERENCE_PRICES]
+    row = exposure_rows(warehouse)[("alice", MON, "12-13")]
+    assert row["pnl_eur"] is None and row["cash_eur"] == pytest.approx(-50.0)
