@@ -196,7 +196,7 @@ class Playground:
         )
         http_thread = threading.Thread(
             target=self._market_data.serve_forever,
-            kwargs={"poll_interval": 0.2},
+            kwargs={"poll_interval": 0.1},
             name="playground-market-data",
             daemon=True,
         )
