@@ -1,0 +1,183 @@
+"""`reference_prices`: the vendor's reference price of each delivery hour, in DuckDB.
+
+A graph-backed asset of three steps, so that the DuckDB pool (one step at a time across the
+whole instance) is held only while DuckDB is open, never while the vendor is being waited on:
+
+    plan_price_fetch (pool)  -> fetch_reference_prices (no pool) -> store_reference_prices (pool)
+    which hours have trades     HTTP, concurrent, budgeted          one transaction
+"""
+
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from energy_assets.prices.budget import BULK, FRESH
+from energy_assets.prices.client import MarketDataClient, ReferencePrice
+from energy_assets.prices.partitions import (
+    delivery_to_partition_key,
+    partition_key_to_delivery,
+    reference_price_partitions,
+)
+from energy_assets.prices.store import store_prices, table
+from energy_assets.warehouse import DUCKDB_POOL, SCHEMA
+
+ASSET_KEY = dg.AssetKey("reference_prices")
+#: Run tag: `fresh` (the schedule) may use the whole request budget, anything else is `bulk`.
+PRIORITY_TAG = "energy/price_priority"
+#: Run tag: ISO time before which the run must not fetch (a slot's revisions are not all out).
+NOT_BEFORE_TAG = "energy/fetch_not_before"
+
+PARTITIONS = reference_price_partitions()
+
+
+@dataclass
+class FetchedPrices:
+    """What the fetch step hands to the store step."""
+
+    prices: list[ReferencePrice] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    requests: int = 0
+    retries: int = 0
+    budget_wait_s: float = 0.0
+    fetch_s: float = 0.0
+
+
+def order_for_fetch(keys: list[str], hours_with_trades: set[tuple[date, str]]) -> list[str]:
+    """Hours with positions first (they mark the book), then the rest; each in time order."""
+    first = [key for key in keys if partition_key_to_delivery(key) in hours_with_trades]
+    chosen = set(first)
+    return first + [key for key in keys if key not in chosen]
+
+
+def _hours_with_trades(conn, keys: list[str]) -> set[tuple[date, str]]:
+    exists = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [SCHEMA, "raw_trades"],
+    ).fetchone()[0]
+    if not exists or not keys:
+        return set()
+    first, _ = partition_key_to_delivery(keys[0])
+    last, _ = partition_key_to_delivery(keys[-1])
+    rows = conn.execute(
+        f"SELECT DISTINCT delivery_day, delivery_hour FROM {table(conn, 'raw_trades')} "
+        "WHERE delivery_day BETWEEN ? AND ?",
+        [first, last],
+    ).fetchall()
+    return {(day, hour) for day, hour in rows}
+
+
+@dg.op(pool=DUCKDB_POOL, out=dg.Out(list))
+def plan_price_fetch(context: dg.OpExecutionContext, warehouse: DuckDBResource) -> list[str]:
+    """The partitions of this run in fetch order: hours with trades first."""
+    keys = list(context.partition_keys)
+    with warehouse.get_connection() as conn:
+        traded = _hours_with_trades(conn, keys)
+    ordered = order_for_fetch(keys, traded)
+    first = sum(1 for key in keys if partition_key_to_delivery(key) in traded)
+    context.log.info(f"{len(keys)} hours to fetch, {first} of them with trades, fetched first")
+    return ordered
+
+
+@dg.op(out=dg.Out(FetchedPrices))
+def fetch_reference_prices(
+    context: dg.OpExecutionContext, market_data: MarketDataClient, ordered_keys: list
+) -> FetchedPrices:
+    """Fetch every hour of the run from the vendor, concurrently and within the budget."""
+    tags = context.run.tags
+    priority = FRESH if tags.get(PRIORITY_TAG) == FRESH else BULK
+    not_before = tags.get(NOT_BEFORE_TAG)
+    if not_before:
+        wait = datetime.fromisoformat(not_before).timestamp() - time.time()
+        if wait > 0:
+            context.log.info(f"waiting {wait:.1f} s until the slot's revisions are published")
+            time.sleep(wait)
+    started = time.perf_counter()
+    report = market_data.fetch_many(
+        [(key, *partition_key_to_delivery(key)) for key in ordered_keys], priority=priority
+    )
+    fetched = FetchedPrices(
+        prices=[report.prices[key] for key in ordered_keys if key in report.prices],
+        errors={key: str(error) for key, error in report.errors.items()},
+        requests=report.requests,
+        retries=report.retries,
+        budget_wait_s=report.budget_wait_s,
+        fetch_s=time.perf_counter() - started,
+    )
+    context.log.info(
+        f"fetched {len(fetched.prices)} of {len(ordered_keys)} hours ({priority}) with "
+        f"{fetched.requests} requests, {fetched.retries} retries, "
+        f"{fetched.budget_wait_s:.1f} s waiting for the budget, in {fetched.fetch_s:.1f} s"
+    )
+    return fetched
+
+
+def _key_of(price: ReferencePrice) -> str:
+    return delivery_to_partition_key(price.delivery_day, price.delivery_hour)
+
+
+@dg.op(pool=DUCKDB_POOL, out=dg.Out(dg.Nothing))
+def store_reference_prices(
+    context: dg.OpExecutionContext, warehouse: DuckDBResource, fetched: FetchedPrices
+):
+    """Write the fetched prices in one transaction; fail naming the hours that failed."""
+    with warehouse.get_connection() as conn:
+        stored = store_prices(conn, fetched.prices)
+    values = [p.value for p in fetched.prices]
+    metadata = {
+        "partitions_fetched": len(fetched.prices),
+        "partitions_failed": len(fetched.errors),
+        "requests": fetched.requests,
+        "retries": fetched.retries,
+        "revisions_seen": stored.new_revisions,
+        "min_value": min(values) if values else None,
+        "max_value": max(values) if values else None,
+        "budget_wait_s": round(fetched.budget_wait_s, 3),
+        "fetch_s": round(fetched.fetch_s, 3),
+    }
+    metadata = {k: v for k, v in metadata.items() if v is not None}
+    if not fetched.errors:
+        yield dg.Output(None, metadata=metadata)
+        return
+    # Partial failure: the hours that were fetched are stored and reported materialised one by
+    # one; the failed ones get no materialisation, so the failed run leaves them failed
+    # (missing) in Dagster's eyes and a re-run of the failed partitions fetches just them.
+    for price in fetched.prices:
+        yield dg.AssetMaterialization(
+            asset_key=ASSET_KEY,
+            partition=_key_of(price),
+            metadata={
+                "value": price.value,
+                "unit": price.unit,
+                "last_update": price.last_update.isoformat(),
+            },
+        )
+    failed = sorted(fetched.errors)
+    detail = "\n".join(f"{key}: {fetched.errors[key]}" for key in failed[:50])
+    raise dg.Failure(
+        description=(
+            f"{len(failed)} of {len(failed) + len(fetched.prices)} reference-price partitions "
+            f"failed after their retries: {', '.join(failed[:20])}"
+            f"{' …' if len(failed) > 20 else ''}\n{detail}"
+        ),
+        metadata={**metadata, "failed_partitions": dg.MetadataValue.json(failed)},
+    )
+
+
+@dg.graph_asset(
+    key=ASSET_KEY,
+    group_name="prices",
+    partitions_def=PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    kinds={"duckdb"},
+)
+def reference_prices():
+    """The vendor's reference price (EUR/MWh) of each delivery hour, one row per hour in
+    `energy.reference_prices` (the latest revision seen) and every distinct revision in
+    `energy.reference_price_revisions`. Partition `2023-02-20-15:00` is delivery day
+    2023-02-20, hour 15-16 (UTC). A range is fetched concurrently in one run and written in
+    one transaction; re-fetched every 10 minutes for the open hours by
+    `reference_prices_schedule`."""
+    return store_reference_prices(fetch_reference_prices(plan_price_fetch()))

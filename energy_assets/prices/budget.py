@@ -1,0 +1,200 @@
+"""The vendor's request budget, shared by every thread, run and process on this machine.
+
+The vendor counts every request over sliding windows (any 60 s, any 3,600 s). Each request
+is recorded in a small SQLite file (by default next to the DuckDB file) *before* it is sent,
+inside a `BEGIN IMMEDIATE` transaction, so that two processes can never both take the last
+slot. A caller that finds no room waits until the oldest request in the full window ages out:
+the budget waits, it never overspends.
+
+Two priorities share it:
+
+- `fresh` (the schedule's re-fetch of open hours) may use the whole budget;
+- `bulk` (backfills) leaves `reserve` requests of the hour window free, and around each
+  10-minute revision slot, when the schedule's burst is due, leaves `reserve` requests of the
+  minute window free too. So a backfill never starves the schedule, and takes the rest.
+
+A 429 from the vendor pauses every user of the file until its `Retry-After` has passed.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from energy_assets.prices.partitions import PUBLICATION_DELAY_S, REVISION_GRID_S
+
+FRESH = "fresh"
+BULK = "bulk"
+
+MINUTE_S = 60.0
+HOUR_S = 3600.0
+#: How long after a slot's publication deadline the schedule's burst is expected to last.
+BURST_LENGTH_S = 60.0
+
+
+@dataclass(frozen=True)
+class BudgetLimits:
+    per_minute: int = 50
+    per_hour: int = 1000
+    #: Requests kept free for the schedule (one burst: at most 47 open hours).
+    reserve: int = 47
+    #: Seconds added to each window: a request is recorded a moment before the vendor sees it.
+    margin_s: float = 1.0
+    #: The vendor's windows (shorter only in tests).
+    minute_s: float = MINUTE_S
+    hour_s: float = HOUR_S
+    #: How long the request log is kept (an audit of what the vendor saw from us).
+    keep_s: float = 86400.0
+
+
+def _bulk_guarded(now: float, margin_s: float) -> bool:
+    """Whether a bulk request sent at `now` would still count when the schedule's burst runs.
+
+    The burst starts when a slot's revisions are all published (slot + 30 s) and lasts up to
+    BURST_LENGTH_S; a request counts for the vendor's minute window for 60 s after it is sent.
+    """
+    into_slot = now % REVISION_GRID_S
+    burst_start = PUBLICATION_DELAY_S
+    burst_end = PUBLICATION_DELAY_S + BURST_LENGTH_S
+    guard_start = burst_start - MINUTE_S - margin_s
+    # guard_start is negative: the guard begins in the previous slot.
+    return into_slot >= REVISION_GRID_S + guard_start or into_slot <= burst_end
+
+
+class RequestBudget:
+    """A sliding-window request budget persisted in SQLite at `path`."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        limits: BudgetLimits | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.path = Path(path)
+        self.limits = limits or BudgetLimits()
+        self._clock = clock
+        self._sleep = sleep
+        self._ready = False
+        self._ready_lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 60000")
+        return conn
+
+    def _ensure(self) -> None:
+        with self._ready_lock:
+            if self._ready:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(self._connect()) as conn:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS requests (ts REAL NOT NULL, priority TEXT)"
+                )
+                conn.execute("CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts)")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS pause (id INTEGER PRIMARY KEY CHECK (id = 1), until REAL)"
+                )
+                conn.execute("COMMIT")
+            self._ready = True
+
+    def acquire(self, priority: str = BULK) -> float:
+        """Take one request slot, waiting as long as needed. Returns the seconds waited."""
+        self._ensure()
+        waited = 0.0
+        while True:
+            wait = self._try_acquire(priority)
+            if wait <= 0:
+                return waited
+            # Small jitter so that threads and processes waiting on the same slot do not
+            # all wake and contend for the write lock at once.
+            pause = min(wait, 5.0) + random.uniform(0.0, 0.05)
+            self._sleep(pause)
+            waited += pause
+
+    def _try_acquire(self, priority: str) -> float:
+        """Record a request and return 0, or return how long to wait before trying again."""
+        limits = self.limits
+        with closing(self._connect()) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                now = self._clock()
+                minute_from = now - limits.minute_s - limits.margin_s
+                hour_from = now - limits.hour_s - limits.margin_s
+                conn.execute("DELETE FROM requests WHERE ts <= ?", (now - limits.keep_s,))
+                row = conn.execute("SELECT until FROM pause WHERE id = 1").fetchone()
+                if row and row[0] and row[0] > now:
+                    return row[0] - now
+
+                per_minute, per_hour = limits.per_minute, limits.per_hour
+                if priority != FRESH:
+                    per_hour = max(1, per_hour - limits.reserve)
+                    if _bulk_guarded(now, limits.margin_s):
+                        per_minute = max(0, per_minute - limits.reserve)
+                waits = []
+                for since, limit, span in (
+                    (minute_from, per_minute, limits.minute_s),
+                    (hour_from, per_hour, limits.hour_s),
+                ):
+                    used = conn.execute(
+                        "SELECT count(*) FROM requests WHERE ts > ?", (since,)
+                    ).fetchone()[0]
+                    if used < limit:
+                        continue
+                    if limit <= 0:
+                        # Bulk is held off the minute window around the burst: retry soon.
+                        waits.append(1.0)
+                        continue
+                    # The request that must age out before `used` drops below `limit`.
+                    oldest = conn.execute(
+                        "SELECT ts FROM requests WHERE ts > ? ORDER BY ts LIMIT 1 OFFSET ?",
+                        (since, used - limit),
+                    ).fetchone()[0]
+                    waits.append(oldest + span + limits.margin_s - now + 0.001)
+                if waits:
+                    return max(waits)
+                conn.execute("INSERT INTO requests (ts, priority) VALUES (?, ?)", (now, priority))
+                return 0.0
+            finally:
+                conn.execute("COMMIT")
+
+    def pause_until(self, until: float) -> None:
+        """Hold every user of the budget until `until` (epoch seconds): the vendor said 429."""
+        self._ensure()
+        with closing(self._connect()) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO pause (id, until) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET until = max(until, excluded.until)",
+                (until,),
+            )
+            conn.execute("COMMIT")
+
+    def sent_between(self, start: float, end: float) -> list[float]:
+        """Recorded request times in [start, end]: what the vendor has seen from us."""
+        self._ensure()
+        with closing(self._connect()) as conn:
+            rows = conn.execute(
+                "SELECT ts FROM requests WHERE ts >= ? AND ts <= ? ORDER BY ts", (start, end)
+            ).fetchall()
+        return [row[0] for row in rows]
+
+
+def max_in_window(times: list[float], span: float) -> int:
+    """The largest number of `times` (sorted) inside any window of `span` seconds."""
+    best = 0
+    first = 0
+    for last, ts in enumerate(times):
+        while ts - times[first] >= span:
+            first += 1
+        best = max(best, last - first + 1)
+    return best

@@ -1,0 +1,93 @@
+"""Checks of `energy.reference_prices`, evaluated in one step (one short DuckDB connection)."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from energy_assets.prices.assets import ASSET_KEY
+from energy_assets.prices.store import CURRENT, ensure_tables, table
+from energy_assets.warehouse import DUCKDB_POOL, SCHEMA
+
+FINITE = dg.AssetCheckSpec(
+    "values_finite", asset=ASSET_KEY, description="Every stored price is a finite number."
+)
+ONE_UNIT = dg.AssetCheckSpec(
+    "one_unit", asset=ASSET_KEY, description="Every stored price is in the same unit."
+)
+COVERAGE = dg.AssetCheckSpec(
+    "covers_traded_hours",
+    asset=ASSET_KEY,
+    description="Every delivery hour with trades in energy.raw_trades has a reference price "
+    "(a warning while one is missing: positions in it cannot be marked).",
+)
+
+
+def _table_exists(conn, name: str) -> bool:
+    return bool(
+        conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [SCHEMA, name],
+        ).fetchone()[0]
+    )
+
+
+@dg.multi_asset_check(specs=[FINITE, ONE_UNIT, COVERAGE], pool=DUCKDB_POOL, can_subset=True)
+def reference_price_checks(
+    context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource
+) -> Iterator[dg.AssetCheckResult]:
+    selected = context.selected_asset_check_keys
+    with warehouse.get_connection() as conn:
+        ensure_tables(conn)
+        prices = table(conn, CURRENT)
+        if FINITE.key in selected:
+            bad = conn.execute(
+                f"SELECT count(*) FROM {prices} WHERE value IS NULL OR NOT isfinite(value)"
+            ).fetchone()[0]
+            yield dg.AssetCheckResult(
+                check_name=FINITE.name,
+                passed=bad == 0,
+                metadata={"non_finite_rows": bad},
+            )
+        if ONE_UNIT.key in selected:
+            units = [
+                row[0]
+                for row in conn.execute(f"SELECT DISTINCT unit FROM {prices} ORDER BY 1").fetchall()
+            ]
+            yield dg.AssetCheckResult(
+                check_name=ONE_UNIT.name,
+                passed=len(units) <= 1,
+                metadata={"units": dg.MetadataValue.json(units)},
+            )
+        if COVERAGE.key in selected:
+            if not _table_exists(conn, "raw_trades"):
+                yield dg.AssetCheckResult(
+                    check_name=COVERAGE.name,
+                    passed=True,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={"note": "energy.raw_trades does not exist yet: no traded hours"},
+                )
+                return
+            missing = conn.execute(
+                f"""
+                SELECT DISTINCT t.delivery_day, t.delivery_hour
+                FROM {table(conn, "raw_trades")} t
+                ANTI JOIN {prices} p USING (delivery_day, delivery_hour)
+                ORDER BY 1, 2
+                """
+            ).fetchall()
+            traded = conn.execute(
+                f"SELECT count(*) FROM (SELECT DISTINCT delivery_day, delivery_hour FROM {table(conn, 'raw_trades')})"
+            ).fetchone()[0]
+            yield dg.AssetCheckResult(
+                check_name=COVERAGE.name,
+                passed=not missing,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "traded_hours": traded,
+                    "hours_without_price": len(missing),
+                    "first_missing": dg.MetadataValue.json(
+                        [f"{day.isoformat()} {hour}" for day, hour in missing[:20]]
+                    ),
+                },
+            )

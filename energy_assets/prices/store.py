@@ -1,0 +1,110 @@
+"""The two price tables in DuckDB and the one transaction that writes a batch into them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import duckdb
+import polars as pl
+
+from energy_assets.prices.client import ReferencePrice
+from energy_assets.warehouse import SCHEMA, ensure_schema
+
+CURRENT = "reference_prices"
+REVISIONS = "reference_price_revisions"
+
+
+def table(conn: duckdb.DuckDBPyConnection, name: str) -> str:
+    """`"catalog".energy.name`: fully qualified, because a file named `energy.duckdb` makes a
+    catalog `energy` and `energy.name` alone is then ambiguous."""
+    catalog = conn.execute("SELECT current_database()").fetchone()[0]
+    return f'"{catalog}".{SCHEMA}.{name}'
+
+
+_COLUMNS = """
+    delivery_day DATE NOT NULL,
+    delivery_hour VARCHAR NOT NULL,
+    value DOUBLE NOT NULL,
+    unit VARCHAR NOT NULL,
+    last_update TIMESTAMPTZ NOT NULL,
+    fetched_at TIMESTAMPTZ NOT NULL"""
+
+
+def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    ensure_schema(conn)
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {table(conn, CURRENT)} ({_COLUMNS},"
+        " PRIMARY KEY (delivery_day, delivery_hour))"
+    )
+    # A revision is a distinct (hour, last_update, value, unit); fetched_at says when we first
+    # saw it.
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {table(conn, REVISIONS)} ({_COLUMNS},"
+        " PRIMARY KEY (delivery_day, delivery_hour, last_update, value, unit))"
+    )
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    rows: int
+    new_revisions: int
+
+
+def prices_frame(prices: Sequence[ReferencePrice]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "delivery_day": [p.delivery_day for p in prices],
+            "delivery_hour": [p.delivery_hour for p in prices],
+            "value": [p.value for p in prices],
+            "unit": [p.unit for p in prices],
+            "last_update": [p.last_update for p in prices],
+            "fetched_at": [p.fetched_at for p in prices],
+        },
+        schema={
+            "delivery_day": pl.Date,
+            "delivery_hour": pl.String,
+            "value": pl.Float64,
+            "unit": pl.String,
+            "last_update": pl.Datetime("us", "UTC"),
+            "fetched_at": pl.Datetime("us", "UTC"),
+        },
+    )
+
+
+def store_prices(conn: duckdb.DuckDBPyConnection, prices: Sequence[ReferencePrice]) -> StoreResult:
+    """Write a batch in ONE transaction: every distinct revision into the history, and the
+    current row of each hour replaced, unless the stored row is a newer revision (a slow
+    backfill finishing after the schedule must not put an old price back)."""
+    ensure_tables(conn)
+    if not prices:
+        return StoreResult(rows=0, new_revisions=0)
+    current, revisions = table(conn, CURRENT), table(conn, REVISIONS)
+    batch = prices_frame(prices)
+    conn.register("price_batch", batch.to_arrow())
+    try:
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            before = conn.execute(f"SELECT count(*) FROM {revisions}").fetchone()[0]
+            conn.execute(
+                f"INSERT INTO {revisions} SELECT * FROM price_batch ON CONFLICT DO NOTHING"
+            )
+            after = conn.execute(f"SELECT count(*) FROM {revisions}").fetchone()[0]
+            conn.execute(
+                f"""
+                INSERT INTO {current} AS cur SELECT * FROM price_batch
+                ON CONFLICT (delivery_day, delivery_hour) DO UPDATE SET
+                    value = excluded.value,
+                    unit = excluded.unit,
+                    last_update = excluded.last_update,
+                    fetched_at = excluded.fetched_at
+                WHERE excluded.last_update >= cur.last_update
+                """
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.unregister("price_batch")
+    return StoreResult(rows=batch.height, new_revisions=after - before)

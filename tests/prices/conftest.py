@@ -1,0 +1,133 @@
+"""A scripted Market Data API on loopback, for the faults the playground does not produce
+(invalid JSON, missing keys, a wrong echo, exact sequences of 5xx/429/slow answers)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.conftest import free_port
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    body: bytes | str | dict | None = None  # None: a valid price for the hour asked
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+def valid_price(
+    day: str, hour: str, value: float | None = None, last_update: str | None = None
+) -> dict:
+    # A value that depends on the hour, so a test can tell which answer went where.
+    return {
+        "delivery_day": day,
+        "delivery_hour": hour,
+        "last_update": last_update or "2023-02-21T07:10:20+00:00",
+        "unit": "euro/mwh",
+        "value": value if value is not None else float(int(hour[:2]) + int(day[-2:]) / 100),
+    }
+
+
+class ScriptedMarketData:
+    """Serves `GET <prefix>/reference-price`. Each request takes the next scripted Answer of its
+    (day, hour) if any, else of the shared script, else a valid price. Every request is logged."""
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix.rstrip("/")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}{self.prefix}"
+        self.script: list[Answer] = []
+        self.by_hour: dict[tuple[str, str], list[Answer]] = {}
+        self.default: Callable[[str, str], Answer] | None = None
+        self.requests: list[tuple[float, str, dict]] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                parts = urlsplit(self.path)
+                params = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                answer = server._next(parts.path, params)
+                if answer.delay:
+                    time.sleep(answer.delay)
+                body = answer.body
+                if body is None:
+                    body = valid_price(
+                        params.get("delivery_day", ""), params.get("delivery_hour", "")
+                    )
+                if isinstance(body, dict | list):
+                    body = json.dumps(body)
+                data = body.encode() if isinstance(body, str) else body
+                try:
+                    self.send_response(answer.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for key, value in answer.headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def _next(self, path: str, params: dict) -> Answer:
+        with self._lock:
+            self.requests.append((time.time(), path, params))
+            if path != f"{self.prefix}/reference-price":
+                return Answer(status=404, body={"error_message": "not found"})
+            if "delivery_day" not in params or "delivery_hour" not in params:
+                return Answer(status=400, body={"error_message": "missing parameter"})
+            queue = self.by_hour.get((params["delivery_day"], params["delivery_hour"]))
+            if queue:
+                return queue.pop(0)
+            if self.script:
+                return self.script.pop(0)
+        if self.default is not None:
+            return self.default(params["delivery_day"], params["delivery_hour"])
+        return Answer()
+
+    def start(self) -> ScriptedMarketData:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def scripted_market_data() -> Iterator[Callable[..., ScriptedMarketData]]:
+    """`scripted_market_data(prefix="/v1")` starts a scripted vendor on a free loopback port."""
+    started: list[ScriptedMarketData] = []
+
+    def start(prefix: str = "") -> ScriptedMarketData:
+        server = ScriptedMarketData(prefix).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def refused_url() -> str:
+    """A loopback URL where nothing listens: every connection is refused."""
+    return f"http://127.0.0.1:{free_port()}"

@@ -1,0 +1,141 @@
+"""`reference_prices` in a real Dagster instance against a scripted vendor on loopback."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import dagster as dg
+import duckdb
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+from dagster_duckdb import DuckDBResource
+
+from energy_assets.prices.assets import ASSET_KEY, reference_prices
+from energy_assets.prices.checks import reference_price_checks
+from energy_assets.prices.client import MarketDataClient
+from energy_assets.prices.store import table
+from tests.prices.conftest import Answer, valid_price
+
+
+def resources(vendor_url: str, db: str) -> dict:
+    return {
+        "warehouse": DuckDBResource(database=db),
+        "market_data": MarketDataClient(
+            base_url=vendor_url, budget_enabled=False, backoff_base_s=0.01, max_retries=1
+        ),
+    }
+
+
+def run_range(vendor_url, db, start, end, assets=(reference_prices,), raise_on_error=True):
+    return dg.materialize(
+        list(assets),
+        instance=dg.DagsterInstance.get(),
+        resources=resources(vendor_url, db),
+        tags={ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end},
+        raise_on_error=raise_on_error,
+    )
+
+
+def rows(db: str, name: str = "reference_prices"):
+    with duckdb.connect(db, read_only=True) as conn:
+        return conn.execute(
+            "SELECT delivery_day, delivery_hour, value, unit, last_update "
+            f"FROM {table(conn, name)} ORDER BY ALL"
+        ).fetchall()
+
+
+def test_a_range_is_one_run_with_one_row_per_hour(scripted_market_data, dagster_home, tmp_path):
+    vendor = scripted_market_data("/v1")
+    db = str(tmp_path / "energy.duckdb")
+    result = run_range(
+        vendor.url,
+        db,
+        "2023-12-31-22:00",
+        "2024-01-01-01:00",
+        assets=(reference_prices, reference_price_checks),
+    )
+    assert result.success
+    stored = rows(db)
+    assert [(d, h) for d, h, *_ in stored] == [
+        (date(2023, 12, 31), "22-23"),
+        (date(2023, 12, 31), "23-24"),
+        (date(2024, 1, 1), "00-01"),
+        (date(2024, 1, 1), "01-02"),
+    ]
+    assert [v for _, _, v, *_ in stored] == [22.31, 23.31, 0.01, 1.01]
+    assert len(vendor.requests) == 4
+    instance = dg.DagsterInstance.get()
+    assert instance.get_materialized_partitions(ASSET_KEY) == {
+        "2023-12-31-22:00",
+        "2023-12-31-23:00",
+        "2024-01-01-00:00",
+        "2024-01-01-01:00",
+    }
+    materialization = instance.get_latest_materialization_event(ASSET_KEY).asset_materialization
+    assert materialization.metadata["partitions_fetched"].value == 4
+    assert materialization.metadata["min_value"].value == 0.01
+    assert materialization.metadata["max_value"].value == 23.31
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"values_finite": True, "one_unit": True, "covers_traded_hours": True}
+
+
+def test_a_newer_revision_updates_the_row_and_keeps_history(
+    scripted_market_data, dagster_home, tmp_path
+):
+    vendor = scripted_market_data()
+    db = str(tmp_path / "energy.duckdb")
+    vendor.default = lambda day, hour: Answer(
+        body=valid_price(day, hour, 10.0, "2023-02-21T07:00:00+00:00")
+    )
+    assert run_range(vendor.url, db, "2023-02-21-08:00", "2023-02-21-09:00").success
+    # The same revision again: nothing new in the history.
+    assert run_range(vendor.url, db, "2023-02-21-08:00", "2023-02-21-09:00").success
+    vendor.default = lambda day, hour: Answer(
+        body=valid_price(day, hour, 12.5, "2023-02-21T07:10:20+00:00")
+    )
+    result = run_range(vendor.url, db, "2023-02-21-09:00", "2023-02-21-09:00")
+    assert result.success
+    first = datetime(2023, 2, 21, 7, tzinfo=UTC)
+    second = datetime(2023, 2, 21, 7, 10, 20, tzinfo=UTC)
+    assert rows(db) == [
+        (date(2023, 2, 21), "08-09", 10.0, "euro/mwh", first),
+        (date(2023, 2, 21), "09-10", 12.5, "euro/mwh", second),
+    ]
+    assert rows(db, "reference_price_revisions") == [
+        (date(2023, 2, 21), "08-09", 10.0, "euro/mwh", first),
+        (date(2023, 2, 21), "09-10", 10.0, "euro/mwh", first),
+        (date(2023, 2, 21), "09-10", 12.5, "euro/mwh", second),
+    ]
+    materialization = dg.DagsterInstance.get().get_latest_materialization_event(ASSET_KEY)
+    assert materialization.asset_materialization.metadata["revisions_seen"].value == 1
+
+
+def test_partial_failure_names_the_failed_hours_and_keeps_the_good_ones(
+    scripted_market_data, dagster_home, tmp_path
+):
+    vendor = scripted_market_data()
+    db = str(tmp_path / "energy.duckdb")
+    vendor.by_hour[("2023-03-01", "02-03")] = [
+        Answer(status=503)
+    ] * 2  # max_retries=1: fails for good
+    vendor.by_hour[("2023-03-01", "04-05")] = [Answer(body="{broken")]
+    result = run_range(vendor.url, db, "2023-03-01-00:00", "2023-03-01-05:00", raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.error.message
+    assert "2 of 6" in message
+    assert "2023-03-01-02:00" in message and "2023-03-01-04:00" in message
+    assert [(h) for _, h, *_ in rows(db)] == ["00-01", "01-02", "03-04", "05-06"]
+    instance = dg.DagsterInstance.get()
+    assert instance.get_materialized_partitions(ASSET_KEY) == {
+        "2023-03-01-00:00",
+        "2023-03-01-01:00",
+        "2023-03-01-03:00",
+        "2023-03-01-05:00",
+    }
+    # Re-running just the failed hours fills them in.
+    assert run_range(vendor.url, db, "2023-03-01-02:00", "2023-03-01-02:00").success
+    assert run_range(vendor.url, db, "2023-03-01-04:00", "2023-03-01-04:00").success
+    assert len(rows(db)) == 6

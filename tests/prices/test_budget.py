@@ -1,0 +1,81 @@
+"""The request budget: shared through its SQLite file by threads and processes alike."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+from energy_assets.prices.budget import (
+    BULK,
+    FRESH,
+    BudgetLimits,
+    RequestBudget,
+    _bulk_guarded,
+    max_in_window,
+)
+
+# Scaled-down windows so that the test waits seconds, not minutes.
+LIMITS = BudgetLimits(per_minute=5, per_hour=12, reserve=0, margin_s=0.05, minute_s=1.0, hour_s=4.0)
+
+
+def _spend(path: str, count: int, barrier) -> None:
+    budget = RequestBudget(path, LIMITS)
+    barrier.wait()
+    for _ in range(count):
+        budget.acquire(FRESH)
+
+
+def test_two_processes_never_exceed_the_budget(tmp_path):
+    path = str(tmp_path / "budget.sqlite")
+    RequestBudget(path, LIMITS)._ensure()
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    workers = [context.Process(target=_spend, args=(path, 9, barrier)) for _ in range(2)]
+    started = time.time()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    sent = RequestBudget(path, LIMITS).sent_between(started - 1, time.time() + 1)
+    assert len(sent) == 18
+    assert max_in_window(sent, 1.0) <= 5
+    assert max_in_window(sent, 4.0) <= 12
+    # 18 requests at 12 per 4 s: the budget made them wait rather than overspend.
+    assert sent[-1] - sent[0] >= 4.0
+
+
+class FakeClock:
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_bulk_leaves_the_schedule_its_reserve(tmp_path):
+    # 10:02:00 UTC of some day: outside the burst guard, the minute window is bulk's too.
+    clock = FakeClock(1_700_000_520.0 - 1_700_000_520.0 % 600 + 120)
+    limits = BudgetLimits(per_minute=50, per_hour=100, reserve=47)
+    budget = RequestBudget(tmp_path / "b.sqlite", limits, clock=clock, sleep=clock.sleep)
+    for _ in range(53):
+        budget.acquire(BULK)
+    # bulk stopped at per_hour - reserve = 53 this hour; the schedule still gets its 47 ...
+    start = clock.now
+    assert budget._try_acquire(BULK) > 0
+    for _ in range(47):
+        budget.acquire(FRESH)
+    # ... spread only by the minute limit (50 a minute), never by bulk's use of the hour.
+    assert clock.now - start < 120
+
+
+def test_bulk_is_held_off_the_minute_window_around_the_burst():
+    slot = 1_700_000_400.0  # a multiple of 600: a grid slot
+    assert slot % 600 == 0
+    assert not _bulk_guarded(slot - 40, 1.0)
+    assert _bulk_guarded(slot - 31, 1.0)  # would still count at slot + 30
+    assert _bulk_guarded(slot + 45, 1.0)  # the burst itself
+    assert not _bulk_guarded(slot + 91, 1.0)

@@ -1,0 +1,183 @@
+"""MarketDataClient against a real HTTP server on loopback: every fault of the contract."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, date, datetime
+
+import pytest
+
+from energy_assets.prices.client import (
+    InvalidPriceAnswer,
+    MarketDataClient,
+    MarketDataRequestRefused,
+    MarketDataUnavailable,
+    join_url,
+)
+from tests.prices.conftest import Answer, valid_price
+
+DAY = date(2023, 5, 12)
+
+
+def client(url: str, **overrides) -> MarketDataClient:
+    options = dict(
+        base_url=url,
+        budget_enabled=False,
+        backoff_base_s=0.01,
+        backoff_max_s=0.05,
+        max_retries=3,
+        read_timeout_s=2.0,
+    )
+    options.update(overrides)
+    return MarketDataClient(**options)
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("http://h:5060", "http://h:5060/reference-price"),
+        ("http://h:5060/", "http://h:5060/reference-price"),
+        (
+            "https://market-data-provider.energy/v1",
+            "https://market-data-provider.energy/v1/reference-price",
+        ),
+        (
+            "https://market-data-provider.energy/v1/",
+            "https://market-data-provider.energy/v1/reference-price",
+        ),
+    ],
+)
+def test_join_url_keeps_the_base_path(base, expected):
+    assert join_url(base, "reference-price") == expected
+
+
+@pytest.mark.parametrize("prefix", ["", "/v1"])
+def test_fetch_validates_and_parses(scripted_market_data, prefix):
+    vendor = scripted_market_data(prefix)
+    vendor.by_hour[("2023-05-12", "08-09")] = [
+        Answer(
+            body=valid_price("2023-05-12", "08-09", value=-3.5, last_update="2023-05-11T07:10:20Z")
+        )
+    ]
+    price = client(vendor.url).fetch_price(DAY, "08-09")
+    assert price.value == -3.5  # negative prices are prices
+    assert price.unit == "euro/mwh"
+    assert price.last_update == datetime(2023, 5, 11, 7, 10, 20, tzinfo=UTC)
+    assert (price.delivery_day, price.delivery_hour) == (DAY, "08-09")
+    ((_, path, params),) = vendor.requests
+    assert path == f"{prefix}/reference-price"
+    assert params == {"delivery_day": "2023-05-12", "delivery_hour": "08-09"}
+
+
+def test_503s_are_retried_then_succeed(scripted_market_data):
+    vendor = scripted_market_data()
+    vendor.script = [Answer(status=503, body="busy"), Answer(status=502, body="")]
+    market = client(vendor.url)
+    report = market.fetch_many([("k", DAY, "08-09")])
+    assert report.prices["k"].value == valid_price("2023-05-12", "08-09")["value"]
+    assert (report.requests, report.retries, len(vendor.requests)) == (3, 2, 3)
+
+
+def test_503_forever_fails_naming_the_request(scripted_market_data):
+    vendor = scripted_market_data()
+    vendor.default = lambda day, hour: Answer(status=503, body="down")
+    with pytest.raises(MarketDataUnavailable) as raised:
+        client(vendor.url, max_retries=2).fetch_price(DAY, "08-09")
+    assert "delivery_day=2023-05-12&delivery_hour=08-09" in str(raised.value)
+    assert "HTTP 503" in str(raised.value)
+    assert len(vendor.requests) == 3  # bounded: 1 + max_retries
+
+
+def test_slow_answer_times_out_and_is_retried(scripted_market_data):
+    vendor = scripted_market_data()
+    vendor.script = [Answer(delay=1.5)]
+    started = time.monotonic()
+    price = client(vendor.url, read_timeout_s=0.3).fetch_price(DAY, "23-24")
+    assert price.delivery_hour == "23-24"
+    assert len(vendor.requests) == 2
+    assert time.monotonic() - started < 1.5  # did not wait for the slow answer
+
+
+def test_refused_connection_is_retried_then_fails(refused_url):
+    with pytest.raises(MarketDataUnavailable) as raised:
+        client(refused_url, max_retries=2).fetch_price(DAY, "00-01")
+    assert "3 attempts" in str(raised.value)
+    assert "connection failed" in str(raised.value)
+
+
+def test_400_fails_at_once(scripted_market_data):
+    vendor = scripted_market_data()
+    vendor.script = [Answer(status=400, body={"error_message": "bad delivery_hour"})]
+    with pytest.raises(MarketDataRequestRefused) as raised:
+        client(vendor.url).fetch_price(DAY, "08-09")
+    assert "HTTP 400" in str(raised.value) and "delivery_hour=08-09" in str(raised.value)
+    assert len(vendor.requests) == 1
+
+
+def test_garbage_is_never_sent(scripted_market_data):
+    vendor = scripted_market_data()
+    with pytest.raises(ValueError):
+        client(vendor.url).fetch_price(DAY, "8-9")
+    assert vendor.requests == []
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        (
+            {
+                "delivery_day": "2023-05-12",
+                "delivery_hour": "08-09",
+                "unit": "euro/mwh",
+                "value": 1.0,
+            },
+            "lacks last_update",
+        ),
+        ({**valid_price("2023-05-12", "08-09"), "value": None}, "value is not a number"),
+        ({**valid_price("2023-05-12", "08-09"), "value": "27.74"}, "value is not a number"),
+        ({**valid_price("2023-05-12", "08-09"), "value": True}, "value is not a number"),
+        (
+            '{"delivery_day": "2023-05-12", "delivery_hour": "08-09", "last_update": "2023-02-21T07:10:20+00:00", "unit": "euro/mwh", "value": NaN}',
+            "not finite",
+        ),
+        ({**valid_price("2023-05-12", "08-09"), "delivery_hour": "09-10"}, "not 2023-05-12 08-09"),
+        ({**valid_price("2023-05-13", "08-09")}, "not 2023-05-12 08-09"),
+        ({**valid_price("2023-05-12", "08-09"), "last_update": "yesterday"}, "last_update"),
+        (
+            {**valid_price("2023-05-12", "08-09"), "last_update": "2023-02-21T07:10:20"},
+            "no UTC offset",
+        ),
+        ({**valid_price("2023-05-12", "08-09"), "unit": ""}, "unit"),
+    ],
+)
+def test_invalid_answers_are_errors_never_zero(scripted_market_data, body, reason):
+    vendor = scripted_market_data()
+    vendor.script = [Answer(body=body)]
+    report = client(vendor.url).fetch_many([("k", DAY, "08-09")])
+    assert report.prices == {}
+    error = report.errors["k"]
+    assert isinstance(error, InvalidPriceAnswer)
+    assert reason in str(error) and "delivery_hour=08-09" in str(error)
+    assert len(vendor.requests) == 1  # not transient: not retried
+
+
+def test_429_honours_retry_after(scripted_market_data, tmp_path):
+    vendor = scripted_market_data()
+    vendor.script = [Answer(status=429, body="slow down", headers={"Retry-After": "1"})]
+    market = client(vendor.url, budget_enabled=True, budget_path=str(tmp_path / "budget.sqlite"))
+    market.fetch_price(DAY, "08-09")
+    (first, *_), (second, *_) = vendor.requests
+    assert second - first >= 1.0
+
+
+def test_many_hours_fetch_concurrently(scripted_market_data):
+    vendor = scripted_market_data()
+    vendor.default = lambda day, hour: Answer(delay=0.2)
+    hours = [(f"k{h}", DAY, f"{h:02d}-{h + 1:02d}") for h in range(24)]
+    started = time.monotonic()
+    report = client(vendor.url, max_concurrency=8).fetch_many(hours)
+    elapsed = time.monotonic() - started
+    assert len(report.prices) == 24 and not report.errors
+    assert elapsed < 24 * 0.2 / 3  # 8 at a time, not one by one
