@@ -94,6 +94,12 @@ class DealGenerator:
         )
 
 
+def frame_text(deal: Deal, envelope: str) -> str:
+    """Exactly `deal.to_frame(envelope)`, without `dataclasses.asdict`'s deep copy, which
+    cost the feed more than half of its time per frame at full speed."""
+    return json.dumps({envelope: {name: getattr(deal, name) for name in FIELDS}})
+
+
 def _with(deal: Deal, **changes: object) -> dict:
     payload = deal.to_dict()
     payload.update(changes)
@@ -250,7 +256,7 @@ class FrameStream:
             return Frame(text=text, kind="malformed", malformed_kind=kind)
         name, zulu = self._pick_envelope()
         deal = self.deals.next_deal(now, zulu=zulu)
-        frame = Frame(text=deal.to_frame(name), kind="deal", deal=deal)
+        frame = Frame(text=frame_text(deal, name), kind="deal", deal=deal)
         if self.duplicate_rate and self._faults.random() < self.duplicate_rate:
             due = number + 1 + int(self._faults.random() * DUPLICATE_WINDOW)
             self._duplicates.append((due, frame))

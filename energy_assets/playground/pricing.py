@@ -15,6 +15,7 @@ this hour at this instant?", and tests ask them the same question for any instan
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import struct
@@ -34,6 +35,7 @@ def unit_draw(*key: object) -> float:
     return (struct.unpack(">Q", digest)[0] >> 11) / float(1 << 53)
 
 
+@functools.lru_cache(maxsize=4096)
 def fair_price(seed: int, day: date, hour: int) -> float:
     """A plausible day-ahead level in EUR/MWh for (day, hour): a daily shape with morning and
     evening peaks, a midday solar dip that sometimes goes below zero, and a level per day."""
