@@ -51,9 +51,11 @@ def start_playground() -> Iterator[Callable[..., object]]:
     started = []
 
     def start(**options):
-        playground = Playground(
-            exchange_port=free_port(), market_data_port=free_port(), **options
-        ).start()
+        # Port 0: the OS picks a free port at bind time, so no other process can take it
+        # in between; pass exchange_port/market_data_port to choose them.
+        options.setdefault("exchange_port", 0)
+        options.setdefault("market_data_port", 0)
+        playground = Playground(**options).start()
         started.append(playground)
         return playground
 

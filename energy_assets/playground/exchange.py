@@ -69,6 +69,9 @@ class ExchangeServer:
         return len(self._clients)
 
     async def start(self) -> None:
+        # A restart (after stop) gets a new loop: nothing of the old one may be reused.
+        self._clients = {}
+        self._tasks = set()
         self._has_clients = asyncio.Event()
         self._server = await serve(
             self._handle,

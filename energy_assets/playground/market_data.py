@@ -132,6 +132,12 @@ class MarketDataServer(ThreadingHTTPServer):
     def port(self) -> int:
         return self.server_address[1]
 
+    def carry_over(self, previous: MarketDataServer) -> None:
+        """Continue the counters, error draws and rate-limit windows of a stopped server."""
+        self.stats = previous.stats
+        self._errors = previous._errors
+        self._limiters = previous._limiters
+
     def process_request(self, request, client_address):
         with self._lock:
             self._open.add(request)

@@ -71,7 +71,12 @@ def _connect_host(host: str) -> str:
 
 
 class Playground:
-    """Both stand-ins, served from a background thread: `with Playground(...) as pg:`."""
+    """Both stand-ins, served from a background thread: `with Playground(...) as pg:`.
+
+    `stop()` then `start()` again simulates an outage: while stopped, both ports refuse
+    connections; restarted, they listen on the same ports and the exchange's stream, the
+    counters and the rate-limit windows carry on where they were.
+    """
 
     def __init__(
         self,
@@ -191,9 +196,14 @@ class Playground:
     def start(self) -> Playground:
         if self._started:
             return self
+        previous = self._market_data
         self._market_data = MarketDataServer(
             self.market_data_options, self.host, self._market_data_port, self.log
         )
+        if previous is not None:
+            # Started again after stop(): same port, same counters and rate-limit windows.
+            self._market_data.carry_over(previous)
+        self._market_data_port = self._market_data.port
         http_thread = threading.Thread(
             target=self._market_data.serve_forever,
             kwargs={"poll_interval": 0.1},

@@ -7,6 +7,9 @@ import re
 import time
 from datetime import UTC, datetime
 
+import pytest
+import requests
+
 from energy_assets.playground.feed import MALFORMED_KINDS
 from energy_assets.playground.server import ExchangeOptions
 from energy_assets.trades.deal import FIELDS, InvalidFrame, parse_frame
@@ -199,3 +202,25 @@ def test_nothing_is_sent_while_nobody_listens(start_playground):
     assert pg.frames_sent == 0 and pg.sent_deals == []
     read_frames(pg.exchange_url, count=5)
     assert len(pg.sent_deals) >= 5
+
+
+def test_stop_then_start_is_an_outage_on_the_same_ports(start_playground):
+    pg = start_playground(
+        exchange=ExchangeOptions(rate=0, seed=12, start_time=START, close_every=5)
+    )
+    urls = pg.exchange_url, pg.market_data_url
+    before = read_frames(pg.exchange_url).frames
+    pg.stop()
+    with pytest.raises(OSError):
+        read_frames(pg.exchange_url)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(pg.market_data_url + "/reference-price", timeout=2)
+    pg.start()
+    assert (pg.exchange_url, pg.market_data_url) == urls
+    after = read_frames(pg.exchange_url).frames
+    whole = start_playground(
+        exchange=ExchangeOptions(rate=0, seed=12, start_time=START, max_deals=10)
+    )
+    assert before + after == read_frames(whole.exchange_url, done=whole.finished).frames
+    assert requests.get(pg.market_data_url + "/", timeout=2).status_code == 404
+    assert pg.requests_served == 1 and pg.connections == 2
