@@ -1,0 +1,181 @@
+"""The two assets in a real Dagster instance: materialised against a DuckDB file filled
+directly, and requested by their automation conditions after new trades and new prices."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster_duckdb import DuckDBResource
+
+from energy_assets.exposure.assets import (
+    EXPOSURE_CONDITION,
+    exposure_automation_sensor,
+    exposure_dashboard,
+    trader_exposure,
+)
+from tests.exposure.conftest import q
+
+# Stand-ins with the upstream keys and shapes: `raw_trades` unpartitioned, `reference_prices`
+# hourly. Their own code is the trades and prices domains'; the automation only needs keys,
+# partitions and materialisation events.
+NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+HOURLY = dg.HourlyPartitionsDefinition(
+    start_date=(NOW - timedelta(days=2)).strftime("%Y-%m-%d-%H:%M"), end_offset=48
+)
+
+
+@dg.asset(key="raw_trades", group_name="trades")
+def raw_trades_stand_in() -> None: ...
+
+
+@dg.asset(key="reference_prices", group_name="prices", partitions_def=HOURLY)
+def reference_prices_stand_in() -> None: ...
+
+
+def materialize(instance: dg.DagsterInstance, warehouse, selection=None) -> dg.ExecuteInJobResult:
+    result = dg.materialize(
+        [trader_exposure, exposure_dashboard],
+        instance=instance,
+        resources={"warehouse": warehouse.resource()},
+        selection=selection,
+    )
+    assert result.success
+    return result
+
+
+@pytest.fixture
+def instance(dagster_home, energy_env):
+    with dg.DagsterInstance.get() as instance:
+        yield instance
+
+
+def test_materialise_writes_tables_metadata_and_pages(instance, warehouse, energy_env):
+    day = (NOW - timedelta(days=1)).date()
+    warehouse.trade("alice", day, "12-13", "buy", 2.0, 50.0)
+    warehouse.trade("bob", day, "12-13", "sell", 4.0, 30.0)
+    warehouse.price(day, "12-13", 45.0)
+
+    result = materialize(instance, warehouse)
+
+    exposure = result.asset_materializations_for_node("trader_exposure")[0].metadata
+    # alice: cash -100, long 2 @ 45 -> -10; bob: cash 120, short 4 @ 45 -> -60.
+    assert exposure["total_pnl_eur"].value == pytest.approx(-70.0)
+    assert exposure["gross_exposure_eur"].value == pytest.approx(90.0 + 180.0)
+    assert "| bob | 2023" not in exposure["largest_exposures"].value
+    largest = exposure["largest_exposures"].value.splitlines()
+    assert largest[2].startswith(f"| bob | {day} 12-13 | -4.0 | 45.00 | -180.00 | -60.00 |")
+    assert "| alice | 1 | 2.0 | -10.00 |" in exposure["trader_totals"].value
+    rows = warehouse.query(f"SELECT trader_id, pnl_eur FROM {q('trader_exposure_totals')}")
+    assert dict(rows) == pytest.approx({"alice": -10.0, "bob": -60.0})
+
+    dashboard = result.asset_materializations_for_node("exposure_dashboard")[0].metadata
+    index = Path(dashboard["index_path"].value)
+    assert index == Path(energy_env["ENERGY_DASHBOARD_DIR"]).resolve() / "index.html"
+    assert dashboard["dashboard_url"].value == "http://127.0.0.1:8050/"
+    version = json.loads((index.parent / "version.json").read_text())["version"]
+    assert dashboard["version"].value == version
+    assert f'data-version="{version}"' in index.read_text()
+    assert (index.parent / "trader-alice.html").exists()
+
+
+def test_total_pnl_is_left_out_while_nothing_is_priced(instance, warehouse):
+    warehouse.trade("alice", NOW.date(), "23-24", "buy", 1.0, 50.0)
+    result = materialize(instance, warehouse, selection=[trader_exposure])
+    metadata = result.asset_materializations_for_node("trader_exposure")[0].metadata
+    assert "total_pnl_eur" not in metadata
+    assert metadata["unpriced_periods"].value == 1
+
+
+def requested(result: dg.EvaluateAutomationConditionsResult, key: str) -> int:
+    return result.get_num_requested(dg.AssetKey(key))
+
+
+def test_automation_requests_a_refresh_after_new_trades_and_after_a_price_revision(
+    instance, warehouse
+):
+    defs = dg.Definitions(
+        assets=[
+            raw_trades_stand_in,
+            reference_prices_stand_in,
+            trader_exposure,
+            exposure_dashboard,
+        ],
+        sensors=[exposure_automation_sensor],
+        resources={"warehouse": warehouse.resource()},
+    )
+    selection = dg.AssetSelection.assets("trader_exposure", "exposure_dashboard")
+
+    def tick(cursor=None) -> dg.EvaluateAutomationConditionsResult:
+        return dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, asset_selection=selection, cursor=cursor
+        )
+
+    first = tick()
+    # In 1.13 a condition's first tick counts as "handled": nothing runs until upstream moves.
+    assert requested(first, "trader_exposure") == 0
+    quiet = tick(first.cursor)
+    assert requested(quiet, "trader_exposure") == 0
+
+    # New trades land in raw_trades.
+    warehouse.trade("alice", NOW.date(), "23-24", "buy", 1.0, 50.0)
+    instance.report_runless_asset_event(dg.AssetMaterialization("raw_trades"))
+    after_trades = tick(quiet.cursor)
+    assert requested(after_trades, "trader_exposure") == 1
+    assert requested(after_trades, "exposure_dashboard") == 1
+    materialize(instance, warehouse)
+    quiet = tick(after_trades.cursor)
+    assert requested(quiet, "trader_exposure") == 0
+
+    # A revision of one hourly price partition, an hour of the past day (not the latest
+    # partition, which eager() would insist on).
+    hour = NOW - timedelta(hours=20)
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("reference_prices", partition=hour.strftime("%Y-%m-%d-%H:%M"))
+    )
+    after_price = tick(quiet.cursor)
+    assert requested(after_price, "trader_exposure") == 1
+    assert requested(after_price, "exposure_dashboard") == 1
+
+
+def test_eager_alone_would_never_fire_below_hourly_prices(instance):
+    # Why trader_exposure has its own condition: eager() waits until no upstream partition is
+    # missing, and hourly prices always have hours never fetched.
+    eager = trader_exposure.map_asset_specs(
+        lambda spec: spec.replace_attributes(automation_condition=dg.AutomationCondition.eager())
+    )
+    defs = dg.Definitions(
+        assets=[raw_trades_stand_in, reference_prices_stand_in, eager],
+        resources={"warehouse": DuckDBResource(database=":memory:")},
+    )
+    selection = dg.AssetSelection.assets("trader_exposure")
+    first = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=selection
+    )
+    instance.report_runless_asset_event(dg.AssetMaterialization("raw_trades"))
+    hour = NOW - timedelta(hours=20)
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("reference_prices", partition=hour.strftime("%Y-%m-%d-%H:%M"))
+    )
+    result = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=selection, cursor=first.cursor
+    )
+    assert requested(result, "trader_exposure") == 0
+
+
+def test_code_location_wires_the_exposure_assets():
+    from energy_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    exposure = graph.get(dg.AssetKey("trader_exposure"))
+    assert exposure.parent_keys == {dg.AssetKey("raw_trades"), dg.AssetKey("reference_prices")}
+    assert exposure.automation_condition == EXPOSURE_CONDITION
+    assert graph.get(dg.AssetKey("exposure_dashboard")).parent_keys == {
+        dg.AssetKey("trader_exposure")
+    }
+    sensor = defs.resolve_sensor_def("exposure_automation_sensor")
+    # On from the start: nobody has to switch it on in the UI.
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
