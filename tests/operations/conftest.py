@@ -42,4 +42,9 @@ def instance_home(
         env.update(request.getfixturevalue("postgres_env"))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    # Creates the storage now: processes started together would race to create its tables.
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get():
+        pass
     return kind, home, env

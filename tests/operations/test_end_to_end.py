@@ -1,0 +1,278 @@
+"""End to end through the real Dagster daemon, on both instances (SQLite and PostgreSQL).
+
+A playground on free ports, the listener and `dagster-daemon run` as subprocesses, and the
+demo's one start-up step (`energy-assets backfill-recent-prices`). Nobody launches a run:
+the trade sensor drains the capture buffer, the backfill daemon fetches the prices and the
+automation sensor refreshes the exposure. The test then checks the warehouse against the
+deals the playground sent and against an exposure computed here, in plain Python.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster import DagsterInstance
+from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES, RunsFilter
+
+from energy_assets.logs import EventLogger
+from energy_assets.operations.instance import REPO
+from energy_assets.operations.supervisor import ChildSpec, Supervisor
+from energy_assets.playground.server import ExchangeOptions
+from energy_assets.warehouse import connect
+
+DEALS = 60
+#: Whole pipeline, from the first deal to the exposure that includes the last one.
+DEADLINE_S = 150
+
+
+def _daemon_argv() -> list[str]:
+    return [
+        str(Path(sys.executable).parent / "dagster-daemon"),
+        "run",
+        "-w",
+        str(REPO / "workspace.yaml"),
+    ]
+
+
+def _partition_key(day: str, hour_label: str) -> str:
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(hours=int(hour_label[:2]))
+    return start.strftime("%Y-%m-%d-%H:%M")
+
+
+def _latest(instance: DagsterInstance, key: str):
+    records = instance.fetch_materializations(dg.AssetKey(key), limit=1).records
+    return records[0] if records else None
+
+
+def _in_flight(instance: DagsterInstance) -> list[str]:
+    return [
+        f"{run.job_name}:{run.status.value}"
+        for run in instance.get_runs(RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES))
+    ]
+
+
+def _wait(what: str, predicate, deadline: float, status) -> None:
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(1.0)
+    raise AssertionError(f"timed out waiting for {what}; {status()}")
+
+
+def independent_exposure(trades, prices) -> dict[tuple, dict]:
+    """Per (trader, day, hour), straight from the contract's definitions."""
+    groups: dict[tuple, dict] = defaultdict(
+        lambda: {"trades": 0, "bought": 0.0, "sold": 0.0, "paid": 0.0, "received": 0.0}
+    )
+    for trader, day, hour, direction, price, quantity in trades:
+        g = groups[(trader, day, hour)]
+        g["trades"] += 1
+        if direction == "buy":
+            g["bought"] += quantity
+            g["paid"] += quantity * price
+        else:
+            g["sold"] += quantity
+            g["received"] += quantity * price
+    out = {}
+    for (trader, day, hour), g in groups.items():
+        net = g["bought"] - g["sold"]
+        cash = g["received"] - g["paid"]
+        reference = prices.get((day, hour))
+        out[(trader, day, hour)] = {
+            "trades": g["trades"],
+            "bought_mwh": g["bought"],
+            "sold_mwh": g["sold"],
+            "net_mwh": net,
+            "buy_vwap": g["paid"] / g["bought"] if g["bought"] else None,
+            "sell_vwap": g["received"] / g["sold"] if g["sold"] else None,
+            "cash_eur": cash,
+            "reference_price": reference,
+            "pnl_eur": None if reference is None else cash + net * reference,
+            "exposure_eur": None if reference is None else net * reference,
+        }
+    return out
+
+
+def _close(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
+
+
+@pytest.mark.timeout(300)
+def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
+    instance_home, energy_env, start_playground, tmp_path: Path
+):
+    kind, home, instance_env = instance_home
+    playground = start_playground(
+        exchange=ExchangeOptions(
+            rate=20, traders=3, seed=11, max_deals=DEALS, duplicate_rate=0.1, malformed_rate=0.05
+        )
+    )
+    env = {
+        **os.environ,
+        **energy_env,
+        **instance_env,
+        "ENERGY_EXCHANGE_URL": playground.exchange_url,
+        "ENERGY_MARKET_DATA_URL": playground.market_data_url,
+        # The vendor budget has its own tests (tests/prices); here it would only make the
+        # backfill wait for budget windows and the test's duration depend on the clock.
+        "ENERGY_MARKET_DATA_BUDGET": "off",
+        "PYTHONUNBUFFERED": "1",
+    }
+    logs = tmp_path / "logs"
+    supervisor_log = tmp_path / "supervisor.log"
+    supervisor = Supervisor(
+        [
+            ChildSpec(
+                name="listener",
+                argv=[sys.executable, "-m", "energy_assets.cli", "listen"],
+                env=env,
+                stop_order=0,
+            ),
+            ChildSpec(
+                name="daemon", argv=_daemon_argv(), env=env, cwd=REPO, stop_order=1, stop_signal=2
+            ),
+        ],
+        log=EventLogger("e2e", open(supervisor_log, "w")),  # noqa: SIM115
+        log_dir=logs,
+        max_quick_failures=1,
+        stop_timeout_s=30,
+    )
+    thread = threading.Thread(target=supervisor.run, kwargs={"poll_interval_s": 0.2})
+    thread.start()
+    began = time.monotonic()
+    deadline = began + DEADLINE_S
+    try:
+        # The demo's start-up step, as the demo runs it once Dagster is up.
+        backfill = subprocess.run(
+            [sys.executable, "-m", "energy_assets.cli", "backfill-recent-prices", "--days", "0"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert backfill.returncode == 0, backfill.stderr
+        assert "event=backfill_requested" in backfill.stderr
+
+        _wait("every deal sent", lambda: len(playground.sent_deals) == DEALS, deadline, lambda: "")
+        sent = {deal.id: deal for deal in playground.sent_deals}
+        wanted_partitions = {_partition_key(d.delivery_day, d.delivery_hour) for d in sent.values()}
+
+        with DagsterInstance.get() as instance:
+
+            def status() -> str:
+                trades = _latest(instance, "raw_trades")
+                return (
+                    f"raw_trades total_rows="
+                    f"{trades.asset_materialization.metadata['total_rows'].value if trades else None}, "
+                    f"price partitions missing="
+                    f"{len(wanted_partitions - instance.get_materialized_partitions(dg.AssetKey('reference_prices')))}, "
+                    f"exposure={_latest(instance, 'trader_exposure') is not None}, "
+                    f"in flight={_in_flight(instance)}, logs in {logs}"
+                )
+
+            def all_trades_drained() -> bool:
+                latest = _latest(instance, "raw_trades")
+                return latest is not None and (
+                    latest.asset_materialization.metadata["total_rows"].value == DEALS
+                )
+
+            def prices_stored() -> bool:
+                done = instance.get_materialized_partitions(dg.AssetKey("reference_prices"))
+                return wanted_partitions <= done
+
+            def exposure_caught_up() -> bool:
+                exposure = _latest(instance, "trader_exposure")
+                if exposure is None or _in_flight(instance):
+                    return False
+                upstream = [_latest(instance, "raw_trades"), _latest(instance, "reference_prices")]
+                return all(exposure.storage_id > record.storage_id for record in upstream)
+
+            _wait("the drain of every deal", all_trades_drained, deadline, status)
+            trades_at = time.monotonic() - began
+            _wait("the prices of every traded hour", prices_stored, deadline, status)
+            _wait(
+                "an exposure refresh after the last trades and prices",
+                exposure_caught_up,
+                deadline,
+                status,
+            )
+            elapsed = time.monotonic() - began
+            run_count = len(instance.get_runs())
+    finally:
+        supervisor.request_stop("test done")
+        thread.join(60)
+    supervisor_lines = supervisor_log.read_text()
+    assert "event=child_stopped child=listener" in supervisor_lines
+    listener_stop = next(
+        line
+        for line in supervisor_lines.splitlines()
+        if "event=child_stopped child=listener" in line
+    )
+    assert "returncode=0" in listener_stop, supervisor_lines
+    print(
+        f"{kind}: trades drained after {trades_at:.1f}s, exposure after {elapsed:.1f}s, {run_count} runs"
+    )
+
+    # The daemon is down: the warehouse is ours to read.
+    with connect(energy_env["ENERGY_DUCKDB_PATH"], read_only=True) as conn:
+        # The file energy.duckdb is catalog "energy": a bare energy.<table> is ambiguous.
+        schema = f'"{conn.execute("SELECT current_database()").fetchone()[0]}".energy'
+        rows = conn.execute(
+            "SELECT id, price, quantity, direction, delivery_day, delivery_hour, trader_id, "
+            f"execution_time FROM {schema}.raw_trades"
+        ).fetchall()
+        prices = {
+            (day, hour): value
+            for day, hour, value in conn.execute(
+                f"SELECT delivery_day, delivery_hour, value FROM {schema}.reference_prices"
+            ).fetchall()
+        }
+        exposure_rows = conn.execute(
+            "SELECT trader_id, delivery_day, delivery_hour, trades, bought_mwh, sold_mwh, net_mwh, "
+            "buy_vwap, sell_vwap, cash_eur, reference_price, pnl_eur, exposure_eur "
+            f"FROM {schema}.trader_exposure"
+        ).fetchall()
+
+    # Every good deal sent, exactly once, every field as sent.
+    assert sorted(row[0] for row in rows) == sorted(sent)
+    for deal_id, price, quantity, direction, day, hour, trader, executed in rows:
+        deal = sent[deal_id]
+        assert (price, quantity, direction, trader, hour) == (
+            deal.price,
+            deal.quantity,
+            deal.direction,
+            deal.trader_id,
+            deal.delivery_hour,
+        )
+        assert day == date.fromisoformat(deal.delivery_day)
+        assert executed == datetime.fromisoformat(deal.execution_time.replace("Z", "+00:00"))
+
+    # Every traded hour has its reference price, as the vendor serves it.
+    for key in wanted_partitions:
+        start = datetime.strptime(key, "%Y-%m-%d-%H:%M")
+        assert (start.date(), f"{start.hour:02d}-{start.hour + 1:02d}") in prices
+
+    expected = independent_exposure([(r[6], r[4], r[5], r[3], r[1], r[2]) for r in rows], prices)
+    columns = (
+        "trades bought_mwh sold_mwh net_mwh buy_vwap sell_vwap cash_eur reference_price "
+        "pnl_eur exposure_eur"
+    ).split()
+    got = {(r[0], r[1], r[2]): dict(zip(columns, r[3:], strict=True)) for r in exposure_rows}
+    assert got.keys() == expected.keys()
+    for key, figures in expected.items():
+        for column, value in figures.items():
+            assert _close(got[key][column], value), (key, column, got[key][column], value)
+    assert all(figures["reference_price"] is not None for figures in expected.values())
