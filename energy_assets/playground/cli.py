@@ -196,33 +196,36 @@ def run(args: argparse.Namespace) -> int:
     deal_seed = args.seed if args.seed is not None else secrets.randbits(31)
     price_seed = args.seed if args.seed is not None else 0
     log = event_logger("playground")
-    playground = Playground(
-        exchange=ExchangeOptions(
-            rate=args.rate,
-            traders=args.traders,
-            seed=deal_seed,
-            duplicate_rate=args.duplicate_rate,
-            malformed_rate=args.malformed_rate,
-            close_every=args.close_every,
-            drop_every=args.drop_every,
-            envelope=args.envelope,
-            max_deals=args.max_deals,
-            start_time=args.start_time,
-        ),
-        market_data=MarketDataOptions(
-            seed=price_seed,
-            revise_every=args.revise_every,
-            vendor_grid=args.vendor_grid,
-            error_rate=args.error_rate,
-            latency=args.latency,
-            rate_limit_per_minute=args.rate_limit_per_minute,
-            rate_limit_per_hour=args.rate_limit_per_hour,
-        ),
-        host=args.host,
-        exchange_port=args.exchange_port,
-        market_data_port=args.market_data_port,
-        log=log,
-    )
+    try:
+        playground = Playground(
+            exchange=ExchangeOptions(
+                rate=args.rate,
+                traders=args.traders,
+                seed=deal_seed,
+                duplicate_rate=args.duplicate_rate,
+                malformed_rate=args.malformed_rate,
+                close_every=args.close_every,
+                drop_every=args.drop_every,
+                envelope=args.envelope,
+                max_deals=args.max_deals,
+                start_time=args.start_time,
+            ),
+            market_data=MarketDataOptions(
+                seed=price_seed,
+                revise_every=args.revise_every,
+                vendor_grid=args.vendor_grid,
+                error_rate=args.error_rate,
+                latency=args.latency,
+                rate_limit_per_minute=args.rate_limit_per_minute,
+                rate_limit_per_hour=args.rate_limit_per_hour,
+            ),
+            host=args.host,
+            exchange_port=args.exchange_port,
+            market_data_port=args.market_data_port,
+            log=log,
+        )
+    except ValueError as err:
+        raise SystemExit(f"energy-assets playground: {err}") from None
     stop = threading.Event()
 
     def request_stop(signum, _frame):

@@ -86,6 +86,12 @@ class ExchangeServer:
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._feed = asyncio.create_task(self._run_feed())
+        self._feed.add_done_callback(self._feed_ended)
+
+    def _feed_ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            self.log.error("feed_failed", error=f"{type(error).__name__}: {error}")
 
     async def stop(self) -> None:
         if self._feed is not None:
@@ -137,14 +143,16 @@ class ExchangeServer:
             if not self._clients:
                 await self._has_clients.wait()
                 next_at = None
+            slept = False
             if step:
                 now = loop.time()
                 if next_at is None or next_at < now - MAX_LAG_S:
                     next_at = now
                 if next_at > now:
                     await asyncio.sleep(next_at - now)
+                    slept = True
                 next_at += step
-            else:
+            if not slept:
                 burst += 1
                 if burst % YIELD_EVERY == 0:
                     await asyncio.sleep(0)

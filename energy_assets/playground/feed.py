@@ -219,8 +219,6 @@ class FrameStream:
         for name, rate in (("duplicate_rate", duplicate_rate), ("malformed_rate", malformed_rate)):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, got {rate!r}")
-        if malformed_rate >= 1.0:
-            raise ValueError("malformed_rate must be below 1, or no deal would ever be sent")
         self.envelope = envelope
         self.duplicate_rate = duplicate_rate
         self.malformed_rate = malformed_rate

@@ -141,12 +141,17 @@ def test_envelopes():
         assert all(parse_frame(json.dumps(m)) for m in messages)
 
 
+def test_malformed_rate_one_sends_nothing_but_malformed_frames():
+    stream = FrameStream(seed=1, malformed_rate=1.0)
+    assert {stream.next_frame(T0).kind for _ in range(100)} == {"malformed"}
+
+
 def test_invalid_options_are_refused():
     for options in (
         {"envelope": "trade"},
         {"duplicate_rate": 1.5},
         {"malformed_rate": -0.1},
-        {"malformed_rate": 1.0},
+        {"malformed_rate": 1.01},
         {"traders": 0},
     ):
         with pytest.raises(ValueError):
