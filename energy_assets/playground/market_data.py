@@ -97,18 +97,26 @@ class SlidingWindowLimiter:
         return blocking + self.window - now
 
 
+def check_options(options) -> None:
+    """ValueError for options the API cannot honour."""
+    if not (options.vendor_grid or options.revise_every > 0):
+        raise ValueError(f"revise_every must be > 0 seconds, got {options.revise_every!r}")
+    if not 0.0 <= options.error_rate <= 1.0:
+        raise ValueError(f"error_rate must be within 0..1, got {options.error_rate!r}")
+    if options.latency < 0:
+        raise ValueError(f"latency must be >= 0, got {options.latency!r}")
+    for limit in (options.rate_limit_per_minute, options.rate_limit_per_hour):
+        if limit is not None and limit < 1:
+            raise ValueError(f"rate limits must be >= 1 request, got {limit!r}")
+
+
 class MarketDataServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False
 
     def __init__(self, options, host: str, port: int, log: EventLogger):
-        if not (options.vendor_grid or options.revise_every > 0):
-            raise ValueError(f"revise_every must be > 0 seconds, got {options.revise_every!r}")
-        if not 0.0 <= options.error_rate <= 1.0:
-            raise ValueError(f"error_rate must be within 0..1, got {options.error_rate!r}")
-        if options.latency < 0:
-            raise ValueError(f"latency must be >= 0, got {options.latency!r}")
+        check_options(options)
         self.options = options
         self.log = log
         self.stats = MarketDataStats()

@@ -23,7 +23,7 @@ from datetime import datetime
 
 from energy_assets.logs import EventLogger, event_logger
 from energy_assets.playground.exchange import ExchangeServer
-from energy_assets.playground.market_data import MarketDataServer, MarketDataStats
+from energy_assets.playground.market_data import MarketDataServer, MarketDataStats, check_options
 from energy_assets.trades.deal import Deal
 
 
@@ -91,6 +91,7 @@ class Playground:
         self.market_data_options = market_data or MarketDataOptions()
         self.host = host
         self.log = log or _quiet_logger()
+        check_options(self.market_data_options)
         self._exchange = ExchangeServer(self.exchange_options, host, exchange_port, self.log)
         self._market_data: MarketDataServer | None = None
         self._market_data_port = market_data_port

@@ -11,7 +11,7 @@ import requests
 
 from energy_assets.playground.market_data import SlidingWindowLimiter
 from energy_assets.playground.pricing import published_price
-from energy_assets.playground.server import MarketDataOptions
+from energy_assets.playground.server import MarketDataOptions, Playground
 
 QUERY = {"delivery_day": "2026-03-14", "delivery_hour": "08-09"}
 FROZEN = datetime.fromisoformat("2026-03-13T16:21:40+00:00").timestamp()
@@ -206,3 +206,18 @@ def test_stopped_api_refuses_connections(start_playground):
     pg.stop()
     with pytest.raises(requests.ConnectionError):
         session.get(pg.market_data_url + "/reference-price", params=QUERY, timeout=5)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"revise_every": 0},
+        {"error_rate": 1.5},
+        {"latency": -1},
+        {"rate_limit_per_minute": 0},
+    ],
+    ids=str,
+)
+def test_options_the_api_cannot_honour_are_refused(options):
+    with pytest.raises(ValueError):
+        Playground(market_data=MarketDataOptions(**options), exchange_port=0, market_data_port=0)
