@@ -88,12 +88,16 @@ class Browser:
         if method:
             self.events.append(message)
 
-    def call(self, method: str, **params) -> dict:
+    def call(self, method: str, _navigating: bool = False, **params) -> dict:
+        """Send one command and wait for its answer. With `_navigating`, a command cut short
+        by a navigation ("Inspected target navigated or closed") answers {} instead of failing."""
         call_id = next(self.ids)
         self.ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
         while True:
             message = json.loads(self.ws.recv(timeout=60))
             if message.get("id") == call_id:
+                if _navigating and "error" in message:
+                    return {}
                 assert "error" not in message, message
                 return message.get("result", {})
             self._collect(message)
@@ -116,10 +120,27 @@ class Browser:
             self.pump(0.2)
         self.pump(settle)
 
+    def navigate_by_script(self, expression: str) -> None:
+        """Run a script that navigates away (its answer may be lost in the navigation)."""
+        self.call("Runtime.evaluate", _navigating=True, expression=expression)
+
     def evaluate(self, expression: str):
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
         assert "exceptionDetails" not in result, result
         return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 30):
+        """Evaluate until truthy (navigations in between are fine); return the value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.call(
+                "Runtime.evaluate", _navigating=True, expression=expression, returnByValue=True
+            )
+            value = result.get("result", {}).get("value")
+            if "exceptionDetails" not in result and value:
+                return value
+            assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+            self.pump(0.25)
 
     def screenshot(self, path: Path) -> None:
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
