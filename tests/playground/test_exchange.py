@@ -104,7 +104,11 @@ def test_every_client_connected_gets_every_frame(start_playground):
     pg = start_playground(exchange=ExchangeOptions(rate=100, seed=2))
 
     async def two_clients():
-        async with connect(pg.exchange_url) as a, connect(pg.exchange_url) as b:
+        # max_queue=None: b's unread frames must not stall its closing handshake
+        async with (
+            connect(pg.exchange_url, max_queue=None) as a,
+            connect(pg.exchange_url, max_queue=None) as b,
+        ):
             first = [await a.recv() for _ in range(150)]
             second = [await b.recv() for _ in range(50)]
             return first, second
