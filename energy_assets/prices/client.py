@@ -143,7 +143,7 @@ class MarketDataClient(dg.ConfigurableResource):
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     #: Concurrent fetches of one run (threads sharing the pooled session).
-    max_concurrency: int = 8
+    max_concurrency: int = 16
     #: False lifts the budget (benchmarks against a playground without a rate limit).
     budget_enabled: bool = True
     budget_path: str = "data/market_data_budget.sqlite"

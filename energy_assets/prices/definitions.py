@@ -1,5 +1,6 @@
 """Everything this domain contributes to the code location."""
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -11,16 +12,17 @@ from energy_assets.prices.schedule import reference_prices_schedule
 from energy_assets.settings import settings
 
 
-def market_data_resource() -> MarketDataClient:
+def market_data_resource(environ: dict[str, str] | None = None) -> MarketDataClient:
     """The `market_data` resource: the vendor at `ENERGY_MARKET_DATA_URL`, its request budget
     in a SQLite file beside the DuckDB file (`ENERGY_MARKET_DATA_BUDGET` overrides the path;
-    `ENERGY_MARKET_DATA_BUDGET=off` lifts it, for benchmarks only)."""
-    import os
-
+    `ENERGY_MARKET_DATA_BUDGET=off` lifts it, for benchmarks only), and
+    `ENERGY_MARKET_DATA_CONCURRENCY` fetches at a time in one run (default 16)."""
+    env = os.environ if environ is None else environ
     current = settings()
-    budget = os.environ.get("ENERGY_MARKET_DATA_BUDGET", "").strip()
+    budget = env.get("ENERGY_MARKET_DATA_BUDGET", "").strip()
     return MarketDataClient(
         base_url=current.market_data_url,
+        max_concurrency=int(env.get("ENERGY_MARKET_DATA_CONCURRENCY") or 16),
         budget_enabled=budget.lower() != "off",
         budget_path=budget
         if budget and budget.lower() != "off"

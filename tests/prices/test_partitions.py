@@ -110,3 +110,26 @@ def test_the_schedule_asks_for_one_range_after_the_slot_is_published():
     assert grid_slot(datetime(2023, 2, 20, 15, 19, 59, tzinfo=UTC)) == slot
     assert request.tags["energy/fetch_not_before"] == published_by(slot).isoformat()
     assert published_by(slot) == slot + timedelta(seconds=31)
+
+
+def test_the_schedule_is_on_and_its_range_exists_in_the_partitions():
+    import dagster as dg
+
+    from energy_assets.definitions import defs
+
+    schedule = defs.get_schedule_def("reference_prices_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.cron_schedule == "*/10 * * * *" and schedule.execution_timezone == "UTC"
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    context = dg.build_schedule_context(scheduled_execution_time=now)
+    request = schedule.evaluate_tick(context).run_requests[0]
+    partitions = reference_price_partitions()
+    with partition_loading_context(effective_dt=now):
+        keys = partitions.get_partition_keys_in_range(
+            dg.PartitionKeyRange(
+                request.tags["dagster/asset_partition_range_start"],
+                request.tags["dagster/asset_partition_range_end"],
+            )
+        )
+    assert keys == open_hours(now)
+    assert 24 <= len(keys) <= 47

@@ -1,0 +1,219 @@
+"""Reference-price backfills against Dagster's own floor, each measured in this run.
+
+Every figure is one `dagster asset materialize` process against a fresh DAGSTER_HOME (the
+project's dagster.yaml, local SQLite instance) and a fresh DuckDB file, the playground's
+Market Data API in this process adding `--latency` to every answer, the budget lifted
+(ENERGY_MARKET_DATA_BUDGET=off):
+
+- floor:      an asset with the same partitions and single-run policy that fetches nothing;
+- one run:    `reference_prices`, the range in one run, fetched concurrently;
+- one by one: the same range in one run, fetched one hour at a time (concurrency 1);
+- per run:    Dagster's default of one run per partition, timed on `--per-run` hours, scaled.
+
+    .venv/bin/python benchmarks/prices.py --hours 8760 --one-by-one --per-run 24
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from energy_assets.playground.server import MarketDataOptions, Playground  # noqa: E402
+from energy_assets.prices.store import table  # noqa: E402
+
+START = datetime(2023, 1, 1)
+FMT = "%Y-%m-%d-%H:%M"
+DAGSTER = str(REPO / ".venv" / "bin" / "dagster")
+
+FLOOR_DEFS = '''
+import dagster as dg
+
+from energy_assets.prices.partitions import reference_price_partitions
+
+
+@dg.asset(partitions_def=reference_price_partitions(), backfill_policy=dg.BackfillPolicy.single_run())
+def empty_hourly(context) -> dg.MaterializeResult:
+    """Fetches nothing: Dagster's bookkeeping of a single-run backfill, alone."""
+    return dg.MaterializeResult(metadata={"partitions": len(context.partition_keys)})
+
+
+defs = dg.Definitions(assets=[empty_hourly])
+'''
+
+
+def key(hours_after_start: int) -> str:
+    return (START + timedelta(hours=hours_after_start)).strftime(FMT)
+
+
+class Workspace:
+    """A fresh DAGSTER_HOME and DuckDB file for one measurement."""
+
+    def __init__(self, root: Path, name: str, market_data_url: str):
+        self.dir = root / name
+        self.home = self.dir / "dagster_home"
+        self.home.mkdir(parents=True)
+        shutil.copy(REPO / "dagster.yaml", self.home / "dagster.yaml")
+        self.duckdb = self.dir / "energy.duckdb"
+        self.env = {
+            **os.environ,
+            "DAGSTER_HOME": str(self.home),
+            "ENERGY_DUCKDB_PATH": str(self.duckdb),
+            "ENERGY_CAPTURE_DIR": str(self.dir / "capture"),
+            "ENERGY_DASHBOARD_DIR": str(self.dir / "dashboard"),
+            "ENERGY_MARKET_DATA_URL": market_data_url,
+            "ENERGY_MARKET_DATA_BUDGET": "off",
+        }
+
+    def materialize(self, args: list[str], **env: str) -> float:
+        started = time.perf_counter()
+        result = subprocess.run(
+            [DAGSTER, "asset", "materialize", *args],
+            cwd=REPO,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+        )
+        elapsed = time.perf_counter() - started
+        if result.returncode != 0:
+            sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
+            raise SystemExit(f"dagster asset materialize {' '.join(args)} failed")
+        return elapsed
+
+    def rows(self) -> int:
+        with duckdb.connect(str(self.duckdb), read_only=True) as conn:
+            return conn.execute(
+                f"SELECT count(*) FROM {table(conn, 'reference_prices')}"
+            ).fetchone()[0]
+
+
+def measure_floor(root: Path, url: str, hours: int) -> float:
+    space = Workspace(root, f"floor-{hours}", url)
+    defs_file = space.dir / "floor_defs.py"
+    defs_file.write_text(FLOOR_DEFS)
+    return space.materialize(
+        [
+            "-f",
+            str(defs_file),
+            "--select",
+            "empty_hourly",
+            "--partition-range",
+            f"{key(0)}...{key(hours - 1)}",
+        ]
+    )
+
+
+def measure_one_run(root: Path, url: str, hours: int, concurrency: int, name: str) -> float:
+    space = Workspace(root, name, url)
+    elapsed = space.materialize(
+        [
+            "-m",
+            "energy_assets.definitions",
+            "--select",
+            "reference_prices",
+            "--partition-range",
+            f"{key(0)}...{key(hours - 1)}",
+        ],
+        ENERGY_MARKET_DATA_CONCURRENCY=str(concurrency),
+    )
+    stored = space.rows()
+    if stored != hours:
+        raise SystemExit(f"{name}: {stored} rows stored, expected {hours}")
+    return elapsed
+
+
+def measure_per_run(root: Path, url: str, hours: int) -> float:
+    space = Workspace(root, f"per-run-{hours}", url)
+    total = 0.0
+    for n in range(hours):
+        total += space.materialize(
+            [
+                "-m",
+                "energy_assets.definitions",
+                "--select",
+                "reference_prices",
+                "--partition",
+                key(n),
+            ]
+        )
+    stored = space.rows()
+    if stored != hours:
+        raise SystemExit(f"per run: {stored} rows stored, expected {hours}")
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--hours", type=int, default=2160, help="partitions in the backfill (default %(default)s)"
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.05, help="seconds the playground adds to every answer"
+    )
+    parser.add_argument("--concurrency", type=int, default=16, help="fetches at a time in one run")
+    parser.add_argument(
+        "--one-by-one", action="store_true", help="also time the range fetched one hour at a time"
+    )
+    parser.add_argument(
+        "--per-run", type=int, default=0, help="also time this many one-partition runs, scaled"
+    )
+    args = parser.parse_args()
+
+    print(
+        f"# {args.hours} hourly partitions, playground latency {args.latency * 1000:.0f} ms, budget lifted"
+    )
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-prices-") as tmp,
+        Playground(
+            market_data=MarketDataOptions(seed=1, latency=args.latency),
+            exchange_port=0,
+            market_data_port=0,
+        ) as playground,
+    ):
+        root = Path(tmp)
+        url = playground.market_data_url
+        floor = measure_floor(root, url, args.hours)
+        print(f"floor (empty single-run backfill, {args.hours} partitions): {floor:.1f} s")
+        before = playground.requests_served
+        one_run = measure_one_run(root, url, args.hours, args.concurrency, "one-run")
+        print(
+            f"reference_prices, one run, {args.concurrency} at a time: {one_run:.1f} s = "
+            f"{one_run / floor:.2f}x floor (goal <= 1.3x); "
+            f"{playground.requests_served - before} requests, {playground.rate_limited} refused"
+        )
+        if args.one_by_one:
+            by_one = measure_one_run(root, url, args.hours, 1, "one-by-one")
+            print(
+                f"reference_prices, one run, one hour at a time: {by_one:.1f} s; "
+                f"one run concurrent is {by_one / one_run:.1f}x faster (goal >= 5x)"
+            )
+        if args.per_run:
+            floor_small = measure_floor(root, url, args.per_run)
+            print(
+                f"floor (empty single-run backfill, {args.per_run} partitions): {floor_small:.1f} s"
+            )
+            per_run = measure_per_run(root, url, args.per_run)
+            scaled = per_run * args.hours / args.per_run
+            print(
+                f"one run per partition: {per_run:.1f} s for {args.per_run} "
+                f"({per_run / args.per_run:.2f} s a run), scaled to {args.hours}: {scaled:.0f} s; "
+                f"one run is {scaled / one_run:.0f}x faster (goal >= 100x)"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
