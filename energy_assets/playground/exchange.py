@@ -57,12 +57,23 @@ class ExchangeServer:
         self.drops = 0
         self.finished = threading.Event()  # set once max_deals distinct deals went out
         self.changed = threading.Condition()
+        self.paused = threading.Event()
+        self._sending = threading.Lock()
         self._delivered: set[str] = set()
         self._clients: dict[ServerConnection, int] = {}  # connection -> frames it got
         self._has_clients: asyncio.Event | None = None
         self._server: Server | None = None
         self._feed: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
+
+    def pause(self) -> None:
+        """Send nothing more until resume(); returns once no frame is being sent."""
+        self.paused.set()
+        with self._sending:
+            pass
+
+    def resume(self) -> None:
+        self.paused.clear()
 
     @property
     def connected(self) -> int:
@@ -158,8 +169,20 @@ class ExchangeServer:
                     await asyncio.sleep(0)
             if not self._clients:
                 continue
-            frame = self.stream.next_frame(self._clock())
-            if await self._broadcast(frame) and self._reached_max():
+            # Held (by this loop only) while a frame is drawn and written, so pause() can
+            # wait for the frame in progress; never contended within the loop.
+            with self._sending:
+                if self.paused.is_set():
+                    frame = None
+                else:
+                    frame = self.stream.next_frame(self._clock())
+                    delivered = await self._broadcast(frame)
+            if frame is None:
+                while self.paused.is_set():
+                    await asyncio.sleep(0.01)
+                next_at = None
+                continue
+            if delivered and self._reached_max():
                 self.finished.set()
                 self.log.info("max_deals_sent", deals=len(self.sent_deals))
                 return

@@ -165,6 +165,14 @@ class Playground:
         """Set once `max_deals` distinct deals have been sent."""
         return self._exchange.finished
 
+    def pause(self) -> None:
+        """Stop the feed between two frames (connections stay open); returns once the frame
+        in progress, if any, has been written. The stream resumes where it paused."""
+        self._exchange.pause()
+
+    def resume(self) -> None:
+        self._exchange.resume()
+
     def wait_for_deals(self, count: int, timeout: float = 10.0) -> list[Deal]:
         """Block until `count` distinct good deals have been sent; the first `count` of them."""
         changed = self._exchange.changed

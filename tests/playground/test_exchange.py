@@ -229,3 +229,31 @@ def test_stop_then_start_is_an_outage_on_the_same_ports(start_playground):
     assert before + after == read_frames(whole.exchange_url, done=whole.finished).frames
     assert requests.get(pg.market_data_url + "/", timeout=2).status_code == 404
     assert pg.requests_served == 1 and pg.connections == 2
+
+
+def test_pause_holds_the_stream_between_two_frames(start_playground):
+    """What a test needs to compare a listener's capture with sent_deals at any moment."""
+    pg = start_playground(exchange=ExchangeOptions(rate=200, seed=3, start_time=START))
+
+    async def listen():
+        async with connect(pg.exchange_url) as connection:
+            frames = [await connection.recv() for _ in range(20)]
+            await asyncio.to_thread(pg.pause)
+            sent_while_listening = list(pg.sent_deals)
+            while True:  # everything sent before pause() returned, then silence
+                try:
+                    frames.append(await asyncio.wait_for(connection.recv(), 0.5))
+                except TimeoutError:
+                    break
+            assert [parse_frame(text) for text in frames] == sent_while_listening
+            assert pg.sent_deals == sent_while_listening
+            pg.resume()
+            frames += [await connection.recv() for _ in range(5)]
+            return frames
+
+    frames = asyncio.run(listen())
+    whole = start_playground(
+        exchange=ExchangeOptions(rate=0, seed=3, start_time=START, max_deals=len(frames))
+    )
+    expected = read_frames(whole.exchange_url, done=whole.finished).frames
+    assert [parse_frame(t).id for t in frames] == [parse_frame(t).id for t in expected]
