@@ -262,15 +262,16 @@ def drain(
     the retention. `before_commit` runs inside the transaction (tests inject faults there)."""
     started = time.perf_counter()
     directory = Path(directory)
-    t = ensure_tables(conn)
     result = DrainResult()
     for attempt in range(1, max_attempts + 1):
         result = DrainResult(attempts=attempt)
         try:
+            t = ensure_tables(conn)
             ingested = _drain_once(conn, t, directory, result, before_commit)
             break
         except (duckdb.TransactionException, duckdb.ConstraintException):
-            # Another drain committed the same segments first: list again, skip what it took.
+            # Another drain (in this process; other processes wait on the file lock and the
+            # pool) committed the same tables or segments first: list again, skip its share.
             if attempt == max_attempts:
                 raise
     if not result.segments:

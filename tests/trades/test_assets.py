@@ -1,0 +1,129 @@
+"""raw_trades as the desk runs it: Dagster runs on a real instance, checks, metadata, the
+CLI, and two drains launched at once."""
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import duckdb
+
+from energy_assets.settings import Settings
+from energy_assets.trades.assets import raw_trades
+from energy_assets.trades.buffer import CaptureBuffer, Gap
+from energy_assets.trades.drain import Tables
+from energy_assets.trades.resources import capture_resource
+from energy_assets.trades.settings import capture_settings
+from energy_assets.warehouse import warehouse_resource
+from tests.conftest import REPO
+from tests.trades.conftest import expected, make_deals, pending, stored_deals
+
+
+def resources():
+    settings = Settings.from_env()
+    return {
+        "warehouse": warehouse_resource(settings),
+        "capture": capture_resource(settings, capture_settings()),
+    }
+
+
+def fill(deals, gap=None):
+    buffer = CaptureBuffer(os.environ["ENERGY_CAPTURE_DIR"], seal_frames=40)
+    for deal in deals:
+        buffer.append(deal, datetime.now(UTC))
+    buffer.seal()
+    if gap:
+        buffer.record_gap(gap)
+
+
+def materialize():
+    return dg.materialize(
+        [raw_trades], instance=dg.DagsterInstance.get(), resources=resources(), raise_on_error=False
+    )
+
+
+def test_materialize_drains_reports_and_checks(dagster_home, energy_env):
+    deals = make_deals(100, seed=20)
+    now = datetime.now(UTC)
+    fill(deals + deals[:10], Gap(now - timedelta(seconds=30), now, "connection dropped"))
+    result = materialize()
+    assert result.success
+    (event,) = result.get_asset_materialization_events()
+    meta = {key: value.value for key, value in event.materialization.metadata.items()}
+    assert meta["rows_added"] == 100 and meta["total_rows"] == 100
+    assert meta["duplicates_dropped"] == 10 and meta["segments_drained"] == 3
+    assert meta["feed_gaps_recorded"] == 1
+    newest = max(datetime.fromisoformat(deal.execution_time) for deal in deals)
+    assert datetime.fromisoformat(meta["newest_execution_time"]) == newest
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert all(checks[name].passed for name in checks if name != "no_recent_feed_gaps")
+    assert not checks["no_recent_feed_gaps"].passed
+    assert checks["no_recent_feed_gaps"].metadata["gaps_last_24h"].value == 1
+    assert stored_deals(energy_env["ENERGY_DUCKDB_PATH"]) == expected(deals)
+
+    # Nothing new: a run adds nothing and the gap stays stored once.
+    again = materialize()
+    (event,) = again.get_asset_materialization_events()
+    assert event.materialization.metadata["rows_added"].value == 0
+    with duckdb.connect(energy_env["ENERGY_DUCKDB_PATH"], read_only=True) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {Tables.of(conn).feed_gaps}").fetchone() == (1,)
+
+
+def test_checks_fail_on_a_damaged_table(dagster_home, energy_env):
+    fill(make_deals(5, seed=21))
+    assert materialize().success
+    with duckdb.connect(energy_env["ENERGY_DUCKDB_PATH"]) as conn:
+        t = Tables.of(conn)
+        conn.execute(f"INSERT INTO {t.raw_trades} SELECT * FROM {t.raw_trades} LIMIT 1")
+        conn.execute(f"UPDATE {t.raw_trades} SET quantity = -1 WHERE rowid = 1")
+        conn.execute(f"UPDATE {t.raw_trades} SET delivery_hour = '24-25' WHERE rowid = 2")
+    result = materialize()
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["ids_unique"] is False
+    assert checks["quantity_positive"] is False
+    assert checks["valid_delivery_hour"] is False
+    assert checks["no_nulls"] is True
+
+
+MATERIALIZE = """
+import sys
+import dagster as dg
+from tests.trades.test_assets import materialize
+result = materialize()
+(event,) = result.get_asset_materialization_events()
+print("rows_added", event.materialization.metadata["rows_added"].value, result.run_id)
+sys.exit(0 if result.success else 1)
+"""
+
+
+def test_two_drains_launched_at_once_end_exact(dagster_home, energy_env, tmp_path):
+    """Two processes drain at once on one instance: the `duckdb` pool (limit 1) lets one
+    step in at a time; the other is held, then finds nothing left to drain."""
+    deals = make_deals(2000, seed=22)
+    fill(deals + deals[::3])
+    instance = dg.DagsterInstance.get()  # storage created once, not raced by both processes
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MATERIALIZE],
+            cwd=REPO,
+            env=os.environ.copy(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    lines = [out.split() for out, _ in outputs]
+    assert sorted(int(line[1]) for line in lines) == [0, len(deals)]
+    assert stored_deals(energy_env["ENERGY_DUCKDB_PATH"]) == expected(deals)
+    assert pending(tmp_path / "capture") == 0
+    held = [
+        record
+        for line in lines
+        for record in instance.all_logs(line[2])
+        if "blocked by limit for pool duckdb" in (record.message or "")
+    ]
+    assert held, "one step must have waited for the duckdb pool"

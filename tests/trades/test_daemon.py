@@ -1,0 +1,59 @@
+"""End to end on a temporary DAGSTER_HOME: scripted exchange -> listener -> buffer -> the
+real `dagster-daemon` running raw_trades_sensor -> drain run -> rows in DuckDB, untouched."""
+
+import os
+import signal
+import subprocess
+import time
+
+import duckdb
+
+from energy_assets.trades.drain import Tables
+from tests.conftest import REPO
+from tests.trades.conftest import expected, frames, make_deals, stored_deals
+
+
+def rows_now(database) -> int:
+    try:
+        with duckdb.connect(str(database), read_only=True) as conn:
+            return conn.execute(f"SELECT count(*) FROM {Tables.of(conn).raw_trades}").fetchone()[0]
+    except (duckdb.IOException, duckdb.CatalogException):
+        return -1  # not created yet, or a drain holds the file right now
+
+
+def test_daemon_sensor_drains_the_listeners_deals(
+    tmp_path, dagster_home, energy_env, exchange, thread_listener
+):
+    deals = make_deals(120, seed=40)
+    server = exchange([frames(deals[:60]) + [("sleep", 3)] + frames(deals[60:]) + [("hold",)]])
+    listener = thread_listener(server.url, tmp_path / "capture", seal_seconds=0.5)
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - python_module:\n      module_name: energy_assets.definitions\n"
+        f"      working_directory: {REPO}\n"
+    )
+    log = open(tmp_path / "daemon.log", "wb")
+    daemon = subprocess.Popen(
+        [str(REPO / ".venv/bin/dagster-daemon"), "run", "-w", str(workspace)],
+        cwd=REPO,
+        env=os.environ.copy(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    database = tmp_path / "energy.duckdb"
+    try:
+        deadline = time.monotonic() + 150
+        while rows_now(database) < len(deals) and time.monotonic() < deadline:
+            assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
+            time.sleep(1)
+        listener.stop()
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        log.close()
+    assert stored_deals(database) == expected(deals), (tmp_path / "daemon.log").read_text()[-3000:]

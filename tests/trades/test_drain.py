@@ -1,0 +1,124 @@
+"""The drain: exactly once across failures, retries and concurrent drains."""
+
+import os
+import threading
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pytest
+
+from energy_assets.trades.buffer import CaptureBuffer, apply_retention, sealed_files
+from energy_assets.trades.drain import CorruptSegment, Tables, drain, read_segments
+from tests.trades.conftest import drain_all, expected, make_deals, pending, stored_deals
+
+
+def fill(directory, deals, per_segment=50):
+    buffer = CaptureBuffer(directory, seal_seconds=3600, seal_frames=per_segment)
+    for deal in deals:
+        buffer.append(deal, datetime.now(UTC))
+    buffer.seal()
+    return sorted((directory / "segments").glob("*.jsonl"))
+
+
+def table_count(database, table="raw_trades"):
+    with duckdb.connect(str(database), read_only=True) as conn:
+        return conn.execute(f"SELECT count(*) FROM {getattr(Tables.of(conn), table)}").fetchone()[0]
+
+
+def test_first_seen_wins_within_and_across_batches(tmp_path):
+    deals = make_deals(200, seed=7)
+    capture, database = tmp_path / "capture", tmp_path / "energy.duckdb"
+    fill(capture, deals[:120] + deals[:30])
+    first = drain_all(capture, database)
+    assert (first.rows_added, first.duplicates_dropped) == (120, 30)
+    # A later batch repeats old ids with other values: the first receipt stays.
+    changed = [deal.__class__(**{**deal.to_dict(), "price": 999.0}) for deal in deals[100:120]]
+    fill(capture, changed + deals[120:])
+    second = drain_all(capture, database)
+    assert (second.rows_added, second.duplicates_dropped, second.total_rows) == (80, 20, 200)
+    assert stored_deals(database) == expected(deals)
+    assert pending(capture) == 0 and len(list((capture / "drained").iterdir())) == 5
+
+
+def test_a_failure_between_insert_and_mark_stores_nothing_then_retry_is_exact(tmp_path):
+    deals = make_deals(300, seed=8)
+    capture, database = tmp_path / "capture", tmp_path / "energy.duckdb"
+    fill(capture, deals)
+
+    def crash():
+        raise RuntimeError("injected: process dies after the insert, before the commit")
+
+    with duckdb.connect(str(database)) as conn, pytest.raises(RuntimeError, match="injected"):
+        drain(conn, capture, before_commit=crash)
+    assert table_count(database) == 0 and table_count(database, "capture_segments") == 0
+    assert pending(capture) == 6
+    drain_all(capture, database)
+    assert stored_deals(database) == expected(deals)
+
+
+def test_a_corrupt_segment_fails_the_whole_drain_then_retry_after_repair(tmp_path):
+    deals = make_deals(250, seed=9)
+    capture, database = tmp_path / "capture", tmp_path / "energy.duckdb"
+    segments = fill(capture, deals)
+    good = segments[2].read_bytes()
+    # A real fault on disk: the middle segment's bytes are garbage in the middle.
+    segments[2].write_bytes(good[:100] + b"\x00garbage{{\n" + good[100:])
+    with pytest.raises(CorruptSegment, match=segments[2].name):
+        drain_all(capture, database)
+    assert table_count(database) == 0
+    segments[2].write_bytes(good)
+    drain_all(capture, database)
+    assert stored_deals(database) == expected(deals)
+
+
+def test_readers_skip_a_torn_last_line(tmp_path):
+    deals = make_deals(4, seed=10)
+    (segment,) = fill(tmp_path, deals)
+    with open(segment, "ab") as handle:
+        handle.write(b'{"id":"abc","price":1.')
+    assert read_segments([segment])["id"].to_list() == [deal.id for deal in deals]
+
+
+def test_two_drains_at_once_end_exact(tmp_path):
+    deals = make_deals(3000, seed=11)
+    capture, database = tmp_path / "capture", tmp_path / "energy.duckdb"
+    fill(capture, deals + deals[::7], per_segment=100)
+    drain_all(capture, tmp_path / "warm.duckdb")  # imports and first-call costs out of the race
+    fill(capture, deals + deals[::7], per_segment=100)
+    barrier, results, errors = threading.Barrier(2), [], []
+
+    def run():
+        try:
+            with duckdb.connect(str(database)) as conn:
+                barrier.wait()
+                results.append(drain(conn, capture))
+        except Exception as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert sum(result.rows_added for result in results) == len(deals)
+    assert stored_deals(database) == expected(deals)
+    with duckdb.connect(str(database), read_only=True) as conn:
+        t = Tables.of(conn)
+        marked = conn.execute(f"SELECT count(*), count(DISTINCT segment) FROM {t.capture_segments}")
+        assert marked.fetchone() == (len(deals + deals[::7]) // 100 + 1,) * 2
+
+
+def test_retention_deletes_only_old_drained_files(tmp_path):
+    deals = make_deals(100, seed=12)
+    capture, database = tmp_path / "capture", tmp_path / "energy.duckdb"
+    fill(capture, deals)
+    drain_all(capture, database)
+    drained = sorted((capture / "drained").iterdir())
+    old = (datetime.now(UTC) - timedelta(hours=5)).timestamp()
+    os.utime(drained[0], (old, old))
+    fill(capture, make_deals(10, seed=13))  # waiting, not drained: never deleted
+    assert apply_retention(capture, timedelta(hours=4)) == 1
+    assert sorted((capture / "drained").iterdir()) == drained[1:]
+    assert len(sealed_files(capture)[0]) == 1
+    assert stored_deals(database) == expected(deals)
