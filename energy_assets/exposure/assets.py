@@ -11,8 +11,6 @@ from energy_assets.settings import settings
 from energy_assets.warehouse import DUCKDB_POOL
 
 GROUP = "exposure"
-#: How many of the largest positions the run's metadata lists.
-LARGEST = 10
 
 #: Runs whenever `raw_trades` or any partition of `reference_prices` has been materialised
 #: since this asset was last requested, and once when it is missing. `eager()` would never
@@ -61,18 +59,19 @@ def trader_exposure(context: dg.AssetExecutionContext, warehouse: DuckDBResource
 
 
 def exposure_metadata(result: store.RefreshResult) -> dict[str, dg.MetadataValue]:
-    totals, exposure = result.totals, result.exposure
+    totals = result.totals
     priced = totals.filter(pl.col("pnl_eur").is_not_null())
     metadata: dict[str, dg.MetadataValue] = {
         "traders": dg.MetadataValue.int(totals.height),
-        "periods": dg.MetadataValue.int(exposure.height),
+        "periods": dg.MetadataValue.int(int(totals["periods"].sum() or 0)),
         "unpriced_periods": dg.MetadataValue.int(int(totals["unpriced_periods"].sum() or 0)),
         "trades": dg.MetadataValue.int(int(totals["trades"].sum() or 0)),
         "net_mwh": dg.MetadataValue.float(float(totals["net_mwh"].sum() or 0.0)),
         "days_recomputed": dg.MetadataValue.int(result.days_recomputed),
+        "change_detection": dg.MetadataValue.text(result.detection),
         "trades_read": dg.MetadataValue.int(result.trades_read),
         "refresh_seconds": dg.MetadataValue.float(round(result.seconds, 4)),
-        "largest_exposures": dg.MetadataValue.md(largest_exposures_md(exposure)),
+        "largest_exposures": dg.MetadataValue.md(largest_exposures_md(result.largest)),
         "trader_totals": dg.MetadataValue.md(trader_totals_md(totals, result.history)),
     }
     # Plotted over time by the UI; left out (never 0) while nothing is priced.
@@ -96,14 +95,8 @@ def _fmt(value, digits: int = 2) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
 
-def largest_exposures_md(exposure: pl.DataFrame, limit: int = LARGEST) -> str:
-    """The `limit` periods with the largest |exposure_eur|, as a markdown table."""
-    top = (
-        exposure.filter(pl.col("exposure_eur").is_not_null())
-        .with_columns(pl.col("exposure_eur").abs().alias("_abs"))
-        .sort("_abs", descending=True)
-        .head(limit)
-    )
+def largest_exposures_md(top: pl.DataFrame) -> str:
+    """The periods with the largest |exposure_eur| (`store.LARGEST`), as a markdown table."""
     lines = [
         "| trader | delivery | net MWh | reference EUR/MWh | exposure EUR | PnL EUR |",
         "| --- | --- | ---: | ---: | ---: | ---: |",

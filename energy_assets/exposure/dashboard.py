@@ -130,9 +130,9 @@ def _gaps(
         start, end = now - timedelta(days=1), now + timedelta(days=1)
     rows = conn.execute(
         f"""SELECT gap_start, gap_end, reason FROM {t.feed_gaps}
-            WHERE (gap_end IS NULL OR gap_end >= ?) AND (gap_start IS NULL OR gap_start < ?)
-            ORDER BY gap_start""",
-        [start, end],
+            WHERE (gap_end IS NULL OR gap_end >= {store.timestamp_literal(start)})
+              AND (gap_start IS NULL OR gap_start < {store.timestamp_literal(end)})
+            ORDER BY gap_start"""
     ).fetchall()
     gaps = []
     for gap_start, gap_end, reason in rows:

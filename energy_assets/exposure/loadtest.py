@@ -39,7 +39,8 @@ async def _request(
     path: str,
     etag: str | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Accept: */*"]
+    # What a browser sends: it takes gzip, and revalidates with the ETag it holds.
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Accept: */*", "Accept-Encoding: gzip"]
     if etag:
         lines.append(f"If-None-Match: {etag}")
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())

@@ -73,24 +73,42 @@ def _lazy(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     return frame.lazy() if isinstance(frame, pl.DataFrame) else frame
 
 
-def book(trades: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    """Trades -> one row per period with `trades`, volumes, VWAPs and cash; no prices.
+#: The grain of a leg: one side of one trader's book in one period.
+LEG_KEY = [*PERIOD_KEY, "direction"]
+
+
+def legs(trades: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """Trades -> one row per period and direction: `trades`, `mwh` = Σ q, `eur` = Σ q·p.
 
     `trades` needs `trader_id`, `delivery_day`, `delivery_hour`, `direction` (`buy`/`sell`),
-    `price` (EUR/MWh, may be ≤ 0) and `quantity` (MWh, > 0).
+    `price` (EUR/MWh, may be ≤ 0) and `quantity` (MWh, > 0). The warehouse computes the same
+    sums in SQL next to the data (`store.LEGS_SQL`) so that millions of trades never cross
+    into Python; everything after the sums happens here.
     """
-    is_buy = pl.col("direction") == "buy"
-    is_sell = pl.col("direction") == "sell"
-    notional = pl.col("quantity") * pl.col("price")
-    grouped = (
+    return (
         _lazy(trades)
-        .group_by(PERIOD_KEY)
+        .group_by(LEG_KEY)
         .agg(
             pl.len().cast(pl.Int64).alias("trades"),
-            pl.col("quantity").filter(is_buy).sum().alias("bought_mwh"),
-            pl.col("quantity").filter(is_sell).sum().alias("sold_mwh"),
-            notional.filter(is_buy).sum().alias("_buy_eur"),
-            notional.filter(is_sell).sum().alias("_sell_eur"),
+            pl.col("quantity").sum().cast(pl.Float64).alias("mwh"),
+            (pl.col("quantity") * pl.col("price")).sum().cast(pl.Float64).alias("eur"),
+        )
+    )
+
+
+def book_legs(legs_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """Legs -> one row per period with `trades`, volumes, VWAPs and cash; no prices."""
+    is_buy = pl.col("direction") == "buy"
+    is_sell = pl.col("direction") == "sell"
+    grouped = (
+        _lazy(legs_frame)
+        .group_by(PERIOD_KEY)
+        .agg(
+            pl.col("trades").sum().cast(pl.Int64),
+            pl.col("mwh").filter(is_buy).sum().alias("bought_mwh"),
+            pl.col("mwh").filter(is_sell).sum().alias("sold_mwh"),
+            pl.col("eur").filter(is_buy).sum().alias("_buy_eur"),
+            pl.col("eur").filter(is_sell).sum().alias("_sell_eur"),
         )
     )
     return grouped.select(
@@ -110,6 +128,11 @@ def book(trades: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
         .alias("sell_vwap"),
         (pl.col("_sell_eur") - pl.col("_buy_eur")).cast(pl.Float64).alias("cash_eur"),
     )
+
+
+def book(trades: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """Trades -> one row per period with `trades`, volumes, VWAPs and cash; no prices."""
+    return book_legs(legs(trades))
 
 
 def mark(
@@ -182,6 +205,31 @@ def trader_totals(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 def daily_totals(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Per trader and delivery day; same columns and rules as `trader_totals`."""
     return _totals(exposure, ["trader_id", "delivery_day"])
+
+
+def roll_up(daily: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """Daily totals -> per-trader totals, equal to `trader_totals` of the periods beneath.
+
+    Every total column is a sum over periods, so it adds up across days; PnL and exposure
+    stay null for a trader none of whose days has a priced period."""
+    additive = ["periods", "unpriced_periods", "trades", "bought_mwh", "sold_mwh", "net_mwh"]
+    priced_only = ["pnl_eur", "exposure_eur", "gross_exposure_eur"]
+    return (
+        _lazy(daily)
+        .group_by("trader_id")
+        .agg(
+            *(pl.col(c).sum() for c in additive),
+            pl.col("cash_eur").sum(),
+            *(
+                pl.when(pl.col(c).is_not_null().any()).then(pl.col(c).sum()).alias(c)
+                for c in priced_only
+            ),
+            pl.col("unpriced_net_mwh").sum(),
+        )
+        .select("trader_id", *TOTAL_COLUMNS)
+        .sort("trader_id")
+        .collect()
+    )
 
 
 def _valued(cash: str, net: str, price: str) -> pl.Expr:

@@ -3,14 +3,16 @@
 The server reads only the dashboard directory -- never DuckDB, never the vendor -- so a room
 of traders refreshing at once costs a few file reads. Files are cached in memory keyed by
 inode, mtime and size (the renderer replaces files by rename, so a new version is a new
-inode); every answer carries an ETag, and `If-None-Match` gets a bodiless 304, which is what
-the pages' version polling costs. One thread per connection, with a deep accept queue so a
+inode), gzipped once per version for browsers that accept it; every answer carries an ETag,
+and `If-None-Match` gets a bodiless 304, which is what the pages' version polling costs. One thread per connection, with a deep accept queue so a
 burst of 500 connections queues instead of being refused.
 """
 
 from __future__ import annotations
 
+import gzip
 import threading
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +30,7 @@ _TYPES = {
     ".svg": "image/svg+xml",
     ".png": "image/png",
 }
+_GZIP_MIN_BYTES = 1024
 _PLACEHOLDER = (
     b"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Desk exposure</title>"
     b"<link rel='icon' href='data:,'></head><body style='font-family:system-ui;padding:24px'>"
@@ -38,13 +41,25 @@ _PLACEHOLDER = (
 )
 
 
+@dataclass
+class _Entry:
+    key: tuple[int, int, int]
+    body: bytes
+    etag: str
+    gzipped: bytes | None = None
+
+
 class _FileCache:
+    """File bytes by name, reloaded when the file's inode, mtime or size changes; the
+    gzipped variant is made once per version, on first demand."""
+
     def __init__(self, root: Path):
         self.root = root
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[tuple[int, int, int], bytes, str]] = {}
+        self._entries: dict[str, _Entry] = {}
 
-    def get(self, name: str) -> tuple[bytes, str] | None:
+    def get(self, name: str, gzip_ok: bool) -> tuple[bytes, str, bool] | None:
+        """(body, etag, is_gzipped) or None when there is no such file."""
         path = self.root / name
         try:
             stat = path.stat()
@@ -52,16 +67,21 @@ class _FileCache:
             return None
         key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         entry = self._entries.get(name)
-        if entry and entry[0] == key:
-            return entry[1], entry[2]
-        try:
-            body = path.read_bytes()
-        except OSError:
-            return None
-        etag = f'"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{len(body):x}"'
-        with self._lock:
-            self._entries[name] = (key, body, etag)
-        return body, etag
+        if entry is None or entry.key != key:
+            try:
+                body = path.read_bytes()
+            except OSError:
+                return None
+            entry = _Entry(key, body, f'"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{len(body):x}"')
+            with self._lock:
+                self._entries[name] = entry
+        if not gzip_ok or len(entry.body) < _GZIP_MIN_BYTES:
+            return entry.body, entry.etag, False
+        if entry.gzipped is None:
+            with self._lock:
+                if entry.gzipped is None:
+                    entry.gzipped = gzip.compress(entry.body, compresslevel=6, mtime=0)
+        return entry.gzipped, entry.etag[:-1] + '-gz"', True
 
 
 class DashboardHandler(BaseHTTPRequestHandler):
@@ -83,18 +103,19 @@ class DashboardHandler(BaseHTTPRequestHandler):
         if "/" in name or "\\" in name or name.startswith(".") or suffix not in _TYPES:
             self._reply(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain", head=head)
             return
-        found = self.server.files.get(name)  # type: ignore[attr-defined]
+        gzip_ok = "gzip" in (self.headers.get("Accept-Encoding") or "")
+        found = self.server.files.get(name, gzip_ok)  # type: ignore[attr-defined]
         if found is None:
             if name == INDEX:
                 self._reply(HTTPStatus.OK, _PLACEHOLDER, _TYPES[".html"], head=head)
             else:
                 self._reply(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain", head=head)
             return
-        body, etag = found
+        body, etag, gzipped = found
         if etag in (self.headers.get("If-None-Match") or ""):
             self._reply(HTTPStatus.NOT_MODIFIED, b"", None, etag=etag, head=True)
             return
-        self._reply(HTTPStatus.OK, body, _TYPES[suffix], etag=etag, head=head)
+        self._reply(HTTPStatus.OK, body, _TYPES[suffix], etag=etag, head=head, gzipped=gzipped)
 
     def _reply(
         self,
@@ -103,10 +124,14 @@ class DashboardHandler(BaseHTTPRequestHandler):
         content_type: str | None,
         etag: str | None = None,
         head: bool = False,
+        gzipped: bool = False,
     ) -> None:
         self.send_response(status)
         if content_type:
             self.send_header("Content-Type", content_type)
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Vary", "Accept-Encoding")
         if etag:
             self.send_header("ETag", etag)
         # Always revalidate: a new version must show on the next load, and revalidation is a 304.

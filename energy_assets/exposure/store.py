@@ -1,20 +1,23 @@
 """Refreshing the exposure tables in DuckDB: which delivery days changed, and only those.
 
 A refresh compares what `energy.raw_trades` and `energy.reference_prices` hold now with what
-the previous refresh used, per delivery day:
+the previous refresh used, and recomputes only the delivery days that changed:
 
-- trades: a fingerprint per delivery day (count, Σ quantity, Σ price, latest `received_at`)
-  kept in `energy.trader_exposure_trade_marks`. `raw_trades` is an insert-only ledger keyed
-  by deal id, so any new deal changes its day's count, whatever its `received_at` (a deal
-  received before the last refresh but loaded after it is still seen; a `received_at`
-  watermark would miss it);
+- trades, fast path: deals with `received_at` after the previous refresh's watermark (DuckDB
+  skips the older row groups by their min/max), *checked* against the table's row count.
+  `raw_trades` is an insert-only ledger keyed by deal id, so `count now = count then + new
+  since the watermark` proves that no deal arrived late with an older `received_at`;
+- trades, when that check fails (a late load, a repair) or on the first run: a scan of the
+  per-day count and latest `received_at`, compared with `energy.trader_exposure_trade_marks`;
 - prices: the price of every delivery hour as the previous refresh used it, kept in
   `energy.trader_exposure_prices`; a day whose price of any hour appeared, vanished or moved
   is affected. A refetch that returns the same value changes nothing.
 
-Only the affected days' trades are read and re-aggregated; the totals are rebuilt from
-`energy.trader_exposure` (one row per trader and period: small). Everything is written in one
-transaction, so a reader sees the previous refresh or this one, never half of it.
+The affected days' trades are summed per leg in SQL next to the data (`LEGS_SQL`: count,
+Σ quantity, Σ quantity·price), so millions of deals never cross into Python; the position
+maths is `positions.book_legs` and `positions.mark`. Totals are rebuilt from the exposure
+rows (one per trader and period: small). Everything is written in one transaction, so a
+reader sees the previous refresh or this one, never half of it.
 """
 
 from __future__ import annotations
@@ -31,11 +34,11 @@ from energy_assets.exposure.positions import (
     EXPOSURE_SCHEMA,
     PERIOD_KEY,
     TOTAL_COLUMNS,
-    book,
+    book_legs,
     daily_totals,
     mark,
     pnl_attribution,
-    trader_totals,
+    roll_up,
 )
 from energy_assets.warehouse import SCHEMA, ensure_schema
 
@@ -45,6 +48,7 @@ TOTALS = f"{SCHEMA}.trader_exposure_totals"
 HISTORY = f"{SCHEMA}.trader_pnl_history"
 TRADE_MARKS = f"{SCHEMA}.trader_exposure_trade_marks"
 PRICES_USED = f"{SCHEMA}.trader_exposure_prices"
+STATE = f"{SCHEMA}.trader_exposure_state"
 RAW_TRADES = f"{SCHEMA}.raw_trades"
 REFERENCE_PRICES = f"{SCHEMA}.reference_prices"
 FEED_GAPS = f"{SCHEMA}.feed_gaps"
@@ -63,6 +67,7 @@ class Tables:
     history: str
     trade_marks: str
     prices_used: str
+    state: str
     raw_trades: str
     reference_prices: str
     feed_gaps: str
@@ -78,6 +83,7 @@ class Tables:
             HISTORY,
             TRADE_MARKS,
             PRICES_USED,
+            STATE,
             RAW_TRADES,
             REFERENCE_PRICES,
             FEED_GAPS,
@@ -88,11 +94,26 @@ class Tables:
         name = table.rsplit(".", 1)[1]
         return bool(
             conn.execute(
-                """SELECT count(*) FROM information_schema.tables
-                   WHERE table_catalog = ? AND table_schema = ? AND table_name = ?""",
-                [self.catalog, SCHEMA, name],
+                f"""SELECT count(*) FROM information_schema.tables
+                    WHERE table_catalog = {text_literal(self.catalog)}
+                      AND table_schema = {text_literal(SCHEMA)}
+                      AND table_name = {text_literal(name)}"""
             ).fetchone()[0]
         )
+
+
+# Literals rather than `?` parameters: binding Python parameters makes duckdb import pandas
+# when it is installed (seconds, in every fresh Dagster run process).
+def text_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def day_literals(days: list[date]) -> str:
+    return ", ".join(f"DATE '{day.isoformat()}'" for day in days)
+
+
+def timestamp_literal(value: datetime) -> str:
+    return f"TIMESTAMPTZ '{value.isoformat()}'"
 
 
 _TOTALS_DDL = """
@@ -117,8 +138,9 @@ def _ddl(t: Tables) -> list[str]:
         pnl_change_eur DOUBLE, pnl_change_trades_eur DOUBLE, pnl_change_prices_eur DOUBLE,
         days_recomputed BIGINT)""",
         f"""CREATE TABLE IF NOT EXISTS {t.trade_marks} (
-        delivery_day DATE PRIMARY KEY, trades BIGINT, quantity DOUBLE, price DOUBLE,
-        last_received_at TIMESTAMPTZ)""",
+        delivery_day DATE PRIMARY KEY, trades BIGINT, last_received_at TIMESTAMPTZ)""",
+        f"""CREATE TABLE IF NOT EXISTS {t.state} (
+        trades_total BIGINT, received_watermark TIMESTAMPTZ, refreshed_at TIMESTAMPTZ)""",
         f"""CREATE TABLE IF NOT EXISTS {t.prices_used} (
         delivery_day DATE, delivery_hour VARCHAR, reference_price DOUBLE,
         PRIMARY KEY (delivery_day, delivery_hour))""",
@@ -142,6 +164,8 @@ HISTORY_COLUMNS = [
     "pnl_change_prices_eur",
     "days_recomputed",
 ]
+#: How many of the largest positions a refresh reports.
+LARGEST = 10
 _PRICE_SCHEMA = {"delivery_day": pl.Date, "delivery_hour": pl.String, "reference_price": pl.Float64}
 
 
@@ -153,7 +177,8 @@ class RefreshResult:
     trade_days_changed: int
     price_days_changed: int
     trades_read: int
-    exposure: pl.DataFrame = field(repr=False)
+    detection: str
+    largest: pl.DataFrame = field(repr=False)
     totals: pl.DataFrame = field(repr=False)
     daily: pl.DataFrame = field(repr=False)
     history: pl.DataFrame = field(repr=False)
@@ -170,26 +195,75 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection) -> Tables:
     return t
 
 
-def _changed_trade_days(
-    conn: duckdb.DuckDBPyConnection, t: Tables, have_trades: bool
-) -> list[date]:
-    source = (
-        f"""SELECT delivery_day, count(*) AS trades, sum(quantity) AS quantity,
-                   sum(price) AS price, max(received_at) AS last_received_at
-            FROM {t.raw_trades} GROUP BY delivery_day"""
-        if have_trades
-        else f"SELECT * FROM {t.trade_marks} WHERE false"
-    )
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE exposure_trade_marks_now AS {source}")
-    rows = conn.execute(
-        f"""SELECT coalesce(n.delivery_day, o.delivery_day) FROM exposure_trade_marks_now n
-            FULL OUTER JOIN {t.trade_marks} o USING (delivery_day)
-            WHERE n.trades IS DISTINCT FROM o.trades
-               OR n.quantity IS DISTINCT FROM o.quantity
-               OR n.price IS DISTINCT FROM o.price
-               OR n.last_received_at IS DISTINCT FROM o.last_received_at"""
+@dataclass
+class TradeChanges:
+    """Delivery days whose trades changed since the previous refresh, and the new marks."""
+
+    days: list[date]
+    marks: list[tuple]  # (delivery_day, trades, last_received_at) of `days` that have trades
+    total: int
+    watermark: datetime | None
+    path: str  # "watermark" (checked by the row count) or "scan"
+    booked: set[date] = field(default_factory=set)  # every day with trades, after this refresh
+
+
+def _trade_changes(
+    conn: duckdb.DuckDBPyConnection, t: Tables, have_trades: bool, full: bool
+) -> TradeChanges:
+    before = {
+        r[0]: (r[1], r[2])
+        for r in conn.execute(
+            f"SELECT delivery_day, trades, last_received_at FROM {t.trade_marks}"
+        ).fetchall()
+    }
+
+    def changed(days: list[date], marks: list[tuple], total, watermark, path) -> TradeChanges:
+        booked = (set(before) - set(days)) | {m[0] for m in marks}
+        return TradeChanges(sorted(days), marks, total, watermark, path, booked)
+
+    if not have_trades:
+        return changed(list(before), [], 0, None, "scan")
+    total = conn.execute(f"SELECT count(*) FROM {t.raw_trades}").fetchone()[0]
+    state = conn.execute(f"SELECT trades_total, received_watermark FROM {t.state}").fetchone()
+    if state and not full:
+        known_total, watermark = state
+        if watermark is None and total == known_total == 0:
+            return changed([], [], 0, None, "watermark")
+        if watermark is not None:
+            delta = conn.execute(
+                f"""SELECT delivery_day, count(*), max(received_at) FROM {t.raw_trades}
+                    WHERE received_at > {timestamp_literal(watermark)} GROUP BY delivery_day"""
+            ).fetchall()
+            if total == known_total + sum(r[1] for r in delta):
+                days = [r[0] for r in delta]
+                newest = max([watermark, *(r[2] for r in delta)])
+                return changed(days, _marks(conn, t, days), total, newest, "watermark")
+    now = conn.execute(
+        f"""SELECT delivery_day, count(*), max(received_at) FROM {t.raw_trades}
+            GROUP BY delivery_day"""
     ).fetchall()
-    return [r[0] for r in rows]
+    current = {r[0]: (r[1], r[2]) for r in now}
+    days = [d for d in set(before) | set(current) if full or before.get(d) != current.get(d)]
+    watermark = max((r[2] for r in now if r[2] is not None), default=None)
+    marks = [r for r in now if r[0] in set(days)]
+    return changed(days, marks, total, watermark, "scan")
+
+
+def _marks(conn: duckdb.DuckDBPyConnection, t: Tables, days: list[date]) -> list[tuple]:
+    if not days:
+        return []
+    return conn.execute(
+        f"""SELECT delivery_day, count(*), max(received_at) FROM {t.raw_trades}
+            WHERE {_days_filter(days)} GROUP BY delivery_day"""
+    ).fetchall()
+
+
+def _days_filter(days: list[date]) -> str:
+    # The BETWEEN lets DuckDB skip row groups by their min/max before the exact IN filter.
+    return (
+        f"delivery_day BETWEEN {day_literals([min(days)])} AND {day_literals([max(days)])} "
+        f"AND delivery_day IN ({day_literals(days)})"
+    )
 
 
 def _read_prices(conn: duckdb.DuckDBPyConnection, t: Tables, have_prices: bool) -> pl.DataFrame:
@@ -212,27 +286,31 @@ def _changed_price_days(prices_now: pl.DataFrame, prices_used: pl.DataFrame) -> 
     return moved.get_column("delivery_day").unique().to_list()
 
 
-def _read_trades(
-    conn: duckdb.DuckDBPyConnection, t: Tables, days: list[date] | None
-) -> pl.DataFrame:
-    columns = "trader_id, delivery_day, delivery_hour, direction, price, quantity"
-    if days is None:
-        return conn.execute(f"SELECT {columns} FROM {t.raw_trades}").pl()
+#: Σ per leg (period and direction), computed where the trades are; `positions.legs` is the
+#: same in polars, and the tests hold the two equal.
+LEGS_SQL = """
+    SELECT trader_id, delivery_day, delivery_hour, direction, count(*) AS trades,
+           sum(quantity) AS mwh, sum(quantity * price) AS eur
+    FROM {raw_trades} WHERE {where}
+    GROUP BY trader_id, delivery_day, delivery_hour, direction
+"""
+_LEGS_SCHEMA = {
+    "trader_id": pl.String,
+    "delivery_day": pl.Date,
+    "delivery_hour": pl.String,
+    "direction": pl.String,
+    "trades": pl.Int64,
+    "mwh": pl.Float64,
+    "eur": pl.Float64,
+}
+
+
+def read_legs(conn: duckdb.DuckDBPyConnection, t: Tables, days: list[date]) -> pl.DataFrame:
+    """The legs of the given delivery days, summed in DuckDB."""
     if not days:
-        return pl.DataFrame(schema={"delivery_day": pl.Date})
-    # The BETWEEN lets DuckDB skip row groups by their min/max before the exact IN filter.
-    placeholders = ", ".join("?" for _ in days)
-    return conn.execute(
-        f"""SELECT {columns} FROM {t.raw_trades}
-            WHERE delivery_day BETWEEN ? AND ? AND delivery_day IN ({placeholders})""",
-        [min(days), max(days), *days],
-    ).pl()
-
-
-def _in_days(frame: pl.DataFrame, days: list[date] | None) -> pl.DataFrame:
-    if days is None:
-        return frame
-    return frame.filter(pl.col("delivery_day").is_in(pl.Series(days, dtype=pl.Date)))
+        return pl.DataFrame(schema=_LEGS_SCHEMA)
+    sql = LEGS_SQL.format(raw_trades=t.raw_trades, where=_days_filter(days))
+    return conn.execute(sql).pl().cast(_LEGS_SCHEMA)
 
 
 def refresh(
@@ -243,7 +321,8 @@ def refresh(
 ) -> RefreshResult:
     """Bring the exposure tables up to date with `raw_trades` and `reference_prices`.
 
-    `full=True` recomputes every delivery day (the benchmark's baseline, and a repair).
+    `full=True` recomputes every delivery day (the benchmark's baseline, and the repair
+    after anything but inserts touched `raw_trades`).
     Appends one row per trader to `energy.trader_pnl_history`.
     """
     started = time.perf_counter()
@@ -254,90 +333,84 @@ def refresh(
         name for name, ok in ((RAW_TRADES, have_trades), (REFERENCE_PRICES, have_prices)) if not ok
     ]
 
-    trade_days = _changed_trade_days(conn, t, have_trades)
+    changes = _trade_changes(conn, t, have_trades, full)
     prices_now = _read_prices(conn, t, have_prices)
     prices_used = conn.execute(f"SELECT * FROM {t.prices_used}").pl().cast(_PRICE_SCHEMA)
     price_days = _changed_price_days(prices_now, prices_used)
 
-    if full:
-        days = None
-    else:
-        booked = {
-            r[0]
-            for r in conn.execute(
-                f"SELECT delivery_day FROM exposure_trade_marks_now "
-                f"UNION SELECT delivery_day FROM {t.trade_marks}"
-            ).fetchall()
-        }
-        # A price move on a day nobody traded changes no position.
-        days = sorted(set(trade_days) | (set(price_days) & booked))
+    # A price move on a day nobody traded changes no position.
+    days = sorted(set(changes.days) | (set(price_days) & changes.booked))
 
-    old = _in_days(conn.execute(f"SELECT * FROM {t.exposure}").pl(), days) if days != [] else None
-    if old is None:
-        old = pl.DataFrame(schema=EXPOSURE_SCHEMA)
-    old = old.cast(EXPOSURE_SCHEMA)
-    trades = _read_trades(conn, t, days) if have_trades else pl.DataFrame()
-    if trades.height:
-        new = mark(book(trades), _in_days(prices_now, days)).collect().cast(EXPOSURE_SCHEMA)
-    else:
-        new = pl.DataFrame(schema=EXPOSURE_SCHEMA)
+    old = _read_exposure(conn, t, days)
+    legs_frame = read_legs(conn, t, days) if have_trades else pl.DataFrame(schema=_LEGS_SCHEMA)
+    new = (
+        mark(book_legs(legs_frame), _in_days(prices_now, days))
+        .sort(PERIOD_KEY)
+        .collect()
+        .cast(EXPOSURE_SCHEMA)
+    )
     attribution = pnl_attribution(old, new, _in_days(prices_used, days), _in_days(prices_now, days))
+    daily_new = daily_totals(new)
+    daily = (
+        pl.concat(
+            [conn.execute(f"SELECT * FROM {t.daily}").pl().filter(~_is_in(days)), daily_new],
+            how="vertical_relaxed",
+        )
+        .sort("trader_id", "delivery_day")
+        .select(daily_new.columns)
+    )
+    totals = roll_up(daily)
+    history = _history_rows(totals, attribution, snapshot_at, run_id, len(days))
 
     conn.execute("BEGIN TRANSACTION")
     try:
-        if days is None:
-            conn.execute(f"DELETE FROM {t.exposure}")
-        elif days:
+        if days:
+            conn.execute(f"DELETE FROM {t.exposure} WHERE delivery_day IN ({day_literals(days)})")
             conn.execute(
-                f"DELETE FROM {t.exposure} WHERE delivery_day IN ({', '.join('?' for _ in days)})",
-                days,
+                f"DELETE FROM {t.trade_marks} WHERE delivery_day IN ({day_literals(days)})"
             )
-        if new.height:
-            conn.register("exposure_new", new.to_arrow())
-            conn.execute(
-                f"INSERT INTO {t.exposure} SELECT {', '.join(EXPOSURE_COLUMNS)} FROM exposure_new"
+        _insert(conn, t.exposure, new, EXPOSURE_COLUMNS)
+        if changes.marks:
+            conn.executemany(
+                f"INSERT INTO {t.trade_marks} VALUES (?, ?, ?)", [list(m) for m in changes.marks]
             )
-            conn.unregister("exposure_new")
-        conn.execute(f"DELETE FROM {t.trade_marks}")
-        conn.execute(f"INSERT INTO {t.trade_marks} SELECT * FROM exposure_trade_marks_now")
-        conn.execute(f"DELETE FROM {t.prices_used}")
-        if prices_now.height:
-            conn.register("exposure_prices_now", prices_now.to_arrow())
-            conn.execute(
-                f"INSERT INTO {t.prices_used} SELECT delivery_day, delivery_hour, reference_price "
-                "FROM exposure_prices_now"
-            )
-            conn.unregister("exposure_prices_now")
-
-        exposure = (
-            conn.execute(f"SELECT * FROM {t.exposure} ORDER BY {', '.join(PERIOD_KEY)}")
-            .pl()
-            .cast(EXPOSURE_SCHEMA)
+        conn.execute(f"DELETE FROM {t.state}")
+        conn.execute(
+            f"INSERT INTO {t.state} VALUES ({changes.total}, "
+            f"{timestamp_literal(changes.watermark) if changes.watermark else 'NULL'}, "
+            f"{timestamp_literal(snapshot_at)})"
         )
-        totals = trader_totals(exposure)
-        daily = daily_totals(exposure)
-        _replace(conn, t.totals, totals, ["trader_id", *TOTAL_COLUMNS])
-        _replace(conn, t.daily, daily, ["trader_id", "delivery_day", *TOTAL_COLUMNS])
-
-        history = _history_rows(totals, attribution, snapshot_at, run_id, days, exposure)
-        if history.height:
-            conn.register("exposure_history", history.to_arrow())
-            conn.execute(
-                f"INSERT INTO {t.history} SELECT {', '.join(HISTORY_COLUMNS)} FROM exposure_history"
+        if price_days:
+            conn.execute(f"DELETE FROM {t.prices_used}")
+            _insert(
+                conn,
+                t.prices_used,
+                prices_now,
+                ["delivery_day", "delivery_hour", "reference_price"],
             )
-            conn.unregister("exposure_history")
+        if days:
+            conn.execute(f"DELETE FROM {t.daily} WHERE delivery_day IN ({day_literals(days)})")
+        _insert(conn, t.daily, daily_new, ["trader_id", "delivery_day", *TOTAL_COLUMNS])
+        conn.execute(f"DELETE FROM {t.totals}")
+        _insert(conn, t.totals, totals, ["trader_id", *TOTAL_COLUMNS])
+        _insert(conn, t.history, history, HISTORY_COLUMNS)
+        largest = conn.execute(
+            f"""SELECT * FROM {t.exposure} WHERE exposure_eur IS NOT NULL
+                ORDER BY abs(exposure_eur) DESC, trader_id, delivery_day, delivery_hour
+                LIMIT {LARGEST}"""
+        ).pl()
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
 
-    recomputed = exposure.get_column("delivery_day").n_unique() if days is None else len(days)
     return RefreshResult(
-        days_recomputed=recomputed,
-        trade_days_changed=len(trade_days),
+        days_recomputed=len(days),
+        trade_days_changed=len(changes.days),
         price_days_changed=len(price_days),
-        trades_read=trades.height,
-        exposure=exposure,
+        trades_read=int(legs_frame["trades"].sum() or 0),
+        detection=changes.path,
+        largest=largest,
         totals=totals,
         daily=daily,
         history=history,
@@ -346,12 +419,26 @@ def refresh(
     )
 
 
-def _replace(
+def _read_exposure(conn: duckdb.DuckDBPyConnection, t: Tables, days: list[date]) -> pl.DataFrame:
+    if not days:
+        return pl.DataFrame(schema=EXPOSURE_SCHEMA)
+    rows = conn.execute(f"SELECT * FROM {t.exposure} WHERE {_days_filter(days)}").pl()
+    return rows.cast(EXPOSURE_SCHEMA)
+
+
+def _is_in(days: list[date]) -> pl.Expr:
+    return pl.col("delivery_day").is_in(pl.Series(days, dtype=pl.Date))
+
+
+def _in_days(frame: pl.DataFrame, days: list[date]) -> pl.DataFrame:
+    return frame.filter(_is_in(days))
+
+
+def _insert(
     conn: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, columns: list[str]
 ) -> None:
-    conn.execute(f"DELETE FROM {table}")
     if frame.height:
-        conn.register("exposure_frame", frame.to_arrow())
+        conn.register("exposure_frame", frame.select(columns).to_arrow())
         conn.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM exposure_frame")
         conn.unregister("exposure_frame")
 
@@ -361,10 +448,8 @@ def _history_rows(
     attribution: pl.DataFrame,
     snapshot_at: datetime,
     run_id: str,
-    days: list[date] | None,
-    exposure: pl.DataFrame,
+    days_recomputed: int,
 ) -> pl.DataFrame:
-    recomputed = exposure.get_column("delivery_day").n_unique() if days is None else len(days)
     change_columns = [
         "new_trades",
         "pnl_change_eur",
@@ -380,7 +465,7 @@ def _history_rows(
             pl.col("net_mwh", "cash_eur").fill_null(0.0),
             pl.lit(snapshot_at).cast(pl.Datetime("us", "UTC")).alias("snapshot_at"),
             pl.lit(run_id).alias("run_id"),
-            pl.lit(recomputed, dtype=pl.Int64).alias("days_recomputed"),
+            pl.lit(days_recomputed, dtype=pl.Int64).alias("days_recomputed"),
         )
         .select(HISTORY_COLUMNS)
         .sort("trader_id")

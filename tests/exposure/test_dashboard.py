@@ -4,6 +4,7 @@ hammered by 500 clients at once."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import socket
@@ -171,6 +172,9 @@ def test_server_revalidates_with_304_and_serves_nothing_but_pages(site, serve, w
     status, headers, body = get(url)
     assert status == 200 and b"alice" in body
     assert headers["Cache-Control"] == "no-cache"
+    status, headers, zipped = get(url, {"Accept-Encoding": "gzip, deflate"})
+    assert headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(zipped) == body == (out / "index.html").read_bytes()
     status, headers, body = get(url + "version.json")
     etag = headers["ETag"]
     assert get(url + "version.json", {"If-None-Match": etag})[0] == 304

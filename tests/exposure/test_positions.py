@@ -6,12 +6,14 @@ from datetime import date
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from energy_assets.exposure.positions import (
     EXPOSURE_COLUMNS,
     daily_totals,
     pnl_attribution,
     positions,
+    roll_up,
     trader_totals,
 )
 
@@ -214,3 +216,20 @@ def test_pnl_attribution_from_nothing_is_all_new_trades():
     assert alice["pnl_change_prices_eur"] == 0.0
     assert alice["pnl_change_trades_eur"] == pytest.approx(20.0)
     assert alice["new_trades"] == 5
+
+
+def test_rolling_up_daily_totals_gives_the_trader_totals():
+    trades = pl.concat(
+        [
+            TRADES,
+            trades_frame(
+                [
+                    ("alice", TUE, "00-01", "buy", 1.0, 10.0),
+                    ("carol", TUE, "05-06", "sell", 2.0, 1.0),  # never priced
+                ]
+            ),
+        ]
+    )
+    prices = pl.concat([PRICES, prices_frame([(TUE, "00-01", 12.0)])])
+    exposure = positions(trades, prices)
+    assert_frame_equal(roll_up(daily_totals(exposure)), trader_totals(exposure))

@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from polars.testing import assert_frame_equal
 
 from energy_assets.exposure import store
-from energy_assets.exposure.positions import EXPOSURE_COLUMNS
+from energy_assets.exposure.positions import EXPOSURE_COLUMNS, LEG_KEY, legs
 from tests.exposure.conftest import q
 
 MON = date(2023, 2, 6)
@@ -85,6 +86,7 @@ def test_new_trade_recomputes_only_its_day(book):
     before = exposure_rows(book)
     book.trade("alice", MON, "13-14", "buy", 1.0, 30.0)
     result = refresh(book)
+    assert result.detection == "watermark"
     assert result.days_recomputed == 1
     assert result.trades_read == 3  # the three deals of MON, none of TUE
     after = exposure_rows(book)
@@ -96,7 +98,10 @@ def test_late_loaded_trade_with_old_received_at_is_not_missed(book):
     refresh(book)
     # Received before the last refresh but loaded after it: a received_at watermark misses it.
     book.trade("bob", TUE, "08-09", "buy", 1.0, -3.0, received_at=T0 - timedelta(days=30))
-    refresh(book)
+    result = refresh(book)
+    # The row count gives it away, and the per-day scan finds its day.
+    assert result.detection == "scan"
+    assert result.days_recomputed == 1
     assert exposure_rows(book)[("bob", TUE, "08-09")]["net_mwh"] == pytest.approx(-2.0)
 
 
@@ -139,10 +144,18 @@ def test_incremental_equals_full_recompute(book):
     book.trade("carol", TUE, "08-09", "buy", 2.5, -1.0)
     book.price(MON, "12-13", 47.5)
     refresh(book)
-    incremental = exposure_rows(book)
+
+    def tables():
+        return [
+            sorted(book.query(f"SELECT * FROM {q(name)}"), key=str)
+            for name in ("trader_exposure_daily", "trader_exposure_totals")
+        ]
+
+    incremental, incremental_totals = exposure_rows(book), tables()
     full = refresh(book, full=True)
     assert full.days_recomputed == 2
     assert exposure_rows(book) == incremental
+    assert tables() == incremental_totals
 
 
 def test_history_appends_one_row_per_trader_per_refresh_and_adds_up(book):
@@ -180,3 +193,12 @@ def test_missing_price_table_leaves_everything_unpriced(warehouse):
     assert result.missing_inputs == [store.REFERENCE_PRICES]
     row = exposure_rows(warehouse)[("alice", MON, "12-13")]
     assert row["pnl_eur"] is None and row["cash_eur"] == pytest.approx(-50.0)
+
+
+def test_legs_summed_in_sql_equal_the_polars_legs(book):
+    book.trade("alice", MON, "12-13", "buy", 0.3, -7.25)
+    with book.connect() as conn:
+        tables = store.Tables.of(conn)
+        sql = store.read_legs(conn, tables, [MON, TUE]).sort(LEG_KEY)
+        trades = conn.execute(f"SELECT * FROM {q('raw_trades')}").pl()
+    assert_frame_equal(sql, legs(trades).collect().sort(LEG_KEY), check_exact=False)

@@ -1,0 +1,417 @@
+"""Benchmarks of the exposure domain, each against a baseline measured in the same run.
+
+    .venv/bin/python benchmarks/exposure.py                       # 1 M trades + the storm
+    .venv/bin/python benchmarks/exposure.py --sizes 1000000 10000000
+
+1. maths: `positions()` (polars) over N in-memory trades vs a straightforward pandas
+   group-by computing the same columns. Seconds and peak RSS, each in its own process.
+2. asset: `store.refresh` on a DuckDB file of N trades (DuckDB -> polars -> DuckDB):
+   full recompute vs the update of one delivery day (1,000 new deals), a price revision, and
+   a refresh that finds nothing changed; plus the pandas baseline of the same full recompute.
+3. dashboard: 500 concurrent clients reloading the pages served by `energy-assets dashboard`
+   on loopback; latency percentiles vs a single client doing the same.
+
+Goals (issue 5): 10 M trades in <= 5 s within 2 GB; one delivery day's update >= 20x faster
+than a full recompute; 500 clients without an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+TRADERS = 15
+START = date(2023, 1, 1)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def days_for(n: int, per_day: int) -> int:
+    return max(1, n // per_day)
+
+
+# --- data --------------------------------------------------------------------------------
+
+
+def frames(n: int, per_day: int, seed: int = 7):
+    """N trades (polars) and one reference price per delivery hour, ~4% of hours unpriced."""
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng(seed)
+    days = days_for(n, per_day)
+    epoch = (START - date(1970, 1, 1)).days
+    names = pl.Series([f"flex_trader_{i + 1}" for i in range(TRADERS)])
+    hours = pl.Series([f"{h:02d}-{h + 1:02d}" for h in range(24)])
+    trades = pl.DataFrame(
+        {
+            "trader_id": names.gather(rng.integers(0, TRADERS, n)),
+            # Sorted by day, as trades accumulate day after day.
+            "delivery_day": pl.Series(np.sort(rng.integers(0, days, n)) + epoch).cast(pl.Date),
+            "delivery_hour": hours.gather(rng.integers(0, 24, n)),
+            "direction": pl.Series(["buy", "sell"]).gather(rng.integers(0, 2, n)),
+            "price": np.round(rng.uniform(-30, 180, n), 2),
+            "quantity": np.round(rng.uniform(0.1, 10, n), 1),
+        }
+    )
+    slots = pl.DataFrame(
+        {
+            "delivery_day": pl.Series(np.repeat(np.arange(days), 24) + epoch).cast(pl.Date),
+            "delivery_hour": pl.Series(np.tile(np.array(hours.to_list()), days)),
+            "reference_price": np.round(rng.uniform(-10, 160, days * 24), 2),
+        }
+    )
+    prices = slots.filter(pl.Series(rng.uniform(0, 1, days * 24) > 0.04))
+    return trades, prices
+
+
+def pandas_positions(df, prices):
+    """The straightforward pandas version of `positions()`: same columns, same nulls."""
+    import numpy as np
+
+    key = ["trader_id", "delivery_day", "delivery_hour"]
+    buy = df["direction"] == "buy"
+    df = df.assign(
+        buy_q=np.where(buy, df["quantity"], 0.0),
+        sell_q=np.where(buy, 0.0, df["quantity"]),
+    )
+    df = df.assign(buy_eur=df["buy_q"] * df["price"], sell_eur=df["sell_q"] * df["price"])
+    g = (
+        df.groupby(key, sort=True)
+        .agg(
+            trades=("price", "size"),
+            bought_mwh=("buy_q", "sum"),
+            sold_mwh=("sell_q", "sum"),
+            buy_eur=("buy_eur", "sum"),
+            sell_eur=("sell_eur", "sum"),
+        )
+        .reset_index()
+    )
+    g["net_mwh"] = g["bought_mwh"] - g["sold_mwh"]
+    g["buy_vwap"] = (g["buy_eur"] / g["bought_mwh"]).where(g["bought_mwh"] > 0)
+    g["sell_vwap"] = (g["sell_eur"] / g["sold_mwh"]).where(g["sold_mwh"] > 0)
+    g["cash_eur"] = g["sell_eur"] - g["buy_eur"]
+    g = g.merge(prices, on=["delivery_day", "delivery_hour"], how="left")
+    g["pnl_eur"] = g["cash_eur"] + g["net_mwh"] * g["reference_price"]
+    g["exposure_eur"] = g["net_mwh"] * g["reference_price"]
+    return g.drop(columns=["buy_eur", "sell_eur"])
+
+
+# --- children (one measurement per process, so peak RSS is its own) -----------------------
+
+
+def child_maths(engine: str, n: int, per_day: int) -> dict:
+    trades, prices = frames(n, per_day)
+    if engine == "pandas":
+        df, p = trades.to_pandas(), prices.to_pandas()
+        del trades, prices
+        started = time.perf_counter()
+        result = pandas_positions(df, p)
+        seconds = time.perf_counter() - started
+        pnl = float(result["pnl_eur"].sum())
+        rows = len(result)
+    else:
+        from energy_assets.exposure.positions import positions
+
+        started = time.perf_counter()
+        result = positions(trades, prices)
+        seconds = time.perf_counter() - started
+        pnl = float(result["pnl_eur"].sum())
+        rows = result.height
+    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "rows": rows, "pnl": round(pnl, 2)}
+
+
+def build_warehouse(path: Path, n: int, per_day: int) -> None:
+    """raw_trades in delivery-day order (as they accumulate), prices, no exposure yet."""
+    import duckdb
+
+    days = days_for(n, per_day)
+    with duckdb.connect(str(path), config={"enable_progress_bar": False}) as conn:
+        conn.execute("SELECT setseed(0.7)")
+        conn.execute("CREATE SCHEMA energy")
+        conn.execute(
+            f"""CREATE TABLE "energy".energy.raw_trades AS
+            SELECT md5(i::VARCHAR) AS id,
+                   round(random() * 210 - 30, 2) AS price,
+                   round(random() * 9.9 + 0.1, 1) AS quantity,
+                   CASE WHEN random() < 0.5 THEN 'buy' ELSE 'sell' END AS direction,
+                   DATE '{START}' + (i * {days} // {n})::INTEGER AS delivery_day,
+                   lpad(h::VARCHAR, 2, '0') || '-' || lpad((h + 1)::VARCHAR, 2, '0') AS delivery_hour,
+                   'flex_trader_' || (1 + i % {TRADERS}) AS trader_id,
+                   TIMESTAMPTZ '{START}' + to_seconds(i * 86400.0 * {days} / {n}) AS execution_time,
+                   TIMESTAMPTZ '{START}' + to_seconds(i * 86400.0 * {days} / {n} + 1) AS received_at,
+                   'bench' AS segment
+            FROM (SELECT i, (hash(i) % 24)::INTEGER AS h FROM range({n}) r(i))"""
+        )
+        conn.execute(
+            f"""CREATE TABLE "energy".energy.reference_prices AS
+            SELECT DATE '{START}' + d::INTEGER AS delivery_day,
+                   lpad(h::VARCHAR, 2, '0') || '-' || lpad((h + 1)::VARCHAR, 2, '0') AS delivery_hour,
+                   round(random() * 170 - 10, 2) AS value, 'euro/mwh' AS unit,
+                   now() AS last_update, now() AS fetched_at
+            FROM range({days}) a(d), range(24) b(h) WHERE random() > 0.04"""
+        )
+
+
+def child_asset(n: int, per_day: int, workdir: str) -> dict:
+    import duckdb
+    from polars.testing import assert_frame_equal
+
+    from energy_assets.exposure import store
+
+    path = Path(workdir) / "energy.duckdb"
+    started = time.perf_counter()
+    build_warehouse(path, n, per_day)
+    build_seconds = time.perf_counter() - started
+    rss_after_build = peak_rss_mb()
+    days = days_for(n, per_day)
+    last_day = START + timedelta(days=days - 1)
+    out = {"build_seconds": build_seconds, "days": days}
+    with duckdb.connect(str(path), config={"enable_progress_bar": False}) as conn:
+        t0 = datetime(2024, 1, 1, tzinfo=UTC)
+        first = store.refresh(conn, t0)
+        out["first_refresh_seconds"] = first.seconds
+        full = store.refresh(conn, t0 + timedelta(minutes=1), full=True)
+        out["full_seconds"] = full.seconds
+        out["full_trades_read"] = full.trades_read
+        out["full_detection"] = full.detection
+        out["peak_rss_mb_full"] = peak_rss_mb()
+        out["rss_before_refresh_mb"] = rss_after_build
+        nothing = store.refresh(conn, t0 + timedelta(minutes=2))
+        out["unchanged_seconds"] = nothing.seconds
+        conn.execute(
+            f"""INSERT INTO "energy".energy.raw_trades
+            SELECT md5('new' || i::VARCHAR), 50 + i % 7, 1.0, CASE WHEN i % 2 = 0 THEN 'buy' ELSE 'sell' END,
+                   DATE '{last_day}', lpad((i % 24)::VARCHAR, 2, '0') || '-' || lpad((i % 24 + 1)::VARCHAR, 2, '0'),
+                   'flex_trader_' || (1 + i % {TRADERS}), now(), now(), 'bench-new'
+            FROM range(1000) r(i)"""
+        )
+        one_day = store.refresh(conn, t0 + timedelta(minutes=3))
+        out["one_day_seconds"] = one_day.seconds
+        out["one_day_days_recomputed"] = one_day.days_recomputed
+        out["one_day_trades_read"] = one_day.trades_read
+        out["one_day_detection"] = one_day.detection
+        conn.execute(
+            f"""UPDATE "energy".energy.reference_prices SET value = value + 1.5, last_update = now()
+                WHERE delivery_day = DATE '{last_day - timedelta(days=1)}' AND delivery_hour = '12-13'"""
+        )
+        revision = store.refresh(conn, t0 + timedelta(minutes=4))
+        out["price_revision_seconds"] = revision.seconds
+        out["price_revision_days_recomputed"] = revision.days_recomputed
+        table = 'SELECT * FROM "energy".energy.trader_exposure ORDER BY 1, 2, 3'
+        incremental = conn.execute(table).pl()
+        store.refresh(conn, t0 + timedelta(minutes=5), full=True)
+        try:
+            assert_frame_equal(incremental, conn.execute(table).pl(), check_exact=False)
+            out["incremental_equals_full"] = True
+        except AssertionError:
+            out["incremental_equals_full"] = False
+    return out
+
+
+def child_asset_pandas(n: int, per_day: int, workdir: str) -> dict:
+    """The pandas baseline of a full recompute: read raw_trades into pandas, group, merge."""
+    import duckdb
+
+    path = Path(workdir) / "energy.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        started = time.perf_counter()
+        df = conn.execute(
+            'SELECT trader_id, delivery_day, delivery_hour, direction, price, quantity FROM "energy".energy.raw_trades'
+        ).df()
+        prices = conn.execute(
+            'SELECT delivery_day, delivery_hour, value AS reference_price FROM "energy".energy.reference_prices'
+        ).df()
+        result = pandas_positions(df, prices)
+        conn.register("result_frame", result)
+        conn.execute("CREATE OR REPLACE TABLE pandas_exposure AS SELECT * FROM result_frame")
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "rows": len(result)}
+
+
+def child(argv: list[str]) -> None:
+    kind = argv[0]
+    if kind == "maths":
+        out = child_maths(argv[1], int(argv[2]), int(argv[3]))
+    elif kind == "asset":
+        out = child_asset(int(argv[1]), int(argv[2]), argv[3])
+    elif kind == "asset-pandas":
+        out = child_asset_pandas(int(argv[1]), int(argv[2]), argv[3])
+    else:
+        raise SystemExit(f"unknown child {kind}")
+    print(json.dumps(out))
+
+
+def run_child(*args) -> dict:
+    result = subprocess.run(
+        [sys.executable, __file__, "_child", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    if result.returncode != 0:
+        raise SystemExit(result.stderr)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# --- dashboard storm -----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def storm_benchmark(clients: int, workdir: Path) -> dict:
+    import duckdb
+
+    from energy_assets.exposure import dashboard, store
+    from energy_assets.exposure.loadtest import storm
+
+    (workdir / "storm").mkdir()
+    path = workdir / "storm" / "energy.duckdb"
+    build_warehouse(path, 200_000, 20_000)
+    with duckdb.connect(str(path)) as conn:
+        store.refresh(conn, datetime.now(UTC))
+        data = dashboard.load(conn)
+    site = dashboard.write_site(workdir / "dashboard", data)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "energy_assets.cli",
+            "dashboard",
+            "--port",
+            str(port),
+            "--dir",
+            str(workdir / "dashboard"),
+        ],
+        cwd=REPO,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        pages = site.pages[1:]
+        single = storm("127.0.0.1", port, clients=1, trader_pages=pages)
+        singles = [storm("127.0.0.1", port, clients=1, trader_pages=pages) for _ in range(20)]
+        single.p50_ms = sorted(s.p50_ms for s in singles)[10]
+        single.p99_ms = max(s.p99_ms for s in singles)
+        crowd = storm("127.0.0.1", port, clients=clients, trader_pages=pages)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    return {
+        "page_bytes": site.bytes,
+        "single": single.summary(),
+        "crowd": crowd.summary(),
+        "errors": crowd.errors,
+        "p99_ms": crowd.p99_ms,
+        "single_p50_ms": single.p50_ms,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument(
+        "--trades-per-day",
+        type=int,
+        default=50_000,
+        help="trades per delivery day in the generated history (default 50,000)",
+    )
+    parser.add_argument("--clients", type=int, default=500)
+    parser.add_argument("--skip-storm", action="store_true")
+    args = parser.parse_args()
+
+    print(
+        f"# exposure benchmarks, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {TRADERS} traders, "
+        f"{args.trades_per_day:,} trades per delivery day"
+    )
+    for n in args.sizes:
+        print(f"\n## {n:,} trades ({days_for(n, args.trades_per_day)} delivery days)")
+        polars_m = run_child("maths", "polars", n, args.trades_per_day)
+        pandas_m = run_child("maths", "pandas", n, args.trades_per_day)
+        same = polars_m["rows"] == pandas_m["rows"] and abs(
+            polars_m["pnl"] - pandas_m["pnl"]
+        ) < 1e-3 * max(1, abs(pandas_m["pnl"]))
+        print(
+            f"maths   polars positions(): {polars_m['seconds']:.2f} s, peak RSS {polars_m['peak_rss_mb']:.0f} MB"
+        )
+        print(
+            f"maths   pandas baseline   : {pandas_m['seconds']:.2f} s, peak RSS {pandas_m['peak_rss_mb']:.0f} MB"
+        )
+        print(
+            f"maths   ratio pandas/polars: {pandas_m['seconds'] / polars_m['seconds']:.1f}x faster, "
+            f"same rows and PnL: {same}"
+        )
+        with tempfile.TemporaryDirectory(prefix="exposure-bench-") as workdir:
+            asset = run_child("asset", n, args.trades_per_day, workdir)
+            base = run_child("asset-pandas", n, args.trades_per_day, workdir)
+        print(f"asset   (warehouse built in {asset['build_seconds']:.1f} s, {asset['days']} days)")
+        print(
+            f"asset   full recompute (DuckDB -> polars -> DuckDB): {asset['full_seconds']:.2f} s, "
+            f"peak RSS {asset['peak_rss_mb_full']:.0f} MB (process before refresh: {asset['rss_before_refresh_mb']:.0f} MB)"
+        )
+        print(
+            f"asset   pandas baseline full recompute            : {base['seconds']:.2f} s, "
+            f"peak RSS {base['peak_rss_mb']:.0f} MB -> ratio {base['seconds'] / asset['full_seconds']:.1f}x"
+        )
+        print(
+            f"asset   first refresh (empty tables)              : {asset['first_refresh_seconds']:.2f} s"
+        )
+        print(
+            f"asset   one delivery day updated (+1,000 deals)   : {asset['one_day_seconds']:.3f} s "
+            f"({asset['one_day_days_recomputed']} day, {asset['one_day_trades_read']:,} trades read) "
+            f"-> {asset['full_seconds'] / asset['one_day_seconds']:.0f}x faster than full"
+        )
+        print(
+            f"asset   one price revised                         : {asset['price_revision_seconds']:.3f} s "
+            f"({asset['price_revision_days_recomputed']} day) -> "
+            f"{asset['full_seconds'] / asset['price_revision_seconds']:.0f}x faster than full"
+        )
+        print(
+            f"asset   nothing changed                           : {asset['unchanged_seconds']:.3f} s"
+        )
+        print(
+            f"asset   incremental result == full recompute      : {asset['incremental_equals_full']}"
+        )
+    if not args.skip_storm:
+        with tempfile.TemporaryDirectory(prefix="exposure-storm-") as workdir:
+            s = storm_benchmark(args.clients, Path(workdir))
+        print(f"\n## dashboard refresh storm ({s['page_bytes']:,} bytes of pages)")
+        print(f"storm   1 client   (median of 20): {s['single']}")
+        print(f"storm   {args.clients} clients: {s['crowd']}")
+        print(
+            f"storm   p99 with {args.clients} clients vs 1 client's p50: "
+            f"{s['p99_ms'] / max(s['single_p50_ms'], 1e-6):.0f}x"
+        )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        child(sys.argv[2:])
+    else:
+        main()
