@@ -8,7 +8,7 @@ import dagster as dg
 from energy_assets.prices.assets import reference_prices
 from energy_assets.prices.checks import reference_price_checks
 from energy_assets.prices.client import MarketDataClient
-from energy_assets.prices.schedule import reference_prices_schedule
+from energy_assets.prices.schedule import reference_prices_refresh, reference_prices_schedule
 from energy_assets.settings import settings
 
 
@@ -33,6 +33,7 @@ def market_data_resource(environ: dict[str, str] | None = None) -> MarketDataCli
 defs = dg.Definitions(
     assets=[reference_prices],
     asset_checks=[reference_price_checks],
+    jobs=[reference_prices_refresh],
     schedules=[reference_prices_schedule],
     resources={"market_data": market_data_resource()},
 )

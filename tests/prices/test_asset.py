@@ -6,13 +6,15 @@ from datetime import UTC, date, datetime
 
 import dagster as dg
 import duckdb
+from dagster._core.definitions.partitions.context import partition_loading_context
+from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
 from dagster_duckdb import DuckDBResource
 
-from energy_assets.prices.assets import ASSET_KEY, reference_prices
+from energy_assets.prices.assets import ASSET_KEY, PARTITIONS, reference_prices
 from energy_assets.prices.checks import reference_price_checks
 from energy_assets.prices.client import MarketDataClient
 from energy_assets.prices.store import table
@@ -135,7 +137,47 @@ def test_partial_failure_names_the_failed_hours_and_keeps_the_good_ones(
         "2023-03-01-03:00",
         "2023-03-01-05:00",
     }
+    with partition_loading_context(dynamic_partitions_store=instance):
+        status = get_and_update_asset_status_cache_value(instance, ASSET_KEY, PARTITIONS)
+        failed = status.deserialize_failed_partition_subsets(PARTITIONS).get_partition_keys()
+    assert set(failed) == {"2023-03-01-02:00", "2023-03-01-04:00"}
     # Re-running just the failed hours fills them in.
     assert run_range(vendor.url, db, "2023-03-01-02:00", "2023-03-01-02:00").success
     assert run_range(vendor.url, db, "2023-03-01-04:00", "2023-03-01-04:00").success
     assert len(rows(db)) == 6
+
+
+def test_a_scheduled_run_waits_for_publication_and_spends_fresh_budget(
+    scripted_market_data, dagster_home, tmp_path
+):
+    import sqlite3
+    import time
+
+    from energy_assets.prices.schedule import open_hours_request
+
+    vendor = scripted_market_data()
+    db = str(tmp_path / "energy.duckdb")
+    budget = tmp_path / "budget.sqlite"
+    request = open_hours_request(datetime.now(UTC))
+    not_before = time.time() + 1.5
+    tags = {
+        **request.tags,
+        "energy/fetch_not_before": datetime.fromtimestamp(not_before, UTC).isoformat(),
+    }
+    result = dg.materialize(
+        [reference_prices],
+        instance=dg.DagsterInstance.get(),
+        resources={
+            "warehouse": DuckDBResource(database=db),
+            "market_data": MarketDataClient(base_url=vendor.url, budget_path=str(budget)),
+        },
+        tags=tags,
+    )
+    assert result.success
+    assert min(ts for ts, *_ in vendor.requests) >= not_before
+    hours = len(rows(db))
+    assert 24 <= hours <= 47 and hours == len(vendor.requests)
+    with sqlite3.connect(budget) as conn:
+        assert conn.execute("SELECT priority, count(*) FROM requests GROUP BY 1").fetchall() == [
+            ("fresh", hours)
+        ]

@@ -102,7 +102,8 @@ def test_open_hours_run_from_the_next_full_hour_to_the_end_of_tomorrow(now, firs
 
 
 def test_the_schedule_asks_for_one_range_after_the_slot_is_published():
-    request = open_hours_request(datetime(2023, 2, 20, 15, 10, 2, tzinfo=UTC))
+    # The tick of 15:09 prepares the slot of 15:10.
+    request = open_hours_request(datetime(2023, 2, 20, 15, 9, tzinfo=UTC))
     assert request.tags["dagster/asset_partition_range_start"] == "2023-02-20-16:00"
     assert request.tags["dagster/asset_partition_range_end"] == "2023-02-21-23:00"
     assert request.tags["energy/price_priority"] == "fresh"
@@ -119,8 +120,9 @@ def test_the_schedule_is_on_and_its_range_exists_in_the_partitions():
 
     schedule = defs.get_schedule_def("reference_prices_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    assert schedule.cron_schedule == "*/10 * * * *" and schedule.execution_timezone == "UTC"
+    assert schedule.cron_schedule == "9-59/10 * * * *" and schedule.execution_timezone == "UTC"
     now = datetime.now(UTC).replace(second=0, microsecond=0)
+    now -= timedelta(minutes=(now.minute - 9) % 10)  # the last tick
     context = dg.build_schedule_context(scheduled_execution_time=now)
     request = schedule.evaluate_tick(context).run_requests[0]
     partitions = reference_price_partitions()
@@ -131,5 +133,5 @@ def test_the_schedule_is_on_and_its_range_exists_in_the_partitions():
                 request.tags["dagster/asset_partition_range_end"],
             )
         )
-    assert keys == open_hours(now)
+    assert keys == open_hours(grid_slot(now + timedelta(minutes=1)))
     assert 24 <= len(keys) <= 47
