@@ -186,6 +186,35 @@ def test_server_revalidates_with_304_and_serves_nothing_but_pages(site, serve, w
     assert status == 200 and headers["ETag"] != etag
 
 
+def raw(url: str, request: bytes) -> bytes:
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_server_speaks_only_get_and_head(site, serve):
+    out, _, _ = site
+    url = serve(out)
+    head = raw(url, b"HEAD /version.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and head.endswith(b"\r\n\r\n")
+    post = raw(url, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+    assert post.startswith(b"HTTP/1.1 405")
+    assert raw(url, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400")
+    huge = b"GET / HTTP/1.1\r\nX: " + b"a" * 40_000 + b"\r\n\r\n"
+    assert raw(url, huge).startswith(b"HTTP/1.1 431")
+    # Two requests on one keep-alive connection, then close.
+    both = raw(
+        url,
+        b"GET /version.json HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /version.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    assert both.count(b"HTTP/1.1 200 OK") == 2
+
+
 def test_server_before_the_first_render_shows_a_waiting_page(tmp_path, serve):
     url = serve(tmp_path / "empty")
     status, _, body = get(url)
