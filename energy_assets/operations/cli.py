@@ -94,6 +94,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="write each child's output to DIR/<child>.log instead of this terminal",
     )
     demo.add_argument(
+        "--dagster-output",
+        choices=("file", "terminal"),
+        default="file",
+        help="where `dagster dev`'s own (verbose) output goes: data/logs/dagster.log, or this "
+        "terminal (default: %(default)s)",
+    )
+    demo.add_argument(
         "--stop-timeout",
         type=float,
         default=30.0,
@@ -116,6 +123,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     backfill.set_defaults(run=run_backfill)
 
+    watch = commands.add_parser(
+        "watch-runs",
+        help="Print one structured line per Dagster run event (queued, started, succeeded, failed)",
+        description="Polls the Dagster instance at $DAGSTER_HOME and prints one key=value line "
+        "per run status change, with the run id, job, trigger, assets, partitions, duration and, "
+        "for a failure, the error. Read-only. The demo runs it; Ctrl-C stops it.",
+    )
+    watch.add_argument(
+        "--interval", type=float, default=2.0, help="seconds between polls (default: %(default)s)"
+    )
+    watch.set_defaults(run=run_watch)
+
 
 def run_demo(args: argparse.Namespace) -> int:
     from energy_assets.operations.demo import Demo, DemoOptions
@@ -133,6 +152,7 @@ def run_demo(args: argparse.Namespace) -> int:
         instance=args.instance,
         postgres_port=args.postgres_port,
         log_dir=args.log_dir,
+        dagster_output=args.dagster_output,
         stop_timeout_s=args.stop_timeout,
     )
     return Demo(options).run()
@@ -158,4 +178,20 @@ def run_backfill(args: argparse.Namespace) -> int:
         )
     else:
         log.info("backfill_skipped", reason=request.reason, backfill_id=request.backfill_id or "")
+    return 0
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from dagster import DagsterInstance
+
+    from energy_assets.operations.runs import RunWatcher
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with DagsterInstance.get() as instance:
+        RunWatcher(instance).run(stop, interval_s=args.interval)
     return 0

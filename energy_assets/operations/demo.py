@@ -8,6 +8,7 @@ Children, each in its own process group (see `supervisor`):
 | `listener` | `energy-assets listen` | first: seals its open segment |
 | `dagster` | `dagster dev -w workspace.yaml` (UI + daemon) | second, with SIGINT as Ctrl-C would |
 | `dashboard` | `energy-assets dashboard` | second |
+| `runs` | `energy-assets watch-runs`, once Dagster answers: a line per run event | second |
 | `backfill` | `energy-assets backfill-recent-prices`, once Dagster answers | one-shot |
 
 The trade sensor, the price schedule and the exposure automation are on by default in code,
@@ -57,6 +58,7 @@ class DemoOptions:
     instance: str | None = None
     postgres_port: int = 5433
     log_dir: str | Path | None = None
+    dagster_output: str = "file"  # "file": data/logs/dagster.log; "terminal": mixed in
     stop_timeout_s: float = 30.0
 
 
@@ -176,6 +178,7 @@ class Demo:
                 ],
                 env=env,
                 cwd=REPO,
+                log_file=self.dagster_log(env),
                 # What a terminal's Ctrl-C sends to `dagster dev`'s group: its tested path.
                 stop_signal=signal.SIGINT,
                 stop_order=STOP_SERVICES,
@@ -206,6 +209,22 @@ class Demo:
             stop_order=STOP_SERVICES,
         )
 
+    def dagster_log(self, env: dict[str, str]) -> Path | None:
+        """`dagster dev` logs every daemon tick: into a file by default, so the terminal
+        keeps one line per event (supervisor, listener, runs)."""
+        if self.options.log_dir or self.options.dagster_output == "terminal":
+            return None
+        return Path(env["ENERGY_DUCKDB_PATH"]).parent / "logs" / "dagster.log"
+
+    def watcher_child(self, env: dict[str, str]) -> ChildSpec:
+        return ChildSpec(
+            name="runs",
+            argv=_cli("watch-runs"),
+            env=env,
+            stop_order=STOP_SERVICES,
+            essential=False,
+        )
+
     def _ports(self) -> dict[str, int]:
         o = self.options
         ports = {"ui": o.ui_port}
@@ -226,6 +245,7 @@ class Demo:
             "duckdb": env["ENERGY_DUCKDB_PATH"],
             "dagster_home": env["DAGSTER_HOME"],
             "instance": env["DAGSTER_INSTANCE"],
+            "dagster_log": str(self.dagster_log(env) or "this terminal"),
         }
         log.info("demo_ready", **where)
         width = max(map(len, where))
@@ -255,6 +275,7 @@ class Demo:
 
         def on_dagster_ready() -> None:
             self.announce(env)
+            supervisor.launch(self.watcher_child(env))
             if o.backfill_days >= 0:
                 supervisor.launch(self.backfill_child(env))
 

@@ -60,6 +60,8 @@ class ChildSpec:
     stop_order: int = 0
     oneshot: bool = False
     essential: bool = True
+    #: Where its output goes; default: the supervisor's log_dir, else the terminal.
+    log_file: Path | None = None
     ready: Callable[[], bool] | None = None
     ready_timeout_s: float = 120.0
     describe: Mapping[str, object] = field(default_factory=dict)
@@ -167,10 +169,10 @@ class Supervisor:
 
     def _spawn(self, child: _Child) -> None:
         spec = child.spec
-        if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            if child.output is None:
-                child.output = open(self.log_dir / f"{spec.name}.log", "ab", buffering=0)  # noqa: SIM115
+        target = spec.log_file or (self.log_dir / f"{spec.name}.log" if self.log_dir else None)
+        if target is not None and child.output is None:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            child.output = open(target, "ab", buffering=0)  # noqa: SIM115
         env = dict(os.environ if spec.env is None else spec.env)
         child.process = subprocess.Popen(
             list(spec.argv),
@@ -348,6 +350,9 @@ class Supervisor:
                 stragglers = live_group_members(child.process.pid)
                 if stragglers:
                     self._signal_group(child, signal.SIGKILL)
+                    gone_by = time.monotonic() + 5.0
+                    while live_group_members(child.process.pid) and time.monotonic() < gone_by:
+                        time.sleep(0.05)
                     self.log.warning(
                         "stragglers_killed",
                         child=child.spec.name,

@@ -21,7 +21,6 @@ RECORDER = textwrap.dedent(
     """
     import signal, sys, time
     path = sys.argv[1]
-    open(path, "w").write("started\\n")
     def handler(signum, frame):
         time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 0)
         with open(path, "a") as out:
@@ -29,6 +28,8 @@ RECORDER = textwrap.dedent(
         sys.exit(0)
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    # "started" only once the handlers are in place, so a test never signals too early.
+    open(path, "w").write("started\\n")
     while True:
         time.sleep(0.05)
     """
@@ -122,13 +123,17 @@ def test_a_child_that_ignores_its_signal_is_killed_after_the_timeout(tmp_path: P
 
 def test_grandchildren_in_the_group_are_stopped_with_their_parent(tmp_path: Path):
     pid_file = tmp_path / "grandchild.pid"
-    # The parent exits on SIGTERM at once; its child ignores SIGTERM, so it outlives it.
+    # The parent exits on SIGTERM at once; its child ignores SIGTERM, so it outlives it. The
+    # grandchild writes its pid only once it ignores SIGTERM.
+    grandchild_code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"open({str(pid_file)!r} + '.tmp', 'w').write(str(__import__('os').getpid())); "
+        f"__import__('os').rename({str(pid_file)!r} + '.tmp', {str(pid_file)!r}); time.sleep(60)"
+    )
     parent = textwrap.dedent(
         f"""
-        import subprocess, sys, signal, time
-        child = subprocess.Popen([sys.executable, "-c",
-            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
-        open({str(pid_file)!r}, "w").write(str(child.pid))
+        import subprocess, sys, time
+        subprocess.Popen([sys.executable, "-c", {grandchild_code!r}])
         time.sleep(60)
         """
     )
