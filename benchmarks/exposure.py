@@ -139,7 +139,8 @@ def build_warehouse(path: Path, n: int, per_day: int) -> None:
     import duckdb
 
     days = days_for(n, per_day)
-    with duckdb.connect(str(path), config={"enable_progress_bar": False}) as conn:
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("SET enable_progress_bar = false")
         conn.execute("SELECT setseed(0.7)")
         conn.execute("CREATE SCHEMA energy")
         conn.execute(
@@ -180,7 +181,8 @@ def child_asset(n: int, per_day: int, workdir: str) -> dict:
     days = days_for(n, per_day)
     last_day = START + timedelta(days=days - 1)
     out = {"build_seconds": build_seconds, "days": days}
-    with duckdb.connect(str(path), config={"enable_progress_bar": False}) as conn:
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("SET enable_progress_bar = false")
         t0 = datetime(2024, 1, 1, tzinfo=UTC)
         first = store.refresh(conn, t0)
         out["first_refresh_seconds"] = first.seconds

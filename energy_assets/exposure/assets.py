@@ -26,6 +26,12 @@ EXPOSURE_CONDITION = (
 ).with_label("refresh_on_new_trades_or_prices")
 
 
+class ExposureConfig(dg.Config):
+    full_recompute: bool = False
+    """Recompute every delivery day, not only the changed ones: the repair after anything
+    but inserts (a deletion, a correction in place) touched `energy.raw_trades`."""
+
+
 @dg.asset(
     key="trader_exposure",
     group_name=GROUP,
@@ -38,7 +44,9 @@ EXPOSURE_CONDITION = (
     automation_condition=EXPOSURE_CONDITION,
     kinds={"duckdb", "polars"},
 )
-def trader_exposure(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+def trader_exposure(
+    context: dg.AssetExecutionContext, config: ExposureConfig, warehouse: DuckDBResource
+):
     """Per trader and delivery hour: deals, MWh bought and sold, net position, average buy and
     sell prices, cash, the latest reference price, PnL (cash + net × reference) and exposure
     (net × reference), in `energy.trader_exposure`; PnL and exposure stay empty for an hour
@@ -48,7 +56,9 @@ def trader_exposure(context: dg.AssetExecutionContext, warehouse: DuckDBResource
     moves. Refreshes by itself after new trades or new reference prices, recomputing only the
     delivery days that changed."""
     with warehouse.get_connection() as conn:
-        result = store.refresh(conn, datetime.now(UTC), run_id=context.run_id)
+        result = store.refresh(
+            conn, datetime.now(UTC), run_id=context.run_id, full=config.full_recompute
+        )
     for table in result.missing_inputs:
         context.log.warning(f"{table} does not exist yet: counted as empty")
     context.log.info(

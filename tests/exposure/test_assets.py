@@ -179,3 +179,22 @@ def test_code_location_wires_the_exposure_assets():
     sensor = defs.resolve_sensor_def("exposure_automation_sensor")
     # On from the start: nobody has to switch it on in the UI.
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_full_recompute_on_request(instance, warehouse):
+    for days_ago in (1, 2):
+        warehouse.trade("alice", (NOW - timedelta(days=days_ago)).date(), "08-09", "buy", 1.0, 5.0)
+    materialize(instance, warehouse, selection=[trader_exposure])
+    unchanged = materialize(instance, warehouse, selection=[trader_exposure])
+    assert metadata_of(unchanged)["days_recomputed"].value == 0
+    full = dg.materialize(
+        [trader_exposure],
+        instance=instance,
+        resources={"warehouse": warehouse.resource()},
+        run_config={"ops": {"trader_exposure": {"config": {"full_recompute": True}}}},
+    )
+    assert metadata_of(full)["days_recomputed"].value == 2
+
+
+def metadata_of(result) -> dict:
+    return result.asset_materializations_for_node("trader_exposure")[0].metadata
