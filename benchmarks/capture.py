@@ -1,0 +1,367 @@
+"""Trade capture benchmarks: listener throughput, drain rows/s, arrival -> row latency.
+
+    .venv/bin/python benchmarks/capture.py                      # everything, default sizes
+    .venv/bin/python benchmarks/capture.py --only drain --drain-rows 1000000
+    .venv/bin/python benchmarks/capture.py --only listener --listener-deals 200000
+
+Every figure is printed beside its baseline measured in the same run:
+- listener: deals/s of `energy-assets listen` (a subprocess) against the playground at full
+  speed (rate 0), vs the sender's own rate, vs a client inserting each message into DuckDB
+  as it arrives; the listener's peak RSS.
+- drain: rows/s of the `raw_trades` drain for N captured deals, vs DuckDB's own ceiling
+  (`INSERT ... SELECT FROM read_json` into a table without index), vs the same with a
+  PRIMARY KEY on id, vs polars parse + insert into a keyed table; and the drain of a second
+  batch against a table that already holds N rows (the anti-join's cost).
+- latency: deal received by the listener -> its row committed in DuckDB, under the demo's
+  settings (playground rate 3/s, seal 1 s, sensor 2 s, the real daemon), p50/p95, beside
+  Dagster's own floor (sealed file -> the drain step starting) from the same runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from energy_assets.playground.server import ExchangeOptions, Playground  # noqa: E402
+from energy_assets.trades.buffer import SEGMENTS  # noqa: E402
+from energy_assets.trades.deal import InvalidFrame, parse_frame  # noqa: E402
+from energy_assets.trades.drain import Tables, drain, read_segments, typed  # noqa: E402
+
+PYTHON = str(REPO / ".venv/bin/python")
+
+
+def line(name: str, value: str, note: str = "") -> None:
+    print(f"{name:<58} {value:>16}  {note}", flush=True)
+
+
+# -- listener ---------------------------------------------------------------------------------
+def _peak_rss_mb(pid: int) -> float:
+    for text in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if text.startswith("VmHWM:"):
+            return int(text.split()[1]) / 1024
+    return float("nan")
+
+
+def _received_times(capture: Path) -> list[str]:
+    times = []
+    for path in sorted((capture / SEGMENTS).glob("*.jsonl")):
+        frame = pl.read_ndjson(path, schema={"received_at": pl.String})
+        times += frame["received_at"].to_list()
+    return times
+
+
+def bench_listener(deals: int, work: Path) -> float:
+    capture = work / "listener-capture"
+    with Playground(
+        exchange=ExchangeOptions(rate=0, seed=1, max_deals=deals),
+        exchange_port=0,
+        market_data_port=0,
+    ) as pg:
+        env = {**os.environ, "ENERGY_CAPTURE_DIR": str(capture)}
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "energy_assets.cli", "listen", "--url", pg.exchange_url],
+            cwd=REPO,
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+        while pg.connections == 0:
+            time.sleep(0.001)
+        connected = time.perf_counter()
+        pg.finished.wait(600)
+        sender_seconds = time.perf_counter() - connected
+        sent = pg.frames_sent
+        time.sleep(2.5)  # the last frames are read and sealed
+        rss = _peak_rss_mb(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    received = _received_times(capture)
+    first = datetime.fromisoformat(received[0])
+    last = datetime.fromisoformat(received[-1])
+    listener_rate = len(received) / max((last - first).total_seconds(), 1e-9)
+    sender_rate = sent / sender_seconds
+    line("listener: deals captured", f"{len(received):,}", f"of {sent:,} frames sent")
+    line("listener: sender rate (playground, rate 0)", f"{sender_rate:,.0f}/s")
+    line(
+        "listener: capture rate (first -> last received)",
+        f"{listener_rate:,.0f}/s",
+        f"ratio to sender {listener_rate / sender_rate:.3f} (goal >= 0.95)",
+    )
+    line("listener: peak RSS", f"{rss:,.1f} MB")
+    return listener_rate
+
+
+async def _insert_each(url: str, database: Path, deals: int) -> float:
+    from websockets.asyncio.client import connect
+
+    conn = duckdb.connect(str(database))
+    conn.execute(
+        "CREATE TABLE t (id VARCHAR, price DOUBLE, quantity DOUBLE, direction VARCHAR, "
+        "delivery_day DATE, delivery_hour VARCHAR, trader_id VARCHAR, "
+        "execution_time TIMESTAMPTZ, received_at TIMESTAMPTZ)"
+    )
+    count, started = 0, None
+    async with connect(url, max_queue=None) as ws:
+        async for message in ws:
+            started = started or time.perf_counter()
+            try:
+                deal = parse_frame(message)
+            except InvalidFrame:
+                continue
+            conn.execute(
+                "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [*deal.to_dict().values(), datetime.now(UTC)],
+            )
+            count += 1
+            if count == deals:
+                break
+    seconds = time.perf_counter() - started
+    conn.close()
+    return count / seconds
+
+
+def bench_baseline(deals: int, work: Path, listener_rate: float | None) -> None:
+    with Playground(
+        exchange=ExchangeOptions(rate=0, seed=2, max_deals=deals),
+        exchange_port=0,
+        market_data_port=0,
+    ) as pg:
+        rate = asyncio.run(_insert_each(pg.exchange_url, work / "baseline.duckdb", deals))
+    note = ""
+    if listener_rate:
+        note = f"listener / baseline = {listener_rate / rate:.1f}x (goal >= 20x)"
+    line("baseline: one DuckDB INSERT per message", f"{rate:,.0f}/s", note)
+
+
+# -- drain ------------------------------------------------------------------------------------
+def write_segments(capture: Path, rows: int, per_segment: int = 10_000, seed: int = 0) -> Path:
+    """`rows` captured deals in sealed segments, as the listener writes them."""
+    import random
+
+    rng = random.Random(seed)
+    segments = capture / SEGMENTS
+    segments.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
+    frame = pl.DataFrame(
+        {
+            "id": [f"{rng.getrandbits(128):032x}" for _ in range(rows)],
+            "price": [round(rng.uniform(-50, 300), 2) for _ in range(rows)],
+            "quantity": [round(rng.uniform(0.1, 25), 1) for _ in range(rows)],
+            "direction": [rng.choice(("buy", "sell")) for _ in range(rows)],
+            "delivery_day": ["2026-11-25"] * rows,
+            "delivery_hour": [
+                f"{h:02d}-{h + 1:02d}" for h in (rng.randrange(24) for _ in range(rows))
+            ],
+            "trader_id": [f"flex_trader_{rng.randrange(1, 16)}" for _ in range(rows)],
+            "execution_time": ["2026-11-25T06:13:43.000000+00:00"] * rows,
+            "received_at": [now] * rows,
+        }
+    )
+    stamp = f"{seed:04d}"
+    for index, start in enumerate(range(0, rows, per_segment)):
+        buffer = io.BytesIO()
+        frame.slice(start, per_segment).write_ndjson(buffer)
+        (segments / f"20261125T000000{stamp}00Z-1-{index:06d}.jsonl").write_bytes(buffer.getvalue())
+    return segments
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def bench_drain(rows: int, work: Path) -> None:
+    capture = work / "drain-capture"
+    segments = write_segments(capture, rows)
+    files = sorted(str(p) for p in segments.glob("*.jsonl"))
+    size_mb = sum(os.path.getsize(p) for p in files) / 2**20
+    # DuckDB's own reader with its own type detection: the figure to beat.
+    select = (
+        "SELECT id, price, quantity, direction, delivery_day, delivery_hour, trader_id, "
+        "execution_time, received_at, filename FROM read_json(?, filename = true)"
+    )
+    ddl = (
+        "CREATE TABLE t (id VARCHAR {key}, price DOUBLE, quantity DOUBLE, direction VARCHAR, "
+        "delivery_day DATE, delivery_hour VARCHAR, trader_id VARCHAR, "
+        "execution_time TIMESTAMPTZ, received_at TIMESTAMPTZ, segment VARCHAR)"
+    )
+    print(f"drain: {rows:,} deals in {len(files)} segments, {size_mb:,.0f} MB", flush=True)
+
+    def ceiling(key: str, name: str) -> float:
+        path = work / f"{name}.duckdb"
+        with duckdb.connect(str(path)) as conn:
+            conn.execute(ddl.format(key=key))
+            seconds = _timed(lambda: conn.execute(f"INSERT INTO t {select}", [files]))
+        path.unlink()
+        return rows / seconds
+
+    with duckdb.connect() as conn:  # first-use costs (JSON extension, polars) out of the race
+        conn.execute(f"SELECT count(*) FROM ({select})", [files[:1]]).fetchall()
+        read_segments([Path(files[0])])
+    plain = ceiling("", "ceiling")
+    line("DuckDB read_json -> table without index", f"{plain:,.0f} rows/s", "(the ceiling)")
+    keyed = ceiling("PRIMARY KEY", "keyed")
+    line("DuckDB read_json -> table with PRIMARY KEY", f"{keyed:,.0f} rows/s")
+
+    path = work / "polars-keyed.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute(ddl.format(key="PRIMARY KEY"))
+
+        def polars_keyed():
+            batch = read_segments([Path(p) for p in files])
+            conn.register("b", typed(batch.unique(subset="id", keep="first", maintain_order=True)))
+            conn.execute("INSERT INTO t SELECT * FROM b")
+
+        rate = rows / _timed(polars_keyed)
+    path.unlink()
+    line("polars parse -> table with PRIMARY KEY", f"{rate:,.0f} rows/s")
+
+    database = work / "drain.duckdb"
+    with duckdb.connect(str(database)) as conn:
+        result = drain(conn, capture)
+    assert result.rows_added == rows, result
+    rate = rows / result.seconds
+    line(
+        "raw_trades drain (polars, dedupe, anti-join, one txn)",
+        f"{rate:,.0f} rows/s",
+        f"{rate / plain:.2f} of the ceiling (goal >= 500k rows/s)",
+    )
+    # A second batch of the same size against a table already holding `rows` rows.
+    write_segments(capture, rows, seed=1)
+    with duckdb.connect(str(database)) as conn:
+        result = drain(conn, capture)
+        total = conn.execute(f"SELECT count(*) FROM {Tables.of(conn).raw_trades}").fetchone()[0]
+    assert result.rows_added == rows and total == 2 * rows
+    line(
+        f"raw_trades drain, 2nd batch vs {rows:,} stored rows",
+        f"{rows / result.seconds:,.0f} rows/s",
+    )
+    shutil.rmtree(capture)
+
+
+# -- latency ----------------------------------------------------------------------------------
+def bench_latency(seconds: float, work: Path) -> None:
+    import dagster as dg
+    from dagster._core.events import DagsterEventType
+    from dagster._core.storage.dagster_run import RunsFilter
+
+    home = work / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    workspace = work / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - python_module:\n      module_name: energy_assets.definitions\n"
+        f"      working_directory: {REPO}\n"
+    )
+    capture, database = work / "latency-capture", work / "latency.duckdb"
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "ENERGY_CAPTURE_DIR": str(capture),
+        "ENERGY_DUCKDB_PATH": str(database),
+    }
+    with Playground(
+        exchange=ExchangeOptions(rate=3, seed=3), exchange_port=0, market_data_port=0
+    ) as pg:
+        daemon = subprocess.Popen(
+            [str(REPO / ".venv/bin/dagster-daemon"), "run", "-w", str(workspace)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        time.sleep(15)  # the daemon's code server is up before the first deal
+        listener = subprocess.Popen(
+            [PYTHON, "-m", "energy_assets.cli", "listen", "--url", pg.exchange_url],
+            cwd=REPO,
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(seconds)
+        listener.send_signal(signal.SIGTERM)
+        listener.wait(30)
+        time.sleep(20)  # the last segments drain
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(60)
+
+    with duckdb.connect(str(database), read_only=True) as conn:
+        t = Tables.of(conn)
+        latencies = [
+            row[0]
+            for row in conn.execute(
+                f"SELECT epoch(s.ingested_at) - epoch(r.received_at) FROM {t.raw_trades} r "
+                f"JOIN {t.capture_segments} s USING (segment)"
+            ).fetchall()
+        ]
+    os.environ["DAGSTER_HOME"] = str(home)
+    instance = dg.DagsterInstance.get()
+    floors = []
+    for run in instance.get_runs(RunsFilter(job_name="raw_trades_drain")):
+        newest = run.tags.get("energy/newest_segment")
+        path = capture / "drained" / newest if newest else None
+        if not path or not path.exists():
+            continue
+        starts = instance.get_records_for_run(
+            run.run_id, of_type=DagsterEventType.STEP_START
+        ).records
+        if starts:
+            floors.append(starts[0].event_log_entry.timestamp - path.stat().st_mtime)
+    q = statistics.quantiles
+    line("latency: deals measured", f"{len(latencies):,}", f"over {seconds:.0f} s at 3 deals/s")
+    line("latency: arrival -> row committed, p50", f"{statistics.median(latencies):.2f} s")
+    line(
+        "latency: arrival -> row committed, p95",
+        f"{q(latencies, n=20)[-1]:.2f} s",
+        "(goal <= 10 s)",
+    )
+    if floors:
+        line(
+            "Dagster floor: sealed file -> drain step start, p50",
+            f"{statistics.median(floors):.2f} s",
+            f"p95 {q(floors, n=20)[-1]:.2f} s over {len(floors)} runs",
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["listener", "drain", "latency"], action="append")
+    parser.add_argument("--listener-deals", type=int, default=100_000)
+    parser.add_argument("--baseline-deals", type=int, default=5_000)
+    parser.add_argument("--drain-rows", type=int, default=200_000)
+    parser.add_argument("--latency-seconds", type=float, default=60)
+    args = parser.parse_args()
+    only = set(args.only or ["listener", "drain", "latency"])
+    work = Path(tempfile.mkdtemp(prefix="bench-capture-"))
+    print(f"machine: {os.cpu_count()} cores; load {os.getloadavg()[0]:.1f}; work dir {work}")
+    try:
+        if "listener" in only:
+            rate = bench_listener(args.listener_deals, work)
+            bench_baseline(args.baseline_deals, work, rate)
+        if "drain" in only:
+            bench_drain(args.drain_rows, work)
+        if "latency" in only:
+            bench_latency(args.latency_seconds, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
