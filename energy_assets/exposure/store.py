@@ -188,11 +188,29 @@ class RefreshResult:
 
 def ensure_tables(conn: duckdb.DuckDBPyConnection) -> Tables:
     """Create this domain's tables if needed; return every table name, qualified."""
-    ensure_schema(conn)
     t = Tables.of(conn)
-    for ddl in _ddl(t):
-        conn.execute(ddl)
+    if len(_present(conn, t) & _OWN_TABLES) < len(_OWN_TABLES):
+        ensure_schema(conn)
+        for ddl in _ddl(t):
+            conn.execute(ddl)
     return t
+
+
+_OWN_TABLES = {
+    name.split(".")[1]
+    for name in (EXPOSURE, DAILY, TOTALS, HISTORY, TRADE_MARKS, PRICES_USED, STATE)
+}
+
+
+def _present(conn: duckdb.DuckDBPyConnection, t: Tables) -> set[str]:
+    return {
+        r[0]
+        for r in conn.execute(
+            f"""SELECT table_name FROM information_schema.tables
+                WHERE table_catalog = {text_literal(t.catalog)}
+                  AND table_schema = {text_literal(SCHEMA)}"""
+        ).fetchall()
+    }
 
 
 @dataclass
@@ -266,24 +284,47 @@ def _days_filter(days: list[date]) -> str:
     )
 
 
-def _read_prices(conn: duckdb.DuckDBPyConnection, t: Tables, have_prices: bool) -> pl.DataFrame:
-    if not have_prices:
-        return pl.DataFrame(schema=_PRICE_SCHEMA)
+def _latest_prices(t: Tables) -> str:
     # One row per hour is the contract; if a writer ever leaves two, the latest revision wins.
-    return conn.execute(
-        f"""SELECT delivery_day, delivery_hour, value AS reference_price
-            FROM {t.reference_prices} WHERE value IS NOT NULL
-            QUALIFY row_number() OVER (
-                PARTITION BY delivery_day, delivery_hour
-                ORDER BY last_update DESC NULLS LAST, fetched_at DESC NULLS LAST) = 1"""
-    ).pl()
+    return f"""SELECT delivery_day, delivery_hour, value AS reference_price
+               FROM {t.reference_prices} WHERE value IS NOT NULL
+               QUALIFY row_number() OVER (
+                   PARTITION BY delivery_day, delivery_hour
+                   ORDER BY last_update DESC NULLS LAST, fetched_at DESC NULLS LAST) = 1"""
 
 
-def _changed_price_days(prices_now: pl.DataFrame, prices_used: pl.DataFrame) -> list[date]:
-    key = ["delivery_day", "delivery_hour"]
-    joined = prices_now.join(prices_used, on=key, how="full", coalesce=True, suffix="_used")
-    moved = joined.filter(pl.col("reference_price").ne_missing(pl.col("reference_price_used")))
-    return moved.get_column("delivery_day").unique().to_list()
+def _changed_price_days(
+    conn: duckdb.DuckDBPyConnection, t: Tables, have_prices: bool
+) -> list[date]:
+    """Days with an hour whose price appeared, vanished or moved since the last refresh."""
+    latest = _latest_prices(t) if have_prices else f"SELECT * FROM {t.prices_used} WHERE false"
+    return [
+        r[0]
+        for r in conn.execute(
+            f"""SELECT DISTINCT coalesce(n.delivery_day, u.delivery_day)
+                FROM ({latest}) n FULL OUTER JOIN {t.prices_used} u
+                    USING (delivery_day, delivery_hour)
+                WHERE n.reference_price IS DISTINCT FROM u.reference_price"""
+        ).fetchall()
+    ]
+
+
+def _prices_now(
+    conn: duckdb.DuckDBPyConnection, t: Tables, days: list[date], have_prices: bool
+) -> pl.DataFrame:
+    """The latest price of every hour of `days`."""
+    if not days or not have_prices:
+        return pl.DataFrame(schema=_PRICE_SCHEMA)
+    rows = conn.execute(f"SELECT * FROM ({_latest_prices(t)}) WHERE {_days_filter(days)}")
+    return rows.pl().cast(_PRICE_SCHEMA)
+
+
+def _prices_used(conn: duckdb.DuckDBPyConnection, t: Tables, days: list[date]) -> pl.DataFrame:
+    """The price of every hour of `days` as the previous refresh used it."""
+    if not days:
+        return pl.DataFrame(schema=_PRICE_SCHEMA)
+    rows = conn.execute(f"SELECT * FROM {t.prices_used} WHERE {_days_filter(days)}")
+    return rows.pl().cast(_PRICE_SCHEMA)
 
 
 #: Σ per leg (period and direction), computed where the trades are; `positions.legs` is the
@@ -327,29 +368,25 @@ def refresh(
     """
     started = time.perf_counter()
     t = ensure_tables(conn)
-    have_trades = t.exists(conn, t.raw_trades)
-    have_prices = t.exists(conn, t.reference_prices)
+    present = _present(conn, t)
+    have_trades = RAW_TRADES.split(".")[1] in present
+    have_prices = REFERENCE_PRICES.split(".")[1] in present
     missing = [
         name for name, ok in ((RAW_TRADES, have_trades), (REFERENCE_PRICES, have_prices)) if not ok
     ]
 
     changes = _trade_changes(conn, t, have_trades, full)
-    prices_now = _read_prices(conn, t, have_prices)
-    prices_used = conn.execute(f"SELECT * FROM {t.prices_used}").pl().cast(_PRICE_SCHEMA)
-    price_days = _changed_price_days(prices_now, prices_used)
+    price_days = _changed_price_days(conn, t, have_prices)
 
     # A price move on a day nobody traded changes no position.
     days = sorted(set(changes.days) | (set(price_days) & changes.booked))
 
+    prices_now = _prices_now(conn, t, days, have_prices)
+    prices_used = _prices_used(conn, t, days)
     old = _read_exposure(conn, t, days)
     legs_frame = read_legs(conn, t, days) if have_trades else pl.DataFrame(schema=_LEGS_SCHEMA)
-    new = (
-        mark(book_legs(legs_frame), _in_days(prices_now, days))
-        .sort(PERIOD_KEY)
-        .collect()
-        .cast(EXPOSURE_SCHEMA)
-    )
-    attribution = pnl_attribution(old, new, _in_days(prices_used, days), _in_days(prices_now, days))
+    new = mark(book_legs(legs_frame), prices_now).sort(PERIOD_KEY).collect().cast(EXPOSURE_SCHEMA)
+    attribution = pnl_attribution(old, new, prices_used, prices_now)
     daily_new = daily_totals(new)
     daily = (
         pl.concat(
@@ -381,13 +418,14 @@ def refresh(
             f"{timestamp_literal(snapshot_at)})"
         )
         if price_days:
-            conn.execute(f"DELETE FROM {t.prices_used}")
-            _insert(
-                conn,
-                t.prices_used,
-                prices_now,
-                ["delivery_day", "delivery_hour", "reference_price"],
+            conn.execute(
+                f"DELETE FROM {t.prices_used} WHERE delivery_day IN ({day_literals(price_days)})"
             )
+            if have_prices:
+                conn.execute(
+                    f"""INSERT INTO {t.prices_used}
+                        SELECT * FROM ({_latest_prices(t)}) WHERE {_days_filter(price_days)}"""
+                )
         if days:
             conn.execute(f"DELETE FROM {t.daily} WHERE delivery_day IN ({day_literals(days)})")
         _insert(conn, t.daily, daily_new, ["trader_id", "delivery_day", *TOTAL_COLUMNS])
@@ -428,10 +466,6 @@ def _read_exposure(conn: duckdb.DuckDBPyConnection, t: Tables, days: list[date])
 
 def _is_in(days: list[date]) -> pl.Expr:
     return pl.col("delivery_day").is_in(pl.Series(days, dtype=pl.Date))
-
-
-def _in_days(frame: pl.DataFrame, days: list[date]) -> pl.DataFrame:
-    return frame.filter(_is_in(days))
 
 
 def _insert(
