@@ -25,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -87,12 +88,25 @@ def cut_torn_tail(data: bytes) -> bytes:
     return data[: end + 1] if end >= 0 else b""
 
 
+#: Instants the drain parses as they are: extended ISO-8601 in UTC, `+00:00` or `Z`.
+_UTC_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(\+00:00|Z)$")
+
+
+def utc_instant(text: str) -> str:
+    """An ISO-8601 instant `parse_frame` accepted -> `YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`, the one
+    shape the drain parses (`drain.INSTANT_FORMAT`); the instant is unchanged. The common
+    shapes pass by a regex; any other offset or ISO variant goes through `fromisoformat`."""
+    match = _UTC_INSTANT.match(text)
+    if match:
+        return text[:-1] + "+00:00" if match.group(2) == "Z" else text
+    return iso(datetime.fromisoformat(text))
+
+
 def deal_record(deal: Deal, received_at: datetime) -> dict:
-    """One segment line. `execution_time` is normalised to UTC ISO-8601 here, where the
-    validated datetime exists, so the drain's TIMESTAMPTZ cast never meets an ISO variant
-    DuckDB would refuse; the instant is unchanged."""
-    record = deal.to_dict()
-    record["execution_time"] = iso(datetime.fromisoformat(deal.execution_time))
+    """One segment line: the deal's fields, `execution_time` in UTC, and `received_at`."""
+    # vars(), not Deal.to_dict(): dataclasses.asdict deep-copies and costs 5 us a frame.
+    record = dict(vars(deal))
+    record["execution_time"] = utc_instant(deal.execution_time)
     record["received_at"] = iso(received_at)
     return record
 

@@ -145,7 +145,7 @@ def read_segments(paths: list[Path]) -> pl.DataFrame:
     return frame.with_columns(segment["segment"])
 
 
-#: How the listener writes instants (`buffer.iso`): UTC, microseconds, `+00:00`.
+#: How the listener writes instants (`buffer.utc_instant`): UTC, `+00:00`, optional fraction.
 INSTANT_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
 
 

@@ -122,3 +122,28 @@ def test_retention_deletes_only_old_drained_files(tmp_path):
     assert sorted((capture / "drained").iterdir()) == drained[1:]
     assert len(sealed_files(capture)[0]) == 1
     assert stored_deals(database) == expected(deals)
+
+
+def test_every_iso_shape_the_contract_accepts_is_stored_as_the_same_instant(tmp_path):
+    from energy_assets.trades.buffer import utc_instant
+
+    shapes = [
+        "2023-02-21T06:13:43+00:00",
+        "2023-02-21T06:13:43Z",
+        "2023-02-21T06:13:43.5Z",
+        "2023-02-21T06:13:43.123456+00:00",
+        "2023-02-21T08:13:43+02:00",
+        "2023-02-21 06:13:43+00:00",
+        "2023-02-21T01:13:43.250-05:00",
+    ]
+    deals = [
+        deal.__class__(**{**deal.to_dict(), "execution_time": shape})
+        for deal, shape in zip(make_deals(len(shapes), seed=14), shapes, strict=True)
+    ]
+    for deal in deals:
+        parsed = datetime.fromisoformat(utc_instant(deal.execution_time))
+        assert parsed == datetime.fromisoformat(deal.execution_time)
+    capture, database = tmp_path / "capture", tmp_path / "energy.duckdb"
+    fill(capture, deals)
+    drain_all(capture, database)
+    assert stored_deals(database) == expected(deals)
