@@ -403,8 +403,10 @@ def refresh(
     try:
         if days:
             conn.execute(f"DELETE FROM {t.exposure} WHERE delivery_day IN ({day_literals(days)})")
+        if changes.days:
+            # Only days whose trades changed get new marks; a price-only day keeps its own.
             conn.execute(
-                f"DELETE FROM {t.trade_marks} WHERE delivery_day IN ({day_literals(days)})"
+                f"DELETE FROM {t.trade_marks} WHERE delivery_day IN ({day_literals(changes.days)})"
             )
         _insert(conn, t.exposure, new, EXPOSURE_COLUMNS)
         if changes.marks:

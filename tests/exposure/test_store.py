@@ -119,6 +119,20 @@ def test_price_revision_recomputes_only_its_day_and_is_attributed_to_prices(book
     assert history["alice"]["pnl_change_eur"] == 0.0
 
 
+def test_every_revision_of_a_day_is_picked_up(book):
+    refresh(book)
+    for value in (-5.0, -6.0, -7.0):
+        book.price(TUE, "08-09", value)
+        assert refresh(book).days_recomputed == 1
+        # short 3: cash -6 - 3 * value
+        assert exposure_rows(book)[("bob", TUE, "08-09")]["pnl_eur"] == pytest.approx(
+            -6 - 3 * value
+        )
+    book.trade("bob", TUE, "08-09", "buy", 3.0, -7.0)
+    assert refresh(book).days_recomputed == 1
+    assert exposure_rows(book)[("bob", TUE, "08-09")]["net_mwh"] == pytest.approx(0.0)
+
+
 def test_first_price_of_an_hour_fills_its_pnl(book):
     refresh(book)
     book.price(TUE, "09-10", 12.0)
