@@ -59,8 +59,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     demo.add_argument(
         "--playground-args",
-        default="",
-        help='extra arguments for `energy-assets playground`, e.g. "--rate 10 --traders 15"',
+        default=None,
+        help="arguments for `energy-assets playground` besides its address (default: the "
+        "vendor's behaviour, \"--vendor-grid --rate-limit-per-minute 50 "
+        '--rate-limit-per-hour 1000"; e.g. "--rate 10 --traders 15")',
     )
     demo.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
     demo.add_argument(
@@ -137,7 +139,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from energy_assets.operations.demo import Demo, DemoOptions
+    from energy_assets.operations.demo import DEFAULT_PLAYGROUND_ARGS, Demo, DemoOptions
 
     options = DemoOptions(
         host=args.host,
@@ -146,7 +148,9 @@ def run_demo(args: argparse.Namespace) -> int:
         market_data_port=args.market_data_port,
         dashboard_port=None if args.no_dashboard else args.dashboard_port,
         playground=not args.no_playground,
-        playground_args=args.playground_args,
+        playground_args=DEFAULT_PLAYGROUND_ARGS
+        if args.playground_args is None
+        else args.playground_args,
         backfill_days=args.backfill_days,
         dagster_home=args.dagster_home,
         instance=args.instance,

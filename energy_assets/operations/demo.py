@@ -5,7 +5,7 @@ Children, each in its own process group (see `supervisor`):
 | child | command | stops |
 | --- | --- | --- |
 | `playground` | `energy-assets playground` (exchange + Market Data API) | last |
-| `listener` | `energy-assets listen` | first: seals its open segment |
+| `listener` | `energy-assets listen`, once the playground listens | first: seals its open segment |
 | `dagster` | `dagster dev -w workspace.yaml` (UI + daemon) | second, with SIGINT as Ctrl-C would |
 | `dashboard` | `energy-assets dashboard` | second |
 | `runs` | `energy-assets watch-runs`, once Dagster answers: a line per run event | second |
@@ -42,6 +42,10 @@ log = event_logger("demo")
 #: Stop order: the listener first (its segment sealed while nothing else moves), then Dagster
 #: and the dashboard, the playground last so the listener never logs a spurious feed gap.
 STOP_LISTENER, STOP_SERVICES, STOP_PLAYGROUND = 0, 1, 2
+#: The playground behaves like the real vendor: revisions on the 10-minute grid, published
+#: 0-30 s late, and 429s past 50 requests a minute or 1,000 an hour, so the demo shows the
+#: price schedule and the request budget doing their job.
+DEFAULT_PLAYGROUND_ARGS = "--vendor-grid --rate-limit-per-minute 50 --rate-limit-per-hour 1000"
 
 
 @dataclass
@@ -52,7 +56,7 @@ class DemoOptions:
     market_data_port: int = 5060
     dashboard_port: int | None = 8050
     playground: bool = True
-    playground_args: str = ""
+    playground_args: str = DEFAULT_PLAYGROUND_ARGS
     backfill_days: int = 2
     dagster_home: str | Path = "data/dagster_home"
     instance: str | None = None
@@ -149,18 +153,8 @@ class Demo:
                     ),
                 )
             )
-        specs.append(
-            ChildSpec(
-                name="listener",
-                argv=_cli("listen"),
-                env=env,
-                stop_order=STOP_LISTENER,
-                describe={
-                    "url": env["ENERGY_EXCHANGE_URL"],
-                    "capture_dir": env["ENERGY_CAPTURE_DIR"],
-                },
-            )
-        )
+        if not o.playground:
+            specs.append(self.listener_child(env))
         specs.append(
             ChildSpec(
                 name="dagster",
@@ -207,6 +201,15 @@ class Demo:
             cwd=REPO,
             oneshot=True,
             stop_order=STOP_SERVICES,
+        )
+
+    def listener_child(self, env: dict[str, str]) -> ChildSpec:
+        return ChildSpec(
+            name="listener",
+            argv=_cli("listen"),
+            env=env,
+            stop_order=STOP_LISTENER,
+            describe={"url": env["ENERGY_EXCHANGE_URL"], "capture_dir": env["ENERGY_CAPTURE_DIR"]},
         )
 
     def dagster_log(self, env: dict[str, str]) -> Path | None:
@@ -280,6 +283,9 @@ class Demo:
                 supervisor.launch(self.backfill_child(env))
 
         supervisor.when_ready("dagster", on_dagster_ready)
+        if o.playground:
+            # Connecting before the playground listens would record a feed gap at every start.
+            supervisor.when_ready("playground", lambda: supervisor.launch(self.listener_child(env)))
         supervisor.install_signal_handlers()
         log.info(
             "demo_starting",

@@ -127,8 +127,9 @@ class RunWatcher:
                 "run_id": run.run_id,
                 "job": run.job_name,
                 "trigger": run_trigger(run.tags),
-                "assets": _asset_names(run.asset_selection) if run.asset_selection else "job",
             }
+            if run.asset_selection:  # else: every asset of the named job
+                fields["assets"] = _asset_names(run.asset_selection)
             partitions = run_partitions(run.tags)
             if partitions:
                 fields["partitions"] = partitions
