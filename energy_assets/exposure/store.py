@@ -73,8 +73,9 @@ class Tables:
     feed_gaps: str
 
     @classmethod
-    def of(cls, conn: duckdb.DuckDBPyConnection) -> Tables:
-        catalog = conn.execute("SELECT current_database()").fetchone()[0]
+    def of(cls, conn: duckdb.DuckDBPyConnection, catalog: str | None = None) -> Tables:
+        if catalog is None:
+            catalog = conn.execute("SELECT current_database()").fetchone()[0]
         prefix = '"' + catalog.replace('"', '""') + '".'
         names = (
             EXPOSURE,
@@ -188,12 +189,23 @@ class RefreshResult:
 
 def ensure_tables(conn: duckdb.DuckDBPyConnection) -> Tables:
     """Create this domain's tables if needed; return every table name, qualified."""
-    t = Tables.of(conn)
-    if len(_present(conn, t) & _OWN_TABLES) < len(_OWN_TABLES):
+    return _ensure(conn)[0]
+
+
+def _ensure(conn: duckdb.DuckDBPyConnection) -> tuple[Tables, set[str]]:
+    catalog, names = conn.execute(
+        f"""SELECT current_database(), list(table_name) FILTER (
+                WHERE table_catalog = current_database() AND table_schema = {text_literal(SCHEMA)})
+            FROM information_schema.tables"""
+    ).fetchone()
+    t = Tables.of(conn, catalog)
+    present = set(names or [])
+    if len(present & _OWN_TABLES) < len(_OWN_TABLES):
         ensure_schema(conn)
         for ddl in _ddl(t):
             conn.execute(ddl)
-    return t
+        present = _present(conn, t)
+    return t, present
 
 
 _OWN_TABLES = {
@@ -241,10 +253,11 @@ def _trade_changes(
 
     if not have_trades:
         return changed(list(before), [], 0, None, "scan")
-    total = conn.execute(f"SELECT count(*) FROM {t.raw_trades}").fetchone()[0]
-    state = conn.execute(f"SELECT trades_total, received_watermark FROM {t.state}").fetchone()
-    if state and not full:
-        known_total, watermark = state
+    total, known_total, watermark = conn.execute(
+        f"""SELECT (SELECT count(*) FROM {t.raw_trades}), s.trades_total, s.received_watermark
+            FROM (SELECT 1) LEFT JOIN {t.state} s ON true"""
+    ).fetchone()
+    if known_total is not None and not full:
         if watermark is None and total == known_total == 0:
             return changed([], [], 0, None, "watermark")
         if watermark is not None:
@@ -253,9 +266,13 @@ def _trade_changes(
                     WHERE received_at > {timestamp_literal(watermark)} GROUP BY delivery_day"""
             ).fetchall()
             if total == known_total + sum(r[1] for r in delta):
-                days = [r[0] for r in delta]
+                # Proven insert-only since the watermark: each day's mark just grows.
+                marks = [
+                    (day, before.get(day, (0, None))[0] + count, max_or(before.get(day), last))
+                    for day, count, last in delta
+                ]
                 newest = max([watermark, *(r[2] for r in delta)])
-                return changed(days, _marks(conn, t, days), total, newest, "watermark")
+                return changed([r[0] for r in delta], marks, total, newest, "watermark")
     now = conn.execute(
         f"""SELECT delivery_day, count(*), max(received_at) FROM {t.raw_trades}
             GROUP BY delivery_day"""
@@ -267,13 +284,8 @@ def _trade_changes(
     return changed(days, marks, total, watermark, "scan")
 
 
-def _marks(conn: duckdb.DuckDBPyConnection, t: Tables, days: list[date]) -> list[tuple]:
-    if not days:
-        return []
-    return conn.execute(
-        f"""SELECT delivery_day, count(*), max(received_at) FROM {t.raw_trades}
-            WHERE {_days_filter(days)} GROUP BY delivery_day"""
-    ).fetchall()
+def max_or(mark: tuple | None, last: datetime) -> datetime:
+    return last if mark is None or mark[1] is None else max(mark[1], last)
 
 
 def _days_filter(days: list[date]) -> str:
@@ -367,8 +379,7 @@ def refresh(
     Appends one row per trader to `energy.trader_pnl_history`.
     """
     started = time.perf_counter()
-    t = ensure_tables(conn)
-    present = _present(conn, t)
+    t, present = _ensure(conn)
     have_trades = RAW_TRADES.split(".")[1] in present
     have_prices = REFERENCE_PRICES.split(".")[1] in present
     missing = [
@@ -399,50 +410,67 @@ def refresh(
     totals = roll_up(daily)
     history = _history_rows(totals, attribution, snapshot_at, run_id, len(days))
 
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        if days:
-            conn.execute(f"DELETE FROM {t.exposure} WHERE delivery_day IN ({day_literals(days)})")
-        if changes.days:
-            # Only days whose trades changed get new marks; a price-only day keeps its own.
-            conn.execute(
-                f"DELETE FROM {t.trade_marks} WHERE delivery_day IN ({day_literals(changes.days)})"
-            )
-        _insert(conn, t.exposure, new, EXPOSURE_COLUMNS)
-        if changes.marks:
-            conn.executemany(
-                f"INSERT INTO {t.trade_marks} VALUES (?, ?, ?)", [list(m) for m in changes.marks]
-            )
-        conn.execute(f"DELETE FROM {t.state}")
-        conn.execute(
-            f"INSERT INTO {t.state} VALUES ({changes.total}, "
-            f"{timestamp_literal(changes.watermark) if changes.watermark else 'NULL'}, "
-            f"{timestamp_literal(snapshot_at)})"
+    # One script in one transaction: fewer round trips, and all or nothing.
+    script = []
+    if days:
+        script.append(f"DELETE FROM {t.exposure} WHERE delivery_day IN ({day_literals(days)})")
+        script.append(f"DELETE FROM {t.daily} WHERE delivery_day IN ({day_literals(days)})")
+    if changes.days:
+        # Only days whose trades changed get new marks; a price-only day keeps its own.
+        script.append(
+            f"DELETE FROM {t.trade_marks} WHERE delivery_day IN ({day_literals(changes.days)})"
         )
-        if price_days:
-            conn.execute(
-                f"DELETE FROM {t.prices_used} WHERE delivery_day IN ({day_literals(price_days)})"
+    if changes.marks:
+        values = ", ".join(
+            f"({day_literals([day])}, {count}, {timestamp_literal(last)})"
+            for day, count, last in changes.marks
+        )
+        script.append(f"INSERT INTO {t.trade_marks} VALUES {values}")
+    watermark = timestamp_literal(changes.watermark) if changes.watermark else "NULL"
+    script.append(f"DELETE FROM {t.state}")
+    script.append(
+        f"INSERT INTO {t.state} VALUES "
+        f"({changes.total}, {watermark}, {timestamp_literal(snapshot_at)})"
+    )
+    if price_days:
+        script.append(
+            f"DELETE FROM {t.prices_used} WHERE delivery_day IN ({day_literals(price_days)})"
+        )
+        if have_prices:
+            script.append(
+                f"""INSERT INTO {t.prices_used}
+                    SELECT * FROM ({_latest_prices(t)}) WHERE {_days_filter(price_days)}"""
             )
-            if have_prices:
-                conn.execute(
-                    f"""INSERT INTO {t.prices_used}
-                        SELECT * FROM ({_latest_prices(t)}) WHERE {_days_filter(price_days)}"""
-                )
-        if days:
-            conn.execute(f"DELETE FROM {t.daily} WHERE delivery_day IN ({day_literals(days)})")
-        _insert(conn, t.daily, daily_new, ["trader_id", "delivery_day", *TOTAL_COLUMNS])
-        conn.execute(f"DELETE FROM {t.totals}")
-        _insert(conn, t.totals, totals, ["trader_id", *TOTAL_COLUMNS])
-        _insert(conn, t.history, history, HISTORY_COLUMNS)
-        largest = conn.execute(
-            f"""SELECT * FROM {t.exposure} WHERE exposure_eur IS NOT NULL
-                ORDER BY abs(exposure_eur) DESC, trader_id, delivery_day, delivery_hour
-                LIMIT {LARGEST}"""
-        ).pl()
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    script.append(f"DELETE FROM {t.totals}")
+    frames = {
+        t.exposure: (new, EXPOSURE_COLUMNS),
+        t.daily: (daily_new, ["trader_id", "delivery_day", *TOTAL_COLUMNS]),
+        t.totals: (totals, ["trader_id", *TOTAL_COLUMNS]),
+        t.history: (history, HISTORY_COLUMNS),
+    }
+    registered = []
+    for i, (table, (frame, columns)) in enumerate(frames.items()):
+        if frame.height:
+            name = f"exposure_frame_{i}"
+            conn.register(name, frame.select(columns).to_arrow())
+            registered.append(name)
+            script.append(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM {name}")
+    try:
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            conn.execute(";\n".join(script))
+            largest = conn.execute(
+                f"""SELECT * FROM {t.exposure} WHERE exposure_eur IS NOT NULL
+                    ORDER BY abs(exposure_eur) DESC, trader_id, delivery_day, delivery_hour
+                    LIMIT {LARGEST}"""
+            ).pl()
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        for name in registered:
+            conn.unregister(name)
 
     return RefreshResult(
         days_recomputed=len(days),
@@ -468,15 +496,6 @@ def _read_exposure(conn: duckdb.DuckDBPyConnection, t: Tables, days: list[date])
 
 def _is_in(days: list[date]) -> pl.Expr:
     return pl.col("delivery_day").is_in(pl.Series(days, dtype=pl.Date))
-
-
-def _insert(
-    conn: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, columns: list[str]
-) -> None:
-    if frame.height:
-        conn.register("exposure_frame", frame.select(columns).to_arrow())
-        conn.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM exposure_frame")
-        conn.unregister("exposure_frame")
 
 
 def _history_rows(

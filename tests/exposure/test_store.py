@@ -216,3 +216,15 @@ def test_legs_summed_in_sql_equal_the_polars_legs(book):
         sql = store.read_legs(conn, tables, [MON, TUE]).sort(LEG_KEY)
         trades = conn.execute(f"SELECT * FROM {q('raw_trades')}").pl()
     assert_frame_equal(sql, legs(trades).collect().sort(LEG_KEY), check_exact=False)
+
+
+def test_marks_kept_on_the_fast_path_match_a_scan(book):
+    refresh(book)
+    book.trade("alice", MON, "12-13", "buy", 1.0, 41.0)
+    book.trade("carol", date(2023, 2, 8), "00-01", "sell", 1.0, 3.0)
+    assert refresh(book).detection == "watermark"
+    with book.connect() as conn:
+        conn.execute(f"DELETE FROM {q('trader_exposure_state')}")
+    rescan = refresh(book)
+    assert rescan.detection == "scan"
+    assert rescan.days_recomputed == 0
