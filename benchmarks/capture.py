@@ -313,17 +313,22 @@ def bench_latency(seconds: float, work: Path) -> None:
         ]
     os.environ["DAGSTER_HOME"] = str(home)
     instance = dg.DagsterInstance.get()
-    floors = []
-    for run in instance.get_runs(RunsFilter(job_name="raw_trades_drain")):
-        newest = run.tags.get("energy/newest_segment")
+    floors, to_request, to_start = [], [], []
+    for record in instance.get_run_records(RunsFilter(job_name="raw_trades_drain")):
+        newest = record.dagster_run.tags.get("energy/newest_segment")
         path = capture / "drained" / newest if newest else None
         if not path or not path.exists():
             continue
         starts = instance.get_records_for_run(
-            run.run_id, of_type=DagsterEventType.STEP_START
+            record.dagster_run.run_id, of_type=DagsterEventType.STEP_START
         ).records
         if starts:
-            floors.append(starts[0].event_log_entry.timestamp - path.stat().st_mtime)
+            sealed = path.stat().st_mtime
+            step = starts[0].event_log_entry.timestamp
+            created = record.create_timestamp.timestamp()
+            floors.append(step - sealed)
+            to_request.append(created - sealed)
+            to_start.append(step - created)
     q = statistics.quantiles
     line("latency: deals measured", f"{len(latencies):,}", f"over {seconds:.0f} s at 3 deals/s")
     line("latency: arrival -> row committed, p50", f"{statistics.median(latencies):.2f} s")
@@ -338,6 +343,14 @@ def bench_latency(seconds: float, work: Path) -> None:
             f"{statistics.median(floors):.2f} s",
             f"p95 {q(floors, n=20)[-1]:.2f} s over {len(floors)} runs",
         )
+        line(
+            "  of which sealed -> run requested (sensor), p50",
+            f"{statistics.median(to_request):.2f} s",
+        )
+        line(
+            "  of which run requested -> step start (queue, launch), p50",
+            f"{statistics.median(to_start):.2f} s",
+        )
 
 
 def main() -> None:
@@ -347,6 +360,7 @@ def main() -> None:
     parser.add_argument("--baseline-deals", type=int, default=5_000)
     parser.add_argument("--drain-rows", type=int, default=200_000)
     parser.add_argument("--latency-seconds", type=float, default=60)
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
     only = set(args.only or ["listener", "drain", "latency"])
     work = Path(tempfile.mkdtemp(prefix="bench-capture-"))
@@ -360,7 +374,8 @@ def main() -> None:
         if "latency" in only:
             bench_latency(args.latency_seconds, work)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

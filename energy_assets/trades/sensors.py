@@ -7,7 +7,7 @@ listings; it never opens DuckDB.
 """
 
 import dagster as dg
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES, RunsFilter
+from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES, RunsFilter
 
 from energy_assets.trades.assets import raw_trades
 from energy_assets.trades.buffer import newest_sealed_name
@@ -27,7 +27,9 @@ raw_trades_drain_job = dg.define_asset_job(
 
 def drain_in_flight(instance: dg.DagsterInstance) -> str | None:
     """The id of a queued or running run that materialises raw_trades, from any source."""
-    for run in instance.get_runs(RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES), limit=50):
+    # NOT_FINISHED, not IN_PROGRESS: the latter leaves out QUEUED and NOT_STARTED runs, and a
+    # drain waiting in the queue must hold the next one back too.
+    for run in instance.get_runs(RunsFilter(statuses=NOT_FINISHED_STATUSES), limit=50):
         if run.job_name == raw_trades_drain_job.name or RAW_TRADES_KEY in (
             run.asset_selection or ()
         ):

@@ -44,13 +44,18 @@ def test_requests_one_drain_per_new_sealed_segment_and_never_stacks(dagster_home
 
     # A drain is running: new segments wait, the cursor stays, and the next tick asks.
     instance = dg.DagsterInstance.get()
+    waiting = DagsterRun(job_name=raw_trades_drain_job.name, status=DagsterRunStatus.NOT_STARTED)
     running = DagsterRun(job_name=raw_trades_drain_job.name, status=DagsterRunStatus.STARTED)
-    instance.add_run(running)
+    instance.add_run(waiting)
     buffer.append(deals[1], datetime.now(UTC))
     newer = buffer.seal()
     result, after = tick(cursor)
-    assert isinstance(result, dg.SkipReason) and running.run_id in result.skip_message
+    assert isinstance(result, dg.SkipReason) and waiting.run_id in result.skip_message
     assert after == cursor
+    instance.report_run_failed(waiting)
+    instance.add_run(running)
+    result, after = tick(cursor)
+    assert isinstance(result, dg.SkipReason) and running.run_id in result.skip_message
     instance.report_run_failed(running)
     result, after = tick(cursor)
     assert isinstance(result, dg.RunRequest) and after == newer.name
