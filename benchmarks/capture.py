@@ -257,29 +257,50 @@ def bench_drain(rows: int, work: Path) -> None:
 
 
 # -- latency ----------------------------------------------------------------------------------
-def bench_latency(seconds: float, work: Path) -> None:
+def trades_only():
+    """The trades domain alone with its warehouse: the latency of the capture path without
+    the other domains' runs sharing the `duckdb` pool (`--location trades`)."""
+    import dagster as dg
+
+    from energy_assets.settings import settings
+    from energy_assets.trades import definitions as trades
+    from energy_assets.warehouse import warehouse_resource
+
+    return dg.Definitions.merge(
+        dg.Definitions(resources={"warehouse": warehouse_resource(settings())}), trades.defs
+    )
+
+
+def bench_latency(seconds: float, work: Path, location: str) -> None:
     import dagster as dg
     from dagster._core.events import DagsterEventType
     from dagster._core.storage.dagster_run import RunsFilter
 
+    work = work / f"latency-{location}"
     home = work / "dagster_home"
-    home.mkdir()
+    home.mkdir(parents=True)
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     workspace = work / "workspace.yaml"
-    workspace.write_text(
-        "load_from:\n  - python_module:\n      module_name: energy_assets.definitions\n"
-        f"      working_directory: {REPO}\n"
-    )
-    capture, database = work / "latency-capture", work / "latency.duckdb"
+    if location == "full":
+        target = "python_module:\n      module_name: energy_assets.definitions\n"
+    else:
+        target = (
+            f"python_file:\n      relative_path: {Path(__file__).resolve()}\n"
+            "      attribute: trades_only\n"
+        )
+    workspace.write_text(f"load_from:\n  - {target}      working_directory: {REPO}\n")
+    capture, database = work / "capture", work / "energy.duckdb"
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
         "ENERGY_CAPTURE_DIR": str(capture),
         "ENERGY_DUCKDB_PATH": str(database),
+        "ENERGY_DASHBOARD_DIR": str(work / "dashboard"),
     }
     with Playground(
         exchange=ExchangeOptions(rate=3, seed=3), exchange_port=0, market_data_port=0
     ) as pg:
+        env["ENERGY_MARKET_DATA_URL"] = pg.market_data_url
         daemon = subprocess.Popen(
             [str(REPO / ".venv/bin/dagster-daemon"), "run", "-w", str(workspace)],
             cwd=REPO,
@@ -330,6 +351,7 @@ def bench_latency(seconds: float, work: Path) -> None:
             to_request.append(created - sealed)
             to_start.append(step - created)
     q = statistics.quantiles
+    print(f"latency, code location '{location}' (load {os.getloadavg()[0]:.1f}):")
     line("latency: deals measured", f"{len(latencies):,}", f"over {seconds:.0f} s at 3 deals/s")
     line("latency: arrival -> row committed, p50", f"{statistics.median(latencies):.2f} s")
     line(
@@ -361,6 +383,12 @@ def main() -> None:
     parser.add_argument("--drain-rows", type=int, default=200_000)
     parser.add_argument("--latency-seconds", type=float, default=60)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--location",
+        choices=["full", "trades"],
+        action="append",
+        help="code location for the latency run: the demo's (full) or trades alone",
+    )
     args = parser.parse_args()
     only = set(args.only or ["listener", "drain", "latency"])
     work = Path(tempfile.mkdtemp(prefix="bench-capture-"))
@@ -372,7 +400,8 @@ def main() -> None:
         if "drain" in only:
             bench_drain(args.drain_rows, work)
         if "latency" in only:
-            bench_latency(args.latency_seconds, work)
+            for location in args.location or ["full", "trades"]:
+                bench_latency(args.latency_seconds, work, location)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
