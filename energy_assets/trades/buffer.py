@@ -11,8 +11,9 @@ Layout under `ENERGY_CAPTURE_DIR` (see docs/trades.md):
     listener.json                           the listener's last known state (heartbeat, open gap)
     listener.lock                           held by the one running listener
 
-A name's `<stamp>` is the UTC time the file was started (`YYYYMMDDTHHMMSSffffffZ`), so sorting
-names sorts files by time, across segments and gaps and across listener restarts.
+A sealed name's `<stamp>` is the UTC time the file was sealed (`YYYYMMDDTHHMMSSffffffZ`), so
+sorting names sorts files in the order they became visible, across segments and gaps and across
+listener restarts; segments are sealed in the order they were written.
 
 Sealing is: flush, fsync, atomic rename `.jsonl.open` -> `.jsonl`, fsync the directory. A sealed
 name is therefore a promise that the whole file is on disk. Every line is written to the OS as
@@ -150,6 +151,7 @@ class CaptureBuffer:
         self._opened_at = 0.0
         self._frames = 0
         self._counter = 0
+        self._last_name = ""
         self._lock_fd: int | None = None
         self.sealed_segments = 0
         self.sealed_frames = 0
@@ -177,8 +179,15 @@ class CaptureBuffer:
 
     # -- writing ---------------------------------------------------------------------------
     def _name(self) -> str:
+        """A fresh name, stamped now: sealed files are named when they become visible, so
+        name order is the order the drain and the sensor can see them in."""
         self._counter += 1
-        return f"{_stamp(utc_now())}-{os.getpid()}-{self._counter:06d}"
+        name = f"{_stamp(utc_now())}-{os.getpid()}-{self._counter:09d}"
+        # A wall clock stepped back must not make a new file sort before an older one.
+        if name <= self._last_name:
+            name = self._last_name.split("-")[0] + f"-{os.getpid()}-{self._counter:09d}"
+        self._last_name = name
+        return name
 
     def append(self, deal: Deal, received_at: datetime) -> None:
         self.append_record(deal_record(deal, received_at))
@@ -207,7 +216,7 @@ class CaptureBuffer:
             return None
         os.fsync(self._fd)
         os.close(self._fd)
-        sealed = self._open_path.with_name(self._open_path.name.removesuffix(".open"))
+        sealed = self.segments_dir / (self._name() + SEALED_SUFFIX)
         os.replace(self._open_path, sealed)
         _fsync_dir(self.segments_dir)
         self.sealed_segments += 1
@@ -251,7 +260,6 @@ class CaptureBuffer:
         for path in sorted(self.segments_dir.glob("*" + OPEN_SUFFIX)):
             data = path.read_bytes()
             whole = cut_torn_tail(data)
-            sealed = path.with_name(path.name.removesuffix(".open"))
             if not whole:
                 path.unlink()
                 continue
@@ -260,6 +268,7 @@ class CaptureBuffer:
                     handle.truncate(len(whole))
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
+            sealed = self.segments_dir / (self._name() + SEALED_SUFFIX)
             os.replace(path, sealed)
             recovered.append(sealed)
         for tmp in self.gaps_dir.glob("*.tmp"):

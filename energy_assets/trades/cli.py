@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from energy_assets.logs import event_logger
     from energy_assets.settings import settings
     from energy_assets.trades.buffer import CaptureBuffer, ListenerLockHeld
-    from energy_assets.trades.listener import Listener, run_listener
+    from energy_assets.trades.listener import CaptureFailed, Listener, run_listener
 
     current = settings()
     url = args.url or current.exchange_url
@@ -59,3 +59,5 @@ def run(args: argparse.Namespace) -> int:
     except ListenerLockHeld as err:
         log.error("refused", reason=str(err))
         return 2
+    except CaptureFailed:
+        return 1

@@ -47,6 +47,11 @@ class Backoff:
         self.attempt = 0
 
 
+class CaptureFailed(RuntimeError):
+    """The buffer could not take a frame (disk full, permissions): the listener stops with an
+    error instead of reading frames it cannot keep."""
+
+
 class RecentIds:
     """A bounded set of recently seen deal ids: the listener only counts duplicates (the
     drain is the authority on them), so forgetting old ids is harmless."""
@@ -98,6 +103,7 @@ class Listener:
         # The open feed gap: since when we may be missing deals, and why.
         self.gap_since: datetime | None = None
         self.gap_reason = ""
+        self.failure: BaseException | None = None
         self._stop = asyncio.Event()
         self._status_mark = (time.monotonic(), 0)
 
@@ -186,8 +192,12 @@ class Listener:
     async def _ticker(self) -> None:
         next_status = time.monotonic() + self.status_every
         while not self._stop.is_set():
-            self.buffer.seal_if_due()
-            self._write_state()
+            try:
+                self.buffer.seal_if_due()
+                self._write_state()
+            except OSError as err:
+                self._fail(err)
+                return
             if time.monotonic() >= next_status:
                 self.status()
                 next_status += self.status_every
@@ -209,7 +219,9 @@ class Listener:
                 ping_timeout=20,
                 close_timeout=2,
                 max_size=2**20,
-                max_queue=None,
+                # Frames read but not yet processed: enough to ride out a sealing fsync at
+                # full speed, bounded so a stalled disk pushes back on TCP, not on memory.
+                max_queue=4096,
             ) as ws:
                 self.connected = True
                 self._close_gap()
@@ -234,10 +246,19 @@ class Listener:
             if self.counters.deals > deals_before or lived >= HEALTHY_CONNECTION_SECONDS:
                 self.backoff.reset()
 
+    def _fail(self, err: BaseException) -> None:
+        self.log.error("capture_failed", error=f"{type(err).__name__}: {err}")
+        self.failure = err
+        self.stop()
+
     async def _read(self, ws) -> str:
         try:
             async for message in ws:
-                self.on_frame(message)
+                try:
+                    self.on_frame(message)
+                except OSError as err:
+                    self._fail(err)
+                    raise CaptureFailed(str(err)) from err
         except ConnectionClosedError as err:
             return f"connection dropped ({_close_text(err)})"
         return f"connection closed cleanly ({_close_text_ws(ws)})"
@@ -271,6 +292,8 @@ class Listener:
             self.status()
             self.buffer.release()
             self.log.info("stopped", sealed_segments=self.buffer.sealed_segments)
+        if self.failure is not None:
+            raise CaptureFailed(str(self.failure)) from self.failure
 
 
 def _close_text(err: websockets.exceptions.ConnectionClosed) -> str:

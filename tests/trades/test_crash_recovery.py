@@ -24,14 +24,16 @@ def test_kill_9_mid_stream_then_restart(tmp_path, exchange, listener_process):
     first = frames(deals[:400]) + frames(deals[:50:5], "trade_confirmation")
     server = exchange([first + [("hold",)], frames(deals[400:]) + [("hold",)]])
     capture = tmp_path / "capture"
-    # Seal every 0.3 s or 64 frames: the kill lands with sealed segments and an open one.
-    listener = listener_process(server.url, capture, "--seal-seconds", "0.3", "--seal-frames", "64")
+    # Sealed every 64 frames (and not by age): the kill lands with sealed segments and the
+    # last 26 frames in the open one.
+    listener = listener_process(server.url, capture, "--seal-seconds", "600", "--seal-frames", "64")
     wait_until(lambda: len(captured_ids(capture)) == len(first), message="first stream")
     sealed_before = {p.name: p.read_bytes() for p in (capture / "segments").glob("*.jsonl")}
     open_segments = list((capture / "segments").glob("*.open"))
     assert open_segments, "the kill must land while a segment is open"
     assert listener.terminate(signal.SIGKILL) == -signal.SIGKILL
 
+    left_open = open_segments[0].read_bytes()
     # A write torn by the kill: half a line at the end of the open segment.
     with open(open_segments[0], "ab") as handle:
         handle.write(deals[0].to_frame().encode()[:40])
@@ -44,10 +46,11 @@ def test_kill_9_mid_stream_then_restart(tmp_path, exchange, listener_process):
     # Nothing that was sealed before the kill changed; the recovered segment is whole lines.
     for name, content in sealed_before.items():
         assert (capture / "segments" / name).read_bytes() == content
-    recovered = capture / "segments" / open_segments[0].name.removesuffix(".open")
-    data = recovered.read_bytes()
-    assert data == cut_torn_tail(data) and data
-    assert all(json.loads(line) for line in data.splitlines())
+    assert not open_segments[0].exists()
+    recovered = [p for p in (capture / "segments").glob("*.jsonl") if p.read_bytes() == left_open]
+    assert len(recovered) == 1, "the open segment is sealed whole, without the torn line"
+    assert left_open == cut_torn_tail(left_open)
+    assert all(json.loads(line) for line in left_open.splitlines())
 
     database = tmp_path / "energy.duckdb"
     result = drain_all(capture, database)

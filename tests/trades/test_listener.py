@@ -3,6 +3,7 @@ quarantined with its reason, and every disconnection survived and recorded as a 
 
 import json
 import signal
+import threading
 
 from energy_assets.trades.buffer import read_listener_state
 from energy_assets.trades.deal import InvalidFrame, parse_frame
@@ -190,3 +191,33 @@ def test_a_second_listener_on_the_same_buffer_is_refused(tmp_path, exchange, lis
     assert second.proc.wait(30) == 2
     assert server.connections == 1
     assert first.terminate(signal.SIGINT) == 0
+
+
+def test_a_buffer_that_cannot_be_written_stops_the_listener_loudly(
+    tmp_path, exchange, listener_process
+):
+    deals = make_deals(3, seed=5)
+    go = threading.Event()
+    server = exchange([[("wait", go)] + frames(deals) + [("hold",)]])
+    capture = tmp_path / "capture"
+    process = listener_process(server.url, capture)
+    process.wait_for("event=connected")
+    # A real fault: the segment directory is gone and a file sits in its place.
+    (capture / "segments").rmdir()
+    (capture / "segments").write_text("not a directory")
+    go.set()
+    assert process.proc.wait(30) == 1
+    assert "event=capture_failed" in process.log_path.read_text()
+
+
+def test_files_are_named_when_sealed_so_names_sort_in_visibility_order(tmp_path):
+    from datetime import UTC, datetime
+
+    from energy_assets.trades.buffer import CaptureBuffer, Gap, newest_sealed_name
+
+    buffer = CaptureBuffer(tmp_path, seal_seconds=3600)
+    buffer.append(make_deals(1, seed=6)[0], datetime.now(UTC))  # opened first ...
+    gap = buffer.record_gap(Gap(datetime.now(UTC), datetime.now(UTC), "connection dropped"))
+    sealed = buffer.seal()  # ... sealed after the gap became visible
+    assert sealed.name > gap.name
+    assert newest_sealed_name(tmp_path) == sealed.name
