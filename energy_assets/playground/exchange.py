@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -30,6 +29,8 @@ YIELD_EVERY = 64
 
 
 class ExchangeServer:
+    """The websocket side of the playground; `Playground` drives it from its loop thread."""
+
     def __init__(self, options, host: str, port: int, log: EventLogger):
         if options.rate < 0:
             raise ValueError(f"rate must be >= 0, got {options.rate!r}")
@@ -256,10 +257,3 @@ def _peer(address) -> str:
     if not address:
         return "?"
     return f"{address[0]}:{address[1]}"
-
-
-def await_condition(
-    condition: threading.Condition, ready: Callable[[], bool], timeout: float
-) -> bool:
-    with condition:
-        return condition.wait_for(ready, timeout)
