@@ -128,6 +128,7 @@ class Supervisor:
         self.max_quick_failures = max_quick_failures
         self.max_backoff_s = max_backoff_s
         self._stop = threading.Event()
+        self._force = threading.Event()
         self._stop_reason = ""
         self.exit_code = 0
         self._on_ready: list[tuple[str, Callable[[], None]]] = []
@@ -141,6 +142,9 @@ class Supervisor:
 
     def install_signal_handlers(self) -> None:
         def handler(signum, _frame):
+            if self._stop.is_set():
+                # A second Ctrl-C: the operator does not want to wait for the grace period.
+                self._force.set()
             self.request_stop(signal.Signals(signum).name)
 
         signal.signal(signal.SIGINT, handler)
@@ -186,7 +190,7 @@ class Supervisor:
         )
         child.started_at = time.monotonic()
         child.restart_at = None
-        child.ready = spec.ready is None
+        child.ready = False
         self.log.info(
             "child_started",
             child=spec.name,
@@ -205,7 +209,7 @@ class Supervisor:
         if child.ready or child.process is None or child.process.poll() is not None:
             return
         try:
-            ok = child.spec.ready()
+            ok = child.spec.ready is None or child.spec.ready()
         except Exception:  # a probe that raises just means "not yet"
             ok = False
         elapsed = time.monotonic() - child.started_at
@@ -322,9 +326,14 @@ class Supervisor:
                     self._signal_group(child, child.spec.stop_signal)
             deadline = started + self.stop_timeout_s
             for child in batch:
-                try:
-                    returncode = child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
+                while (
+                    child.process.poll() is None
+                    and time.monotonic() < deadline
+                    and not self._force.is_set()
+                ):
+                    time.sleep(0.05)
+                returncode = child.process.poll()
+                if returncode is None:
                     self._signal_group(child, signal.SIGKILL)
                     returncode = child.process.wait()
                     self.log.error(
@@ -332,6 +341,7 @@ class Supervisor:
                         child=child.spec.name,
                         pid=child.process.pid,
                         after_s=round(time.monotonic() - started, 1),
+                        reason="second interrupt" if self._force.is_set() else "stop timeout",
                     )
                 else:
                     if not child.finished:
@@ -344,7 +354,7 @@ class Supervisor:
                         )
                 # Grandchildren (run workers, code servers) got the signal with the group;
                 # whatever outlives its leader by a few seconds is killed, never orphaned.
-                straggler_deadline = time.monotonic() + 5.0
+                straggler_deadline = time.monotonic() + (0.0 if self._force.is_set() else 5.0)
                 while self._group_alive(child) and time.monotonic() < straggler_deadline:
                     time.sleep(0.1)
                 stragglers = live_group_members(child.process.pid)

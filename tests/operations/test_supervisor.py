@@ -262,3 +262,37 @@ def test_a_hopeless_optional_child_is_given_up_while_the_rest_runs(tmp_path: Pat
     thread.join(30)
     assert supervisor.exit_code == 0
     assert steady.read_text().splitlines()[1].startswith("SIGTERM")
+
+
+def test_a_second_interrupt_kills_at_once(tmp_path: Path):
+    up = tmp_path / "up"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        from energy_assets.operations.supervisor import ChildSpec, Supervisor
+        stubborn = [sys.executable, "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+            "open({str(up)!r}, 'w').close(); time.sleep(120)"]
+        supervisor = Supervisor([ChildSpec(name="stubborn", argv=stubborn)], stop_timeout_s=60)
+        supervisor.install_signal_handlers()
+        raise SystemExit(supervisor.run(poll_interval_s=0.05))
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        wait_for(up.exists)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        assert proc.poll() is None  # still waiting out the stubborn child's grace period
+        began = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
+        assert time.monotonic() - began < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = proc.stderr.read()
+    assert "event=child_killed child=stubborn" in log and 'reason="second interrupt"' in log
