@@ -296,13 +296,10 @@ def _days_filter(days: list[date]) -> str:
     )
 
 
-def _latest_prices(t: Tables) -> str:
-    # One row per hour is the contract; if a writer ever leaves two, the latest revision wins.
+def _latest_prices(t: Tables, where: str = "true") -> str:
+    # One row per hour: the contract, and the primary key of the prices domain's table.
     return f"""SELECT delivery_day, delivery_hour, value AS reference_price
-               FROM {t.reference_prices} WHERE value IS NOT NULL
-               QUALIFY row_number() OVER (
-                   PARTITION BY delivery_day, delivery_hour
-                   ORDER BY last_update DESC NULLS LAST, fetched_at DESC NULLS LAST) = 1"""
+               FROM {t.reference_prices} WHERE value IS NOT NULL AND ({where})"""
 
 
 def _changed_price_days(
@@ -327,7 +324,7 @@ def _prices_now(
     """The latest price of every hour of `days`."""
     if not days or not have_prices:
         return pl.DataFrame(schema=_PRICE_SCHEMA)
-    rows = conn.execute(f"SELECT * FROM ({_latest_prices(t)}) WHERE {_days_filter(days)}")
+    rows = conn.execute(_latest_prices(t, _days_filter(days)))
     return rows.pl().cast(_PRICE_SCHEMA)
 
 
@@ -439,7 +436,7 @@ def refresh(
         if have_prices:
             script.append(
                 f"""INSERT INTO {t.prices_used}
-                    SELECT * FROM ({_latest_prices(t)}) WHERE {_days_filter(price_days)}"""
+                    {_latest_prices(t, _days_filter(price_days))}"""
             )
     script.append(f"DELETE FROM {t.totals}")
     frames = {
