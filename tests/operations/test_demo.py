@@ -230,3 +230,24 @@ def test_postgres_demo_without_a_server_starts_its_own(tmp_path: Path, monkeypat
             import shutil
 
             shutil.rmtree(demo.postgres.root, ignore_errors=True)
+
+
+def test_without_the_playground_the_demo_uses_the_configured_services(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ENERGY_EXCHANGE_URL", "ws://exchange.example.invalid:5050")
+    monkeypatch.setenv("ENERGY_MARKET_DATA_URL", "http://vendor.example.invalid/v1")
+    monkeypatch.setenv("ENERGY_CAPTURE_DIR", "data/capture")
+    monkeypatch.delenv("ENERGY_DUCKDB_PATH", raising=False)
+    monkeypatch.delenv("DAGSTER_INSTANCE", raising=False)
+    demo = Demo(DemoOptions(playground=False, dashboard_port=None, dagster_home="data/home"))
+    env = demo.environment()
+    names = [spec.name for spec in demo.children(env)]
+
+    assert names == ["listener", "dagster"]
+    assert env["ENERGY_EXCHANGE_URL"] == "ws://exchange.example.invalid:5050"
+    assert env["ENERGY_MARKET_DATA_URL"] == "http://vendor.example.invalid/v1"
+    # Absolute, so run workers started from another directory find the same files.
+    assert env["ENERGY_CAPTURE_DIR"] == str(tmp_path / "data" / "capture")
+    assert env["DAGSTER_HOME"] == str(tmp_path / "data" / "home")
+    assert env["DAGSTER_INSTANCE"] == "sqlite"
+    assert demo.dagster_log(env) == tmp_path / "data" / "logs" / "dagster.log"
