@@ -268,6 +268,62 @@ def measure_under_budget(root: Path, minutes: float, seed: int = 5) -> None:
     )
 
 
+def simulate_budget(hours: float, root: Path) -> None:
+    """The budget's policy over hours of simulated time (a fake clock, the real SQLite file):
+    the schedule's burst of the open hours at every slot + 31 s, and a backfill taking every
+    slot it is granted. Shows the hour-window regime the 21-minute daemon run cannot reach."""
+    from energy_assets.prices.budget import BULK, FRESH, BudgetLimits, RequestBudget, max_in_window
+    from energy_assets.prices.partitions import open_hours
+
+    class Clock:
+        now = datetime(2026, 11, 25, 0, 0, tzinfo=UTC).timestamp()
+
+        def __call__(self) -> float:
+            return self.now
+
+        def sleep(self, seconds: float) -> None:
+            self.now += seconds
+
+    clock = Clock()
+    start = clock.now
+    budget = RequestBudget(root / "sim.sqlite", BudgetLimits(), clock=clock, sleep=clock.sleep)
+    budget._ensure()
+    next_burst = start + 31
+    sent: list[tuple[float, str]] = []
+    burst_spans = []
+    while clock.now < start + hours * 3600:
+        if clock.now >= next_burst:
+            began = clock.now
+            hours_open = len(open_hours(datetime.fromtimestamp(next_burst - 31, UTC)))
+            for _ in range(hours_open):
+                budget.acquire(FRESH)
+                sent.append((clock.now, FRESH))
+                clock.now += 0.02
+            burst_spans.append(clock.now - began)
+            next_burst += 600
+            continue
+        wait = budget._try_acquire(BULK)
+        if wait <= 0:
+            sent.append((clock.now, BULK))
+            clock.now += 0.02
+        else:
+            clock.now = min(clock.now + wait, next_burst)
+    times = [ts for ts, _ in sent]
+    print(
+        f"simulated {hours:.0f} h: max in any 60 s {max_in_window(times, 60.0)}, "
+        f"in any 3,600 s {max_in_window(times, 3600.0)}; schedule bursts took at most "
+        f"{max(burst_spans):.1f} s"
+    )
+    for hour in range(int(hours)):
+        lo, hi = start + hour * 3600, start + (hour + 1) * 3600
+        fresh = sum(1 for ts, p in sent if lo <= ts < hi and p == FRESH)
+        bulk = sum(1 for ts, p in sent if lo <= ts < hi and p == BULK)
+        print(
+            f"  hour {hour}: schedule {fresh}, backfill {bulk} = "
+            f"{bulk / (1000 - fresh):.0%} of the {1000 - fresh} the schedule left"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -291,7 +347,17 @@ def main() -> int:
         default=0,
         help="instead: run the daemon (schedule on) and a year's backfill under the vendor's budget this long",
     )
+    parser.add_argument(
+        "--simulate-hours",
+        type=float,
+        default=0,
+        help="instead: simulate the budget's policy (fake clock) over this many hours",
+    )
     args = parser.parse_args()
+    if args.simulate_hours:
+        with tempfile.TemporaryDirectory(prefix="bench-prices-") as tmp:
+            simulate_budget(args.simulate_hours, Path(tmp))
+        return 0
     if args.daemon_minutes:
         with tempfile.TemporaryDirectory(prefix="bench-prices-") as tmp:
             measure_under_budget(Path(tmp), args.daemon_minutes)

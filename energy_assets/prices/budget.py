@@ -9,9 +9,11 @@ the budget waits, it never overspends.
 Two priorities share it:
 
 - `fresh` (the schedule's re-fetch of open hours) may use the whole budget;
-- `bulk` (backfills) leaves `reserve` requests of the hour window free, and around each
-  10-minute revision slot, when the schedule's burst is due, leaves `reserve` requests of the
-  minute window free too. So a backfill never starves the schedule, and takes the rest.
+- `bulk` (backfills) leaves room for the schedule's bursts: a bulk request is sent only if
+  every burst of the coming hour (each the number of hours open at its slot, at most
+  `reserve`) still fits the vendor's hour window with it, and around each 10-minute slot,
+  when a burst is due, bulk leaves `reserve` requests of the minute window free too. So a
+  backfill never starves the schedule, and takes the rest.
 
 A 429 from the vendor pauses every user of the file until its `Retry-After` has passed.
 """
@@ -25,9 +27,10 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from energy_assets.prices.partitions import PUBLICATION_DELAY_S, REVISION_GRID_S
+from energy_assets.prices.partitions import PUBLICATION_DELAY_S, REVISION_GRID_S, open_hours
 
 FRESH = "fresh"
 BULK = "bulk"
@@ -87,6 +90,9 @@ class RequestBudget:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         conn.execute("PRAGMA busy_timeout = 60000")
+        # WAL with NORMAL sync: a commit is durable against a process crash, which is what
+        # sharing needs; a power cut may forget the last requests, which the margin covers.
+        conn.execute("PRAGMA synchronous = NORMAL")
         return conn
 
     def _ensure(self) -> None:
@@ -136,11 +142,13 @@ class RequestBudget:
                     return row[0] - now
 
                 per_minute, per_hour = limits.per_minute, limits.per_hour
-                if priority != FRESH:
-                    per_hour = max(1, per_hour - limits.reserve)
+                waits = []
+                if priority != FRESH and limits.reserve > 0:
                     if _bulk_guarded(now, limits.margin_s):
                         per_minute = max(0, per_minute - limits.reserve)
-                waits = []
+                    hold = self._hold_for_bursts(conn, now)
+                    if hold > 0:
+                        waits.append(hold)
                 for since, limit, span in (
                     (minute_from, per_minute, limits.minute_s),
                     (hour_from, per_hour, limits.hour_s),
@@ -167,6 +175,33 @@ class RequestBudget:
             finally:
                 conn.execute("COMMIT")
 
+    def _hold_for_bursts(self, conn: sqlite3.Connection, now: float) -> float:
+        """0 if a bulk request now leaves every coming schedule burst its room in the hour
+        window, else how long to wait (until the next burst is over, when this changes).
+
+        A request sent now counts in the vendor's hour window at each burst of the next hour;
+        the k-th coming burst needs room for itself and the k-1 bursts before it.
+        """
+        limits = self.limits
+        slot = now - now % REVISION_GRID_S
+        burst_end = slot + PUBLICATION_DELAY_S + BURST_LENGTH_S
+        if now > burst_end:
+            burst_end += REVISION_GRID_S
+        first = burst_end
+        needed = 0
+        while burst_end < now + limits.hour_s + limits.margin_s:
+            needed += min(
+                limits.reserve, burst_size(burst_end - PUBLICATION_DELAY_S - BURST_LENGTH_S)
+            )
+            used = conn.execute(
+                "SELECT count(*) FROM requests WHERE ts > ?",
+                (burst_end - limits.hour_s - limits.margin_s,),
+            ).fetchone()[0]
+            if used + needed >= limits.per_hour:
+                return first - now + 0.001
+            burst_end += REVISION_GRID_S
+        return 0.0
+
     def pause_until(self, until: float) -> None:
         """Hold every user of the budget until `until` (epoch seconds): the vendor said 429."""
         self._ensure()
@@ -187,6 +222,11 @@ class RequestBudget:
                 "SELECT ts FROM requests WHERE ts >= ? AND ts <= ? ORDER BY ts", (start, end)
             ).fetchall()
         return [row[0] for row in rows]
+
+
+def burst_size(slot: float) -> int:
+    """Requests of the schedule's burst at grid instant `slot`: the hours open then."""
+    return len(open_hours(datetime.fromtimestamp(slot, UTC)))
 
 
 def max_in_window(times: list[float], span: float) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from datetime import UTC, datetime
 
 from energy_assets.prices.budget import (
     BULK,
@@ -56,20 +57,28 @@ class FakeClock:
         self.now += seconds
 
 
-def test_bulk_leaves_the_schedule_its_reserve(tmp_path):
-    # 10:02:00 UTC of some day: outside the burst guard, the minute window is bulk's too.
-    clock = FakeClock(1_700_000_520.0 - 1_700_000_520.0 % 600 + 120)
-    limits = BudgetLimits(per_minute=50, per_hour=100, reserve=47)
-    budget = RequestBudget(tmp_path / "b.sqlite", limits, clock=clock, sleep=clock.sleep)
-    for _ in range(53):
-        budget.acquire(BULK)
-    # bulk stopped at per_hour - reserve = 53 this hour; the schedule still gets its 47 ...
-    start = clock.now
-    assert budget._try_acquire(BULK) > 0
-    for _ in range(47):
-        budget.acquire(FRESH)
-    # ... spread only by the minute limit (50 a minute), never by bulk's use of the hour.
-    assert clock.now - start < 120
+def test_a_backfill_leaves_every_coming_burst_its_room(tmp_path):
+    # From 00:02 UTC a greedy backfill, and the schedule's bursts at 00:10:31 and 00:20:31
+    # (46 open hours each). The bursts of the coming hour need <= 47 + 5 * 46 = 277.
+    clock = FakeClock(datetime(2026, 11, 25, 0, 2, tzinfo=UTC).timestamp())
+    budget = RequestBudget(tmp_path / "b.sqlite", BudgetLimits(), clock=clock, sleep=clock.sleep)
+    budget._ensure()
+    first_slot = clock.now - clock.now % 600 + 600
+    bulk = 0
+    for burst_at in (first_slot + 31, first_slot + 631):
+        while clock.now < burst_at:
+            wait = budget._try_acquire(BULK)
+            if wait <= 0:
+                bulk += 1
+                clock.now += 0.01
+            else:
+                clock.now = min(clock.now + wait, burst_at)
+        began = clock.now
+        for _ in range(46):
+            budget.acquire(FRESH)
+        assert clock.now - began < 1.0  # the schedule never waits for the backfill
+    # Bulk was held at what the coming bursts leave of the hour window, not at 50 a minute.
+    assert 1000 - 47 - 5 * 46 - 46 - 5 <= bulk <= 1000 - 47 - 5 * 46
 
 
 def test_bulk_is_held_off_the_minute_window_around_the_burst():
