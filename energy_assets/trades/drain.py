@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -25,7 +26,6 @@ from energy_assets.trades.buffer import (
     archive,
     cut_torn_tail,
     sealed_files,
-    utc_now,
 )
 from energy_assets.trades.deal import FIELDS
 from energy_assets.warehouse import SCHEMA, ensure_schema
@@ -90,7 +90,7 @@ _INSERT_DEALS = """
 INSERT INTO {raw_trades}
 SELECT b.id, b.price, b.quantity, b.direction, b.delivery_day, b.delivery_hour, b.trader_id,
        b.execution_time, b.received_at, b.segment
-FROM drain_batch AS b
+FROM {batch} AS b
 WHERE NOT EXISTS (SELECT 1 FROM {raw_trades} AS r WHERE r.id = b.id)
 """
 
@@ -188,11 +188,21 @@ def _read_gaps(paths: list[Path]) -> list[dict]:
     return gaps
 
 
+# No Python values are bound to DuckDB statements here and no frame is registered: the first
+# binding or Arrow scan in a process makes DuckDB import pandas (~1-2 s), and every drain run
+# is a fresh process. Values go in as SQL literals, the batch as a Parquet file.
+def _literal(value: str | int | float) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(float(value)) if isinstance(value, float) else str(int(value))
+
+
 def _already_ingested(conn: duckdb.DuckDBPyConnection, t: Tables, names: list[str]) -> set[str]:
     if not names:
         return set()
+    values = ", ".join(_literal(name) for name in names)
     rows = conn.execute(
-        f"SELECT segment FROM {t.capture_segments} WHERE segment IN (SELECT unnest(?))", [names]
+        f"SELECT segment FROM {t.capture_segments} WHERE segment IN ({values})"
     ).fetchall()
     return {row[0] for row in rows}
 
@@ -217,44 +227,41 @@ def _drain_once(
     lines = batch.group_by("segment").len() if batch.height else None
     per_segment = dict(lines.iter_rows()) if lines is not None else {}
     first_seen = typed(batch.unique(subset="id", keep="first", maintain_order=True))
-    now = utc_now()
-    marks = pl.DataFrame(
-        {
-            "segment": [p.name for p in segment_paths] + [p.name for p in gap_paths],
-            "kind": ["deals"] * len(segment_paths) + ["gap"] * len(gap_paths),
-            "lines": [per_segment.get(p.name, 0) for p in segment_paths] + [1] * len(gap_paths),
-        }
-    )
+    marks = [(p.name, "deals", per_segment.get(p.name, 0)) for p in segment_paths]
+    marks += [(p.name, "gap", 1) for p in gap_paths]
 
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        conn.register("drain_batch", first_seen)
-        before = conn.execute(f"SELECT count(*) FROM {t.raw_trades}").fetchone()[0]
-        conn.execute(_INSERT_DEALS.format(raw_trades=t.raw_trades))
-        after = conn.execute(f"SELECT count(*) FROM {t.raw_trades}").fetchone()[0]
-        if gaps:
-            conn.register("drain_gaps", pl.DataFrame(gaps))
+    with tempfile.TemporaryDirectory(prefix=".drain-", dir=directory) as scratch:
+        batch_file = Path(scratch) / "batch.parquet"
+        first_seen.write_parquet(batch_file, compression="uncompressed", statistics=False)
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            before = conn.execute(f"SELECT count(*) FROM {t.raw_trades}").fetchone()[0]
             conn.execute(
-                f"INSERT INTO {t.feed_gaps} SELECT gap_start, gap_end, reason, seconds, source "
-                "FROM drain_gaps"
+                _INSERT_DEALS.format(
+                    raw_trades=t.raw_trades, batch=f"read_parquet({_literal(str(batch_file))})"
+                )
             )
-        conn.register("drain_marks", marks)
-        conn.execute(
-            f"INSERT INTO {t.capture_segments} SELECT segment, kind, lines, ? FROM drain_marks",
-            [now],
-        )
-        if before_commit is not None:
-            before_commit()
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    finally:
-        for view in ("drain_batch", "drain_gaps", "drain_marks"):
-            try:
-                conn.unregister(view)
-            except Exception:
-                pass
+            after = conn.execute(f"SELECT count(*) FROM {t.raw_trades}").fetchone()[0]
+            if gaps:
+                rows = ", ".join(
+                    f"(to_timestamp({_literal(g['gap_start'].timestamp())}), "
+                    f"to_timestamp({_literal(g['gap_end'].timestamp())}), "
+                    f"{_literal(g['reason'])}, {_literal(g['seconds'])}, {_literal(g['source'])})"
+                    for g in gaps
+                )
+                conn.execute(f"INSERT INTO {t.feed_gaps} VALUES {rows}")
+            committed_at = _literal(time.time())
+            rows = ", ".join(
+                f"({_literal(name)}, {_literal(kind)}, {count}, to_timestamp({committed_at}))"
+                for name, kind, count in marks
+            )
+            conn.execute(f"INSERT INTO {t.capture_segments} VALUES {rows}")
+            if before_commit is not None:
+                before_commit()
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     result.segments = [p.name for p in segment_paths]
     result.gaps = gaps
@@ -291,9 +298,11 @@ def drain(
             time.sleep(0.05 * attempt)
     if not result.segments:
         result.total_rows = conn.execute(f"SELECT count(*) FROM {t.raw_trades}").fetchone()[0]
-    result.newest_execution_time = conn.execute(
-        f"SELECT max(execution_time) FROM {t.raw_trades}"
+    newest_us = conn.execute(
+        f"SELECT epoch_us(max(execution_time)) FROM {t.raw_trades}"
     ).fetchone()[0]
+    if newest_us is not None:
+        result.newest_execution_time = datetime.fromtimestamp(newest_us / 1e6, UTC)
     # Only after the commit: a crash before this line leaves marked files in place, and the
     # next drain archives them without reading them again.
     result.archived = archive(ingested, directory)
