@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -272,6 +273,16 @@ def _drain_once(
     return stale + segment_paths + gap_paths
 
 
+def _remove_stale_scratch(directory: Path, older_than: float = 3600) -> None:
+    """Scratch directories of drains killed mid-way (a live drain's is minutes old at most)."""
+    for scratch in directory.glob(".drain-*"):
+        try:
+            if time.time() - scratch.stat().st_mtime > older_than:
+                shutil.rmtree(scratch, ignore_errors=True)
+        except FileNotFoundError:
+            pass
+
+
 def drain(
     conn: duckdb.DuckDBPyConnection,
     directory: str | Path,
@@ -283,6 +294,7 @@ def drain(
     the retention. `before_commit` runs inside the transaction (tests inject faults there)."""
     started = time.perf_counter()
     directory = Path(directory)
+    _remove_stale_scratch(directory)
     result = DrainResult()
     for attempt in range(1, max_attempts + 1):
         result = DrainResult(attempts=attempt)
