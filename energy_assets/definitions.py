@@ -10,7 +10,12 @@ from energy_assets.trades import definitions as trades
 from energy_assets.warehouse import warehouse_resource
 
 defs = dg.Definitions.merge(
-    dg.Definitions(resources={"warehouse": warehouse_resource(settings())}),
+    dg.Definitions(
+        resources={"warehouse": warehouse_resource(settings())},
+        # Every step here is small next to a process start (~3-4 s): runs launched from the UI,
+        # by automation or backfills execute their steps in the run's own process.
+        executor=dg.in_process_executor,
+    ),
     trades.defs,
     prices.defs,
     exposure.defs,
