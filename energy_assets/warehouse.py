@@ -48,5 +48,22 @@ def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDB
         conn.close()
 
 
+def current_catalog(conn: duckdb.DuckDBPyConnection) -> str:
+    """The catalog DuckDB named after the open file. A file named `energy.duckdb` is a
+    catalog called `energy`, like the schema, which makes a bare `energy.<table>` ambiguous
+    to DuckDB ("Ambiguous reference to catalog or schema"): every table name is qualified."""
+    return conn.execute("SELECT current_database()").fetchone()[0]
+
+
+def catalog_prefix(catalog: str) -> str:
+    """`"<catalog>".`, to put before `energy.<table>`."""
+    return '"' + catalog.replace('"', '""') + '".'
+
+
+def qualified(conn: duckdb.DuckDBPyConnection, table: str) -> str:
+    """`"<catalog>".energy.<table>` for the open file (see `current_catalog`)."""
+    return f"{catalog_prefix(current_catalog(conn))}{SCHEMA}.{table}"
+
+
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")

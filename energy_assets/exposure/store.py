@@ -40,7 +40,7 @@ from energy_assets.exposure.positions import (
     pnl_attribution,
     roll_up,
 )
-from energy_assets.warehouse import SCHEMA, ensure_schema
+from energy_assets.warehouse import SCHEMA, catalog_prefix, current_catalog, ensure_schema
 
 EXPOSURE = f"{SCHEMA}.trader_exposure"
 DAILY = f"{SCHEMA}.trader_exposure_daily"
@@ -75,8 +75,8 @@ class Tables:
     @classmethod
     def of(cls, conn: duckdb.DuckDBPyConnection, catalog: str | None = None) -> Tables:
         if catalog is None:
-            catalog = conn.execute("SELECT current_database()").fetchone()[0]
-        prefix = '"' + catalog.replace('"', '""') + '".'
+            catalog = current_catalog(conn)
+        prefix = catalog_prefix(catalog)
         names = (
             EXPOSURE,
             DAILY,

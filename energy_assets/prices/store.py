@@ -9,17 +9,11 @@ import duckdb
 import polars as pl
 
 from energy_assets.prices.client import ReferencePrice
-from energy_assets.warehouse import SCHEMA, ensure_schema
+from energy_assets.warehouse import ensure_schema
+from energy_assets.warehouse import qualified as table
 
 CURRENT = "reference_prices"
 REVISIONS = "reference_price_revisions"
-
-
-def table(conn: duckdb.DuckDBPyConnection, name: str) -> str:
-    """`"catalog".energy.name`: fully qualified, because a file named `energy.duckdb` makes a
-    catalog `energy` and `energy.name` alone is then ambiguous."""
-    catalog = conn.execute("SELECT current_database()").fetchone()[0]
-    return f'"{catalog}".{SCHEMA}.{name}'
 
 
 _COLUMNS = """

@@ -29,7 +29,7 @@ from energy_assets.trades.buffer import (
     sealed_files,
 )
 from energy_assets.trades.deal import FIELDS
-from energy_assets.warehouse import SCHEMA, ensure_schema
+from energy_assets.warehouse import SCHEMA, catalog_prefix, current_catalog, ensure_schema
 
 RAW_TRADES = f"{SCHEMA}.raw_trades"
 FEED_GAPS = f"{SCHEMA}.feed_gaps"
@@ -48,8 +48,7 @@ class Tables:
 
     @classmethod
     def of(cls, conn: duckdb.DuckDBPyConnection) -> Tables:
-        catalog = conn.execute("SELECT current_database()").fetchone()[0]
-        prefix = '"' + catalog.replace('"', '""') + '".'
+        prefix = catalog_prefix(current_catalog(conn))
         return cls(prefix + RAW_TRADES, prefix + FEED_GAPS, prefix + CAPTURE_SEGMENTS)
 
 
