@@ -49,7 +49,8 @@ def empty_hourly(context) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"partitions": len(context.partition_keys)})
 
 
-defs = dg.Definitions(assets=[empty_hourly])
+# The project's executor, so that the floor and the figures pay the same run overhead.
+defs = dg.Definitions(assets=[empty_hourly], executor=dg.in_process_executor)
 '''
 
 
@@ -258,6 +259,28 @@ def measure_under_budget(root: Path, minutes: float, seed: int = 5) -> None:
             f"schedule: {slots} slot runs, {len(latencies)} hour revisions; publication -> DuckDB "
             f"p50 {latencies[len(latencies) // 2]:.1f} s, p95 {p95:.1f} s, max {latencies[-1]:.1f} s (goal p95 <= 60 s)"
         )
+    # The vendor's hour window binds after ~20 min of backfill: in every full 3,600-s window
+    # that starts once the hour budget is in force, the backfill should take what the schedule
+    # left (goal >= 90 %). Windows step by a minute; the worst one is reported.
+    shares = []
+    window_start = started + 20 * 60
+    while window_start + 3600 <= ended:
+        in_window = [(ts, p) for ts, p in rows if window_start <= ts < window_start + 3600]
+        w_fresh = sum(1 for _, p in in_window if p == "fresh")
+        w_bulk = len(in_window) - w_fresh
+        shares.append((w_bulk / (1000 - w_fresh), window_start, w_fresh, w_bulk))
+        window_start += 60
+    if shares:
+        worst = min(shares)
+        best = max(shares)
+        print(
+            f"hour windows from minute 20 on ({len(shares)}): backfill took "
+            f"{worst[0]:.1%} (worst: {worst[3]} backfill + {worst[2]} schedule, window from "
+            f"minute {(worst[1] - started) / 60:.0f}) to {best[0]:.1%} of the 1,000 - schedule "
+            f"the vendor's hour left (goal >= 90 %)"
+        )
+    else:
+        print("no full hour window after minute 20: run with --daemon-minutes >= 80")
     capacity_left = 50 * span_min - len(fresh)
     print(
         f"backfill: {len(bulk)} requests = {len(bulk) / span_min:.1f}/min; "
@@ -342,6 +365,12 @@ def main() -> int:
         "--per-run", type=int, default=0, help="also time this many one-partition runs, scaled"
     )
     parser.add_argument(
+        "--planned-subset",
+        action="store_true",
+        help="set DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1 for every run (floor included): "
+        "one 'planned' event per run instead of one per partition",
+    )
+    parser.add_argument(
         "--daemon-minutes",
         type=float,
         default=0,
@@ -363,8 +392,11 @@ def main() -> int:
             measure_under_budget(Path(tmp), args.daemon_minutes)
         return 0
 
+    if args.planned_subset:
+        os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "1"
     print(
-        f"# {args.hours} hourly partitions, playground latency {args.latency * 1000:.0f} ms, budget lifted"
+        f"# {args.hours} hourly partitions, playground latency {args.latency * 1000:.0f} ms, "
+        f"budget lifted, planned events {'one per run' if args.planned_subset else 'one per partition'}"
     )
     with (
         tempfile.TemporaryDirectory(prefix="bench-prices-") as tmp,

@@ -166,7 +166,7 @@ def positions(
     return mark(book(trades), prices).sort(PERIOD_KEY).collect()
 
 
-def _totals(exposure: pl.DataFrame | pl.LazyFrame, key: list[str]) -> pl.DataFrame:
+def _totals(exposure: pl.DataFrame | pl.LazyFrame, key: list[str]) -> pl.LazyFrame:
     priced = pl.col("reference_price").is_not_null()
     return (
         _lazy(exposure)
@@ -189,7 +189,6 @@ def _totals(exposure: pl.DataFrame | pl.LazyFrame, key: list[str]) -> pl.DataFra
         )
         .select(*key, *TOTAL_COLUMNS)
         .sort(key)
-        .collect()
     )
 
 
@@ -199,11 +198,16 @@ def trader_totals(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     `pnl_eur`, `exposure_eur` and `gross_exposure_eur` (Σ |exposure_eur|) add up the priced
     periods only; `unpriced_periods` and `unpriced_net_mwh` say what they leave out.
     """
-    return _totals(exposure, ["trader_id"])
+    return _totals(exposure, ["trader_id"]).collect()
 
 
 def daily_totals(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Per trader and delivery day; same columns and rules as `trader_totals`."""
+    return daily_totals_plan(exposure).collect()
+
+
+def daily_totals_plan(exposure: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """`daily_totals`, not yet computed: a step of a larger plan collected at once."""
     return _totals(exposure, ["trader_id", "delivery_day"])
 
 
@@ -212,6 +216,11 @@ def roll_up(daily: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 
     Every total column is a sum over periods, so it adds up across days; PnL and exposure
     stay null for a trader none of whose days has a priced period."""
+    return roll_up_plan(daily).collect()
+
+
+def roll_up_plan(daily: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """`roll_up`, not yet computed."""
     additive = ["periods", "unpriced_periods", "trades", "bought_mwh", "sold_mwh", "net_mwh"]
     priced_only = ["pnl_eur", "exposure_eur", "gross_exposure_eur"]
     return (
@@ -228,7 +237,6 @@ def roll_up(daily: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         )
         .select("trader_id", *TOTAL_COLUMNS)
         .sort("trader_id")
-        .collect()
     )
 
 
@@ -261,6 +269,16 @@ def pnl_attribution(
     `net_mwh` (only the periods that may have changed are needed); `prices_*` carry
     `delivery_day`, `delivery_hour`, `reference_price`.
     """
+    return pnl_attribution_plan(before, after, prices_before, prices_after).collect()
+
+
+def pnl_attribution_plan(
+    before: pl.DataFrame | pl.LazyFrame,
+    after: pl.DataFrame | pl.LazyFrame,
+    prices_before: pl.DataFrame | pl.LazyFrame,
+    prices_after: pl.DataFrame | pl.LazyFrame,
+) -> pl.LazyFrame:
+    """`pnl_attribution`, not yet computed."""
     cols = [*PERIOD_KEY, "trades", "cash_eur", "net_mwh"]
     slot = ["delivery_day", "delivery_hour"]
     old = _lazy(before).select(cols)
@@ -295,5 +313,4 @@ def pnl_attribution(
             (old_at_r1 - old_at_r0).sum().alias("pnl_change_prices_eur"),
         )
         .sort("trader_id")
-        .collect()
     )

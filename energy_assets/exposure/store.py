@@ -35,10 +35,10 @@ from energy_assets.exposure.positions import (
     PERIOD_KEY,
     TOTAL_COLUMNS,
     book_legs,
-    daily_totals,
+    daily_totals_plan,
     mark,
-    pnl_attribution,
-    roll_up,
+    pnl_attribution_plan,
+    roll_up_plan,
 )
 from energy_assets.warehouse import SCHEMA, catalog_prefix, current_catalog, ensure_schema
 
@@ -193,10 +193,12 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection) -> Tables:
 
 
 def _ensure(conn: duckdb.DuckDBPyConnection) -> tuple[Tables, set[str]]:
+    # duckdb_tables() rather than information_schema: the same answer in half the time, and
+    # every refresh asks.
     catalog, names = conn.execute(
         f"""SELECT current_database(), list(table_name) FILTER (
-                WHERE table_catalog = current_database() AND table_schema = {text_literal(SCHEMA)})
-            FROM information_schema.tables"""
+                WHERE database_name = current_database() AND schema_name = {text_literal(SCHEMA)})
+            FROM duckdb_tables()"""
     ).fetchone()
     t = Tables.of(conn, catalog)
     present = set(names or [])
@@ -320,20 +322,20 @@ def _changed_price_days(
 
 def _prices_now(
     conn: duckdb.DuckDBPyConnection, t: Tables, days: list[date], have_prices: bool
-) -> pl.DataFrame:
+) -> pl.LazyFrame:
     """The latest price of every hour of `days`."""
     if not days or not have_prices:
-        return pl.DataFrame(schema=_PRICE_SCHEMA)
+        return pl.LazyFrame(schema=_PRICE_SCHEMA)
     rows = conn.execute(_latest_prices(t, _days_filter(days)))
-    return rows.pl().cast(_PRICE_SCHEMA)
+    return rows.pl().lazy().cast(_PRICE_SCHEMA)
 
 
-def _prices_used(conn: duckdb.DuckDBPyConnection, t: Tables, days: list[date]) -> pl.DataFrame:
+def _prices_used(conn: duckdb.DuckDBPyConnection, t: Tables, days: list[date]) -> pl.LazyFrame:
     """The price of every hour of `days` as the previous refresh used it."""
     if not days:
-        return pl.DataFrame(schema=_PRICE_SCHEMA)
+        return pl.LazyFrame(schema=_PRICE_SCHEMA)
     rows = conn.execute(f"SELECT * FROM {t.prices_used} WHERE {_days_filter(days)}")
-    return rows.pl().cast(_PRICE_SCHEMA)
+    return rows.pl().lazy().cast(_PRICE_SCHEMA)
 
 
 #: Σ per leg (period and direction), computed where the trades are; `positions.legs` is the
@@ -393,19 +395,30 @@ def refresh(
     prices_used = _prices_used(conn, t, days)
     old = _read_exposure(conn, t, days)
     legs_frame = read_legs(conn, t, days) if have_trades else pl.DataFrame(schema=_LEGS_SCHEMA)
-    new = mark(book_legs(legs_frame), prices_now).sort(PERIOD_KEY).collect().cast(EXPOSURE_SCHEMA)
-    attribution = pnl_attribution(old, new, prices_used, prices_now)
-    daily_new = daily_totals(new)
-    daily = (
+    daily_before = conn.execute(f"SELECT * FROM {t.daily}").pl()
+    # One plan, collected at once on the in-memory engine: the frames of a small update are a
+    # few hundred rows, where polars' fixed cost per query is what counts, and polars 2's
+    # default (streaming) engine pays 2-3x more of it (13.5 vs 5.8 ms for these five frames).
+    new_plan = mark(book_legs(legs_frame), prices_now).sort(PERIOD_KEY).cast(EXPOSURE_SCHEMA)
+    daily_new_plan = daily_totals_plan(new_plan)
+    daily_plan = (
         pl.concat(
-            [conn.execute(f"SELECT * FROM {t.daily}").pl().filter(~_is_in(days)), daily_new],
-            how="vertical_relaxed",
+            [daily_before.lazy().filter(~_is_in(days)), daily_new_plan], how="vertical_relaxed"
         )
         .sort("trader_id", "delivery_day")
-        .select(daily_new.columns)
+        .select("trader_id", "delivery_day", *TOTAL_COLUMNS)
     )
-    totals = roll_up(daily)
-    history = _history_rows(totals, attribution, snapshot_at, run_id, len(days))
+    totals_plan = roll_up_plan(daily_plan)
+    history_plan = _history_plan(
+        totals_plan,
+        pnl_attribution_plan(old, new_plan, prices_used, prices_now),
+        snapshot_at,
+        run_id,
+        len(days),
+    )
+    new, daily_new, daily, totals, history = pl.collect_all(
+        [new_plan, daily_new_plan, daily_plan, totals_plan, history_plan], engine="in-memory"
+    )
 
     # One script in one transaction: fewer round trips, and all or nothing.
     script = []
@@ -456,11 +469,7 @@ def refresh(
         conn.execute("BEGIN TRANSACTION")
         try:
             conn.execute(";\n".join(script))
-            largest = conn.execute(
-                f"""SELECT * FROM {t.exposure} WHERE exposure_eur IS NOT NULL
-                    ORDER BY abs(exposure_eur) DESC, trader_id, delivery_day, delivery_hour
-                    LIMIT {LARGEST}"""
-            ).pl()
+            largest = _largest(conn, t)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -484,24 +493,43 @@ def refresh(
     )
 
 
-def _read_exposure(conn: duckdb.DuckDBPyConnection, t: Tables, days: list[date]) -> pl.DataFrame:
+def _largest(conn: duckdb.DuckDBPyConnection, t: Tables) -> pl.DataFrame:
+    """The LARGEST periods by |exposure_eur| (ties by period).
+
+    In two steps: the LARGEST-th |exposure| alone is a cheap top-N over one column, and the
+    rows at or above it are few; a single ORDER BY over every column of every period cost
+    twice as much (4.5 ms of a 37 ms refresh at 10 M trades)."""
+    threshold = conn.execute(
+        f"""SELECT abs(exposure_eur) AS size FROM {t.exposure} WHERE exposure_eur IS NOT NULL
+            ORDER BY size DESC LIMIT 1 OFFSET {LARGEST - 1}"""
+    ).fetchone()
+    # The text form of a float round-trips exactly (repr), NaN and infinities included.
+    at_least = f"abs(exposure_eur) >= '{threshold[0]!r}'::DOUBLE" if threshold else "true"
+    return conn.execute(
+        f"""SELECT * FROM {t.exposure} WHERE exposure_eur IS NOT NULL AND {at_least}
+            ORDER BY abs(exposure_eur) DESC, trader_id, delivery_day, delivery_hour
+            LIMIT {LARGEST}"""
+    ).pl()
+
+
+def _read_exposure(conn: duckdb.DuckDBPyConnection, t: Tables, days: list[date]) -> pl.LazyFrame:
     if not days:
-        return pl.DataFrame(schema=EXPOSURE_SCHEMA)
+        return pl.LazyFrame(schema=EXPOSURE_SCHEMA)
     rows = conn.execute(f"SELECT * FROM {t.exposure} WHERE {_days_filter(days)}").pl()
-    return rows.cast(EXPOSURE_SCHEMA)
+    return rows.lazy().cast(EXPOSURE_SCHEMA)
 
 
 def _is_in(days: list[date]) -> pl.Expr:
-    return pl.col("delivery_day").is_in(pl.Series(days, dtype=pl.Date))
+    return pl.col("delivery_day").is_in(pl.Series(days, dtype=pl.Date).implode())
 
 
-def _history_rows(
-    totals: pl.DataFrame,
-    attribution: pl.DataFrame,
+def _history_plan(
+    totals: pl.LazyFrame,
+    attribution: pl.LazyFrame,
     snapshot_at: datetime,
     run_id: str,
     days_recomputed: int,
-) -> pl.DataFrame:
+) -> pl.LazyFrame:
     change_columns = [
         "new_trades",
         "pnl_change_eur",

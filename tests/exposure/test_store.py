@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
@@ -228,3 +229,30 @@ def test_marks_kept_on_the_fast_path_match_a_scan(book):
     rescan = refresh(book)
     assert rescan.detection == "scan"
     assert rescan.days_recomputed == 0
+
+
+def test_largest_exposures_are_the_top_of_the_whole_table_ties_included(warehouse):
+    # 14 priced periods over two days (more than LARGEST), sizes with ties, one unpriced.
+    hours = [f"{h:02d}-{h + 1:02d}" for h in range(7)]
+    for day in (MON, TUE):
+        for i, hour in enumerate(hours):
+            warehouse.trade("alice", day, hour, "buy", 1.0 + i % 3, 40.0)
+            warehouse.trade("bob", day, hour, "sell", 2.0, 41.0)
+            warehouse.price(day, hour, 50.0 if i % 2 else -50.0)
+    warehouse.trade("carol", TUE, "20-21", "buy", 99.0, 10.0)  # no price: never "largest"
+    result = refresh(warehouse)
+    with warehouse.connect() as conn:
+        everything = conn.execute(f"SELECT * FROM {q('trader_exposure')}").pl()
+    expected = (
+        everything.drop_nulls("exposure_eur")
+        .with_columns(size=pl.col("exposure_eur").abs())
+        .sort(
+            ["size", "trader_id", "delivery_day", "delivery_hour"],
+            descending=[True, False, False, False],
+        )
+        .drop("size")
+        .head(store.LARGEST)
+    )
+    assert everything.height == 29 and result.largest.height == store.LARGEST
+    assert_frame_equal(result.largest, expected)
+    assert "carol" not in result.largest["trader_id"].to_list()
