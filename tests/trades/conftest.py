@@ -240,9 +240,19 @@ def listener_process(tmp_path: Path) -> Iterator:
 
 
 def captured_ids(directory: Path) -> list[str]:
-    """Deal ids in the buffer, sealed or open (torn lines skipped), in capture order."""
+    """Deal ids in the buffer, sealed or open (torn lines skipped), in capture order.
+
+    The listener seals a segment by renaming `.jsonl.open` to `.jsonl`; one sealed between
+    listing the folder and reading it is read again under its new name."""
+    while True:
+        try:
+            return _read_ids(directory / "segments")
+        except FileNotFoundError:
+            continue
+
+
+def _read_ids(folder: Path) -> list[str]:
     ids = []
-    folder = directory / "segments"
     for path in sorted(folder.glob("*.jsonl*")):
         for line in path.read_bytes().split(b"\n"):
             try:
