@@ -1,10 +1,13 @@
 """`reference_prices`: the vendor's reference price of each delivery hour, in DuckDB.
 
-A graph-backed asset of three steps, so that the DuckDB pool (one step at a time across the
-whole instance) is held only while DuckDB is open, never while the vendor is being waited on:
+A graph-backed asset of four steps, so that the DuckDB pool (one step at a time across the
+whole instance) is held only while DuckDB is open, never while the vendor is being waited on
+nor while Dagster records the run's materialisations:
 
-    plan_price_fetch (pool)  -> fetch_reference_prices (no pool) -> store_reference_prices (pool)
-    which hours have trades     HTTP, concurrent, budgeted          one transaction
+    plan_price_fetch (pool)    which hours have trades
+    fetch_reference_prices     HTTP, concurrent, budgeted
+    store_reference_prices     (pool) one transaction
+    report_reference_prices    one materialisation event per partition
 """
 
 import time
@@ -118,11 +121,21 @@ def _key_of(price: ReferencePrice) -> str:
     return delivery_to_partition_key(price.delivery_day, price.delivery_hour)
 
 
-@dg.op(pool=DUCKDB_POOL, out=dg.Out(dg.Nothing))
+@dataclass
+class StoredPrices:
+    """What the store step hands to the step that reports the materialisations."""
+
+    keys: list[str]
+    metadata: dict
+    errors: dict[str, str]
+    values: dict[str, tuple[float, str, str]]  # key -> (value, unit, last_update)
+
+
+@dg.op(pool=DUCKDB_POOL, out=dg.Out(StoredPrices))
 def store_reference_prices(
     context: dg.OpExecutionContext, warehouse: DuckDBResource, fetched: FetchedPrices
-):
-    """Write the fetched prices in one transaction; fail naming the hours that failed."""
+) -> StoredPrices:
+    """Write the fetched prices in one transaction (the only time this step holds the pool)."""
     with warehouse.get_connection() as conn:
         stored = store_prices(conn, fetched.prices)
     values = [p.value for p in fetched.prices]
@@ -137,32 +150,43 @@ def store_reference_prices(
         "budget_wait_s": round(fetched.budget_wait_s, 3),
         "fetch_s": round(fetched.fetch_s, 3),
     }
-    metadata = {k: v for k, v in metadata.items() if v is not None}
-    if not fetched.errors:
-        yield dg.Output(None, metadata=metadata)
+    context.log.info(f"stored {len(fetched.prices)} hours, {stored.new_revisions} new revisions")
+    return StoredPrices(
+        keys=[_key_of(price) for price in fetched.prices],
+        metadata={k: v for k, v in metadata.items() if v is not None},
+        errors=fetched.errors,
+        values={_key_of(p): (p.value, p.unit, p.last_update.isoformat()) for p in fetched.prices},
+    )
+
+
+@dg.op(out=dg.Out(dg.Nothing))
+def report_reference_prices(stored: StoredPrices):
+    """Report what was stored; fail naming the hours that failed.
+
+    A step of its own, outside the DuckDB pool: Dagster records one materialisation event per
+    partition here (~8 ms each: a minute for a year), and the trade drains need the pool."""
+    if not stored.errors:
+        yield dg.Output(None, metadata=stored.metadata)
         return
     # Partial failure: the hours that were fetched are stored and reported materialised one by
     # one; the failed ones get no materialisation, so the failed run leaves them failed
     # (missing) in Dagster's eyes and a re-run of the failed partitions fetches just them.
-    for price in fetched.prices:
+    for key in stored.keys:
+        value, unit, last_update = stored.values[key]
         yield dg.AssetMaterialization(
             asset_key=ASSET_KEY,
-            partition=_key_of(price),
-            metadata={
-                "value": price.value,
-                "unit": price.unit,
-                "last_update": price.last_update.isoformat(),
-            },
+            partition=key,
+            metadata={"value": value, "unit": unit, "last_update": last_update},
         )
-    failed = sorted(fetched.errors)
-    detail = "\n".join(f"{key}: {fetched.errors[key]}" for key in failed[:50])
+    failed = sorted(stored.errors)
+    detail = "\n".join(f"{key}: {stored.errors[key]}" for key in failed[:50])
     raise dg.Failure(
         description=(
-            f"{len(failed)} of {len(failed) + len(fetched.prices)} reference-price partitions "
+            f"{len(failed)} of {len(failed) + len(stored.keys)} reference-price partitions "
             f"failed after their retries: {', '.join(failed[:20])}"
             f"{' …' if len(failed) > 20 else ''}\n{detail}"
         ),
-        metadata={**metadata, "failed_partitions": dg.MetadataValue.json(failed)},
+        metadata={**stored.metadata, "failed_partitions": dg.MetadataValue.json(failed)},
     )
 
 
@@ -180,4 +204,6 @@ def reference_prices():
     2023-02-20, hour 15-16 (UTC). A range is fetched concurrently in one run and written in
     one transaction; re-fetched every 10 minutes for the open hours by
     `reference_prices_schedule`."""
-    return store_reference_prices(fetch_reference_prices(plan_price_fetch()))
+    return report_reference_prices(
+        store_reference_prices(fetch_reference_prices(plan_price_fetch()))
+    )

@@ -181,3 +181,28 @@ def test_a_scheduled_run_waits_for_publication_and_spends_fresh_budget(
         assert conn.execute("SELECT priority, count(*) FROM requests GROUP BY 1").fetchall() == [
             ("fresh", hours)
         ]
+
+
+def test_materialisations_are_recorded_outside_the_duckdb_pool(
+    scripted_market_data, dagster_home, tmp_path
+):
+    # Dagster writes one event per partition (a minute for a year); the trade drains wait for
+    # the `duckdb` pool, so the step that holds it must be done by then.
+    vendor = scripted_market_data("/v1")
+    db = str(tmp_path / "energy.duckdb")
+    result = run_range(vendor.url, db, "2023-03-01-00:00", "2023-03-01-05:00")
+    assert result.success
+    steps = {
+        event.step_key
+        for event in result.all_events
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+    }
+    assert steps == {"reference_prices.report_reference_prices"}
+    pools = {op.name: op.pool for op in reference_prices.node_def.node_defs}
+    assert pools == {
+        "plan_price_fetch": "duckdb",
+        "fetch_reference_prices": None,
+        "store_reference_prices": "duckdb",
+        "report_reference_prices": None,
+    }
+    assert len(rows(db)) == 6
