@@ -125,10 +125,9 @@ def _key_of(price: ReferencePrice) -> str:
 class StoredPrices:
     """What the store step hands to the step that reports the materialisations."""
 
-    keys: list[str]
+    prices: list[ReferencePrice]
     metadata: dict
     errors: dict[str, str]
-    values: dict[str, tuple[float, str, str]]  # key -> (value, unit, last_update)
 
 
 @dg.op(pool=DUCKDB_POOL, out=dg.Out(StoredPrices))
@@ -152,10 +151,9 @@ def store_reference_prices(
     }
     context.log.info(f"stored {len(fetched.prices)} hours, {stored.new_revisions} new revisions")
     return StoredPrices(
-        keys=[_key_of(price) for price in fetched.prices],
+        prices=fetched.prices,
         metadata={k: v for k, v in metadata.items() if v is not None},
         errors=fetched.errors,
-        values={_key_of(p): (p.value, p.unit, p.last_update.isoformat()) for p in fetched.prices},
     )
 
 
@@ -171,18 +169,21 @@ def report_reference_prices(stored: StoredPrices):
     # Partial failure: the hours that were fetched are stored and reported materialised one by
     # one; the failed ones get no materialisation, so the failed run leaves them failed
     # (missing) in Dagster's eyes and a re-run of the failed partitions fetches just them.
-    for key in stored.keys:
-        value, unit, last_update = stored.values[key]
+    for price in stored.prices:
         yield dg.AssetMaterialization(
             asset_key=ASSET_KEY,
-            partition=key,
-            metadata={"value": value, "unit": unit, "last_update": last_update},
+            partition=_key_of(price),
+            metadata={
+                "value": price.value,
+                "unit": price.unit,
+                "last_update": price.last_update.isoformat(),
+            },
         )
     failed = sorted(stored.errors)
     detail = "\n".join(f"{key}: {stored.errors[key]}" for key in failed[:50])
     raise dg.Failure(
         description=(
-            f"{len(failed)} of {len(failed) + len(stored.keys)} reference-price partitions "
+            f"{len(failed)} of {len(failed) + len(stored.prices)} reference-price partitions "
             f"failed after their retries: {', '.join(failed[:20])}"
             f"{' …' if len(failed) > 20 else ''}\n{detail}"
         ),
