@@ -30,6 +30,7 @@ import duckdb
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from energy_assets.operations.instance import INSTANCE_ENVIRONMENT  # noqa: E402
 from energy_assets.playground.server import MarketDataOptions, Playground  # noqa: E402
 from energy_assets.prices.store import table  # noqa: E402
 
@@ -365,10 +366,10 @@ def main() -> int:
         "--per-run", type=int, default=0, help="also time this many one-partition runs, scaled"
     )
     parser.add_argument(
-        "--planned-subset",
+        "--planned-per-partition",
         action="store_true",
-        help="set DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1 for every run (floor included): "
-        "one 'planned' event per run instead of one per partition",
+        help="every run (floor included) with Dagster's default of one 'planned' event per "
+        "partition, instead of the project's one per run (INSTANCE_ENVIRONMENT)",
     )
     parser.add_argument(
         "--daemon-minutes",
@@ -383,6 +384,10 @@ def main() -> int:
         help="instead: simulate the budget's policy (fake clock) over this many hours",
     )
     args = parser.parse_args()
+    # Every Dagster process here (the floor's included) records run plans the same way: the
+    # project's way unless told otherwise.
+    for name, value in INSTANCE_ENVIRONMENT.items():
+        os.environ[name] = "0" if args.planned_per_partition else value
     if args.simulate_hours:
         with tempfile.TemporaryDirectory(prefix="bench-prices-") as tmp:
             simulate_budget(args.simulate_hours, Path(tmp))
@@ -392,11 +397,10 @@ def main() -> int:
             measure_under_budget(Path(tmp), args.daemon_minutes)
         return 0
 
-    if args.planned_subset:
-        os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "1"
     print(
         f"# {args.hours} hourly partitions, playground latency {args.latency * 1000:.0f} ms, "
-        f"budget lifted, planned events {'one per run' if args.planned_subset else 'one per partition'}"
+        f"budget lifted, planned events "
+        f"{'one per partition' if args.planned_per_partition else 'one per run'}"
     )
     with (
         tempfile.TemporaryDirectory(prefix="bench-prices-") as tmp,

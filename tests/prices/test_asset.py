@@ -141,6 +141,18 @@ def test_partial_failure_names_the_failed_hours_and_keeps_the_good_ones(
         status = get_and_update_asset_status_cache_value(instance, ASSET_KEY, PARTITIONS)
         failed = status.deserialize_failed_partition_subsets(PARTITIONS).get_partition_keys()
     assert set(failed) == {"2023-03-01-02:00", "2023-03-01-04:00"}
+    # The run's plan is one event for its range (the project's instance setting); the failed
+    # hours' own planned attempts are what marks them failed.
+    planned = [
+        e.dagster_event.event_specific_data
+        for e in instance.all_logs(result.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION_PLANNED"
+    ]
+    assert [p.partitions_subset is not None for p in planned].count(True) == 1
+    assert sorted(p.partition for p in planned if p.partition) == [
+        "2023-03-01-02:00",
+        "2023-03-01-04:00",
+    ]
     # Re-running just the failed hours fills them in.
     assert run_range(vendor.url, db, "2023-03-01-02:00", "2023-03-01-02:00").success
     assert run_range(vendor.url, db, "2023-03-01-04:00", "2023-03-01-04:00").success
