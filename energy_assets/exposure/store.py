@@ -15,13 +15,22 @@ the previous refresh used, and recomputes only the delivery days that changed:
 
 The affected days' trades are summed per leg in SQL next to the data (`LEGS_SQL`: count,
 Σ quantity, Σ quantity·price), so millions of deals never cross into Python; the position
-maths is `positions.book_legs` and `positions.mark`. Totals are rebuilt from the exposure
-rows (one per trader and period: small). Everything is written in one transaction, so a
-reader sees the previous refresh or this one, never half of it.
+maths is `positions.book_legs` and `positions.mark`. The per-trader totals table is a view
+summing the daily totals (one row per trader and day: small). The largest positions come from
+`energy.trader_exposure_top`, the LARGEST of each delivery day, rewritten with the day: the
+overall LARGEST are among them, so no refresh sorts the whole exposure table. Everything is
+written in one transaction, so a reader sees the previous refresh or this one, never half of
+it.
+
+A small update costs what its statements cost (a few tenths of a millisecond each, whatever
+the rows), so the usual refresh counts them: one finds what changed (`_detect_sql`), one
+reads the inputs of the changed days and what it keeps of the others, one script writes; small
+frames go into that script as literals rather than through Arrow.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -49,6 +58,7 @@ HISTORY = f"{SCHEMA}.trader_pnl_history"
 TRADE_MARKS = f"{SCHEMA}.trader_exposure_trade_marks"
 PRICES_USED = f"{SCHEMA}.trader_exposure_prices"
 STATE = f"{SCHEMA}.trader_exposure_state"
+TOP = f"{SCHEMA}.trader_exposure_top"
 RAW_TRADES = f"{SCHEMA}.raw_trades"
 REFERENCE_PRICES = f"{SCHEMA}.reference_prices"
 FEED_GAPS = f"{SCHEMA}.feed_gaps"
@@ -68,6 +78,7 @@ class Tables:
     trade_marks: str
     prices_used: str
     state: str
+    top: str
     raw_trades: str
     reference_prices: str
     feed_gaps: str
@@ -85,6 +96,7 @@ class Tables:
             TRADE_MARKS,
             PRICES_USED,
             STATE,
+            TOP,
             RAW_TRADES,
             REFERENCE_PRICES,
             FEED_GAPS,
@@ -117,6 +129,11 @@ def timestamp_literal(value: datetime) -> str:
     return f"TIMESTAMPTZ '{value.isoformat()}'"
 
 
+#: How many of the largest positions a refresh reports.
+LARGEST = 10
+#: The order of "largest": |exposure_eur| first, ties by period (`_by_size` in polars).
+_BY_SIZE = "abs(exposure_eur) DESC, trader_id, delivery_day, delivery_hour"
+
 _TOTALS_DDL = """
     periods BIGINT, unpriced_periods BIGINT, trades BIGINT, bought_mwh DOUBLE, sold_mwh DOUBLE,
     net_mwh DOUBLE, cash_eur DOUBLE, pnl_eur DOUBLE, exposure_eur DOUBLE,
@@ -131,7 +148,9 @@ def _ddl(t: Tables) -> list[str]:
         bought_mwh DOUBLE, sold_mwh DOUBLE, net_mwh DOUBLE, buy_vwap DOUBLE, sell_vwap DOUBLE,
         cash_eur DOUBLE, reference_price DOUBLE, pnl_eur DOUBLE, exposure_eur DOUBLE)""",
         f"CREATE TABLE IF NOT EXISTS {t.daily} (trader_id VARCHAR, delivery_day DATE, {_TOTALS_DDL})",
-        f"CREATE TABLE IF NOT EXISTS {t.totals} (trader_id VARCHAR, {_TOTALS_DDL})",
+        # Totals per trader are the roll-up of the daily totals: a view, so no refresh writes
+        # them (and they cannot disagree with the daily rows).
+        f"CREATE OR REPLACE VIEW {t.totals} AS {_others_sql(t, 'true')} ORDER BY trader_id",
         f"""CREATE TABLE IF NOT EXISTS {t.history} (
         snapshot_at TIMESTAMPTZ, run_id VARCHAR, trader_id VARCHAR, trades BIGINT,
         net_mwh DOUBLE, cash_eur DOUBLE, pnl_eur DOUBLE, exposure_eur DOUBLE,
@@ -145,6 +164,11 @@ def _ddl(t: Tables) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS {t.prices_used} (
         delivery_day DATE, delivery_hour VARCHAR, reference_price DOUBLE,
         PRIMARY KEY (delivery_day, delivery_hour))""",
+        # Filled from the exposure table when created, so that a database from before this
+        # table gets the same rows a refresh would have written.
+        f"""CREATE TABLE IF NOT EXISTS {t.top} AS SELECT * FROM {t.exposure}
+        WHERE exposure_eur IS NOT NULL
+        QUALIFY row_number() OVER (PARTITION BY delivery_day ORDER BY {_BY_SIZE}) <= {LARGEST}""",
     ]
 
 
@@ -165,8 +189,6 @@ HISTORY_COLUMNS = [
     "pnl_change_prices_eur",
     "days_recomputed",
 ]
-#: How many of the largest positions a refresh reports.
-LARGEST = 10
 _PRICE_SCHEMA = {"delivery_day": pl.Date, "delivery_hour": pl.String, "reference_price": pl.Float64}
 
 
@@ -181,7 +203,7 @@ class RefreshResult:
     detection: str
     largest: pl.DataFrame = field(repr=False)
     totals: pl.DataFrame = field(repr=False)
-    daily: pl.DataFrame = field(repr=False)
+    daily_recomputed: pl.DataFrame = field(repr=False)  # the recomputed days' daily totals
     history: pl.DataFrame = field(repr=False)
     missing_inputs: list[str]
     seconds: float
@@ -195,15 +217,19 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection) -> Tables:
 def _ensure(conn: duckdb.DuckDBPyConnection) -> tuple[Tables, set[str]]:
     # duckdb_tables() rather than information_schema: the same answer in half the time, and
     # every refresh asks.
-    catalog, names = conn.execute(
-        f"""SELECT current_database(), list(table_name) FILTER (
-                WHERE database_name = current_database() AND schema_name = {text_literal(SCHEMA)})
-            FROM duckdb_tables()"""
+    ours = f"database_name = current_database() AND schema_name = {text_literal(SCHEMA)}"
+    catalog, names, views = conn.execute(
+        f"""SELECT current_database(),
+                   (SELECT list(table_name) FROM duckdb_tables() WHERE {ours}),
+                   (SELECT list(view_name) FROM duckdb_views() WHERE {ours})"""
     ).fetchone()
     t = Tables.of(conn, catalog)
     present = set(names or [])
-    if len(present & _OWN_TABLES) < len(_OWN_TABLES):
+    if len(present & _OWN_TABLES) < len(_OWN_TABLES) or _TOTALS_VIEW not in (views or []):
         ensure_schema(conn)
+        if _TOTALS_VIEW in present:
+            # A database from before the totals became a view.
+            conn.execute(f"DROP TABLE {t.totals}")
         for ddl in _ddl(t):
             conn.execute(ddl)
         present = _present(conn, t)
@@ -211,9 +237,9 @@ def _ensure(conn: duckdb.DuckDBPyConnection) -> tuple[Tables, set[str]]:
 
 
 _OWN_TABLES = {
-    name.split(".")[1]
-    for name in (EXPOSURE, DAILY, TOTALS, HISTORY, TRADE_MARKS, PRICES_USED, STATE)
+    name.split(".")[1] for name in (EXPOSURE, DAILY, HISTORY, TRADE_MARKS, PRICES_USED, STATE, TOP)
 }
+_TOTALS_VIEW = TOTALS.split(".")[1]
 
 
 def _present(conn: duckdb.DuckDBPyConnection, t: Tables) -> set[str]:
@@ -309,33 +335,14 @@ def _changed_price_days(
 ) -> list[date]:
     """Days with an hour whose price appeared, vanished or moved since the last refresh."""
     latest = _latest_prices(t) if have_prices else f"SELECT * FROM {t.prices_used} WHERE false"
-    return [
-        r[0]
-        for r in conn.execute(
-            f"""SELECT DISTINCT coalesce(n.delivery_day, u.delivery_day)
-                FROM ({latest}) n FULL OUTER JOIN {t.prices_used} u
-                    USING (delivery_day, delivery_hour)
-                WHERE n.reference_price IS DISTINCT FROM u.reference_price"""
-        ).fetchall()
-    ]
+    return [r[0] for r in conn.execute(_moved_prices_sql(latest, t)).fetchall()]
 
 
-def _prices_now(
-    conn: duckdb.DuckDBPyConnection, t: Tables, days: list[date], have_prices: bool
-) -> pl.LazyFrame:
-    """The latest price of every hour of `days`."""
-    if not days or not have_prices:
-        return pl.LazyFrame(schema=_PRICE_SCHEMA)
-    rows = conn.execute(_latest_prices(t, _days_filter(days)))
-    return rows.pl().lazy().cast(_PRICE_SCHEMA)
-
-
-def _prices_used(conn: duckdb.DuckDBPyConnection, t: Tables, days: list[date]) -> pl.LazyFrame:
-    """The price of every hour of `days` as the previous refresh used it."""
-    if not days:
-        return pl.LazyFrame(schema=_PRICE_SCHEMA)
-    rows = conn.execute(f"SELECT * FROM {t.prices_used} WHERE {_days_filter(days)}")
-    return rows.pl().lazy().cast(_PRICE_SCHEMA)
+def _moved_prices_sql(latest: str, t: Tables) -> str:
+    return f"""SELECT DISTINCT coalesce(n.delivery_day, u.delivery_day) AS delivery_day
+               FROM ({latest}) n FULL OUTER JOIN {t.prices_used} u
+                   USING (delivery_day, delivery_hour)
+               WHERE n.reference_price IS DISTINCT FROM u.reference_price"""
 
 
 #: Σ per leg (period and direction), computed where the trades are; `positions.legs` is the
@@ -378,53 +385,180 @@ def refresh(
     Appends one row per trader to `energy.trader_pnl_history`.
     """
     started = time.perf_counter()
+    if not full:
+        # The usual refresh: every table there, a few new deals or prices since the last one.
+        # A statement costs more than the rows of such an update: one finds what changed,
+        # one reads what the refresh needs (`_read_inputs`), one script writes.
+        try:
+            t = Tables.of(conn)
+            detected = _detect_fast(conn, t)
+            if detected is not None:
+                return _update(conn, t, detected, snapshot_at, run_id, started)
+        except duckdb.CatalogException:
+            # A table is missing (a new database, one from before a table of ours, no
+            # upstream yet); nothing was written. The checked path creates ours.
+            pass
     t, present = _ensure(conn)
     have_trades = RAW_TRADES.split(".")[1] in present
     have_prices = REFERENCE_PRICES.split(".")[1] in present
-    missing = [
-        name for name, ok in ((RAW_TRADES, have_trades), (REFERENCE_PRICES, have_prices)) if not ok
-    ]
+    detected = Detected(
+        _trade_changes(conn, t, have_trades, full),
+        _changed_price_days(conn, t, have_prices),
+        have_trades,
+        have_prices,
+    )
+    return _update(conn, t, detected, snapshot_at, run_id, started, full)
 
-    changes = _trade_changes(conn, t, have_trades, full)
-    price_days = _changed_price_days(conn, t, have_prices)
 
+@dataclass
+class Detected:
+    """What changed since the previous refresh, and which upstream tables exist."""
+
+    changes: TradeChanges
+    price_days: list[date]
+    have_trades: bool = True
+    have_prices: bool = True
+    one_state_row: bool = False  # `trader_exposure_state` holds exactly one row
+
+    @property
+    def missing(self) -> list[str]:
+        inputs = ((RAW_TRADES, self.have_trades), (REFERENCE_PRICES, self.have_prices))
+        return [name for name, ok in inputs if not ok]
+
+
+def _detect_sql(t: Tables) -> str:
+    """`_trade_changes` and `_changed_price_days` of the watermark path, as rows of one query:
+    `state` (the row counts and the watermark), `delta` (per day, the deals since the
+    watermark and the day's previous mark), `moved` (the days with a price that appeared,
+    vanished or moved, and whether they had trades)."""
+    return f"""
+        SELECT 'state' AS part, (SELECT count(*) FROM {t.raw_trades}) AS trades_now,
+               s.trades_total AS trades_before, s.received_watermark AS received
+        FROM (SELECT 1) LEFT JOIN {t.state} s ON true
+        UNION ALL BY NAME
+        SELECT 'delta' AS part, d.delivery_day, d.trades_now, m.trades AS trades_before,
+               d.received, m.last_received_at AS received_before
+        FROM (SELECT delivery_day, count(*) AS trades_now, max(received_at) AS received
+              FROM {t.raw_trades}
+              WHERE received_at > (SELECT max(received_watermark) FROM {t.state})
+              GROUP BY delivery_day) d
+            LEFT JOIN {t.trade_marks} m USING (delivery_day)
+        UNION ALL BY NAME
+        SELECT 'moved' AS part, p.delivery_day, m.delivery_day IS NOT NULL AS booked
+        FROM ({_moved_prices_sql(_latest_prices(t), t)}) p
+            LEFT JOIN {t.trade_marks} m USING (delivery_day)"""
+
+
+def _detect_fast(conn: duckdb.DuckDBPyConnection, t: Tables) -> Detected | None:
+    """What changed, in one statement (`_detect_sql`); None when the watermark path does not
+    apply (first refresh, a late load: the scan of `_trade_changes` decides).
+
+    Raises `duckdb.CatalogException` when a table is missing."""
+    cursor = conn.execute(_detect_sql(t))
+    names = [d[0] for d in cursor.description]
+    rows: dict[str, list[dict]] = {"state": [], "delta": [], "moved": []}
+    for row in cursor.fetchall():
+        named = dict(zip(names, row, strict=True))
+        rows[named["part"]].append(named)
+    state, delta, moved = rows["state"], rows["delta"], rows["moved"]
+    if len(state) != 1 or state[0]["trades_before"] is None:
+        return None
+    total, known_total = state[0]["trades_now"], state[0]["trades_before"]
+    watermark = state[0]["received"]
+    if watermark is None:
+        if not total == known_total == 0 or delta:
+            return None
+        changes = TradeChanges([], [], 0, None, "watermark")
+    else:
+        if total != known_total + sum(r["trades_now"] for r in delta):
+            return None
+        # Proven insert-only since the watermark: each day's mark just grows.
+        marks = [
+            (
+                r["delivery_day"],
+                (r["trades_before"] or 0) + r["trades_now"],
+                max_or((None, r["received_before"]), r["received"]),
+            )
+            for r in delta
+        ]
+        newest = max([watermark, *(m[2] for m in marks)])
+        changes = TradeChanges(sorted(m[0] for m in marks), marks, total, newest, "watermark")
+    # Of the days whose prices moved, those with trades after this refresh (marked before,
+    # or new): the only ones `_update` asks about.
+    changes.booked = {r["delivery_day"] for r in moved if r["booked"]} | set(changes.days)
+    return Detected(changes, [r["delivery_day"] for r in moved], one_state_row=True)
+
+
+def _update(
+    conn: duckdb.DuckDBPyConnection,
+    t: Tables,
+    detected: Detected,
+    snapshot_at: datetime,
+    run_id: str,
+    started: float,
+    full: bool = False,
+) -> RefreshResult:
+    changes, price_days = detected.changes, detected.price_days
     # A price move on a day nobody traded changes no position.
     days = sorted(set(changes.days) | (set(price_days) & changes.booked))
 
-    prices_now = _prices_now(conn, t, days, have_prices)
-    prices_used = _prices_used(conn, t, days)
-    old = _read_exposure(conn, t, days)
-    legs_frame = read_legs(conn, t, days) if have_trades else pl.DataFrame(schema=_LEGS_SCHEMA)
-    daily_before = conn.execute(f"SELECT * FROM {t.daily}").pl()
-    # One plan, collected at once on the in-memory engine: the frames of a small update are a
-    # few hundred rows, where polars' fixed cost per query is what counts, and polars 2's
-    # default (streaming) engine pays 2-3x more of it (13.5 vs 5.8 ms for these five frames).
-    new_plan = mark(book_legs(legs_frame), prices_now).sort(PERIOD_KEY).cast(EXPOSURE_SCHEMA)
-    daily_new_plan = daily_totals_plan(new_plan)
-    daily_plan = (
-        pl.concat(
-            [daily_before.lazy().filter(~_is_in(days)), daily_new_plan], how="vertical_relaxed"
-        )
-        .sort("trader_id", "delivery_day")
-        .select("trader_id", "delivery_day", *TOTAL_COLUMNS)
+    parts = _read_inputs(conn, t, days, detected.have_trades, detected.have_prices)
+    prices_now = parts["now"]
+    # Two plans on the in-memory engine: the frames of a small update are a few hundred rows,
+    # where polars' fixed cost per query is what counts, and polars 2's default (streaming)
+    # engine pays 2-3x more of it. The exposure rows first: everything else derives from
+    # them, and reads them cheaper as a frame than as a shared subplan.
+    new = (
+        mark(book_legs(parts["legs"]), prices_now)
+        .sort(PERIOD_KEY)
+        .cast(EXPOSURE_SCHEMA)
+        .collect(engine="in-memory")
     )
-    totals_plan = roll_up_plan(daily_plan)
+    new_plan = new.lazy()
+    daily_new_plan = daily_totals_plan(new_plan)
+    # Totals: the other days' daily totals, already summed per trader next to the data
+    # (`_read_inputs`), rolled up with the recomputed days'. Every total is a sum, so this is
+    # the roll-up of every day's daily totals.
+    totals_plan = roll_up_plan(
+        pl.concat(
+            [parts["others"], daily_new_plan.select("trader_id", *TOTAL_COLUMNS)],
+            how="vertical_relaxed",
+        )
+    )
     history_plan = _history_plan(
         totals_plan,
-        pnl_attribution_plan(old, new_plan, prices_used, prices_now),
+        pnl_attribution_plan(parts["old"], new_plan, parts["used"], prices_now),
         snapshot_at,
         run_id,
         len(days),
     )
-    new, daily_new, daily, totals, history = pl.collect_all(
-        [new_plan, daily_new_plan, daily_plan, totals_plan, history_plan], engine="in-memory"
+    # The LARGEST of each recomputed day, kept in `trader_exposure_top`: the overall LARGEST
+    # are among them and those of the other days, without a look at the whole table. Rows
+    # in period order, so an ordinal rank breaks ties of size by period, as `_BY_SIZE` does.
+    top_new_plan = new_plan.filter(
+        pl.col("exposure_eur").is_not_null()
+        & (
+            pl.col("exposure_eur").abs().rank("ordinal", descending=True).over("delivery_day")
+            <= LARGEST
+        )
+    )
+    # A full recompute rebuilds the table: nothing kept in it counts.
+    top_others = pl.LazyFrame(schema=EXPOSURE_SCHEMA) if full else parts["top"]
+    largest_plan = _by_size(pl.concat([top_new_plan, top_others])).head(LARGEST)
+    daily_new, totals, history, top_new, largest = pl.collect_all(
+        [daily_new_plan, totals_plan, history_plan, top_new_plan, largest_plan],
+        engine="in-memory",
     )
 
     # One script in one transaction: fewer round trips, and all or nothing.
     script = []
+    if full:
+        script.append(f"DELETE FROM {t.top}")
     if days:
         script.append(f"DELETE FROM {t.exposure} WHERE delivery_day IN ({day_literals(days)})")
         script.append(f"DELETE FROM {t.daily} WHERE delivery_day IN ({day_literals(days)})")
+        if not full:
+            script.append(f"DELETE FROM {t.top} WHERE delivery_day IN ({day_literals(days)})")
     if changes.days:
         # Only days whose trades changed get new marks; a price-only day keeps its own.
         script.append(
@@ -437,43 +571,53 @@ def refresh(
         )
         script.append(f"INSERT INTO {t.trade_marks} VALUES {values}")
     watermark = timestamp_literal(changes.watermark) if changes.watermark else "NULL"
-    script.append(f"DELETE FROM {t.state}")
-    script.append(
-        f"INSERT INTO {t.state} VALUES "
-        f"({changes.total}, {watermark}, {timestamp_literal(snapshot_at)})"
-    )
+    state = f"{changes.total}, {watermark}, {timestamp_literal(snapshot_at)}"
+    if detected.one_state_row:
+        # One statement rather than two.
+        script.append(
+            f"UPDATE {t.state} SET (trades_total, received_watermark, refreshed_at) = ({state})"
+        )
+    else:
+        script.append(f"DELETE FROM {t.state}")
+        script.append(f"INSERT INTO {t.state} VALUES ({state})")
     if price_days:
         script.append(
             f"DELETE FROM {t.prices_used} WHERE delivery_day IN ({day_literals(price_days)})"
         )
-        if have_prices:
+        if detected.have_prices:
             script.append(
                 f"""INSERT INTO {t.prices_used}
                     {_latest_prices(t, _days_filter(price_days))}"""
             )
-    script.append(f"DELETE FROM {t.totals}")
     frames = {
         t.exposure: (new, EXPOSURE_COLUMNS),
         t.daily: (daily_new, ["trader_id", "delivery_day", *TOTAL_COLUMNS]),
-        t.totals: (totals, ["trader_id", *TOTAL_COLUMNS]),
         t.history: (history, HISTORY_COLUMNS),
+        t.top: (top_new, EXPOSURE_COLUMNS),
     }
     registered = []
     for i, (table, (frame, columns)) in enumerate(frames.items()):
-        if frame.height:
+        if not frame.height:
+            continue
+        values = _values(frame, columns) if frame.height <= _LITERAL_ROWS else None
+        if values is not None:
+            script.append(f"INSERT INTO {table} ({', '.join(columns)}) {values}")
+        else:
             name = f"exposure_frame_{i}"
-            conn.register(name, frame.select(columns).to_arrow())
+            conn.register(name, frame.to_arrow())
             registered.append(name)
-            script.append(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM {name}")
+            script.append(
+                f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM {name}"
+            )
     try:
-        conn.execute("BEGIN TRANSACTION")
+        # The transaction's ends in the script too: two round trips fewer.
+        conn.execute(";\n".join(["BEGIN TRANSACTION", *script, "COMMIT"]))
+    except BaseException:
         try:
-            conn.execute(";\n".join(script))
-            largest = _largest(conn, t)
-            conn.execute("COMMIT")
-        except BaseException:
             conn.execute("ROLLBACK")
-            raise
+        except duckdb.TransactionException:
+            pass  # a COMMIT that failed has rolled back already
+        raise
     finally:
         for name in registered:
             conn.unregister(name)
@@ -482,41 +626,145 @@ def refresh(
         days_recomputed=len(days),
         trade_days_changed=len(changes.days),
         price_days_changed=len(price_days),
-        trades_read=int(legs_frame["trades"].sum() or 0),
+        trades_read=int(new["trades"].sum() or 0),
         detection=changes.path,
         largest=largest,
         totals=totals,
-        daily=daily,
+        daily_recomputed=daily_new,
         history=history,
-        missing_inputs=missing,
+        missing_inputs=detected.missing,
         seconds=time.perf_counter() - started,
     )
 
 
-def _largest(conn: duckdb.DuckDBPyConnection, t: Tables) -> pl.DataFrame:
-    """The LARGEST periods by |exposure_eur| (ties by period).
-
-    In two steps: the LARGEST-th |exposure| alone is a cheap top-N over one column, and the
-    rows at or above it are few; a single ORDER BY over every column of every period cost
-    twice as much (4.5 ms of a 37 ms refresh at 10 M trades)."""
-    threshold = conn.execute(
-        f"""SELECT abs(exposure_eur) AS size FROM {t.exposure} WHERE exposure_eur IS NOT NULL
-            ORDER BY size DESC LIMIT 1 OFFSET {LARGEST - 1}"""
-    ).fetchone()
-    # The text form of a float round-trips exactly (repr), NaN and infinities included.
-    at_least = f"abs(exposure_eur) >= '{threshold[0]!r}'::DOUBLE" if threshold else "true"
-    return conn.execute(
-        f"""SELECT * FROM {t.exposure} WHERE exposure_eur IS NOT NULL AND {at_least}
-            ORDER BY abs(exposure_eur) DESC, trader_id, delivery_day, delivery_hour
-            LIMIT {LARGEST}"""
-    ).pl()
+def _by_size(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """`frame` in the order of `_BY_SIZE`."""
+    return frame.sort(
+        pl.col("exposure_eur").abs(),
+        "trader_id",
+        "delivery_day",
+        "delivery_hour",
+        descending=[True, False, False, False],
+    )
 
 
-def _read_exposure(conn: duckdb.DuckDBPyConnection, t: Tables, days: list[date]) -> pl.LazyFrame:
-    if not days:
-        return pl.LazyFrame(schema=EXPOSURE_SCHEMA)
-    rows = conn.execute(f"SELECT * FROM {t.exposure} WHERE {_days_filter(days)}").pl()
-    return rows.lazy().cast(EXPOSURE_SCHEMA)
+_COUNTS = ("periods", "unpriced_periods", "trades")
+_TOTALS_SCHEMA = {
+    "trader_id": pl.String,
+    **{c: pl.Int64 for c in _COUNTS},
+    **{c: pl.Float64 for c in TOTAL_COLUMNS[len(_COUNTS) :]},
+}
+
+
+def _others_sql(t: Tables, where: str) -> str:
+    """The daily totals of the days matching `where`, summed per trader: `roll_up` in SQL
+    (a sum of nulls is null, as there), for the days a refresh leaves as they were."""
+    sums = [
+        f"sum({c})::BIGINT AS {c}" if c in _COUNTS else f"sum({c}) AS {c}" for c in TOTAL_COLUMNS
+    ]
+    return f"SELECT trader_id, {', '.join(sums)} FROM {t.daily} WHERE {where} GROUP BY trader_id"
+
+
+_OLD_SCHEMA = {
+    "trader_id": pl.String,
+    "delivery_day": pl.Date,
+    "delivery_hour": pl.String,
+    "trades": pl.Int64,
+    "cash_eur": pl.Float64,
+    "net_mwh": pl.Float64,
+}
+
+
+def _part(split: dict, name: str, schema: dict) -> pl.LazyFrame:
+    if (name,) not in split:
+        return pl.LazyFrame(schema=schema)
+    frame = split[(name,)]
+    # A cast is one more step of every plan that reads the part; most need none. (`.schema`
+    # builds a new Schema at each call: once.)
+    have = frame.schema
+    lazy = frame.lazy().select(list(schema))
+    return lazy if all(have[c] == dtype for c, dtype in schema.items()) else lazy.cast(schema)
+
+
+def _read_inputs(
+    conn: duckdb.DuckDBPyConnection,
+    t: Tables,
+    days: list[date],
+    have_trades: bool,
+    have_prices: bool,
+) -> dict[str, pl.LazyFrame]:
+    """What a refresh reads, in one statement. Of the days it does not recompute, as the
+    previous refresh left them: their daily totals summed per trader (`others`) and their
+    LARGEST periods (`top`), a few rows either. Of the recomputed `days`: their legs
+    (`LEGS_SQL`), their exposure rows before this refresh (`old`, for the PnL attribution),
+    and the latest price of every hour (`now`) with the one the previous refresh used
+    (`used`)."""
+    where = _days_filter(days) if days else "false"
+    kept = f"delivery_day NOT IN ({day_literals(days)})" if days else "true"
+    parts = {
+        "others": (_TOTALS_SCHEMA, _others_sql(t, kept)),
+        "top": (
+            EXPOSURE_SCHEMA,
+            f"""SELECT * FROM {t.top} WHERE exposure_eur IS NOT NULL AND {kept}
+                ORDER BY {_BY_SIZE} LIMIT {LARGEST}""",
+        ),
+        "legs": (
+            _LEGS_SCHEMA,
+            LEGS_SQL.format(raw_trades=t.raw_trades, where=where) if have_trades else None,
+        ),
+        "old": (_OLD_SCHEMA, f"SELECT {', '.join(_OLD_SCHEMA)} FROM {t.exposure} WHERE {where}"),
+        "now": (_PRICE_SCHEMA, _latest_prices(t, where) if have_prices else None),
+        "used": (_PRICE_SCHEMA, f"SELECT * FROM {t.prices_used} WHERE {where}"),
+    }
+    selects = [
+        f"(SELECT '{name}' AS part, * FROM ({sql}))"
+        for name, (_, sql) in parts.items()
+        if sql is not None
+    ]
+    rows = conn.execute("\nUNION ALL BY NAME\n".join(selects)).pl()
+    split = rows.partition_by("part", as_dict=True)
+    return {name: _part(split, name, schema) for name, (schema, _) in parts.items()}
+
+
+#: Up to this many rows, a frame is written as literals in the script: handing a frame over
+#: as Arrow costs about a millisecond whatever its size (register, scan, unregister), a
+#: dozen rows of literals a fraction of that.
+_LITERAL_ROWS = 32
+
+
+def _values(frame: pl.DataFrame, columns: list[str]) -> str | None:
+    """`VALUES (...), ...` of `frame`'s `columns`, every value exactly as it is; None when a
+    column's type has no literal here."""
+    schema = frame.schema
+    formats = [_LITERALS.get(type(schema[c])) for c in columns]
+    if None in formats:
+        return None
+    rows = zip(*(frame.get_column(c).to_list() for c in columns), strict=True)
+    return "VALUES " + ", ".join(
+        "("
+        + ", ".join("NULL" if v is None else f(v) for f, v in zip(formats, row, strict=True))
+        + ")"
+        for row in rows
+    )
+
+
+def _float_literal(value: float) -> str:
+    # The repr of a float reads back as the same double. With an exponent DuckDB reads it as
+    # a DOUBLE straight away (a plain 1.5 is a DECIMAL, rounded once more on its way to
+    # DOUBLE), and a cast per value would cost twice the whole statement.
+    text = repr(value)
+    if not math.isfinite(value):
+        return f"'{text}'::DOUBLE"
+    return text if "e" in text else text + "e0"
+
+
+_LITERALS = {
+    pl.String: text_literal,
+    pl.Date: lambda v: f"DATE '{v.isoformat()}'",
+    pl.Datetime: timestamp_literal,
+    pl.Int64: str,
+    pl.Float64: _float_literal,
+}
 
 
 def _is_in(days: list[date]) -> pl.Expr:

@@ -256,3 +256,159 @@ def test_largest_exposures_are_the_top_of_the_whole_table_ties_included(warehous
     assert everything.height == 29 and result.largest.height == store.LARGEST
     assert_frame_equal(result.largest, expected)
     assert "carol" not in result.largest["trader_id"].to_list()
+
+
+def _per_day_top(exposure: pl.DataFrame) -> pl.DataFrame:
+    """The plain definition of `trader_exposure_top`: each day's LARGEST by |exposure|."""
+    return (
+        exposure.drop_nulls("exposure_eur")
+        .with_columns(size=pl.col("exposure_eur").abs())
+        .sort(
+            ["size", "trader_id", "delivery_day", "delivery_hour"],
+            descending=[True, False, False, False],
+        )
+        .group_by("delivery_day", maintain_order=True)
+        .head(store.LARGEST)
+        .drop("size")
+        .select(EXPOSURE_COLUMNS)
+        .sort("trader_id", "delivery_day", "delivery_hour")
+    )
+
+
+def _largest_by_sort(exposure: pl.DataFrame) -> pl.DataFrame:
+    return (
+        exposure.drop_nulls("exposure_eur")
+        .with_columns(size=pl.col("exposure_eur").abs())
+        .sort(
+            ["size", "trader_id", "delivery_day", "delivery_hour"],
+            descending=[True, False, False, False],
+        )
+        .drop("size")
+        .head(store.LARGEST)
+    )
+
+
+def _assert_top_is_plain_sort(warehouse, result: store.RefreshResult) -> None:
+    with warehouse.connect() as conn:
+        everything = conn.execute(f"SELECT * FROM {q('trader_exposure')}").pl()
+        top = conn.execute(
+            f"SELECT * FROM {q('trader_exposure_top')} ORDER BY trader_id, delivery_day, delivery_hour"
+        ).pl()
+    assert_frame_equal(top, _per_day_top(everything))
+    assert_frame_equal(result.largest, _largest_by_sort(everything))
+
+
+@pytest.fixture
+def many_days(warehouse):
+    # Three days of 12 priced hours (more than LARGEST a day), sizes with ties, one unpriced.
+    for d, day in enumerate((MON, TUE, date(2023, 2, 8))):
+        for i in range(12):
+            hour = f"{i:02d}-{i + 1:02d}"
+            warehouse.trade("alice", day, hour, "buy", 1.0 + (i + d) % 4, 40.0)
+            warehouse.trade("bob", day, hour, "sell", 2.0, 41.0)
+            warehouse.price(day, hour, 50.0 if i % 2 else -50.0)
+        warehouse.trade("carol", day, "20-21", "buy", 99.0, 10.0)
+    return warehouse
+
+
+def test_top_table_stays_each_days_largest_through_updates_and_revisions(many_days):
+    _assert_top_is_plain_sort(many_days, refresh(many_days))
+    # A trade that makes a new largest position, on one day only.
+    many_days.trade("dave", TUE, "03-04", "buy", 50.0, 45.0)
+    result = refresh(many_days)
+    assert result.days_recomputed == 1 and result.detection == "watermark"
+    _assert_top_is_plain_sort(many_days, result)
+    assert result.largest.row(0, named=True)["trader_id"] == "dave"
+    # A revision that shrinks it again, and the first price of an unpriced hour.
+    many_days.price(TUE, "03-04", 0.5)
+    many_days.price(MON, "20-21", 3.0)
+    result = refresh(many_days)
+    assert result.days_recomputed == 2
+    _assert_top_is_plain_sort(many_days, result)
+    assert "dave" not in result.largest["trader_id"].to_list()
+    # The trade that flattens a day's position drops it from the top.
+    many_days.trade("dave", TUE, "03-04", "sell", 50.0, 45.0)
+    _assert_top_is_plain_sort(many_days, refresh(many_days))
+    _assert_top_is_plain_sort(many_days, refresh(many_days))  # nothing changed
+    _assert_top_is_plain_sort(many_days, refresh(many_days, full=True))
+
+
+def test_database_from_before_the_top_table_gets_it_filled(many_days):
+    refresh(many_days)
+    with many_days.connect() as conn:
+        conn.execute(f"DROP TABLE {q('trader_exposure_top')}")
+    # Nothing changed since: the refresh recomputes no day, and still finds the largest.
+    result = refresh(many_days)
+    assert result.days_recomputed == 0
+    _assert_top_is_plain_sort(many_days, result)
+    many_days.trade("dave", MON, "05-06", "sell", 30.0, 45.0)
+    _assert_top_is_plain_sort(many_days, refresh(many_days))
+
+
+def test_full_recompute_rebuilds_the_top_table(many_days):
+    refresh(many_days)
+    with many_days.connect() as conn:
+        conn.execute(f"DELETE FROM {q('trader_exposure_top')}")
+        conn.execute(f"INSERT INTO {q('trader_exposure_top')} SELECT * FROM {q('trader_exposure')}")
+        # A stray row of a day without trades, larger than anything real.
+        conn.execute(
+            f"""INSERT INTO {q("trader_exposure_top")} SELECT * REPLACE (
+                    DATE '2023-03-01' AS delivery_day, 1e9 AS exposure_eur)
+                FROM {q("trader_exposure")} LIMIT 1"""
+        )
+    _assert_top_is_plain_sort(many_days, refresh(many_days, full=True))
+
+
+def test_frames_written_as_literals_keep_every_value_exactly(warehouse):
+    floats = [0.1 + 0.2, -0.0, 5e-324, 1.7976931348623157e308, 1e16, float("inf"), float("nan")]
+    frame = pl.DataFrame(
+        {
+            "trader_id": ["o'brien", None, "x", "y", "z", "w", "v"],
+            "delivery_day": [MON, TUE, None, MON, MON, MON, MON],
+            "trades": [1, None, -(2**62), 0, 3, 4, 5],
+            "exposure_eur": floats,
+            "snapshot_at": [T0, None, T0, T0, T0, T0, T0],
+        },
+        schema_overrides={"snapshot_at": pl.Datetime("us", "UTC")},
+    )
+    columns = frame.columns
+    with warehouse.connect() as conn:
+        conn.execute(
+            """CREATE TABLE literals (trader_id VARCHAR, delivery_day DATE, trades BIGINT,
+               exposure_eur DOUBLE, snapshot_at TIMESTAMPTZ)"""
+        )
+        conn.execute(f"INSERT INTO literals {store._values(frame, columns)}")
+        back = conn.execute("SELECT * FROM literals").pl()
+    back = back.with_columns(pl.col("snapshot_at").dt.convert_time_zone("UTC"))
+    assert_frame_equal(back, frame, check_exact=True)
+    # Bit for bit: -0.0 stays negative, the subnormal stays itself.
+    assert [str(v) for v in back["exposure_eur"]] == [str(v) for v in floats]
+
+
+def test_trader_totals_are_the_roll_up_of_the_daily_totals_old_databases_included(many_days):
+    result = refresh(many_days)
+    expected = result.totals.sort("trader_id")
+
+    def stored() -> pl.DataFrame:
+        with many_days.connect() as conn:
+            return conn.execute(f"SELECT * FROM {q('trader_exposure_totals')}").pl()
+
+    assert_frame_equal(stored(), expected, check_exact=False)
+    # A database from before: totals were a table written by each refresh, and there was no
+    # top table. The next refresh turns the totals into the view, whatever the table held.
+    with many_days.connect() as conn:
+        conn.execute(f"DROP VIEW {q('trader_exposure_totals')}")
+        conn.execute(f"DROP TABLE {q('trader_exposure_top')}")
+        conn.execute(
+            f"CREATE TABLE {q('trader_exposure_totals')} AS "
+            f"SELECT * REPLACE (0.0 AS pnl_eur) FROM {q('trader_exposure_daily')}"
+        )
+    many_days.trade("dave", MON, "05-06", "sell", 30.0, 45.0)
+    result = refresh(many_days)
+    assert "dave" in result.totals["trader_id"].to_list()
+    assert_frame_equal(stored(), result.totals.sort("trader_id"), check_exact=False)
+    with many_days.connect() as conn:
+        kinds = conn.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE view_name = 'trader_exposure_totals'"
+        ).fetchone()
+    assert kinds == (1,)
