@@ -174,6 +174,9 @@ def measure_under_budget(root: Path, minutes: float, seed: int = 5) -> None:
         env = {k: v for k, v in space.env.items() if k != "ENERGY_MARKET_DATA_BUDGET"}
         logs = space.dir / "logs"
         logs.mkdir()
+        # Create the instance's storage once, here: the daemon and the backfill CLI starting
+        # together on a fresh DAGSTER_HOME would both create its SQLite schemas.
+        dg.DagsterInstance.from_config(str(space.home)).dispose()
         started = time.time()
         daemon = subprocess.Popen(
             [str(REPO / ".venv/bin/dagster-daemon"), "run", "-m", "energy_assets.definitions"],
@@ -202,6 +205,10 @@ def measure_under_budget(root: Path, minutes: float, seed: int = 5) -> None:
         print(f"daemon and a 8,760-hour backfill started; measuring for {minutes:.1f} min")
         time.sleep(minutes * 60)
         ended = time.time()
+        if backfill.poll() is not None:
+            # A backfill that ended early measures nothing: say why.
+            tail = (logs / "backfill.log").read_text()[-3000:]
+            print(f"the backfill process ended early (exit {backfill.returncode}):\n{tail}")
         for process in (backfill, daemon):
             process.send_signal(signal.SIGINT)
         for process in (backfill, daemon):
