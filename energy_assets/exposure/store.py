@@ -767,10 +767,6 @@ _LITERALS = {
 }
 
 
-def _is_in(days: list[date]) -> pl.Expr:
-    return pl.col("delivery_day").is_in(pl.Series(days, dtype=pl.Date).implode())
-
-
 def _history_plan(
     totals: pl.LazyFrame,
     attribution: pl.LazyFrame,

@@ -243,23 +243,13 @@ def test_largest_exposures_are_the_top_of_the_whole_table_ties_included(warehous
     result = refresh(warehouse)
     with warehouse.connect() as conn:
         everything = conn.execute(f"SELECT * FROM {q('trader_exposure')}").pl()
-    expected = (
-        everything.drop_nulls("exposure_eur")
-        .with_columns(size=pl.col("exposure_eur").abs())
-        .sort(
-            ["size", "trader_id", "delivery_day", "delivery_hour"],
-            descending=[True, False, False, False],
-        )
-        .drop("size")
-        .head(store.LARGEST)
-    )
     assert everything.height == 29 and result.largest.height == store.LARGEST
-    assert_frame_equal(result.largest, expected)
+    assert_frame_equal(result.largest, _largest_by_sort(everything))
     assert "carol" not in result.largest["trader_id"].to_list()
 
 
-def _per_day_top(exposure: pl.DataFrame) -> pl.DataFrame:
-    """The plain definition of `trader_exposure_top`: each day's LARGEST by |exposure|."""
+def _by_size(exposure: pl.DataFrame) -> pl.DataFrame:
+    """Priced periods, largest |exposure| first, ties by period: a plain sort."""
     return (
         exposure.drop_nulls("exposure_eur")
         .with_columns(size=pl.col("exposure_eur").abs())
@@ -267,25 +257,23 @@ def _per_day_top(exposure: pl.DataFrame) -> pl.DataFrame:
             ["size", "trader_id", "delivery_day", "delivery_hour"],
             descending=[True, False, False, False],
         )
+        .drop("size")
+    )
+
+
+def _per_day_top(exposure: pl.DataFrame) -> pl.DataFrame:
+    """The plain definition of `trader_exposure_top`: each day's LARGEST by |exposure|."""
+    return (
+        _by_size(exposure)
         .group_by("delivery_day", maintain_order=True)
         .head(store.LARGEST)
-        .drop("size")
         .select(EXPOSURE_COLUMNS)
         .sort("trader_id", "delivery_day", "delivery_hour")
     )
 
 
 def _largest_by_sort(exposure: pl.DataFrame) -> pl.DataFrame:
-    return (
-        exposure.drop_nulls("exposure_eur")
-        .with_columns(size=pl.col("exposure_eur").abs())
-        .sort(
-            ["size", "trader_id", "delivery_day", "delivery_hour"],
-            descending=[True, False, False, False],
-        )
-        .drop("size")
-        .head(store.LARGEST)
-    )
+    return _by_size(exposure).head(store.LARGEST)
 
 
 def _assert_top_is_plain_sort(warehouse, result: store.RefreshResult) -> None:
