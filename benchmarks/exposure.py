@@ -8,7 +8,8 @@
 2. asset: `store.refresh` on a DuckDB file of N trades (DuckDB -> polars -> DuckDB):
    full recompute vs the update of one delivery day (1,000 new deals), a price revision, and
    a refresh that finds nothing changed; plus the pandas baseline of the same full recompute.
-   Each refresh figure is the median of 5 runs (the machine is shared).
+   Each refresh figure is the median of 11 runs in a row (the machine is shared), with the
+   fastest and the slowest.
 3. dashboard: 500 concurrent clients reloading the pages served by `energy-assets dashboard`
    on loopback; latency percentiles vs a single client doing the same.
 
@@ -35,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 TRADERS = 15
 START = date(2023, 1, 1)
-REPEATS = 5
+REPEATS = 11
 
 
 def peak_rss_mb() -> float:
@@ -189,17 +190,13 @@ def child_asset(n: int, per_day: int, workdir: str) -> dict:
         clock = iter(datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=i) for i in range(1000))
         first = store.refresh(conn, next(clock))
         out["first_refresh_seconds"] = first.seconds
-        # Medians over repeats: the machine is shared, single figures are noisy.
-        fulls = [store.refresh(conn, next(clock), full=True) for _ in range(REPEATS)]
-        out["full_seconds"] = median(r.seconds for r in fulls)
-        out["full_trades_read"] = fulls[0].trades_read
-        out["full_detection"] = fulls[0].detection
-        out["peak_rss_mb_full"] = peak_rss_mb()
-        out["rss_before_refresh_mb"] = rss_after_build
-        out["unchanged_seconds"] = median(
-            store.refresh(conn, next(clock)).seconds for _ in range(REPEATS)
-        )
-        one_days = []
+        # Each kind of refresh in a row, as the usual ones follow each other (a full recompute
+        # leaves every table rewritten: the refreshes right after one run slower). Medians
+        # over repeats: the machine is shared.
+        runs: dict[str, list] = {}
+        runs["full"] = [store.refresh(conn, next(clock), full=True) for _ in range(REPEATS)]
+        runs["unchanged"] = [store.refresh(conn, next(clock)) for _ in range(REPEATS)]
+        runs["one_day"] = []
         for k in range(REPEATS):
             conn.execute(
                 f"""INSERT INTO "energy".energy.raw_trades
@@ -209,21 +206,27 @@ def child_asset(n: int, per_day: int, workdir: str) -> dict:
                        'flex_trader_' || (1 + i % {TRADERS}), now(), now(), 'bench-new'
                 FROM range(1000) r(i)"""
             )
-            one_days.append(store.refresh(conn, next(clock)))
-        out["one_day_seconds"] = median(r.seconds for r in one_days)
-        out["one_day_days_recomputed"] = one_days[-1].days_recomputed
-        out["one_day_trades_read"] = one_days[-1].trades_read
-        out["one_day_detection"] = one_days[-1].detection
-        revisions = []
+            runs["one_day"].append(store.refresh(conn, next(clock)))
+        runs["revision"] = []
         for k in range(REPEATS):
             conn.execute(
                 f"""UPDATE "energy".energy.reference_prices SET value = value + 1.5, last_update = now()
                     WHERE delivery_day = DATE '{last_day - timedelta(days=1)}'
-                      AND delivery_hour = '{k + 10:02d}-{k + 11:02d}'"""
+                      AND delivery_hour = '{k % 12 + 10:02d}-{k % 12 + 11:02d}'"""
             )
-            revisions.append(store.refresh(conn, next(clock)))
-        out["price_revision_seconds"] = median(r.seconds for r in revisions)
-        out["price_revision_days_recomputed"] = revisions[-1].days_recomputed
+            runs["revision"].append(store.refresh(conn, next(clock)))
+        out["peak_rss_mb_full"] = peak_rss_mb()
+        out["rss_before_refresh_mb"] = rss_after_build
+        for kind, results in runs.items():
+            seconds = sorted(r.seconds for r in results)
+            out[f"{kind}_seconds"] = median(seconds)
+            out[f"{kind}_range"] = (seconds[0], seconds[-1])
+        out["full_trades_read"] = runs["full"][0].trades_read
+        out["one_day_days_recomputed"] = runs["one_day"][-1].days_recomputed
+        out["one_day_trades_read"] = runs["one_day"][-1].trades_read
+        out["one_day_detection"] = runs["one_day"][-1].detection
+        out["price_revision_seconds"] = out["revision_seconds"]
+        out["price_revision_days_recomputed"] = runs["revision"][-1].days_recomputed
         table = 'SELECT * FROM "energy".energy.trader_exposure ORDER BY 1, 2, 3'
         incremental = conn.execute(table).pl()
         store.refresh(conn, next(clock), full=True)
@@ -346,6 +349,11 @@ def storm_benchmark(clients: int, workdir: Path) -> dict:
     }
 
 
+def spread(asset: dict, kind: str, digits: int) -> str:
+    fastest, slowest = asset[f"{kind}_range"]
+    return f"[{fastest:.{digits}f}, {slowest:.{digits}f}]"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
@@ -384,9 +392,9 @@ def main() -> None:
             asset = run_child("asset", n, args.trades_per_day, workdir)
             base = run_child("asset-pandas", n, args.trades_per_day, workdir)
         print(f"asset   (warehouse built in {asset['build_seconds']:.1f} s, {asset['days']} days)")
-        print(f"asset   (refresh figures: medians of {REPEATS} runs)")
+        print(f"asset   (refresh figures: medians of {REPEATS} runs in a row [fastest, slowest])")
         print(
-            f"asset   full recompute (DuckDB -> polars -> DuckDB): {asset['full_seconds']:.3f} s, "
+            f"asset   full recompute (DuckDB -> polars -> DuckDB): {asset['full_seconds']:.3f} s {spread(asset, 'full', 3)}, "
             f"peak RSS {asset['peak_rss_mb_full']:.0f} MB (process before refresh: {asset['rss_before_refresh_mb']:.0f} MB)"
         )
         print(
@@ -397,17 +405,17 @@ def main() -> None:
             f"asset   first refresh (empty tables)              : {asset['first_refresh_seconds']:.2f} s"
         )
         print(
-            f"asset   one delivery day updated (+1,000 deals)   : {asset['one_day_seconds']:.4f} s "
+            f"asset   one delivery day updated (+1,000 deals)   : {asset['one_day_seconds']:.4f} s {spread(asset, 'one_day', 4)} "
             f"({asset['one_day_days_recomputed']} day, {asset['one_day_trades_read']:,} trades read) "
             f"-> {asset['full_seconds'] / asset['one_day_seconds']:.1f}x faster than full (goal >= 20x)"
         )
         print(
-            f"asset   one price revised                         : {asset['price_revision_seconds']:.4f} s "
+            f"asset   one price revised                         : {asset['price_revision_seconds']:.4f} s {spread(asset, 'revision', 4)} "
             f"({asset['price_revision_days_recomputed']} day) -> "
             f"{asset['full_seconds'] / asset['price_revision_seconds']:.1f}x faster than full"
         )
         print(
-            f"asset   nothing changed                           : {asset['unchanged_seconds']:.4f} s"
+            f"asset   nothing changed                           : {asset['unchanged_seconds']:.4f} s {spread(asset, 'unchanged', 4)}"
         )
         print(
             f"asset   incremental result == full recompute      : {asset['incremental_equals_full']}"
