@@ -4,11 +4,13 @@ A refresh compares what `energy.raw_trades` and `energy.reference_prices` hold n
 the previous refresh used, and recomputes only the delivery days that changed:
 
 - trades, fast path: deals with `received_at` after the previous refresh's watermark (DuckDB
-  skips the older row groups by their min/max), *checked* against the table's row count.
+  skips the older row groups by their min/max), *checked* against the table's row count. Both
+  come from `energy.trader_exposure_trade_marks` (per delivery day: the count and latest
+  `received_at` last used): their sum and their latest.
   `raw_trades` is an insert-only ledger keyed by deal id, so `count now = count then + new
   since the watermark` proves that no deal arrived late with an older `received_at`;
 - trades, when that check fails (a late load, a repair) or on the first run: a scan of the
-  per-day count and latest `received_at`, compared with `energy.trader_exposure_trade_marks`;
+  per-day count and latest `received_at`, compared with the marks;
 - prices: the price of every delivery hour as the previous refresh used it, kept in
   `energy.trader_exposure_prices`; a day whose price of any hour appeared, vanished or moved
   is affected. A refetch that returns the same value changes nothing.
@@ -57,7 +59,8 @@ TOTALS = f"{SCHEMA}.trader_exposure_totals"
 HISTORY = f"{SCHEMA}.trader_pnl_history"
 TRADE_MARKS = f"{SCHEMA}.trader_exposure_trade_marks"
 PRICES_USED = f"{SCHEMA}.trader_exposure_prices"
-STATE = f"{SCHEMA}.trader_exposure_state"
+#: A table of earlier versions (row count and watermark): both are the sums of the marks.
+OLD_STATE = f"{SCHEMA}.trader_exposure_state"
 TOP = f"{SCHEMA}.trader_exposure_top"
 RAW_TRADES = f"{SCHEMA}.raw_trades"
 REFERENCE_PRICES = f"{SCHEMA}.reference_prices"
@@ -77,7 +80,6 @@ class Tables:
     history: str
     trade_marks: str
     prices_used: str
-    state: str
     top: str
     raw_trades: str
     reference_prices: str
@@ -95,7 +97,6 @@ class Tables:
             HISTORY,
             TRADE_MARKS,
             PRICES_USED,
-            STATE,
             TOP,
             RAW_TRADES,
             REFERENCE_PRICES,
@@ -159,8 +160,6 @@ def _ddl(t: Tables) -> list[str]:
         days_recomputed BIGINT)""",
         f"""CREATE TABLE IF NOT EXISTS {t.trade_marks} (
         delivery_day DATE PRIMARY KEY, trades BIGINT, last_received_at TIMESTAMPTZ)""",
-        f"""CREATE TABLE IF NOT EXISTS {t.state} (
-        trades_total BIGINT, received_watermark TIMESTAMPTZ, refreshed_at TIMESTAMPTZ)""",
         f"""CREATE TABLE IF NOT EXISTS {t.prices_used} (
         delivery_day DATE, delivery_hour VARCHAR, reference_price DOUBLE,
         PRIMARY KEY (delivery_day, delivery_hour))""",
@@ -225,11 +224,14 @@ def _ensure(conn: duckdb.DuckDBPyConnection) -> tuple[Tables, set[str]]:
     ).fetchone()
     t = Tables.of(conn, catalog)
     present = set(names or [])
-    if len(present & _OWN_TABLES) < len(_OWN_TABLES) or _TOTALS_VIEW not in (views or []):
+    stale = _OLD_STATE in present
+    if len(present & _OWN_TABLES) < len(_OWN_TABLES) or _TOTALS_VIEW not in (views or []) or stale:
         ensure_schema(conn)
         if _TOTALS_VIEW in present:
             # A database from before the totals became a view.
             conn.execute(f"DROP TABLE {t.totals}")
+        if stale:
+            conn.execute(f"DROP TABLE {catalog_prefix(t.catalog)}{OLD_STATE}")
         for ddl in _ddl(t):
             conn.execute(ddl)
         present = _present(conn, t)
@@ -237,9 +239,10 @@ def _ensure(conn: duckdb.DuckDBPyConnection) -> tuple[Tables, set[str]]:
 
 
 _OWN_TABLES = {
-    name.split(".")[1] for name in (EXPOSURE, DAILY, HISTORY, TRADE_MARKS, PRICES_USED, STATE, TOP)
+    name.split(".")[1] for name in (EXPOSURE, DAILY, HISTORY, TRADE_MARKS, PRICES_USED, TOP)
 }
 _TOTALS_VIEW = TOTALS.split(".")[1]
+_OLD_STATE = OLD_STATE.split(".")[1]
 
 
 def _present(conn: duckdb.DuckDBPyConnection, t: Tables) -> set[str]:
@@ -259,8 +262,6 @@ class TradeChanges:
 
     days: list[date]
     marks: list[tuple]  # (delivery_day, trades, last_received_at) of `days` that have trades
-    total: int
-    watermark: datetime | None
     path: str  # "watermark" (checked by the row count) or "scan"
     booked: set[date] = field(default_factory=set)  # every day with trades, after this refresh
 
@@ -275,19 +276,18 @@ def _trade_changes(
         ).fetchall()
     }
 
-    def changed(days: list[date], marks: list[tuple], total, watermark, path) -> TradeChanges:
+    def changed(days: list[date], marks: list[tuple], path: str) -> TradeChanges:
         booked = (set(before) - set(days)) | {m[0] for m in marks}
-        return TradeChanges(sorted(days), marks, total, watermark, path, booked)
+        return TradeChanges(sorted(days), marks, path, booked)
 
     if not have_trades:
-        return changed(list(before), [], 0, None, "scan")
-    total, known_total, watermark = conn.execute(
-        f"""SELECT (SELECT count(*) FROM {t.raw_trades}), s.trades_total, s.received_watermark
-            FROM (SELECT 1) LEFT JOIN {t.state} s ON true"""
-    ).fetchone()
-    if known_total is not None and not full:
-        if watermark is None and total == known_total == 0:
-            return changed([], [], 0, None, "watermark")
+        return changed(list(before), [], "scan")
+    total = conn.execute(f"SELECT count(*) FROM {t.raw_trades}").fetchone()[0]
+    # The row count and the watermark of the previous refresh: the sum and the latest of the
+    # marks.
+    known_total = sum(mark[0] for mark in before.values())
+    watermark = max((mark[1] for mark in before.values() if mark[1] is not None), default=None)
+    if not full:
         if watermark is not None:
             delta = conn.execute(
                 f"""SELECT delivery_day, count(*), max(received_at) FROM {t.raw_trades}
@@ -299,17 +299,15 @@ def _trade_changes(
                     (day, before.get(day, (0, None))[0] + count, max_or(before.get(day), last))
                     for day, count, last in delta
                 ]
-                newest = max([watermark, *(r[2] for r in delta)])
-                return changed([r[0] for r in delta], marks, total, newest, "watermark")
+                return changed([r[0] for r in delta], marks, "watermark")
     now = conn.execute(
         f"""SELECT delivery_day, count(*), max(received_at) FROM {t.raw_trades}
             GROUP BY delivery_day"""
     ).fetchall()
     current = {r[0]: (r[1], r[2]) for r in now}
     days = [d for d in set(before) | set(current) if full or before.get(d) != current.get(d)]
-    watermark = max((r[2] for r in now if r[2] is not None), default=None)
     marks = [r for r in now if r[0] in set(days)]
-    return changed(days, marks, total, watermark, "scan")
+    return changed(days, marks, "scan")
 
 
 def max_or(mark: tuple | None, last: datetime) -> datetime:
@@ -418,7 +416,6 @@ class Detected:
     price_days: list[date]
     have_trades: bool = True
     have_prices: bool = True
-    one_state_row: bool = False  # `trader_exposure_state` holds exactly one row
 
     @property
     def missing(self) -> list[str]:
@@ -433,14 +430,14 @@ def _detect_sql(t: Tables) -> str:
     vanished or moved, and whether they had trades)."""
     return f"""
         SELECT 'state' AS part, (SELECT count(*) FROM {t.raw_trades}) AS trades_now,
-               s.trades_total AS trades_before, s.received_watermark AS received
-        FROM (SELECT 1) LEFT JOIN {t.state} s ON true
+               sum(trades)::BIGINT AS trades_before, max(last_received_at) AS received
+        FROM {t.trade_marks}
         UNION ALL BY NAME
         SELECT 'delta' AS part, d.delivery_day, d.trades_now, m.trades AS trades_before,
                d.received, m.last_received_at AS received_before
         FROM (SELECT delivery_day, count(*) AS trades_now, max(received_at) AS received
               FROM {t.raw_trades}
-              WHERE received_at > (SELECT max(received_watermark) FROM {t.state})
+              WHERE received_at > (SELECT max(last_received_at) FROM {t.trade_marks})
               GROUP BY delivery_day) d
             LEFT JOIN {t.trade_marks} m USING (delivery_day)
         UNION ALL BY NAME
@@ -460,33 +457,32 @@ def _detect_fast(conn: duckdb.DuckDBPyConnection, t: Tables) -> Detected | None:
     for row in cursor.fetchall():
         named = dict(zip(names, row, strict=True))
         rows[named["part"]].append(named)
-    state, delta, moved = rows["state"], rows["delta"], rows["moved"]
-    if len(state) != 1 or state[0]["trades_before"] is None:
+    (state,), delta, moved = rows["state"], rows["delta"], rows["moved"]
+    total, known_total = state["trades_now"], state["trades_before"]
+    if known_total is None or total != known_total + sum(r["trades_now"] for r in delta):
         return None
-    total, known_total = state[0]["trades_now"], state[0]["trades_before"]
-    watermark = state[0]["received"]
-    if watermark is None:
-        if not total == known_total == 0 or delta:
-            return None
-        changes = TradeChanges([], [], 0, None, "watermark")
-    else:
-        if total != known_total + sum(r["trades_now"] for r in delta):
-            return None
-        # Proven insert-only since the watermark: each day's mark just grows.
-        marks = [
-            (
-                r["delivery_day"],
-                (r["trades_before"] or 0) + r["trades_now"],
-                max_or((None, r["received_before"]), r["received"]),
-            )
-            for r in delta
-        ]
-        newest = max([watermark, *(m[2] for m in marks)])
-        changes = TradeChanges(sorted(m[0] for m in marks), marks, total, newest, "watermark")
+    # Proven insert-only since the watermark: each day's mark just grows.
+    marks = [
+        (
+            r["delivery_day"],
+            (r["trades_before"] or 0) + r["trades_now"],
+            max_or((None, r["received_before"]), r["received"]),
+        )
+        for r in delta
+    ]
+    changes = TradeChanges(sorted(m[0] for m in marks), marks, "watermark")
     # Of the days whose prices moved, those with trades after this refresh (marked before,
     # or new): the only ones `_update` asks about.
     changes.booked = {r["delivery_day"] for r in moved if r["booked"]} | set(changes.days)
-    return Detected(changes, [r["delivery_day"] for r in moved], one_state_row=True)
+    return Detected(changes, [r["delivery_day"] for r in moved])
+
+
+#: How a refresh collects its plans. Their inputs are frames already read (no scan to push
+#: a filter or a projection into), of a few hundred rows in a small update, where polars'
+#: fixed cost per query is what counts: the in-memory engine (polars 2's default, streaming,
+#: pays 2-3x more of it), and no optimisation passes (~0.6 ms a small refresh; a full
+#: recompute runs as fast without them).
+_PLAN = {"engine": "in-memory", "optimizations": pl.QueryOptFlags.none()}
 
 
 def _update(
@@ -504,15 +500,13 @@ def _update(
 
     parts = _read_inputs(conn, t, days, detected.have_trades, detected.have_prices)
     prices_now = parts["now"]
-    # Two plans on the in-memory engine: the frames of a small update are a few hundred rows,
-    # where polars' fixed cost per query is what counts, and polars 2's default (streaming)
-    # engine pays 2-3x more of it. The exposure rows first: everything else derives from
-    # them, and reads them cheaper as a frame than as a shared subplan.
+    # Two plans, collected as `_PLAN` says. The exposure rows first: everything else derives
+    # from them, and reads them cheaper as a frame than as a shared subplan.
     new = (
         mark(book_legs(parts["legs"]), prices_now)
         .sort(PERIOD_KEY)
         .cast(EXPOSURE_SCHEMA)
-        .collect(engine="in-memory")
+        .collect(**_PLAN)
     )
     new_plan = new.lazy()
     daily_new_plan = daily_totals_plan(new_plan)
@@ -546,8 +540,7 @@ def _update(
     top_others = pl.LazyFrame(schema=EXPOSURE_SCHEMA) if full else parts["top"]
     largest_plan = _by_size(pl.concat([top_new_plan, top_others])).head(LARGEST)
     daily_new, totals, history, top_new, largest = pl.collect_all(
-        [daily_new_plan, totals_plan, history_plan, top_new_plan, largest_plan],
-        engine="in-memory",
+        [daily_new_plan, totals_plan, history_plan, top_new_plan, largest_plan], **_PLAN
     )
 
     # One script in one transaction: fewer round trips, and all or nothing.
@@ -570,16 +563,6 @@ def _update(
             for day, count, last in changes.marks
         )
         script.append(f"INSERT INTO {t.trade_marks} VALUES {values}")
-    watermark = timestamp_literal(changes.watermark) if changes.watermark else "NULL"
-    state = f"{changes.total}, {watermark}, {timestamp_literal(snapshot_at)}"
-    if detected.one_state_row:
-        # One statement rather than two.
-        script.append(
-            f"UPDATE {t.state} SET (trades_total, received_watermark, refreshed_at) = ({state})"
-        )
-    else:
-        script.append(f"DELETE FROM {t.state}")
-        script.append(f"INSERT INTO {t.state} VALUES ({state})")
     if price_days:
         script.append(
             f"DELETE FROM {t.prices_used} WHERE delivery_day IN ({day_literals(price_days)})"
@@ -739,13 +722,11 @@ def _values(frame: pl.DataFrame, columns: list[str]) -> str | None:
     formats = [_LITERALS.get(type(schema[c])) for c in columns]
     if None in formats:
         return None
-    rows = zip(*(frame.get_column(c).to_list() for c in columns), strict=True)
-    return "VALUES " + ", ".join(
-        "("
-        + ", ".join("NULL" if v is None else f(v) for f, v in zip(formats, row, strict=True))
-        + ")"
-        for row in rows
-    )
+    cells = [
+        ["NULL" if v is None else f(v) for v in frame.get_column(c).to_list()]
+        for f, c in zip(formats, columns, strict=True)
+    ]
+    return "VALUES " + ", ".join(f"({', '.join(row)})" for row in zip(*cells, strict=True))
 
 
 def _float_literal(value: float) -> str:

@@ -224,11 +224,44 @@ def test_marks_kept_on_the_fast_path_match_a_scan(book):
     book.trade("alice", MON, "12-13", "buy", 1.0, 41.0)
     book.trade("carol", date(2023, 2, 8), "00-01", "sell", 1.0, 3.0)
     assert refresh(book).detection == "watermark"
+
+    def marks_and_scan(conn) -> tuple[list, list]:
+        marks = f"SELECT * FROM {q('trader_exposure_trade_marks')} ORDER BY 1"
+        scan = f"SELECT delivery_day, count(*), max(received_at) FROM {q('raw_trades')} GROUP BY 1"
+        return conn.execute(marks).fetchall(), conn.execute(scan + " ORDER BY 1").fetchall()
+
     with book.connect() as conn:
-        conn.execute(f"DELETE FROM {q('trader_exposure_state')}")
+        kept, scanned = marks_and_scan(conn)
+        assert kept == scanned and len(kept) == 3
+        # A lost mark: the row counts no longer add up, the refresh scans, and recomputes
+        # exactly the day whose mark differs.
+        conn.execute(
+            f"DELETE FROM {q('trader_exposure_trade_marks')} WHERE delivery_day = ?", [TUE]
+        )
     rescan = refresh(book)
-    assert rescan.detection == "scan"
-    assert rescan.days_recomputed == 0
+    assert (rescan.detection, rescan.days_recomputed, rescan.trade_days_changed) == ("scan", 1, 1)
+    with book.connect() as conn:
+        kept, scanned = marks_and_scan(conn)
+    assert kept == scanned
+
+
+def test_database_from_before_the_marks_held_the_watermark_loses_its_state_table(book):
+    refresh(book)
+    with book.connect() as conn:
+        conn.execute(
+            f"""CREATE TABLE {q("trader_exposure_state")} (
+                trades_total BIGINT, received_watermark TIMESTAMPTZ, refreshed_at TIMESTAMPTZ)"""
+        )
+    book.trade("alice", TUE, "12-13", "buy", 1.0, 41.0)
+    # The marks alone say what the previous refresh used: the usual path as before.
+    update = refresh(book)
+    assert (update.detection, update.days_recomputed) == ("watermark", 1)
+    refresh(book, full=True)
+    with book.connect() as conn:
+        tables = conn.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'trader_exposure_state'"
+        ).fetchone()
+    assert tables == (0,)
 
 
 def test_largest_exposures_are_the_top_of_the_whole_table_ties_included(warehouse):
