@@ -15,9 +15,13 @@ the previous refresh used, and recomputes only the delivery days that changed:
   `energy.trader_exposure_prices`; a day whose price of any hour appeared, vanished or moved
   is affected. A refetch that returns the same value changes nothing.
 
-The affected days' trades are summed per leg in SQL next to the data (`LEGS_SQL`: count,
-Σ quantity, Σ quantity·price), so millions of deals never cross into Python; the position
-maths is `positions.book_legs` and `positions.mark`. The per-trader totals table is a view
+Trades are summed per leg in SQL next to the data (`LEGS_SQL`: count, Σ quantity,
+Σ quantity·price), so millions of deals never cross into Python. On the fast path only the new
+deals are: they are added to the affected days' exposure rows (`positions.rebook`), and a day
+whose prices alone moved is re-marked from its rows, so a refresh reads what arrived since the
+last one whatever the day already holds. Otherwise (first run, a late load, a full recompute)
+every deal of the affected days is read and booked afresh (`positions.book_legs`). Either way
+the prices go on with `positions.mark`. The per-trader totals table is a view
 summing the daily totals (one row per trader and day: small). The largest positions come from
 `energy.trader_exposure_top`, the LARGEST of each delivery day, rewritten with the day: the
 overall LARGEST are among them, so no refresh sorts the whole exposure table. Everything is
@@ -41,6 +45,7 @@ import duckdb
 import polars as pl
 
 from energy_assets.exposure.positions import (
+    BOOK_COLUMNS,
     EXPOSURE_COLUMNS,
     EXPOSURE_SCHEMA,
     PERIOD_KEY,
@@ -49,6 +54,7 @@ from energy_assets.exposure.positions import (
     daily_totals_plan,
     mark,
     pnl_attribution_plan,
+    rebook,
     roll_up_plan,
 )
 from energy_assets.warehouse import SCHEMA, catalog_prefix, current_catalog, ensure_schema
@@ -416,6 +422,10 @@ class Detected:
     price_days: list[date]
     have_trades: bool = True
     have_prices: bool = True
+    # On the watermark path, the deals since the previous refresh are all there is to add:
+    # (watermark, newest received_at, how many). The recomputed days are rebooked from their
+    # exposure rows with these deals' legs.
+    new_deals: tuple[datetime, datetime, int] | None = None
 
     @property
     def missing(self) -> list[str]:
@@ -458,7 +468,7 @@ def _detect_fast(conn: duckdb.DuckDBPyConnection, t: Tables) -> Detected | None:
         named = dict(zip(names, row, strict=True))
         rows[named["part"]].append(named)
     (state,), delta, moved = rows["state"], rows["delta"], rows["moved"]
-    total, known_total = state["trades_now"], state["trades_before"]
+    total, known_total, watermark = state["trades_now"], state["trades_before"], state["received"]
     if known_total is None or total != known_total + sum(r["trades_now"] for r in delta):
         return None
     # Proven insert-only since the watermark: each day's mark just grows.
@@ -474,7 +484,11 @@ def _detect_fast(conn: duckdb.DuckDBPyConnection, t: Tables) -> Detected | None:
     # Of the days whose prices moved, those with trades after this refresh (marked before,
     # or new): the only ones `_update` asks about.
     changes.booked = {r["delivery_day"] for r in moved if r["booked"]} | set(changes.days)
-    return Detected(changes, [r["delivery_day"] for r in moved])
+    return Detected(
+        changes,
+        [r["delivery_day"] for r in moved],
+        new_deals=(watermark, max([watermark, *(m[2] for m in marks)]), total - known_total),
+    )
 
 
 #: How a refresh collects its plans. Their inputs are frames already read (no scan to push
@@ -498,16 +512,16 @@ def _update(
     # A price move on a day nobody traded changes no position.
     days = sorted(set(changes.days) | (set(price_days) & changes.booked))
 
-    parts = _read_inputs(conn, t, days, detected.have_trades, detected.have_prices)
+    new_deals = detected.new_deals
+    parts = _read_inputs(conn, t, days, detected.have_trades, detected.have_prices, new_deals)
     prices_now = parts["now"]
+    # The book of the recomputed days: on the watermark path, their rows as the previous
+    # refresh left them with the new deals added (the day's earlier deals are not read
+    # again); otherwise all their deals, booked afresh.
+    booked = book_legs(parts["legs"]) if new_deals is None else rebook(parts["old"], parts["legs"])
     # Two plans, collected as `_PLAN` says. The exposure rows first: everything else derives
     # from them, and reads them cheaper as a frame than as a shared subplan.
-    new = (
-        mark(book_legs(parts["legs"]), prices_now)
-        .sort(PERIOD_KEY)
-        .cast(EXPOSURE_SCHEMA)
-        .collect(**_PLAN)
-    )
+    new = mark(booked, prices_now).sort(PERIOD_KEY).cast(EXPOSURE_SCHEMA).collect(**_PLAN)
     new_plan = new.lazy()
     daily_new_plan = daily_totals_plan(new_plan)
     # Totals: the other days' daily totals, already summed per trader next to the data
@@ -609,7 +623,7 @@ def _update(
         days_recomputed=len(days),
         trade_days_changed=len(changes.days),
         price_days_changed=len(price_days),
-        trades_read=int(new["trades"].sum() or 0),
+        trades_read=int(new["trades"].sum() or 0) if new_deals is None else new_deals[2],
         detection=changes.path,
         largest=largest,
         totals=totals,
@@ -648,14 +662,8 @@ def _others_sql(t: Tables, where: str) -> str:
     return f"SELECT trader_id, {', '.join(sums)} FROM {t.daily} WHERE {where} GROUP BY trader_id"
 
 
-_OLD_SCHEMA = {
-    "trader_id": pl.String,
-    "delivery_day": pl.Date,
-    "delivery_hour": pl.String,
-    "trades": pl.Int64,
-    "cash_eur": pl.Float64,
-    "net_mwh": pl.Float64,
-}
+#: The book of an exposure row: what a refresh keeps of the recomputed days' rows.
+_OLD_SCHEMA = {c: EXPOSURE_SCHEMA[c] for c in BOOK_COLUMNS}
 
 
 def _part(split: dict, name: str, schema: dict) -> pl.LazyFrame:
@@ -675,15 +683,26 @@ def _read_inputs(
     days: list[date],
     have_trades: bool,
     have_prices: bool,
+    new_deals: tuple[datetime, datetime, int] | None = None,
 ) -> dict[str, pl.LazyFrame]:
     """What a refresh reads, in one statement. Of the days it does not recompute, as the
     previous refresh left them: their daily totals summed per trader (`others`) and their
-    LARGEST periods (`top`), a few rows either. Of the recomputed `days`: their legs
-    (`LEGS_SQL`), their exposure rows before this refresh (`old`, for the PnL attribution),
-    and the latest price of every hour (`now`) with the one the previous refresh used
-    (`used`)."""
+    LARGEST periods (`top`), a few rows either. Of the recomputed `days`: the legs
+    (`LEGS_SQL`) of all their deals, or of the `new_deals` only (received after the previous
+    watermark, up to the newest detected), their exposure rows before this refresh (`old`:
+    the book those new deals add to, and for the PnL attribution), and the latest price of
+    every hour (`now`) with the one the previous refresh used (`used`)."""
     where = _days_filter(days) if days else "false"
     kept = f"delivery_day NOT IN ({day_literals(days)})" if days else "true"
+    deals = where
+    if new_deals is not None:
+        after, newest, count = new_deals
+        # The row groups received before are skipped by their min/max.
+        deals = (
+            f"received_at > {timestamp_literal(after)} AND received_at <= {timestamp_literal(newest)}"
+            if count
+            else "false"
+        )
     parts = {
         "others": (_TOTALS_SCHEMA, _others_sql(t, kept)),
         "top": (
@@ -693,7 +712,7 @@ def _read_inputs(
         ),
         "legs": (
             _LEGS_SCHEMA,
-            LEGS_SQL.format(raw_trades=t.raw_trades, where=where) if have_trades else None,
+            LEGS_SQL.format(raw_trades=t.raw_trades, where=deals) if have_trades else None,
         ),
         "old": (_OLD_SCHEMA, f"SELECT {', '.join(_OLD_SCHEMA)} FROM {t.exposure} WHERE {where}"),
         "now": (_PRICE_SCHEMA, _latest_prices(t, where) if have_prices else None),

@@ -86,12 +86,18 @@ def test_new_trade_recomputes_only_its_day(book):
     refresh(book)
     before = exposure_rows(book)
     book.trade("alice", MON, "13-14", "buy", 1.0, 30.0)
+    book.trade("alice", MON, "12-13", "sell", 1.0, 48.0)
     result = refresh(book)
     assert result.detection == "watermark"
     assert result.days_recomputed == 1
-    assert result.trades_read == 3  # the three deals of MON, none of TUE
+    # Only the new deals are read: MON's earlier ones are in its exposure rows.
+    assert result.trades_read == 2
     after = exposure_rows(book)
     assert after[("alice", MON, "13-14")]["cash_eur"] == pytest.approx(-30.0)
+    # alice 12-13: bought 2 @ 50, sold 1 @ 60 and now 1 @ 48 -> flat, cash 8, PnL 8.
+    alice = after[("alice", MON, "12-13")]
+    assert (alice["trades"], alice["net_mwh"], alice["sell_vwap"]) == (3, 0.0, 54.0)
+    assert alice["cash_eur"] == pytest.approx(8.0) and alice["pnl_eur"] == pytest.approx(8.0)
     assert after[("bob", TUE, "08-09")] == before[("bob", TUE, "08-09")]
 
 
