@@ -14,7 +14,7 @@ setup: $(VENV)/.synced system-deps
 	.tools/bin/pip install --quiet uv
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	touch $@
 
 # Debian packages the tests and the demo need: Chromium for the dashboard test, PostgreSQL
