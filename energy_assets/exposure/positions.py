@@ -15,6 +15,10 @@ One row per (`trader_id`, `delivery_day`, `delivery_hour`) -- a *period*:
 
 A period without a reference price has null `reference_price`, `pnl_eur` and `exposure_eur`:
 never 0, which would read as "flat" or "break-even".
+
+Trades -> `legs` (Σ per period and side) -> `book_legs` (the columns down to `cash_eur`: a
+*book*) -> `mark` (the price columns). `rebook` adds the legs of new deals to a book already
+made, without the earlier deals.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ import polars as pl
 
 #: The grain of a position.
 PERIOD_KEY = ["trader_id", "delivery_day", "delivery_hour"]
-#: Columns of `energy.trader_exposure`, in table order.
-EXPOSURE_COLUMNS = [
+#: Columns of a book: a period's deals summed, before any price (`book_legs`).
+BOOK_COLUMNS = [
     *PERIOD_KEY,
     "trades",
     "bought_mwh",
@@ -33,10 +37,9 @@ EXPOSURE_COLUMNS = [
     "buy_vwap",
     "sell_vwap",
     "cash_eur",
-    "reference_price",
-    "pnl_eur",
-    "exposure_eur",
 ]
+#: Columns of `energy.trader_exposure`, in table order: the book, marked.
+EXPOSURE_COLUMNS = [*BOOK_COLUMNS, "reference_price", "pnl_eur", "exposure_eur"]
 #: Columns of the totals tables after their own key (per trader; per trader and delivery day).
 TOTAL_COLUMNS = [
     "periods",
@@ -99,19 +102,6 @@ def legs(trades: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
 def book_legs(legs_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     """Legs -> one row per period with `trades`, volumes, VWAPs and cash; no prices."""
     return _booked(_side_sums(legs_frame))
-
-
-#: Columns of a book: a period's deals summed, before any price (`book_legs`).
-BOOK_COLUMNS = [
-    *PERIOD_KEY,
-    "trades",
-    "bought_mwh",
-    "sold_mwh",
-    "net_mwh",
-    "buy_vwap",
-    "sell_vwap",
-    "cash_eur",
-]
 
 
 def _side_sums(legs_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
