@@ -13,7 +13,8 @@ setup: $(VENV)/.synced system-deps
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv
 
-$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+# The recipe is part of what the venv is: a change here (e.g. a flag) syncs again.
+$(VENV)/.synced: pyproject.toml uv.lock Makefile | $(UV)
 	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	touch $@
 
