@@ -2,8 +2,11 @@
 
 DuckDB allows one writing process per file. Every asset and check that opens the
 warehouse declares `pool=DUCKDB_POOL`; `dagster.yaml` gives that pool a limit of 1, so
-Dagster runs them one at a time across runs and processes. The listener and the dashboard
-server never open the file.
+Dagster queues them and runs one at a time across runs and processes. (Two steps claiming
+the free slot in the same few milliseconds can both get it on Dagster's SQLite storage; the
+second then waits on DuckDB's own file lock, which `DuckDBResource.get_connection` and
+`connect` below retry with backoff.) The listener and the dashboard server never open the
+file.
 """
 
 from __future__ import annotations

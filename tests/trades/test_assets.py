@@ -4,6 +4,7 @@ CLI, and two drains launched at once."""
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -15,7 +16,7 @@ from energy_assets.trades.buffer import CaptureBuffer, Gap
 from energy_assets.trades.drain import Tables
 from energy_assets.trades.resources import capture_resource
 from energy_assets.trades.settings import capture_settings
-from energy_assets.warehouse import warehouse_resource
+from energy_assets.warehouse import DUCKDB_POOL, warehouse_resource
 from tests.conftest import REPO
 from tests.trades.conftest import expected, make_deals, pending, stored_deals
 
@@ -98,11 +99,18 @@ sys.exit(0 if result.success else 1)
 
 
 def test_two_drains_launched_at_once_end_exact(dagster_home, energy_env, tmp_path):
-    """Two processes drain at once on one instance: the `duckdb` pool (limit 1) lets one
-    step in at a time; the other is held, then finds nothing left to drain."""
+    """Two processes drain at once on one instance: the `duckdb` pool (limit 1) queues their
+    steps and lets one in at a time; the other is held, then finds nothing left to drain."""
     deals = make_deals(2000, seed=22)
     fill(deals + deals[::3])
     instance = dg.DagsterInstance.get()  # storage created once, not raced by both processes
+    pool = instance.event_log_storage
+    # The test holds the pool's one slot until both steps wait in its queue. Two claims of a
+    # free slot in the same few milliseconds can both succeed on Dagster's SQLite storage
+    # (its SELECT ... FOR UPDATE is a no-op there): the pool is a queue, and for that instant
+    # DuckDB's own file lock, which the warehouse resource waits out, keeps one writer.
+    pool.initialize_concurrency_limit_to_default(DUCKDB_POOL)
+    assert pool.claim_concurrency_slot(DUCKDB_POOL, "test", "hold").is_claimed
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", MATERIALIZE],
@@ -114,6 +122,11 @@ def test_two_drains_launched_at_once_end_exact(dagster_home, energy_env, tmp_pat
         )
         for _ in range(2)
     ]
+    deadline = time.monotonic() + 60
+    while pool.get_concurrency_info(DUCKDB_POOL).pending_step_count < 2:
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.05)
+    pool.free_concurrency_slot_for_step("test", "hold")
     outputs = [proc.communicate(timeout=120) for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], outputs
     lines = [out.split() for out, _ in outputs]
