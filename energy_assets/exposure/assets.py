@@ -55,7 +55,8 @@ def trader_exposure(
     trader and delivery day (`energy.trader_exposure_daily`); each refresh appends one row per
     trader to `energy.trader_pnl_history`, its PnL change split into new trades and price
     moves. Refreshes by itself after new trades or new reference prices, recomputing only the
-    delivery days that changed."""
+    delivery days that changed, and reading only the deals that arrived since the last refresh
+    (`trades_read` in the metadata)."""
     with warehouse.get_connection() as conn:
         result = store.refresh(
             conn, datetime.now(UTC), run_id=context.run_id, full=config.full_recompute
@@ -63,8 +64,8 @@ def trader_exposure(
     for table in result.missing_inputs:
         context.log.warning(f"{table} does not exist yet: counted as empty")
     context.log.info(
-        f"recomputed {result.days_recomputed} delivery day(s) from {result.trades_read} trades "
-        f"in {result.seconds:.3f}s"
+        f"recomputed {result.days_recomputed} delivery day(s), {result.trades_read} trades read "
+        f"from raw_trades ({result.detection}), in {result.seconds:.3f}s"
     )
     return dg.MaterializeResult(metadata=exposure_metadata(result))
 

@@ -204,7 +204,7 @@ class RefreshResult:
     days_recomputed: int
     trade_days_changed: int
     price_days_changed: int
-    trades_read: int
+    trades_read: int  # rows of raw_trades summed: the new deals, or every deal of the days
     detection: str
     largest: pl.DataFrame = field(repr=False)
     totals: pl.DataFrame = field(repr=False)
