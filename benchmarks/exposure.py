@@ -191,9 +191,8 @@ def child_asset(n: int, per_day: int, workdir: str) -> dict:
         clock = iter(datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=i) for i in range(1000))
         first = store.refresh(conn, next(clock))
         out["first_refresh_seconds"] = first.seconds
-        # Each kind of refresh in a row, as the usual ones follow each other (a full recompute
-        # leaves every table rewritten: the refreshes right after one run slower). Medians
-        # over repeats: the machine is shared.
+        # Each kind of refresh in a row, as the usual ones follow each other on a desk; medians
+        # over repeats, the machine being shared.
         runs: dict[str, list] = {}
         runs["full"] = [store.refresh(conn, next(clock), full=True) for _ in range(REPEATS)]
         runs["unchanged"] = [store.refresh(conn, next(clock)) for _ in range(REPEATS)]
