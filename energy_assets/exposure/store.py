@@ -288,24 +288,8 @@ def _trade_changes(
 
     if not have_trades:
         return changed(list(before), [], "scan")
-    total = conn.execute(f"SELECT count(*) FROM {t.raw_trades}").fetchone()[0]
-    # The row count and the watermark of the previous refresh: the sum and the latest of the
-    # marks.
-    known_total = sum(mark[0] for mark in before.values())
-    watermark = max((mark[1] for mark in before.values() if mark[1] is not None), default=None)
-    if not full:
-        if watermark is not None:
-            delta = conn.execute(
-                f"""SELECT delivery_day, count(*), max(received_at) FROM {t.raw_trades}
-                    WHERE received_at > {timestamp_literal(watermark)} GROUP BY delivery_day"""
-            ).fetchall()
-            if total == known_total + sum(r[1] for r in delta):
-                # Proven insert-only since the watermark: each day's mark just grows.
-                marks = [
-                    (day, before.get(day, (0, None))[0] + count, max_or(before.get(day), last))
-                    for day, count, last in delta
-                ]
-                return changed([r[0] for r in delta], marks, "watermark")
+    # The watermark path is `_detect_fast`'s; a refresh gets here when it did not apply (or a
+    # table was missing): the per-day scan decides.
     now = conn.execute(
         f"""SELECT delivery_day, count(*), max(received_at) FROM {t.raw_trades}
             GROUP BY delivery_day"""
@@ -314,10 +298,6 @@ def _trade_changes(
     days = [d for d in set(before) | set(current) if full or before.get(d) != current.get(d)]
     marks = [r for r in now if r[0] in set(days)]
     return changed(days, marks, "scan")
-
-
-def max_or(mark: tuple | None, last: datetime) -> datetime:
-    return last if mark is None or mark[1] is None else max(mark[1], last)
 
 
 def _days_filter(days: list[date]) -> str:
@@ -476,7 +456,7 @@ def _detect_fast(conn: duckdb.DuckDBPyConnection, t: Tables) -> Detected | None:
         (
             r["delivery_day"],
             (r["trades_before"] or 0) + r["trades_now"],
-            max_or((None, r["received_before"]), r["received"]),
+            max(filter(None, (r["received_before"], r["received"]))),
         )
         for r in delta
     ]
