@@ -417,6 +417,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--skip-storm", action="store_true")
     args = parser.parse_args()
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
 
     print(
         f"# exposure benchmarks, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {TRADERS} traders, "
