@@ -232,9 +232,7 @@ def child_asset(n: int, per_day: int, workdir: str, index: int) -> dict:
         out["peak_rss_mb_full"] = peak_rss_mb()
         out["rss_before_refresh_mb"] = rss_before
         for kind, results in runs.items():
-            seconds = sorted(r.seconds for r in results)
-            out[f"{kind}_seconds"] = median(seconds)
-            out[f"{kind}_range"] = (seconds[0], seconds[-1])
+            record(out, kind, [r.seconds for r in results])
         out["full_trades_read"] = runs["full"][0].trades_read
         out["one_day_days_recomputed"] = runs["one_day"][-1].days_recomputed
         out["one_day_trades_read"] = runs["one_day"][-1].trades_read
@@ -274,11 +272,15 @@ def child_asset(n: int, per_day: int, workdir: str, index: int) -> dict:
             conn.close()
             per_run[kind].append((result.seconds, opened, time.perf_counter() - closed))
     for kind, results in per_run.items():
-        seconds = sorted(r[0] for r in results)
-        out[f"{kind}_seconds"] = median(seconds)
-        out[f"{kind}_range"] = (seconds[0], seconds[-1])
+        record(out, kind, [r[0] for r in results])
         out[f"{kind}_open_close"] = (median(r[1] for r in results), median(r[2] for r in results))
     return out
+
+
+def record(out: dict, kind: str, seconds: list[float]) -> None:
+    """The median of a `kind` of refresh and its fastest and slowest run, into `out`."""
+    out[f"{kind}_seconds"] = median(seconds)
+    out[f"{kind}_range"] = (min(seconds), max(seconds))
 
 
 def add_deals(conn, tag: str, day: date) -> None:
