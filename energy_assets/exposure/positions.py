@@ -289,6 +289,49 @@ def roll_up_plan(daily: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+#: `trader_id` of the desk's rows: every trader's periods summed (`desk_positions`).
+DESK = "desk"
+
+
+def desk_positions(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """Exposure rows of many traders -> the desk's, one row per delivery period with
+    `trader_id` = `DESK`, the same columns (`EXPOSURE_COLUMNS`) and the same rules: volumes,
+    cash, PnL and exposure add up; each side's VWAP is Σ q·p / Σ q over every trader's deals,
+    rebuilt from the traders' VWAP × volume; the reference price is the period's."""
+    volume_weighted = {"buy_vwap": "bought_mwh", "sell_vwap": "sold_mwh"}
+    summed = (
+        _lazy(exposure)
+        .with_columns(
+            (pl.col(vwap).fill_null(0.0) * pl.col(volume)).alias(f"_{vwap}_eur")
+            for vwap, volume in volume_weighted.items()
+        )
+        .group_by("delivery_day", "delivery_hour")
+        .agg(
+            pl.col("trades").sum().cast(pl.Int64),
+            pl.col("bought_mwh", "sold_mwh", "net_mwh", "cash_eur").sum(),
+            pl.col("_buy_vwap_eur", "_sell_vwap_eur").sum(),
+            pl.col("reference_price").first(),
+        )
+    )
+    return (
+        summed.with_columns(
+            pl.lit(DESK).alias("trader_id"),
+            *(
+                pl.when(pl.col(volume) > 0)
+                .then(pl.col(f"_{vwap}_eur") / pl.col(volume))
+                .cast(pl.Float64)
+                .alias(vwap)
+                for vwap, volume in volume_weighted.items()
+            ),
+            (pl.col("cash_eur") + pl.col("net_mwh") * pl.col("reference_price")).alias("pnl_eur"),
+            (pl.col("net_mwh") * pl.col("reference_price")).alias("exposure_eur"),
+        )
+        .select(EXPOSURE_COLUMNS)
+        .sort(PERIOD_KEY)
+        .collect()
+    )
+
+
 def _valued(cash: str, net: str, price: str) -> pl.Expr:
     # PnL of a period at a given price, counted only where that price exists.
     return (

@@ -9,10 +9,12 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from energy_assets.exposure.positions import (
+    DESK,
     EXPOSURE_COLUMNS,
     PERIOD_KEY,
     book,
     daily_totals,
+    desk_positions,
     legs,
     pnl_attribution,
     positions,
@@ -261,3 +263,30 @@ def test_rebooking_new_deals_onto_a_book_equals_booking_every_deal():
     # Periods without new deals come back exactly as they were.
     untouched = rebooked.filter(pl.col("trader_id") == "bob")
     assert_frame_equal(untouched, every_deal.filter(pl.col("trader_id") == "bob"), check_exact=True)
+
+
+def test_desk_positions_equal_the_positions_of_every_deal_booked_to_one_trader():
+    deals = pl.DataFrame(
+        {
+            "trader_id": ["a", "a", "b", "b"],
+            "delivery_day": [date(2026, 1, 1)] * 3 + [date(2026, 1, 2)],
+            "delivery_hour": ["01-02"] * 4,
+            "direction": ["buy", "sell", "buy", "sell"],
+            "price": [10.0, 20.0, 30.0, -5.0],
+            "quantity": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    prices = pl.DataFrame(
+        {"delivery_day": [date(2026, 1, 1)], "delivery_hour": ["01-02"], "reference_price": [25.0]}
+    )
+    desk = desk_positions(positions(deals, prices))
+    # Hand-computed for 2026-01-01 01-02: bought 1@10 + 3@30 = 4 MWh at 25, sold 2@20.
+    first = desk.row(0, named=True)
+    assert first["trader_id"] == DESK
+    assert (first["bought_mwh"], first["sold_mwh"], first["net_mwh"]) == (4.0, 2.0, 2.0)
+    assert first["buy_vwap"] == pytest.approx(25.0)
+    assert first["cash_eur"] == pytest.approx(40.0 - 100.0)
+    assert first["pnl_eur"] == pytest.approx(-60.0 + 2.0 * 25.0)
+    assert desk.row(1, named=True)["pnl_eur"] is None  # 2026-01-02 has no price yet
+    as_one_trader = positions(deals.with_columns(trader_id=pl.lit(DESK)), prices)
+    assert desk.equals(as_one_trader)

@@ -1,0 +1,66 @@
+"""What the batch layer publishes for the live desk service: files beside the dashboard.
+
+The live desk (`energy-assets dashboard`) never opens DuckDB and never calls the vendor. It
+computes live positions from the capture buffer itself, and reads everything else from these
+files in `ENERGY_DASHBOARD_DIR` (default `data/dashboard/`):
+
+| file | written by | holds |
+| --- | --- | --- |
+| `prices.parquet` | the `reference_prices` run that stored them | the current reference price of every delivery hour (`PRICE_SCHEMA`) |
+| `confirmed.parquet` | `exposure_dashboard` | `trader_exposure` as of its last refresh (`positions.EXPOSURE_COLUMNS`) |
+| `pnl_history.parquet` | `exposure_dashboard` | `trader_pnl_history`: one row per trader and refresh |
+
+Each file is written under a temporary name and renamed over the old one, so a reader sees the
+whole new file or the whole previous one, never half of either. A reader notices a new file by
+its modification time (`changed_at`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+
+PRICES = "prices.parquet"
+CONFIRMED = "confirmed.parquet"
+PNL_HISTORY = "pnl_history.parquet"
+
+#: `prices.parquet`: one row per delivery hour, the latest revision we hold.
+PRICE_SCHEMA = {
+    "delivery_day": pl.Date,
+    "delivery_hour": pl.String,
+    "reference_price": pl.Float64,
+    "unit": pl.String,
+    "last_update": pl.Datetime("us", "UTC"),
+    "fetched_at": pl.Datetime("us", "UTC"),
+}
+
+
+def write(frame: pl.DataFrame, directory: str | Path, name: str) -> Path:
+    """Publish `frame` as `directory/name`, atomically (temporary file, fsync, rename)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    tmp = directory / f".{name}.{os.getpid()}.tmp"
+    frame.write_parquet(tmp)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read(directory: str | Path, name: str) -> pl.DataFrame | None:
+    """The published frame, or None while nothing has been published yet."""
+    try:
+        return pl.read_parquet(Path(directory) / name)
+    except FileNotFoundError:
+        return None
+
+
+def changed_at(directory: str | Path, name: str) -> int | None:
+    """The published file's modification time in ns (None when absent): cheap to poll."""
+    try:
+        return os.stat(Path(directory) / name).st_mtime_ns
+    except FileNotFoundError:
+        return None
