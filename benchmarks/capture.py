@@ -40,9 +40,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from energy_assets.playground.server import ExchangeOptions, Playground  # noqa: E402
+from energy_assets.tables import RAW_TRADES  # noqa: E402
 from energy_assets.trades.buffer import SEGMENTS  # noqa: E402
 from energy_assets.trades.deal import InvalidFrame, parse_frame  # noqa: E402
-from energy_assets.trades.drain import Tables, drain, read_segments, typed  # noqa: E402
+from energy_assets.trades.drain import drain, read_segments, typed  # noqa: E402
 
 PYTHON = str(REPO / ".venv/bin/python")
 
@@ -247,7 +248,7 @@ def bench_drain(rows: int, work: Path) -> None:
     write_segments(capture, rows, seed=1)
     with duckdb.connect(str(database)) as conn:
         result = drain(conn, capture)
-        total = conn.execute(f"SELECT count(*) FROM {Tables.of(conn).raw_trades}").fetchone()[0]
+        total = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
     assert result.rows_added == rows and total == 2 * rows
     line(
         f"raw_trades drain, 2nd batch vs {rows:,} stored rows",
@@ -289,7 +290,7 @@ def bench_latency(seconds: float, work: Path, location: str) -> None:
             "      attribute: trades_only\n"
         )
     workspace.write_text(f"load_from:\n  - {target}      working_directory: {REPO}\n")
-    capture, database = work / "capture", work / "energy.duckdb"
+    capture, database = work / "capture", work / "warehouse.duckdb"
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
@@ -324,12 +325,11 @@ def bench_latency(seconds: float, work: Path, location: str) -> None:
         daemon.wait(60)
 
     with duckdb.connect(str(database), read_only=True) as conn:
-        t = Tables.of(conn)
         latencies = [
             row[0]
             for row in conn.execute(
-                f"SELECT epoch(s.ingested_at) - epoch(r.received_at) FROM {t.raw_trades} r "
-                f"JOIN {t.capture_segments} s USING (segment)"
+                "SELECT epoch(s.ingested_at) - epoch(r.received_at) FROM energy.raw_trades r "
+                "JOIN energy.capture_segments s USING (segment)"
             ).fetchall()
         ]
     os.environ["DAGSTER_HOME"] = str(home)

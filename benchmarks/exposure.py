@@ -181,7 +181,7 @@ def build_warehouse(path: Path, n: int, per_day: int) -> None:
 def pristine(workdir: str) -> Path:
     """The warehouse every asset process starts from a copy of (the file's name is the
     catalog's: `energy`)."""
-    return Path(workdir) / "pristine" / "energy.duckdb"
+    return Path(workdir) / "pristine" / "warehouse.duckdb"
 
 
 def child_build(n: int, per_day: int, workdir: str) -> dict:
@@ -200,7 +200,7 @@ def child_asset(n: int, per_day: int, workdir: str, index: int) -> dict:
     from energy_assets.exposure import store
 
     # A copy per process, left for the caller's temporary directory to remove.
-    path = Path(workdir) / f"process-{index}" / "energy.duckdb"
+    path = Path(workdir) / f"process-{index}" / "warehouse.duckdb"
     path.parent.mkdir()
     shutil.copyfile(pristine(workdir), path)
     rss_before = peak_rss_mb()
@@ -357,7 +357,7 @@ def storm_benchmark(clients: int, workdir: Path) -> dict:
     from energy_assets.exposure.loadtest import storm
 
     (workdir / "storm").mkdir()
-    path = workdir / "storm" / "energy.duckdb"
+    path = workdir / "storm" / "warehouse.duckdb"
     build_warehouse(path, 200_000, 20_000)
     with duckdb.connect(str(path)) as conn:
         store.refresh(conn, datetime.now(UTC))

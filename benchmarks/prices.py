@@ -32,7 +32,6 @@ sys.path.insert(0, str(REPO))
 
 from energy_assets.operations.instance import INSTANCE_ENVIRONMENT  # noqa: E402
 from energy_assets.playground.server import MarketDataOptions, Playground  # noqa: E402
-from energy_assets.prices.store import table  # noqa: E402
 
 START = datetime(2023, 1, 1)
 FMT = "%Y-%m-%d-%H:%M"
@@ -67,7 +66,7 @@ class Workspace:
         self.home = self.dir / "dagster_home"
         self.home.mkdir(parents=True)
         shutil.copy(REPO / "dagster.yaml", self.home / "dagster.yaml")
-        self.duckdb = self.dir / "energy.duckdb"
+        self.duckdb = self.dir / "warehouse.duckdb"
         self.env = {
             **os.environ,
             "DAGSTER_HOME": str(self.home),
@@ -95,9 +94,7 @@ class Workspace:
 
     def rows(self) -> int:
         with duckdb.connect(str(self.duckdb), read_only=True) as conn:
-            return conn.execute(
-                f"SELECT count(*) FROM {table(conn, 'reference_prices')}"
-            ).fetchone()[0]
+            return conn.execute("SELECT count(*) FROM energy.reference_prices").fetchone()[0]
 
 
 def measure_floor(root: Path, url: str, hours: int) -> float:

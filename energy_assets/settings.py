@@ -9,7 +9,7 @@ from pathlib import Path
 DEFAULT_EXCHANGE_URL = "ws://localhost:5050"
 DEFAULT_MARKET_DATA_URL = "http://localhost:5060"
 DEFAULT_CAPTURE_DIR = "data/capture"
-DEFAULT_DUCKDB_PATH = "data/energy.duckdb"
+DEFAULT_DUCKDB_PATH = "data/warehouse.duckdb"
 DEFAULT_DASHBOARD_DIR = "data/dashboard"
 
 

@@ -1,4 +1,4 @@
-"""The DuckDB warehouse: where it lives, how it is opened, and who may write it.
+"""The DuckDB warehouse: how it is opened, and who may write it.
 
 DuckDB allows one writing process per file. Every asset and check that opens the
 warehouse declares `pool=DUCKDB_POOL`; `dagster.yaml` gives that pool a limit of 1, so
@@ -6,25 +6,28 @@ Dagster queues them and runs one at a time across runs and processes. (Two steps
 the free slot in the same few milliseconds can both get it on Dagster's SQLite storage; the
 second then waits on DuckDB's own file lock, which `DuckDBResource.get_connection` and
 `connect` below retry with backoff.) The listener and the dashboard server never open the
-file.
+file. Its tables are declared in `energy_assets/tables.py`.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
-from dagster._utils.backoff import backoff
 from dagster_duckdb import DuckDBResource
 
 from energy_assets.settings import Settings
+from energy_assets.tables import SCHEMA, ensure_schema
+
+__all__ = ["DUCKDB_POOL", "SCHEMA", "connect", "ensure_schema", "warehouse_resource"]
 
 #: Dagster concurrency pool of every step that opens the DuckDB file (limit 1 in dagster.yaml).
 DUCKDB_POOL = "duckdb"
-#: The schema that holds every table of the platform.
-SCHEMA = "energy"
+#: How long `connect` waits out another process's lock on the file, at most (seconds).
+LOCK_WAIT_SECONDS = 60.0
 
 
 def warehouse_resource(settings: Settings) -> DuckDBResource:
@@ -39,34 +42,27 @@ def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDB
     """Open the warehouse outside Dagster (tests, benchmarks, CLI), waiting out a held lock."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = backoff(
-        fn=duckdb.connect,
-        retry_on=(duckdb.IOException,),
-        kwargs={"database": str(path), "read_only": read_only},
-        max_retries=10,
-    )
+    deadline, delay = time.monotonic() + LOCK_WAIT_SECONDS, 0.05
+    while True:
+        try:
+            conn = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
     try:
         yield conn
     finally:
         conn.close()
 
 
+# Only energy_assets/exposure/store.py still uses the two below; with the file named
+# `warehouse.duckdb` a plain `energy.<table>` is unambiguous, and they go with its rewrite.
 def current_catalog(conn: duckdb.DuckDBPyConnection) -> str:
-    """The catalog DuckDB named after the open file. A file named `energy.duckdb` is a
-    catalog called `energy`, like the schema, which makes a bare `energy.<table>` ambiguous
-    to DuckDB ("Ambiguous reference to catalog or schema"): every table name is qualified."""
     return conn.execute("SELECT current_database()").fetchone()[0]
 
 
 def catalog_prefix(catalog: str) -> str:
-    """`"<catalog>".`, to put before `energy.<table>`."""
     return '"' + catalog.replace('"', '""') + '".'
-
-
-def qualified(conn: duckdb.DuckDBPyConnection, table: str) -> str:
-    """`"<catalog>".energy.<table>` for the open file (see `current_catalog`)."""
-    return f"{catalog_prefix(current_catalog(conn))}{SCHEMA}.{table}"
-
-
-def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")

@@ -39,7 +39,7 @@ def energy_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str
     """The platform's settings pointed at a temporary data directory."""
     env = {
         "ENERGY_CAPTURE_DIR": str(tmp_path / "capture"),
-        "ENERGY_DUCKDB_PATH": str(tmp_path / "energy.duckdb"),
+        "ENERGY_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
         "ENERGY_DASHBOARD_DIR": str(tmp_path / "dashboard"),
     }
     for key, value in env.items():

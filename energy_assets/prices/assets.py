@@ -25,8 +25,9 @@ from energy_assets.prices.partitions import (
     partition_key_to_delivery,
     reference_price_partitions,
 )
-from energy_assets.prices.store import store_prices, table
-from energy_assets.warehouse import DUCKDB_POOL, SCHEMA
+from energy_assets.prices.store import store_prices
+from energy_assets.tables import RAW_TRADES, exists
+from energy_assets.warehouse import DUCKDB_POOL
 
 ASSET_KEY = dg.AssetKey("reference_prices")
 #: Run tag: `fresh` (the schedule) may use the whole request budget, anything else is `bulk`.
@@ -57,16 +58,12 @@ def order_for_fetch(keys: list[str], hours_with_trades: set[tuple[date, str]]) -
 
 
 def _hours_with_trades(conn, keys: list[str]) -> set[tuple[date, str]]:
-    exists = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [SCHEMA, "raw_trades"],
-    ).fetchone()[0]
-    if not exists or not keys:
+    if not keys or not exists(conn, RAW_TRADES):
         return set()
     first, _ = partition_key_to_delivery(keys[0])
     last, _ = partition_key_to_delivery(keys[-1])
     rows = conn.execute(
-        f"SELECT DISTINCT delivery_day, delivery_hour FROM {table(conn, 'raw_trades')} "
+        f"SELECT DISTINCT delivery_day, delivery_hour FROM {RAW_TRADES} "
         "WHERE delivery_day BETWEEN ? AND ?",
         [first, last],
     ).fetchall()

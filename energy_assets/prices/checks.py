@@ -6,8 +6,8 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from energy_assets.prices.assets import ASSET_KEY
-from energy_assets.prices.store import CURRENT, ensure_tables, table
-from energy_assets.warehouse import DUCKDB_POOL, SCHEMA
+from energy_assets.tables import RAW_TRADES, REFERENCE_PRICES, ensure_price_tables, exists
+from energy_assets.warehouse import DUCKDB_POOL
 
 FINITE = dg.AssetCheckSpec(
     "values_finite", asset=ASSET_KEY, description="Every stored price is a finite number."
@@ -23,23 +23,14 @@ COVERAGE = dg.AssetCheckSpec(
 )
 
 
-def _table_exists(conn, name: str) -> bool:
-    return bool(
-        conn.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-            [SCHEMA, name],
-        ).fetchone()[0]
-    )
-
-
 @dg.multi_asset_check(specs=[FINITE, ONE_UNIT, COVERAGE], pool=DUCKDB_POOL, can_subset=True)
 def reference_price_checks(
     context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource
 ) -> Iterator[dg.AssetCheckResult]:
     selected = context.selected_asset_check_keys
     with warehouse.get_connection() as conn:
-        ensure_tables(conn)
-        prices = table(conn, CURRENT)
+        ensure_price_tables(conn)
+        prices = REFERENCE_PRICES
         if FINITE.key in selected:
             bad = conn.execute(
                 f"SELECT count(*) FROM {prices} WHERE value IS NULL OR NOT isfinite(value)"
@@ -60,7 +51,7 @@ def reference_price_checks(
                 metadata={"units": dg.MetadataValue.json(units)},
             )
         if COVERAGE.key in selected:
-            if not _table_exists(conn, "raw_trades"):
+            if not exists(conn, RAW_TRADES):
                 yield dg.AssetCheckResult(
                     check_name=COVERAGE.name,
                     passed=True,
@@ -71,13 +62,13 @@ def reference_price_checks(
             missing = conn.execute(
                 f"""
                 SELECT DISTINCT t.delivery_day, t.delivery_hour
-                FROM {table(conn, "raw_trades")} t
+                FROM {RAW_TRADES} t
                 ANTI JOIN {prices} p USING (delivery_day, delivery_hour)
                 ORDER BY 1, 2
                 """
             ).fetchall()
             traded = conn.execute(
-                f"SELECT count(*) FROM (SELECT DISTINCT delivery_day, delivery_hour FROM {table(conn, 'raw_trades')})"
+                f"SELECT count(*) FROM (SELECT DISTINCT delivery_day, delivery_hour FROM {RAW_TRADES})"
             ).fetchone()[0]
             yield dg.AssetCheckResult(
                 check_name=COVERAGE.name,

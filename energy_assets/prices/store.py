@@ -9,34 +9,7 @@ import duckdb
 import polars as pl
 
 from energy_assets.prices.client import ReferencePrice
-from energy_assets.warehouse import ensure_schema
-from energy_assets.warehouse import qualified as table
-
-CURRENT = "reference_prices"
-REVISIONS = "reference_price_revisions"
-
-
-_COLUMNS = """
-    delivery_day DATE NOT NULL,
-    delivery_hour VARCHAR NOT NULL,
-    value DOUBLE NOT NULL,
-    unit VARCHAR NOT NULL,
-    last_update TIMESTAMPTZ NOT NULL,
-    fetched_at TIMESTAMPTZ NOT NULL"""
-
-
-def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
-    ensure_schema(conn)
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {table(conn, CURRENT)} ({_COLUMNS},"
-        " PRIMARY KEY (delivery_day, delivery_hour))"
-    )
-    # A revision is a distinct (hour, last_update, value, unit); fetched_at says when we first
-    # saw it.
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {table(conn, REVISIONS)} ({_COLUMNS},"
-        " PRIMARY KEY (delivery_day, delivery_hour, last_update, value, unit))"
-    )
+from energy_assets.tables import REFERENCE_PRICE_REVISIONS, REFERENCE_PRICES, ensure_price_tables
 
 
 @dataclass(frozen=True)
@@ -70,10 +43,10 @@ def store_prices(conn: duckdb.DuckDBPyConnection, prices: Sequence[ReferencePric
     """Write a batch in ONE transaction: every distinct revision into the history, and the
     current row of each hour replaced, unless the stored row is a newer revision (a slow
     backfill finishing after the schedule must not put an old price back)."""
-    ensure_tables(conn)
+    ensure_price_tables(conn)
     if not prices:
         return StoreResult(rows=0, new_revisions=0)
-    current, revisions = table(conn, CURRENT), table(conn, REVISIONS)
+    current, revisions = REFERENCE_PRICES, REFERENCE_PRICE_REVISIONS
     batch = prices_frame(prices)
     conn.register("price_batch", batch.to_arrow())
     try:

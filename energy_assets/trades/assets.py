@@ -6,8 +6,9 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from energy_assets.delivery import HOURS_PER_DAY, hour_label
+from energy_assets.tables import FEED_GAPS, RAW_TRADES
 from energy_assets.trades.buffer import QUARANTINE, read_listener_state
-from energy_assets.trades.drain import DrainResult, Tables, drain
+from energy_assets.trades.drain import DrainResult, drain
 from energy_assets.trades.resources import CaptureBufferResource
 from energy_assets.warehouse import DUCKDB_POOL
 
@@ -80,28 +81,27 @@ def _count(conn, sql: str) -> int:
 
 
 def _check_results(conn, capture: CaptureBufferResource):
-    t = Tables.of(conn)
-    duplicated = _count(conn, f"SELECT count(*) - count(DISTINCT id) FROM {t.raw_trades}")
+    duplicated = _count(conn, f"SELECT count(*) - count(DISTINCT id) FROM {RAW_TRADES}")
     yield dg.AssetCheckResult(
         check_name="ids_unique",
         passed=duplicated == 0,
         metadata={"duplicate_rows": duplicated},
     )
-    columns = [row[0] for row in conn.execute(f"DESCRIBE {t.raw_trades}").fetchall()]
+    columns = [row[0] for row in conn.execute(f"DESCRIBE {RAW_TRADES}").fetchall()]
     nulls = _count(
         conn,
-        f"SELECT count(*) FROM {t.raw_trades} WHERE "
+        f"SELECT count(*) FROM {RAW_TRADES} WHERE "
         + " OR ".join(f"{column} IS NULL" for column in columns),
     )
     yield dg.AssetCheckResult(check_name="no_nulls", passed=nulls == 0, metadata={"rows": nulls})
-    bad_quantity = _count(conn, f"SELECT count(*) FROM {t.raw_trades} WHERE NOT quantity > 0")
+    bad_quantity = _count(conn, f"SELECT count(*) FROM {RAW_TRADES} WHERE NOT quantity > 0")
     yield dg.AssetCheckResult(
         check_name="quantity_positive", passed=bad_quantity == 0, metadata={"rows": bad_quantity}
     )
     # Literals, not bound parameters (see _feed_gap_check).
     labels = ", ".join(f"'{label}'" for label in VALID_HOURS)
     bad_hour = _count(
-        conn, f"SELECT count(*) FROM {t.raw_trades} WHERE delivery_hour NOT IN ({labels})"
+        conn, f"SELECT count(*) FROM {RAW_TRADES} WHERE delivery_hour NOT IN ({labels})"
     )
     yield dg.AssetCheckResult(
         check_name="valid_delivery_hour", passed=bad_hour == 0, metadata={"rows": bad_hour}
@@ -114,12 +114,11 @@ def _instant(epoch_us: int) -> datetime:
 
 
 def _feed_gap_check(conn, capture: CaptureBufferResource) -> dg.AssetCheckResult:
-    t = Tables.of(conn)
     since = datetime.now(UTC) - RECENT_GAP_WINDOW
     # Epoch numbers in and out, no bound parameters: the first binding in a process makes
     # DuckDB import pandas (~1-2 s), and every drain run is a fresh process.
     rows = conn.execute(
-        f"SELECT epoch_us(gap_start), epoch_us(gap_end), reason FROM {t.feed_gaps} "
+        f"SELECT epoch_us(gap_start), epoch_us(gap_end), reason FROM {FEED_GAPS} "
         f"WHERE gap_end >= to_timestamp({since.timestamp()!r}) ORDER BY gap_start DESC"
     ).fetchall()
     gaps = [(_instant(start), _instant(end), reason) for start, end, reason in rows]

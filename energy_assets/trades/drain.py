@@ -22,6 +22,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from energy_assets.tables import CAPTURE_SEGMENTS, FEED_GAPS, RAW_TRADES, ensure_trade_tables
 from energy_assets.trades.buffer import (
     apply_retention,
     archive,
@@ -29,28 +30,6 @@ from energy_assets.trades.buffer import (
     sealed_files,
 )
 from energy_assets.trades.deal import FIELDS
-from energy_assets.warehouse import SCHEMA, catalog_prefix, current_catalog, ensure_schema
-
-RAW_TRADES = f"{SCHEMA}.raw_trades"
-FEED_GAPS = f"{SCHEMA}.feed_gaps"
-CAPTURE_SEGMENTS = f"{SCHEMA}.capture_segments"
-
-
-@dataclass(frozen=True)
-class Tables:
-    """The capture tables, qualified with their catalog: a database file named
-    `energy.duckdb` is a catalog called `energy`, which makes a bare `energy.<table>`
-    ambiguous to DuckDB ("Ambiguous reference to catalog or schema")."""
-
-    raw_trades: str
-    feed_gaps: str
-    capture_segments: str
-
-    @classmethod
-    def of(cls, conn: duckdb.DuckDBPyConnection) -> Tables:
-        prefix = catalog_prefix(current_catalog(conn))
-        return cls(prefix + RAW_TRADES, prefix + FEED_GAPS, prefix + CAPTURE_SEGMENTS)
-
 
 _FLOATS = {"price", "quantity"}
 #: How a segment line is read: every contract field plus the listener's receive time.
@@ -58,40 +37,12 @@ SEGMENT_SCHEMA = {name: (pl.Float64 if name in _FLOATS else pl.String) for name 
     "received_at": pl.String
 }
 
-_DDL = """
-CREATE TABLE IF NOT EXISTS {raw_trades} (
-    id VARCHAR NOT NULL,
-    price DOUBLE NOT NULL,
-    quantity DOUBLE NOT NULL,
-    direction VARCHAR NOT NULL,
-    delivery_day DATE NOT NULL,
-    delivery_hour VARCHAR NOT NULL,
-    trader_id VARCHAR NOT NULL,
-    execution_time TIMESTAMPTZ NOT NULL,
-    received_at TIMESTAMPTZ NOT NULL,
-    segment VARCHAR NOT NULL
-);
-CREATE TABLE IF NOT EXISTS {feed_gaps} (
-    gap_start TIMESTAMPTZ NOT NULL,
-    gap_end TIMESTAMPTZ NOT NULL,
-    reason VARCHAR NOT NULL,
-    seconds DOUBLE,
-    source VARCHAR NOT NULL
-);
-CREATE TABLE IF NOT EXISTS {capture_segments} (
-    segment VARCHAR PRIMARY KEY,
-    kind VARCHAR NOT NULL,
-    lines BIGINT NOT NULL,
-    ingested_at TIMESTAMPTZ NOT NULL
-);
-"""
-
-_INSERT_DEALS = """
-INSERT INTO {raw_trades}
+_INSERT_DEALS = f"""
+INSERT INTO {RAW_TRADES}
 SELECT b.id, b.price, b.quantity, b.direction, b.delivery_day, b.delivery_hour, b.trader_id,
        b.execution_time, b.received_at, b.segment
-FROM {batch} AS b
-WHERE NOT EXISTS (SELECT 1 FROM {raw_trades} AS r WHERE r.id = b.id)
+FROM {{batch}} AS b
+WHERE NOT EXISTS (SELECT 1 FROM {RAW_TRADES} AS r WHERE r.id = b.id)
 """
 
 
@@ -112,13 +63,6 @@ class DrainResult:
     deleted_by_retention: int = 0
     seconds: float = 0.0
     attempts: int = 1
-
-
-def ensure_tables(conn: duckdb.DuckDBPyConnection) -> Tables:
-    ensure_schema(conn)
-    tables = Tables.of(conn)
-    conn.execute(_DDL.format(**vars(tables)))
-    return tables
 
 
 def read_segments(paths: list[Path]) -> pl.DataFrame:
@@ -197,25 +141,24 @@ def _literal(value: str | int | float) -> str:
     return repr(float(value)) if isinstance(value, float) else str(int(value))
 
 
-def _already_ingested(conn: duckdb.DuckDBPyConnection, t: Tables, names: list[str]) -> set[str]:
+def _already_ingested(conn: duckdb.DuckDBPyConnection, names: list[str]) -> set[str]:
     if not names:
         return set()
     values = ", ".join(_literal(name) for name in names)
     rows = conn.execute(
-        f"SELECT segment FROM {t.capture_segments} WHERE segment IN ({values})"
+        f"SELECT segment FROM {CAPTURE_SEGMENTS} WHERE segment IN ({values})"
     ).fetchall()
     return {row[0] for row in rows}
 
 
 def _drain_once(
     conn: duckdb.DuckDBPyConnection,
-    t: Tables,
     directory: Path,
     result: DrainResult,
     before_commit: Callable[[], None] | None,
 ) -> list[Path]:
     segment_paths, gap_paths = sealed_files(directory)
-    done = _already_ingested(conn, t, [p.name for p in segment_paths + gap_paths])
+    done = _already_ingested(conn, [p.name for p in segment_paths + gap_paths])
     stale = [p for p in segment_paths + gap_paths if p.name in done]
     segment_paths = [p for p in segment_paths if p.name not in done]
     gap_paths = [p for p in gap_paths if p.name not in done]
@@ -235,13 +178,9 @@ def _drain_once(
         first_seen.write_parquet(batch_file, compression="uncompressed", statistics=False)
         conn.execute("BEGIN TRANSACTION")
         try:
-            before = conn.execute(f"SELECT count(*) FROM {t.raw_trades}").fetchone()[0]
-            conn.execute(
-                _INSERT_DEALS.format(
-                    raw_trades=t.raw_trades, batch=f"read_parquet({_literal(str(batch_file))})"
-                )
-            )
-            after = conn.execute(f"SELECT count(*) FROM {t.raw_trades}").fetchone()[0]
+            before = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
+            conn.execute(_INSERT_DEALS.format(batch=f"read_parquet({_literal(str(batch_file))})"))
+            after = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
             if gaps:
                 rows = ", ".join(
                     f"(to_timestamp({_literal(g['gap_start'].timestamp())}), "
@@ -249,13 +188,13 @@ def _drain_once(
                     f"{_literal(g['reason'])}, {_literal(g['seconds'])}, {_literal(g['source'])})"
                     for g in gaps
                 )
-                conn.execute(f"INSERT INTO {t.feed_gaps} VALUES {rows}")
+                conn.execute(f"INSERT INTO {FEED_GAPS} VALUES {rows}")
             committed_at = _literal(time.time())
             rows = ", ".join(
                 f"({_literal(name)}, {_literal(kind)}, {count}, to_timestamp({committed_at}))"
                 for name, kind, count in marks
             )
-            conn.execute(f"INSERT INTO {t.capture_segments} VALUES {rows}")
+            conn.execute(f"INSERT INTO {CAPTURE_SEGMENTS} VALUES {rows}")
             if before_commit is not None:
                 before_commit()
             conn.execute("COMMIT")
@@ -298,8 +237,8 @@ def drain(
     for attempt in range(1, max_attempts + 1):
         result = DrainResult(attempts=attempt)
         try:
-            t = ensure_tables(conn)
-            ingested = _drain_once(conn, t, directory, result, before_commit)
+            ensure_trade_tables(conn)
+            ingested = _drain_once(conn, directory, result, before_commit)
             break
         except (duckdb.TransactionException, duckdb.ConstraintException):
             # Another drain (in this process; other processes wait on the file lock and the
@@ -308,10 +247,10 @@ def drain(
                 raise
             time.sleep(0.05 * attempt)
     if not result.segments:
-        result.total_rows = conn.execute(f"SELECT count(*) FROM {t.raw_trades}").fetchone()[0]
-    newest_us = conn.execute(
-        f"SELECT epoch_us(max(execution_time)) FROM {t.raw_trades}"
-    ).fetchone()[0]
+        result.total_rows = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
+    newest_us = conn.execute(f"SELECT epoch_us(max(execution_time)) FROM {RAW_TRADES}").fetchone()[
+        0
+    ]
     if newest_us is not None:
         result.newest_execution_time = datetime.fromtimestamp(newest_us / 1e6, UTC)
     # Only after the commit: a crash before this line leaves marked files in place, and the

@@ -1,5 +1,5 @@
-"""A warehouse file holding the upstream tables exactly as the trades and prices domains write
-them (columns from the common contract), filled directly by each test."""
+"""A warehouse file holding the upstream tables as the trades and prices domains declare them
+(`energy_assets/tables.py`), filled directly by each test."""
 
 from __future__ import annotations
 
@@ -12,28 +12,12 @@ import duckdb
 import pytest
 from dagster_duckdb import DuckDBResource
 
-#: The file is named like the real one, `energy.duckdb`: its catalog is then also called
-#: `energy`, and a bare `energy.<table>` is ambiguous to DuckDB. Tests qualify fully.
-CATALOG = "energy"
+from energy_assets.tables import FEED_GAPS, PRICE_TABLES, RAW_TRADES, SCHEMA, TRADE_TABLES, create
 
 
 def q(table: str) -> str:
-    """`raw_trades` -> `"energy".energy.raw_trades`."""
-    return f'"{CATALOG}".energy.{table}'
-
-
-UPSTREAM_DDL = [
-    "CREATE SCHEMA IF NOT EXISTS energy",
-    f"""CREATE TABLE IF NOT EXISTS {q("raw_trades")} (
-        id VARCHAR PRIMARY KEY, price DOUBLE, quantity DOUBLE, direction VARCHAR,
-        delivery_day DATE, delivery_hour VARCHAR, trader_id VARCHAR,
-        execution_time TIMESTAMPTZ, received_at TIMESTAMPTZ, segment VARCHAR)""",
-    f"""CREATE TABLE IF NOT EXISTS {q("reference_prices")} (
-        delivery_day DATE, delivery_hour VARCHAR, value DOUBLE, unit VARCHAR,
-        last_update TIMESTAMPTZ, fetched_at TIMESTAMPTZ)""",
-    f"""CREATE TABLE IF NOT EXISTS {q("feed_gaps")} (
-        gap_start TIMESTAMPTZ, gap_end TIMESTAMPTZ, reason VARCHAR)""",
-]
+    """`raw_trades` -> `energy.raw_trades`."""
+    return f"{SCHEMA}.{table}"
 
 
 @dataclass
@@ -62,7 +46,7 @@ class Warehouse:
         received = received_at or datetime.now(UTC)
         with self.connect() as conn:
             conn.execute(
-                f"INSERT INTO {q('raw_trades')} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO {RAW_TRADES} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [deal_id, price, quantity, direction, day, hour, trader, received, received, "s1"],
             )
         return deal_id
@@ -87,9 +71,12 @@ class Warehouse:
                 [day, hour, value, last_update or now, fetched_at or now],
             )
 
-    def gap(self, start: datetime, end: datetime | None, reason: str) -> None:
+    def gap(self, start: datetime, end: datetime, reason: str) -> None:
         with self.connect() as conn:
-            conn.execute(f"INSERT INTO {q('feed_gaps')} VALUES (?, ?, ?)", [start, end, reason])
+            conn.execute(
+                f"INSERT INTO {FEED_GAPS} VALUES (?, ?, ?, ?, ?)",
+                [start, end, reason, (end - start).total_seconds(), f"gap-{uuid.uuid4().hex}.json"],
+            )
 
     def query(self, sql: str, params=None) -> list[tuple]:
         with self.connect() as conn:
@@ -98,8 +85,7 @@ class Warehouse:
 
 @pytest.fixture
 def warehouse(tmp_path: Path) -> Warehouse:
-    path = tmp_path / "energy.duckdb"
+    path = tmp_path / "warehouse.duckdb"
     with duckdb.connect(str(path)) as conn:
-        for ddl in UPSTREAM_DDL:
-            conn.execute(ddl)
+        create(conn, *TRADE_TABLES, *PRICE_TABLES)
     return Warehouse(path)

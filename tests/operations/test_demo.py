@@ -197,7 +197,7 @@ def test_postgres_demo_without_a_server_starts_its_own(tmp_path: Path, monkeypat
     for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_DB"):
         monkeypatch.delenv(name, raising=False)
     root = tmp_path / "data"
-    monkeypatch.setenv("ENERGY_DUCKDB_PATH", str(root / "energy.duckdb"))
+    monkeypatch.setenv("ENERGY_DUCKDB_PATH", str(root / "warehouse.duckdb"))
     demo = Demo(
         DemoOptions(
             instance="postgres",

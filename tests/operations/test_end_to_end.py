@@ -259,22 +259,20 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
 
     # The daemon is down: the warehouse is ours to read.
     with connect(energy_env["ENERGY_DUCKDB_PATH"], read_only=True) as conn:
-        # The file energy.duckdb is catalog "energy": a bare energy.<table> is ambiguous.
-        schema = f'"{conn.execute("SELECT current_database()").fetchone()[0]}".energy'
         rows = conn.execute(
             "SELECT id, price, quantity, direction, delivery_day, delivery_hour, trader_id, "
-            f"execution_time FROM {schema}.raw_trades"
+            "execution_time FROM energy.raw_trades"
         ).fetchall()
         prices = {
             (day, hour): value
             for day, hour, value in conn.execute(
-                f"SELECT delivery_day, delivery_hour, value FROM {schema}.reference_prices"
+                "SELECT delivery_day, delivery_hour, value FROM energy.reference_prices"
             ).fetchall()
         }
         exposure_rows = conn.execute(
             "SELECT trader_id, delivery_day, delivery_hour, trades, bought_mwh, sold_mwh, net_mwh, "
             "buy_vwap, sell_vwap, cash_eur, reference_price, pnl_eur, exposure_eur "
-            f"FROM {schema}.trader_exposure"
+            "FROM energy.trader_exposure"
         ).fetchall()
 
     # Every good deal sent, exactly once, every field as sent.

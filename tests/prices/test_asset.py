@@ -17,7 +17,6 @@ from dagster_duckdb import DuckDBResource
 from energy_assets.prices.assets import ASSET_KEY, PARTITIONS, reference_prices
 from energy_assets.prices.checks import reference_price_checks
 from energy_assets.prices.client import MarketDataClient
-from energy_assets.prices.store import table
 from tests.prices.conftest import Answer, valid_price
 
 
@@ -44,13 +43,13 @@ def rows(db: str, name: str = "reference_prices"):
     with duckdb.connect(db, read_only=True) as conn:
         return conn.execute(
             "SELECT delivery_day, delivery_hour, value, unit, last_update "
-            f"FROM {table(conn, name)} ORDER BY ALL"
+            f"FROM energy.{name} ORDER BY ALL"
         ).fetchall()
 
 
 def test_a_range_is_one_run_with_one_row_per_hour(scripted_market_data, dagster_home, tmp_path):
     vendor = scripted_market_data("/v1")
-    db = str(tmp_path / "energy.duckdb")
+    db = str(tmp_path / "warehouse.duckdb")
     result = run_range(
         vendor.url,
         db,
@@ -87,7 +86,7 @@ def test_a_newer_revision_updates_the_row_and_keeps_history(
     scripted_market_data, dagster_home, tmp_path
 ):
     vendor = scripted_market_data()
-    db = str(tmp_path / "energy.duckdb")
+    db = str(tmp_path / "warehouse.duckdb")
     vendor.default = lambda day, hour: Answer(
         body=valid_price(day, hour, 10.0, "2023-02-21T07:00:00+00:00")
     )
@@ -118,7 +117,7 @@ def test_partial_failure_names_the_failed_hours_and_keeps_the_good_ones(
     scripted_market_data, dagster_home, tmp_path
 ):
     vendor = scripted_market_data()
-    db = str(tmp_path / "energy.duckdb")
+    db = str(tmp_path / "warehouse.duckdb")
     vendor.by_hour[("2023-03-01", "02-03")] = [
         Answer(status=503)
     ] * 2  # max_retries=1: fails for good
@@ -168,7 +167,7 @@ def test_a_scheduled_run_waits_for_publication_and_spends_fresh_budget(
     from energy_assets.prices.schedule import open_hours_request
 
     vendor = scripted_market_data()
-    db = str(tmp_path / "energy.duckdb")
+    db = str(tmp_path / "warehouse.duckdb")
     budget = tmp_path / "budget.sqlite"
     request = open_hours_request(datetime.now(UTC))
     not_before = time.time() + 1.5
@@ -201,7 +200,7 @@ def test_materialisations_are_recorded_outside_the_duckdb_pool(
     # Dagster writes one event per partition (a minute for a year); the trade drains wait for
     # the `duckdb` pool, so the step that holds it must be done by then.
     vendor = scripted_market_data("/v1")
-    db = str(tmp_path / "energy.duckdb")
+    db = str(tmp_path / "warehouse.duckdb")
     result = run_range(vendor.url, db, "2023-03-01-00:00", "2023-03-01-05:00")
     assert result.success
     steps = {

@@ -13,7 +13,6 @@ import duckdb
 from energy_assets.playground.pricing import published_price
 from energy_assets.playground.server import MarketDataOptions
 from energy_assets.prices.assets import ASSET_KEY
-from energy_assets.prices.store import table
 from tests.conftest import REPO
 
 
@@ -67,10 +66,10 @@ def test_partition_range_through_the_cli(start_playground, dagster_home, energy_
     with duckdb.connect(energy_env["ENERGY_DUCKDB_PATH"], read_only=True) as conn:
         stored = conn.execute(
             "SELECT delivery_day, delivery_hour, value, unit, last_update, fetched_at "
-            f"FROM {table(conn, 'reference_prices')} ORDER BY ALL"
+            "FROM energy.reference_prices ORDER BY ALL"
         ).fetchall()
         revisions = conn.execute(
-            f"SELECT count(*) FROM {table(conn, 'reference_price_revisions')}"
+            "SELECT count(*) FROM energy.reference_price_revisions"
         ).fetchone()[0]
     assert [row[:5] for row in stored] == expected
     assert all(row[5].timestamp() >= started for row in stored)

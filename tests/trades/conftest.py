@@ -22,9 +22,10 @@ import duckdb
 import pytest
 from websockets.asyncio.server import serve
 
+from energy_assets.tables import RAW_TRADES
 from energy_assets.trades.buffer import CaptureBuffer, sealed_files
 from energy_assets.trades.deal import Deal
-from energy_assets.trades.drain import Tables, drain
+from energy_assets.trades.drain import drain
 from energy_assets.trades.listener import Backoff, Listener
 from tests.conftest import REPO, free_port
 
@@ -281,7 +282,7 @@ def stored_deals(database: Path) -> dict[str, Deal]:
     with duckdb.connect(str(database), read_only=True) as conn:
         rows = conn.execute(
             "SELECT id, price, quantity, direction, delivery_day, delivery_hour, trader_id, "
-            f"execution_time FROM {Tables.of(conn).raw_trades}"
+            f"execution_time FROM {RAW_TRADES}"
         ).fetchall()
     deals = {}
     for row in rows:

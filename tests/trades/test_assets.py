@@ -13,7 +13,6 @@ import duckdb
 from energy_assets.settings import Settings
 from energy_assets.trades.assets import raw_trades
 from energy_assets.trades.buffer import CaptureBuffer, Gap
-from energy_assets.trades.drain import Tables
 from energy_assets.trades.resources import capture_resource
 from energy_assets.trades.settings import capture_settings
 from energy_assets.warehouse import DUCKDB_POOL, warehouse_resource
@@ -68,17 +67,16 @@ def test_materialize_drains_reports_and_checks(dagster_home, energy_env):
     (event,) = again.get_asset_materialization_events()
     assert event.materialization.metadata["rows_added"].value == 0
     with duckdb.connect(energy_env["ENERGY_DUCKDB_PATH"], read_only=True) as conn:
-        assert conn.execute(f"SELECT count(*) FROM {Tables.of(conn).feed_gaps}").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM energy.feed_gaps").fetchone() == (1,)
 
 
 def test_checks_fail_on_a_damaged_table(dagster_home, energy_env):
     fill(make_deals(5, seed=21))
     assert materialize().success
     with duckdb.connect(energy_env["ENERGY_DUCKDB_PATH"]) as conn:
-        t = Tables.of(conn)
-        conn.execute(f"INSERT INTO {t.raw_trades} SELECT * FROM {t.raw_trades} LIMIT 1")
-        conn.execute(f"UPDATE {t.raw_trades} SET quantity = -1 WHERE rowid = 1")
-        conn.execute(f"UPDATE {t.raw_trades} SET delivery_hour = '24-25' WHERE rowid = 2")
+        conn.execute("INSERT INTO energy.raw_trades SELECT * FROM energy.raw_trades LIMIT 1")
+        conn.execute("UPDATE energy.raw_trades SET quantity = -1 WHERE rowid = 1")
+        conn.execute("UPDATE energy.raw_trades SET delivery_hour = '24-25' WHERE rowid = 2")
     result = materialize()
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["ids_unique"] is False

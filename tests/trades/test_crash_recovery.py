@@ -52,7 +52,7 @@ def test_kill_9_mid_stream_then_restart(tmp_path, exchange, listener_process):
     assert left_open == cut_torn_tail(left_open)
     assert all(json.loads(line) for line in left_open.splitlines())
 
-    database = tmp_path / "energy.duckdb"
+    database = tmp_path / "warehouse.duckdb"
     result = drain_all(capture, database)
     assert stored_deals(database) == expected(deals)
     assert result.duplicates_dropped == 10

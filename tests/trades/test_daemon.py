@@ -8,7 +8,7 @@ import time
 
 import duckdb
 
-from energy_assets.trades.drain import Tables
+from energy_assets.tables import RAW_TRADES
 from tests.conftest import REPO
 from tests.trades.conftest import expected, frames, make_deals, stored_deals
 
@@ -16,7 +16,7 @@ from tests.trades.conftest import expected, frames, make_deals, stored_deals
 def rows_now(database) -> int:
     try:
         with duckdb.connect(str(database), read_only=True) as conn:
-            return conn.execute(f"SELECT count(*) FROM {Tables.of(conn).raw_trades}").fetchone()[0]
+            return conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
     except (duckdb.IOException, duckdb.CatalogException):
         return -1  # not created yet, or a drain holds the file right now
 
@@ -41,7 +41,7 @@ def test_daemon_sensor_drains_the_listeners_deals(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    database = tmp_path / "energy.duckdb"
+    database = tmp_path / "warehouse.duckdb"
     try:
         deadline = time.monotonic() + 150
         while rows_now(database) < len(deals) and time.monotonic() < deadline:

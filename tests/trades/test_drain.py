@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from energy_assets.trades.buffer import CaptureBuffer, apply_retention, sealed_files
-from energy_assets.trades.drain import CorruptSegment, Tables, drain, read_segments
+from energy_assets.trades.drain import CorruptSegment, drain, read_segments
 from tests.trades.conftest import drain_all, expected, make_deals, pending, stored_deals
 
 
@@ -22,12 +22,12 @@ def fill(directory, deals, per_segment=50):
 
 def table_count(database, table="raw_trades"):
     with duckdb.connect(str(database), read_only=True) as conn:
-        return conn.execute(f"SELECT count(*) FROM {getattr(Tables.of(conn), table)}").fetchone()[0]
+        return conn.execute(f"SELECT count(*) FROM energy.{table}").fetchone()[0]
 
 
 def test_first_seen_wins_within_and_across_batches(tmp_path):
     deals = make_deals(200, seed=7)
-    capture, database = tmp_path / "capture", tmp_path / "energy.duckdb"
+    capture, database = tmp_path / "capture", tmp_path / "warehouse.duckdb"
     fill(capture, deals[:120] + deals[:30])
     first = drain_all(capture, database)
     assert (first.rows_added, first.duplicates_dropped) == (120, 30)
@@ -42,7 +42,7 @@ def test_first_seen_wins_within_and_across_batches(tmp_path):
 
 def test_a_failure_between_insert_and_mark_stores_nothing_then_retry_is_exact(tmp_path):
     deals = make_deals(300, seed=8)
-    capture, database = tmp_path / "capture", tmp_path / "energy.duckdb"
+    capture, database = tmp_path / "capture", tmp_path / "warehouse.duckdb"
     fill(capture, deals)
 
     def crash():
@@ -58,7 +58,7 @@ def test_a_failure_between_insert_and_mark_stores_nothing_then_retry_is_exact(tm
 
 def test_a_corrupt_segment_fails_the_whole_drain_then_retry_after_repair(tmp_path):
     deals = make_deals(250, seed=9)
-    capture, database = tmp_path / "capture", tmp_path / "energy.duckdb"
+    capture, database = tmp_path / "capture", tmp_path / "warehouse.duckdb"
     segments = fill(capture, deals)
     good = segments[2].read_bytes()
     # A real fault on disk: the middle segment's bytes are garbage in the middle.
@@ -81,7 +81,7 @@ def test_readers_skip_a_torn_last_line(tmp_path):
 
 def test_two_drains_at_once_end_exact(tmp_path):
     deals = make_deals(3000, seed=11)
-    capture, database = tmp_path / "capture", tmp_path / "energy.duckdb"
+    capture, database = tmp_path / "capture", tmp_path / "warehouse.duckdb"
     fill(capture, deals + deals[::7], per_segment=100)
     drain_all(capture, tmp_path / "warm.duckdb")  # imports and first-call costs out of the race
     fill(capture, deals + deals[::7], per_segment=100)
@@ -104,14 +104,15 @@ def test_two_drains_at_once_end_exact(tmp_path):
     assert sum(result.rows_added for result in results) == len(deals)
     assert stored_deals(database) == expected(deals)
     with duckdb.connect(str(database), read_only=True) as conn:
-        t = Tables.of(conn)
-        marked = conn.execute(f"SELECT count(*), count(DISTINCT segment) FROM {t.capture_segments}")
+        marked = conn.execute(
+            "SELECT count(*), count(DISTINCT segment) FROM energy.capture_segments"
+        )
         assert marked.fetchone() == (len(deals + deals[::7]) // 100 + 1,) * 2
 
 
 def test_retention_deletes_only_old_drained_files(tmp_path):
     deals = make_deals(100, seed=12)
-    capture, database = tmp_path / "capture", tmp_path / "energy.duckdb"
+    capture, database = tmp_path / "capture", tmp_path / "warehouse.duckdb"
     fill(capture, deals)
     drain_all(capture, database)
     drained = sorted((capture / "drained").iterdir())
@@ -143,7 +144,7 @@ def test_every_iso_shape_the_contract_accepts_is_stored_as_the_same_instant(tmp_
     for deal in deals:
         parsed = datetime.fromisoformat(utc_instant(deal.execution_time))
         assert parsed == datetime.fromisoformat(deal.execution_time)
-    capture, database = tmp_path / "capture", tmp_path / "energy.duckdb"
+    capture, database = tmp_path / "capture", tmp_path / "warehouse.duckdb"
     fill(capture, deals)
     drain_all(capture, database)
     assert stored_deals(database) == expected(deals)

@@ -95,7 +95,7 @@ def test_duplicates_malformed_frames_and_both_envelopes(tmp_path, exchange, thre
     assert all(entry["reason"] and entry["received_at"] for entry in bad)
     assert "UTF-8" in bad[-1]["reason"]
 
-    database = tmp_path / "energy.duckdb"
+    database = tmp_path / "warehouse.duckdb"
     result = drain_all(capture, database)
     assert result.rows_added == 60 and result.duplicates_dropped == 20
     assert stored_deals(database) == expected(deals)
@@ -119,7 +119,7 @@ def test_clean_close_abrupt_drop_and_refusal_are_survived_and_recorded(
     listener.stop()
     assert listener.listener.counters.reconnects == 2
 
-    database = tmp_path / "energy.duckdb"
+    database = tmp_path / "warehouse.duckdb"
     result = drain_all(capture, database)
     assert stored_deals(database) == expected(deals)
     reasons = [gap["reason"] for gap in result.gaps]
@@ -149,7 +149,7 @@ def test_refused_connection_is_retried_within_a_second(tmp_path, exchange, threa
         listener.stop()
     finally:
         server.stop()
-    database = tmp_path / "energy.duckdb"
+    database = tmp_path / "warehouse.duckdb"
     result = drain_all(capture, database)
     assert stored_deals(database) == expected(deals)
     assert len(result.gaps) == 1 and "cannot connect" in result.gaps[0]["reason"]
@@ -177,7 +177,7 @@ def test_sigterm_seals_the_open_segment_and_exits_zero(tmp_path, exchange, liste
     assert not list((capture / "segments").glob("*.open"))
     log = process.log_path.read_text()
     assert "event=status" in log and "duplicates_seen=0" in log and "event=stopped" in log
-    database = tmp_path / "energy.duckdb"
+    database = tmp_path / "warehouse.duckdb"
     drain_all(capture, database)
     assert stored_deals(database) == expected(deals)
 

@@ -32,7 +32,7 @@ def test_every_fault_of_the_playground_at_once(tmp_path, start_playground, threa
     assert counters.duplicates == pg.duplicates_sent
     assert counters.reconnects == pg.clean_closes + pg.drops
 
-    database = tmp_path / "energy.duckdb"
+    database = tmp_path / "warehouse.duckdb"
     result = drain_all(capture, database)
     assert stored_deals(database) == expected(pg.sent_deals)
     assert result.duplicates_dropped == pg.duplicates_sent
@@ -54,7 +54,7 @@ def test_kill_9_while_the_playground_streams(tmp_path, start_playground, listene
     pg.pause()
     wait_until(lambda: _captured(capture) >= len(pg.sent_deals), message="second part")
     assert second.terminate(signal.SIGTERM) == 0
-    database = tmp_path / "energy.duckdb"
+    database = tmp_path / "warehouse.duckdb"
     drain_all(capture, database)
     assert stored_deals(database) == expected(pg.sent_deals)
 

@@ -1,0 +1,146 @@
+"""The warehouse's tables, declared once: every domain, benchmark and test fixture creates and
+names them from here.
+
+Each table lives in schema `energy` and is named plainly, `energy.<table>`: the warehouse file
+(`data/warehouse.duckdb`) is catalog `warehouse`, so the name resolves in any DuckDB client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+import duckdb
+
+#: The schema that holds every table of the platform.
+SCHEMA = "energy"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    description: str
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        """`energy.<name>`, the name to use in SQL: `f"SELECT count(*) FROM {RAW_TRADES}"`."""
+        return f"{SCHEMA}.{self.name}"
+
+    @property
+    def column_names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+    def ddl(self) -> str:
+        lines = [f"{c.name} {c.type}{'' if c.nullable else ' NOT NULL'}" for c in self.columns]
+        if self.primary_key:
+            lines.append(f"PRIMARY KEY ({', '.join(self.primary_key)})")
+        return f"CREATE TABLE IF NOT EXISTS {self} (\n    " + ",\n    ".join(lines) + "\n)"
+
+    def column_schema(self) -> dg.TableSchema:
+        """The columns as Dagster shows them (`dagster/column_schema`)."""
+        return dg.TableSchema(
+            columns=[
+                dg.TableColumn(
+                    c.name,
+                    c.type.lower(),
+                    description=c.description,
+                    constraints=dg.TableColumnConstraints(nullable=c.nullable),
+                )
+                for c in self.columns
+            ]
+        )
+
+
+RAW_TRADES = Table(
+    "raw_trades",
+    (
+        Column("id", "VARCHAR", "the exchange's deal id (unique here: first receipt wins)"),
+        Column("price", "DOUBLE", "EUR/MWh"),
+        Column("quantity", "DOUBLE", "MWh, strictly positive"),
+        Column("direction", "VARCHAR", "`buy` or `sell`"),
+        Column("delivery_day", "DATE", "the delivery day (UTC)"),
+        Column("delivery_hour", "VARCHAR", "`00-01` … `23-24`"),
+        Column("trader_id", "VARCHAR", "who made the deal"),
+        Column("execution_time", "TIMESTAMPTZ", "when the exchange executed it"),
+        Column("received_at", "TIMESTAMPTZ", "when the listener received it"),
+        Column("segment", "VARCHAR", "the capture segment it was drained from"),
+    ),
+)
+FEED_GAPS = Table(
+    "feed_gaps",
+    (
+        Column("gap_start", "TIMESTAMPTZ", "the listener lost the exchange"),
+        Column("gap_end", "TIMESTAMPTZ", "the listener was back"),
+        Column("reason", "VARCHAR", "why the connection dropped"),
+        Column("seconds", "DOUBLE", "length of the gap", nullable=True),
+        Column("source", "VARCHAR", "the capture buffer's gap file"),
+    ),
+)
+CAPTURE_SEGMENTS = Table(
+    "capture_segments",
+    (
+        Column("segment", "VARCHAR", "a capture file already ingested"),
+        Column("kind", "VARCHAR", "`deals` or `gap`"),
+        Column("lines", "BIGINT", "lines read from it"),
+        Column("ingested_at", "TIMESTAMPTZ", "when its drain committed"),
+    ),
+    primary_key=("segment",),
+)
+
+_PRICE_COLUMNS = (
+    Column("delivery_day", "DATE", "the delivery day (UTC)"),
+    Column("delivery_hour", "VARCHAR", "`00-01` … `23-24`"),
+    Column("value", "DOUBLE", "the reference price"),
+    Column("unit", "VARCHAR", "the vendor's unit, `euro/mwh`"),
+    Column("last_update", "TIMESTAMPTZ", "when the vendor last revised the price"),
+    Column("fetched_at", "TIMESTAMPTZ", "when this platform first fetched that revision"),
+)
+REFERENCE_PRICES = Table(
+    "reference_prices", _PRICE_COLUMNS, primary_key=("delivery_day", "delivery_hour")
+)
+#: A revision is a distinct (hour, last_update, value, unit); fetched_at says when we first saw it.
+REFERENCE_PRICE_REVISIONS = Table(
+    "reference_price_revisions",
+    _PRICE_COLUMNS,
+    primary_key=("delivery_day", "delivery_hour", "last_update", "value", "unit"),
+)
+
+TRADE_TABLES = (RAW_TRADES, FEED_GAPS, CAPTURE_SEGMENTS)
+PRICE_TABLES = (REFERENCE_PRICES, REFERENCE_PRICE_REVISIONS)
+
+
+def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+
+
+def create(conn: duckdb.DuckDBPyConnection, *tables: Table) -> None:
+    """Create the schema and each of `tables` that does not exist yet."""
+    ensure_schema(conn)
+    for table in tables:
+        conn.execute(table.ddl())
+
+
+def ensure_trade_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    create(conn, *TRADE_TABLES)
+
+
+def ensure_price_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    create(conn, *PRICE_TABLES)
+
+
+def exists(conn: duckdb.DuckDBPyConnection, table: Table) -> bool:
+    return bool(
+        conn.execute(
+            "SELECT count(*) FROM duckdb_tables() "
+            "WHERE database_name = current_database() AND schema_name = ? AND table_name = ?",
+            [SCHEMA, table.name],
+        ).fetchone()[0]
+    )
