@@ -4,6 +4,7 @@ schedules and the shared resources meet."""
 import dagster as dg
 
 from energy_assets.exposure import definitions as exposure
+from energy_assets.journals.resources import archive_resource
 from energy_assets.operations.instance import apply_instance_environment
 from energy_assets.prices import definitions as prices
 from energy_assets.settings import settings
@@ -16,7 +17,10 @@ apply_instance_environment()
 
 defs = dg.Definitions.merge(
     dg.Definitions(
-        resources={"warehouse": warehouse_resource(settings())},
+        resources={
+            "warehouse": warehouse_resource(settings()),
+            "archive": archive_resource(settings()),
+        },
         # Every step here is small next to a process start (~3-4 s): runs launched from the UI,
         # by automation or backfills execute their steps in the run's own process.
         executor=dg.in_process_executor,

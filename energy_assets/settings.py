@@ -11,6 +11,9 @@ DEFAULT_MARKET_DATA_URL = "http://localhost:5060"
 DEFAULT_CAPTURE_DIR = "data/capture"
 DEFAULT_DUCKDB_PATH = "data/warehouse.duckdb"
 DEFAULT_DASHBOARD_DIR = "data/dashboard"
+#: The archive keeps its files 7 years: MiFID II (art. 16(6), 25(1)) and REMIT (art. 8)
+#: require transaction records for 5 years, which a regulator may extend to 7.
+DEFAULT_ARCHIVE_RETENTION_DAYS = 2557
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,15 @@ class Settings:
     capture_dir: Path = Path(DEFAULT_CAPTURE_DIR)
     duckdb_path: Path = Path(DEFAULT_DUCKDB_PATH)
     dashboard_dir: Path = Path(DEFAULT_DASHBOARD_DIR)
+    #: The journals' archive: a local path or any fsspec URL (`s3://bucket/prefix`); empty
+    #: means `<capture_dir>/archive`.
+    archive_url: str = ""
+    archive_retention_days: int = DEFAULT_ARCHIVE_RETENTION_DAYS
+
+    @property
+    def archive(self) -> str:
+        """Where the journals' archive lives."""
+        return self.archive_url or str(self.capture_dir / "archive")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -32,6 +44,10 @@ class Settings:
             capture_dir=Path(env.get("ENERGY_CAPTURE_DIR") or DEFAULT_CAPTURE_DIR),
             duckdb_path=Path(env.get("ENERGY_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH),
             dashboard_dir=Path(env.get("ENERGY_DASHBOARD_DIR") or DEFAULT_DASHBOARD_DIR),
+            archive_url=env.get("ENERGY_ARCHIVE_URL") or "",
+            archive_retention_days=int(
+                env.get("ENERGY_ARCHIVE_RETENTION_DAYS") or DEFAULT_ARCHIVE_RETENTION_DAYS
+            ),
         )
 
 

@@ -18,6 +18,8 @@ from datetime import date, datetime
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from energy_assets.journals.prices import append_answers
+from energy_assets.journals.resources import ArchiveResource
 from energy_assets.prices.budget import BULK, FRESH
 from energy_assets.prices.client import MarketDataClient, ReferencePrice
 from energy_assets.prices.partitions import (
@@ -130,9 +132,15 @@ class StoredPrices:
 
 @dg.op(pool=DUCKDB_POOL, out=dg.Out(StoredPrices))
 def store_reference_prices(
-    context: dg.OpExecutionContext, warehouse: DuckDBResource, fetched: FetchedPrices
+    context: dg.OpExecutionContext,
+    warehouse: DuckDBResource,
+    archive: ArchiveResource,
+    fetched: FetchedPrices,
 ) -> StoredPrices:
-    """Write the fetched prices in one transaction (the only time this step holds the pool)."""
+    """Append the fetched prices to the prices' journal, then write them in one transaction
+    (the only time this step holds the pool). Journal first: whatever DuckDB holds, the
+    journal holds too."""
+    append_answers(archive.root, fetched.prices, context.run_id)
     with warehouse.get_connection() as conn:
         stored = store_prices(conn, fetched.prices)
     values = [p.value for p in fetched.prices]

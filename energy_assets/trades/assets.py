@@ -6,6 +6,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from energy_assets.delivery import HOURS_PER_DAY, hour_label
+from energy_assets.journals.resources import ArchiveResource
 from energy_assets.tables import FEED_GAPS, RAW_TRADES
 from energy_assets.trades.buffer import QUARANTINE, read_listener_state
 from energy_assets.trades.drain import DrainResult, drain
@@ -43,13 +44,24 @@ CHECK_SPECS = [
     check_specs=CHECK_SPECS,
 )
 def raw_trades(
-    context: dg.AssetExecutionContext, warehouse: DuckDBResource, capture: CaptureBufferResource
+    context: dg.AssetExecutionContext,
+    warehouse: DuckDBResource,
+    capture: CaptureBufferResource,
+    archive: ArchiveResource,
 ):
     """Every deal confirmation received from the exchange, exactly once (first receipt wins),
     with when the listener received it and the capture segment it came from. Each run drains
-    the capture buffer's sealed segments and stores feed gaps in `energy.feed_gaps`."""
+    the capture buffer's sealed segments and stores feed gaps in `energy.feed_gaps`; what it
+    stored is archived in the deals' journal (`ENERGY_ARCHIVE_URL`), from which
+    `energy-assets rebuild` can make the table again."""
     with warehouse.get_connection() as conn:
-        result = drain(conn, capture.path, retention=capture.retention)
+        result = drain(
+            conn,
+            capture.path,
+            retention=capture.retention,
+            archive_url=archive.url,
+            archive_retention_days=archive.retention_days,
+        )
         checks = list(_check_results(conn, capture))
     context.log.info(
         f"drained {len(result.segments)} segment(s): {result.rows_added} new row(s), "
@@ -72,6 +84,7 @@ def _metadata(result: DrainResult, capture: CaptureBufferResource) -> dict:
         "newest_execution_time": dg.MetadataValue.text(newest.isoformat() if newest else "none"),
         "quarantined_frames_kept": dg.MetadataValue.int(quarantined),
         "files_deleted_by_retention": dg.MetadataValue.int(result.deleted_by_retention),
+        "journal_bundles_written": dg.MetadataValue.int(len(result.bundles)),
         "drain_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
     }
 

@@ -71,7 +71,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_atomically(path: Path, data: bytes, durable: bool = True) -> None:
+def write_atomically(path: Path, data: bytes, durable: bool = True) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
         handle.write(data)
@@ -227,7 +227,7 @@ class CaptureBuffer:
 
     def record_gap(self, gap: Gap) -> Path:
         path = self.gaps_dir / (self._name() + GAP_SUFFIX)
-        _write_atomically(path, json.dumps(gap.to_dict()).encode() + b"\n")
+        write_atomically(path, json.dumps(gap.to_dict()).encode() + b"\n")
         return path
 
     def quarantine(self, raw: str | bytes, reason: str, received_at: datetime) -> None:
@@ -245,7 +245,7 @@ class CaptureBuffer:
     # -- listener state --------------------------------------------------------------------
     def write_state(self, state: dict) -> None:
         # Not fsynced: it only has to survive a killed process, not a power cut.
-        _write_atomically(
+        write_atomically(
             self.directory / STATE_FILE, json.dumps(state).encode() + b"\n", durable=False
         )
 

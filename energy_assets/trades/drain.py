@@ -22,6 +22,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from energy_assets.journals.archive import archive_root, prune
+from energy_assets.journals.deals import archive_capture
 from energy_assets.tables import CAPTURE_SEGMENTS, FEED_GAPS, RAW_TRADES, ensure_trade_tables
 from energy_assets.trades.buffer import (
     apply_retention,
@@ -60,7 +62,9 @@ class DrainResult:
     total_rows: int = 0
     newest_execution_time: datetime | None = None
     archived: int = 0
+    bundles: list = field(default_factory=list)
     deleted_by_retention: int = 0
+    archive_days_pruned: int = 0
     seconds: float = 0.0
     attempts: int = 1
 
@@ -68,11 +72,17 @@ class DrainResult:
 def read_segments(paths: list[Path]) -> pl.DataFrame:
     """Sealed segments -> one frame in capture order, with the segment name per row. A torn
     last line is skipped; any other unreadable content raises CorruptSegment."""
+    return read_segment_data([(path.name, path.read_bytes(), str(path)) for path in paths])
+
+
+def read_segment_data(segments: list[tuple[str, bytes, str]]) -> pl.DataFrame:
+    """`read_segments` of segments already in memory: (name, content, where it was read
+    from, for the error message), e.g. from the journals' archive."""
     chunks, names, counts = [], [], []
-    for path in paths:
-        data = cut_torn_tail(path.read_bytes())
+    for name, content, _ in segments:
+        data = cut_torn_tail(content)
         chunks.append(data)
-        names.append(path.name)
+        names.append(name)
         counts.append(data.count(b"\n"))
     empty = pl.DataFrame(schema=SEGMENT_SCHEMA | {"segment": pl.String})
     if not any(counts):
@@ -82,7 +92,8 @@ def read_segments(paths: list[Path]) -> pl.DataFrame:
         if frame.height != sum(counts):
             raise ValueError(f"{frame.height} rows from {sum(counts)} lines")
     except Exception as err:
-        raise CorruptSegment(_which_segment(paths, chunks) + f": {err}") from err
+        where = [where for _, _, where in segments]
+        raise CorruptSegment(_which_segment(where, chunks) + f": {err}") from err
     segment = pl.DataFrame({"segment": names, "n": counts}).select(
         pl.col("segment").repeat_by("n").explode()
     )
@@ -104,7 +115,7 @@ def typed(batch: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _which_segment(paths: list[Path], chunks: list[bytes]) -> str:
+def _which_segment(paths: list[str], chunks: list[bytes]) -> str:
     for path, data in zip(paths, chunks, strict=True):
         try:
             if data:
@@ -114,22 +125,22 @@ def _which_segment(paths: list[Path], chunks: list[bytes]) -> str:
     return "corrupt capture segments"
 
 
+def gap_row(name: str, content: str | bytes) -> dict:
+    """A sealed gap file's content -> its `energy.feed_gaps` row."""
+    record = json.loads(content)
+    start = datetime.fromisoformat(record["gap_start"])
+    end = datetime.fromisoformat(record["gap_end"])
+    return {
+        "gap_start": start,
+        "gap_end": end,
+        "reason": record["reason"],
+        "seconds": (end - start).total_seconds(),
+        "source": name,
+    }
+
+
 def _read_gaps(paths: list[Path]) -> list[dict]:
-    gaps = []
-    for path in paths:
-        record = json.loads(path.read_text())
-        start = datetime.fromisoformat(record["gap_start"])
-        end = datetime.fromisoformat(record["gap_end"])
-        gaps.append(
-            {
-                "gap_start": start,
-                "gap_end": end,
-                "reason": record["reason"],
-                "seconds": (end - start).total_seconds(),
-                "source": path.name,
-            }
-        )
-    return gaps
+    return [gap_row(path.name, path.read_bytes()) for path in paths]
 
 
 # No Python values are bound to DuckDB statements here and no frame is registered: the first
@@ -227,9 +238,13 @@ def drain(
     retention: timedelta | None = None,
     before_commit: Callable[[], None] | None = None,
     max_attempts: int = 5,
+    archive_url: str | None = None,
+    archive_retention_days: int | None = None,
 ) -> DrainResult:
-    """Ingest every sealed segment and gap not yet in DuckDB; archive what is in, then apply
-    the retention. `before_commit` runs inside the transaction (tests inject faults there)."""
+    """Ingest every sealed segment and gap not yet in DuckDB; archive what is in (into the
+    deals' journal at `archive_url`, default `<directory>/archive`, then to `drained/`), then
+    apply the retentions. `before_commit` runs inside the transaction (tests inject faults
+    there)."""
     started = time.perf_counter()
     directory = Path(directory)
     _remove_stale_scratch(directory)
@@ -253,10 +268,16 @@ def drain(
     ]
     if newest_us is not None:
         result.newest_execution_time = datetime.fromtimestamp(newest_us / 1e6, UTC)
-    # Only after the commit: a crash before this line leaves marked files in place, and the
+    # Only after the commit: a crash before these lines leaves marked files in place, and the
     # next drain archives them without reading them again.
+    journal = archive_root(archive_url or directory / "archive")
+    result.bundles = archive_capture(ingested, journal)
     result.archived = archive(ingested, directory)
     if retention is not None:
         result.deleted_by_retention = apply_retention(directory, retention)
+    if archive_retention_days is not None:
+        result.archive_days_pruned = prune(
+            journal, archive_retention_days, datetime.now(UTC).date()
+        )
     result.seconds = time.perf_counter() - started
     return result

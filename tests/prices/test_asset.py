@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -14,15 +15,21 @@ from dagster._core.storage.tags import (
 )
 from dagster_duckdb import DuckDBResource
 
+from energy_assets.journals.resources import ArchiveResource
 from energy_assets.prices.assets import ASSET_KEY, PARTITIONS, reference_prices
 from energy_assets.prices.checks import reference_price_checks
 from energy_assets.prices.client import MarketDataClient
 from tests.prices.conftest import Answer, valid_price
 
 
+def archive(db: str) -> ArchiveResource:
+    return ArchiveResource(url=str(Path(db).parent / "archive"), retention_days=2557)
+
+
 def resources(vendor_url: str, db: str) -> dict:
     return {
         "warehouse": DuckDBResource(database=db),
+        "archive": archive(db),
         "market_data": MarketDataClient(
             base_url=vendor_url, budget_enabled=False, backoff_base_s=0.01, max_retries=1
         ),
@@ -180,6 +187,7 @@ def test_a_scheduled_run_waits_for_publication_and_spends_fresh_budget(
         instance=dg.DagsterInstance.get(),
         resources={
             "warehouse": DuckDBResource(database=db),
+            "archive": archive(db),
             "market_data": MarketDataClient(base_url=vendor.url, budget_path=str(budget)),
         },
         tags=tags,

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import duckdb
 
+from energy_assets.journals.resources import archive_resource
 from energy_assets.settings import Settings
 from energy_assets.trades.assets import raw_trades
 from energy_assets.trades.buffer import CaptureBuffer, Gap
@@ -25,6 +26,7 @@ def resources():
     return {
         "warehouse": warehouse_resource(settings),
         "capture": capture_resource(settings, capture_settings()),
+        "archive": archive_resource(settings),
     }
 
 
