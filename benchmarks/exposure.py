@@ -1,6 +1,6 @@
 """Benchmarks of the exposure domain, each against a baseline measured in the same run.
 
-    .venv/bin/python benchmarks/exposure.py                       # 1 M trades + the storm
+    .venv/bin/python benchmarks/exposure.py                       # 1 M trades
     .venv/bin/python benchmarks/exposure.py --sizes 1000000 10000000
 
 1. maths: `positions()` (polars) over N in-memory trades vs a straightforward pandas
@@ -16,11 +16,10 @@
    code's medians differ more from one process to the next than within one. The headline is
    the median over the processes, with each process's figure beside it; a ratio is the
    ratio of two headlines, with the ratio within each process beside it.
-3. dashboard: 500 concurrent clients reloading the pages served by `energy-assets dashboard`
-   on loopback; latency percentiles vs a single client doing the same.
+The live desk's figures (page loads, SSE clients, send -> screen) are in benchmarks/live.py.
 
 Goals (issue 5): 10 M trades in <= 5 s within 2 GB; one delivery day's update >= 20x faster
-than a full recompute; 500 clients without an error.
+than a full recompute.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ import argparse
 import json
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -341,74 +339,6 @@ def run_child(*args) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-# --- dashboard storm -----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def storm_benchmark(clients: int, workdir: Path) -> dict:
-    import duckdb
-
-    from energy_assets.exposure import dashboard, store
-    from energy_assets.exposure.loadtest import storm
-
-    (workdir / "storm").mkdir()
-    path = workdir / "storm" / "warehouse.duckdb"
-    build_warehouse(path, 200_000, 20_000)
-    with duckdb.connect(str(path)) as conn:
-        store.refresh(conn, datetime.now(UTC))
-        data = dashboard.load(conn)
-    site = dashboard.write_site(workdir / "dashboard", data)
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "energy_assets.cli",
-            "dashboard",
-            "--port",
-            str(port),
-            "--dir",
-            str(workdir / "dashboard"),
-        ],
-        cwd=REPO,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        pages = site.pages[1:]
-        single = storm("127.0.0.1", port, clients=1, trader_pages=pages)
-        singles = [storm("127.0.0.1", port, clients=1, trader_pages=pages) for _ in range(20)]
-        single.p50_ms = sorted(s.p50_ms for s in singles)[10]
-        # The worst of the twenty, for both: a max below the p99 beside it would read as a bug.
-        single.p99_ms = max(s.p99_ms for s in singles)
-        single.max_ms = max(s.max_ms for s in singles)
-        crowd = storm("127.0.0.1", port, clients=clients, trader_pages=pages)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-    return {
-        "page_bytes": site.bytes,
-        "single": single.summary(),
-        "crowd": crowd.summary(),
-        "errors": crowd.errors,
-        "p99_ms": crowd.p99_ms,
-        "single_p50_ms": single.p50_ms,
-    }
-
-
 def across(processes: list[dict], kind: str) -> float:
     """The median over the processes of each one's median `kind` refresh."""
     return median(p[f"{kind}_seconds"] for p in processes)
@@ -449,8 +379,6 @@ def main() -> None:
         default=3,
         help="asset processes per size, each on its own copy of the warehouse (default 3)",
     )
-    parser.add_argument("--clients", type=int, default=500)
-    parser.add_argument("--skip-storm", action="store_true")
     args = parser.parse_args()
     if args.processes < 1:
         parser.error("--processes must be at least 1")
@@ -540,16 +468,6 @@ def main() -> None:
             f"asset   incremental result == full recompute      : "
             f"{all(r['incremental_equals_full'] for r in runs)} (largest difference "
             f"{max(r['incremental_max_difference'] for r in runs):.1e} EUR, MWh or EUR/MWh)"
-        )
-    if not args.skip_storm:
-        with tempfile.TemporaryDirectory(prefix="exposure-storm-") as workdir:
-            s = storm_benchmark(args.clients, Path(workdir))
-        print(f"\n## dashboard refresh storm ({s['page_bytes']:,} bytes of pages)")
-        print(f"storm   1 client   (20 runs: median p50, worst p99 and max): {s['single']}")
-        print(f"storm   {args.clients} clients: {s['crowd']}")
-        print(
-            f"storm   p99 with {args.clients} clients vs 1 client's p50: "
-            f"{s['p99_ms'] / max(s['single_p50_ms'], 1e-6):.0f}x"
         )
 
 

@@ -14,6 +14,8 @@ DEFAULT_DASHBOARD_DIR = "data/dashboard"
 #: The archive keeps its files 7 years: MiFID II (art. 16(6), 25(1)) and REMIT (art. 8)
 #: require transaction records for 5 years, which a regulator may extend to 7.
 DEFAULT_ARCHIVE_RETENTION_DAYS = 2557
+DEFAULT_DASHBOARD_HOST = "127.0.0.1"
+DEFAULT_DASHBOARD_PORT = 8050
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class Settings:
         """Where the journals' archive lives."""
         return self.archive_url or str(self.capture_dir / "archive")
 
+    dashboard_host: str = DEFAULT_DASHBOARD_HOST
+    dashboard_port: int = DEFAULT_DASHBOARD_PORT
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -48,6 +53,8 @@ class Settings:
             archive_retention_days=int(
                 env.get("ENERGY_ARCHIVE_RETENTION_DAYS") or DEFAULT_ARCHIVE_RETENTION_DAYS
             ),
+            dashboard_host=env.get("ENERGY_DASHBOARD_HOST") or DEFAULT_DASHBOARD_HOST,
+            dashboard_port=int(env.get("ENERGY_DASHBOARD_PORT") or DEFAULT_DASHBOARD_PORT),
         )
 
 

@@ -1,0 +1,54 @@
+"""`energy-assets dashboard`: the live desk service."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from energy_assets.settings import DEFAULT_DASHBOARD_HOST, DEFAULT_DASHBOARD_PORT
+
+    parser = commands.add_parser(
+        "dashboard",
+        help=f"Serve the live desk on {DEFAULT_DASHBOARD_HOST}:{DEFAULT_DASHBOARD_PORT}",
+        description="Serve the live desk: positions from the capture buffer "
+        "(ENERGY_CAPTURE_DIR) as deals land, prices and history from the files the batch "
+        "layer publishes (ENERGY_DASHBOARD_DIR), pushed to open pages. Never opens DuckDB "
+        "nor calls the market-data vendor.",
+    )
+    parser.add_argument(
+        "--host", default=None, help="address to bind (default: ENERGY_DASHBOARD_HOST, 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=None, help="port (default: ENERGY_DASHBOARD_PORT, 8050)"
+    )
+    parser.add_argument(
+        "--dir", default=None, help="published files (default: ENERGY_DASHBOARD_DIR)"
+    )
+    parser.add_argument(
+        "--capture-dir", default=None, help="the capture buffer (default: ENERGY_CAPTURE_DIR)"
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from energy_assets.desk.app import create_app
+    from energy_assets.settings import settings
+
+    current = settings()
+    app = create_app(
+        args.capture_dir or current.capture_dir,
+        args.dir or current.dashboard_dir,
+    )
+    uvicorn.run(
+        app,
+        host=args.host or current.dashboard_host,
+        port=args.port if args.port is not None else current.dashboard_port,
+        log_level="warning",
+        # 500 page loads at once queue instead of being refused.
+        backlog=2048,
+        timeout_graceful_shutdown=2,
+    )
+    return 0

@@ -1,0 +1,333 @@
+"""The live desk's state: positions from the capture buffer, marked with the published prices,
+beside what the batch layer confirmed.
+
+Every figure comes from `energy_assets.exposure.positions`, the maths `trader_exposure` uses:
+`book`/`rebook` for the deals, `mark` for the prices, `daily_totals`, `trader_totals` and
+`desk_positions` for the aggregates. A new deal costs one `rebook` of the periods it touches
+and a `mark` of the book (one row per trader and period: small), never a pass over every deal.
+
+Per period a row is
+
+- **confirmed** when `confirmed.parquet` (trader_exposure as of its last refresh) holds as many
+  deals for it as the buffer, or more: more means its older deals have left the buffer (72 h),
+  and the confirmed row is the whole one;
+- **live** when the buffer holds deals the last refresh has not seen yet.
+
+Periods only in `confirmed.parquet` (older delivery days) show as confirmed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from energy_assets import published
+from energy_assets.desk.follow import BufferFollower, FeedGap, Update
+from energy_assets.exposure.positions import (
+    BOOK_COLUMNS,
+    EXPOSURE_COLUMNS,
+    EXPOSURE_SCHEMA,
+    PERIOD_KEY,
+    book,
+    daily_totals,
+    desk_positions,
+    legs,
+    mark,
+    rebook,
+    trader_totals,
+)
+from energy_assets.trades.drain import typed
+
+#: Delivery days the period tables show (the latest ones with positions).
+DEFAULT_DAYS = 7
+#: PnL snapshots the charts draw (the latest ones).
+DEFAULT_HISTORY_POINTS = 500
+#: A listener whose heartbeat is older than this is not capturing: deals may be missing.
+LISTENER_SILENT_AFTER = timedelta(seconds=30)
+#: Closed feed gaps shown in the banner: those that ended within the buffer's retention.
+RECENT_GAPS = timedelta(hours=72)
+
+LIVE = "live"
+CONFIRMED = "confirmed"
+
+_SLOT = ["delivery_day", "delivery_hour"]
+_EMPTY_BOOK = pl.DataFrame(schema={c: EXPOSURE_SCHEMA[c] for c in BOOK_COLUMNS})
+_PRICE_COLUMNS = {
+    "delivery_day": pl.Date,
+    "delivery_hour": pl.String,
+    "reference_price": pl.Float64,
+    "last_update": pl.Datetime("us", "UTC"),
+    "fetched_at": pl.Datetime("us", "UTC"),
+}
+_EMPTY_PRICES = pl.DataFrame(schema=_PRICE_COLUMNS)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Warning:
+    """A banner line: deals made in [start, end) may be missing (end None: still open)."""
+
+    start: datetime | None
+    end: datetime | None
+    reason: str
+    days: list[date] = field(default_factory=list)
+
+    @property
+    def open(self) -> bool:
+        return self.end is None
+
+
+@dataclass
+class DeskView:
+    """Everything the pages show, computed once per change."""
+
+    as_of: datetime
+    rows: (
+        pl.DataFrame
+    )  # EXPOSURE_COLUMNS + status, last_deal_at, price_updated_at, price_fetched_at
+    totals: pl.DataFrame  # trader_totals of every row
+    daily: pl.DataFrame  # daily_totals of the shown days
+    desk_rows: pl.DataFrame  # desk_positions of the shown days (+ price ages)
+    desk_daily: pl.DataFrame
+    history: pl.DataFrame
+    warnings: list[Warning]
+    deals: int
+    prices_fetched_at: datetime | None
+    have_prices: bool
+    confirmed_at: datetime | None
+
+    @property
+    def traders(self) -> list[str]:
+        return self.totals["trader_id"].to_list()
+
+
+def merge(live: pl.DataFrame, confirmed: pl.DataFrame | None) -> pl.DataFrame:
+    """Live book rows and confirmed exposure rows -> one book row per period with `status`:
+    the confirmed row where it holds at least the live row's deals, else the live row."""
+    live_book = live.select(BOOK_COLUMNS)
+    if confirmed is None or confirmed.height == 0:
+        return live_book.with_columns(pl.lit(LIVE).alias("status"))
+    conf_book = confirmed.select(BOOK_COLUMNS).cast({c: EXPOSURE_SCHEMA[c] for c in BOOK_COLUMNS})
+    joined = conf_book.join(
+        live_book.select(*PERIOD_KEY, pl.col("trades").alias("_live_trades")),
+        on=PERIOD_KEY,
+        how="full",
+        coalesce=True,
+    )
+    take_confirmed = pl.col("trades").is_not_null() & (
+        pl.col("_live_trades").is_null() | (pl.col("trades") >= pl.col("_live_trades"))
+    )
+    from_confirmed = joined.filter(take_confirmed).select(BOOK_COLUMNS)
+    from_live = live_book.join(
+        joined.filter(~take_confirmed).select(PERIOD_KEY), on=PERIOD_KEY, how="semi"
+    )
+    return pl.concat(
+        [
+            from_confirmed.with_columns(pl.lit(CONFIRMED).alias("status")),
+            from_live.with_columns(pl.lit(LIVE).alias("status")),
+        ]
+    )
+
+
+def warnings(
+    listener: dict | None,
+    gaps: list[FeedGap],
+    shown_days: list[date],
+    now: datetime,
+) -> list[Warning]:
+    """The open gap (from the listener's state, or a silent listener) and the recent closed
+    gaps, each with the shown delivery days whose deals it may hide: a deal for day D can be
+    made from D−1 00:00 UTC until D ends, so a gap matters to D when it overlaps [D−1, D+1)."""
+    found: list[Warning] = []
+    if listener is None:
+        found.append(Warning(None, None, "no listener has written its state yet"))
+    elif listener.get("gap_since"):
+        since = datetime.fromisoformat(listener["gap_since"])
+        found.append(Warning(since, None, listener.get("gap_reason") or ""))
+    else:
+        heartbeat = datetime.fromisoformat(listener["heartbeat"])
+        if now - heartbeat > LISTENER_SILENT_AFTER:
+            found.append(Warning(heartbeat, None, "the listener has stopped reporting"))
+    for gap in sorted(gaps, key=lambda g: g.start, reverse=True):
+        if now - gap.end <= RECENT_GAPS:
+            found.append(Warning(gap.start, gap.end, gap.reason))
+    for warning in found:
+        start = warning.start or now - RECENT_GAPS
+        end = warning.end or now
+        warning.days = [
+            d
+            for d in shown_days
+            if start < _midnight(d) + timedelta(days=1) and end >= _midnight(d) - timedelta(days=1)
+        ]
+    return found
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _prices_for_marking(prices: pl.DataFrame | None) -> pl.DataFrame:
+    if prices is None:
+        return _EMPTY_PRICES
+    return prices.select(
+        *(pl.col(name).cast(dtype) for name, dtype in _PRICE_COLUMNS.items())
+    ).filter(pl.col("reference_price").is_not_null())
+
+
+class LiveDesk:
+    """The state of the live desk; `refresh()` takes in what changed, `view()` shows it."""
+
+    def __init__(
+        self,
+        capture_dir: str | Path,
+        dashboard_dir: str | Path,
+        days: int = DEFAULT_DAYS,
+        history_points: int = DEFAULT_HISTORY_POINTS,
+        clock=utc_now,
+    ):
+        self.follower = BufferFollower(capture_dir)
+        self.dashboard_dir = Path(dashboard_dir)
+        self.days = days
+        self.history_points = history_points
+        self.clock = clock
+        self.ids: set[str] = set()
+        self.book = _EMPTY_BOOK
+        self.last_deal = pl.DataFrame(
+            schema={
+                **{c: EXPOSURE_SCHEMA[c] for c in PERIOD_KEY},
+                "last_deal_at": pl.Datetime("us", "UTC"),
+            }
+        )
+        self.gaps: list[FeedGap] = []
+        self.listener: dict | None = None
+        self.prices: pl.DataFrame | None = None
+        self.confirmed: pl.DataFrame | None = None
+        self.history: pl.DataFrame | None = None
+        self._changed_at: dict[str, int | None] = {}
+        self.changes = 0
+
+    # -- taking in ---------------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Read what is new in the buffer and the published files; True when anything changed."""
+        changed = self.apply(self.follower.poll())
+        for name in (published.PRICES, published.CONFIRMED, published.PNL_HISTORY):
+            stamp = published.changed_at(self.dashboard_dir, name)
+            if stamp != self._changed_at.get(name, -1):
+                self._changed_at[name] = stamp
+                frame = published.read(self.dashboard_dir, name)
+                if name == published.PRICES:
+                    self.prices = frame
+                elif name == published.CONFIRMED:
+                    self.confirmed = frame
+                else:
+                    self.history = frame
+                changed = True
+        if changed:
+            self.changes += 1
+        return changed
+
+    def apply(self, update: Update) -> bool:
+        """Take in one poll of the buffer: new deals (first receipt of an id wins, as in the
+        drain), closed gaps and the listener's state."""
+        changed = update.listener_changed or bool(update.gaps)
+        self.gaps.extend(update.gaps)
+        if update.listener_changed:
+            self.listener = update.listener
+        if update.deals.height == 0:
+            return changed
+        fresh = update.deals.unique(subset="id", keep="first", maintain_order=True)
+        if self.ids:
+            known = self.ids
+            fresh = fresh.filter(pl.Series([i not in known for i in fresh["id"]]))
+        if fresh.height == 0:
+            return changed
+        self.ids.update(fresh["id"].to_list())
+        deals = typed(fresh)
+        if self.book.height == 0:
+            self.book = book(deals).collect()
+        else:
+            self.book = rebook(self.book, legs(deals)).collect()
+        self.book = self.book.cast({c: EXPOSURE_SCHEMA[c] for c in BOOK_COLUMNS})
+        newest = deals.group_by(PERIOD_KEY).agg(pl.col("received_at").max().alias("last_deal_at"))
+        self.last_deal = (
+            pl.concat([self.last_deal, newest.cast(self.last_deal.schema)])
+            .group_by(PERIOD_KEY)
+            .agg(pl.col("last_deal_at").max())
+        )
+        return True
+
+    # -- showing -----------------------------------------------------------------------------
+    def live_positions(self) -> pl.DataFrame:
+        """The buffer's deals as `trader_exposure` rows, marked with the published prices."""
+        return (
+            mark(self.book, _prices_for_marking(self.prices))
+            .sort(PERIOD_KEY)
+            .collect()
+            .cast(EXPOSURE_SCHEMA)
+        )
+
+    def view(self) -> DeskView:
+        now = self.clock()
+        prices = _prices_for_marking(self.prices)
+        merged = merge(self.book, self.confirmed)
+        rows = (
+            mark(merged, prices)
+            .collect()
+            .cast(EXPOSURE_SCHEMA)
+            .join(merged.select(*PERIOD_KEY, "status"), on=PERIOD_KEY, how="left")
+        )
+        ages = prices.select(
+            *_SLOT,
+            pl.col("last_update").alias("price_updated_at"),
+            pl.col("fetched_at").alias("price_fetched_at"),
+        )
+        rows = (
+            rows.join(self.last_deal, on=PERIOD_KEY, how="left")
+            .join(ages, on=_SLOT, how="left")
+            .sort(PERIOD_KEY)
+        )
+        shown_days = sorted(rows["delivery_day"].unique().to_list())[-self.days :]
+        shown = rows.filter(pl.col("delivery_day").is_in(shown_days))
+        desk_rows = desk_positions(shown.select(EXPOSURE_COLUMNS)).join(ages, on=_SLOT, how="left")
+        fetched = prices["fetched_at"].max() if prices.height else None
+        confirmed_ns = self._changed_at.get(published.CONFIRMED)
+        return DeskView(
+            as_of=now,
+            rows=shown,
+            totals=trader_totals(rows.select(EXPOSURE_COLUMNS)),
+            daily=daily_totals(shown.select(EXPOSURE_COLUMNS)),
+            desk_rows=desk_rows,
+            desk_daily=daily_totals(desk_rows.select(EXPOSURE_COLUMNS)),
+            history=self._history(),
+            warnings=warnings(self.listener, self.gaps, shown_days, now),
+            deals=len(self.ids),
+            prices_fetched_at=fetched,
+            have_prices=prices.height > 0,
+            confirmed_at=(
+                datetime.fromtimestamp(confirmed_ns / 1e9, UTC)
+                if confirmed_ns and self.confirmed is not None
+                else None
+            ),
+        )
+
+    def _history(self) -> pl.DataFrame:
+        if self.history is None or self.history.height == 0:
+            return pl.DataFrame(
+                schema={
+                    "snapshot_at": pl.Datetime("us", "UTC"),
+                    "trader_id": pl.String,
+                    "pnl_eur": pl.Float64,
+                    "pnl_change_trades_eur": pl.Float64,
+                    "pnl_change_prices_eur": pl.Float64,
+                }
+            )
+        snapshots = self.history["snapshot_at"].unique().sort().tail(self.history_points)
+        return self.history.filter(pl.col("snapshot_at").is_in(snapshots.implode())).sort(
+            "snapshot_at", "trader_id"
+        )

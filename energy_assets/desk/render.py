@@ -1,0 +1,212 @@
+"""The desk's pages from a `DeskView`: Jinja templates in `templates/`, styles and script in
+`static/`. A page is its frame (`page.html`) around a *fragment*, the part that changes: the
+service renders each fragment once per change and pushes the same text to every open page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+import jinja2
+import polars as pl
+
+from energy_assets.desk.live import CONFIRMED, DeskView
+
+env = jinja2.Environment(
+    loader=jinja2.PackageLoader("energy_assets.desk", "templates"),
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+DESK_TOPIC = "desk"
+
+
+def trader_topic(trader_id: str) -> str:
+    return f"trader/{trader_id}"
+
+
+def trader_url(trader_id: str) -> str:
+    return "/trader/" + quote(trader_id, safe="")
+
+
+def events_url(topic: str) -> str:
+    if topic == DESK_TOPIC:
+        return "/events/desk"
+    return "/events/trader/" + quote(topic.removeprefix("trader/"), safe="")
+
+
+def _num(value, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _signed(value, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:+,.{digits}f}"
+
+
+def _sign_class(value) -> str:
+    if value is None:
+        return "na"
+    return "pos" if value > 0 else "neg" if value < 0 else ""
+
+
+def _ts(value: datetime | None) -> str:
+    return value.astimezone(UTC).isoformat() if value else ""
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "–"
+
+
+env.filters.update(num=_num, signed=_signed, sign_class=_sign_class, ts=_ts, when=_when)
+env.globals.update(trader_url=trader_url, CONFIRMED=CONFIRMED)
+
+
+def edge_cells(row: dict) -> dict:
+    """ "How are we doing so far?" per side, EUR/MWh in our favour: buys reference − our
+    average, sells our average − reference; None without a price or a side."""
+    ref = row["reference_price"]
+    buy = None if ref is None or row["buy_vwap"] is None else ref - row["buy_vwap"]
+    sell = None if ref is None or row["sell_vwap"] is None else row["sell_vwap"] - ref
+    return {**row, "buy_edge": buy, "sell_edge": sell}
+
+
+def _rows(frame: pl.DataFrame) -> list[dict]:
+    return [edge_cells(r) for r in frame.iter_rows(named=True)]
+
+
+@dataclass
+class Chart:
+    width: int
+    height: int
+    series: list[dict]
+    zero_y: float
+    labels: dict
+
+
+def chart(history: pl.DataFrame) -> Chart | None:
+    """PnL over time with the cumulative part moved by new trades and by prices, as SVG
+    coordinates (the template draws them)."""
+    if history.height == 0:
+        return None
+    width, height, pad = 900, 220, 48
+    per_snapshot = (
+        history.group_by("snapshot_at")
+        .agg(pl.col("pnl_eur", "pnl_change_trades_eur", "pnl_change_prices_eur").sum())
+        .sort("snapshot_at")
+        .with_columns(
+            pl.col("pnl_change_trades_eur").cum_sum().alias("trades_cum"),
+            pl.col("pnl_change_prices_eur").cum_sum().alias("prices_cum"),
+        )
+    )
+    series = [
+        ("pnl", "PnL", per_snapshot["pnl_eur"].to_list()),
+        ("trades", "moved by new trades (cumulative)", per_snapshot["trades_cum"].to_list()),
+        ("prices", "moved by prices (cumulative)", per_snapshot["prices_cum"].to_list()),
+    ]
+    values = [v for _, _, vs in series for v in vs if v is not None] + [0.0]
+    lo, hi = min(values), max(values)
+    if hi - lo < 1e-9:
+        lo, hi = lo - 1, hi + 1
+    n = per_snapshot.height
+    xs = [pad + (width - 2 * pad) * (i / max(1, n - 1)) for i in range(n)]
+
+    def y(v: float) -> float:
+        return height - pad / 2 - (height - pad) * (v - lo) / (hi - lo)
+
+    drawn = [
+        {
+            "key": key,
+            "name": name,
+            "points": " ".join(
+                f"{x:.1f},{y(v):.1f}" for x, v in zip(xs, vs, strict=True) if v is not None
+            ),
+        }
+        for key, name, vs in series
+    ]
+    times = per_snapshot["snapshot_at"].to_list()
+    labels = {
+        "hi": f"{hi:,.0f} €",
+        "hi_y": y(hi) + 4,
+        "lo": f"{lo:,.0f} €",
+        "lo_y": y(lo),
+        "first": _when(times[0]),
+        "last": _when(times[-1]),
+        "left": pad,
+        "right": width - pad,
+    }
+    return Chart(width, height, drawn, y(0.0), labels)
+
+
+def _sum(frame: pl.DataFrame, column: str):
+    """Σ of a column; None (never 0) when it holds no value at all."""
+    if frame.height == 0 or frame[column].null_count() == frame.height:
+        return None
+    return frame[column].sum()
+
+
+def _freshness(view: DeskView, deals: int | None = None) -> dict:
+    # Nothing here changes with a deal of another trader: their pages get no event for it.
+    return {
+        "prices_fetched_at": view.prices_fetched_at,
+        "have_prices": view.have_prices,
+        "confirmed_at": view.confirmed_at,
+        "deals": deals,
+    }
+
+
+def _cards(totals: pl.DataFrame) -> dict:
+    return {
+        "pnl_eur": _sum(totals, "pnl_eur"),
+        "gross_exposure_eur": _sum(totals, "gross_exposure_eur"),
+        "net_mwh": _sum(totals, "net_mwh") or 0.0,
+        "trades": int(_sum(totals, "trades") or 0),
+        "unpriced_periods": int(_sum(totals, "unpriced_periods") or 0),
+    }
+
+
+def desk_fragment(view: DeskView) -> str:
+    return env.get_template("desk_live.html").render(
+        fresh=_freshness(view, view.deals),
+        warnings=view.warnings,
+        cards=_cards(view.totals),
+        traders=view.totals.iter_rows(named=True),
+        trader_count=view.totals.height,
+        periods=_rows(view.desk_rows),
+        daily=list(view.desk_daily.iter_rows(named=True)),
+        chart=chart(view.history),
+    )
+
+
+def trader_fragment(view: DeskView, trader_id: str) -> str:
+    mine = pl.col("trader_id") == trader_id
+    return env.get_template("trader_live.html").render(
+        fresh=_freshness(view),
+        warnings=view.warnings,
+        cards=_cards(view.totals.filter(mine)),
+        periods=_rows(view.rows.filter(mine)),
+        daily=list(view.daily.filter(mine).iter_rows(named=True)),
+        chart=chart(view.history.filter(mine)),
+        trader=trader_id,
+    )
+
+
+def nav_fragment(traders: list[str], selected: str = "") -> str:
+    return env.get_template("nav.html").render(traders=traders, selected=selected)
+
+
+def page(title: str, topic: str, selected: str, nav: str, fragment: str, event_id: str) -> str:
+    return env.get_template("page.html").render(
+        title=title,
+        topic=topic,
+        events=events_url(topic),
+        nav=nav,
+        fragment=fragment,
+        event_id=event_id,
+    )
+
+
+def not_found(message: str) -> str:
+    return env.get_template("404.html").render(message=message)

@@ -1,0 +1,142 @@
+"""Live desk fixtures: `energy-assets dashboard` as a real process on a free loopback port,
+a capture buffer written by the real `CaptureBuffer`, and headless Chromium via Playwright."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from energy_assets.trades.buffer import CaptureBuffer
+from energy_assets.trades.deal import Deal
+from tests.conftest import REPO, free_port
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+class DeskProcess:
+    """`energy-assets dashboard` on a free port, logging to a file; `restart()` keeps the port."""
+
+    def __init__(self, capture: Path, published: Path, log: Path, port: int | None = None):
+        self.capture, self.published, self.log_path = capture, published, log
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> DeskProcess:
+        env = {
+            **os.environ,
+            "ENERGY_CAPTURE_DIR": str(self.capture),
+            "ENERGY_DASHBOARD_DIR": str(self.published),
+            # Points at a file that does not exist: the service must never need it.
+            "ENERGY_DUCKDB_PATH": str(self.capture.parent / "never-created.duckdb"),
+        }
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "energy_assets.cli", "dashboard", "--port", str(self.port)],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log_path.read_text()
+            try:
+                self.health()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"desk did not start:\n{self.log_path.read_text()}")
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(self.url + "/health", timeout=5) as answer:
+            return json.loads(answer.read())
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self) -> DeskProcess:
+        self.stop()
+        return self.start()
+
+
+@pytest.fixture
+def desk_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    capture, published = tmp_path / "capture", tmp_path / "dashboard"
+    capture.mkdir()
+    return capture, published
+
+
+@pytest.fixture
+def start_desk(desk_dirs, tmp_path) -> Iterator:
+    """`start_desk()` runs the service on the test's capture and published directories."""
+    started: list[DeskProcess] = []
+
+    def start(**options) -> DeskProcess:
+        capture, published = desk_dirs
+        process = DeskProcess(capture, published, tmp_path / "desk.log", **options).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def deal(deal_id: int, trader: str = "alice", **fields) -> Deal:
+    values = {
+        "id": f"{deal_id:032x}",
+        "price": 40.0,
+        "quantity": 2.0,
+        "direction": "buy",
+        "delivery_day": "2026-12-02",
+        "delivery_hour": "12-13",
+        "trader_id": trader,
+        "execution_time": "2026-12-01T10:00:00+00:00",
+    } | fields
+    return Deal(**values)
+
+
+def write_deals(capture: Path, deals: list[Deal], seal: bool = True) -> CaptureBuffer:
+    """Append deals with the listener's own buffer code; sealed unless asked not to."""
+    buffer = CaptureBuffer(capture)
+    for item in deals:
+        buffer.append(item, datetime.now(UTC))
+    if seal:
+        buffer.seal()
+    return buffer
+
+
+def write_listener_state(capture: Path, **state) -> None:
+    state.setdefault("heartbeat", datetime.now(UTC).isoformat())
+    state.setdefault("connected", True)
+    CaptureBuffer(capture).write_state(state)
+
+
+@pytest.fixture
+def browser() -> Iterator:
+    """Headless Debian Chromium driven by Playwright; fails the test on any page error."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield chromium
+        chromium.close()

@@ -1,0 +1,216 @@
+"""The live desk as a trader sees it: the real service on a free loopback port, the capture
+buffer written by the listener's own code, pages opened in headless Chromium."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+from energy_assets import published
+from energy_assets.trades.buffer import deal_record
+from tests.desk.conftest import deal, write_deals, write_listener_state
+
+
+def _get(url: str, path: str) -> tuple[int, bytes]:
+    """GET a path exactly as written (no client-side normalisation of `..` or `%2e`)."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", path)
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    finally:
+        conn.close()
+
+
+def test_positions_show_live_with_no_duckdb_and_no_published_files(desk_dirs, start_desk, browser):
+    capture, published_dir = desk_dirs
+    write_listener_state(capture)
+    # alice 12-13: buys 2 @ 40 and sells 1 @ 44 -> net +1, cash -36, no price yet.
+    write_deals(capture, [deal(1), deal(2, direction="sell", quantity=1.0, price=44.0)])
+    desk = start_desk()
+    page = browser.new_page()
+    page.goto(desk.url + "/trader/alice")
+    row = page.locator('tr[data-period="2026-12-02 12-13"]')
+    assert row.get_attribute("data-trades") == "2"
+    assert row.get_attribute("data-status") == "live"
+    assert row.locator("td.net").inner_text() == "+1.0"
+    assert "none yet" in row.inner_text()
+    assert page.locator('[data-freshness="prices"]').inner_text() == "none yet"
+    assert not (capture.parent / "never-created.duckdb").exists()
+    assert not published_dir.exists()
+
+
+def test_unknown_trader_gets_a_404_page(desk_dirs, start_desk):
+    write_deals(desk_dirs[0], [deal(1)])
+    desk = start_desk()
+    status, body = _get(desk.url, "/trader/nobody")
+    assert status == 404
+    assert "No trader “nobody”".encode() in body and b"Traceback" not in body
+    assert _get(desk.url, "/events/trader/nobody")[0] == 404
+    assert _get(desk.url, "/no/such/page")[0] == 404
+
+
+def test_hostile_paths_never_leave_the_static_folder(desk_dirs, start_desk):
+    desk = start_desk()
+    status, body = _get(desk.url, "/static/desk.css")
+    assert status == 200 and b"--fav" in body
+    for path in [
+        "/static/../app.py",
+        "/static/../../settings.py",
+        "/static/%2e%2e/app.py",
+        "/static/%2E%2E/%2E%2E/settings.py",
+        "/static/..%2fapp.py",
+        "/static/%2e%2e%2fapp.py",
+        "/static/%2fetc%2fpasswd",
+        "/static//etc/passwd",
+        "//etc/passwd",
+        "/static/....//app.py",
+        "/static/%252e%252e/app.py",
+        "/static/..\\app.py",
+    ]:
+        status, body = _get(desk.url, path)
+        assert status in (400, 404), (path, status)
+        assert b"def create_app" not in body and b"root:" not in body, path
+
+
+def test_torn_last_line_is_skipped_then_shown_once_whole(desk_dirs, start_desk, browser):
+    capture, _ = desk_dirs
+    buffer = write_deals(capture, [deal(1)], seal=False)
+    whole = deal(2, quantity=3.0)
+    line = json.dumps(deal_record(whole, datetime.now(UTC)), separators=(",", ":")) + "\n"
+    os.write(buffer._fd, line[:70].encode())  # the listener killed mid-line
+    desk = start_desk()
+    page = browser.new_page()
+    page.goto(desk.url + "/trader/alice")
+    row = page.locator('tr[data-period="2026-12-02 12-13"]')
+    assert row.get_attribute("data-trades") == "1"
+    os.write(buffer._fd, line[70:].encode())  # the rest of the line lands
+    page.wait_for_function(
+        """() => document.querySelector('tr[data-period="2026-12-02 12-13"]')
+                 .dataset.trades === "2" """,
+        timeout=10_000,
+    )
+    buffer.seal()  # sealed under a new name: the same lines, counted once
+    page.wait_for_timeout(500)
+    assert row.get_attribute("data-trades") == "2"
+    assert desk.health()["deals"] == 2
+
+
+def test_prices_confirmed_rows_gaps_and_colours(desk_dirs, start_desk, browser):
+    capture, published_dir = desk_dirs
+    now = datetime.now(UTC)
+    write_listener_state(
+        capture, gap_since=(now - timedelta(minutes=2)).isoformat(), gap_reason="connection lost"
+    )
+    write_deals(
+        capture,
+        [
+            deal(1),  # alice buys 2 @ 40 in 12-13
+            deal(2, direction="sell", quantity=1.0, price=44.0),  # sells 1 @ 44
+            deal(3, delivery_hour="13-14", direction="sell", quantity=3.0, price=-2.0),
+        ],
+    )
+    desk = start_desk()
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(desk.url + "/trader/alice")
+    page.evaluate("window.marker = 'kept'")
+    banner = page.locator("#feed-gap-banner")
+    assert "open since" in banner.inner_text() and "connection lost" in banner.inner_text()
+
+    # The batch layer publishes prices (12-13 at 45, 13-14 at -4) and confirms 12-13 only.
+    prices = pl.DataFrame(
+        {
+            "delivery_day": [datetime(2026, 12, 2).date()] * 2,
+            "delivery_hour": ["12-13", "13-14"],
+            "reference_price": [45.0, -4.0],
+            "unit": ["euro/mwh"] * 2,
+            "last_update": [now - timedelta(minutes=12)] * 2,
+            "fetched_at": [now - timedelta(minutes=1)] * 2,
+        },
+        schema=published.PRICE_SCHEMA,
+    )
+    published.write(prices, published_dir, published.PRICES)
+    row = page.locator('tr[data-period="2026-12-02 12-13"]')
+    page.wait_for_function(
+        """() => document.querySelector('tr[data-period="2026-12-02 12-13"] td.ref')""",
+        timeout=5_000,
+    )
+    assert row.locator("td.ref").inner_text() == "45.00"
+    # buys: 45 - 40 = +5 favours us; sells: 44 - 45 = -1 against us.
+    assert row.locator('[data-edge="buys"]').get_attribute("class") == "fav"
+    assert row.locator('[data-edge="sells"]').get_attribute("class") == "unf"
+    # cash = 44 - 80 = -36; net +1 at 45 -> PnL +9.
+    assert row.locator("td.pnl").inner_text() == "9.00"
+    short = page.locator('tr[data-period="2026-12-02 13-14"]')
+    assert short.locator('[data-edge="sells"]').get_attribute("class") == "fav"  # -2 vs -4
+
+    confirmed = pl.DataFrame(
+        [
+            {
+                "trader_id": "alice",
+                "delivery_day": datetime(2026, 12, 2).date(),
+                "delivery_hour": "12-13",
+                "trades": 2,
+                "bought_mwh": 2.0,
+                "sold_mwh": 1.0,
+                "net_mwh": 1.0,
+                "buy_vwap": 40.0,
+                "sell_vwap": 44.0,
+                "cash_eur": -36.0,
+                "reference_price": 45.0,
+                "pnl_eur": 9.0,
+                "exposure_eur": 45.0,
+            },
+            # An older day whose deals left the buffer: only the confirmed book has it.
+            {
+                "trader_id": "alice",
+                "delivery_day": datetime(2026, 11, 20).date(),
+                "delivery_hour": "08-09",
+                "trades": 5,
+                "bought_mwh": 10.0,
+                "sold_mwh": 0.0,
+                "net_mwh": 10.0,
+                "buy_vwap": 50.0,
+                "sell_vwap": None,
+                "cash_eur": -500.0,
+                "reference_price": None,
+                "pnl_eur": None,
+                "exposure_eur": None,
+            },
+        ]
+    )
+    published.write(confirmed, published_dir, published.CONFIRMED)
+    page.wait_for_function(
+        """() => document.querySelector('tr[data-period="2026-12-02 12-13"]')
+                 .dataset.status === "confirmed" """,
+        timeout=5_000,
+    )
+    assert short.get_attribute("data-status") == "live"
+    older = page.locator('tr[data-period="2026-11-20 08-09"]')
+    assert older.get_attribute("data-status") == "confirmed"
+    assert older.get_attribute("data-trades") == "5"
+
+    # The gap closes: the banner says when it was, and which days it may touch.
+    write_listener_state(capture)
+    gap = capture / "gaps" / "20261201T000000000000Z-1-000000001.json"
+    record = {
+        "gap_start": (now - timedelta(minutes=2)).isoformat(),
+        "gap_end": now.isoformat(),
+        "reason": "connection lost",
+    }
+    gap.write_text(json.dumps(record))
+    page.wait_for_function(
+        "() => document.querySelector('[data-gap=\"closed\"]') && "
+        "!document.querySelector('[data-gap=\"open\"]')",
+        timeout=5_000,
+    )
+    assert page.evaluate("window.marker") == "kept"
+    assert page.evaluate("window.deskUpdates") >= 3
+    assert errors == []
