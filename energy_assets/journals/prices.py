@@ -74,19 +74,23 @@ def journal_files(root: UPath) -> Iterator[UPath]:
 
 
 def read_answers(root: UPath) -> pl.DataFrame:
-    """Every answer of the journal in the order it was stored (`journal_order`), every file
-    verified against its checksum (`ArchiveCorrupt` names the file)."""
-    chunks = []
+    """Every answer of the journal in the order it was stored (`journal_order`) with the
+    journal file it came from (`batch`: one per store step), every file verified against its
+    checksum (`ArchiveCorrupt` names the file)."""
+    chunks, names, counts = [], [], []
     for path in journal_files(root):
         data, _ = read_checked(path)
-        chunks.append(gzip.decompress(data))
-    empty = pl.DataFrame(schema=ANSWER_SCHEMA | {"journal_order": pl.Int64})
-    text = b"".join(chunks)
-    if not text:
-        return empty
+        text = gzip.decompress(data)
+        chunks.append(text)
+        names.append(path.name)
+        counts.append(text.count(b"\n"))
+    if not sum(counts):
+        return pl.DataFrame(schema=ANSWER_SCHEMA | {"batch": pl.String, "journal_order": pl.Int64})
     strings = {name: pl.String for name in ANSWER_SCHEMA} | {"value": pl.Float64}
-    frame = pl.read_ndjson(text, schema=strings)
+    frame = pl.read_ndjson(b"".join(chunks), schema=strings)
+    batch = pl.Series("batch", names).repeat_by(pl.Series(counts)).explode()
     return frame.with_columns(
+        batch,
         pl.col("delivery_day").str.to_date("%Y-%m-%d"),
         pl.col("last_update").str.to_datetime(_INSTANT, time_zone="UTC"),
         pl.col("fetched_at").str.to_datetime(_INSTANT, time_zone="UTC"),

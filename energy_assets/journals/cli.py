@@ -1,0 +1,88 @@
+"""`energy-assets rebuild` and `energy-assets replay`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    rebuild = commands.add_parser(
+        "rebuild",
+        help="Rebuild the warehouse from the journals (deals and vendor answers)",
+        description="Rebuild raw_trades, feed_gaps, reference_prices and "
+        "reference_price_revisions from the journals' archive into a new DuckDB file, and "
+        "swap it in for the warehouse once complete. Refuses while another process has the "
+        "warehouse open (stop the demo or the Dagster daemon first) and when an archived "
+        "file does not match its checksum. The next trader_exposure refresh restores the "
+        "exposure.",
+    )
+    rebuild.add_argument("--warehouse", help="DuckDB file (default: ENERGY_DUCKDB_PATH)")
+    rebuild.add_argument("--archive", help="journals' archive (default: ENERGY_ARCHIVE_URL)")
+    rebuild.set_defaults(run=run_rebuild)
+
+    replay = commands.add_parser(
+        "replay",
+        help="The desk's positions and PnL at a past instant, from the journals",
+        description="Replay the deals received and the prices fetched at or before --at and "
+        "print every trader's totals, or one trader's positions per delivery hour.",
+    )
+    replay.add_argument("--at", required=True, type=_instant, help="e.g. 2026-12-01T10:00Z")
+    replay.add_argument("--trader", help="one trader's positions per delivery hour")
+    replay.add_argument("--archive", help="journals' archive (default: ENERGY_ARCHIVE_URL)")
+    replay.set_defaults(run=run_replay)
+
+
+def _instant(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: say the time zone, e.g. {text}Z")
+    return moment.astimezone(UTC)
+
+
+def run_rebuild(args: argparse.Namespace) -> int:
+    from energy_assets.journals.archive import ArchiveCorrupt
+    from energy_assets.journals.rebuild import RebuildRefused, rebuild
+    from energy_assets.settings import settings
+
+    current = settings()
+    try:
+        rebuild(
+            args.warehouse or current.duckdb_path,
+            args.archive or current.archive,
+            progress=lambda line: print(line, flush=True),
+        )
+    except (ArchiveCorrupt, RebuildRefused) as err:
+        print(f"rebuild refused, the warehouse is unchanged: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from energy_assets.journals.archive import ArchiveCorrupt
+    from energy_assets.journals.replay import view_at
+    from energy_assets.settings import settings
+
+    try:
+        view = view_at(args.at, args.archive or settings().archive)
+    except ArchiveCorrupt as err:
+        print(f"replay refused: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"the desk at {args.at.isoformat()}: {view.deals:,} deals received, "
+        f"{view.prices.height:,} delivery hours priced"
+    )
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True):
+        if args.trader:
+            rows = view.of_trader(args.trader)
+            if rows.is_empty():
+                print(f"{args.trader} held no position at that instant")
+                return 0
+            print(rows.drop("trader_id"))
+            print(view.totals().filter(pl.col("trader_id") == args.trader))
+        else:
+            print(view.totals())
+    return 0

@@ -1,0 +1,222 @@
+"""`energy-assets rebuild`: the warehouse made again from the journals.
+
+Into a new DuckDB file beside the warehouse, swapped in by an atomic rename only when it is
+complete: a failed, refused or killed rebuild leaves the warehouse as it was. While it runs it
+holds the warehouse's own DuckDB lock, so it refuses to start while a Dagster step has the file
+open, and no step can write to the old file meanwhile (such a write would vanish at the swap).
+
+- `raw_trades`, `feed_gaps`, `capture_segments` from the deals' journal, read with the drain's
+  own functions (`read_segment_data`, `typed`, `gap_row`); every deal once, first seen wins,
+  in capture order, as the drain's batches gave;
+- `reference_prices`, `reference_price_revisions` from the prices' journal, through the price
+  store's own `store_prices` (`prices.store_batches` says why that gives the same tables).
+
+The exposure tables are not copied: the next `trader_exposure` refresh finds no marks and
+computes every delivery day again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from energy_assets.journals.archive import archive_root
+from energy_assets.journals.deals import read_days
+from energy_assets.journals.prices import as_prices, read_answers, store_batches
+from energy_assets.prices.store import store_prices
+from energy_assets.tables import (
+    CAPTURE_SEGMENTS,
+    FEED_GAPS,
+    RAW_TRADES,
+    REFERENCE_PRICE_REVISIONS,
+    REFERENCE_PRICES,
+    SCHEMA,
+    ensure_price_tables,
+    ensure_trade_tables,
+)
+from energy_assets.trades.buffer import cut_torn_tail
+from energy_assets.trades.drain import gap_row, read_segment_data, typed
+
+STAGING = f"{SCHEMA}.rebuild_staging"
+GAP_SCHEMA = {
+    "gap_start": pl.Datetime("us", "UTC"),
+    "gap_end": pl.Datetime("us", "UTC"),
+    "reason": pl.String,
+    "seconds": pl.Float64,
+    "source": pl.String,
+}
+MARK_SCHEMA = {
+    "segment": pl.String,
+    "kind": pl.String,
+    "lines": pl.Int64,
+    "ingested_at": pl.Datetime("us", "UTC"),
+}
+
+
+class RebuildRefused(RuntimeError):
+    """The rebuild did not start (or stopped) and left the warehouse as it was."""
+
+
+@dataclass
+class RebuildResult:
+    target: Path
+    capture_days: int = 0
+    bundles: int = 0
+    archived_bytes: int = 0
+    lines: int = 0
+    deals: int = 0
+    duplicates_dropped: int = 0
+    feed_gaps: int = 0
+    answers: int = 0
+    prices: int = 0
+    revisions: int = 0
+    seconds: float = 0.0
+
+
+def _hold(target: Path) -> duckdb.DuckDBPyConnection | None:
+    if not target.exists():
+        return None
+    try:
+        return duckdb.connect(str(target))
+    except duckdb.IOException as err:
+        raise RebuildRefused(
+            f"{target} is open in another process (a Dagster run, the daemon's drain or the "
+            f"demo): stop the writers and run the rebuild again ({err})"
+        ) from None
+
+
+def _remove_killed(target: Path) -> None:
+    """Files of rebuilds killed before their swap (their process is gone)."""
+    for stale in target.parent.glob(f"{target.stem}.rebuild-*.duckdb"):
+        pid = stale.name.rsplit("-", 1)[1].split(".")[0]
+        try:
+            os.kill(int(pid), 0)
+        except (ValueError, ProcessLookupError):
+            _remove(stale)
+        except PermissionError:
+            pass
+
+
+def _remove(path: Path) -> None:
+    for stale in (path, path.with_name(path.name + ".wal")):
+        stale.unlink(missing_ok=True)
+
+
+def rebuild(
+    target: str | os.PathLike,
+    archive: str | os.PathLike,
+    progress: Callable[[str], None] = print,
+) -> RebuildResult:
+    """Rebuild the warehouse at `target` from the journals in `archive`; returns the figures.
+    Raises `ArchiveCorrupt` (naming the file) or `RebuildRefused`; either way, and if the
+    process is killed, `target` is untouched."""
+    started = time.perf_counter()
+    target = Path(target)
+    root = archive_root(archive)
+    result = RebuildResult(target)
+    guard = _hold(target)
+    fresh = target.with_name(f"{target.stem}.rebuild-{os.getpid()}.duckdb")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_killed(target)
+        _remove(fresh)
+        with duckdb.connect(str(fresh)) as conn:
+            ensure_trade_tables(conn)
+            ensure_price_tables(conn)
+            _load_deals(conn, root, result, progress)
+            _load_prices(conn, root, result, progress)
+            conn.execute("CHECKPOINT")
+        with open(fresh, "rb") as handle:
+            os.fsync(handle.fileno())
+        if guard is not None:
+            guard.close()
+            guard = None
+        _remove(target.with_name(target.name + ".wal"))
+        os.replace(fresh, target)
+        fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        _remove(fresh)
+        raise
+    finally:
+        if guard is not None:
+            guard.close()
+    result.seconds = time.perf_counter() - started
+    progress(
+        f"rebuilt {target} in {result.seconds:.1f} s: {result.deals:,} deals "
+        f"({result.duplicates_dropped:,} duplicates dropped) from {result.lines:,} captured lines "
+        f"in {result.bundles:,} bundles over {result.capture_days} days, "
+        f"{result.feed_gaps} feed gaps, {result.prices:,} hourly prices with "
+        f"{result.revisions:,} revisions from {result.answers:,} vendor answers"
+    )
+    return result
+
+
+def _load_deals(conn, root, result: RebuildResult, progress) -> None:
+    columns = RAW_TRADES.column_names
+    conn.execute(f"CREATE TABLE {STAGING} AS SELECT *, 0::BIGINT AS seq FROM {RAW_TRADES} LIMIT 0")
+    now = datetime.now(UTC)
+    for day in read_days(root):
+        result.capture_days += 1
+        result.bundles += day.bundles
+        result.archived_bytes += day.archived_bytes
+        batch = typed(read_segment_data(day.segments)).select(columns)
+        batch = batch.with_columns(
+            (pl.int_range(pl.len(), dtype=pl.Int64) + result.lines).alias("seq")
+        )
+        result.lines += batch.height
+        marks = pl.DataFrame(
+            [
+                (name, "deals", cut_torn_tail(data).count(b"\n"), now)
+                for name, data, _ in day.segments
+            ]
+            + [(name, "gap", 1, now) for name, _ in day.gaps],
+            schema=MARK_SCHEMA,
+            orient="row",
+        )
+        gaps = pl.DataFrame([gap_row(name, data) for name, data in day.gaps], schema=GAP_SCHEMA)
+        conn.register("deal_batch", batch.to_arrow())
+        conn.execute(f"INSERT INTO {STAGING} SELECT * FROM deal_batch")
+        conn.unregister("deal_batch")
+        if gaps.height:
+            conn.register("gap_batch", gaps.to_arrow())
+            conn.execute(f"INSERT INTO {FEED_GAPS} SELECT * FROM gap_batch")
+            conn.unregister("gap_batch")
+            result.feed_gaps += gaps.height
+        conn.register("mark_batch", marks.to_arrow())
+        conn.execute(f"INSERT INTO {CAPTURE_SEGMENTS} SELECT * FROM mark_batch")
+        conn.unregister("mark_batch")
+        progress(
+            f"{day.day}: {batch.height:,} lines, {len(day.gaps)} gaps from {day.bundles} "
+            f"bundles ({day.archived_bytes / 1e6:.1f} MB)"
+        )
+    # The drain's rule over the whole journal at once: the first receipt of an id wins.
+    conn.execute(
+        f"INSERT INTO {RAW_TRADES} SELECT {', '.join(columns)} FROM {STAGING} "
+        "QUALIFY row_number() OVER (PARTITION BY id ORDER BY seq) = 1 ORDER BY seq"
+    )
+    conn.execute(f"DROP TABLE {STAGING}")
+    result.deals = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
+    result.duplicates_dropped = result.lines - result.deals
+
+
+def _load_prices(conn, root, result: RebuildResult, progress) -> None:
+    answers = read_answers(root)
+    result.answers = answers.height
+    for batch in store_batches(answers):
+        store_prices(conn, as_prices(batch))
+    result.prices = conn.execute(f"SELECT count(*) FROM {REFERENCE_PRICES}").fetchone()[0]
+    result.revisions = conn.execute(f"SELECT count(*) FROM {REFERENCE_PRICE_REVISIONS}").fetchone()[
+        0
+    ]
+    progress(f"prices: {result.answers:,} vendor answers -> {result.prices:,} hours")
