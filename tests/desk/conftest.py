@@ -140,3 +140,7 @@ def browser() -> Iterator:
         )
         yield chromium
         chromium.close()
+
+
+# The real listener process, from the trade-capture fixtures.
+from tests.trades.conftest import listener_process  # noqa: E402, F401

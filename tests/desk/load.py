@@ -1,0 +1,150 @@
+"""Clients for the live desk's load tests and benchmarks: many SSE streams, a storm of page
+loads, and a client that never reads. httpx for HTTP; a raw socket for the client that stalls
+(any library would read for it)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass
+class StreamStats:
+    """What the SSE clients saw: per client the last event id and when each event arrived."""
+
+    connected: int = 0
+    errors: list[str] = field(default_factory=list)
+    last_ids: list[str] = field(default_factory=list)
+    arrivals: list[list[tuple[float, str]]] = field(default_factory=list)
+
+
+async def _stream(client: httpx.AsyncClient, url: str, index: int, stats: StreamStats, stop):
+    try:
+        async with client.stream("GET", url, timeout=httpx.Timeout(30, read=None)) as answer:
+            if answer.status_code != 200:
+                stats.errors.append(f"HTTP {answer.status_code}")
+                return
+            stats.connected += 1
+            event_id = ""
+            async for line in answer.aiter_lines():
+                if line.startswith("id:"):
+                    event_id = line[3:].strip()
+                elif line == "" and event_id:
+                    stats.last_ids[index] = event_id
+                    stats.arrivals[index].append((time.monotonic(), event_id))
+                    event_id = ""
+                if stop.is_set():
+                    return
+    except (httpx.HTTPError, OSError) as err:
+        if not stop.is_set():
+            stats.errors.append(repr(err))
+
+
+class Streams:
+    """`n` SSE clients on `paths` (round robin), reading until `close()`."""
+
+    def __init__(self, base: str, paths: list[str], n: int):
+        self.base, self.paths, self.n = base, paths, n
+        self.stats = StreamStats(last_ids=[""] * n, arrivals=[[] for _ in range(n)])
+
+    async def __aenter__(self) -> Streams:
+        self._stop = asyncio.Event()
+        self._client = httpx.AsyncClient(
+            base_url=self.base, limits=httpx.Limits(max_connections=None)
+        )
+        self._tasks = [
+            asyncio.create_task(
+                _stream(self._client, self.paths[i % len(self.paths)], i, self.stats, self._stop)
+            )
+            for i in range(self.n)
+        ]
+        return self
+
+    async def wait_connected(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.stats.connected + len(self.stats.errors) < self.n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.stats.connected}/{self.n} streams connected")
+            await asyncio.sleep(0.05)
+
+    async def __aexit__(self, *exc) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._client.aclose()
+
+
+@dataclass
+class StormResult:
+    latencies_ms: list[float]
+    errors: list[str]
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.latencies_ms)} loads, {len(self.errors)} errors, "
+            f"p50 {self.percentile(0.5):.0f} ms, p99 {self.percentile(0.99):.0f} ms, "
+            f"max {max(self.latencies_ms, default=0):.0f} ms"
+        )
+
+
+async def storm(base: str, paths: list[str], n: int) -> StormResult:
+    """`n` page loads at once, each on its own connection, as n browsers reloading."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    start = asyncio.Event()
+
+    async def load(path: str) -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            await start.wait()
+            began = time.perf_counter()
+            try:
+                answer = await client.get(path)
+                if answer.status_code != 200 or b"</html>" not in answer.content:
+                    errors.append(f"HTTP {answer.status_code}")
+                else:
+                    latencies.append((time.perf_counter() - began) * 1000)
+            except (httpx.HTTPError, OSError) as err:
+                errors.append(repr(err))
+
+    tasks = [asyncio.create_task(load(paths[i % len(paths)])) for i in range(n)]
+    await asyncio.sleep(0.2)
+    start.set()
+    await asyncio.gather(*tasks)
+    return StormResult(latencies, errors)
+
+
+def stalled_client(base: str, path: str) -> socket.socket:
+    """Opens an SSE stream and never reads it (a tiny receive window, as a frozen tab)."""
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode()
+    )
+    return sock
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    import os
+
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

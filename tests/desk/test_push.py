@@ -1,0 +1,166 @@
+"""Push: a deal the playground sends shows on its trader's page without a reload; a restart of
+the service is survived without one; slow, stalled and many clients."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+from energy_assets.playground.server import ExchangeOptions
+from tests.desk.conftest import deal, write_deals
+from tests.desk.load import Streams, rss_mb, stalled_client, storm
+from tests.trades.conftest import wait_until
+
+
+def _period_count(page, period: str) -> str | None:
+    return page.evaluate(
+        '(p) => { const r = document.querySelector(`tr[data-period="${p}"]`);'
+        " return r ? r.dataset.trades : null; }",
+        period,
+    )
+
+
+def test_a_deal_from_the_playground_appears_on_its_traders_page_without_a_reload(
+    desk_dirs, start_desk, start_playground, listener_process, browser
+):
+    capture, _ = desk_dirs
+    pg = start_playground(exchange=ExchangeOptions(rate=4, seed=11, traders=2))
+    listener_process(pg.exchange_url, capture, "--seal-seconds", "0.5")
+    first = pg.wait_for_deals(1, timeout=30)[0]
+    desk = start_desk()
+    wait_until(lambda: desk.health()["deals"] >= 1, message="the first deal on the desk")
+    page = browser.new_page()
+    page.goto(f"{desk.url}/trader/{first.trader_id}")
+    page.evaluate("window.marker = 'no reload'")
+    pg.pause()  # sent_deals is now what the listener got
+    count = len(pg.sent_deals)
+    pg.resume()
+    wait_until(
+        lambda: any(d.trader_id == first.trader_id for d in pg.sent_deals[count:]),
+        message="another deal for the trader",
+    )
+    pg.pause()
+    mine = [d for d in pg.sent_deals if d.trader_id == first.trader_id]
+    latest = mine[-1]
+    period = f"{latest.delivery_day} {latest.delivery_hour}"
+    expected = Counter(f"{d.delivery_day} {d.delivery_hour}" for d in mine)[period]
+    page.wait_for_function(
+        '([p, n]) => { const r = document.querySelector(`tr[data-period="${p}"]`);'
+        " return r && r.dataset.trades === String(n); }",
+        arg=[period, expected],
+        timeout=10_000,
+    )
+    assert page.evaluate("window.marker") == "no reload"
+    assert page.evaluate("window.deskUpdates") >= 1
+
+
+def test_pages_resume_after_the_service_restarts(desk_dirs, start_desk, browser):
+    capture, _ = desk_dirs
+    write_deals(capture, [deal(1)])
+    desk = start_desk()
+    page = browser.new_page()
+    page.goto(desk.url + "/trader/alice")
+    page.evaluate("window.marker = 'no reload'")
+    assert _period_count(page, "2026-12-02 12-13") == "1"
+    desk.stop()
+    write_deals(capture, [deal(2)])  # while the service is down
+    page.wait_for_function(
+        "() => document.getElementById('connection').textContent.startsWith('reconnecting')",
+        timeout=10_000,
+    )
+    desk.start()
+    page.wait_for_function(
+        """() => document.querySelector('tr[data-period="2026-12-02 12-13"]')
+                 .dataset.trades === "2" """,
+        timeout=15_000,
+    )
+    write_deals(capture, [deal(3)])  # and pushed on the new stream
+    page.wait_for_function(
+        """() => document.querySelector('tr[data-period="2026-12-02 12-13"]')
+                 .dataset.trades === "3" """,
+        timeout=10_000,
+    )
+    assert page.evaluate("window.marker") == "no reload"
+
+
+def _fill_week(capture, trader: str = "alice") -> int:
+    """One deal in each hour of seven delivery days: a trader page of 168 rows (~100 KB)."""
+    deals = [
+        deal(
+            10_000 + day * 24 + hour,
+            trader,
+            delivery_day=f"2026-12-{day + 1:02d}",
+            delivery_hour=f"{hour:02d}-{hour + 1:02d}",
+        )
+        for day in range(7)
+        for hour in range(24)
+    ]
+    write_deals(capture, deals)
+    return len(deals)
+
+
+def test_a_stalled_client_neither_slows_a_reader_nor_holds_memory(desk_dirs, start_desk):
+    capture, _ = desk_dirs
+    _fill_week(capture)
+    desk = start_desk()
+    stalled = [stalled_client(desk.url, "/events/trader/alice") for _ in range(20)]
+    wait_until(lambda: desk.health()["clients"] == 20, message="stalled clients connected")
+    rss_before = rss_mb(desk.proc.pid)
+
+    async def read_while_writing():
+        async with Streams(desk.url, ["/events/trader/alice"], 1) as streams:
+            await streams.wait_connected()
+            delays = []
+            for n in range(60):
+                write_deals(capture, [deal(n + 1, quantity=1.0 + n)])
+                sent = time.monotonic()
+                seen = len(streams.stats.arrivals[0])
+                while len(streams.stats.arrivals[0]) == seen:
+                    assert time.monotonic() - sent < 5, "the reader waited on the stalled ones"
+                    await asyncio.sleep(0.01)
+                delays.append(streams.stats.arrivals[0][-1][0] - sent)
+            return delays, streams.stats.errors
+
+    delays, errors = asyncio.run(read_while_writing())
+    assert errors == []
+    assert sorted(delays)[len(delays) // 2] < 1.0, delays
+    health = desk.health()
+    # 60 changes of ~100 KB each to 20 clients would be ~120 MB held for them without bound.
+    assert health["dropped_clients"] >= 1
+    assert rss_mb(desk.proc.pid) - rss_before < 40
+    for sock in stalled:
+        sock.close()
+
+
+def test_200_streams_and_a_storm_of_200_page_loads(desk_dirs, start_desk):
+    """The benchmark runs 500 and 500 (benchmarks/live.py); fewer here for the shared box."""
+    capture, _ = desk_dirs
+    traders = [f"trader_{n}" for n in range(5)]
+    write_deals(capture, [deal(n + 1, traders[n % 5]) for n in range(50)])
+    desk = start_desk()
+    paths = ["/events/desk"] + [f"/events/trader/{t}" for t in traders]
+
+    async def run():
+        async with Streams(desk.url, paths, 200) as streams:
+            await streams.wait_connected()
+            while not all(streams.stats.last_ids):  # each has the page's current state
+                await asyncio.sleep(0.05)
+            first = streams.stats.last_ids[0]
+            pages = ["/"] + [f"/trader/{t}" for t in traders]
+            result = await storm(desk.url, pages, 200)
+            write_deals(capture, [deal(1000 + n, traders[n]) for n in range(5)])
+            # One change touches every page: each stream ends on the same, newest event.
+            deadline = time.monotonic() + 30
+            while len(set(streams.stats.last_ids)) > 1 or streams.stats.last_ids[0] == first:
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            return result, streams.stats, first
+
+    result, stats, first = asyncio.run(run())
+    print(f"\nstorm with 200 streams open: {result.summary()}")
+    assert result.errors == [] and len(result.latencies_ms) == 200
+    assert stats.errors == [] and stats.connected == 200
+    assert len(set(stats.last_ids)) == 1 and stats.last_ids[0] != first
+    assert desk.health()["dropped_clients"] == 0
