@@ -4,6 +4,7 @@ schedules and the shared resources meet."""
 import dagster as dg
 
 from energy_assets.exposure import definitions as exposure
+from energy_assets.journals import definitions as journals
 from energy_assets.journals.resources import archive_resource
 from energy_assets.operations.instance import apply_instance_environment
 from energy_assets.prices import definitions as prices
@@ -28,4 +29,5 @@ defs = dg.Definitions.merge(
     trades.defs,
     prices.defs,
     exposure.defs,
+    journals.defs,
 )

@@ -114,11 +114,14 @@ def read_days(root: UPath, until: date | None = None) -> Iterator[CaptureDay]:
         yield result
 
 
-def archived_lines(root: UPath) -> dict[date, dict[str, int]]:
-    """Per capture day, every archived file and its line count, from the checksum files
-    alone (cheap: the bundles are not read)."""
-    result: dict[date, dict[str, int]] = {}
+def archived_lines(root: UPath, days: Iterable[date]) -> dict[date, dict[str, int]]:
+    """Per capture day in `days`, every archived file and its line count, from the checksum
+    files alone (the bundles are not read)."""
+    wanted = set(days)
+    result: dict[date, dict[str, int]] = {day: {} for day in wanted}
     for day, folder in day_folders(root, DEALS):
+        if day not in wanted:
+            continue
         names: dict[str, int] = {}
         for path in files_of(folder):
             if path.name.endswith(BUNDLE_SUFFIX):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Collection, Iterator, Sequence
+from datetime import UTC, date, datetime
 
 import polars as pl
 from upath import UPath
@@ -66,19 +66,21 @@ def append_answers(
     return path
 
 
-def journal_files(root: UPath) -> Iterator[UPath]:
-    for _, folder in day_folders(root, PRICES):
+def journal_files(root: UPath, days: Collection[date] | None = None) -> Iterator[UPath]:
+    for day, folder in day_folders(root, PRICES):
+        if days is not None and day not in days:
+            continue
         for path in files_of(folder):
             if path.name.endswith(SUFFIX):
                 yield path
 
 
-def read_answers(root: UPath) -> pl.DataFrame:
+def read_answers(root: UPath, days: Collection[date] | None = None) -> pl.DataFrame:
     """Every answer of the journal in the order it was stored (`journal_order`) with the
     journal file it came from (`batch`: one per store step), every file verified against its
-    checksum (`ArchiveCorrupt` names the file)."""
+    checksum (`ArchiveCorrupt` names the file). `days`: only the files stored on those days."""
     chunks, names, counts = [], [], []
-    for path in journal_files(root):
+    for path in journal_files(root, days):
         data, _ = read_checked(path)
         text = gzip.decompress(data)
         chunks.append(text)

@@ -29,11 +29,11 @@ from energy_assets.journals.resources import ArchiveResource
 from energy_assets.playground.server import ExchangeOptions
 from energy_assets.prices.assets import reference_prices
 from energy_assets.prices.client import MarketDataClient
-from energy_assets.trades.buffer import CaptureBuffer
 from energy_assets.trades.drain import drain
 from tests.conftest import REPO
+from tests.journals.conftest import fill_and_drain, run_check
 from tests.prices.conftest import Answer, valid_price
-from tests.trades.conftest import make_deals, wait_until
+from tests.trades.conftest import wait_until
 
 START = datetime(2026, 11, 29, 0, 30, tzinfo=UTC)
 FIRST_HOUR, LAST_HOUR = "2026-11-29-00:00", "2026-11-30-23:00"
@@ -172,6 +172,8 @@ def test_a_lost_warehouse_is_rebuilt_from_the_journals(realistic_run):
     before, exposure_before = snapshot(db), exposure(db)
     assert len(before["raw_trades"]) == 800
     assert len(before["reference_price_revisions"]) == 48 * 3
+    integrity = run_check(db, Path(env["ENERGY_CAPTURE_DIR"]) / "archive")
+    assert integrity.passed and "| 0 of 144 |" in integrity.metadata["days"].value
     db.unlink()
     Path(str(db) + ".wal").unlink(missing_ok=True)
 
@@ -243,17 +245,3 @@ def test_a_rebuild_killed_half_way_leaves_the_old_warehouse(tmp_path, energy_env
     assert done.returncode == 0, done.stderr
     assert snapshot(db) == before
     assert not list(db.parent.glob("*.rebuild-*"))
-
-
-def fill_and_drain(capture: Path, db: Path, deals: int, drains: int) -> None:
-    """`deals` deals (5 % sent twice) through the capture buffer, drained in `drains` runs."""
-    made = make_deals(deals, seed=9)
-    stream = made + made[::20]
-    buffer = CaptureBuffer(capture, seal_frames=5_000)
-    per_drain = -(-len(stream) // drains)
-    with duckdb.connect(str(db)) as conn:
-        for start in range(0, len(stream), per_drain):
-            for deal in stream[start : start + per_drain]:
-                buffer.append(deal, datetime.now(UTC))
-            buffer.seal()
-            drain(conn, capture, retention=timedelta(0))
