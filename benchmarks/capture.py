@@ -11,7 +11,9 @@ Every figure is printed beside its baseline measured in the same run:
 - drain: rows/s of the `raw_trades` drain for N captured deals, vs DuckDB's own ceiling
   (`INSERT ... SELECT FROM read_json` into a table without index), vs the same with a
   PRIMARY KEY on id, vs polars parse + insert into a keyed table; and the drain of a second
-  batch against a table that already holds N rows (the anti-join's cost).
+  batch against a table that already holds N rows (the anti-join's cost). Then the hand-off
+  of a typed batch to DuckDB in a fresh process (as every drain run is): the drain's Arrow
+  scan of the polars frame vs a Parquet file written for DuckDB to read.
 - latency: deal received by the listener -> its row committed in DuckDB, under the demo's
   settings (playground rate 3/s, seal 1 s, sensor 2 s, the real daemon), p50/p95, beside
   Dagster's own floor (sealed file -> the drain step starting) from the same runs.
@@ -257,6 +259,50 @@ def bench_drain(rows: int, work: Path) -> None:
     shutil.rmtree(capture)
 
 
+# A fresh drain process hands one typed batch to DuckDB, once as the drain does (an Arrow scan
+# of the polars frame) and once through a Parquet file; each in its own process, as every run.
+_HANDOFF = """
+import sys, tempfile, time
+from pathlib import Path
+import duckdb
+sys.path.insert(0, {repo!r})
+from energy_assets.tables import RAW_TRADES, ensure_trade_tables
+from energy_assets.trades.drain import read_segments, typed
+batch = typed(read_segments(sorted(Path({segments!r}).glob("*.jsonl"))))
+conn = duckdb.connect()
+ensure_trade_tables(conn)
+started = time.perf_counter()
+if {mode!r} == "parquet":
+    with tempfile.TemporaryDirectory() as scratch:
+        path = str(Path(scratch) / "batch.parquet")
+        batch.write_parquet(path, compression="uncompressed", statistics=False)
+        conn.execute(f"INSERT INTO {{RAW_TRADES}} SELECT * FROM read_parquet(?)", [path])
+else:
+    conn.register("batch", batch)
+    conn.execute(f"INSERT INTO {{RAW_TRADES}} SELECT * FROM batch")
+print(time.perf_counter() - started)
+"""
+
+
+def bench_handoff(rows: int, work: Path, repeats: int = 5) -> None:
+    capture = work / "handoff-capture"
+    segments = write_segments(capture, rows, per_segment=rows)
+    seconds = {}
+    for mode in ("parquet", "arrow"):
+        code = _HANDOFF.format(repo=str(REPO), segments=str(segments), mode=mode)
+        runs = [
+            float(subprocess.run([PYTHON, "-c", code], check=True, capture_output=True).stdout)
+            for _ in range(repeats)
+        ]
+        seconds[mode] = statistics.median(runs)
+    line(
+        f"drain hand-off of {rows:,} deals, fresh process: Arrow scan",
+        f"{seconds['arrow'] * 1000:,.0f} ms",
+        f"via a Parquet file {seconds['parquet'] * 1000:,.0f} ms (median of {repeats})",
+    )
+    shutil.rmtree(capture)
+
+
 # -- latency ----------------------------------------------------------------------------------
 def trades_only():
     """The trades domain alone with its warehouse: the latency of the capture path without
@@ -399,6 +445,8 @@ def main() -> None:
             bench_baseline(args.baseline_deals, work, rate)
         if "drain" in only:
             bench_drain(args.drain_rows, work)
+            for rows in (300, 20_000):
+                bench_handoff(rows, work)
         if "latency" in only:
             for location in args.location or ["full", "trades"]:
                 bench_latency(args.latency_seconds, work, location)

@@ -89,8 +89,8 @@ def _metadata(result: DrainResult, capture: CaptureBufferResource) -> dict:
     }
 
 
-def _count(conn, sql: str) -> int:
-    return conn.execute(sql).fetchone()[0]
+def _count(conn, sql: str, params: list | None = None) -> int:
+    return conn.execute(sql, params).fetchone()[0]
 
 
 def _check_results(conn, capture: CaptureBufferResource):
@@ -111,10 +111,10 @@ def _check_results(conn, capture: CaptureBufferResource):
     yield dg.AssetCheckResult(
         check_name="quantity_positive", passed=bad_quantity == 0, metadata={"rows": bad_quantity}
     )
-    # Literals, not bound parameters (see _feed_gap_check).
-    labels = ", ".join(f"'{label}'" for label in VALID_HOURS)
     bad_hour = _count(
-        conn, f"SELECT count(*) FROM {RAW_TRADES} WHERE delivery_hour NOT IN ({labels})"
+        conn,
+        f"SELECT count(*) FROM {RAW_TRADES} WHERE NOT list_contains(?::VARCHAR[], delivery_hour)",
+        [VALID_HOURS],
     )
     yield dg.AssetCheckResult(
         check_name="valid_delivery_hour", passed=bad_hour == 0, metadata={"rows": bad_hour}
@@ -128,11 +128,10 @@ def _instant(epoch_us: int) -> datetime:
 
 def _feed_gap_check(conn, capture: CaptureBufferResource) -> dg.AssetCheckResult:
     since = datetime.now(UTC) - RECENT_GAP_WINDOW
-    # Epoch numbers in and out, no bound parameters: the first binding in a process makes
-    # DuckDB import pandas (~1-2 s), and every drain run is a fresh process.
     rows = conn.execute(
         f"SELECT epoch_us(gap_start), epoch_us(gap_end), reason FROM {FEED_GAPS} "
-        f"WHERE gap_end >= to_timestamp({since.timestamp()!r}) ORDER BY gap_start DESC"
+        "WHERE gap_end >= ? ORDER BY gap_start DESC",
+        [since],
     ).fetchall()
     gaps = [(_instant(start), _instant(end), reason) for start, end, reason in rows]
     state = read_listener_state(capture.path) or {}

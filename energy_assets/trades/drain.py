@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,8 +41,12 @@ _INSERT_DEALS = f"""
 INSERT INTO {RAW_TRADES}
 SELECT b.id, b.price, b.quantity, b.direction, b.delivery_day, b.delivery_hour, b.trader_id,
        b.execution_time, b.received_at, b.segment
-FROM {{batch}} AS b
+FROM drain_batch AS b
 WHERE NOT EXISTS (SELECT 1 FROM {RAW_TRADES} AS r WHERE r.id = b.id)
+"""
+_INSERT_MARKS = f"""
+INSERT INTO {CAPTURE_SEGMENTS}
+SELECT segment, kind, lines, ?::TIMESTAMPTZ FROM drain_marks
 """
 
 
@@ -143,23 +145,10 @@ def _read_gaps(paths: list[Path]) -> list[dict]:
     return [gap_row(path.name, path.read_bytes()) for path in paths]
 
 
-# No Python values are bound to DuckDB statements here and no frame is registered: the first
-# binding or Arrow scan in a process makes DuckDB import pandas (~1-2 s), and every drain run
-# is a fresh process. Values go in as SQL literals, the batch as a Parquet file.
-def _literal(value: str | int | float) -> str:
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    return repr(float(value)) if isinstance(value, float) else str(int(value))
-
-
-def _already_ingested(conn: duckdb.DuckDBPyConnection, names: list[str]) -> set[str]:
-    if not names:
-        return set()
-    values = ", ".join(_literal(name) for name in names)
-    rows = conn.execute(
-        f"SELECT segment FROM {CAPTURE_SEGMENTS} WHERE segment IN ({values})"
-    ).fetchall()
-    return {row[0] for row in rows}
+# Frames go to DuckDB as Arrow scans of the polars frames (registered views), scalars as bound
+# parameters. A Parquet file in a scratch directory would save the run ~0.1 s of importing
+# pyarrow, inside a drain run that takes seconds to start (benchmarks/README.md, "drain").
+_MARKS_SCHEMA = {"segment": pl.String, "kind": pl.String, "lines": pl.Int64}
 
 
 def _drain_once(
@@ -169,7 +158,19 @@ def _drain_once(
     before_commit: Callable[[], None] | None,
 ) -> list[Path]:
     segment_paths, gap_paths = sealed_files(directory)
-    done = _already_ingested(conn, [p.name for p in segment_paths + gap_paths])
+    if not segment_paths and not gap_paths:
+        return []
+    listed = pl.DataFrame({"segment": [p.name for p in segment_paths + gap_paths]})
+    conn.register("drain_listed", listed)
+    try:
+        done = {
+            row[0]
+            for row in conn.execute(
+                f"SELECT segment FROM {CAPTURE_SEGMENTS} SEMI JOIN drain_listed USING (segment)"
+            ).fetchall()
+        }
+    finally:
+        conn.unregister("drain_listed")
     stale = [p for p in segment_paths + gap_paths if p.name in done]
     segment_paths = [p for p in segment_paths if p.name not in done]
     gap_paths = [p for p in gap_paths if p.name not in done]
@@ -184,34 +185,31 @@ def _drain_once(
     marks = [(p.name, "deals", per_segment.get(p.name, 0)) for p in segment_paths]
     marks += [(p.name, "gap", 1) for p in gap_paths]
 
-    with tempfile.TemporaryDirectory(prefix=".drain-", dir=directory) as scratch:
-        batch_file = Path(scratch) / "batch.parquet"
-        first_seen.write_parquet(batch_file, compression="uncompressed", statistics=False)
-        conn.execute("BEGIN TRANSACTION")
-        try:
-            before = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
-            conn.execute(_INSERT_DEALS.format(batch=f"read_parquet({_literal(str(batch_file))})"))
-            after = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
-            if gaps:
-                rows = ", ".join(
-                    f"(to_timestamp({_literal(g['gap_start'].timestamp())}), "
-                    f"to_timestamp({_literal(g['gap_end'].timestamp())}), "
-                    f"{_literal(g['reason'])}, {_literal(g['seconds'])}, {_literal(g['source'])})"
+    conn.register("drain_batch", first_seen)
+    conn.register("drain_marks", pl.DataFrame(marks, schema=_MARKS_SCHEMA, orient="row"))
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        before = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
+        conn.execute(_INSERT_DEALS)
+        after = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
+        if gaps:
+            conn.executemany(
+                f"INSERT INTO {FEED_GAPS} VALUES (?, ?, ?, ?, ?)",
+                [
+                    [g["gap_start"], g["gap_end"], g["reason"], g["seconds"], g["source"]]
                     for g in gaps
-                )
-                conn.execute(f"INSERT INTO {FEED_GAPS} VALUES {rows}")
-            committed_at = _literal(time.time())
-            rows = ", ".join(
-                f"({_literal(name)}, {_literal(kind)}, {count}, to_timestamp({committed_at}))"
-                for name, kind, count in marks
+                ],
             )
-            conn.execute(f"INSERT INTO {CAPTURE_SEGMENTS} VALUES {rows}")
-            if before_commit is not None:
-                before_commit()
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        conn.execute(_INSERT_MARKS, [datetime.now(UTC)])
+        if before_commit is not None:
+            before_commit()
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.unregister("drain_batch")
+        conn.unregister("drain_marks")
 
     result.segments = [p.name for p in segment_paths]
     result.gaps = gaps
@@ -220,16 +218,6 @@ def _drain_once(
     result.duplicates_dropped = batch.height - result.rows_added
     result.total_rows = after
     return stale + segment_paths + gap_paths
-
-
-def _remove_stale_scratch(directory: Path, older_than: float = 3600) -> None:
-    """Scratch directories of drains killed mid-way (a live drain's is minutes old at most)."""
-    for scratch in directory.glob(".drain-*"):
-        try:
-            if time.time() - scratch.stat().st_mtime > older_than:
-                shutil.rmtree(scratch, ignore_errors=True)
-        except FileNotFoundError:
-            pass
 
 
 def drain(
@@ -247,7 +235,6 @@ def drain(
     there)."""
     started = time.perf_counter()
     directory = Path(directory)
-    _remove_stale_scratch(directory)
     result = DrainResult()
     for attempt in range(1, max_attempts + 1):
         result = DrainResult(attempts=attempt)

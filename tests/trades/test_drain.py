@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import pytest
 
-from energy_assets.trades.buffer import CaptureBuffer, apply_retention, sealed_files
+from energy_assets.trades.buffer import CaptureBuffer, Gap, apply_retention, sealed_files
 from energy_assets.trades.drain import CorruptSegment, drain, read_segments
 from tests.trades.conftest import drain_all, expected, make_deals, pending, stored_deals
 
@@ -148,3 +148,16 @@ def test_every_iso_shape_the_contract_accepts_is_stored_as_the_same_instant(tmp_
     fill(capture, deals)
     drain_all(capture, database)
     assert stored_deals(database) == expected(deals)
+
+
+def test_a_gap_reason_is_stored_exactly_whatever_it_holds(tmp_path):
+    capture, database = tmp_path / "capture", tmp_path / "warehouse.duckdb"
+    buffer = CaptureBuffer(capture)
+    start = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
+    reason = "peer's reset'); DROP TABLE energy.raw_trades; --"
+    buffer.record_gap(Gap(start, start + timedelta(seconds=12.5), reason))
+    drain_all(capture, database)
+    with duckdb.connect(str(database), read_only=True) as conn:
+        rows = conn.execute("SELECT reason, seconds FROM energy.feed_gaps").fetchall()
+        assert conn.execute("SELECT count(*) FROM energy.raw_trades").fetchone() == (0,)
+    assert rows == [(reason, 12.5)]
