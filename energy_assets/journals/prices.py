@@ -20,6 +20,7 @@ from upath import UPath
 
 from energy_assets.journals.archive import (
     PRICES,
+    archive_root,
     day_folders,
     files_of,
     read_checked,
@@ -56,6 +57,7 @@ def append_answers(
     root: UPath, prices: Sequence[ReferencePrice], run_id: str, now: datetime | None = None
 ) -> UPath | None:
     """Append one price batch to the journal; returns the file written (None if empty)."""
+    root = archive_root(root)
     if not prices:
         return None
     now = now or datetime.now(UTC)
@@ -79,6 +81,7 @@ def read_answers(root: UPath, days: Collection[date] | None = None) -> pl.DataFr
     """Every answer of the journal in the order it was stored (`journal_order`) with the
     journal file it came from (`batch`: one per store step), every file verified against its
     checksum (`ArchiveCorrupt` names the file). `days`: only the files stored on those days."""
+    root = archive_root(root)
     chunks, names, counts = [], [], []
     for path in journal_files(root, days):
         data, _ = read_checked(path)

@@ -21,7 +21,7 @@ import duckdb
 import polars as pl
 
 from energy_assets.journals.archive import archive_root, prune
-from energy_assets.journals.deals import archive_capture
+from energy_assets.journals.deals import archive_capture, compact
 from energy_assets.tables import CAPTURE_SEGMENTS, FEED_GAPS, RAW_TRADES, ensure_trade_tables
 from energy_assets.trades.buffer import (
     apply_retention,
@@ -259,6 +259,8 @@ def drain(
     # next drain archives them without reading them again.
     journal = archive_root(archive_url or directory / "archive")
     result.bundles = archive_capture(ingested, journal)
+    if result.bundles:
+        compact(journal, datetime.now(UTC).date() - timedelta(days=1))
     result.archived = archive(ingested, directory)
     if retention is not None:
         result.deleted_by_retention = apply_retention(directory, retention)

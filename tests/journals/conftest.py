@@ -18,7 +18,9 @@ from tests.prices.conftest import scripted_market_data  # noqa: F401
 from tests.trades.conftest import make_deals, thread_listener  # noqa: F401
 
 
-def fill_and_drain(capture: Path, db: Path, deals: int, drains: int) -> None:
+def fill_and_drain(
+    capture: Path, db: Path, deals: int, drains: int, archive_url: str | None = None
+) -> None:
     """`deals` deals (5 % sent twice) through the capture buffer, drained in `drains` runs."""
     made = make_deals(deals, seed=9)
     stream = made + made[::20]
@@ -29,7 +31,7 @@ def fill_and_drain(capture: Path, db: Path, deals: int, drains: int) -> None:
             for deal in stream[start : start + per_drain]:
                 buffer.append(deal, datetime.now(UTC))
             buffer.seal()
-            drain(conn, capture, retention=timedelta(0))
+            drain(conn, capture, retention=timedelta(0), archive_url=archive_url)
 
 
 def run_check(db: Path, archive: Path) -> dg.AssetCheckEvaluation:
