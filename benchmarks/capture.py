@@ -381,7 +381,7 @@ def bench_latency(seconds: float, work: Path, location: str) -> None:
     os.environ["DAGSTER_HOME"] = str(home)
     instance = dg.DagsterInstance.get()
     floors, to_request, to_start = [], [], []
-    for record in instance.get_run_records(RunsFilter(job_name="raw_trades_drain")):
+    for record in instance.get_run_records(RunsFilter(job_name="drain_and_refresh")):
         newest = record.dagster_run.tags.get("energy/newest_segment")
         path = capture / "drained" / newest if newest else None
         if not path or not path.exists():

@@ -7,6 +7,7 @@ from energy_assets.exposure import definitions as exposure
 from energy_assets.journals import definitions as journals
 from energy_assets.journals.resources import archive_resource
 from energy_assets.operations.instance import apply_instance_environment
+from energy_assets.operations.retention import run_retention_job, run_retention_schedule
 from energy_assets.prices import definitions as prices
 from energy_assets.settings import settings
 from energy_assets.trades import definitions as trades
@@ -25,6 +26,8 @@ defs = dg.Definitions.merge(
         # Every step here is small next to a process start (~3-4 s): runs launched from the UI,
         # by automation or backfills execute their steps in the run's own process.
         executor=dg.in_process_executor,
+        jobs=[run_retention_job],
+        schedules=[run_retention_schedule],
     ),
     trades.defs,
     prices.defs,

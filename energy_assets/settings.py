@@ -16,6 +16,10 @@ DEFAULT_DASHBOARD_DIR = "data/dashboard"
 DEFAULT_ARCHIVE_RETENTION_DAYS = 2557
 DEFAULT_DASHBOARD_HOST = "127.0.0.1"
 DEFAULT_DASHBOARD_PORT = 8050
+DEFAULT_DRAIN_INTERVAL_SECONDS = 30.0
+#: ~4,000 deal frames (~260 B each): 30 s of deals at 135 deals/s, above the desk's 100/s peak.
+DEFAULT_DRAIN_EARLY_BYTES = 1024 * 1024
+DEFAULT_RUN_RETENTION_DAYS = 7.0
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,13 @@ class Settings:
     #: means `<capture_dir>/archive`.
     archive_url: str = ""
     archive_retention_days: int = DEFAULT_ARCHIVE_RETENTION_DAYS
+
+    #: The trade sensor drains at most this often ...
+    drain_interval_seconds: float = DEFAULT_DRAIN_INTERVAL_SECONDS
+    #: ... or at once when the sealed segments waiting hold this many bytes.
+    drain_early_bytes: int = DEFAULT_DRAIN_EARLY_BYTES
+    #: Dagster runs (and their event logs) older than this are deleted daily.
+    run_retention_days: float = DEFAULT_RUN_RETENTION_DAYS
 
     @property
     def archive(self) -> str:
@@ -55,6 +66,13 @@ class Settings:
             ),
             dashboard_host=env.get("ENERGY_DASHBOARD_HOST") or DEFAULT_DASHBOARD_HOST,
             dashboard_port=int(env.get("ENERGY_DASHBOARD_PORT") or DEFAULT_DASHBOARD_PORT),
+            drain_interval_seconds=float(
+                env.get("ENERGY_DRAIN_INTERVAL_SECONDS") or DEFAULT_DRAIN_INTERVAL_SECONDS
+            ),
+            drain_early_bytes=int(env.get("ENERGY_DRAIN_EARLY_BYTES") or DEFAULT_DRAIN_EARLY_BYTES),
+            run_retention_days=float(
+                env.get("ENERGY_RUN_RETENTION_DAYS") or DEFAULT_RUN_RETENTION_DAYS
+            ),
         )
 
 

@@ -1,24 +1,28 @@
-"""`trader_exposure` and `exposure_dashboard`: load, call the pure maths, store, explain."""
+"""`trader_exposure` and `exposure_dashboard`: load, call the pure maths, store, publish."""
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from energy_assets.exposure import dashboard, store
+from energy_assets.exposure import publish, store
 from energy_assets.settings import settings
 from energy_assets.warehouse import DUCKDB_POOL
 
 GROUP = "exposure"
 
-#: Runs whenever `raw_trades` or any partition of `reference_prices` has been materialised
-#: since this asset was last requested, and once when it is missing. `eager()` would never
-#: fire here: its "no dependency missing" clause looks at every hourly partition of
+#: New trades refresh this asset inside the `drain_and_refresh` run that drained them; this
+#: condition covers the rest: any partition of `reference_prices` materialised (a price
+#: revision, a backfill), `raw_trades` materialised by a run that did not also refresh this
+#: asset (`any_deps_updated` ignores an update from a run that targeted this asset too, so a
+#: drain run never causes a second refresh), and once when it is missing. `eager()` would
+#: never fire here: its "no dependency missing" clause looks at every hourly partition of
 #: `reference_prices`, and past or future hours that were never fetched are always missing.
 #: It does not wait for upstream runs in flight: a year's price backfill runs for hours and
-#: drains run every few seconds, and either would freeze the desk's exposure. Both commit in
-#: one transaction, so a refresh always reads a consistent state; it only never stacks.
+#: would freeze the desk's exposure. Both upstreams commit in one transaction, so a refresh
+#: always reads a consistent state; it only never stacks.
 EXPOSURE_CONDITION = (
     (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated())
     .since_last_handled()
@@ -54,9 +58,9 @@ def trader_exposure(
     with no reference price yet. Totals per trader (`energy.trader_exposure_totals`) and per
     trader and delivery day (`energy.trader_exposure_daily`); each refresh appends one row per
     trader to `energy.trader_pnl_history`, its PnL change split into new trades and price
-    moves. Refreshes by itself after new trades or new reference prices, recomputing only the
-    delivery days that changed, and reading only the deals that arrived since the last refresh
-    (`trades_read` in the metadata)."""
+    moves. Refreshed in the `drain_and_refresh` run after new trades and by automation after
+    new reference prices, recomputing only the delivery days that changed, and reading only
+    the deals that arrived since the last refresh (`trades_read` in the metadata)."""
     with warehouse.get_connection() as conn:
         result = store.refresh(
             conn, datetime.now(UTC), run_id=context.run_id, full=config.full_recompute
@@ -143,12 +147,8 @@ def trader_totals_md(totals: pl.DataFrame, history: pl.DataFrame) -> str:
 
 
 class DashboardConfig(dg.Config):
-    days: int = dashboard.DEFAULT_DAYS
-    """How many of the latest delivery days the pages show, per trader."""
-    history_points: int = dashboard.DEFAULT_HISTORY_POINTS
-    """How many of the latest PnL snapshots the charts draw."""
-    server_url: str = "http://127.0.0.1:8050/"
-    """Where `energy-assets dashboard` serves the pages; linked from the metadata."""
+    history_snapshots: int = publish.DEFAULT_HISTORY_SNAPSHOTS
+    """How many of the latest PnL snapshots `pnl_history.parquet` holds."""
 
 
 @dg.asset(
@@ -157,42 +157,42 @@ class DashboardConfig(dg.Config):
     deps=[trader_exposure],
     pool=DUCKDB_POOL,
     automation_condition=dg.AutomationCondition.eager(),
-    kinds={"html"},
+    kinds={"parquet"},
 )
 def exposure_dashboard(
     context: dg.AssetExecutionContext, config: DashboardConfig, warehouse: DuckDBResource
 ):
-    """The desk's dashboard: static, self-contained HTML pages (one per trader plus the desk
-    view) written to `ENERGY_DASHBOARD_DIR` (default `data/dashboard/`) and served by
-    `energy-assets dashboard`. Per delivery hour: our average buy and sell prices against the
-    reference price, green where they favour us, MWh bought and sold, net position and PnL;
-    daily totals, PnL over time, the age of each reference price, and a banner when a feed
-    gap means positions may be incomplete. Rebuilt after every `trader_exposure` refresh."""
+    """What the live desk (`energy-assets dashboard`) shows as confirmed: every row of
+    `trader_exposure` in `confirmed.parquet` and the latest PnL snapshots of
+    `trader_pnl_history` in `pnl_history.parquet`, in `ENERGY_DASHBOARD_DIR` (default
+    `data/dashboard/`), each file replaced atomically. Published after every
+    `trader_exposure` refresh, in the same run."""
     out_dir = settings().dashboard_dir
     with warehouse.get_connection() as conn:
-        data = dashboard.load(conn, days=config.days, history_points=config.history_points)
-    written = dashboard.write_site(out_dir, data)
-    index = (out_dir / "index.html").resolve()
-    context.log.info(f"wrote {len(written.pages)} pages, version {written.version}")
+        result = publish.publish(conn, out_dir, history_snapshots=config.history_snapshots)
+    context.log.info(
+        f"published {result.confirmed_rows} confirmed rows and {result.history_rows} PnL "
+        f"history rows ({result.history_snapshots} snapshots) to {out_dir}"
+    )
     return dg.MaterializeResult(
         metadata={
-            "dashboard_url": dg.MetadataValue.url(config.server_url),
-            "index_path": dg.MetadataValue.path(str(index)),
-            "version": dg.MetadataValue.text(written.version),
-            "pages": dg.MetadataValue.int(len(written.pages)),
-            "bytes": dg.MetadataValue.int(written.bytes),
-            "traders": dg.MetadataValue.int(len(data.traders)),
-            "feed_gap_warnings": dg.MetadataValue.int(len(data.gaps)),
+            "directory": dg.MetadataValue.path(str(Path(out_dir).resolve())),
+            "confirmed_rows": dg.MetadataValue.int(result.confirmed_rows),
+            "pnl_history_rows": dg.MetadataValue.int(result.history_rows),
+            "pnl_history_snapshots": dg.MetadataValue.int(result.history_snapshots),
+            "bytes": dg.MetadataValue.int(result.bytes),
         }
     )
 
 
-#: Evaluates the two assets' conditions every 15 s, switched on from the start: the default
-#: automation sensor Dagster would otherwise create starts stopped (checked in 1.13.27).
+#: Evaluates the two assets' conditions every 30 s (prices are revised every 10 minutes),
+#: switched on from the start: the default automation sensor Dagster would otherwise create
+#: starts stopped (checked in 1.13.27).
 exposure_automation_sensor = dg.AutomationConditionSensorDefinition(
     "exposure_automation_sensor",
     target=dg.AssetSelection.assets(trader_exposure, exposure_dashboard),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=15,
-    description="Refreshes trader_exposure and exposure_dashboard after new trades or prices.",
+    minimum_interval_seconds=30,
+    description="Refreshes trader_exposure and exposure_dashboard after new reference prices "
+    "(new trades refresh them in the drain_and_refresh run).",
 )

@@ -5,8 +5,8 @@ The Dagster UI and its run logs hold every detail; an operator watching the demo
 partitions, and how it ended. The watcher polls the instance (runs updated since the last
 poll) and writes, e.g.
 
-    event=run_started run_id=3f0c… job=raw_trades_drain trigger=sensor:raw_trades_sensor assets=raw_trades
-    event=run_succeeded run_id=3f0c… job=raw_trades_drain … duration_s=2.9 materialized=raw_trades
+    event=run_started run_id=3f0c… job=drain_and_refresh trigger=sensor:raw_trades_sensor assets=raw_trades,trader_exposure,…
+    event=run_succeeded run_id=3f0c… job=drain_and_refresh … duration_s=3.4 materialized=raw_trades,…
     event=run_failed run_id=9b1d… job=__ASSET_JOB trigger=backfill:jscpfjcj partitions=… error="…"
 
 It only reads the instance; it never launches or changes anything.

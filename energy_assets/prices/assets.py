@@ -6,7 +6,7 @@ nor while Dagster records the run's materialisations:
 
     plan_price_fetch (pool)    which hours have trades
     fetch_reference_prices     HTTP, concurrent, budgeted
-    store_reference_prices     (pool) one transaction
+    store_reference_prices     (pool) one transaction, then prices.parquet for the live desk
     report_reference_prices    one materialisation event per partition
 """
 
@@ -27,7 +27,8 @@ from energy_assets.prices.partitions import (
     partition_key_to_delivery,
     reference_price_partitions,
 )
-from energy_assets.prices.store import store_prices
+from energy_assets.prices.store import publish_prices, store_prices
+from energy_assets.settings import settings
 from energy_assets.tables import RAW_TRADES, exists
 from energy_assets.warehouse import DUCKDB_POOL
 
@@ -138,11 +139,15 @@ def store_reference_prices(
     fetched: FetchedPrices,
 ) -> StoredPrices:
     """Append the fetched prices to the prices' journal, then write them in one transaction
-    (the only time this step holds the pool). Journal first: whatever DuckDB holds, the
-    journal holds too."""
+    (the only time this step holds the pool), then publish every hour's current price for
+    the live desk (`prices.parquet`). Journal first: whatever DuckDB holds, the journal
+    holds too."""
     append_answers(archive.root, fetched.prices, context.run_id)
     with warehouse.get_connection() as conn:
         stored = store_prices(conn, fetched.prices)
+        # After the commit, from the table: what the desk sees is what DuckDB holds, a
+        # newer stored revision included.
+        published_hours = publish_prices(conn, settings().dashboard_dir)
     values = [p.value for p in fetched.prices]
     metadata = {
         "partitions_fetched": len(fetched.prices),
@@ -150,6 +155,7 @@ def store_reference_prices(
         "requests": fetched.requests,
         "retries": fetched.retries,
         "revisions_seen": stored.new_revisions,
+        "hours_published": published_hours,
         "min_value": min(values) if values else None,
         "max_value": max(values) if values else None,
         "budget_wait_s": round(fetched.budget_wait_s, 3),
@@ -234,7 +240,8 @@ def reference_prices():
     `energy.reference_price_revisions`. Partition `2023-02-20-15:00` is delivery day
     2023-02-20, hour 15-16 (UTC). A range is fetched concurrently in one run and written in
     one transaction; re-fetched every 10 minutes for the open hours by
-    `reference_prices_schedule`."""
+    `reference_prices_schedule`. Each run then publishes every hour's current price for the
+    live desk (`prices.parquet` in `ENERGY_DASHBOARD_DIR`)."""
     return report_reference_prices(
         store_reference_prices(fetch_reference_prices(plan_price_fetch()))
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
+from energy_assets import published
 from energy_assets.prices.client import ReferencePrice
 from energy_assets.tables import REFERENCE_PRICE_REVISIONS, REFERENCE_PRICES, ensure_price_tables
 
@@ -75,3 +76,20 @@ def store_prices(conn: duckdb.DuckDBPyConnection, prices: Sequence[ReferencePric
     finally:
         conn.unregister("price_batch")
     return StoreResult(rows=batch.height, new_revisions=after - before)
+
+
+def current_prices(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The current row of every delivery hour, as `published.PRICE_SCHEMA`."""
+    ensure_price_tables(conn)
+    frame = conn.execute(
+        "SELECT delivery_day, delivery_hour, value AS reference_price, unit, last_update, "
+        f"fetched_at FROM {REFERENCE_PRICES} ORDER BY delivery_day, delivery_hour"
+    ).pl()
+    return frame.cast(published.PRICE_SCHEMA)  # DuckDB's TIMESTAMPTZ reads in the session zone
+
+
+def publish_prices(conn: duckdb.DuckDBPyConnection, directory) -> int:
+    """Write `prices.parquet` (every hour's current price) into `directory`, atomically."""
+    frame = current_prices(conn)
+    published.write(frame, directory, published.PRICES)
+    return frame.height

@@ -1,60 +1,100 @@
-"""`raw_trades_sensor`: starts a drain whenever sealed segments wait in the capture buffer.
+"""`raw_trades_sensor`: the batch cadence. Every few seconds it looks at the capture buffer and
+starts one `drain_and_refresh` run (drain -> `trader_exposure` -> `exposure_dashboard`) when
+sealed files wait and the last such run was requested at least `ENERGY_DRAIN_INTERVAL_SECONDS`
+ago (default 30 s), or at once when the waiting segments hold `ENERGY_DRAIN_EARLY_BYTES`
+(default 1 MiB, ~4,000 deals); never while another run that drains is queued or running.
 
-Cursor: the name of the newest sealed file (segment or gap) for which a drain run has been
+Cursor: the name of the newest sealed file (segment or gap) for which a run has been
 requested. Names start with their UTC creation stamp, so every file whose name sorts at or
-below the cursor was already waiting when a drain was requested. A tick costs two directory
-listings; it never opens DuckDB.
+below the cursor was already waiting when a run was requested. A tick costs two directory
+listings, a stat per waiting file and two run-storage queries; it never opens DuckDB.
 """
 
+import time
+from pathlib import Path
+
 import dagster as dg
-from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES, RunsFilter
 
 from energy_assets.journals.checks import journal_matches_warehouse
-from energy_assets.trades.assets import raw_trades
-from energy_assets.trades.buffer import newest_sealed_name
+from energy_assets.trades.buffer import sealed_files
 from energy_assets.trades.resources import CaptureBufferResource
 
 RAW_TRADES_KEY = dg.AssetKey("raw_trades")
+FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+# Queued and not-started runs too: a drain waiting in the queue must hold the next one back.
+NOT_FINISHED = [status for status in dg.DagsterRunStatus if status not in FINISHED]
+#: How often the sensor looks; the cadence itself is the resource's `drain_interval_seconds`.
+TICK_SECONDS = 5
 
-# In-process: the drain is one short step, and a subprocess per step would add seconds of
-# Python start-up to every deal's way into DuckDB.
+# One run for the whole chain: the exposure refresh and the published files follow the drain
+# in the same process, instead of a second run after the automation sensor's next tick.
+# In-process: each step is small next to a process start (~3-4 s).
 # The journals' daily integrity check reads a day of checksum files: not with every drain.
-raw_trades_drain_job = dg.define_asset_job(
-    "raw_trades_drain",
-    selection=dg.AssetSelection.assets(raw_trades)
+drain_and_refresh_job = dg.define_asset_job(
+    "drain_and_refresh",
+    selection=dg.AssetSelection.assets("raw_trades", "trader_exposure", "exposure_dashboard")
     - dg.AssetSelection.checks(journal_matches_warehouse),
     executor_def=dg.in_process_executor,
-    description="Drain the capture buffer into energy.raw_trades.",
+    description="Drain the capture buffer into energy.raw_trades, refresh trader_exposure "
+    "and publish it for the desk, in one run.",
 )
 
 
 def drain_in_flight(instance: dg.DagsterInstance) -> str | None:
     """The id of a queued or running run that materialises raw_trades, from any source."""
-    # NOT_FINISHED, not IN_PROGRESS: the latter leaves out QUEUED and NOT_STARTED runs, and a
-    # drain waiting in the queue must hold the next one back too.
-    for run in instance.get_runs(RunsFilter(statuses=NOT_FINISHED_STATUSES), limit=50):
-        if run.job_name == raw_trades_drain_job.name or RAW_TRADES_KEY in (
+    for record in instance.get_run_records(dg.RunsFilter(statuses=NOT_FINISHED), limit=50):
+        run = record.dagster_run
+        if run.job_name == drain_and_refresh_job.name or RAW_TRADES_KEY in (
             run.asset_selection or ()
         ):
             return run.run_id
     return None
 
 
+def last_requested_at(instance: dg.DagsterInstance) -> float | None:
+    """When the latest `drain_and_refresh` run was created (epoch seconds), if ever."""
+    records = instance.get_run_records(dg.RunsFilter(job_name=drain_and_refresh_job.name), limit=1)
+    return records[0].create_timestamp.timestamp() if records else None
+
+
+def waiting_after(directory: Path, cursor: str | None) -> tuple[str | None, int]:
+    """(newest sealed name above `cursor`, bytes of the sealed segments above it)."""
+    segments, gaps = sealed_files(directory)
+    newer = [path for path in segments + gaps if cursor is None or path.name > cursor]
+    if not newer:
+        return None, 0
+    size = 0
+    for path in newer:
+        try:
+            size += path.stat().st_size
+        except FileNotFoundError:  # drained between the listing and the stat
+            pass
+    return max(path.name for path in newer), size
+
+
 @dg.sensor(
     name="raw_trades_sensor",
-    job=raw_trades_drain_job,
-    minimum_interval_seconds=2,
+    job=drain_and_refresh_job,
+    minimum_interval_seconds=TICK_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests a raw_trades drain when new sealed capture segments wait; "
-    "never while another raw_trades run is queued or running.",
+    description="Requests a drain_and_refresh run when sealed capture segments wait: at most "
+    "every ENERGY_DRAIN_INTERVAL_SECONDS (30 s), at once when they hold "
+    "ENERGY_DRAIN_EARLY_BYTES (1 MiB); never while another raw_trades run is queued or running.",
 )
 def raw_trades_sensor(context: dg.SensorEvaluationContext, capture: CaptureBufferResource):
-    newest = newest_sealed_name(capture.path)
-    if newest is None or (context.cursor and newest <= context.cursor):
+    newest, waiting_bytes = waiting_after(capture.path, context.cursor)
+    if newest is None:
         return dg.SkipReason("no new sealed segments")
     running = drain_in_flight(context.instance)
     if running:
         # The cursor stays put, so the segments are requested again once that run ends.
         return dg.SkipReason(f"drain run {running} still queued or running")
+    last = last_requested_at(context.instance)
+    due_in = 0.0 if last is None else last + capture.drain_interval_seconds - time.time()
+    if due_in > 0 and waiting_bytes < capture.drain_early_bytes:
+        return dg.SkipReason(f"{waiting_bytes} bytes wait; next drain in {due_in:.0f} s")
     context.update_cursor(newest)
-    return dg.RunRequest(run_key=newest, tags={"energy/newest_segment": newest})
+    return dg.RunRequest(
+        run_key=newest,
+        tags={"energy/newest_segment": newest, "energy/waiting_bytes": str(waiting_bytes)},
+    )

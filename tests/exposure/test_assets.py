@@ -3,7 +3,6 @@ directly, and requested by their automation conditions after new trades and new 
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import dagster as dg
 import pytest
 from dagster_duckdb import DuckDBResource
 
+from energy_assets import published
+from energy_assets.exposure import positions
 from energy_assets.exposure.assets import (
     EXPOSURE_CONDITION,
     exposure_automation_sensor,
@@ -53,7 +54,7 @@ def instance(dagster_home, energy_env):
         yield instance
 
 
-def test_materialise_writes_tables_metadata_and_pages(instance, warehouse, energy_env):
+def test_materialise_writes_tables_metadata_and_publishes_them(instance, warehouse, energy_env):
     day = (NOW - timedelta(days=1)).date()
     warehouse.trade("alice", day, "12-13", "buy", 2.0, 50.0)
     warehouse.trade("bob", day, "12-13", "sell", 4.0, 30.0)
@@ -72,14 +73,42 @@ def test_materialise_writes_tables_metadata_and_pages(instance, warehouse, energ
     rows = warehouse.query(f"SELECT trader_id, pnl_eur FROM {q('trader_exposure_totals')}")
     assert dict(rows) == pytest.approx({"alice": -10.0, "bob": -60.0})
 
+    # The same run published what the desk shows as confirmed: every trader_exposure row.
+    out = Path(energy_env["ENERGY_DASHBOARD_DIR"])
+    confirmed = published.read(out, published.CONFIRMED)
+    assert confirmed.columns == positions.EXPOSURE_COLUMNS
+    by_trader = {r["trader_id"]: r for r in confirmed.iter_rows(named=True)}
+    assert by_trader["alice"]["pnl_eur"] == pytest.approx(-10.0)
+    assert by_trader["bob"]["net_mwh"] == pytest.approx(-4.0)
+    assert confirmed.sort("trader_id").rows() == warehouse.query(
+        f"SELECT {', '.join(positions.EXPOSURE_COLUMNS)} FROM {q('trader_exposure')} "
+        "ORDER BY trader_id"
+    )
+    history = published.read(out, published.PNL_HISTORY)
+    assert sorted(history["trader_id"]) == ["alice", "bob"]
+    assert history["pnl_eur"].sum() == pytest.approx(-70.0)
     dashboard = result.asset_materializations_for_node("exposure_dashboard")[0].metadata
-    index = Path(dashboard["index_path"].value)
-    assert index == Path(energy_env["ENERGY_DASHBOARD_DIR"]).resolve() / "index.html"
-    assert dashboard["dashboard_url"].value == "http://127.0.0.1:8050/"
-    version = json.loads((index.parent / "version.json").read_text())["version"]
-    assert dashboard["version"].value == version
-    assert f'data-version="{version}"' in index.read_text()
-    assert (index.parent / "trader-alice.html").exists()
+    assert dashboard["confirmed_rows"].value == 2
+    assert dashboard["pnl_history_snapshots"].value == 1
+    assert sorted(p.name for p in out.iterdir()) == [published.CONFIRMED, published.PNL_HISTORY]
+
+
+def test_pnl_history_holds_the_latest_snapshots(instance, warehouse, energy_env):
+    day = (NOW - timedelta(days=1)).date()
+    warehouse.trade("alice", day, "12-13", "buy", 2.0, 50.0)
+    for value in (40.0, 45.0, 47.0):
+        warehouse.price(day, "12-13", value)
+        materialize(instance, warehouse, selection=[trader_exposure])
+    dg.materialize(
+        [exposure_dashboard],
+        instance=instance,
+        resources={"warehouse": warehouse.resource()},
+        run_config={"ops": {"exposure_dashboard": {"config": {"history_snapshots": 2}}}},
+    )
+    history = published.read(energy_env["ENERGY_DASHBOARD_DIR"], published.PNL_HISTORY)
+    # alice is long 2 MWh bought at 50: PnL 2 x (reference - 50), the two latest, oldest first.
+    assert history["pnl_eur"].to_list() == pytest.approx([-10.0, -6.0])
+    assert history["snapshot_at"].is_sorted()
 
 
 def test_total_pnl_is_left_out_while_nothing_is_priced(instance, warehouse):
@@ -139,6 +168,41 @@ def test_automation_requests_a_refresh_after_new_trades_and_after_a_price_revisi
     after_price = tick(quiet.cursor)
     assert requested(after_price, "trader_exposure") == 1
     assert requested(after_price, "exposure_dashboard") == 1
+
+
+def test_a_drain_run_that_refreshed_exposure_itself_causes_no_second_refresh(instance, warehouse):
+    defs = dg.Definitions(
+        assets=[
+            raw_trades_stand_in,
+            reference_prices_stand_in,
+            trader_exposure,
+            exposure_dashboard,
+        ],
+        sensors=[exposure_automation_sensor],
+        resources={"warehouse": warehouse.resource()},
+    )
+    selection = dg.AssetSelection.assets("trader_exposure", "exposure_dashboard")
+
+    def tick(cursor=None) -> dg.EvaluateAutomationConditionsResult:
+        return dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, asset_selection=selection, cursor=cursor
+        )
+
+    quiet = tick()
+    warehouse.trade("alice", NOW.date(), "23-24", "buy", 1.0, 50.0)
+    # What drain_and_refresh does: raw_trades, then both exposure assets, in ONE run.
+    result = dg.materialize(
+        [raw_trades_stand_in, trader_exposure, exposure_dashboard],
+        instance=instance,
+        resources={"warehouse": warehouse.resource()},
+    )
+    assert result.success
+    after_drain = tick(quiet.cursor)
+    assert requested(after_drain, "trader_exposure") == 0
+    assert requested(after_drain, "exposure_dashboard") == 0
+    # raw_trades alone (from the UI, say) still refreshes exposure.
+    instance.report_runless_asset_event(dg.AssetMaterialization("raw_trades"))
+    assert requested(tick(after_drain.cursor), "trader_exposure") == 1
 
 
 def test_eager_alone_would_never_fire_below_hourly_prices(instance):

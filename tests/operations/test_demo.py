@@ -105,7 +105,7 @@ def test_demo_comes_up_and_one_ctrl_c_stops_everything(tmp_path: Path, energy_en
             lambda: (
                 runs_log.exists()
                 and re.search(
-                    r"event=run_succeeded run_id=[0-9a-f-]{36} job=raw_trades_drain "
+                    r"event=run_succeeded run_id=[0-9a-f-]{36} job=drain_and_refresh "
                     r"trigger=sensor:raw_trades_sensor",
                     runs_log.read_text(),
                 )

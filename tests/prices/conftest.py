@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -133,3 +134,11 @@ def scripted_market_data() -> Iterator[Callable[..., ScriptedMarketData]]:
 def refused_url() -> str:
     """A loopback URL where nothing listens: every connection is refused."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(autouse=True)
+def dashboard_dir(tmp_path, monkeypatch) -> Path:
+    """Where a price run publishes `prices.parquet`: the test's own folder, never `data/`."""
+    path = tmp_path / "dashboard"
+    monkeypatch.setenv("ENERGY_DASHBOARD_DIR", str(path))
+    return path

@@ -15,6 +15,7 @@ from dagster._core.storage.tags import (
 )
 from dagster_duckdb import DuckDBResource
 
+from energy_assets import published
 from energy_assets.journals.resources import ArchiveResource
 from energy_assets.prices.assets import ASSET_KEY, PARTITIONS, reference_prices
 from energy_assets.prices.checks import reference_price_checks
@@ -118,6 +119,47 @@ def test_a_newer_revision_updates_the_row_and_keeps_history(
     ]
     materialization = dg.DagsterInstance.get().get_latest_materialization_event(ASSET_KEY)
     assert materialization.asset_materialization.metadata["revisions_seen"].value == 1
+
+
+def test_each_run_publishes_every_hours_current_price_for_the_desk(
+    scripted_market_data, dagster_home, tmp_path, dashboard_dir
+):
+    vendor = scripted_market_data()
+    db = str(tmp_path / "warehouse.duckdb")
+    assert published.read(dashboard_dir, published.PRICES) is None
+    vendor.default = lambda day, hour: Answer(
+        body=valid_price(day, hour, 10.0, "2023-02-21T07:00:00+00:00")
+    )
+    assert run_range(vendor.url, db, "2023-02-21-08:00", "2023-02-21-09:00").success
+    first = published.read(dashboard_dir, published.PRICES)
+    assert first.schema == published.PRICE_SCHEMA
+    assert first.select("delivery_hour", "reference_price").rows() == [
+        ("08-09", 10.0),
+        ("09-10", 10.0),
+    ]
+
+    # A revision of one hour: the next run's snapshot holds it beside the hour it did not
+    # fetch, with the vendor's last_update and when we fetched it.
+    vendor.default = lambda day, hour: Answer(
+        body=valid_price(day, hour, 12.5, "2023-02-21T07:10:20+00:00")
+    )
+    before = datetime.now(UTC)
+    assert run_range(vendor.url, db, "2023-02-21-09:00", "2023-02-21-09:00").success
+    snapshot = published.read(dashboard_dir, published.PRICES)
+    assert snapshot.select("delivery_day", "delivery_hour", "reference_price", "unit").rows() == [
+        (date(2023, 2, 21), "08-09", 10.0, "euro/mwh"),
+        (date(2023, 2, 21), "09-10", 12.5, "euro/mwh"),
+    ]
+    revised = snapshot.row(1, named=True)
+    assert revised["last_update"] == datetime(2023, 2, 21, 7, 10, 20, tzinfo=UTC)
+    assert revised["fetched_at"] >= before
+    # Exactly what DuckDB holds, and nothing half-written beside it.
+    assert [tuple(r[:4]) for r in rows(db)] == snapshot.select(
+        "delivery_day", "delivery_hour", "reference_price", "unit"
+    ).rows()
+    assert sorted(p.name for p in dashboard_dir.iterdir()) == [published.PRICES]
+    materialization = dg.DagsterInstance.get().get_latest_materialization_event(ASSET_KEY)
+    assert materialization.asset_materialization.metadata["hours_published"].value == 2
 
 
 def test_partial_failure_names_the_failed_hours_and_keeps_the_good_ones(

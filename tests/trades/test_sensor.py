@@ -1,30 +1,36 @@
-"""raw_trades_sensor against a real buffer and a real instance."""
+"""raw_trades_sensor against a real buffer and a real instance: the batch cadence."""
 
 import os
 from datetime import UTC, datetime
 
 import dagster as dg
-from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 
 from energy_assets.settings import Settings
 from energy_assets.trades.buffer import CaptureBuffer, Gap
-from energy_assets.trades.resources import capture_resource
-from energy_assets.trades.sensors import raw_trades_drain_job, raw_trades_sensor
+from energy_assets.trades.resources import CaptureBufferResource, capture_resource
+from energy_assets.trades.sensors import drain_and_refresh_job, raw_trades_sensor
 from energy_assets.trades.settings import capture_settings
 from tests.trades.conftest import make_deals
 
 
-def tick(cursor=None):
+def tick(cursor=None, **cadence):
+    """One evaluation; `cadence`: drain_interval_seconds / drain_early_bytes for the resource."""
+    capture = capture_resource(Settings.from_env(), capture_settings())
     context = dg.build_sensor_context(
         instance=dg.DagsterInstance.get(),
         cursor=cursor,
-        resources={"capture": capture_resource(Settings.from_env(), capture_settings())},
+        resources={"capture": CaptureBufferResource(**{**capture.model_dump(), **cadence})},
     )
     result = raw_trades_sensor(context)
     return result, context.cursor
 
 
-def test_requests_one_drain_per_new_sealed_segment_and_never_stacks(dagster_home, energy_env):
+def add_run(status: dg.DagsterRunStatus, **fields) -> dg.DagsterRun:
+    run = dg.DagsterRun(job_name=drain_and_refresh_job.name, status=status, **fields)
+    return dg.DagsterInstance.get().add_run(run)
+
+
+def test_first_segment_drains_at_once_then_at_most_once_per_interval(dagster_home, energy_env):
     result, cursor = tick()
     assert isinstance(result, dg.SkipReason) and cursor is None
 
@@ -36,45 +42,57 @@ def test_requests_one_drain_per_new_sealed_segment_and_never_stacks(dagster_home
 
     sealed = buffer.seal()
     result, cursor = tick()
-    assert isinstance(result, dg.RunRequest)
+    assert isinstance(result, dg.RunRequest), "no drain ran yet: the first one starts at once"
     assert result.run_key == sealed.name and cursor == sealed.name
+    add_run(dg.DagsterRunStatus.SUCCESS)
 
     result, same = tick(cursor)
     assert isinstance(result, dg.SkipReason) and same == cursor
 
-    # A drain is running: new segments wait, the cursor stays, and the next tick asks.
-    instance = dg.DagsterInstance.get()
-    waiting = DagsterRun(job_name=raw_trades_drain_job.name, status=DagsterRunStatus.NOT_STARTED)
-    running = DagsterRun(job_name=raw_trades_drain_job.name, status=DagsterRunStatus.STARTED)
-    instance.add_run(waiting)
+    # New deals a moment after that run: they wait for the interval, the cursor stays ...
     buffer.append(deals[1], datetime.now(UTC))
     newer = buffer.seal()
-    result, after = tick(cursor)
-    assert isinstance(result, dg.SkipReason) and waiting.run_id in result.skip_message
+    result, after = tick(cursor, drain_interval_seconds=3600)
+    assert isinstance(result, dg.SkipReason) and "next drain in" in result.skip_message
     assert after == cursor
-    instance.report_run_failed(waiting)
-    instance.add_run(running)
-    result, after = tick(cursor)
-    assert isinstance(result, dg.SkipReason) and running.run_id in result.skip_message
-    instance.report_run_failed(running)
-    result, after = tick(cursor)
+    # ... unless they are many: then they drain at once ...
+    size = newer.stat().st_size
+    result, after = tick(cursor, drain_interval_seconds=3600, drain_early_bytes=size)
+    assert isinstance(result, dg.RunRequest) and after == newer.name
+    # ... and once the interval is over, a few drain too.
+    result, after = tick(cursor, drain_interval_seconds=0)
     assert isinstance(result, dg.RunRequest) and after == newer.name
 
     # A feed gap is drainable work too.
     gap = buffer.record_gap(Gap(datetime.now(UTC), datetime.now(UTC), "connection dropped"))
-    result, last = tick(after)
+    result, last = tick(after, drain_interval_seconds=0)
     assert isinstance(result, dg.RunRequest) and last == gap.name
+
+
+def test_never_two_drains_at_once(dagster_home, energy_env):
+    buffer = CaptureBuffer(os.environ["ENERGY_CAPTURE_DIR"])
+    buffer.append(make_deals(1, seed=32)[0], datetime.now(UTC))
+    buffer.seal()
+    instance = dg.DagsterInstance.get()
+    for status in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTED):
+        run = add_run(status)
+        # Even when many deals wait: the queued or running drain takes them.
+        result, cursor = tick(drain_interval_seconds=0, drain_early_bytes=0)
+        assert isinstance(result, dg.SkipReason) and run.run_id in result.skip_message
+        assert cursor is None, "the cursor stays, so the next tick asks again"
+        instance.report_run_failed(run)
+    result, cursor = tick(drain_interval_seconds=0)
+    assert isinstance(result, dg.RunRequest)
 
 
 def test_a_ui_or_cli_run_of_raw_trades_also_counts_as_in_flight(dagster_home, energy_env):
     buffer = CaptureBuffer(os.environ["ENERGY_CAPTURE_DIR"])
     buffer.append(make_deals(1, seed=31)[0], datetime.now(UTC))
     buffer.seal()
-    instance = dg.DagsterInstance.get()
-    instance.add_run(
-        DagsterRun(
+    dg.DagsterInstance.get().add_run(
+        dg.DagsterRun(
             job_name="__ASSET_JOB",
-            status=DagsterRunStatus.STARTED,
+            status=dg.DagsterRunStatus.STARTED,
             asset_selection=frozenset({dg.AssetKey("raw_trades")}),
         )
     )

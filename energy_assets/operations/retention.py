@@ -1,0 +1,77 @@
+"""`run_retention_schedule`: once a day, delete the Dagster runs older than
+`ENERGY_RUN_RETENTION_DAYS` (default 7) with their event logs, so the instance stays bounded.
+
+At the batch cadence the instance gains ~130 runs an hour; without this nothing ever deletes
+them. Only finished runs go (a run still queued or running is left alone, however old), in
+batches, through the public `DagsterInstance` API (`get_run_records` + `delete_run`), so it
+works the same on the SQLite and the PostgreSQL instance. What the runs wrote to DuckDB stays.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from energy_assets.settings import settings
+
+FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+#: Runs read and deleted per round trip: each round is one query, then a delete per run.
+BATCH = 200
+
+
+@dataclass(frozen=True)
+class Deleted:
+    runs: int
+    cutoff: datetime
+
+
+def delete_runs_before(
+    instance: dg.DagsterInstance, cutoff: datetime, batch: int = BATCH
+) -> Deleted:
+    """Delete every finished run created before `cutoff`, and its events, `batch` at a time."""
+    deleted = 0
+    while True:
+        records = instance.get_run_records(
+            filters=dg.RunsFilter(created_before=cutoff, statuses=FINISHED), limit=batch
+        )
+        for record in records:
+            instance.delete_run(record.dagster_run.run_id)
+        deleted += len(records)
+        if len(records) < batch:
+            return Deleted(runs=deleted, cutoff=cutoff)
+
+
+class RetentionConfig(dg.Config):
+    retention_days: float = settings().run_retention_days
+    """Runs created longer ago than this are deleted (`ENERGY_RUN_RETENTION_DAYS`)."""
+
+
+@dg.op(out=dg.Out(dg.Nothing))
+def delete_old_runs(context: dg.OpExecutionContext, config: RetentionConfig):
+    """Delete the finished runs older than the retention, with their event logs."""
+    cutoff = datetime.now(UTC) - timedelta(days=config.retention_days)
+    result = delete_runs_before(context.instance, cutoff)
+    context.log.info(f"deleted {result.runs} run(s) created before {cutoff.isoformat()}")
+    return dg.Output(None, metadata={"runs_deleted": result.runs, "cutoff": cutoff.isoformat()})
+
+
+@dg.job(
+    name="run_retention",
+    executor_def=dg.in_process_executor,
+    description="Delete the Dagster runs older than ENERGY_RUN_RETENTION_DAYS (default 7), "
+    "with their event logs.",
+)
+def run_retention_job():
+    delete_old_runs()
+
+
+@dg.schedule(
+    name="run_retention_schedule",
+    cron_schedule="17 3 * * *",
+    execution_timezone="UTC",
+    job=run_retention_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily at 03:17 UTC: deletes the runs older than ENERGY_RUN_RETENTION_DAYS.",
+)
+def run_retention_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    return dg.RunRequest(run_key=context.scheduled_execution_time.date().isoformat())
