@@ -1,13 +1,16 @@
 """End to end on a temporary DAGSTER_HOME: scripted exchange -> listener -> buffer -> the
-real `dagster-daemon` running raw_trades_sensor -> drain run -> rows in DuckDB, untouched."""
+real `dagster-daemon` running raw_trades_sensor -> drain_and_refresh runs -> rows in DuckDB,
+untouched, and the desk's confirmed positions published by the same runs."""
 
 import os
 import signal
 import subprocess
 import time
 
+import dagster as dg
 import duckdb
 
+from energy_assets import published
 from energy_assets.tables import RAW_TRADES
 from tests.conftest import REPO
 from tests.trades.conftest import expected, frames, make_deals, stored_deals
@@ -19,6 +22,12 @@ def rows_now(database) -> int:
             return conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
     except (duckdb.IOException, duckdb.CatalogException):
         return -1  # not created yet, or a drain holds the file right now
+
+
+def confirmed_trades(energy_env) -> int:
+    """Deals counted in the desk's published confirmed positions (0 before the first)."""
+    confirmed = published.read(energy_env["ENERGY_DASHBOARD_DIR"], published.CONFIRMED)
+    return 0 if confirmed is None else confirmed["trades"].sum()
 
 
 def test_daemon_sensor_drains_the_listeners_deals(
@@ -44,7 +53,9 @@ def test_daemon_sensor_drains_the_listeners_deals(
     database = tmp_path / "warehouse.duckdb"
     try:
         deadline = time.monotonic() + 150
-        while rows_now(database) < len(deals) and time.monotonic() < deadline:
+        while (
+            rows_now(database) < len(deals) or confirmed_trades(energy_env) < len(deals)
+        ) and time.monotonic() < deadline:
             assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
             time.sleep(1)
         listener.stop()
@@ -57,3 +68,8 @@ def test_daemon_sensor_drains_the_listeners_deals(
             daemon.wait()
         log.close()
     assert stored_deals(database) == expected(deals), (tmp_path / "daemon.log").read_text()[-3000:]
+    # Every run was the one drain_and_refresh job: drained, refreshed, published, no chain.
+    instance = dg.DagsterInstance.get()
+    runs = [record.dagster_run for record in instance.get_run_records()]
+    assert runs and {run.job_name for run in runs} == {"drain_and_refresh"}
+    assert confirmed_trades(energy_env) == len(expected(deals))
