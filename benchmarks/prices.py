@@ -30,7 +30,6 @@ import duckdb
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from energy_assets.operations.instance import INSTANCE_ENVIRONMENT  # noqa: E402
 from energy_assets.playground.server import MarketDataOptions, Playground  # noqa: E402
 
 START = datetime(2023, 1, 1)
@@ -370,12 +369,6 @@ def main() -> int:
         "--per-run", type=int, default=0, help="also time this many one-partition runs, scaled"
     )
     parser.add_argument(
-        "--planned-per-partition",
-        action="store_true",
-        help="every run (floor included) with Dagster's default of one 'planned' event per "
-        "partition, instead of the project's one per run (INSTANCE_ENVIRONMENT)",
-    )
-    parser.add_argument(
         "--daemon-minutes",
         type=float,
         default=0,
@@ -388,10 +381,6 @@ def main() -> int:
         help="instead: simulate the budget's policy (fake clock) over this many hours",
     )
     args = parser.parse_args()
-    # Every Dagster process here (the floor's included) records run plans the same way: the
-    # project's way unless told otherwise.
-    for name, value in INSTANCE_ENVIRONMENT.items():
-        os.environ[name] = "0" if args.planned_per_partition else value
     if args.simulate_hours:
         with tempfile.TemporaryDirectory(prefix="bench-prices-") as tmp:
             simulate_budget(args.simulate_hours, Path(tmp))
@@ -403,8 +392,7 @@ def main() -> int:
 
     print(
         f"# {args.hours} hourly partitions, playground latency {args.latency * 1000:.0f} ms, "
-        f"budget lifted, planned events "
-        f"{'one per partition' if args.planned_per_partition else 'one per run'}"
+        "budget lifted"
     )
     with (
         tempfile.TemporaryDirectory(prefix="bench-prices-") as tmp,

@@ -6,16 +6,11 @@ import dagster as dg
 from energy_assets.exposure import definitions as exposure
 from energy_assets.journals import definitions as journals
 from energy_assets.journals.resources import archive_resource
-from energy_assets.operations.instance import apply_instance_environment
 from energy_assets.operations.retention import run_retention_job, run_retention_schedule
 from energy_assets.prices import definitions as prices
 from energy_assets.settings import settings
 from energy_assets.trades import definitions as trades
 from energy_assets.warehouse import warehouse_resource
-
-# A process that loads the code location and creates runs itself (`dagster asset materialize`,
-# `dg.materialize` in tests) records their plans like the webserver and daemon of the demo.
-apply_instance_environment()
 
 defs = dg.Definitions.merge(
     dg.Definitions(

@@ -22,15 +22,10 @@ def free_port() -> int:
 @pytest.fixture
 def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh Dagster instance directory holding the project's dagster.yaml."""
-    from energy_assets.operations.instance import INSTANCE_ENVIRONMENT
-
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    # How the demo's processes record run plans, for this process and the daemons it starts.
-    for name, value in INSTANCE_ENVIRONMENT.items():
-        monkeypatch.setenv(name, value)
     return home
 
 

@@ -41,28 +41,22 @@ def window_start(now: datetime, days: int) -> datetime:
 def recent_partition_keys(partitions_def, now: datetime, days: int) -> list[str]:
     """Keys of `partitions_def` from `window_start(now, days)` to the end of tomorrow (or
     its last key at `now`, if earlier)."""
-    import dagster as dg
-    from dagster._core.definitions.partitions.context import partition_loading_context
-
-    with partition_loading_context(effective_dt=now):
-        last = partitions_def.get_last_partition_key()
-        if last is None:
-            return []
-        # The desk trades up to the end of tomorrow; later partitions may exist but have no
-        # trades and change until their gate closure anyway.
-        end_of_tomorrow = window_start(now, -2) - timedelta(hours=1)
-        if partitions_def.start_time_for_partition_key(last) > end_of_tomorrow:
-            last = partitions_def.get_partition_key_for_timestamp(end_of_tomorrow.timestamp())
-        wanted = window_start(now, days)
-        if wanted <= partitions_def.start:
-            first = partitions_def.get_first_partition_key()
-        else:
-            first = partitions_def.get_partition_key_for_timestamp(wanted.timestamp())
-        if partitions_def.start_time_for_partition_key(
-            first
-        ) > partitions_def.start_time_for_partition_key(last):
-            return []
-        return list(partitions_def.get_partition_keys_in_range(dg.PartitionKeyRange(first, last)))
+    keys = partitions_def.get_partition_keys(current_time=now)
+    if not keys:
+        return []
+    # The desk trades up to the end of tomorrow; later partitions may exist but have no
+    # trades and change until their gate closure anyway. Hourly keys sort as their times.
+    end_of_tomorrow = window_start(now, -2) - timedelta(hours=1)
+    last = min(
+        keys[-1], partitions_def.get_partition_key_for_timestamp(end_of_tomorrow.timestamp())
+    )
+    wanted = window_start(now, days)
+    first = (
+        keys[0]
+        if wanted <= partitions_def.start
+        else partitions_def.get_partition_key_for_timestamp(wanted.timestamp())
+    )
+    return [key for key in keys if first <= key <= last]
 
 
 def _running_startup_backfill(instance) -> str | None:

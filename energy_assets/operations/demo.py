@@ -30,7 +30,6 @@ import requests
 from energy_assets.logs import event_logger
 from energy_assets.operations.instance import (
     REPO,
-    apply_instance_environment,
     instance_kind,
     missing_postgres_env,
     prepare_dagster_home,
@@ -110,8 +109,6 @@ class Demo:
         env["DAGSTER_HOME"] = str(Path(o.dagster_home).resolve())
         env["DAGSTER_INSTANCE"] = o.instance or instance_kind(env)
         env["PYTHONUNBUFFERED"] = "1"
-        # `dagster dev`'s webserver and daemon create the runs: they record plans like the CLI.
-        apply_instance_environment(env)
         return env
 
     def _prepare_instance(self, env: dict[str, str]) -> None:

@@ -53,21 +53,3 @@ def prepare_dagster_home(home: Path, kind: str) -> Path:
 def missing_postgres_env(environ: Mapping[str, str] | None = None) -> list[str]:
     env = os.environ if environ is None else environ
     return [name for name in POSTGRES_ENV if name not in env]
-
-
-#: How the project's Dagster processes record a run's plan. By default Dagster writes one
-#: `ASSET_MATERIALIZATION_PLANNED` event per partition when it creates a run (~8 ms each on
-#: SQLite: a year's single-run backfill spends ~70 s on them, half of its bookkeeping, and
-#: every 10-minute price schedule run ~0.4 s). With this setting it writes one event for the
-#: run's whole range. Dagster then cannot tell which partitions of a failed run failed, so the
-#: price report step records the failed hours itself (`prices.assets.mark_attempted`).
-#: Read by whichever process creates runs: the webserver, the daemon, the CLI.
-INSTANCE_ENVIRONMENT = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1"}
-
-
-def apply_instance_environment(environ: dict[str, str] | None = None) -> None:
-    """Sets `INSTANCE_ENVIRONMENT` in `environ` (default: this process), keeping any value
-    already there, so a deployment can still choose otherwise."""
-    env = os.environ if environ is None else environ
-    for name, value in INSTANCE_ENVIRONMENT.items():
-        env.setdefault(name, value)

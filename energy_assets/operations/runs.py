@@ -102,11 +102,11 @@ class RunWatcher:
 
     def poll(self) -> int:
         """Logs every status change since the last poll; returns how many lines it wrote."""
-        from dagster._core.storage.dagster_run import RunsFilter
+        import dagster as dg
 
         # Overlap the window a little: a run updated in the same instant as the last poll.
         records = self.instance.get_run_records(
-            filters=RunsFilter(updated_after=self.since - timedelta(seconds=2)),
+            filters=dg.RunsFilter(updated_after=self.since - timedelta(seconds=2)),
             order_by="update_timestamp",
             ascending=True,
             limit=500,

@@ -10,7 +10,6 @@ nor while Dagster records the run's materialisations:
     report_reference_prices    one materialisation event per partition
 """
 
-import logging
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -169,28 +168,6 @@ def store_reference_prices(
     )
 
 
-def mark_attempted(context: dg.OpExecutionContext, partition_keys: list[str]) -> None:
-    """Record in this run that `partition_keys` were attempted, so that the failed run marks
-    exactly them failed in the partition bar.
-
-    Dagster derives "failed" from a partition's latest planned attempt with no later
-    materialisation in a failed run. The project records a run's plan as one event for its
-    whole range (`DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS`, see
-    `energy_assets/operations/instance.py`), which Dagster cannot read per partition; this
-    writes the per-partition planned event for the failed hours alone (~8 ms each, and only
-    on failure). Dagster internals (pinned 1.13.27): `tests/prices/test_asset.py` holds the
-    failed subset to exactly these keys."""
-    from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
-
-    for key in partition_keys:
-        event = DagsterEvent.build_asset_materialization_planned_event(
-            context.job_name,
-            context.get_step_execution_context().step.key,
-            AssetMaterializationPlannedData(ASSET_KEY, partition=key),
-        )
-        context.instance.report_dagster_event(event, run_id=context.run_id, log_level=logging.DEBUG)
-
-
 @dg.op(out=dg.Out(dg.Nothing))
 def report_reference_prices(context: dg.OpExecutionContext, stored: StoredPrices):
     """Report what was stored; fail naming the hours that failed.
@@ -201,8 +178,8 @@ def report_reference_prices(context: dg.OpExecutionContext, stored: StoredPrices
         yield dg.Output(None, metadata=stored.metadata)
         return
     # Partial failure: the hours that were fetched are stored and reported materialised one by
-    # one; the failed ones get no materialisation and a planned attempt, so the failed run
-    # leaves them failed in Dagster's eyes and a re-run of the failed partitions fetches
+    # one; the failed ones were planned by the run and get no materialisation, so the failed
+    # run leaves them failed in Dagster's eyes and a re-run of the failed partitions fetches
     # just them.
     for price in stored.prices:
         yield dg.AssetMaterialization(
@@ -215,7 +192,6 @@ def report_reference_prices(context: dg.OpExecutionContext, stored: StoredPrices
             },
         )
     failed = sorted(stored.errors)
-    mark_attempted(context, failed)
     detail = "\n".join(f"{key}: {stored.errors[key]}" for key in failed[:50])
     raise dg.Failure(
         description=(

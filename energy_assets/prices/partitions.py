@@ -25,6 +25,11 @@ START_ENV = "ENERGY_PRICES_START"
 #: 23:00, so 48 more reach the end of tomorrow at every moment of the day.
 END_OFFSET = 48
 
+#: Run tags that make one run of a partition range (`dg.RunRequest` takes no range; these are
+#: the tags Dagster's own single-run backfills carry: dagster-io/dagster discussion #11653).
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
 #: The vendor revises every open hour on this wall-clock grid (seconds) ...
 REVISION_GRID_S = 600
 #: ... and publishes each revision up to this many seconds late.

@@ -15,14 +15,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import dagster as dg
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
 from energy_assets.prices.assets import ASSET_KEY, NOT_BEFORE_TAG, PRIORITY_TAG
 from energy_assets.prices.budget import FRESH
-from energy_assets.prices.partitions import grid_slot, open_hours, published_by
+from energy_assets.prices.partitions import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    grid_slot,
+    open_hours,
+    published_by,
+)
 
 #: One minute before each grid instant: the run is up and planned when the revisions come out.
 CRON = "9-59/10 * * * *"
@@ -45,8 +47,8 @@ def open_hours_request(scheduled_at: datetime) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"reference-prices-{slot.isoformat()}",
         tags={
-            ASSET_PARTITION_RANGE_START_TAG: hours[0],
-            ASSET_PARTITION_RANGE_END_TAG: hours[-1],
+            RANGE_START_TAG: hours[0],
+            RANGE_END_TAG: hours[-1],
             PRIORITY_TAG: FRESH,
             NOT_BEFORE_TAG: published_by(slot).isoformat(),
         },

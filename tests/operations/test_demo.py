@@ -251,15 +251,3 @@ def test_without_the_playground_the_demo_uses_the_configured_services(tmp_path: 
     assert env["DAGSTER_HOME"] == str(tmp_path / "data" / "home")
     assert env["DAGSTER_INSTANCE"] == "sqlite"
     assert demo.dagster_log(env) == tmp_path / "data" / "logs" / "dagster.log"
-
-
-def test_the_demo_records_run_plans_as_the_cli_does_unless_told_otherwise(
-    tmp_path: Path, monkeypatch
-):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", raising=False)
-    demo = Demo(DemoOptions(playground=False, dashboard_port=None, dagster_home="data/home"))
-    assert demo.environment()["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] == "1"
-    # A deployment that sets it keeps its choice.
-    monkeypatch.setenv("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "0")
-    assert demo.environment()["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] == "0"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from dagster._core.definitions.partitions.context import partition_loading_context
 
 from energy_assets.prices.partitions import (
     delivery_to_partition_key,
@@ -69,8 +68,7 @@ def test_partitions_reach_the_end_of_tomorrow_at_any_time_of_day():
         datetime(2026, 11, 25, 13, 7, tzinfo=UTC),
         datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC),
     ):
-        with partition_loading_context(effective_dt=now):
-            last = partitions.get_last_partition_key()
+        last = partitions.get_partition_keys(current_time=now)[-1]
         end_of_tomorrow = datetime(now.year, now.month, now.day, 23, tzinfo=UTC) + timedelta(days=1)
         assert datetime.strptime(last, "%Y-%m-%d-%H:%M").replace(tzinfo=UTC) >= end_of_tomorrow
     assert partitions.get_first_partition_key() == "2023-01-01-00:00"
@@ -126,12 +124,11 @@ def test_the_schedule_is_on_and_its_range_exists_in_the_partitions():
     context = dg.build_schedule_context(scheduled_execution_time=now)
     request = schedule.evaluate_tick(context).run_requests[0]
     partitions = reference_price_partitions()
-    with partition_loading_context(effective_dt=now):
-        keys = partitions.get_partition_keys_in_range(
-            dg.PartitionKeyRange(
-                request.tags["dagster/asset_partition_range_start"],
-                request.tags["dagster/asset_partition_range_end"],
-            )
+    keys = partitions.get_partition_keys_in_range(
+        dg.PartitionKeyRange(
+            request.tags["dagster/asset_partition_range_start"],
+            request.tags["dagster/asset_partition_range_end"],
         )
+    )
     assert keys == open_hours(grid_slot(now + timedelta(minutes=1)))
     assert 24 <= len(keys) <= 47
