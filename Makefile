@@ -5,7 +5,7 @@ VENV := .venv
 # uv comes from PATH when present, else it is bootstrapped with pip into .tools/.
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: setup demo test lint system-deps
+.PHONY: setup demo test test-fast lint system-deps
 
 setup: $(VENV)/.synced system-deps
 
@@ -28,6 +28,10 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/pytest
+
+# For development: the suite without the end-to-end tests marked `slow` (under a minute).
+test-fast: setup
+	$(VENV)/bin/pytest -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff format --check .

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -12,6 +14,7 @@ def test_definitions_load():
     assert "warehouse" in defs.resources
 
 
+@pytest.mark.slow
 def test_dagster_definitions_validate(dagster_home, energy_env):
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],

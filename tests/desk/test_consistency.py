@@ -29,6 +29,9 @@ from energy_assets.warehouse import warehouse_resource
 from tests.desk.conftest import write_deals
 from tests.trades.conftest import make_deals
 
+# Seconds or more: the desk service beside Dagster runs in a real instance.
+pytestmark = pytest.mark.slow
+
 DAYS = [date(2026, 11, 25), date(2026, 11, 26)]  # make_deals' delivery days
 HOURLY = dg.HourlyPartitionsDefinition(start_date="2026-11-25-00:00")
 

@@ -9,10 +9,14 @@ import os
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
+import pytest
 
 from energy_assets import published
 from energy_assets.trades.buffer import deal_record
 from tests.desk.conftest import deal, write_deals, write_listener_state
+
+# Seconds or more: the desk service as a process, and Chromium.
+pytestmark = pytest.mark.slow
 
 
 def _get(url: str, path: str) -> tuple[int, bytes]:

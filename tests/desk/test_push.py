@@ -7,10 +7,15 @@ import asyncio
 import time
 from collections import Counter
 
+import pytest
+
 from energy_assets.playground.server import ExchangeOptions
 from tests.desk.conftest import deal, write_deals
 from tests.desk.load import Streams, rss_mb, stalled_client, storm
 from tests.trades.conftest import wait_until
+
+# Seconds or more: the desk service, the listener and Chromium.
+pytestmark = pytest.mark.slow
 
 
 def _period_count(page, period: str) -> str | None:

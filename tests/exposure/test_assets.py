@@ -54,6 +54,7 @@ def instance(dagster_home, energy_env):
         yield instance
 
 
+@pytest.mark.slow
 def test_materialise_writes_tables_metadata_and_publishes_them(instance, warehouse, energy_env):
     day = (NOW - timedelta(days=1)).date()
     warehouse.trade("alice", day, "12-13", "buy", 2.0, 50.0)
@@ -93,6 +94,7 @@ def test_materialise_writes_tables_metadata_and_publishes_them(instance, warehou
     assert sorted(p.name for p in out.iterdir()) == [published.CONFIRMED, published.PNL_HISTORY]
 
 
+@pytest.mark.slow
 def test_pnl_history_holds_the_latest_snapshots(instance, warehouse, energy_env):
     day = (NOW - timedelta(days=1)).date()
     warehouse.trade("alice", day, "12-13", "buy", 2.0, 50.0)
@@ -111,6 +113,7 @@ def test_pnl_history_holds_the_latest_snapshots(instance, warehouse, energy_env)
     assert history["snapshot_at"].is_sorted()
 
 
+@pytest.mark.slow
 def test_total_pnl_is_left_out_while_nothing_is_priced(instance, warehouse):
     warehouse.trade("alice", NOW.date(), "23-24", "buy", 1.0, 50.0)
     result = materialize(instance, warehouse, selection=[trader_exposure])
@@ -123,6 +126,7 @@ def requested(result: dg.EvaluateAutomationConditionsResult, key: str) -> int:
     return result.get_num_requested(dg.AssetKey(key))
 
 
+@pytest.mark.slow
 def test_automation_requests_a_refresh_after_new_trades_and_after_a_price_revision(
     instance, warehouse
 ):
@@ -170,6 +174,7 @@ def test_automation_requests_a_refresh_after_new_trades_and_after_a_price_revisi
     assert requested(after_price, "exposure_dashboard") == 1
 
 
+@pytest.mark.slow
 def test_a_drain_run_that_refreshed_exposure_itself_causes_no_second_refresh(instance, warehouse):
     defs = dg.Definitions(
         assets=[
@@ -205,6 +210,7 @@ def test_a_drain_run_that_refreshed_exposure_itself_causes_no_second_refresh(ins
     assert requested(tick(after_drain.cursor), "trader_exposure") == 1
 
 
+@pytest.mark.slow
 def test_eager_alone_would_never_fire_below_hourly_prices(instance):
     # Why trader_exposure has its own condition: eager() waits until no upstream partition is
     # missing, and hourly prices always have hours never fetched.
@@ -245,6 +251,7 @@ def test_code_location_wires_the_exposure_assets():
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
+@pytest.mark.slow
 def test_full_recompute_on_request(instance, warehouse):
     for days_ago in (1, 2):
         warehouse.trade("alice", (NOW - timedelta(days=days_ago)).date(), "08-09", "buy", 1.0, 5.0)

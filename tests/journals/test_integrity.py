@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from tests.journals.conftest import fill_and_drain, run_check
+
+# Seconds or more: Dagster runs in a real instance.
+pytestmark = pytest.mark.slow
 
 
 def test_the_check_warns_when_the_journal_lacks_what_the_warehouse_holds(dagster_home, energy_env):

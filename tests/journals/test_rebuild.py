@@ -35,6 +35,9 @@ from tests.journals.conftest import fill_and_drain, run_check
 from tests.prices.conftest import Answer, valid_price
 from tests.trades.conftest import wait_until
 
+# Seconds or more: Dagster runs and the rebuild command as a process.
+pytestmark = pytest.mark.slow
+
 START = datetime(2026, 11, 29, 0, 30, tzinfo=UTC)
 FIRST_HOUR, LAST_HOUR = "2026-11-29-00:00", "2026-11-30-23:00"
 #: The vendor's revisions: (last_update, value added to every hour's base).

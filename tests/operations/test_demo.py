@@ -20,6 +20,9 @@ from energy_assets.operations.instance import REPO
 from energy_assets.operations.supervisor import live_group_members
 from tests.conftest import free_port
 
+# Seconds or more: `energy-assets demo` with every child.
+pytestmark = pytest.mark.slow
+
 STARTED = re.compile(r"event=child_started child=(\w+) pid=(\d+)")
 
 

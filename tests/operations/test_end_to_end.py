@@ -31,6 +31,9 @@ from energy_assets.playground.server import ExchangeOptions
 from energy_assets.prices.assets import NOT_BEFORE_TAG
 from energy_assets.warehouse import connect
 
+# Seconds or more: the real daemon, listener and playground as processes.
+pytestmark = pytest.mark.slow
+
 DEALS = 60
 #: Whole pipeline, from the first deal to the exposure that includes the last one.
 DEADLINE_S = 230

@@ -38,6 +38,7 @@ def test_instance_kind_comes_from_the_environment():
     ]
 
 
+@pytest.mark.slow
 def test_each_instance_has_its_storage_the_run_queue_and_the_duckdb_pool(instance_home):
     kind, home, _env = instance_home
     with DagsterInstance.get() as instance:
@@ -84,6 +85,7 @@ def test_both_instance_files_keep_the_same_pool_and_queue_settings():
         assert local[key] == postgres[key], key
 
 
+@pytest.mark.slow
 def test_a_given_server_root_survives_a_restart(tmp_path: Path):
     import tempfile
 

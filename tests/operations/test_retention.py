@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import dagster as dg
+import pytest
 
 from energy_assets.operations.retention import (
     delete_runs_before,
@@ -20,6 +21,7 @@ def real_runs(instance: dg.DagsterInstance, count: int) -> list[str]:
     return [dg.materialize([a_small_asset], instance=instance).run_id for _ in range(count)]
 
 
+@pytest.mark.slow
 def test_runs_created_before_the_cutoff_go_with_their_events_newer_ones_stay(dagster_home):
     with dg.DagsterInstance.get() as instance:
         old = real_runs(instance, 5)
@@ -45,6 +47,7 @@ def test_runs_created_before_the_cutoff_go_with_their_events_newer_ones_stay(dag
         assert latest.run_id == new[-1]
 
 
+@pytest.mark.slow
 def test_the_scheduled_job_deletes_by_the_configured_age_and_keeps_its_own_run(dagster_home):
     with dg.DagsterInstance.get() as instance:
         finished = real_runs(instance, 3)

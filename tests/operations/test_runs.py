@@ -8,10 +8,14 @@ import threading
 import time
 
 import dagster as dg
+import pytest
 from dagster import DagsterInstance
 
 from energy_assets.logs import EventLogger
 from energy_assets.operations.runs import RunWatcher, run_partitions, run_trigger
+
+# Seconds or more: Dagster runs in a real instance.
+pytestmark = pytest.mark.slow
 
 hourly = dg.HourlyPartitionsDefinition(start_date="2024-01-01-00:00")
 

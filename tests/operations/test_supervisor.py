@@ -13,8 +13,13 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from energy_assets.logs import EventLogger
 from energy_assets.operations.supervisor import ChildSpec, Supervisor, live_group_members
+
+# Seconds or more: supervised child processes.
+pytestmark = pytest.mark.slow
 
 #: A child that records the signal it gets (and when) in its file, then exits 0.
 RECORDER = textwrap.dedent(

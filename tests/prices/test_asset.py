@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pytest
 from dagster_duckdb import DuckDBResource
 
 from energy_assets import published
@@ -16,6 +17,9 @@ from energy_assets.prices.checks import reference_price_checks
 from energy_assets.prices.client import MarketDataClient
 from energy_assets.prices.partitions import RANGE_END_TAG, RANGE_START_TAG
 from tests.prices.conftest import Answer, valid_price
+
+# Seconds or more: Dagster runs in a real instance.
+pytestmark = pytest.mark.slow
 
 
 def archive(db: str) -> ArchiveResource:

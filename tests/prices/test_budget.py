@@ -6,6 +6,8 @@ import multiprocessing
 import time
 from datetime import UTC, datetime
 
+import pytest
+
 from energy_assets.prices.budget import (
     BULK,
     FRESH,
@@ -26,6 +28,7 @@ def _spend(path: str, count: int, barrier) -> None:
         budget.acquire(FRESH)
 
 
+@pytest.mark.slow
 def test_two_processes_never_exceed_the_budget(tmp_path):
     path = str(tmp_path / "budget.sqlite")
     RequestBudget(path, LIMITS)._ensure()
@@ -57,6 +60,7 @@ class FakeClock:
         self.now += seconds
 
 
+@pytest.mark.slow
 def test_a_backfill_leaves_every_coming_burst_its_room(tmp_path):
     # From 00:02 UTC a greedy backfill, and the schedule's bursts at 00:10:31 and 00:20:31
     # (47 open hours each: 01:00 today to the end of tomorrow). The six bursts a request can

@@ -9,11 +9,15 @@ from datetime import date
 
 import dagster as dg
 import duckdb
+import pytest
 
 from energy_assets.playground.pricing import published_price
 from energy_assets.playground.server import MarketDataOptions
 from energy_assets.prices.assets import ASSET_KEY
 from tests.conftest import REPO
+
+# Seconds or more: `dagster asset materialize` as a process.
+pytestmark = pytest.mark.slow
 
 
 def test_partition_range_through_the_cli(start_playground, dagster_home, energy_env):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
+import pytest
 
 from energy_assets.journals.resources import archive_resource
 from energy_assets.settings import Settings
@@ -19,6 +20,9 @@ from energy_assets.trades.settings import capture_settings
 from energy_assets.warehouse import DUCKDB_POOL, warehouse_resource
 from tests.conftest import REPO
 from tests.trades.conftest import expected, make_deals, pending, stored_deals
+
+# Seconds or more: Dagster runs in a real instance.
+pytestmark = pytest.mark.slow
 
 
 def resources():

@@ -5,6 +5,8 @@ import json
 import signal
 from datetime import UTC, datetime
 
+import pytest
+
 from energy_assets.trades.buffer import CaptureBuffer, cut_torn_tail
 from tests.trades.conftest import (
     captured_ids,
@@ -17,6 +19,7 @@ from tests.trades.conftest import (
 )
 
 
+@pytest.mark.slow
 def test_kill_9_mid_stream_then_restart(tmp_path, exchange, listener_process):
     deals = make_deals(700, seed=5)
     # Connection 1 streams 400 deals (some twice) and stays open; the listener dies under it.

@@ -9,11 +9,15 @@ import time
 
 import dagster as dg
 import duckdb
+import pytest
 
 from energy_assets import published
 from energy_assets.tables import RAW_TRADES
 from tests.conftest import REPO
 from tests.trades.conftest import expected, frames, make_deals, stored_deals
+
+# Seconds or more: the real dagster-daemon.
+pytestmark = pytest.mark.slow
 
 
 def rows_now(database) -> int:

@@ -5,6 +5,8 @@ import json
 import signal
 import threading
 
+import pytest
+
 from energy_assets.trades.buffer import read_listener_state
 from energy_assets.trades.deal import InvalidFrame, parse_frame
 from energy_assets.trades.listener import Backoff
@@ -165,6 +167,7 @@ def test_backoff_first_retry_under_a_second_then_capped():
     assert backoff.next_delay() < 1
 
 
+@pytest.mark.slow
 def test_sigterm_seals_the_open_segment_and_exits_zero(tmp_path, exchange, listener_process):
     deals = make_deals(25, seed=4)
     server = exchange([frames(deals) + [("hold",)]])
@@ -182,6 +185,7 @@ def test_sigterm_seals_the_open_segment_and_exits_zero(tmp_path, exchange, liste
     assert stored_deals(database) == expected(deals)
 
 
+@pytest.mark.slow
 def test_a_second_listener_on_the_same_buffer_is_refused(tmp_path, exchange, listener_process):
     server = exchange([[("hold",)]])
     capture = tmp_path / "capture"

@@ -3,8 +3,13 @@ what reaches DuckDB is exactly the playground's `sent_deals`, field by field."""
 
 import signal
 
+import pytest
+
 from energy_assets.playground.server import ExchangeOptions
 from tests.trades.conftest import captured_ids, drain_all, expected, stored_deals, wait_until
+
+# Seconds or more: the listener against the playground, as a process.
+pytestmark = pytest.mark.slow
 
 
 def test_every_fault_of_the_playground_at_once(tmp_path, start_playground, thread_listener):

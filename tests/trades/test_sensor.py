@@ -4,6 +4,7 @@ import os
 from datetime import UTC, datetime
 
 import dagster as dg
+import pytest
 
 from energy_assets.settings import Settings
 from energy_assets.trades.buffer import CaptureBuffer, Gap
@@ -11,6 +12,9 @@ from energy_assets.trades.resources import CaptureBufferResource, capture_resour
 from energy_assets.trades.sensors import drain_and_refresh_job, raw_trades_sensor
 from energy_assets.trades.settings import capture_settings
 from tests.trades.conftest import make_deals
+
+# Seconds or more: sensor ticks against a real instance.
+pytestmark = pytest.mark.slow
 
 
 def tick(cursor=None, **cadence):
