@@ -21,6 +21,15 @@ def real_runs(instance: dg.DagsterInstance, count: int) -> list[str]:
     return [dg.materialize([a_small_asset], instance=instance).run_id for _ in range(count)]
 
 
+def run_files(home, run_id: str) -> list:
+    """What a run leaves on the SQLite instance's disk: its event file, its captured logs."""
+    return [
+        p
+        for p in (home / "history" / "runs" / f"{run_id}.db", home / "storage" / run_id)
+        if p.exists()
+    ]
+
+
 @pytest.mark.slow
 def test_runs_created_before_the_cutoff_go_with_their_events_newer_ones_stay(dagster_home):
     with dg.DagsterInstance.get() as instance:
@@ -31,6 +40,7 @@ def test_runs_created_before_the_cutoff_go_with_their_events_newer_ones_stay(dag
         cutoff = datetime.now(UTC)
         new = real_runs(instance, 2)
         assert all(instance.all_logs(run_id) for run_id in old)
+        assert all(run_files(dagster_home, run_id) for run_id in old)
 
         # Batches of 2: the 5 old finished runs take three rounds.
         deleted = delete_runs_before(instance, cutoff, batch=2)
@@ -40,11 +50,12 @@ def test_runs_created_before_the_cutoff_go_with_their_events_newer_ones_stay(dag
         assert remaining == {*new, running_old.run_id}, "a run still in progress is kept"
         for run_id in old:
             assert instance.get_run_by_id(run_id) is None
-            assert instance.all_logs(run_id) == []
+            assert run_files(dagster_home, run_id) == []
         assert all(instance.all_logs(run_id) for run_id in new)
-        # The asset's newer materialisations are still there.
-        latest = instance.get_latest_materialization_event(dg.AssetKey("a_small_asset"))
-        assert latest.run_id == new[-1]
+        assert all(run_files(dagster_home, run_id) for run_id in new)
+        # The old runs' materialisations went with them; the newer ones are still there.
+        events = instance.fetch_materializations(dg.AssetKey("a_small_asset"), limit=100)
+        assert sorted(record.run_id for record in events.records) == sorted(new)
 
 
 @pytest.mark.slow
