@@ -146,6 +146,16 @@ def trader_totals_md(totals: pl.DataFrame, history: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
+#: Published in the same run as every `trader_exposure` refresh: `drain_and_refresh` holds both,
+#: and when automation requests `trader_exposure` this rides along ("will be requested" on the
+#: same tick). Not `eager()`: in `make demo` it started a dashboard-only run after a
+#: `drain_and_refresh` run had already published.
+DASHBOARD_CONDITION = (
+    dg.AutomationCondition.newly_missing().since_last_handled()
+    | dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested())
+).with_label("with_every_exposure_refresh")
+
+
 class DashboardConfig(dg.Config):
     history_snapshots: int = publish.DEFAULT_HISTORY_SNAPSHOTS
     """How many of the latest PnL snapshots `pnl_history.parquet` holds."""
@@ -156,7 +166,7 @@ class DashboardConfig(dg.Config):
     group_name=GROUP,
     deps=[trader_exposure],
     pool=DUCKDB_POOL,
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=DASHBOARD_CONDITION,
     kinds={"parquet"},
 )
 def exposure_dashboard(
