@@ -20,6 +20,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     rebuild.add_argument("--warehouse", help="DuckDB file (default: ENERGY_DUCKDB_PATH)")
     rebuild.add_argument("--archive", help="journals' archive (default: ENERGY_ARCHIVE_URL)")
+    rebuild.add_argument(
+        "--allow-fewer",
+        action="store_true",
+        help="replace the warehouse even when the journals give fewer deals or price "
+        "revisions than it holds (e.g. rows stored before the archive existed)",
+    )
     rebuild.set_defaults(run=run_rebuild)
 
     replay = commands.add_parser(
@@ -52,6 +58,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
             args.warehouse or current.duckdb_path,
             args.archive or current.archive,
             progress=lambda line: print(line, flush=True),
+            allow_fewer=args.allow_fewer,
         )
     except (ArchiveCorrupt, RebuildRefused) as err:
         print(f"rebuild refused, the warehouse is unchanged: {err}", file=sys.stderr)
@@ -62,12 +69,18 @@ def run_rebuild(args: argparse.Namespace) -> int:
 def run_replay(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from energy_assets.journals.archive import ArchiveCorrupt
+    from energy_assets.journals.archive import DEALS, ArchiveCorrupt, archive_root, day_folders
     from energy_assets.journals.replay import view_at
     from energy_assets.settings import settings
 
+    archive = args.archive or settings().archive
+    if not day_folders(archive_root(archive), DEALS):
+        print(
+            f"replay refused: no deals' journal in {archive} (ENERGY_ARCHIVE_URL?)", file=sys.stderr
+        )
+        return 2
     try:
-        view = view_at(args.at, args.archive or settings().archive)
+        view = view_at(args.at, archive)
     except ArchiveCorrupt as err:
         print(f"replay refused: {err}", file=sys.stderr)
         return 2

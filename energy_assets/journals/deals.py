@@ -1,7 +1,7 @@
 """The deals' journal: the capture files the drain has committed, archived as captured.
 
 After a drain's transaction commits, its segments and gap files are bundled per UTC day of
-capture (the stamp their name starts with) into one `deals/YYYY-MM-DD/<first file>.tar.gz`,
+capture (the stamp their name starts with) into one `deals/YYYY-MM-DD/<first file>.tar.zst`,
 then moved to the waiting area `drained/` as before. A drain killed in between leaves them in
 the buffer marked as ingested; the next drain archives them again under the same name (they
 sort first), so the archive holds every committed file. Each checksum file lists the bundle's
@@ -23,7 +23,9 @@ from upath import UPath
 from energy_assets.journals.archive import (
     DEALS,
     archive_root,
+    compress,
     day_folders,
+    decompress,
     files_of,
     read_checked,
     read_sidecar,
@@ -32,9 +34,7 @@ from energy_assets.journals.archive import (
 )
 from energy_assets.trades.buffer import GAP_SUFFIX, SEALED_SUFFIX, cut_torn_tail
 
-BUNDLE_SUFFIX = ".tar.gz"
-#: gzip level of the bundles: 6 of 9 compresses capture JSON within a few % of 9, ~3x faster.
-COMPRESS_LEVEL = 6
+BUNDLE_SUFFIX = ".tar.zst"
 
 
 def capture_day(name: str) -> date:
@@ -47,20 +47,20 @@ def is_segment(name: str) -> bool:
 
 
 def bundle(paths: Iterable[Path]) -> tuple[bytes, dict[str, int]]:
-    """A tar.gz of capture files and their line counts (a gap file counts 1, as the drain)."""
+    """A tar.zst of capture files and their line counts (a gap file counts 1, as the drain)."""
     return bundle_data((path.name, path.read_bytes()) for path in paths)
 
 
 def bundle_data(files: Iterable[tuple[str, bytes]]) -> tuple[bytes, dict[str, int]]:
     buffer = io.BytesIO()
     contents = {}
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=COMPRESS_LEVEL) as tar:
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, data in files:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
             contents[name] = cut_torn_tail(data).count(b"\n") if is_segment(name) else 1
-    return buffer.getvalue(), contents
+    return compress(buffer.getvalue()), contents
 
 
 def archive_capture(paths: Iterable[Path], root: UPath) -> list[UPath]:
@@ -135,7 +135,7 @@ def read_days(
             data, _ = read_checked(path)
             result.bundles += 1
             result.archived_bytes += len(data)
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            with tarfile.open(fileobj=io.BytesIO(decompress(data)), mode="r:") as tar:
                 for member in tar:
                     if member.name not in files:
                         files[member.name] = (

@@ -1,6 +1,6 @@
 """The prices' journal: every vendor answer a price run stored, as fetched.
 
-The store step appends its batch to `prices/YYYY-MM-DD/<stamp>-<run id>.jsonl.gz` (the UTC day
+The store step appends its batch to `prices/YYYY-MM-DD/<stamp>-<run id>.jsonl.zst` (the UTC day
 and instant of the store) *before* its DuckDB transaction: a crash between the two leaves an
 answer in the journal that the warehouse lacks (a rebuild stores it, as a re-run would), never
 the reverse. Store steps hold the DuckDB pool one at a time, so file names sort in the order
@@ -9,7 +9,6 @@ the batches were stored, which the rebuild replays.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from collections.abc import Collection, Iterator, Sequence
@@ -21,7 +20,9 @@ from upath import UPath
 from energy_assets.journals.archive import (
     PRICES,
     archive_root,
+    compress,
     day_folders,
+    decompress,
     files_of,
     read_checked,
     write_checked,
@@ -29,7 +30,7 @@ from energy_assets.journals.archive import (
 from energy_assets.prices.client import ReferencePrice
 from energy_assets.trades.buffer import iso
 
-SUFFIX = ".jsonl.gz"
+SUFFIX = ".jsonl.zst"
 #: One journal line: the answer's fields, instants in UTC.
 ANSWER_SCHEMA = {
     "delivery_day": pl.Date,
@@ -64,7 +65,7 @@ def append_answers(
     lines = "".join(json.dumps(answer_line(p), separators=(",", ":")) + "\n" for p in prices)
     name = f"{now:%Y%m%dT%H%M%S%fZ}-{os.getpid()}-{run_id}{SUFFIX}"
     path = root / PRICES / now.date().isoformat() / name
-    write_checked(path, gzip.compress(lines.encode(), compresslevel=6), {"answers": len(prices)})
+    write_checked(path, compress(lines.encode()), {"answers": len(prices)})
     return path
 
 
@@ -85,7 +86,7 @@ def read_answers(root: UPath, days: Collection[date] | None = None) -> pl.DataFr
     chunks, names, counts = [], [], []
     for path in journal_files(root, days):
         data, _ = read_checked(path)
-        text = gzip.decompress(data)
+        text = decompress(data)
         chunks.append(text)
         names.append(path.name)
         counts.append(text.count(b"\n"))

@@ -27,7 +27,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from energy_assets.journals.archive import archive_root
+from energy_assets.journals.archive import DEALS, PRICES, archive_root, day_folders
 from energy_assets.journals.deals import read_days
 from energy_assets.journals.prices import as_prices, read_answers, store_batches
 from energy_assets.prices.store import store_prices
@@ -40,6 +40,7 @@ from energy_assets.tables import (
     SCHEMA,
     ensure_price_tables,
     ensure_trade_tables,
+    exists,
 )
 from energy_assets.trades.buffer import cut_torn_tail
 from energy_assets.trades.drain import gap_row, read_segment_data, typed
@@ -109,19 +110,34 @@ def _remove(path: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
+def _count(conn: duckdb.DuckDBPyConnection, table) -> int:
+    return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] if exists(conn, table) else 0
+
+
 def rebuild(
     target: str | os.PathLike,
     archive: str | os.PathLike,
     progress: Callable[[str], None] = print,
+    allow_fewer: bool = False,
 ) -> RebuildResult:
     """Rebuild the warehouse at `target` from the journals in `archive`; returns the figures.
-    Raises `ArchiveCorrupt` (naming the file) or `RebuildRefused`; either way, and if the
-    process is killed, `target` is untouched."""
+    Raises `ArchiveCorrupt` (naming the file) or `RebuildRefused` (no journal there, the
+    warehouse in use, or fewer deals or revisions than the warehouse holds unless
+    `allow_fewer`); either way, and if the process is killed, `target` is untouched."""
     started = time.perf_counter()
     target = Path(target)
     root = archive_root(archive)
+    if not day_folders(root, DEALS) and not day_folders(root, PRICES):
+        raise RebuildRefused(
+            f"no journal in {archive}: nothing to rebuild from (ENERGY_ARCHIVE_URL?)"
+        )
     result = RebuildResult(target)
     guard = _hold(target)
+    held = (
+        {t.name: _count(guard, t) for t in (RAW_TRADES, REFERENCE_PRICE_REVISIONS)}
+        if guard is not None
+        else {}
+    )
     fresh = target.with_name(f"{target.stem}.rebuild-{os.getpid()}.duckdb")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +149,15 @@ def rebuild(
             _load_deals(conn, root, result, progress)
             _load_prices(conn, root, result, progress)
             conn.execute("CHECKPOINT")
+        rebuilt = {RAW_TRADES.name: result.deals, REFERENCE_PRICE_REVISIONS.name: result.revisions}
+        fewer = {name: (held[name], rebuilt[name]) for name in held if rebuilt[name] < held[name]}
+        if fewer and not allow_fewer:
+            raise RebuildRefused(
+                "the journals give fewer rows than the warehouse holds ("
+                + ", ".join(f"{name}: {new:,} < {old:,}" for name, (old, new) in fewer.items())
+                + "): rows stored before the archive existed, or an archive missing files; "
+                "--allow-fewer replaces the warehouse all the same"
+            )
         with open(fresh, "rb") as handle:
             os.fsync(handle.fileno())
         if guard is not None:
@@ -163,6 +188,7 @@ def rebuild(
 
 
 def _load_deals(conn, root, result: RebuildResult, progress) -> None:
+    started = time.perf_counter()
     columns = RAW_TRADES.column_names
     conn.execute(f"CREATE TABLE {STAGING} AS SELECT *, 0::BIGINT AS seq FROM {RAW_TRADES} LIMIT 0")
     now = datetime.now(UTC)
@@ -208,9 +234,11 @@ def _load_deals(conn, root, result: RebuildResult, progress) -> None:
     conn.execute(f"DROP TABLE {STAGING}")
     result.deals = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
     result.duplicates_dropped = result.lines - result.deals
+    progress(f"deals: {result.deals:,} in {time.perf_counter() - started:.1f} s")
 
 
 def _load_prices(conn, root, result: RebuildResult, progress) -> None:
+    started = time.perf_counter()
     answers = read_answers(root)
     result.answers = answers.height
     for batch in store_batches(answers):
@@ -219,4 +247,7 @@ def _load_prices(conn, root, result: RebuildResult, progress) -> None:
     result.revisions = conn.execute(f"SELECT count(*) FROM {REFERENCE_PRICE_REVISIONS}").fetchone()[
         0
     ]
-    progress(f"prices: {result.answers:,} vendor answers -> {result.prices:,} hours")
+    progress(
+        f"prices: {result.answers:,} vendor answers -> {result.prices:,} hours in "
+        f"{time.perf_counter() - started:.1f} s"
+    )

@@ -33,11 +33,11 @@ def test_a_finished_day_is_compacted_into_one_bundle_holding_every_file(tmp_path
         path = segment(tmp_path, yesterday + timedelta(minutes=n), n, deals[n * 10 : n * 10 + 10])
         archive_capture([path], root)
     folder = root / "deals" / yesterday.date().isoformat()
-    assert len(list(folder.glob("*.tar.gz"))) == 3
+    assert len(list(folder.glob("*.tar.zst"))) == 3
     before = list(read_days(root))
 
     merged = compact(root, yesterday.date())
-    assert [p.name for p in folder.glob("*.tar.gz")] == [merged.name]
+    assert [p.name for p in folder.glob("*.tar.zst")] == [merged.name]
     assert sorted(p.name for p in folder.iterdir()) == [merged.name, merged.name + ".json"]
     (day,) = read_days(root)
     assert [s[:2] for s in day.segments] == [s[:2] for s in before[0].segments]
@@ -50,7 +50,7 @@ def test_the_archive_moves_with_its_url_and_outlives_the_retention(tmp_path):
     elsewhere = tmp_path / "other-disk" / "journals"
     fill_and_drain(capture, db, deals=500, drains=2, archive_url=f"file://{elsewhere}")
     assert not (capture / "archive").exists()
-    assert len(list((elsewhere / "deals").glob("*/*.tar.gz"))) == 2
+    assert len(list((elsewhere / "deals").glob("*/*.tar.zst"))) == 2
     assert not list((capture / "drained").iterdir())  # the waiting area, emptied at 0 h
     with duckdb.connect(str(db)) as conn:
         drain(conn, capture, retention=timedelta(0), archive_url=f"file://{elsewhere}")

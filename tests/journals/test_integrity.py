@@ -19,7 +19,7 @@ def test_the_check_warns_when_the_journal_lacks_what_the_warehouse_holds(dagster
     archive = capture / "archive"
     assert run_check(db, archive).passed
 
-    lost = sorted((archive / "deals").glob("*/*.tar.gz"))[2]
+    lost = sorted((archive / "deals").glob("*/*.tar.zst"))[2]
     lost.unlink()
     Path(str(lost) + ".json").unlink()
     evaluation = run_check(db, archive)
