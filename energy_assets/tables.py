@@ -113,8 +113,68 @@ REFERENCE_PRICE_REVISIONS = Table(
     primary_key=("delivery_day", "delivery_hour", "last_update", "value", "unit"),
 )
 
+_PERIOD_COLUMNS = (
+    Column("trader_id", "VARCHAR", "who holds the position"),
+    Column("delivery_day", "DATE", "the delivery day (UTC)"),
+    Column("delivery_hour", "VARCHAR", "`00-01` … `23-24`"),
+)
+TRADER_EXPOSURE = Table(
+    "trader_exposure",
+    (
+        *_PERIOD_COLUMNS,
+        Column("trades", "BIGINT", "deals in the period"),
+        Column("bought_mwh", "DOUBLE", "Σ quantity bought (0 when none)"),
+        Column("sold_mwh", "DOUBLE", "Σ quantity sold (0 when none)"),
+        Column("net_mwh", "DOUBLE", "bought − sold: long > 0, short < 0"),
+        Column("buy_vwap", "DOUBLE", "average buy price, EUR/MWh", nullable=True),
+        Column("sell_vwap", "DOUBLE", "average sell price, EUR/MWh", nullable=True),
+        Column("cash_eur", "DOUBLE", "Σ sell q·p − Σ buy q·p"),
+        Column("reference_price", "DOUBLE", "latest reference price, EUR/MWh", nullable=True),
+        Column("pnl_eur", "DOUBLE", "cash + net × reference price", nullable=True),
+        Column("exposure_eur", "DOUBLE", "net × reference price", nullable=True),
+    ),
+)
+_TOTAL_COLUMNS = (
+    Column("periods", "BIGINT", "delivery periods with deals"),
+    Column("unpriced_periods", "BIGINT", "of which without a reference price yet"),
+    Column("trades", "BIGINT", "deals"),
+    Column("bought_mwh", "DOUBLE", "Σ quantity bought"),
+    Column("sold_mwh", "DOUBLE", "Σ quantity sold"),
+    Column("net_mwh", "DOUBLE", "bought − sold"),
+    Column("cash_eur", "DOUBLE", "Σ sell q·p − Σ buy q·p"),
+    Column("pnl_eur", "DOUBLE", "PnL of the priced periods", nullable=True),
+    Column("exposure_eur", "DOUBLE", "exposure of the priced periods", nullable=True),
+    Column("gross_exposure_eur", "DOUBLE", "Σ |exposure| of the priced periods", nullable=True),
+    Column("unpriced_net_mwh", "DOUBLE", "net MWh of the unpriced periods"),
+)
+TRADER_EXPOSURE_DAILY = Table("trader_exposure_daily", (*_PERIOD_COLUMNS[:2], *_TOTAL_COLUMNS))
+#: A view over the daily totals (`exposure/store.py` creates it), so it cannot disagree.
+TRADER_EXPOSURE_TOTALS = Table("trader_exposure_totals", (_PERIOD_COLUMNS[0], *_TOTAL_COLUMNS))
+TRADER_PNL_HISTORY = Table(
+    "trader_pnl_history",
+    (
+        Column("snapshot_at", "TIMESTAMPTZ", "when the refresh ran"),
+        Column("run_id", "VARCHAR", "the Dagster run that refreshed"),
+        Column("trader_id", "VARCHAR", "the trader"),
+        Column("trades", "BIGINT", "deals, all delivery days"),
+        Column("net_mwh", "DOUBLE", "net position, all delivery days"),
+        Column("cash_eur", "DOUBLE", "cash, all delivery days"),
+        Column("pnl_eur", "DOUBLE", "PnL of the priced periods", nullable=True),
+        Column("exposure_eur", "DOUBLE", "exposure of the priced periods", nullable=True),
+        Column("gross_exposure_eur", "DOUBLE", "Σ |exposure|", nullable=True),
+        Column("unpriced_periods", "BIGINT", "periods without a reference price yet"),
+        Column("new_trades", "BIGINT", "deals since the previous refresh"),
+        Column("pnl_change_eur", "DOUBLE", "PnL change since the previous refresh"),
+        Column("pnl_change_trades_eur", "DOUBLE", "of which the new deals, at today's prices"),
+        Column("pnl_change_prices_eur", "DOUBLE", "of which the book held before, revalued"),
+        Column("days_recomputed", "BIGINT", "delivery days this refresh recomputed"),
+    ),
+)
+
 TRADE_TABLES = (RAW_TRADES, FEED_GAPS, CAPTURE_SEGMENTS)
 PRICE_TABLES = (REFERENCE_PRICES, REFERENCE_PRICE_REVISIONS)
+#: The exposure domain's tables; `TRADER_EXPOSURE_TOTALS` is a view beside them.
+EXPOSURE_TABLES = (TRADER_EXPOSURE, TRADER_EXPOSURE_DAILY, TRADER_PNL_HISTORY)
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:

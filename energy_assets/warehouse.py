@@ -56,13 +56,3 @@ def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDB
         yield conn
     finally:
         conn.close()
-
-
-# Only energy_assets/exposure/store.py still uses the two below; with the file named
-# `warehouse.duckdb` a plain `energy.<table>` is unambiguous, and they go with its rewrite.
-def current_catalog(conn: duckdb.DuckDBPyConnection) -> str:
-    return conn.execute("SELECT current_database()").fetchone()[0]
-
-
-def catalog_prefix(catalog: str) -> str:
-    return '"' + catalog.replace('"', '""') + '".'

@@ -33,8 +33,8 @@ EXPOSURE_CONDITION = (
 
 class ExposureConfig(dg.Config):
     full_recompute: bool = False
-    """Recompute every delivery day, not only the changed ones: the repair after anything
-    but inserts (a deletion, a correction in place) touched `energy.raw_trades`."""
+    """Recompute every delivery day, not only the changed ones: the repair after a deal of
+    `energy.raw_trades` was corrected in place (a day's count of deals unchanged)."""
 
 
 @dg.asset(
@@ -59,8 +59,8 @@ def trader_exposure(
     trader and delivery day (`energy.trader_exposure_daily`); each refresh appends one row per
     trader to `energy.trader_pnl_history`, its PnL change split into new trades and price
     moves. Refreshed in the `drain_and_refresh` run after new trades and by automation after
-    new reference prices, recomputing only the delivery days that changed, and reading only
-    the deals that arrived since the last refresh (`trades_read` in the metadata)."""
+    new reference prices, recomputing only the delivery days whose deals or prices differ from
+    what the tables hold."""
     with warehouse.get_connection() as conn:
         result = store.refresh(
             conn, datetime.now(UTC), run_id=context.run_id, full=config.full_recompute
@@ -68,8 +68,7 @@ def trader_exposure(
     for table in result.missing_inputs:
         context.log.warning(f"{table} does not exist yet: counted as empty")
     context.log.info(
-        f"recomputed {result.days_recomputed} delivery day(s), {result.trades_read} trades read "
-        f"from raw_trades ({result.detection}), in {result.seconds:.3f}s"
+        f"recomputed {result.days_recomputed} delivery day(s) in {result.seconds:.3f}s"
     )
     return dg.MaterializeResult(metadata=exposure_metadata(result))
 
@@ -84,8 +83,6 @@ def exposure_metadata(result: store.RefreshResult) -> dict[str, dg.MetadataValue
         "trades": dg.MetadataValue.int(int(totals["trades"].sum() or 0)),
         "net_mwh": dg.MetadataValue.float(float(totals["net_mwh"].sum() or 0.0)),
         "days_recomputed": dg.MetadataValue.int(result.days_recomputed),
-        "change_detection": dg.MetadataValue.text(result.detection),
-        "trades_read": dg.MetadataValue.int(result.trades_read),
         "refresh_seconds": dg.MetadataValue.float(round(result.seconds, 4)),
         "largest_exposures": dg.MetadataValue.md(largest_exposures_md(result.largest)),
         "trader_totals": dg.MetadataValue.md(trader_totals_md(totals, result.history)),

@@ -17,8 +17,8 @@ A period without a reference price has null `reference_price`, `pnl_eur` and `ex
 never 0, which would read as "flat" or "break-even".
 
 Trades -> `legs` (Σ per period and side) -> `book_legs` (the columns down to `cash_eur`: a
-*book*) -> `mark` (the price columns). `rebook` adds the legs of new deals to a book already
-made, without the earlier deals.
+*book*) -> `mark` (the price columns). The warehouse sums the legs in SQL next to the data and
+hands them to `positions_of_legs`; `positions` does the same from the deals themselves.
 """
 
 from __future__ import annotations
@@ -101,14 +101,9 @@ def legs(trades: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
 
 def book_legs(legs_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     """Legs -> one row per period with `trades`, volumes, VWAPs and cash; no prices."""
-    return _booked(_side_sums(legs_frame))
-
-
-def _side_sums(legs_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    # Per period: deals, Σ q and Σ q·p of each side.
     is_buy = pl.col("direction") == "buy"
     is_sell = pl.col("direction") == "sell"
-    return (
+    sums = (
         _lazy(legs_frame)
         .group_by(PERIOD_KEY)
         .agg(
@@ -119,10 +114,6 @@ def _side_sums(legs_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
             pl.col("eur").filter(is_sell).sum().alias("_sell_eur"),
         )
     )
-
-
-def _booked(sums: pl.LazyFrame) -> pl.LazyFrame:
-    # Side sums -> the book's columns.
     return sums.select(
         *PERIOD_KEY,
         "trades",
@@ -139,43 +130,6 @@ def _booked(sums: pl.LazyFrame) -> pl.LazyFrame:
         .cast(pl.Float64)
         .alias("sell_vwap"),
         (pl.col("_sell_eur") - pl.col("_buy_eur")).cast(pl.Float64).alias("cash_eur"),
-    )
-
-
-def rebook(
-    book_frame: pl.DataFrame | pl.LazyFrame, new_legs: pl.DataFrame | pl.LazyFrame
-) -> pl.LazyFrame:
-    """A book and the legs of the deals made since -> the book with them: what `book_legs`
-    gives for the legs of all the deals, without reading the earlier deals again.
-
-    Counts and volumes add up. Each side's Σ q·p is rebuilt from the book as VWAP × volume
-    before the new deals' is added: a rounding or two more than summing every deal afresh
-    (~1e-16 relative, some 1e-10 EUR on a million), which a full recompute resets. Periods
-    without new legs are returned as they were, unrounded.
-    """
-    book_lazy = _lazy(book_frame).select(BOOK_COLUMNS)
-    added = _side_sums(new_legs)
-    touched = added.select(PERIOD_KEY)
-
-    def side_eur(vwap: str, volume: str) -> pl.Expr:
-        return pl.when(pl.col(volume) > 0).then(pl.col(vwap) * pl.col(volume)).otherwise(0.0)
-
-    before = book_lazy.join(touched, on=PERIOD_KEY, how="semi").select(
-        *PERIOD_KEY,
-        "trades",
-        "bought_mwh",
-        "sold_mwh",
-        side_eur("buy_vwap", "bought_mwh").alias("_buy_eur"),
-        side_eur("sell_vwap", "sold_mwh").alias("_sell_eur"),
-    )
-    summed = (
-        pl.concat([before, added], how="vertical_relaxed")
-        .group_by(PERIOD_KEY)
-        .agg(pl.col("trades", "bought_mwh", "sold_mwh", "_buy_eur", "_sell_eur").sum())
-    )
-    return pl.concat(
-        [book_lazy.join(touched, on=PERIOD_KEY, how="anti"), _booked(summed)],
-        how="vertical_relaxed",
     )
 
 
@@ -212,7 +166,15 @@ def positions(
     trades: pl.DataFrame | pl.LazyFrame, prices: pl.DataFrame | pl.LazyFrame
 ) -> pl.DataFrame:
     """Trades and reference prices -> one sorted row per period (`EXPOSURE_COLUMNS`)."""
-    return mark(book(trades), prices).sort(PERIOD_KEY).collect()
+    return positions_of_legs(legs(trades), prices)
+
+
+def positions_of_legs(
+    legs_frame: pl.DataFrame | pl.LazyFrame, prices: pl.DataFrame | pl.LazyFrame
+) -> pl.DataFrame:
+    """Legs (as `legs` makes them) and reference prices -> what `positions` gives for the
+    deals beneath."""
+    return mark(book_legs(legs_frame), prices).sort(PERIOD_KEY).cast(EXPOSURE_SCHEMA).collect()
 
 
 def _totals(exposure: pl.DataFrame | pl.LazyFrame, key: list[str]) -> pl.LazyFrame:
@@ -251,42 +213,10 @@ def trader_totals(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 
 
 def daily_totals(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """Per trader and delivery day; same columns and rules as `trader_totals`."""
-    return daily_totals_plan(exposure).collect()
-
-
-def daily_totals_plan(exposure: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    """`daily_totals`, not yet computed: a step of a larger plan collected at once."""
-    return _totals(exposure, ["trader_id", "delivery_day"])
-
-
-def roll_up(daily: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """Daily totals -> per-trader totals, equal to `trader_totals` of the periods beneath.
-
-    Every total column is a sum over periods, so it adds up across days; PnL and exposure
-    stay null for a trader none of whose days has a priced period."""
-    return roll_up_plan(daily).collect()
-
-
-def roll_up_plan(daily: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    """`roll_up`, not yet computed."""
-    additive = ["periods", "unpriced_periods", "trades", "bought_mwh", "sold_mwh", "net_mwh"]
-    priced_only = ["pnl_eur", "exposure_eur", "gross_exposure_eur"]
-    return (
-        _lazy(daily)
-        .group_by("trader_id")
-        .agg(
-            *(pl.col(c).sum() for c in additive),
-            pl.col("cash_eur").sum(),
-            *(
-                pl.when(pl.col(c).is_not_null().any()).then(pl.col(c).sum()).alias(c)
-                for c in priced_only
-            ),
-            pl.col("unpriced_net_mwh").sum(),
-        )
-        .select("trader_id", *TOTAL_COLUMNS)
-        .sort("trader_id")
-    )
+    """Per trader and delivery day; same columns and rules as `trader_totals`. Every column
+    is a sum over periods, so the days' totals add up to the trader's (null PnL stays null
+    only while none of the days is priced)."""
+    return _totals(exposure, ["trader_id", "delivery_day"]).collect()
 
 
 #: `trader_id` of the desk's rows: every trader's periods summed (`desk_positions`).
@@ -361,16 +291,6 @@ def pnl_attribution(
     `net_mwh` (only the periods that may have changed are needed); `prices_*` carry
     `delivery_day`, `delivery_hour`, `reference_price`.
     """
-    return pnl_attribution_plan(before, after, prices_before, prices_after).collect()
-
-
-def pnl_attribution_plan(
-    before: pl.DataFrame | pl.LazyFrame,
-    after: pl.DataFrame | pl.LazyFrame,
-    prices_before: pl.DataFrame | pl.LazyFrame,
-    prices_after: pl.DataFrame | pl.LazyFrame,
-) -> pl.LazyFrame:
-    """`pnl_attribution`, not yet computed."""
     cols = [*PERIOD_KEY, "trades", "cash_eur", "net_mwh"]
     slot = ["delivery_day", "delivery_hour"]
     old = _lazy(before).select(cols)
@@ -405,4 +325,5 @@ def pnl_attribution_plan(
             (old_at_r1 - old_at_r0).sum().alias("pnl_change_prices_eur"),
         )
         .sort("trader_id")
+        .collect()
     )

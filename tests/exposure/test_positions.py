@@ -6,20 +6,15 @@ from datetime import date
 
 import polars as pl
 import pytest
-from polars.testing import assert_frame_equal
 
 from energy_assets.exposure.positions import (
     DESK,
     EXPOSURE_COLUMNS,
-    PERIOD_KEY,
-    book,
     daily_totals,
     desk_positions,
-    legs,
     pnl_attribution,
     positions,
-    rebook,
-    roll_up,
+    positions_of_legs,
     trader_totals,
 )
 
@@ -224,47 +219,6 @@ def test_pnl_attribution_from_nothing_is_all_new_trades():
     assert alice["new_trades"] == 5
 
 
-def test_rolling_up_daily_totals_gives_the_trader_totals():
-    trades = pl.concat(
-        [
-            TRADES,
-            trades_frame(
-                [
-                    ("alice", TUE, "00-01", "buy", 1.0, 10.0),
-                    ("carol", TUE, "05-06", "sell", 2.0, 1.0),  # never priced
-                ]
-            ),
-        ]
-    )
-    prices = pl.concat([PRICES, prices_frame([(TUE, "00-01", 12.0)])])
-    exposure = positions(trades, prices)
-    assert_frame_equal(roll_up(daily_totals(exposure)), trader_totals(exposure))
-
-
-def test_rebooking_new_deals_onto_a_book_equals_booking_every_deal():
-    later = trades_frame(
-        [
-            # alice 12-13 buys 1 more @ 44: 4 MWh for 164 EUR, VWAP 41; cash -104.
-            ("alice", MON, "12-13", "buy", 1.0, 44.0),
-            # alice 13-14 had only sells: her first buy there, 1 @ 5.
-            ("alice", MON, "13-14", "buy", 1.0, 5.0),
-            # carol: a period nobody traded before.
-            ("carol", TUE, "08-09", "sell", 0.5, 70.0),
-        ]
-    )
-    every_deal = book(pl.concat([TRADES, later])).sort(PERIOD_KEY).collect()
-    rebooked = rebook(book(TRADES).collect(), legs(later)).sort(PERIOD_KEY).collect()
-    assert_frame_equal(rebooked, every_deal, check_exact=False, rel_tol=1e-12)
-    alice = rebooked.filter(trader_id="alice", delivery_hour="12-13").row(0, named=True)
-    assert (alice["trades"], alice["bought_mwh"], alice["net_mwh"]) == (4, 4.0, 3.0)
-    assert alice["buy_vwap"] == pytest.approx(41.0) and alice["cash_eur"] == pytest.approx(-104.0)
-    short_only = rebooked.filter(trader_id="alice", delivery_hour="13-14").row(0, named=True)
-    assert short_only["buy_vwap"] == pytest.approx(5.0) and short_only["sell_vwap"] == -10.0
-    # Periods without new deals come back exactly as they were.
-    untouched = rebooked.filter(pl.col("trader_id") == "bob")
-    assert_frame_equal(untouched, every_deal.filter(pl.col("trader_id") == "bob"), check_exact=True)
-
-
 def test_desk_positions_equal_the_positions_of_every_deal_booked_to_one_trader():
     deals = pl.DataFrame(
         {
@@ -290,3 +244,22 @@ def test_desk_positions_equal_the_positions_of_every_deal_booked_to_one_trader()
     assert desk.row(1, named=True)["pnl_eur"] is None  # 2026-01-02 has no price yet
     as_one_trader = positions(deals.with_columns(trader_id=pl.lit(DESK)), prices)
     assert desk.equals(as_one_trader)
+
+
+def test_positions_of_legs_summed_elsewhere_equal_the_positions_of_the_deals():
+    # alice MON 12-13 as the warehouse sums it: buys 2 deals, 3 MWh for 120 EUR; sells 1, 1 @ 60.
+    summed = pl.DataFrame(
+        {
+            "trader_id": ["alice", "alice"],
+            "delivery_day": [MON, MON],
+            "delivery_hour": ["12-13", "12-13"],
+            "direction": ["buy", "sell"],
+            "trades": [2, 1],
+            "mwh": [3.0, 1.0],
+            "eur": [120.0, 60.0],
+        }
+    )
+    deals = TRADES.filter(pl.col("trader_id") == "alice", pl.col("delivery_hour") == "12-13")
+    from_legs = positions_of_legs(summed, PRICES)
+    assert from_legs.equals(positions(deals, PRICES))
+    assert row(from_legs, trader_id="alice")["pnl_eur"] == pytest.approx(30.0)

@@ -1,8 +1,11 @@
 """The exposure tables in a real DuckDB file, read and written through the `warehouse`
-resource (dagster-duckdb), recomputing only the delivery days that changed."""
+resource (dagster-duckdb): hand-computed figures, and the incremental refresh equal to a full
+recompute and to the positions of every deal, whatever happened in between."""
 
 from __future__ import annotations
 
+import random
+import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
@@ -10,7 +13,13 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from energy_assets.exposure import store
-from energy_assets.exposure.positions import EXPOSURE_COLUMNS, LEG_KEY, legs
+from energy_assets.exposure.positions import (
+    EXPOSURE_COLUMNS,
+    PERIOD_KEY,
+    daily_totals,
+    positions,
+    trader_totals,
+)
 from tests.exposure.conftest import q
 
 MON = date(2023, 2, 6)
@@ -76,10 +85,10 @@ def test_first_refresh_matches_hand_computed_figures(book):
 
 def test_nothing_changed_recomputes_nothing(book):
     refresh(book)
+    before = exposure_rows(book)
     again = refresh(book)
     assert again.days_recomputed == 0
-    assert again.trades_read == 0
-    assert len(exposure_rows(book)) == 3
+    assert exposure_rows(book) == before
 
 
 def test_new_trade_recomputes_only_its_day(book):
@@ -88,10 +97,7 @@ def test_new_trade_recomputes_only_its_day(book):
     book.trade("alice", MON, "13-14", "buy", 1.0, 30.0)
     book.trade("alice", MON, "12-13", "sell", 1.0, 48.0)
     result = refresh(book)
-    assert result.detection == "watermark"
     assert result.days_recomputed == 1
-    # Only the new deals are read: MON's earlier ones are in its exposure rows.
-    assert result.trades_read == 2
     after = exposure_rows(book)
     assert after[("alice", MON, "13-14")]["cash_eur"] == pytest.approx(-30.0)
     # alice 12-13: bought 2 @ 50, sold 1 @ 60 and now 1 @ 48 -> flat, cash 8, PnL 8.
@@ -106,10 +112,31 @@ def test_late_loaded_trade_with_old_received_at_is_not_missed(book):
     # Received before the last refresh but loaded after it: a received_at watermark misses it.
     book.trade("bob", TUE, "08-09", "buy", 1.0, -3.0, received_at=T0 - timedelta(days=30))
     result = refresh(book)
-    # The row count gives it away, and the per-day scan finds its day.
-    assert result.detection == "scan"
     assert result.days_recomputed == 1
     assert exposure_rows(book)[("bob", TUE, "08-09")]["net_mwh"] == pytest.approx(-2.0)
+
+
+def test_deal_for_an_old_delivery_day_arriving_late_is_booked(book):
+    refresh(book)
+    long_ago = date(2022, 12, 1)
+    book.trade("alice", long_ago, "07-08", "sell", 2.0, 30.0, received_at=T0 - timedelta(days=90))
+    book.price(long_ago, "07-08", 25.0)
+    assert refresh(book).days_recomputed == 1
+    # short 2 sold @ 30, reference 25: cash 60, PnL 60 - 50 = 10.
+    old = exposure_rows(book)[("alice", long_ago, "07-08")]
+    assert (old["cash_eur"], old["pnl_eur"]) == pytest.approx((60.0, 10.0))
+
+
+def test_a_day_whose_deals_are_gone_loses_its_rows(book):
+    refresh(book)
+    with book.connect() as conn:
+        conn.execute(f"DELETE FROM {q('raw_trades')} WHERE delivery_day = ?", [TUE])
+    result = refresh(book)
+    assert result.days_recomputed == 1
+    assert set(exposure_rows(book)) == {("alice", MON, "12-13")}
+    bob = result.history.filter(trader_id="bob").row(0, named=True)
+    # bob's whole book (PnL 6 at the old prices) went away with his deals.
+    assert (bob["trades"], bob["new_trades"], bob["pnl_change_eur"]) == (0, -2, -6.0)
 
 
 def test_price_revision_recomputes_only_its_day_and_is_attributed_to_prices(book):
@@ -160,23 +187,14 @@ def test_price_on_a_day_nobody_traded_recomputes_nothing(book):
     assert refresh(book).days_recomputed == 0
 
 
-def test_incremental_equals_full_recompute(book):
+def test_withdrawn_price_leaves_its_hour_unpriced(book):
     refresh(book)
-    book.trade("carol", TUE, "08-09", "buy", 2.5, -1.0)
-    book.price(MON, "12-13", 47.5)
-    refresh(book)
-
-    def tables():
-        return [
-            sorted(book.query(f"SELECT * FROM {q(name)}"), key=str)
-            for name in ("trader_exposure_daily", "trader_exposure_totals")
-        ]
-
-    incremental, incremental_totals = exposure_rows(book), tables()
-    full = refresh(book, full=True)
-    assert full.days_recomputed == 2
-    assert exposure_rows(book) == incremental
-    assert tables() == incremental_totals
+    with book.connect() as conn:
+        conn.execute(f"DELETE FROM {q('reference_prices')} WHERE delivery_day = ?", [MON])
+    assert refresh(book).days_recomputed == 1
+    alice = exposure_rows(book)[("alice", MON, "12-13")]
+    assert alice["reference_price"] is None and alice["pnl_eur"] is None
+    assert alice["cash_eur"] == pytest.approx(-40.0)
 
 
 def test_history_appends_one_row_per_trader_per_refresh_and_adds_up(book):
@@ -211,63 +229,17 @@ def test_missing_price_table_leaves_everything_unpriced(warehouse):
     with warehouse.connect() as conn:
         conn.execute(f"DROP TABLE {q('reference_prices')}")
     result = refresh(warehouse)
-    assert result.missing_inputs == [store.REFERENCE_PRICES]
+    assert result.missing_inputs == ["energy.reference_prices"]
     row = exposure_rows(warehouse)[("alice", MON, "12-13")]
     assert row["pnl_eur"] is None and row["cash_eur"] == pytest.approx(-50.0)
 
 
-def test_legs_summed_in_sql_equal_the_polars_legs(book):
-    book.trade("alice", MON, "12-13", "buy", 0.3, -7.25)
-    with book.connect() as conn:
-        tables = store.Tables.of(conn)
-        sql = store.read_legs(conn, tables, [MON, TUE]).sort(LEG_KEY)
-        trades = conn.execute(f"SELECT * FROM {q('raw_trades')}").pl()
-    assert_frame_equal(sql, legs(trades).collect().sort(LEG_KEY), check_exact=False)
-
-
-def test_marks_kept_on_the_fast_path_match_a_scan(book):
-    refresh(book)
-    book.trade("alice", MON, "12-13", "buy", 1.0, 41.0)
-    book.trade("carol", date(2023, 2, 8), "00-01", "sell", 1.0, 3.0)
-    assert refresh(book).detection == "watermark"
-
-    def marks_and_scan(conn) -> tuple[list, list]:
-        marks = f"SELECT * FROM {q('trader_exposure_trade_marks')} ORDER BY 1"
-        scan = f"SELECT delivery_day, count(*), max(received_at) FROM {q('raw_trades')} GROUP BY 1"
-        return conn.execute(marks).fetchall(), conn.execute(scan + " ORDER BY 1").fetchall()
-
-    with book.connect() as conn:
-        kept, scanned = marks_and_scan(conn)
-        assert kept == scanned and len(kept) == 3
-        # A lost mark: the row counts no longer add up, the refresh scans, and recomputes
-        # exactly the day whose mark differs.
-        conn.execute(
-            f"DELETE FROM {q('trader_exposure_trade_marks')} WHERE delivery_day = ?", [TUE]
-        )
-    rescan = refresh(book)
-    assert (rescan.detection, rescan.days_recomputed, rescan.trade_days_changed) == ("scan", 1, 1)
-    with book.connect() as conn:
-        kept, scanned = marks_and_scan(conn)
-    assert kept == scanned
-
-
-def test_database_from_before_the_marks_held_the_watermark_loses_its_state_table(book):
-    refresh(book)
-    with book.connect() as conn:
-        conn.execute(
-            f"""CREATE TABLE {q("trader_exposure_state")} (
-                trades_total BIGINT, received_watermark TIMESTAMPTZ, refreshed_at TIMESTAMPTZ)"""
-        )
-    book.trade("alice", TUE, "12-13", "buy", 1.0, 41.0)
-    # The marks alone say what the previous refresh used: the usual path as before.
-    update = refresh(book)
-    assert (update.detection, update.days_recomputed) == ("watermark", 1)
-    refresh(book, full=True)
-    with book.connect() as conn:
-        tables = conn.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'trader_exposure_state'"
-        ).fetchone()
-    assert tables == (0,)
+def test_missing_trades_table_books_nothing(warehouse):
+    with warehouse.connect() as conn:
+        conn.execute(f"DROP TABLE {q('raw_trades')}")
+    result = refresh(warehouse)
+    assert result.missing_inputs == ["energy.raw_trades"]
+    assert (result.days_recomputed, exposure_rows(warehouse)) == (0, {})
 
 
 def test_largest_exposures_are_the_top_of_the_whole_table_ties_included(warehouse):
@@ -300,142 +272,139 @@ def _by_size(exposure: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _per_day_top(exposure: pl.DataFrame) -> pl.DataFrame:
-    """The plain definition of `trader_exposure_top`: each day's LARGEST by |exposure|."""
-    return (
-        _by_size(exposure)
-        .group_by("delivery_day", maintain_order=True)
-        .head(store.LARGEST)
-        .select(EXPOSURE_COLUMNS)
-        .sort("trader_id", "delivery_day", "delivery_hour")
-    )
-
-
 def _largest_by_sort(exposure: pl.DataFrame) -> pl.DataFrame:
     return _by_size(exposure).head(store.LARGEST)
 
 
-def _assert_top_is_plain_sort(warehouse, result: store.RefreshResult) -> None:
+def test_trader_totals_are_the_totals_of_every_period(warehouse):
+    for i, trader in enumerate(("alice", "bob", "carol")):
+        for day in (MON, TUE):
+            warehouse.trade(trader, day, "10-11", "buy", 1.0 + i, 40.0)
+            warehouse.trade(trader, day, "11-12", "sell", 2.0, 41.0 - i)
+    warehouse.price(MON, "10-11", 45.0)
+    warehouse.price(TUE, "11-12", -3.0)
+    result = refresh(warehouse)
     with warehouse.connect() as conn:
-        everything = conn.execute(f"SELECT * FROM {q('trader_exposure')}").pl()
-        top = conn.execute(
-            f"SELECT * FROM {q('trader_exposure_top')} ORDER BY trader_id, delivery_day, delivery_hour"
-        ).pl()
-    assert_frame_equal(top, _per_day_top(everything))
-    assert_frame_equal(result.largest, _largest_by_sort(everything))
+        exposure = conn.execute(f"SELECT * FROM {q('trader_exposure')}").pl()
+        stored = conn.execute(f"SELECT * FROM {q('trader_exposure_totals')} ORDER BY 1").pl()
+    assert_frame_equal(stored, trader_totals(exposure), check_exact=False)
+    assert_frame_equal(result.totals, stored)
+    # alice: MON 10-11 long 1 bought @ 40, reference 45 -> +5; TUE 11-12 short 2 sold @ 41,
+    # reference -3 -> cash 82, the short worth +6: 88; the other two periods are unpriced.
+    alice = stored.row(0, named=True)
+    assert (alice["pnl_eur"], alice["unpriced_periods"]) == pytest.approx((93.0, 2))
 
 
-@pytest.fixture
-def many_days(warehouse):
-    # Three days of 12 priced hours (more than LARGEST a day), sizes with ties, one unpriced.
-    for d, day in enumerate((MON, TUE, date(2023, 2, 8))):
-        for i in range(12):
-            hour = f"{i:02d}-{i + 1:02d}"
-            warehouse.trade("alice", day, hour, "buy", 1.0 + (i + d) % 4, 40.0)
-            warehouse.trade("bob", day, hour, "sell", 2.0, 41.0)
-            warehouse.price(day, hour, 50.0 if i % 2 else -50.0)
-        warehouse.trade("carol", day, "20-21", "buy", 99.0, 10.0)
-    return warehouse
+# --- incremental = full recompute = the positions of every deal -----------------------------
+
+TRADERS = ["alice", "bob", "carol", "dave"]
+HOURS = [f"{h:02d}-{h + 1:02d}" for h in range(8, 14)]
+DAYS = [MON + timedelta(days=d) for d in range(5)]
 
 
-def test_top_table_stays_each_days_largest_through_updates_and_revisions(many_days):
-    _assert_top_is_plain_sort(many_days, refresh(many_days))
-    # A trade that makes a new largest position, on one day only.
-    many_days.trade("dave", TUE, "03-04", "buy", 50.0, 45.0)
-    result = refresh(many_days)
-    assert result.days_recomputed == 1 and result.detection == "watermark"
-    _assert_top_is_plain_sort(many_days, result)
-    assert result.largest.row(0, named=True)["trader_id"] == "dave"
-    # A revision that shrinks it again, and the first price of an unpriced hour.
-    many_days.price(TUE, "03-04", 0.5)
-    many_days.price(MON, "20-21", 3.0)
-    result = refresh(many_days)
-    assert result.days_recomputed == 2
-    _assert_top_is_plain_sort(many_days, result)
-    assert "dave" not in result.largest["trader_id"].to_list()
-    # The trade that flattens a day's position drops it from the top.
-    many_days.trade("dave", TUE, "03-04", "sell", 50.0, 45.0)
-    _assert_top_is_plain_sort(many_days, refresh(many_days))
-    _assert_top_is_plain_sort(many_days, refresh(many_days))  # nothing changed
-    _assert_top_is_plain_sort(many_days, refresh(many_days, full=True))
-
-
-def test_database_from_before_the_top_table_gets_it_filled(many_days):
-    refresh(many_days)
-    with many_days.connect() as conn:
-        conn.execute(f"DROP TABLE {q('trader_exposure_top')}")
-    # Nothing changed since: the refresh recomputes no day, and still finds the largest.
-    result = refresh(many_days)
-    assert result.days_recomputed == 0
-    _assert_top_is_plain_sort(many_days, result)
-    many_days.trade("dave", MON, "05-06", "sell", 30.0, 45.0)
-    _assert_top_is_plain_sort(many_days, refresh(many_days))
-
-
-def test_full_recompute_rebuilds_the_top_table(many_days):
-    refresh(many_days)
-    with many_days.connect() as conn:
-        conn.execute(f"DELETE FROM {q('trader_exposure_top')}")
-        conn.execute(f"INSERT INTO {q('trader_exposure_top')} SELECT * FROM {q('trader_exposure')}")
-        # A stray row of a day without trades, larger than anything real.
-        conn.execute(
-            f"""INSERT INTO {q("trader_exposure_top")} SELECT * REPLACE (
-                    DATE '2023-03-01' AS delivery_day, 1e9 AS exposure_eur)
-                FROM {q("trader_exposure")} LIMIT 1"""
-        )
-    _assert_top_is_plain_sort(many_days, refresh(many_days, full=True))
-
-
-def test_frames_written_as_literals_keep_every_value_exactly(warehouse):
-    floats = [0.1 + 0.2, -0.0, 5e-324, 1.7976931348623157e308, 1e16, float("inf"), float("nan")]
-    frame = pl.DataFrame(
-        {
-            "trader_id": ["o'brien", None, "x", "y", "z", "w", "v"],
-            "delivery_day": [MON, TUE, None, MON, MON, MON, MON],
-            "trades": [1, None, -(2**62), 0, 3, 4, 5],
-            "exposure_eur": floats,
-            "snapshot_at": [T0, None, T0, T0, T0, T0, T0],
-        },
-        schema_overrides={"snapshot_at": pl.Datetime("us", "UTC")},
+def _random_step(conn, rng, step: int) -> None:
+    """One thing that happens to the upstream tables between two refreshes."""
+    kind = rng.choice(["deals", "deals", "late", "revision", "revision", "refetch", "withdrawn"])
+    now = T0 + timedelta(minutes=10 * step)
+    if kind in ("deals", "late"):
+        # A late load: deals for the oldest days, received long before the last refresh.
+        days, received = (DAYS[:2], now - timedelta(days=60)) if kind == "late" else (DAYS, now)
+        for _ in range(rng.randint(1, 6)):
+            conn.execute(
+                f"INSERT INTO {q('raw_trades')} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 's')",
+                [
+                    uuid.uuid4().hex,
+                    round(rng.uniform(-20, 120), 2),
+                    round(rng.uniform(0.1, 5), 1),
+                    rng.choice(["buy", "sell"]),
+                    rng.choice(days),
+                    rng.choice(HOURS),
+                    rng.choice(TRADERS),
+                    received,
+                    received,
+                ],
+            )
+        return
+    day, hour = rng.choice(DAYS), rng.choice(HOURS)
+    current = conn.execute(
+        f"SELECT value FROM {q('reference_prices')} WHERE delivery_day = ? AND delivery_hour = ?",
+        [day, hour],
+    ).fetchone()
+    if kind == "refetch":
+        value = current[0] if current else None
+    elif kind == "withdrawn":
+        value = None
+    else:
+        value = round(rng.uniform(-30, 150), 2)
+    conn.execute(
+        f"DELETE FROM {q('reference_prices')} WHERE delivery_day = ? AND delivery_hour = ?",
+        [day, hour],
     )
-    columns = frame.columns
+    if value is not None:
+        conn.execute(
+            f"INSERT INTO {q('reference_prices')} VALUES (?, ?, ?, 'euro/mwh', ?, ?)",
+            [day, hour, value, now, now],
+        )
+
+
+def _tables(conn) -> dict[str, pl.DataFrame]:
+    def read(table: str, key: list[str]) -> pl.DataFrame:
+        return conn.execute(f"SELECT * FROM {q(table)}").pl().sort(key)
+
+    return {
+        "exposure": read("trader_exposure", PERIOD_KEY),
+        "daily": read("trader_exposure_daily", ["trader_id", "delivery_day"]),
+        "totals": read("trader_exposure_totals", ["trader_id"]),
+    }
+
+
+def _from_every_deal(conn) -> dict[str, pl.DataFrame]:
+    """The tables as the positions maths makes them from every deal and the latest prices."""
+    deals = conn.execute(f"SELECT * FROM {q('raw_trades')}").pl()
+    prices = conn.execute(
+        f"""SELECT delivery_day, delivery_hour, value AS reference_price
+            FROM {q("reference_prices")} WHERE value IS NOT NULL"""
+    ).pl()
+    exposure = positions(deals, prices)
+    return {
+        "exposure": exposure,
+        "daily": daily_totals(exposure),
+        "totals": trader_totals(exposure),
+    }
+
+
+def _assert_same(got: dict[str, pl.DataFrame], expected: dict[str, pl.DataFrame]) -> None:
+    for name, frame in expected.items():
+        assert_frame_equal(got[name], frame, check_exact=False, check_dtypes=False)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_incremental_refresh_equals_a_full_recompute_over_random_histories(warehouse, seed):
+    rng = random.Random(seed)
+    # A book to start from: every trader in a few periods, some of them priced.
     with warehouse.connect() as conn:
-        conn.execute(
-            """CREATE TABLE literals (trader_id VARCHAR, delivery_day DATE, trades BIGINT,
-               exposure_eur DOUBLE, snapshot_at TIMESTAMPTZ)"""
-        )
-        conn.execute(f"INSERT INTO literals {store._values(frame, columns)}")
-        back = conn.execute("SELECT * FROM literals").pl()
-    back = back.with_columns(pl.col("snapshot_at").dt.convert_time_zone("UTC"))
-    assert_frame_equal(back, frame, check_exact=True)
-    # Bit for bit: -0.0 stays negative, the subnormal stays itself.
-    assert [str(v) for v in back["exposure_eur"]] == [str(v) for v in floats]
-
-
-def test_trader_totals_are_the_roll_up_of_the_daily_totals_old_databases_included(many_days):
-    result = refresh(many_days)
-    expected = result.totals.sort("trader_id")
-
-    def stored() -> pl.DataFrame:
-        with many_days.connect() as conn:
-            return conn.execute(f"SELECT * FROM {q('trader_exposure_totals')}").pl()
-
-    assert_frame_equal(stored(), expected, check_exact=False)
-    # A database from before: totals were a table written by each refresh, and there was no
-    # top table. The next refresh turns the totals into the view, whatever the table held.
-    with many_days.connect() as conn:
-        conn.execute(f"DROP VIEW {q('trader_exposure_totals')}")
-        conn.execute(f"DROP TABLE {q('trader_exposure_top')}")
-        conn.execute(
-            f"CREATE TABLE {q('trader_exposure_totals')} AS "
-            f"SELECT * REPLACE (0.0 AS pnl_eur) FROM {q('trader_exposure_daily')}"
-        )
-    many_days.trade("dave", MON, "05-06", "sell", 30.0, 45.0)
-    result = refresh(many_days)
-    assert "dave" in result.totals["trader_id"].to_list()
-    assert_frame_equal(stored(), result.totals.sort("trader_id"), check_exact=False)
-    with many_days.connect() as conn:
-        kinds = conn.execute(
-            "SELECT count(*) FROM duckdb_views() WHERE view_name = 'trader_exposure_totals'"
-        ).fetchone()
-    assert kinds == (1,)
+        for step in range(3):
+            _random_step(conn, rng, step)
+        for day in DAYS:
+            for hour in rng.sample(HOURS, 3):
+                conn.execute(
+                    f"INSERT INTO {q('reference_prices')} VALUES (?, ?, ?, 'euro/mwh', ?, ?)",
+                    [day, hour, round(rng.uniform(0, 100), 2), T0, T0],
+                )
+    pnl_moves: dict[str, float] = {}
+    # One connection throughout: the test is about the data, not about opening the file.
+    with warehouse.connect() as conn:
+        for step in range(3, 28):
+            result = store.refresh(conn, T0 + timedelta(minutes=10 * step))
+            _assert_same(_tables(conn), _from_every_deal(conn))
+            for row in result.history.iter_rows(named=True):
+                parts = row["pnl_change_trades_eur"] + row["pnl_change_prices_eur"]
+                assert parts == pytest.approx(row["pnl_change_eur"], abs=1e-6)
+                pnl_moves[row["trader_id"]] = pnl_moves.get(row["trader_id"], 0.0) + parts
+                # Every PnL move of the history adds up to the PnL now.
+                assert pnl_moves[row["trader_id"]] == pytest.approx(row["pnl_eur"] or 0.0, abs=1e-6)
+            _random_step(conn, rng, step)
+        store.refresh(conn, T0 + timedelta(hours=5))
+        incremental = _tables(conn)
+        assert store.refresh(conn, T0 + timedelta(hours=6), full=True).days_recomputed == len(DAYS)
+        _assert_same(_tables(conn), incremental)
