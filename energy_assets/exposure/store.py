@@ -35,12 +35,12 @@ from energy_assets.tables import (
     EXPOSURE_TABLES,
     RAW_TRADES,
     REFERENCE_PRICES,
+    SCHEMA,
     TRADER_EXPOSURE,
     TRADER_EXPOSURE_DAILY,
     TRADER_EXPOSURE_TOTALS,
     TRADER_PNL_HISTORY,
     create,
-    exists,
 )
 
 EXPOSURE = str(TRADER_EXPOSURE)
@@ -122,6 +122,22 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(_TOTALS_VIEW)
 
 
+_OURS = {t.name for t in (*EXPOSURE_TABLES, TRADER_EXPOSURE_TOTALS)}
+
+
+def _present(conn: duckdb.DuckDBPyConnection) -> set[str]:
+    """The names of the tables and views in the warehouse's schema."""
+    rows = conn.execute(
+        """SELECT table_name FROM duckdb_tables()
+           WHERE database_name = current_database() AND schema_name = ?
+           UNION ALL
+           SELECT view_name FROM duckdb_views()
+           WHERE database_name = current_database() AND schema_name = ?""",
+        [SCHEMA, SCHEMA],
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
 def refresh(
     conn: duckdb.DuckDBPyConnection,
     snapshot_at: datetime,
@@ -134,31 +150,25 @@ def refresh(
     `full=True` recomputes every delivery day: the repair after a correction in place.
     """
     started = time.perf_counter()
-    ensure_tables(conn)
-    have_trades, have_prices = exists(conn, RAW_TRADES), exists(conn, REFERENCE_PRICES)
-    missing = [
-        str(t) for t, ok in ((RAW_TRADES, have_trades), (REFERENCE_PRICES, have_prices)) if not ok
-    ]
-    trades = str(RAW_TRADES) if have_trades else _NO_TRADES
-    prices = str(REFERENCE_PRICES) if have_prices else _NO_PRICES
+    present = _present(conn)
+    if not _OURS <= present:
+        ensure_tables(conn)
+    missing = [str(t) for t in (RAW_TRADES, REFERENCE_PRICES) if t.name not in present]
+    trades = str(RAW_TRADES) if RAW_TRADES.name in present else _NO_TRADES
+    prices = str(REFERENCE_PRICES) if REFERENCE_PRICES.name in present else _NO_PRICES
+    latest = PRICES_SQL.format(prices=prices, days="true")
 
     conn.begin()
     try:
-        if full:
-            days = [
-                r[0]
-                for r in conn.execute(
-                    ALL_DAYS_SQL.format(exposure=EXPOSURE, trades=trades)
-                ).fetchall()
-            ]
-            # Every day: no filter, rather than a list of them all.
-            where, params = "true", []
-        else:
-            latest = PRICES_SQL.format(prices=prices, days="true")
-            sql = CHANGED_DAYS_SQL.format(exposure=EXPOSURE, trades=trades, prices=latest)
-            days = [r[0] for r in conn.execute(sql).fetchall()]
-            where, params = _THE_DAYS, [days]
-        attribution = _replace_days(conn, where, params, trades, prices)
+        sql = (ALL_DAYS_SQL if full else CHANGED_DAYS_SQL).format(
+            exposure=EXPOSURE, trades=trades, prices=latest
+        )
+        days = [r[0] for r in conn.execute(sql).fetchall()]
+        attribution = None
+        if days:
+            # A full refresh reads every deal: no filter rather than a list of every day.
+            where, params = ("true", []) if full else (_THE_DAYS, [days])
+            attribution = _replace_days(conn, where, params, trades, prices)
         totals = conn.execute(f"SELECT * FROM {TOTALS} ORDER BY trader_id").pl()
         history = _history(totals, attribution, snapshot_at, run_id, len(days))
         _insert(conn, HISTORY, history)
@@ -209,13 +219,18 @@ def _insert(conn: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) ->
 
 def _history(
     totals: pl.DataFrame,
-    attribution: pl.DataFrame,
+    attribution: pl.DataFrame | None,
     snapshot_at: datetime,
     run_id: str,
     days_recomputed: int,
 ) -> pl.DataFrame:
     """One row per trader: the totals after this refresh and what moved their PnL."""
     changes = ["new_trades", "pnl_change_eur", "pnl_change_trades_eur", "pnl_change_prices_eur"]
+    if attribution is None:  # nothing changed
+        attribution = pl.DataFrame(
+            schema={"trader_id": pl.String, "new_trades": pl.Int64}
+            | {c: pl.Float64 for c in changes[1:]}
+        )
     # A trader whose every position vanished still gets a row: their change is real.
     return (
         totals.lazy()
