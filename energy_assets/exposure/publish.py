@@ -27,20 +27,20 @@ class Published:
 
 def load_confirmed(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """Every row of `trader_exposure`, in `positions.EXPOSURE_COLUMNS` order."""
-    t = store.ensure_tables(conn)
+    store.ensure_tables(conn)
     columns = ", ".join(positions.EXPOSURE_COLUMNS)
     return conn.execute(
-        f"SELECT {columns} FROM {t.exposure} ORDER BY trader_id, delivery_day, delivery_hour"
+        f"SELECT {columns} FROM {store.EXPOSURE} ORDER BY trader_id, delivery_day, delivery_hour"
     ).pl()
 
 
 def load_pnl_history(conn: duckdb.DuckDBPyConnection, snapshots: int) -> pl.DataFrame:
     """The rows of `trader_pnl_history` of its latest `snapshots` refreshes, oldest first."""
-    t = store.ensure_tables(conn)
+    store.ensure_tables(conn)
     return conn.execute(
-        f"""SELECT * FROM {t.history} WHERE snapshot_at >= (
+        f"""SELECT * FROM {store.HISTORY} WHERE snapshot_at >= (
                 SELECT coalesce(min(snapshot_at), '-infinity'::TIMESTAMPTZ) FROM (
-                    SELECT DISTINCT snapshot_at FROM {t.history}
+                    SELECT DISTINCT snapshot_at FROM {store.HISTORY}
                     ORDER BY snapshot_at DESC LIMIT ?))
             ORDER BY snapshot_at, trader_id""",
         [snapshots],

@@ -6,15 +6,20 @@ from datetime import date
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from energy_assets.exposure.positions import (
     DESK,
     EXPOSURE_COLUMNS,
+    PERIOD_KEY,
+    book,
     daily_totals,
     desk_positions,
+    legs,
     pnl_attribution,
     positions,
     positions_of_legs,
+    rebook,
     trader_totals,
 )
 
@@ -217,6 +222,30 @@ def test_pnl_attribution_from_nothing_is_all_new_trades():
     assert alice["pnl_change_prices_eur"] == 0.0
     assert alice["pnl_change_trades_eur"] == pytest.approx(20.0)
     assert alice["new_trades"] == 5
+
+
+def test_rebooking_new_deals_onto_a_book_equals_booking_every_deal():
+    later = trades_frame(
+        [
+            # alice 12-13 buys 1 more @ 44: 4 MWh for 164 EUR, VWAP 41; cash -104.
+            ("alice", MON, "12-13", "buy", 1.0, 44.0),
+            # alice 13-14 had only sells: her first buy there, 1 @ 5.
+            ("alice", MON, "13-14", "buy", 1.0, 5.0),
+            # carol: a period nobody traded before.
+            ("carol", TUE, "08-09", "sell", 0.5, 70.0),
+        ]
+    )
+    every_deal = book(pl.concat([TRADES, later])).sort(PERIOD_KEY).collect()
+    rebooked = rebook(book(TRADES).collect(), legs(later)).sort(PERIOD_KEY).collect()
+    assert_frame_equal(rebooked, every_deal, check_exact=False, rel_tol=1e-12)
+    alice = rebooked.filter(trader_id="alice", delivery_hour="12-13").row(0, named=True)
+    assert (alice["trades"], alice["bought_mwh"], alice["net_mwh"]) == (4, 4.0, 3.0)
+    assert alice["buy_vwap"] == pytest.approx(41.0) and alice["cash_eur"] == pytest.approx(-104.0)
+    short_only = rebooked.filter(trader_id="alice", delivery_hour="13-14").row(0, named=True)
+    assert short_only["buy_vwap"] == pytest.approx(5.0) and short_only["sell_vwap"] == -10.0
+    # Periods without new deals come back exactly as they were.
+    untouched = rebooked.filter(pl.col("trader_id") == "bob")
+    assert_frame_equal(untouched, every_deal.filter(pl.col("trader_id") == "bob"), check_exact=True)
 
 
 def test_desk_positions_equal_the_positions_of_every_deal_booked_to_one_trader():
