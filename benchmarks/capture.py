@@ -309,12 +309,11 @@ def trades_only():
     the other domains' runs sharing the `duckdb` pool (`--location trades`)."""
     import dagster as dg
 
-    from energy_assets.settings import settings
     from energy_assets.trades import definitions as trades
     from energy_assets.warehouse import warehouse_resource
 
     return dg.Definitions.merge(
-        dg.Definitions(resources={"warehouse": warehouse_resource(settings())}), trades.defs
+        dg.Definitions(resources={"warehouse": warehouse_resource()}), trades.defs
     )
 
 

@@ -15,7 +15,7 @@ from energy_assets.warehouse import warehouse_resource
 defs = dg.Definitions.merge(
     dg.Definitions(
         resources={
-            "warehouse": warehouse_resource(settings()),
+            "warehouse": warehouse_resource(),
             "archive": archive_resource(settings()),
         },
         # Every step here is small next to a process start (~3-4 s): runs launched from the UI,

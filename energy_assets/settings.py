@@ -1,13 +1,24 @@
-"""The environment, read once into typed settings with every default in one place."""
+"""The environment, read once into typed settings with every default in one place.
+
+Each setting has one `ENERGY_...` variable and one default here (README, "Settings"). Processes
+outside Dagster (the listener, the desk, the CLI) read `settings()`. Dagster resources are
+configured with `from_env`, so a run resolves each variable where it executes and the UI shows
+which variable a value comes from.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
-DEFAULT_EXCHANGE_URL = "ws://localhost:5050"
-DEFAULT_MARKET_DATA_URL = "http://localhost:5060"
+#: The playground's ports, which the default URLs point at, and the Dagster UI's.
+DEFAULT_EXCHANGE_PORT = 5050
+DEFAULT_MARKET_DATA_PORT = 5060
+DEFAULT_UI_PORT = 3000
+DEFAULT_EXCHANGE_URL = f"ws://localhost:{DEFAULT_EXCHANGE_PORT}"
+DEFAULT_MARKET_DATA_URL = f"http://localhost:{DEFAULT_MARKET_DATA_PORT}"
 DEFAULT_CAPTURE_DIR = "data/capture"
 DEFAULT_DUCKDB_PATH = "data/warehouse.duckdb"
 DEFAULT_DASHBOARD_DIR = "data/dashboard"
@@ -20,6 +31,18 @@ DEFAULT_DRAIN_INTERVAL_SECONDS = 30.0
 #: ~4,000 deal frames (~260 B each): 30 s of deals at 135 deals/s, above the desk's 100/s peak.
 DEFAULT_DRAIN_EARLY_BYTES = 1024 * 1024
 DEFAULT_RUN_RETENTION_DAYS = 7.0
+#: Drained segments (and quarantine files) are deleted this long after they were written.
+DEFAULT_CAPTURE_RETENTION_HOURS = 72.0
+#: The listener seals its open segment once it is this old (seconds) ...
+DEFAULT_CAPTURE_SEAL_SECONDS = 1.0
+#: ... or holds this many frames.
+DEFAULT_CAPTURE_SEAL_FRAMES = 10_000
+#: Fetches in flight at once in one reference-price run.
+DEFAULT_MARKET_DATA_CONCURRENCY = 16
+#: `ENERGY_MARKET_DATA_BUDGET`: empty means a SQLite file beside the warehouse; `off` lifts
+#: the budget (benchmarks and the end-to-end test only).
+BUDGET_OFF = "off"
+BUDGET_FILE = "market_data_budget.sqlite"
 
 
 @dataclass(frozen=True)
@@ -51,6 +74,28 @@ class Settings:
     dashboard_host: str = DEFAULT_DASHBOARD_HOST
     dashboard_port: int = DEFAULT_DASHBOARD_PORT
 
+    capture_retention_hours: float = DEFAULT_CAPTURE_RETENTION_HOURS
+    capture_seal_seconds: float = DEFAULT_CAPTURE_SEAL_SECONDS
+    capture_seal_frames: int = DEFAULT_CAPTURE_SEAL_FRAMES
+    market_data_concurrency: int = DEFAULT_MARKET_DATA_CONCURRENCY
+    market_data_budget: str = ""
+
+    @property
+    def capture_retention(self) -> timedelta:
+        return timedelta(hours=self.capture_retention_hours)
+
+    @property
+    def market_data_budget_enabled(self) -> bool:
+        return self.market_data_budget.strip().lower() != BUDGET_OFF
+
+    @property
+    def market_data_budget_path(self) -> str:
+        """The vendor budget's SQLite file, shared by every run and process."""
+        chosen = self.market_data_budget.strip()
+        if chosen and chosen.lower() != BUDGET_OFF:
+            return chosen
+        return str(Path(self.duckdb_path).parent / BUDGET_FILE)
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -73,9 +118,33 @@ class Settings:
             run_retention_days=float(
                 env.get("ENERGY_RUN_RETENTION_DAYS") or DEFAULT_RUN_RETENTION_DAYS
             ),
+            capture_retention_hours=float(
+                env.get("ENERGY_CAPTURE_RETENTION_HOURS") or DEFAULT_CAPTURE_RETENTION_HOURS
+            ),
+            capture_seal_seconds=float(
+                env.get("ENERGY_CAPTURE_SEAL_SECONDS") or DEFAULT_CAPTURE_SEAL_SECONDS
+            ),
+            capture_seal_frames=int(
+                env.get("ENERGY_CAPTURE_SEAL_FRAMES") or DEFAULT_CAPTURE_SEAL_FRAMES
+            ),
+            market_data_concurrency=int(
+                env.get("ENERGY_MARKET_DATA_CONCURRENCY") or DEFAULT_MARKET_DATA_CONCURRENCY
+            ),
+            market_data_budget=env.get("ENERGY_MARKET_DATA_BUDGET") or "",
         )
 
 
 def settings() -> Settings:
     """The settings of this process, from its environment now."""
     return Settings.from_env()
+
+
+def from_env(name: str, default: str | int, environ: dict[str, str] | None = None):
+    """A resource field's value: `dg.EnvVar(name)` (`dg.EnvVar.int` for an int default) when
+    the environment sets `name`, resolved by Dagster where the run executes; else `default`."""
+    import dagster as dg
+
+    env = os.environ if environ is None else environ
+    if not env.get(name):
+        return default
+    return dg.EnvVar.int(name) if isinstance(default, int) else dg.EnvVar(name)

@@ -16,13 +16,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from energy_assets.settings import Settings
+from energy_assets.settings import DEFAULT_DUCKDB_PATH, from_env
 from energy_assets.tables import SCHEMA, ensure_schema
 
-__all__ = ["DUCKDB_POOL", "SCHEMA", "connect", "ensure_schema", "warehouse_resource"]
+__all__ = [
+    "DUCKDB_POOL",
+    "SCHEMA",
+    "WarehouseResource",
+    "connect",
+    "ensure_schema",
+    "warehouse_resource",
+]
 
 #: Dagster concurrency pool of every step that opens the DuckDB file (limit 1 in dagster.yaml).
 DUCKDB_POOL = "duckdb"
@@ -30,11 +38,17 @@ DUCKDB_POOL = "duckdb"
 LOCK_WAIT_SECONDS = 60.0
 
 
-def warehouse_resource(settings: Settings) -> DuckDBResource:
-    """The `warehouse` resource: a DuckDB file at `ENERGY_DUCKDB_PATH`."""
-    path = Path(settings.duckdb_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return DuckDBResource(database=str(path))
+class WarehouseResource(DuckDBResource):
+    """The `warehouse` resource: the DuckDB file at `ENERGY_DUCKDB_PATH`, its directory
+    created when a run first opens it (never when the definitions load)."""
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if self.database != ":memory:":
+            Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def warehouse_resource() -> WarehouseResource:
+    return WarehouseResource(database=from_env("ENERGY_DUCKDB_PATH", DEFAULT_DUCKDB_PATH))
 
 
 @contextmanager

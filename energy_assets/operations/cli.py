@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_UI_PORT = 3000
-DEFAULT_EXCHANGE_PORT = 5050
-DEFAULT_MARKET_DATA_PORT = 5060
-DEFAULT_DASHBOARD_PORT = 8050
+from energy_assets.settings import (
+    DEFAULT_DASHBOARD_HOST as DEFAULT_HOST,
+)
+from energy_assets.settings import (
+    DEFAULT_DASHBOARD_PORT,
+    DEFAULT_EXCHANGE_PORT,
+    DEFAULT_MARKET_DATA_PORT,
+    DEFAULT_UI_PORT,
+)
+
 DEFAULT_POSTGRES_PORT = 5433
 DEFAULT_DAGSTER_HOME = "data/dagster_home"
 DEFAULT_BACKFILL_DAYS = 2

@@ -35,7 +35,14 @@ from energy_assets.operations.instance import (
     prepare_dagster_home,
 )
 from energy_assets.operations.supervisor import ChildSpec, Supervisor
-from energy_assets.settings import Settings
+from energy_assets.settings import (
+    DEFAULT_DASHBOARD_HOST,
+    DEFAULT_DASHBOARD_PORT,
+    DEFAULT_EXCHANGE_PORT,
+    DEFAULT_MARKET_DATA_PORT,
+    DEFAULT_UI_PORT,
+    Settings,
+)
 
 log = event_logger("demo")
 
@@ -50,11 +57,11 @@ DEFAULT_PLAYGROUND_ARGS = "--vendor-grid --rate-limit-per-minute 50 --rate-limit
 
 @dataclass
 class DemoOptions:
-    host: str = "127.0.0.1"
-    ui_port: int = 3000
-    exchange_port: int = 5050
-    market_data_port: int = 5060
-    dashboard_port: int | None = 8050
+    host: str = DEFAULT_DASHBOARD_HOST
+    ui_port: int = DEFAULT_UI_PORT
+    exchange_port: int = DEFAULT_EXCHANGE_PORT
+    market_data_port: int = DEFAULT_MARKET_DATA_PORT
+    dashboard_port: int | None = DEFAULT_DASHBOARD_PORT
     playground: bool = True
     playground_args: str = DEFAULT_PLAYGROUND_ARGS
     backfill_days: int = 2

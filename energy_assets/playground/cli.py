@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from datetime import datetime
 
+from energy_assets.settings import DEFAULT_EXCHANGE_PORT, DEFAULT_MARKET_DATA_PORT
+
 DESCRIPTION = """\
 Run the stand-in exchange (websocket deal confirmations) and Market Data API (reference
 prices) of docs/playground.md in one process, until Ctrl-C or SIGTERM.
@@ -60,13 +62,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     where.add_argument(
         "--exchange-port",
         type=_non_negative(int),
-        default=5050,
+        default=DEFAULT_EXCHANGE_PORT,
         help="exchange websocket port (default %(default)s; 0 = any free port)",
     )
     where.add_argument(
         "--market-data-port",
         type=_non_negative(int),
-        default=5060,
+        default=DEFAULT_MARKET_DATA_PORT,
         help="Market Data API port (default %(default)s; 0 = any free port)",
     )
 

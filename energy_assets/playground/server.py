@@ -24,6 +24,7 @@ from datetime import datetime
 from energy_assets.logs import EventLogger, event_logger
 from energy_assets.playground.exchange import ExchangeServer
 from energy_assets.playground.market_data import MarketDataServer, MarketDataStats, check_options
+from energy_assets.settings import DEFAULT_EXCHANGE_PORT, DEFAULT_MARKET_DATA_PORT
 from energy_assets.trades.deal import Deal
 
 
@@ -83,8 +84,8 @@ class Playground:
         exchange: ExchangeOptions | None = None,
         market_data: MarketDataOptions | None = None,
         host: str = "127.0.0.1",
-        exchange_port: int = 5050,
-        market_data_port: int = 5060,
+        exchange_port: int = DEFAULT_EXCHANGE_PORT,
+        market_data_port: int = DEFAULT_MARKET_DATA_PORT,
         log: EventLogger | None = None,
     ):
         self.exchange_options = exchange or ExchangeOptions()

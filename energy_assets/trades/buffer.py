@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from energy_assets.settings import DEFAULT_CAPTURE_SEAL_FRAMES, DEFAULT_CAPTURE_SEAL_SECONDS
 from energy_assets.trades.deal import Deal
 
 SEGMENTS = "segments"
@@ -44,11 +45,6 @@ LOCK_FILE = "listener.lock"
 SEALED_SUFFIX = ".jsonl"
 OPEN_SUFFIX = ".jsonl.open"
 GAP_SUFFIX = ".json"
-
-#: Seal the open segment once it is this old (seconds) ...
-DEFAULT_SEAL_SECONDS = 1.0
-#: ... or once it holds this many frames, whichever comes first.
-DEFAULT_SEAL_FRAMES = 10_000
 
 
 def utc_now() -> datetime:
@@ -134,8 +130,8 @@ class CaptureBuffer:
     def __init__(
         self,
         directory: str | Path,
-        seal_seconds: float = DEFAULT_SEAL_SECONDS,
-        seal_frames: int = DEFAULT_SEAL_FRAMES,
+        seal_seconds: float = DEFAULT_CAPTURE_SEAL_SECONDS,
+        seal_frames: int = DEFAULT_CAPTURE_SEAL_FRAMES,
     ):
         self.directory = Path(directory)
         self.seal_seconds = seal_seconds

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from energy_assets.trades.settings import capture_settings
+from energy_assets.settings import settings
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    defaults = capture_settings()
+    defaults = settings()
     parser = commands.add_parser(
         "listen",
         help="Capture the exchange's deal confirmations into the capture buffer",
@@ -20,13 +20,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--seal-seconds",
         type=float,
-        default=defaults.seal_seconds,
+        default=defaults.capture_seal_seconds,
         help="seal the open segment after this many seconds (default: %(default)s)",
     )
     parser.add_argument(
         "--seal-frames",
         type=int,
-        default=defaults.seal_frames,
+        default=defaults.capture_seal_frames,
         help="... or after this many frames (default: %(default)s)",
     )
     parser.add_argument(

@@ -6,11 +6,10 @@ from energy_assets.settings import settings
 from energy_assets.trades.assets import raw_trades
 from energy_assets.trades.resources import capture_resource
 from energy_assets.trades.sensors import drain_and_refresh_job, raw_trades_sensor
-from energy_assets.trades.settings import capture_settings
 
 defs = dg.Definitions(
     assets=[raw_trades],
     jobs=[drain_and_refresh_job],
     sensors=[raw_trades_sensor],
-    resources={"capture": capture_resource(settings(), capture_settings())},
+    resources={"capture": capture_resource(settings())},
 )

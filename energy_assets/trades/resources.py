@@ -8,11 +8,12 @@ from pathlib import Path
 import dagster as dg
 
 from energy_assets.settings import (
+    DEFAULT_CAPTURE_DIR,
     DEFAULT_DRAIN_EARLY_BYTES,
     DEFAULT_DRAIN_INTERVAL_SECONDS,
     Settings,
+    from_env,
 )
-from energy_assets.trades.settings import CaptureSettings
 
 
 class CaptureBufferResource(dg.ConfigurableResource):
@@ -34,10 +35,11 @@ class CaptureBufferResource(dg.ConfigurableResource):
         return timedelta(hours=self.retention_hours)
 
 
-def capture_resource(settings: Settings, capture: CaptureSettings) -> CaptureBufferResource:
+def capture_resource(settings: Settings) -> CaptureBufferResource:
+    """The `capture` resource; its directory resolved from `ENERGY_CAPTURE_DIR` by each run."""
     return CaptureBufferResource(
-        directory=str(settings.capture_dir),
-        retention_hours=capture.retention.total_seconds() / 3600,
+        directory=from_env("ENERGY_CAPTURE_DIR", DEFAULT_CAPTURE_DIR),
+        retention_hours=settings.capture_retention_hours,
         drain_interval_seconds=settings.drain_interval_seconds,
-        drain_early_bytes=settings.drain_early_bytes,
+        drain_early_bytes=from_env("ENERGY_DRAIN_EARLY_BYTES", DEFAULT_DRAIN_EARLY_BYTES),
     )

@@ -24,7 +24,6 @@ from energy_assets.prices.store import store_prices
 from energy_assets.settings import settings
 from energy_assets.trades.assets import raw_trades
 from energy_assets.trades.resources import capture_resource
-from energy_assets.trades.settings import capture_settings
 from energy_assets.warehouse import warehouse_resource
 from tests.desk.conftest import write_deals
 from tests.trades.conftest import make_deals
@@ -69,9 +68,9 @@ def _materialize(instance) -> None:
         selection=[raw_trades.key, trader_exposure.key],
         instance=instance,
         resources={
-            "warehouse": warehouse_resource(current),
+            "warehouse": warehouse_resource(),
             "archive": archive_resource(current),
-            "capture": capture_resource(current, capture_settings()),
+            "capture": capture_resource(current),
         },
     )
     assert result.success

@@ -16,7 +16,6 @@ from energy_assets.settings import Settings
 from energy_assets.trades.assets import raw_trades
 from energy_assets.trades.buffer import CaptureBuffer, Gap
 from energy_assets.trades.resources import capture_resource
-from energy_assets.trades.settings import capture_settings
 from energy_assets.warehouse import DUCKDB_POOL, warehouse_resource
 from tests.conftest import REPO
 from tests.trades.conftest import expected, make_deals, pending, stored_deals
@@ -28,8 +27,8 @@ pytestmark = pytest.mark.slow
 def resources():
     settings = Settings.from_env()
     return {
-        "warehouse": warehouse_resource(settings),
-        "capture": capture_resource(settings, capture_settings()),
+        "warehouse": warehouse_resource(),
+        "capture": capture_resource(settings),
         "archive": archive_resource(settings),
     }
 

@@ -10,7 +10,6 @@ from energy_assets.settings import Settings
 from energy_assets.trades.buffer import CaptureBuffer, Gap
 from energy_assets.trades.resources import CaptureBufferResource, capture_resource
 from energy_assets.trades.sensors import drain_and_refresh_job, raw_trades_sensor
-from energy_assets.trades.settings import capture_settings
 from tests.trades.conftest import make_deals
 
 # Seconds or more: sensor ticks against a real instance.
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 def tick(cursor=None, **cadence):
     """One evaluation; `cadence`: drain_interval_seconds / drain_early_bytes for the resource."""
-    capture = capture_resource(Settings.from_env(), capture_settings())
+    capture = capture_resource(Settings.from_env())
     context = dg.build_sensor_context(
         instance=dg.DagsterInstance.get(),
         cursor=cursor,
