@@ -6,6 +6,7 @@ to every open page as a Server-Sent Event.
     /events/desk             the desk view's events; /events/trader/<trader_id> a trader's
     /static/...              styles and script (Starlette's StaticFiles: nothing outside it)
     /health                  JSON: deals held, last change, clients
+    /replay?at=<instant>     the desk at a past instant, from the journals (not live)
 
 One background task polls the buffer and the published files every `poll_seconds`. On a
 change it computes the view once, renders each page's changing part (its *fragment*) once, and
@@ -23,6 +24,7 @@ import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -35,6 +37,8 @@ from starlette.staticfiles import StaticFiles
 
 from energy_assets.desk import render
 from energy_assets.desk.live import LiveDesk
+from energy_assets.journals.archive import ArchiveCorrupt
+from energy_assets.journals.replay import view_at
 from energy_assets.logs import event_logger
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -113,8 +117,11 @@ class Broker:
 class DeskService:
     """The state, the renderer and the broker of one running service."""
 
-    def __init__(self, desk: LiveDesk, poll_seconds: float = POLL_SECONDS):
+    def __init__(
+        self, desk: LiveDesk, poll_seconds: float = POLL_SECONDS, archive: str | None = None
+    ):
         self.desk = desk
+        self.archive = archive
         self.poll_seconds = poll_seconds
         self.broker = Broker()
         self.boot = uuid.uuid4().hex[:8]
@@ -229,6 +236,22 @@ class DeskService:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
+    async def replay_page(self, request: Request) -> HTMLResponse:
+        text = request.query_params.get("at", "")
+        try:
+            at = datetime.fromisoformat(text) if text else datetime.now(UTC)
+        except ValueError:
+            raise HTTPException(
+                400, f"“{text}” is not an instant: e.g. 2026-12-01T10:00Z"
+            ) from None
+        if at.tzinfo is None:
+            raise HTTPException(400, f"“{text}” has no time zone: e.g. {text}Z")
+        try:
+            view = await asyncio.to_thread(view_at, at.astimezone(UTC), self.archive)
+        except ArchiveCorrupt as err:
+            raise HTTPException(500, f"The journals cannot be replayed: {err}") from None
+        return HTMLResponse(render.replay_page(view))
+
     async def health(self, request: Request) -> JSONResponse:
         return JSONResponse(
             {
@@ -252,9 +275,12 @@ def create_app(
     capture_dir: str | Path,
     dashboard_dir: str | Path,
     poll_seconds: float = POLL_SECONDS,
+    archive: str | None = None,
 ) -> Starlette:
-    """The ASGI app; its lifespan rebuilds the state from the buffer before serving."""
-    service = DeskService(LiveDesk(capture_dir, dashboard_dir), poll_seconds)
+    """The ASGI app; its lifespan rebuilds the state from the buffer before serving.
+    `archive`: the journals' archive `/replay` reads (default `<capture_dir>/archive`)."""
+    archive = archive or str(Path(capture_dir) / "archive")
+    service = DeskService(LiveDesk(capture_dir, dashboard_dir), poll_seconds, archive)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -274,6 +300,7 @@ def create_app(
             Route("/events/desk", service.events),
             Route("/events/trader/{trader_id:path}", service.events),
             Route("/health", service.health),
+            Route("/replay", service.replay_page),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         exception_handlers={HTTPException: _not_found},

@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(
         args.capture_dir or current.capture_dir,
         args.dir or current.dashboard_dir,
+        # The archive beside the capture buffer in use, unless ENERGY_ARCHIVE_URL moves it.
+        archive=current.archive_url or None,
     )
     uvicorn.run(
         app,

@@ -12,6 +12,8 @@ import jinja2
 import polars as pl
 
 from energy_assets.desk.live import CONFIRMED, DeskView
+from energy_assets.exposure.positions import EXPOSURE_COLUMNS, daily_totals, desk_positions
+from energy_assets.journals.replay import DeskView as ReplayView
 
 env = jinja2.Environment(
     loader=jinja2.PackageLoader("energy_assets.desk", "templates"),
@@ -205,6 +207,32 @@ def page(title: str, topic: str, selected: str, nav: str, fragment: str, event_i
         nav=nav,
         fragment=fragment,
         event_id=event_id,
+    )
+
+
+def replay_page(view: ReplayView) -> str:
+    """The desk as the journals show it at `view.at` (energy_assets/journals/replay.py)."""
+    ages = view.prices.select(
+        "delivery_day",
+        "delivery_hour",
+        pl.col("last_update").alias("price_updated_at"),
+    )
+    desk_rows = desk_positions(view.positions).join(
+        ages, on=["delivery_day", "delivery_hour"], how="left"
+    )
+    totals = view.totals()
+    fetched = view.prices["fetched_at"].max() if view.prices.height else None
+    return env.get_template("replay.html").render(
+        at=view.at,
+        at_value=view.at.astimezone(UTC).isoformat(timespec="seconds"),
+        deals=view.deals,
+        priced=view.prices.height,
+        fetched=fetched,
+        cards=_cards(totals),
+        traders=totals.iter_rows(named=True),
+        trader_count=totals.height,
+        periods=_rows(desk_rows),
+        daily=list(daily_totals(desk_rows.select(EXPOSURE_COLUMNS)).iter_rows(named=True)),
     )
 
 
