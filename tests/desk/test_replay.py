@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from urllib.parse import quote
 
 import duckdb
+import pytest
 
 from energy_assets.journals.prices import append_answers
 from energy_assets.prices.client import ReferencePrice
@@ -17,6 +18,7 @@ def price(value: float, last_update: datetime, fetched_at: datetime) -> Referenc
     return ReferencePrice(date(2026, 12, 2), "12-13", value, "euro/mwh", last_update, fetched_at)
 
 
+@pytest.mark.slow
 def test_the_replay_page_shows_the_price_known_at_that_instant(
     desk_dirs, start_desk, browser, tmp_path
 ):
