@@ -5,6 +5,7 @@ fsspec URL such as `s3://bucket/prefix`):
 
     deals/YYYY-MM-DD/<first file>.tar.zst          the capture files of one drain, as captured
     prices/YYYY-MM-DD/<stamp>-<run id>.jsonl.zst   the vendor answers one price run stored
+    quarantine/YYYY-MM-DD/<stamp>-<file>-<offset>.jsonl.zst  frames the listener refused
     <file>.json                                    beside each: sha256, size and what it holds
 
 Compressed with zstd level 1 (standard frames: `zstd -d`, `tar --zstd -xf`): 10x faster than
@@ -31,6 +32,7 @@ from energy_assets.trades.buffer import write_atomically
 
 DEALS = "deals"
 PRICES = "prices"
+QUARANTINE = "quarantine"
 SIDECAR_SUFFIX = ".json"
 ZSTD_LEVEL = 1
 
@@ -136,7 +138,7 @@ def prune(root: UPath, retention_days: int, today: date) -> int:
     """Delete the day folders older than the retention; returns how many."""
     cutoff = today - timedelta(days=retention_days)
     deleted = 0
-    for journal in (DEALS, PRICES):
+    for journal in (DEALS, PRICES, QUARANTINE):
         for day, folder in day_folders(root, journal):
             if day < cutoff:
                 if _is_local(folder):

@@ -10,11 +10,13 @@ files with their line counts, which the integrity check compares with the wareho
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from itertools import groupby
 from pathlib import Path
 
@@ -32,7 +34,13 @@ from energy_assets.journals.archive import (
     sidecar_of,
     write_checked,
 )
-from energy_assets.trades.buffer import GAP_SUFFIX, SEALED_SUFFIX, cut_torn_tail
+from energy_assets.trades.buffer import (
+    GAP_SUFFIX,
+    QUARANTINE,
+    SEALED_SUFFIX,
+    cut_torn_tail,
+    write_atomically,
+)
 
 BUNDLE_SUFFIX = ".tar.zst"
 
@@ -167,3 +175,50 @@ def archived_lines(root: UPath, days: Iterable[date]) -> dict[date, dict[str, in
                     names.setdefault(name, lines)
         result[day] = names
     return result
+
+
+#: In the capture buffer: how far each quarantine file is archived ({name: [first line's
+#: sha256, offset]}: the first line tells a file started again from the one archived).
+QUARANTINE_STATE = "quarantine-archived.json"
+
+
+def archive_quarantine(directory: Path, root: UPath) -> list[UPath]:
+    """Archive what the listener refused since the last drain (evidence, kept like the deals):
+    per quarantine file, the whole lines added since the offset archived so far, as
+    `quarantine/YYYY-MM-DD/<stamp>-<file>-<offset>.jsonl.zst`. A file the retention deleted
+    and the listener started again (another first line) is archived from its start; a lost state
+    file only archives lines a second time."""
+    root = archive_root(root)
+    state_path = directory / QUARANTINE_STATE
+    try:
+        state = json.loads(state_path.read_text())
+    except (FileNotFoundError, ValueError):
+        state = {}
+    written, seen = [], {}
+    for path in sorted((directory / QUARANTINE).glob("quarantine-*.jsonl")):
+        try:
+            with open(path, "rb") as handle:
+                head = hashlib.sha256(handle.readline()).hexdigest()
+                known_head, start = state.get(path.name, (None, 0))
+                if known_head != head:
+                    start = 0
+                handle.seek(start)
+                whole = cut_torn_tail(handle.read())
+        except FileNotFoundError:
+            continue
+        seen[path.name] = [head, start + len(whole)]
+        if not whole:
+            continue
+        day = datetime.strptime(path.stem.split("-")[1], "%Y%m%d").date()
+        target = (
+            root
+            / QUARANTINE
+            / day.isoformat()
+            / f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{path.stem}-{start}.jsonl.zst"
+        )
+        contents = {"source": path.name, "offset": start, "frames": whole.count(b"\n")}
+        write_checked(target, compress(whole), contents)
+        written.append(target)
+    if seen != state:
+        write_atomically(state_path, json.dumps(seen).encode(), durable=False)
+    return written

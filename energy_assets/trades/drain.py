@@ -21,7 +21,7 @@ import duckdb
 import polars as pl
 
 from energy_assets.journals.archive import archive_root, prune
-from energy_assets.journals.deals import archive_capture, compact
+from energy_assets.journals.deals import archive_capture, archive_quarantine, compact
 from energy_assets.tables import CAPTURE_SEGMENTS, FEED_GAPS, RAW_TRADES, ensure_trade_tables
 from energy_assets.trades.buffer import (
     apply_retention,
@@ -262,6 +262,8 @@ def drain(
     if result.bundles:
         compact(journal, datetime.now(UTC).date() - timedelta(days=1))
     result.archived = archive(ingested, directory)
+    # Before the retention, which deletes quarantine files too.
+    archive_quarantine(directory, journal)
     if retention is not None:
         result.deleted_by_retention = apply_retention(directory, retention)
     if archive_retention_days is not None:

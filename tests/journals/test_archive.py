@@ -8,9 +8,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+from upath import UPath
 
+from energy_assets.journals.archive import decompress, read_checked
 from energy_assets.journals.deals import archive_capture, compact, read_days
 from energy_assets.journals.rebuild import rebuild
+from energy_assets.trades.buffer import CaptureBuffer
 from energy_assets.trades.drain import drain
 from tests.journals.conftest import fill_and_drain
 from tests.trades.conftest import make_deals
@@ -58,3 +61,29 @@ def test_the_archive_moves_with_its_url_and_outlives_the_retention(tmp_path):
     db.unlink()
     result = rebuild(db, f"file://{elsewhere}", progress=lambda line: None)
     assert result.deals == stored == 500
+
+
+def test_quarantined_frames_are_archived_once_even_when_the_retention_deletes_them(tmp_path):
+    capture, db = tmp_path / "capture", tmp_path / "warehouse.duckdb"
+    buffer = CaptureBuffer(capture)
+    sent = []
+    with duckdb.connect(str(db)) as conn:
+        for round_ in range(3):
+            for n in range(4):
+                raw = f'{{"not a deal": {round_}{n}}}'
+                buffer.quarantine(raw, "missing field id", datetime.now(UTC))
+                sent.append(raw)
+            buffer.append(make_deals(1, seed=round_)[0], datetime.now(UTC))
+            buffer.seal()
+            # Retention 0 deletes the quarantine file after each drain: the listener starts
+            # a new one, which must be archived from its first line.
+            drain(conn, capture, retention=timedelta(0))
+            drain(conn, capture, retention=timedelta(0))  # nothing new: nothing archived
+    chunks = sorted((capture / "archive" / "quarantine").glob("*/*.jsonl.zst"))
+    assert len(chunks) == 3
+    archived = [
+        json.loads(text)["raw"]
+        for chunk in chunks
+        for text in decompress(read_checked(UPath(chunk))[0]).decode().splitlines()
+    ]
+    assert archived == sent
