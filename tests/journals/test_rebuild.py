@@ -291,3 +291,14 @@ def test_a_rebuild_that_would_lose_rows_is_refused(tmp_path, energy_env):
     forced = cli("rebuild", "--allow-fewer", env=energy_env)
     assert forced.returncode == 0, forced.stderr
     assert 0 < len(snapshot(db)["raw_trades"]) < len(before["raw_trades"])
+
+
+def test_a_rebuild_refuses_while_another_process_writes_the_warehouse(tmp_path, energy_env):
+    capture, db = Path(energy_env["ENERGY_CAPTURE_DIR"]), Path(energy_env["ENERGY_DUCKDB_PATH"])
+    fill_and_drain(capture, db, deals=200, drains=1)
+    with duckdb.connect(str(db)):  # as a Dagster step holds it
+        refused = cli("rebuild", env=energy_env)
+    assert refused.returncode == 2
+    assert f"{db} is open in another process" in refused.stderr
+    assert not list(db.parent.glob("*.rebuild-*"))
+    assert cli("rebuild", env=energy_env).returncode == 0
