@@ -13,7 +13,10 @@ import pytest
 
 from energy_assets import published
 from energy_assets.trades.buffer import deal_record
+from tests.conftest import REPO
 from tests.desk.conftest import deal, write_deals, write_listener_state
+
+ARTIFACTS = REPO / "test-artifacts"
 
 # Seconds or more: the desk service as a process, and Chromium.
 pytestmark = pytest.mark.slow
@@ -218,3 +221,8 @@ def test_prices_confirmed_rows_gaps_and_colours(desk_dirs, start_desk, browser):
     assert page.evaluate("window.marker") == "kept"
     assert page.evaluate("window.deskUpdates") >= 3
     assert errors == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "desk-trader.png", full_page=True)
+    page.goto(desk.url + "/")
+    assert page.locator('tr[data-trader="alice"]').count() == 1
+    page.screenshot(path=ARTIFACTS / "desk.png", full_page=True)

@@ -1,0 +1,467 @@
+"""Live desk benchmarks (issue 25), each beside a baseline measured in the same run.
+
+    .venv/bin/python benchmarks/live.py --only rebuild              # 432 k deals over 72 h
+    .venv/bin/python benchmarks/live.py --only latency --seconds 90 # send -> DOM, live vs batch
+    .venv/bin/python benchmarks/live.py --only load                 # 500 SSE + 500 page loads
+
+1. rebuild: the buffer of 72 h at 100 deals/min (432,000 deals), one sealed file per second
+   as the listener writes them (259,200 files, most in drained/): `energy-assets dashboard`
+   from start to serving. Baseline: `positions()` over the same deals already in memory.
+2. latency: the playground (2 deals/s) -> the real listener -> the buffer; the service and a
+   real Chromium on the desk page record when each trader's deal count changes in the DOM
+   (a MutationObserver). Beside it, in the same run, the batch path: the real dagster-daemon
+   with the demo's code location (drain sensor, automation sensor, trader_exposure,
+   exposure_dashboard) -> the deal counted in what exposure_dashboard publishes
+   (`confirmed.parquet` when it writes one, else its static `index.html`).
+3. load: 500 SSE clients on the desk and trader pages, then 500 simultaneous page loads,
+   while a writer appends deals to the buffer as the listener does at 100 deals/min and at
+   100 deals/s; errors, p99, the service's CPU and RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from energy_assets import published  # noqa: E402
+from energy_assets.exposure.positions import positions  # noqa: E402
+from energy_assets.playground.server import ExchangeOptions, Playground  # noqa: E402
+from energy_assets.trades.buffer import CaptureBuffer, deal_record, iso  # noqa: E402
+from energy_assets.trades.deal import Deal  # noqa: E402
+from energy_assets.trades.drain import read_segments, typed  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+from tests.desk.load import Streams, cpu_seconds, rss_mb, storm  # noqa: E402
+
+PYTHON = str(REPO / ".venv/bin/python")
+CHROMIUM = "/usr/bin/chromium"
+TRADERS = 15
+
+
+def line(name: str, value: str, note: str = "") -> None:
+    print(f"{name:<62} {value:>18}  {note}", flush=True)
+
+
+def q(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+
+def random_deal(rng: random.Random, n: int, executed: datetime) -> Deal:
+    day = executed.date() + timedelta(days=rng.randrange(2))
+    hour = rng.randrange(24)
+    return Deal(
+        id=f"{rng.getrandbits(128):032x}",
+        price=round(rng.uniform(-50, 300), 2),
+        quantity=round(rng.uniform(0.1, 25), 1),
+        direction=rng.choice(["buy", "sell"]),
+        delivery_day=str(day),
+        delivery_hour=f"{hour:02d}-{hour + 1:02d}",
+        trader_id=f"trader_{n % TRADERS}",
+        execution_time=iso(executed),
+    )
+
+
+class Desk:
+    def __init__(self, capture: Path, dashboard: Path, log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "ENERGY_CAPTURE_DIR": str(capture),
+            "ENERGY_DASHBOARD_DIR": str(dashboard),
+        }
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "energy_assets.cli", "dashboard", "--port", str(self.port)],
+            cwd=REPO,
+            env=env,
+            stdout=open(log, "ab"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def health(self) -> dict:
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + "/health", timeout=30) as answer:
+            return json.loads(answer.read())
+
+    def wait(self, timeout: float = 600) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit("the desk exited")
+            try:
+                self.health()
+                return time.perf_counter() - self.started
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("the desk did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+
+# -- rebuild --------------------------------------------------------------------------------
+def bench_rebuild(work: Path, hours: float, per_minute: float) -> None:
+    capture = work / "capture"
+    drained, segments = capture / "drained", capture / "segments"
+    drained.mkdir(parents=True)
+    segments.mkdir()
+    rng = random.Random(25)
+    start = datetime.now(UTC) - timedelta(hours=hours)
+    seconds = int(hours * 3600)
+    rate = per_minute / 60
+    made, files, carry = 0, 0, 0.0
+    began = time.perf_counter()
+    for second in range(seconds):
+        carry += rate
+        count = int(carry)
+        carry -= count
+        if not count:
+            continue
+        moment = start + timedelta(seconds=second)
+        lines = []
+        for _ in range(count):
+            deal = random_deal(rng, made, moment)
+            lines.append(json.dumps(deal_record(deal, moment), separators=(",", ":")))
+            made += 1
+        stamp = moment.strftime("%Y%m%dT%H%M%S%fZ")
+        # The last 30 s wait in segments/, the rest were drained.
+        folder = segments if second > seconds - 30 else drained
+        (folder / f"{stamp}-1-{files:09d}.jsonl").write_text("\n".join(lines) + "\n")
+        files += 1
+    line(
+        "rebuild: buffer written",
+        f"{made:,} deals",
+        f"{files:,} files in {time.perf_counter() - began:.0f} s",
+    )
+
+    desk = Desk(capture, work / "dashboard", work / "desk.log")
+    serving = desk.wait()
+    health = desk.health()
+    rss = rss_mb(desk.proc.pid)
+    desk.stop()
+    assert health["deals"] == made, health
+
+    began = time.perf_counter()
+    frame = typed(read_segments(sorted(drained.iterdir()) + sorted(segments.iterdir())))
+    read = time.perf_counter() - began
+    began = time.perf_counter()
+    positions(
+        frame,
+        pl.DataFrame(
+            schema={
+                "delivery_day": pl.Date,
+                "delivery_hour": pl.String,
+                "reference_price": pl.Float64,
+            }
+        ),
+    )
+    maths = time.perf_counter() - began
+    line(
+        "rebuild: start -> serving (process start included)",
+        f"{serving:.1f} s",
+        f"load {os.getloadavg()[0]:.1f}",
+    )
+    line("rebuild: the service's own rebuild", f"{health['rebuild_seconds']:.1f} s")
+    line("rebuild: RSS after the rebuild", f"{rss:.0f} MB")
+    line("baseline: the drain's read_segments of the same files", f"{read:.1f} s")
+    line("baseline: positions() of the deals in memory", f"{maths:.2f} s")
+
+
+# -- latency --------------------------------------------------------------------------------
+_OBSERVER = """() => {
+  window.benchLog = [];
+  const record = () => {
+    const counts = {};
+    document.querySelectorAll('tr[data-trader]').forEach(r => {
+      counts[r.dataset.trader] = Number(r.children[1].textContent);
+    });
+    window.benchLog.push([Date.now() / 1000, counts]);
+  };
+  record();
+  new MutationObserver(record).observe(document.getElementById('live'), {childList: true});
+}"""
+
+
+def first_seen(log: list, sent: list[Deal]) -> list[float | None]:
+    """Per deal (sent order): when its trader's count first reached its rank."""
+    seen: dict[str, int] = {}
+    result = []
+    for deal in sent:
+        seen[deal.trader_id] = seen.get(deal.trader_id, 0) + 1
+        rank = seen[deal.trader_id]
+        when = next((t for t, counts in log if counts.get(deal.trader_id, 0) >= rank), None)
+        result.append(when)
+    return result
+
+
+_INDEX_ROW = re.compile(r'<tr data-trader="([^"]+)"><td><a [^>]*>[^<]*</a></td><td>(\d+)</td>')
+
+
+def batch_counts(dashboard: Path) -> dict[str, int] | None:
+    """Per trader deals in what exposure_dashboard last published."""
+    confirmed = published.read(dashboard, published.CONFIRMED)
+    if confirmed is not None:
+        totals = confirmed.group_by("trader_id").agg(pl.col("trades").sum())
+        return dict(totals.iter_rows())
+    try:
+        text = (dashboard / "index.html").read_text()
+    except FileNotFoundError:
+        return None
+    return {trader: int(n) for trader, n in _INDEX_ROW.findall(text)}
+
+
+def bench_latency(work: Path, seconds: float, rate: float) -> None:
+    from playwright.sync_api import sync_playwright
+
+    home = work / "dagster_home"
+    home.mkdir(parents=True)
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    capture, dashboard = work / "capture", work / "dashboard"
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "ENERGY_CAPTURE_DIR": str(capture),
+        "ENERGY_DUCKDB_PATH": str(work / "warehouse.duckdb"),
+        "ENERGY_DASHBOARD_DIR": str(dashboard),
+    }
+    (work / "workspace.yaml").write_text(
+        "load_from:\n  - python_module:\n      module_name: energy_assets.definitions\n"
+        f"      working_directory: {REPO}\n"
+    )
+    batch_log: list[tuple[float, dict]] = []
+    stop = threading.Event()
+
+    def watch_batch() -> None:
+        while not stop.is_set():
+            counts = batch_counts(dashboard)
+            if counts and (not batch_log or batch_log[-1][1] != counts):
+                batch_log.append((time.time(), counts))
+            time.sleep(0.1)
+
+    with Playground(
+        exchange=ExchangeOptions(rate=rate, seed=7, traders=5), exchange_port=0, market_data_port=0
+    ) as pg:
+        env["ENERGY_MARKET_DATA_URL"] = pg.market_data_url
+        pg.pause()
+        daemon = subprocess.Popen(
+            [str(REPO / ".venv/bin/dagster-daemon"), "run", "-w", str(work / "workspace.yaml")],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        listener = subprocess.Popen(
+            [PYTHON, "-m", "energy_assets.cli", "listen", "--url", pg.exchange_url],
+            cwd=REPO,
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+        os.environ.update({k: env[k] for k in ("ENERGY_CAPTURE_DIR", "ENERGY_DASHBOARD_DIR")})
+        desk = Desk(capture, dashboard, work / "desk.log")
+        desk.wait()
+        time.sleep(15)  # the daemon's code server is up before the first deal
+        watcher = threading.Thread(target=watch_batch, daemon=True)
+        watcher.start()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+            )
+            page = browser.new_page()
+            page.goto(desk.url + "/")
+            page.evaluate(_OBSERVER)
+            pg.resume()
+            time.sleep(seconds)
+            pg.pause()
+            sent = list(pg.sent_deals)
+            time.sleep(5)
+            live_log = page.evaluate("window.benchLog")
+            browser.close()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            last = batch_log[-1][1] if batch_log else {}
+            if sum(last.values()) >= len(sent):
+                break
+            time.sleep(1)
+        stop.set()
+        listener.send_signal(signal.SIGTERM)
+        listener.wait(30)
+        desk.stop()
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(60)
+
+    def latencies(log) -> tuple[list[float], int]:
+        seen = first_seen(log, sent)
+        values = [
+            when - datetime.fromisoformat(d.execution_time).timestamp()
+            for d, when in zip(sent, seen, strict=True)
+            if when is not None
+        ]
+        return values, len(sent) - len(values)
+
+    live, live_missing = latencies(live_log)
+    batch, batch_missing = latencies(batch_log)
+    source = (
+        "confirmed.parquet"
+        if published.read(dashboard, published.CONFIRMED) is not None
+        else "static index.html"
+    )
+    line(
+        "latency: deals sent",
+        f"{len(sent):,}",
+        f"over {seconds:.0f} s at {rate:g}/s, load {os.getloadavg()[0]:.1f}",
+    )
+    line("live: exchange send -> browser DOM, p50", f"{statistics.median(live):.3f} s")
+    line(
+        "live: exchange send -> browser DOM, p95",
+        f"{q(live, 0.95):.3f} s",
+        f"(goal <= 1 s); max {max(live):.3f} s, {live_missing} never seen",
+    )
+    if batch:
+        line(f"batch: send -> counted in {source}, p50", f"{statistics.median(batch):.1f} s")
+        line(
+            f"batch: send -> counted in {source}, p95",
+            f"{q(batch, 0.95):.1f} s",
+            f"{batch_missing} not within 120 s",
+        )
+    else:
+        line("batch: nothing published within the run", "-", source)
+
+
+# -- load -----------------------------------------------------------------------------------
+class Writer(threading.Thread):
+    """Appends deals to the buffer at `rate` a second, sealing every second: the listener's
+    pattern, with its own CaptureBuffer code."""
+
+    def __init__(self, capture: Path, rate: float):
+        super().__init__(daemon=True)
+        self.buffer = CaptureBuffer(capture)
+        self.rate = rate
+        self.stopped = threading.Event()
+        self.written = 0
+
+    def run(self) -> None:
+        rng = random.Random(3)
+        step = 1.0 / self.rate
+        next_at = time.monotonic()
+        while not self.stopped.is_set():
+            now = datetime.now(UTC)
+            self.buffer.append(random_deal(rng, self.written, now), now)
+            self.written += 1
+            self.buffer.seal_if_due()
+            next_at += step
+            time.sleep(max(0.0, next_at - time.monotonic()))
+        self.buffer.seal()
+
+
+async def measure_load(desk, paths, pages, clients, loads, window):
+    """The streams open for `window` seconds, then the storm: results and the desk's CPU, RSS."""
+    async with Streams(desk.url, paths, clients) as streams:
+        await streams.wait_connected(120)
+        cpu0, t0 = cpu_seconds(desk.proc.pid), time.monotonic()
+        await asyncio.sleep(window)
+        steady_cpu = (cpu_seconds(desk.proc.pid) - cpu0) / (time.monotonic() - t0)
+        rss = rss_mb(desk.proc.pid)
+        cpu0, t0 = cpu_seconds(desk.proc.pid), time.monotonic()
+        result = await storm(desk.url, pages, loads)
+        storm_cpu = (cpu_seconds(desk.proc.pid) - cpu0) / (time.monotonic() - t0)
+        rss_storm = rss_mb(desk.proc.pid)
+        return result, streams.stats, steady_cpu, storm_cpu, rss, rss_storm
+
+
+def bench_load(work: Path, clients: int, loads: int, rates: list[float], window: float) -> None:
+    for rate in rates:
+        run = work / f"load-{rate:g}"
+        capture = run / "capture"
+        capture.mkdir(parents=True)
+        # A day of history at 100 deals/min first: pages of realistic size (15 traders, 2 days).
+        rng = random.Random(1)
+        history = CaptureBuffer(capture, seal_frames=5000)
+        start = datetime.now(UTC) - timedelta(hours=24)
+        for n in range(144_000):
+            moment = start + timedelta(seconds=n * 0.6)
+            history.append(random_deal(rng, n, moment), moment)
+        history.seal()
+        desk = Desk(capture, run / "dashboard", run / "desk.log")
+        desk.wait()
+        writer = Writer(capture, rate)
+        writer.start()
+        traders = [f"trader_{n}" for n in range(TRADERS)]
+        paths = ["/events/desk"] + [f"/events/trader/{t}" for t in traders]
+        pages = ["/"] + [f"/trader/{t}" for t in traders]
+
+        result, stats, steady_cpu, storm_cpu, rss, rss_storm = asyncio.run(
+            measure_load(desk, paths, pages, clients, loads, window)
+        )
+        writer.stopped.set()
+        writer.join()
+        health = desk.health()
+        desk.stop()
+        events = sum(len(a) for a in stats.arrivals)
+        label = f"{rate * 60:g} deals/min" if rate < 10 else f"{rate:g} deals/s"
+        print(f"load at {label} ({health['deals']:,} deals held, load {os.getloadavg()[0]:.1f}):")
+        line(
+            f"  {clients} SSE clients: connected / errors / dropped",
+            f"{stats.connected} / {len(stats.errors)} / {health['dropped_clients']}",
+            f"{events:,} events received",
+        )
+        line(f"  {loads} simultaneous page loads", f"{len(result.errors)} errors", result.summary())
+        line(
+            "  service CPU with the streams open / during the storm",
+            f"{steady_cpu * 100:.0f} % / {storm_cpu * 100:.0f} %",
+            "of one core",
+        )
+        line(
+            "  service RSS with the streams open / after the storm",
+            f"{rss:.0f} / {rss_storm:.0f} MB",
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=["rebuild", "latency", "load"], action="append")
+    parser.add_argument("--hours", type=float, default=72)
+    parser.add_argument("--per-minute", type=float, default=100)
+    parser.add_argument("--seconds", type=float, default=90, help="latency: seconds of deals")
+    parser.add_argument("--rate", type=float, default=2, help="latency: deals per second")
+    parser.add_argument("--clients", type=int, default=500)
+    parser.add_argument("--loads", type=int, default=500)
+    parser.add_argument("--rates", type=float, nargs="+", default=[100 / 60, 100])
+    parser.add_argument("--window", type=float, default=30, help="load: seconds measured")
+    args = parser.parse_args()
+    only = set(args.only or ["rebuild", "latency", "load"])
+    print(f"# live desk benchmarks, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True)
+    with tempfile.TemporaryDirectory(prefix="live-bench-") as tmp:
+        work = Path(tmp)
+        if "rebuild" in only:
+            bench_rebuild(work / "rebuild", args.hours, args.per_minute)
+        if "latency" in only:
+            bench_latency(work / "latency", args.seconds, args.rate)
+        if "load" in only:
+            bench_load(work / "load", args.clients, args.loads, args.rates, args.window)
+
+
+if __name__ == "__main__":
+    main()
