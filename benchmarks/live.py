@@ -384,11 +384,13 @@ async def measure_load(desk, paths, pages, clients, loads, window):
         await asyncio.sleep(window)
         steady_cpu = (cpu_seconds(desk.proc.pid) - cpu0) / (time.monotonic() - t0)
         rss = rss_mb(desk.proc.pid)
+        singles = [await storm(desk.url, pages, 1) for _ in range(20)]
+        single = sorted(r.latencies_ms[0] for r in singles if r.latencies_ms)[len(singles) // 2]
         cpu0, t0 = cpu_seconds(desk.proc.pid), time.monotonic()
         result = await storm(desk.url, pages, loads)
         storm_cpu = (cpu_seconds(desk.proc.pid) - cpu0) / (time.monotonic() - t0)
         rss_storm = rss_mb(desk.proc.pid)
-        return result, streams.stats, steady_cpu, storm_cpu, rss, rss_storm
+        return result, streams.stats, steady_cpu, storm_cpu, rss, rss_storm, single
 
 
 def bench_load(work: Path, clients: int, loads: int, rates: list[float], window: float) -> None:
@@ -412,7 +414,7 @@ def bench_load(work: Path, clients: int, loads: int, rates: list[float], window:
         paths = ["/events/desk"] + [f"/events/trader/{t}" for t in traders]
         pages = ["/"] + [f"/trader/{t}" for t in traders]
 
-        result, stats, steady_cpu, storm_cpu, rss, rss_storm = asyncio.run(
+        result, stats, steady_cpu, storm_cpu, rss, rss_storm, single = asyncio.run(
             measure_load(desk, paths, pages, clients, loads, window)
         )
         writer.stopped.set()
@@ -428,6 +430,7 @@ def bench_load(work: Path, clients: int, loads: int, rates: list[float], window:
             f"{events:,} events received",
         )
         line(f"  {loads} simultaneous page loads", f"{len(result.errors)} errors", result.summary())
+        line("  baseline: one page load alone (median of 20)", f"{single:.0f} ms")
         line(
             "  service CPU with the streams open / during the storm",
             f"{steady_cpu * 100:.0f} % / {storm_cpu * 100:.0f} %",

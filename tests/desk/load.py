@@ -97,26 +97,34 @@ class StormResult:
 
 
 async def storm(base: str, paths: list[str], n: int) -> StormResult:
-    """`n` page loads at once, each on its own connection, as n browsers reloading."""
+    """`n` page loads at once, each on a connection of its own, as n browsers reloading.
+
+    Each is a bare `GET` with `Connection: close` read to the end: httpx spends ~7 ms of
+    client CPU a request, which on this 2-core box measured the client, not the service
+    (a 500-load storm took 3.3 s with httpx for pages the service answers in 0.4 ms)."""
+    host, port = base.removeprefix("http://").split(":")
     latencies: list[float] = []
     errors: list[str] = []
     start = asyncio.Event()
 
     async def load(path: str) -> None:
-        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-            await start.wait()
-            began = time.perf_counter()
-            try:
-                answer = await client.get(path)
-                if answer.status_code != 200 or b"</html>" not in answer.content:
-                    errors.append(f"HTTP {answer.status_code}")
-                else:
-                    latencies.append((time.perf_counter() - began) * 1000)
-            except (httpx.HTTPError, OSError) as err:
-                errors.append(repr(err))
+        await start.wait()
+        began = time.perf_counter()
+        try:
+            reader, writer = await asyncio.open_connection(host, int(port))
+            request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            writer.write(request.encode())
+            answer = await reader.read(-1)
+            writer.close()
+            if not answer.startswith(b"HTTP/1.1 200 ") or b"</html>" not in answer[-16:]:
+                errors.append(answer[:40].decode(errors="replace"))
+            else:
+                latencies.append((time.perf_counter() - began) * 1000)
+        except OSError as err:
+            errors.append(repr(err))
 
     tasks = [asyncio.create_task(load(paths[i % len(paths)])) for i in range(n)]
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0)
     start.set()
     await asyncio.gather(*tasks)
     return StormResult(latencies, errors)
