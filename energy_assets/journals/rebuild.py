@@ -86,10 +86,15 @@ def _hold(target: Path) -> duckdb.DuckDBPyConnection | None:
         return None
     try:
         return duckdb.connect(str(target))
-    except duckdb.IOException as err:
+    except duckdb.Error as err:
+        if "lock" in str(err).lower():
+            raise RebuildRefused(
+                f"{target} is open in another process (a Dagster run, the daemon's drain or "
+                f"the demo): stop the writers and run the rebuild again ({err})"
+            ) from None
         raise RebuildRefused(
-            f"{target} is open in another process (a Dagster run, the daemon's drain or the "
-            f"demo): stop the writers and run the rebuild again ({err})"
+            f"{target} cannot be opened ({err}): move it aside (keep it, it may be needed) and "
+            "run the rebuild again"
         ) from None
 
 

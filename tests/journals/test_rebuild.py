@@ -293,7 +293,9 @@ def test_a_rebuild_that_would_lose_rows_is_refused(tmp_path, energy_env):
     assert 0 < len(snapshot(db)["raw_trades"]) < len(before["raw_trades"])
 
 
-def test_a_rebuild_refuses_while_another_process_writes_the_warehouse(tmp_path, energy_env):
+def test_a_rebuild_refuses_while_another_process_writes_or_the_file_is_damaged(
+    tmp_path, energy_env
+):
     capture, db = Path(energy_env["ENERGY_CAPTURE_DIR"]), Path(energy_env["ENERGY_DUCKDB_PATH"])
     fill_and_drain(capture, db, deals=200, drains=1)
     with duckdb.connect(str(db)):  # as a Dagster step holds it
@@ -301,4 +303,10 @@ def test_a_rebuild_refuses_while_another_process_writes_the_warehouse(tmp_path, 
     assert refused.returncode == 2
     assert f"{db} is open in another process" in refused.stderr
     assert not list(db.parent.glob("*.rebuild-*"))
+    assert cli("rebuild", env=energy_env).returncode == 0
+
+    db.write_bytes(b"not a DuckDB file, a bad migration's leftovers" * 100)
+    damaged = cli("rebuild", env=energy_env)
+    assert damaged.returncode == 2 and f"{db} cannot be opened" in damaged.stderr
+    db.rename(db.with_name("damaged.duckdb"))
     assert cli("rebuild", env=energy_env).returncode == 0
