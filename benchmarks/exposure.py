@@ -1,8 +1,9 @@
 """The exposure refresh (`store.refresh`) on a DuckDB warehouse of N trades, against baselines
 measured in the same run.
 
-    uv run --group benchmark python benchmarks/exposure.py                    # 1 M trades
-    uv run --group benchmark python benchmarks/exposure.py --sizes 10000000
+    uv run --group benchmark benchmarks/exposure.py                    # 1 M trades
+    uv run --group benchmark benchmarks/exposure.py --sizes 10000000 --cache /tmp/exposure-bench
+    uv sync --frozen                                                   # pandas out again
 
 Per size, each part in a process of its own (so each peak RSS is its own):
 
