@@ -44,6 +44,10 @@ class Table:
             lines.append(f"PRIMARY KEY ({', '.join(self.primary_key)})")
         return f"CREATE TABLE IF NOT EXISTS {self} (\n    " + ",\n    ".join(lines) + "\n)"
 
+    def definition_metadata(self) -> dict:
+        """Dagster's standard keys for the table an asset writes: its name and columns."""
+        return {"dagster/table_name": str(self), "dagster/column_schema": self.column_schema()}
+
     def column_schema(self) -> dg.TableSchema:
         """The columns as Dagster shows them (`dagster/column_schema`)."""
         return dg.TableSchema(
@@ -172,6 +176,16 @@ TRADER_PNL_HISTORY = Table(
 )
 
 TRADE_TABLES = (RAW_TRADES, FEED_GAPS, CAPTURE_SEGMENTS)
+
+
+def table_value(rows: list[dict], columns: dict[str, str]) -> dg.TableMetadataValue:
+    """A small table for a run's metadata: `rows` of `columns` (name -> Dagster column type),
+    shown by the UI as a table."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in columns.items()])
+    records = [dg.TableRecord({name: row.get(name) for name in columns}) for row in rows]
+    return dg.MetadataValue.table(records=records, schema=schema)
+
+
 PRICE_TABLES = (REFERENCE_PRICES, REFERENCE_PRICE_REVISIONS)
 #: The exposure domain's tables; `TRADER_EXPOSURE_TOTALS` is a view beside them.
 EXPOSURE_TABLES = (TRADER_EXPOSURE, TRADER_EXPOSURE_DAILY, TRADER_PNL_HISTORY)

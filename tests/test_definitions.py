@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,17 +17,19 @@ def test_definitions_load():
 
 
 @pytest.mark.slow
-def test_dagster_definitions_validate(dagster_home, energy_env):
+def test_dg_check_defs(dagster_home, energy_env):
     result = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        [str(Path(sys.executable).parent / "dg"), "check", "defs"],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "All definitions loaded successfully" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_loading_the_definitions_creates_nothing_and_leaves_the_environment_alone(tmp_path):
     # The platform's and Dagster's variables (polars sets its allocator's own on import).
     script = (
@@ -51,3 +54,24 @@ def test_loading_the_definitions_creates_nothing_and_leaves_the_environment_alon
     )
     assert result.stdout.strip() == "true", result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_lineage_starts_at_the_exchange_and_the_vendor_and_the_desk_assets_have_freshness():
+    import dagster as dg
+
+    from energy_assets.definitions import defs
+    from energy_assets.tables import RAW_TRADES, REFERENCE_PRICES
+
+    graph = defs.resolve_asset_graph()
+    node = graph.get
+    assert node(dg.AssetKey("raw_trades")).parent_keys == {dg.AssetKey("exchange_feed")}
+    assert node(dg.AssetKey("reference_prices")).parent_keys == {dg.AssetKey("market_data_api")}
+    for key in ("exchange_feed", "market_data_api"):
+        assert not node(dg.AssetKey(key)).is_materializable
+    for key in ("raw_trades", "reference_prices", "trader_exposure"):
+        assert node(dg.AssetKey(key)).freshness_policy is not None, key
+    for table in (RAW_TRADES, REFERENCE_PRICES):
+        metadata = node(dg.AssetKey(table.name)).metadata
+        assert metadata["dagster/table_name"] == f"energy.{table.name}"
+        columns = [column.name for column in metadata["dagster/column_schema"].columns]
+        assert columns == table.column_names

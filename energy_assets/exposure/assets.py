@@ -1,6 +1,6 @@
 """`trader_exposure` and `exposure_dashboard`: load, call the pure maths, store, publish."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -9,9 +9,11 @@ from dagster_duckdb import DuckDBResource
 
 from energy_assets.exposure import publish, store
 from energy_assets.settings import settings
+from energy_assets.tables import SCHEMA, table_value
 from energy_assets.warehouse import DUCKDB_POOL
 
 GROUP = "exposure"
+EXPOSURE_TABLE = f"{SCHEMA}.trader_exposure"
 
 #: New trades refresh this asset inside the `drain_and_refresh` run that drained them; this
 #: condition covers the rest: any partition of `reference_prices` materialised (a price
@@ -22,13 +24,21 @@ GROUP = "exposure"
 #: `reference_prices`, and past or future hours that were never fetched are always missing.
 #: It does not wait for upstream runs in flight: a year's price backfill runs for hours and
 #: would freeze the desk's exposure. Both upstreams commit in one transaction, so a refresh
-#: always reads a consistent state; it only never stacks.
+#: always reads a consistent state; it only never stacks. Nor does it refresh from data a
+#: blocking check has failed on (a duplicated or malformed deal in `raw_trades`): the
+#: `drain_and_refresh` run skips the step, and this keeps the next tick from running it.
 EXPOSURE_CONDITION = (
     (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated())
     .since_last_handled()
     .with_label("upstream_updated_since_last_handled")
     & ~dg.AutomationCondition.in_progress()
+    & dg.AutomationCondition.all_deps_blocking_checks_passed()
 ).with_label("refresh_on_new_trades_or_prices")
+
+#: Refreshed with every drain and after every price revision: stale when both are.
+EXPOSURE_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(minutes=30), warn_window=timedelta(minutes=15)
+)
 
 
 class ExposureConfig(dg.Config):
@@ -47,6 +57,7 @@ class ExposureConfig(dg.Config):
     ],
     pool=DUCKDB_POOL,
     automation_condition=EXPOSURE_CONDITION,
+    freshness_policy=EXPOSURE_FRESHNESS,
     kinds={"duckdb", "polars"},
 )
 def trader_exposure(
@@ -60,7 +71,9 @@ def trader_exposure(
     trader to `energy.trader_pnl_history`, its PnL change split into new trades and price
     moves. Refreshed in the `drain_and_refresh` run after new trades and by automation after
     new reference prices, recomputing only the delivery days whose deals or prices differ from
-    what the tables hold."""
+    what the tables hold. Fresh while refreshed in the last 15 minutes, failing after 30: it
+    follows every drain and every 10-minute price revision, so it goes stale only when both
+    inputs do (their own freshness says which)."""
     with warehouse.get_connection() as conn:
         result = store.refresh(
             conn, datetime.now(UTC), run_id=context.run_id, full=config.full_recompute
@@ -76,16 +89,20 @@ def trader_exposure(
 def exposure_metadata(result: store.RefreshResult) -> dict[str, dg.MetadataValue]:
     totals = result.totals
     priced = totals.filter(pl.col("pnl_eur").is_not_null())
+    periods = int(totals["periods"].sum() or 0)
     metadata: dict[str, dg.MetadataValue] = {
+        # One row of energy.trader_exposure per trader and delivery hour.
+        "dagster/table_name": dg.MetadataValue.text(EXPOSURE_TABLE),
+        "dagster/row_count": dg.MetadataValue.int(periods),
         "traders": dg.MetadataValue.int(totals.height),
-        "periods": dg.MetadataValue.int(int(totals["periods"].sum() or 0)),
+        "periods": dg.MetadataValue.int(periods),
         "unpriced_periods": dg.MetadataValue.int(int(totals["unpriced_periods"].sum() or 0)),
         "trades": dg.MetadataValue.int(int(totals["trades"].sum() or 0)),
         "net_mwh": dg.MetadataValue.float(float(totals["net_mwh"].sum() or 0.0)),
         "days_recomputed": dg.MetadataValue.int(result.days_recomputed),
         "refresh_seconds": dg.MetadataValue.float(round(result.seconds, 4)),
-        "largest_exposures": dg.MetadataValue.md(largest_exposures_md(result.largest)),
-        "trader_totals": dg.MetadataValue.md(trader_totals_md(totals, result.history)),
+        "largest_exposures": largest_exposures_table(result.largest),
+        "trader_totals": trader_totals_table(totals, result.history),
     }
     # Plotted over time by the UI; left out (never 0) while nothing is priced.
     if priced.height:
@@ -104,43 +121,70 @@ def exposure_metadata(result: store.RefreshResult) -> dict[str, dg.MetadataValue
     return metadata
 
 
-def _fmt(value, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:,.{digits}f}"
+def _round(value, digits: int = 2):
+    return None if value is None else round(value, digits)
 
 
-def largest_exposures_md(top: pl.DataFrame) -> str:
-    """The periods with the largest |exposure_eur| (`store.LARGEST`), as a markdown table."""
-    lines = [
-        "| trader | delivery | net MWh | reference EUR/MWh | exposure EUR | PnL EUR |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+def largest_exposures_table(top: pl.DataFrame) -> dg.TableMetadataValue:
+    """The periods with the largest |exposure_eur| (`store.LARGEST`)."""
+    rows = [
+        {
+            "trader_id": r["trader_id"],
+            "delivery": f"{r['delivery_day']} {r['delivery_hour']}",
+            "net_mwh": _round(r["net_mwh"], 1),
+            "reference_price": _round(r["reference_price"]),
+            "exposure_eur": _round(r["exposure_eur"]),
+            "pnl_eur": _round(r["pnl_eur"]),
+        }
+        for r in top.iter_rows(named=True)
     ]
-    for r in top.iter_rows(named=True):
-        lines.append(
-            f"| {r['trader_id']} | {r['delivery_day']} {r['delivery_hour']} | "
-            f"{_fmt(r['net_mwh'], 1)} | {_fmt(r['reference_price'])} | "
-            f"{_fmt(r['exposure_eur'])} | {_fmt(r['pnl_eur'])} |"
-        )
-    if top.height == 0:
-        lines.append("| (no priced position) | | | | | |")
-    return "\n".join(lines)
+    return table_value(
+        rows,
+        {
+            "trader_id": "string",
+            "delivery": "string",
+            "net_mwh": "float",
+            "reference_price": "float",
+            "exposure_eur": "float",
+            "pnl_eur": "float",
+        },
+    )
 
 
-def trader_totals_md(totals: pl.DataFrame, history: pl.DataFrame) -> str:
+def trader_totals_table(totals: pl.DataFrame, history: pl.DataFrame) -> dg.TableMetadataValue:
+    """Per trader: deals, net MWh, PnL, gross exposure, unpriced periods and this refresh's
+    PnL change split into new trades and price moves."""
     change = {r["trader_id"]: r for r in history.iter_rows(named=True)}
-    lines = [
-        "| trader | trades | net MWh | PnL EUR | gross exposure EUR | unpriced periods "
-        "| Δ PnL new trades | Δ PnL prices |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    rows = [
+        {
+            "trader_id": r["trader_id"],
+            "trades": r["trades"],
+            "net_mwh": _round(r["net_mwh"], 1),
+            "pnl_eur": _round(r["pnl_eur"]),
+            "gross_exposure_eur": _round(r["gross_exposure_eur"]),
+            "unpriced_periods": r["unpriced_periods"],
+            "pnl_change_trades_eur": _round(
+                change.get(r["trader_id"], {}).get("pnl_change_trades_eur")
+            ),
+            "pnl_change_prices_eur": _round(
+                change.get(r["trader_id"], {}).get("pnl_change_prices_eur")
+            ),
+        }
+        for r in totals.iter_rows(named=True)
     ]
-    for r in totals.iter_rows(named=True):
-        c = change.get(r["trader_id"], {})
-        lines.append(
-            f"| {r['trader_id']} | {r['trades']} | {_fmt(r['net_mwh'], 1)} | "
-            f"{_fmt(r['pnl_eur'])} | {_fmt(r['gross_exposure_eur'])} | "
-            f"{r['unpriced_periods']} | {_fmt(c.get('pnl_change_trades_eur'))} | "
-            f"{_fmt(c.get('pnl_change_prices_eur'))} |"
-        )
-    return "\n".join(lines)
+    return table_value(
+        rows,
+        {
+            "trader_id": "string",
+            "trades": "int",
+            "net_mwh": "float",
+            "pnl_eur": "float",
+            "gross_exposure_eur": "float",
+            "unpriced_periods": "int",
+            "pnl_change_trades_eur": "float",
+            "pnl_change_prices_eur": "float",
+        },
+    )
 
 
 #: Published in the same run as every `trader_exposure` refresh: `drain_and_refresh` holds both,

@@ -12,7 +12,7 @@ nor while Dagster records the run's materialisations:
 
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -28,7 +28,7 @@ from energy_assets.prices.partitions import (
 )
 from energy_assets.prices.store import publish_prices, store_prices
 from energy_assets.settings import settings
-from energy_assets.tables import RAW_TRADES, exists
+from energy_assets.tables import RAW_TRADES, REFERENCE_PRICES, exists
 from energy_assets.warehouse import DUCKDB_POOL
 
 ASSET_KEY = dg.AssetKey("reference_prices")
@@ -72,7 +72,7 @@ def _hours_with_trades(conn, keys: list[str]) -> set[tuple[date, str]]:
     return {(day, hour) for day, hour in rows}
 
 
-@dg.op(pool=DUCKDB_POOL, out=dg.Out(list))
+@dg.op(pool=DUCKDB_POOL, ins={"vendor": dg.In(dg.Nothing)}, out=dg.Out(list))
 def plan_price_fetch(context: dg.OpExecutionContext, warehouse: DuckDBResource) -> list[str]:
     """The partitions of this run in fetch order: hours with trades first."""
     keys = list(context.partition_keys)
@@ -149,6 +149,8 @@ def store_reference_prices(
         published_hours = publish_prices(conn, settings().dashboard_dir)
     values = [p.value for p in fetched.prices]
     metadata = {
+        # publish_prices writes every current row of the table.
+        "dagster/row_count": published_hours,
         "partitions_fetched": len(fetched.prices),
         "partitions_failed": len(fetched.errors),
         "requests": fetched.requests,
@@ -203,21 +205,48 @@ def report_reference_prices(context: dg.OpExecutionContext, stored: StoredPrices
     )
 
 
+#: The vendor, outside this platform: lineage starts here.
+MARKET_DATA_API = dg.AssetSpec(
+    "market_data_api",
+    group_name="prices",
+    kinds={"api"},
+    description="The vendor's Market Data API (`ENERGY_MARKET_DATA_URL`): the reference price "
+    "of every delivery hour, revised on a 10-minute grid and published up to 30 s late; 50 "
+    "requests a minute and 1,000 an hour.",
+)
+
+#: One missed 10-minute revision slot warns (the run of a slot ends ~1 minute after it); three
+#: missed slots, half an hour of vendor revisions the book is not marked with, fail.
+PRICES_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(minutes=30), warn_window=timedelta(minutes=15)
+)
+
+
 @dg.graph_asset(
     key=ASSET_KEY,
     group_name="prices",
     partitions_def=PARTITIONS,
     backfill_policy=dg.BackfillPolicy.single_run(),
     kinds={"duckdb"},
+    ins={"vendor": dg.AssetIn(MARKET_DATA_API.key)},
+    metadata=REFERENCE_PRICES.definition_metadata(),
 )
-def reference_prices():
+def _reference_prices(vendor):
     """The vendor's reference price (EUR/MWh) of each delivery hour, one row per hour in
     `energy.reference_prices` (the latest revision seen) and every distinct revision in
     `energy.reference_price_revisions`. Partition `2023-02-20-15:00` is delivery day
     2023-02-20, hour 15-16 (UTC). A range is fetched concurrently in one run and written in
     one transaction; re-fetched every 10 minutes for the open hours by
     `reference_prices_schedule`. Each run then publishes every hour's current price for the
-    live desk (`prices.parquet` in `ENERGY_DASHBOARD_DIR`)."""
+    live desk (`prices.parquet` in `ENERGY_DASHBOARD_DIR`). Fresh while a run stored prices
+    in the last 15 minutes (one missed revision slot warns), failing after 30 (three slots:
+    the book is marked with half-hour-old prices)."""
     return report_reference_prices(
-        store_reference_prices(fetch_reference_prices(plan_price_fetch()))
+        store_reference_prices(fetch_reference_prices(plan_price_fetch(vendor)))
     )
+
+
+# `dg.graph_asset` takes no freshness policy (1.13); the spec gets it here.
+reference_prices = _reference_prices.map_asset_specs(
+    lambda spec: dg.apply_freshness_policy(spec, PRICES_FRESHNESS)
+)

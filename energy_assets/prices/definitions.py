@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from energy_assets.prices.assets import reference_prices
+from energy_assets.prices.assets import MARKET_DATA_API, reference_prices
 from energy_assets.prices.checks import reference_price_checks
 from energy_assets.prices.client import MarketDataClient
 from energy_assets.prices.schedule import reference_prices_refresh, reference_prices_schedule
@@ -29,7 +29,7 @@ def market_data_resource(settings: Settings) -> MarketDataClient:
 
 
 defs = dg.Definitions(
-    assets=[reference_prices],
+    assets=[MARKET_DATA_API, reference_prices],
     asset_checks=[reference_price_checks],
     jobs=[reference_prices_refresh],
     schedules=[reference_prices_schedule],

@@ -7,7 +7,7 @@ from dagster_duckdb import DuckDBResource
 
 from energy_assets.delivery import HOURS_PER_DAY, hour_label
 from energy_assets.journals.resources import ArchiveResource
-from energy_assets.tables import FEED_GAPS, RAW_TRADES
+from energy_assets.tables import FEED_GAPS, RAW_TRADES, table_value
 from energy_assets.trades.buffer import QUARANTINE, read_listener_state
 from energy_assets.trades.drain import DrainResult, drain
 from energy_assets.trades.resources import CaptureBufferResource
@@ -37,11 +37,32 @@ CHECK_SPECS = [
 ]
 
 
+#: The exchange, outside this platform: lineage starts here.
+EXCHANGE_FEED = dg.AssetSpec(
+    "exchange_feed",
+    group_name="trades",
+    kinds={"websocket"},
+    description="The exchange's websocket feed of deal confirmations (`ENERGY_EXCHANGE_URL`), "
+    "held by `energy-assets listen`: one connection, no replay of what was sent while it was "
+    "down.",
+)
+
+#: The intraday market trades around the clock and the desk's 15 traders deal every few
+#: seconds; drains run every 30 s while deals wait. Five minutes without one warns, a quarter
+#: of an hour (a whole intraday product) fails.
+TRADES_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=5)
+)
+
+
 @dg.asset(
     group_name="trades",
     kinds={"duckdb", "polars"},
     pool=DUCKDB_POOL,
     check_specs=CHECK_SPECS,
+    deps=[EXCHANGE_FEED],
+    freshness_policy=TRADES_FRESHNESS,
+    metadata=RAW_TRADES.definition_metadata(),
 )
 def raw_trades(
     context: dg.AssetExecutionContext,
@@ -53,7 +74,9 @@ def raw_trades(
     with when the listener received it and the capture segment it came from. Each run drains
     the capture buffer's sealed segments and stores feed gaps in `energy.feed_gaps`; what it
     stored is archived in the deals' journal (`ENERGY_ARCHIVE_URL`), from which
-    `energy-assets rebuild` can make the table again."""
+    `energy-assets rebuild` can make the table again. Fresh while a drain ran in the last 5
+    minutes, failing after 15: deals arrive every few seconds around the clock, so a quarter
+    of an hour without one means the feed or the drain is down."""
     with warehouse.get_connection() as conn:
         result = drain(
             conn,
@@ -76,6 +99,7 @@ def _metadata(result: DrainResult, capture: CaptureBufferResource) -> dict:
         path.read_bytes().count(b"\n") for path in (capture.path / QUARANTINE).glob("*.jsonl")
     )
     return {
+        "dagster/row_count": dg.MetadataValue.int(result.total_rows),
         "rows_added": dg.MetadataValue.int(result.rows_added),
         "total_rows": dg.MetadataValue.int(result.total_rows),
         "duplicates_dropped": dg.MetadataValue.int(result.duplicates_dropped),
@@ -136,12 +160,20 @@ def _feed_gap_check(conn, capture: CaptureBufferResource) -> dg.AssetCheckResult
     gaps = [(_instant(start), _instant(end), reason) for start, end, reason in rows]
     state = read_listener_state(capture.path) or {}
     open_since = state.get("gap_since")
-    lines = ["| start (UTC) | end (UTC) | seconds | reason |", "| --- | --- | --- | --- |"]
-    if open_since:
-        lines.append(f"| {open_since} | still open | | {state.get('gap_reason', '')} |")
-    for start, end, reason in gaps[:20]:
-        seconds = (end - start).total_seconds()
-        lines.append(f"| {start.isoformat()} | {end.isoformat()} | {seconds:.1f} | {reason} |")
+    shown = (
+        [{"start_utc": open_since, "end_utc": "still open", "reason": state.get("gap_reason", "")}]
+        if open_since
+        else []
+    )
+    shown += [
+        {
+            "start_utc": start.isoformat(),
+            "end_utc": end.isoformat(),
+            "seconds": round((end - start).total_seconds(), 1),
+            "reason": reason,
+        }
+        for start, end, reason in gaps[:20]
+    ]
     missing_seconds = sum((end - start).total_seconds() for start, end, _ in gaps)
     return dg.AssetCheckResult(
         check_name="no_recent_feed_gaps",
@@ -152,6 +184,14 @@ def _feed_gap_check(conn, capture: CaptureBufferResource) -> dg.AssetCheckResult
             "seconds_without_feed_last_24h": round(missing_seconds, 1),
             "listener_connected": bool(state.get("connected")),
             "open_gap_since": open_since or "none",
-            "gaps": dg.MetadataValue.md("\n".join(lines)),
+            "gaps": table_value(
+                shown,
+                {
+                    "start_utc": "string",
+                    "end_utc": "string",
+                    "seconds": "float",
+                    "reason": "string",
+                },
+            ),
         },
     )

@@ -67,10 +67,19 @@ def test_materialise_writes_tables_metadata_and_publishes_them(instance, warehou
     # alice: cash -100, long 2 @ 45 -> -10; bob: cash 120, short 4 @ 45 -> -60.
     assert exposure["total_pnl_eur"].value == pytest.approx(-70.0)
     assert exposure["gross_exposure_eur"].value == pytest.approx(90.0 + 180.0)
-    assert "| bob | 2023" not in exposure["largest_exposures"].value
-    largest = exposure["largest_exposures"].value.splitlines()
-    assert largest[2].startswith(f"| bob | {day} 12-13 | -4.0 | 45.00 | -180.00 | -60.00 |")
-    assert "| alice | 1 | 2.0 | -10.00 |" in exposure["trader_totals"].value
+    largest = [record.data for record in exposure["largest_exposures"].value.records]
+    assert largest[0] == {
+        "trader_id": "bob",
+        "delivery": f"{day} 12-13",
+        "net_mwh": -4.0,
+        "reference_price": 45.0,
+        "exposure_eur": -180.0,
+        "pnl_eur": -60.0,
+    }
+    totals = {r.data["trader_id"]: r.data for r in exposure["trader_totals"].value.records}
+    assert (totals["alice"]["trades"], totals["alice"]["net_mwh"]) == (1, 2.0)
+    assert totals["alice"]["pnl_eur"] == pytest.approx(-10.0)
+    assert exposure["dagster/row_count"].value == 2
     rows = warehouse.query(f"SELECT trader_id, pnl_eur FROM {q('trader_exposure_totals')}")
     assert dict(rows) == pytest.approx({"alice": -10.0, "bob": -60.0})
 

@@ -81,8 +81,21 @@ def test_both_instance_files_keep_the_same_pool_and_queue_settings():
         yaml.safe_load((repo / name).read_text()) for name in INSTANCE_FILES.values()
     )
     assert "storage" not in local and "postgres" in postgres["storage"]
-    for key in ("run_coordinator", "concurrency", "run_monitoring", "sensors", "schedules"):
+    for key in (
+        "run_coordinator",
+        "concurrency",
+        "run_monitoring",
+        "run_retries",
+        "sensors",
+        "schedules",
+    ):
         assert local[key] == postgres[key], key
+
+
+def test_the_instance_retries_a_run_whose_worker_crashed_and_no_other(dagster_home):
+    with dg.DagsterInstance.get() as instance:
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+        assert not instance.run_retries_retry_on_asset_or_op_failure
 
 
 @pytest.mark.slow

@@ -147,3 +147,68 @@ def test_two_drains_launched_at_once_end_exact(dagster_home, energy_env, tmp_pat
         windows.append((times["STEP_START"], times["STEP_SUCCESS"]))
     first, second = sorted(windows)
     assert first[1] <= second[0], f"drain steps overlapped: {windows}"
+
+
+@dg.asset(
+    key="reference_prices",
+    group_name="prices",
+    partitions_def=dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00"),
+)
+def _reference_prices_stand_in() -> None: ...
+
+
+def test_a_failed_blocking_check_stops_the_exposure_automation_and_a_good_drain_starts_it(
+    dagster_home, energy_env
+):
+    from energy_assets.exposure.assets import trader_exposure
+
+    instance = dg.DagsterInstance.get()
+    defs = dg.Definitions(
+        assets=[raw_trades, _reference_prices_stand_in, trader_exposure], resources=resources()
+    )
+
+    def tick(cursor):
+        result = dg.evaluate_automation_conditions(
+            defs=defs,
+            instance=instance,
+            asset_selection=dg.AssetSelection.assets("trader_exposure"),
+            cursor=cursor,
+        )
+        return result.get_num_requested(dg.AssetKey("trader_exposure")), result.cursor
+
+    def drain_alone():
+        # As from the UI: a run of raw_trades that does not refresh the exposure itself.
+        return dg.materialize(
+            [raw_trades], instance=instance, resources=resources(), raise_on_error=False
+        )
+
+    _, cursor = tick(None)
+    fill(make_deals(30, seed=31))
+    assert drain_alone().success
+    requested, cursor = tick(cursor)
+    assert requested == 1
+    assert dg.materialize(
+        [trader_exposure], instance=instance, resources=resources(), raise_on_error=False
+    ).success
+    requested, cursor = tick(cursor)
+    assert requested == 0
+
+    # A duplicated deal in the table: the next drain's ids_unique check fails and blocks.
+    with duckdb.connect(energy_env["ENERGY_DUCKDB_PATH"]) as conn:
+        conn.execute("INSERT INTO energy.raw_trades SELECT * FROM energy.raw_trades LIMIT 1")
+    fill(make_deals(10, seed=32))
+    failed = drain_alone()
+    checks = {e.check_name: e.passed for e in failed.get_asset_check_evaluations()}
+    assert checks["ids_unique"] is False and not failed.success
+    requested, cursor = tick(cursor)
+    assert requested == 0
+    # Repaired and drained again: the automation refreshes the exposure.
+    with duckdb.connect(energy_env["ENERGY_DUCKDB_PATH"]) as conn:
+        conn.execute(
+            "DELETE FROM energy.raw_trades WHERE rowid NOT IN "
+            "(SELECT min(rowid) FROM energy.raw_trades GROUP BY id)"
+        )
+    fill(make_deals(10, seed=33))
+    assert drain_alone().success
+    requested, cursor = tick(cursor)
+    assert requested == 1
