@@ -11,7 +11,8 @@ In a temporary directory:
 3. prices: 8,760 hours x 6 revisions (`--price-days`, default a year) appended to the prices'
    journal as the price runs do (one file per run: a day's 24 hours at each revision);
 4. rebuild: the warehouse deleted, `energy-assets rebuild` in a subprocess: seconds and peak
-   RSS, its deals/s beside the drain's; the archive's size per million deals.
+   RSS, its deals/s beside the drain's; the archive's size per million deals;
+5. replay: `view_at` the last instant (every deal, every price), in this process.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from energy_assets.journals.prices import append_answers  # noqa: E402
+from energy_assets.journals.replay import view_at  # noqa: E402
 from energy_assets.prices.client import ReferencePrice  # noqa: E402
 from energy_assets.trades.buffer import GAPS, SEGMENTS  # noqa: E402
 from energy_assets.trades.drain import drain  # noqa: E402
@@ -215,6 +217,16 @@ def main() -> None:
     )
     line("rebuild peak RSS", f"{peak_mb:,.0f} MB")
     line("revisions rebuilt", f"{revisions:,}")
+    started = time.perf_counter()
+    last = START + timedelta(days=days)
+    view = view_at(last, archive)
+    replay_s = time.perf_counter() - started
+    assert view.deals == rows, (view.deals, rows)
+    line(
+        "replay at the last instant (view_at, in process)",
+        f"{replay_s:.1f} s",
+        f"{view.deals:,} deals, {view.prices.height:,} hours priced",
+    )
     if args.deals < 52_560_000:
         year = 52_560_000 / rows
         line(
