@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from energy_assets.exposure.positions import positions, trader_totals
+from energy_assets.exposure.positions import book, legs, mark, positions, rebook, trader_totals
 from energy_assets.journals.archive import archive_root
 from energy_assets.journals.deals import read_days
 from energy_assets.journals.prices import read_answers
@@ -108,15 +108,32 @@ def pnl_history(
     archive: str | os.PathLike, instants: Iterable[datetime] | None = None
 ) -> pl.DataFrame:
     """Per trader, the totals (`trader_totals` columns) the desk saw at each instant in
-    `instants` (default `revision_instants`), one row per (`at`, `trader_id`)."""
+    `instants` (default `revision_instants`), one row per (`at`, `trader_id`).
+
+    Each instant adds the deals received since the previous one to the book (`rebook`) and
+    marks it with the prices of that instant: the deals are read once, whatever the number of
+    instants (a mark costs one pass over the book's periods and the journal's answers)."""
     answers = read_answers(archive_root(archive))
-    deals = journal_deals(archive)
-    moments = revision_instants(answers) if instants is None else list(instants)
-    frames = [
-        view_at(at, deals=deals, answers=answers).totals().select(pl.lit(at).alias("at"), pl.all())
-        for at in moments
-    ]
-    frames = [frame for frame in frames if frame.height]
+    moments = sorted(revision_instants(answers) if instants is None else instants)
+    # The first receipt of each id, by receipt: the deals of `deals_at` at every instant.
+    deals = (
+        journal_deals(archive)
+        .unique(subset="id", keep="first", maintain_order=True)
+        .sort("received_at", maintain_order=True)
+    )
+    received = deals["received_at"]
+    frames, held, booked = [], 0, None
+    for at in moments:
+        upto = received.search_sorted(at, side="right")
+        if upto > held:
+            new = deals.slice(held, upto - held)
+            booked = (book(new) if booked is None else rebook(booked, legs(new))).collect()
+            held = upto
+        if booked is None:
+            continue
+        prices = prices_at(answers, at)
+        totals = trader_totals(mark(booked, prices))
+        frames.append(totals.select(pl.lit(at).alias("at"), pl.all()))
     if not frames:
         return pl.DataFrame()
     return pl.concat(frames)
