@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="window (default 5)")
     parser.add_argument(
-        "--warmup", type=float, default=150.0, help="seconds after ready (default 150)"
+        "--warmup", type=float, default=180.0, help="seconds after ready (default 180)"
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the no-cadence demo")
     args = parser.parse_args(argv)

@@ -4,13 +4,14 @@
 At the batch cadence the instance gains ~130 runs an hour; without this nothing ever deletes
 them. Only finished runs go (a run still queued or running is left alone, however old), in
 batches, through the public `DagsterInstance` API (`get_run_records` + `delete_run`), so it
-works the same on the SQLite and the PostgreSQL instance, then the files a deleted run leaves
-(SQLite's per-run event file, its captured logs). What the runs wrote to DuckDB stays.
+works the same on the SQLite and the PostgreSQL instance, then the run's captured logs. Both
+instances keep event logs in tables that reuse the space of deleted rows (`dagster.yaml` puts
+SQLite's in one file: Dagster's default of a file per run would leave each file behind).
+What the runs wrote to DuckDB stays.
 """
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import dagster as dg
 
@@ -44,16 +45,8 @@ def delete_runs_before(
 
 
 def delete_run(instance: dg.DagsterInstance, run_id: str) -> None:
-    """The run, its events, and the files they leave on disk."""
+    """The run, its events, and its captured stdout/stderr (which `delete_run` leaves)."""
     instance.delete_run(run_id)
-    # The SQLite event log keeps one database file per run, which `delete_run` empties but
-    # leaves on disk (~130 KB each, ~17 MB an hour at the batch cadence): removed here, so the
-    # SQLite instance is bounded too. PostgreSQL has no such file (no `path_for_shard`).
-    path_for_shard = getattr(instance.event_log_storage, "path_for_shard", None)
-    if path_for_shard is not None:
-        for suffix in ("", "-wal", "-shm"):
-            Path(path_for_shard(run_id) + suffix).unlink(missing_ok=True)
-    # The run's captured stdout/stderr, which `delete_run` leaves too.
     instance.compute_log_manager.delete_logs(prefix=[run_id])
 
 

@@ -44,8 +44,9 @@ def test_each_instance_has_its_storage_the_run_queue_and_the_duckdb_pool(instanc
     with DagsterInstance.get() as instance:
         storage = type(instance.run_storage).__name__
         assert storage == ("PostgresRunStorage" if kind == "postgres" else "SqliteRunStorage")
-        assert type(instance.event_log_storage).__name__.startswith(
-            "Postgres" if kind == "postgres" else "Sqlite"
+        # SQLite: every run's events in one file (ConsolidatedSqliteEventLogStorage).
+        assert type(instance.event_log_storage).__name__ == (
+            "PostgresEventLogStorage" if kind == "postgres" else "ConsolidatedSqliteEventLogStorage"
         )
         assert type(instance.schedule_storage).__name__.startswith(
             "Postgres" if kind == "postgres" else "Sqlite"
@@ -69,6 +70,8 @@ def test_each_instance_has_its_storage_the_run_queue_and_the_duckdb_pool(instanc
 
     if kind == "sqlite":
         assert (home / "history" / "runs.db").exists()
+        assert (home / "event_log.db").exists()
+        assert not list((home / "history").glob("runs/*.db")), "no file per run"
     else:
         assert not (home / "history").exists()
 
@@ -88,6 +91,7 @@ def test_both_instance_files_keep_the_same_pool_and_queue_settings():
         "run_retries",
         "sensors",
         "schedules",
+        "retention",
     ):
         assert local[key] == postgres[key], key
 

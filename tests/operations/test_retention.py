@@ -22,12 +22,8 @@ def real_runs(instance: dg.DagsterInstance, count: int) -> list[str]:
 
 
 def run_files(home, run_id: str) -> list:
-    """What a run leaves on the SQLite instance's disk: its event file, its captured logs."""
-    return [
-        p
-        for p in (home / "history" / "runs" / f"{run_id}.db", home / "storage" / run_id)
-        if p.exists()
-    ]
+    """What a run leaves on the instance's disk besides its rows: its captured logs."""
+    return [p for p in (home / "storage" / run_id,) if p.exists()]
 
 
 @pytest.mark.slow
