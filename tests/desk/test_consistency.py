@@ -1,26 +1,27 @@
 """Issue 25 item 8: once the drain and the refresh have caught up, every live cell equals
 `trader_exposure`'s. The same deals (with duplicates) and prices (with a revision) go through
-the live desk and through the real drain and `trader_exposure` asset in a real instance; the
-batch layer's files are published as `exposure_dashboard` and the `reference_prices` run do;
-then every column of every trader × period is compared."""
+the live desk and through the real `raw_trades` (drain), `trader_exposure` and
+`exposure_dashboard` assets in a real instance, prices published by the prices store's
+`publish_prices` as the `reference_prices` run does; then every column of every trader ×
+period is compared."""
 
 from __future__ import annotations
 
 import random
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 import polars as pl
 import pytest
 
-from energy_assets import published
 from energy_assets.desk.live import CONFIRMED, LiveDesk
-from energy_assets.exposure.assets import trader_exposure
+from energy_assets.exposure.assets import exposure_dashboard, trader_exposure
 from energy_assets.exposure.positions import EXPOSURE_COLUMNS, PERIOD_KEY
 from energy_assets.journals.resources import archive_resource
 from energy_assets.prices.client import ReferencePrice
-from energy_assets.prices.store import store_prices
+from energy_assets.prices.store import publish_prices, store_prices
 from energy_assets.settings import settings
 from energy_assets.trades.assets import raw_trades
 from energy_assets.trades.resources import capture_resource
@@ -47,25 +48,11 @@ def _prices(values: dict[tuple[date, str], float], revised: datetime) -> list[Re
     ]
 
 
-def _publish(database: str, directory) -> None:
-    """What the batch layer publishes for the desk: trader_exposure and the current prices."""
-    with duckdb.connect(database, read_only=True) as conn:
-        confirmed = conn.execute(
-            f"SELECT {', '.join(EXPOSURE_COLUMNS)} FROM energy.trader_exposure"
-        ).pl()
-        prices = conn.execute(
-            """SELECT delivery_day, delivery_hour, value AS reference_price, unit, last_update,
-                      fetched_at FROM energy.reference_prices"""
-        ).pl()
-    published.write(confirmed, directory, published.CONFIRMED)
-    published.write(prices.cast(published.PRICE_SCHEMA), directory, published.PRICES)
-
-
 def _materialize(instance) -> None:
     current = settings()
     result = dg.materialize(
-        [raw_trades, trader_exposure, reference_prices_stand_in],
-        selection=[raw_trades.key, trader_exposure.key],
+        [raw_trades, trader_exposure, exposure_dashboard, reference_prices_stand_in],
+        selection=[raw_trades.key, trader_exposure.key, exposure_dashboard.key],
         instance=instance,
         resources={
             "warehouse": warehouse_resource(),
@@ -89,8 +76,8 @@ def _compare(live: pl.DataFrame, batch: pl.DataFrame) -> None:
 
 
 def test_every_live_cell_equals_trader_exposure(dagster_home, energy_env, tmp_path):
-    capture = tmp_path / "capture"
-    dashboard = tmp_path / "dashboard"
+    capture = Path(energy_env["ENERGY_CAPTURE_DIR"])
+    dashboard = Path(energy_env["ENERGY_DASHBOARD_DIR"])
     database = energy_env["ENERGY_DUCKDB_PATH"]
     rng = random.Random(5)
     deals = make_deals(600, seed=25)
@@ -103,11 +90,11 @@ def test_every_live_cell_equals_trader_exposure(dagster_home, energy_env, tmp_pa
     revised = datetime(2026, 11, 25, 12, tzinfo=UTC)
     with duckdb.connect(database) as conn:
         store_prices(conn, _prices(priced, revised))
+        publish_prices(conn, dashboard)  # as the reference_prices run does
 
     desk = LiveDesk(capture, dashboard)
     with dg.DagsterInstance.get() as instance:
         _materialize(instance)
-        _publish(database, dashboard)
         desk.refresh()
         with duckdb.connect(database, read_only=True) as conn:
             batch = conn.execute("SELECT * FROM energy.trader_exposure").pl()
@@ -120,12 +107,12 @@ def test_every_live_cell_equals_trader_exposure(dagster_home, energy_env, tmp_pa
         moved |= {slot: 99.0 for slot in hours[len(hours) * 3 // 4 :][:5]}
         with duckdb.connect(database) as conn:
             store_prices(conn, _prices(moved, revised + timedelta(minutes=10)))
+            publish_prices(conn, dashboard)
         desk.refresh()
         # Before the batch layer catches up: the new deals show live.
         assert set(desk.view().rows["status"].to_list()) == {"live", CONFIRMED}
 
         _materialize(instance)
-        _publish(database, dashboard)
         desk.refresh()
         with duckdb.connect(database, read_only=True) as conn:
             batch = conn.execute("SELECT * FROM energy.trader_exposure").pl()
