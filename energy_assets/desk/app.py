@@ -124,6 +124,7 @@ class DeskService:
         self.archive = archive
         self.poll_seconds = poll_seconds
         self.broker = Broker()
+        self.trader_pages = render.TraderPages()
         self.boot = uuid.uuid4().hex[:8]
         self.traders: list[str] = []
         self.changed_at = 0.0
@@ -134,7 +135,8 @@ class DeskService:
         view = self.desk.view()
         fragments = {render.DESK_TOPIC: render.desk_fragment(view)}
         for trader in view.traders:
-            fragments[render.trader_topic(trader)] = render.trader_fragment(view, trader)
+            fragments[render.trader_topic(trader)] = self.trader_pages.fragment(view, trader)
+        self.trader_pages.forget(view.traders)
         return fragments, render.nav_fragment(view.traders), view.traders
 
     def install(self, fragments: dict[str, str], nav: str, traders: list[str]) -> None:

@@ -43,6 +43,10 @@ from energy_assets.trades.drain import SEGMENT_SCHEMA
 
 log = event_logger("desk")
 
+#: Bytes of deal lines one poll reads at most: a rebuild from 72 h of buffer (~120 MB of lines)
+#: is taken in a few batches, so the lines and their frame never sit in memory all at once.
+MAX_POLL_BYTES = 32 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class FeedGap:
@@ -62,6 +66,7 @@ class Update:
     gaps: list[FeedGap] = field(default_factory=list)
     listener: dict | None = None
     listener_changed: bool = False
+    more: bool = False  # stopped at `max_bytes`: poll again for the rest
 
     @property
     def empty(self) -> bool:
@@ -118,30 +123,47 @@ class BufferFollower:
         self._state_mtime: int | None = -1
         self.listener: dict | None = None
 
-    def poll(self) -> Update:
-        chunks: list[bytes] = []
+    def poll(self, max_bytes: int = MAX_POLL_BYTES) -> Update:
+        """What is new since the last poll: sealed segments in name order (the order they
+        were sealed, so the first receipt of an id comes first, as in the drain), then the
+        open segments' new whole lines; at most about `max_bytes` of them (`more` says so)."""
+        listed = sorted(_entries(self._segments), key=lambda e: e.name)
+        sealed = {
+            e.name: Path(e.path)
+            for e in listed
+            if e.name.endswith(SEALED_SUFFIX) and e.name not in self._read
+        }
         gaps: list[FeedGap] = []
-        open_now: set[str] = set()
-        for entry in sorted(_entries(self._segments), key=lambda e: e.name):
-            if entry.name.endswith(OPEN_SUFFIX):
-                open_now.add(entry.name)
-                chunks.append(self._read_open(entry))
-            elif entry.name.endswith(SEALED_SUFFIX) and entry.name not in self._read:
-                chunks.append(self._read_sealed(Path(entry.path)))
-        # Open segments that were sealed (or cut by recovery) since: their offsets go.
-        for name in list(self._open_offsets):
-            if name not in open_now:
-                del self._open_offsets[name]
         mtime = _mtime_ns(self._drained)
         if mtime != self._drained_mtime:
             self._drained_mtime = mtime
-            for entry in sorted(_entries(self._drained), key=lambda e: e.name):
+            for entry in _entries(self._drained):
                 if entry.name in self._read:
                     continue
                 if entry.name.endswith(SEALED_SUFFIX):
-                    chunks.append(self._read_sealed(Path(entry.path)))
+                    sealed[entry.name] = Path(entry.path)  # moved since the first listing
                 elif entry.name.endswith(GAP_SUFFIX):
                     gaps.extend(self._read_gap(Path(entry.path)))
+        chunks: list[bytes] = []
+        size = 0
+        more = False
+        for name in sorted(sealed):
+            if size >= max_bytes:
+                more = True
+                self._drained_mtime = -1  # list it again next poll
+                break
+            chunks.append(self._read_sealed(sealed[name]))
+            size += len(chunks[-1])
+        open_now = set()
+        if not more:
+            for entry in listed:
+                if entry.name.endswith(OPEN_SUFFIX):
+                    open_now.add(entry.name)
+                    chunks.append(self._read_open(entry))
+            # Open segments sealed (or cut by recovery) since: their offsets go.
+            for name in list(self._open_offsets):
+                if name not in open_now:
+                    del self._open_offsets[name]
         mtime = _mtime_ns(self._gaps)
         if mtime != self._gaps_mtime:
             self._gaps_mtime = mtime
@@ -155,7 +177,9 @@ class BufferFollower:
             state = read_listener_state(self.directory)
             listener_changed = state != self.listener
             self.listener = state
-        return Update(parse_lines(b"".join(chunks)), gaps, self.listener, listener_changed)
+        data = b"".join(chunks)
+        chunks.clear()
+        return Update(parse_lines(data), gaps, self.listener, listener_changed, more)
 
     def _read_open(self, entry: os.DirEntry) -> bytes:
         offset = self._open_offsets.get(entry.name, 0)

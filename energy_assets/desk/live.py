@@ -215,7 +215,12 @@ class LiveDesk:
     # -- taking in ---------------------------------------------------------------------------
     def refresh(self) -> bool:
         """Read what is new in the buffer and the published files; True when anything changed."""
-        changed = self.apply(self.follower.poll())
+        changed = False
+        while True:  # the rebuild comes in batches of MAX_POLL_BYTES
+            update = self.follower.poll()
+            changed |= self.apply(update)
+            if not update.more:
+                break
         for name in (published.PRICES, published.CONFIRMED, published.PNL_HISTORY):
             stamp = published.changed_at(self.dashboard_dir, name)
             if stamp != self._changed_at.get(name, -1):

@@ -1,0 +1,45 @@
+"""Following the capture buffer, on files written by the listener's own `CaptureBuffer`."""
+
+from __future__ import annotations
+
+import os
+
+from energy_assets.desk.follow import BufferFollower
+from energy_assets.desk.live import LiveDesk
+from energy_assets.trades.buffer import archive, sealed_files
+from tests.desk.conftest import deal, write_deals
+
+
+def test_every_file_is_read_once_in_seal_order_whatever_moves_meanwhile(tmp_path):
+    capture = tmp_path / "capture"
+    write_deals(capture, [deal(1), deal(2)])
+    write_deals(capture, [deal(3)])
+    archive(sealed_files(capture)[0], capture)  # the drain moved both to drained/
+    write_deals(capture, [deal(4), deal(2, price=99.0)])  # a resend with other figures
+    buffer = write_deals(capture, [deal(5)], seal=False)
+    os.write(buffer._fd, b'{"id": "torn')
+    follower = BufferFollower(capture)
+    ids, prices = [], []
+    while True:  # one file a poll
+        update = follower.poll(max_bytes=1)
+        ids += update.deals["id"].to_list()
+        prices += update.deals["price"].to_list()
+        if not update.more:
+            break
+    assert ids == [deal(n).id for n in (1, 2, 3, 4, 2, 5)]
+    assert prices[1] == 40.0 and prices[4] == 99.0
+    buffer.seal()  # the open segment under a new name: read again, whole
+    archive(sealed_files(capture)[0], capture)
+    assert follower.poll().deals["id"].to_list() == [deal(5).id]
+    assert follower.poll().deals.height == 0
+
+
+def test_the_first_receipt_of_an_id_wins_as_in_the_drain(tmp_path):
+    capture = tmp_path / "capture"
+    write_deals(capture, [deal(1, quantity=2.0)])
+    write_deals(capture, [deal(1, quantity=5.0), deal(2, quantity=1.0)])
+    desk = LiveDesk(capture, tmp_path / "dashboard")
+    desk.refresh()
+    live = desk.live_positions()
+    assert live["trades"].to_list() == [2]
+    assert live["bought_mwh"].to_list() == [3.0]
