@@ -3,8 +3,8 @@
 `reference_prices_schedule` keeps the *open* hours fresh, on the vendor's 10-minute grid; it
 never fetches an hour past gate closure, and its first tick may be ten minutes away. So a
 fresh demo would show trades without prices for the hours already delivered. At start, the
-demo asks the Dagster instance for one backfill, exactly as the UI's "Materialize selected →
-partition range" does: every `reference_prices` partition from `days` days ago to the end of
+demo asks Dagster's GraphQL API (the webserver's `/graphql`) for one backfill, exactly as the
+UI's "Materialize selected → partition range" does: every `reference_prices` partition from `days` days ago to the end of
 tomorrow that has never been materialised. The daemon's backfill loop runs it; the asset's
 single-run backfill policy makes it one run (per contiguous range), visible under
 Overview → Backfills with the title below. A restart asks again only for what is still
@@ -13,7 +13,6 @@ missing, and not at all while an earlier start-up backfill is still running.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -59,27 +58,65 @@ def recent_partition_keys(partitions_def, now: datetime, days: int) -> list[str]
     return [key for key in keys if first <= key <= last]
 
 
-def _running_startup_backfill(instance) -> str | None:
-    from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+# Dagster has no public Python API that requests a backfill (dagster-io/dagster#26786); its
+# GraphQL API, which the UI itself uses, is public.
+_RUNNING = """
+query RunningBackfills {
+  partitionBackfillsOrError(status: REQUESTED, limit: 50) {
+    ... on PartitionBackfills { results { id tags { key value } } }
+    ... on Error { message }
+  }
+}
+"""
+_LAUNCH = """
+mutation LaunchBackfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+  }
+}
+"""
 
-    for backfill in instance.get_backfills(
-        filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED]), limit=50
-    ):
-        if backfill.tags.get(REQUESTED_BY_TAG) == REQUESTED_BY:
-            return backfill.backfill_id
+
+class BackfillRefused(RuntimeError):
+    """Dagster's GraphQL API answered with an error instead of a backfill."""
+
+
+def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    import requests
+
+    response = requests.post(
+        url.rstrip("/") + "/graphql",
+        json={"query": query, "variables": variables or {}},
+        timeout=60,
+    )
+    response.raise_for_status()
+    body = response.json()
+    if body.get("errors"):
+        raise BackfillRefused("; ".join(error["message"] for error in body["errors"]))
+    return body["data"]
+
+
+def _running_startup_backfill(url: str) -> str | None:
+    answer = _graphql(url, _RUNNING)["partitionBackfillsOrError"]
+    if "message" in answer:
+        raise BackfillRefused(answer["message"])
+    for backfill in answer["results"]:
+        if {"key": REQUESTED_BY_TAG, "value": REQUESTED_BY} in backfill["tags"]:
+            return backfill["id"]
     return None
 
 
 def request_recent_prices_backfill(
-    instance, defs, days: int, now: datetime | None = None
+    url: str, instance, defs, days: int, now: datetime | None = None
 ) -> BackfillRequest:
-    """Adds one backfill of the missing recent `reference_prices` partitions to `instance`."""
+    """Asks the Dagster webserver at `url` for one backfill of the recent `reference_prices`
+    partitions that `instance` holds no materialisation of."""
     import dagster as dg
-    from dagster._core.execution.backfill import PartitionBackfill
-    from dagster._core.utils import make_new_backfill_id
 
     now = now or datetime.now(UTC)
-    running = _running_startup_backfill(instance)
+    running = _running_startup_backfill(url)
     if running:
         return BackfillRequest(running, [], "an earlier start-up backfill is still running")
 
@@ -89,24 +126,20 @@ def request_recent_prices_backfill(
         return BackfillRequest(None, [], f"no asset {PRICES_ASSET} in the code location")
     partitions_def = asset_graph.get(key).partitions_def
     wanted = recent_partition_keys(partitions_def, now, days)
-    done = instance.get_materialized_partitions(key)
-    missing = [partition for partition in wanted if partition not in done]
+    status = instance.get_status_by_partition(key, wanted, partitions_def) or {}
+    missing = [p for p in wanted if status.get(p) != dg.AssetPartitionStatus.MATERIALIZED]
     if not missing:
         return BackfillRequest(None, [], "every recent partition is already materialised")
 
-    backfill = PartitionBackfill.from_asset_partitions(
-        backfill_id=make_new_backfill_id(),
-        asset_graph=asset_graph,
-        partition_names=missing,
-        asset_selection=[key],
-        backfill_timestamp=time.time(),
-        tags={REQUESTED_BY_TAG: REQUESTED_BY},
-        dynamic_partitions_store=instance,
-        all_partitions=False,
-        title=TITLE,
-        description=f"{len(missing)} partitions of {PRICES_ASSET} never materialised, "
+    params = {
+        "partitionNames": missing,
+        "assetSelection": [{"path": key.path}],
+        "tags": [{"key": REQUESTED_BY_TAG, "value": REQUESTED_BY}],
+        "title": TITLE,
+        "description": f"{len(missing)} partitions of {PRICES_ASSET} never materialised, "
         f"{missing[0]} … {missing[-1]}",
-        run_config=None,
-    )
-    instance.add_backfill(backfill)
-    return BackfillRequest(backfill.backfill_id, missing, "requested")
+    }
+    answer = _graphql(url, _LAUNCH, {"params": params})["launchPartitionBackfill"]
+    if answer["__typename"] != "LaunchBackfillSuccess":
+        raise BackfillRefused(f"{answer['__typename']}: {answer.get('message', '')}")
+    return BackfillRequest(answer["backfillId"], missing, "requested")

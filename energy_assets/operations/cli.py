@@ -118,9 +118,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     backfill = commands.add_parser(
         "backfill-recent-prices",
         help="Ask Dagster for one backfill of the recent reference prices never materialised",
-        description="Adds to the Dagster instance at $DAGSTER_HOME one backfill of every "
-        "reference_prices partition from DAYS days before today to the end of tomorrow that was "
-        "never materialised (the daemon runs it). The demo runs this once Dagster is up.",
+        description="Asks the Dagster webserver at URL for one backfill of every "
+        "reference_prices partition from DAYS days before today to the end of tomorrow that the "
+        "instance at $DAGSTER_HOME holds no materialisation of (the daemon runs it). The demo "
+        "runs this once Dagster is up.",
+    )
+    backfill.add_argument(
+        "--url",
+        default=f"http://{DEFAULT_HOST}:{DEFAULT_UI_PORT}",
+        help="the Dagster webserver (default: %(default)s)",
     )
     backfill.add_argument(
         "--days",
@@ -176,7 +182,7 @@ def run_backfill(args: argparse.Namespace) -> int:
 
     log = event_logger("backfill")
     with DagsterInstance.get() as instance:
-        request = request_recent_prices_backfill(instance, defs, days=args.days)
+        request = request_recent_prices_backfill(args.url, instance, defs, days=args.days)
     if request.partitions:
         log.info(
             "backfill_requested",

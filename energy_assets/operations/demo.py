@@ -203,7 +203,13 @@ class Demo:
     def backfill_child(self, env: dict[str, str]) -> ChildSpec:
         return ChildSpec(
             name="backfill",
-            argv=_cli("backfill-recent-prices", "--days", str(self.options.backfill_days)),
+            argv=_cli(
+                "backfill-recent-prices",
+                "--days",
+                str(self.options.backfill_days),
+                "--url",
+                f"http://{self.options.host}:{self.options.ui_port}",
+            ),
             env=env,
             cwd=REPO,
             oneshot=True,

@@ -1,7 +1,7 @@
 """End to end through the real Dagster daemon, on both instances (SQLite and PostgreSQL).
 
 A playground on free ports, the listener and `dagster-daemon run` as subprocesses, and the
-demo's one start-up step (`energy-assets backfill-recent-prices`). Nobody launches a run:
+demo's one start-up step (`energy-assets backfill-recent-prices`, through a webserver). Nobody launches a run:
 the trade sensor drains the capture buffer, the backfill daemon fetches the prices and the
 automation sensor refreshes the exposure. The test then checks the warehouse against the
 deals the playground sent and against an exposure computed here, in plain Python.
@@ -22,7 +22,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster import DagsterInstance
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES, RunsFilter
 
 from energy_assets.logs import EventLogger
 from energy_assets.operations.instance import REPO
@@ -30,6 +29,15 @@ from energy_assets.operations.supervisor import ChildSpec, Supervisor
 from energy_assets.playground.server import ExchangeOptions
 from energy_assets.prices.assets import NOT_BEFORE_TAG
 from energy_assets.warehouse import connect
+from tests.conftest import free_port
+
+#: Runs not finished yet (queued ones included).
+IN_PROGRESS_RUN_STATUSES = [
+    status
+    for status in dg.DagsterRunStatus
+    if status
+    not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+]
 
 # Seconds or more: the real daemon, listener and playground as processes.
 pytestmark = pytest.mark.slow
@@ -48,6 +56,15 @@ def _daemon_argv() -> list[str]:
     ]
 
 
+def _answers(url: str) -> bool:
+    import requests
+
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
 def _partition_key(day: str, hour_label: str) -> str:
     start = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(hours=int(hour_label[:2]))
     return start.strftime("%Y-%m-%d-%H:%M")
@@ -61,7 +78,7 @@ def _latest(instance: DagsterInstance, key: str):
 def _in_flight(instance: DagsterInstance) -> list[str]:
     return [
         f"{run.job_name}:{run.status.value}"
-        for run in instance.get_runs(RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES))
+        for run in instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES))
     ]
 
 
@@ -74,7 +91,7 @@ def _may_store_soon(instance: DagsterInstance, margin_s: float = 15.0) -> list[s
     daemon and compare; waiting for it instead would add up to two minutes.
     """
     busy = []
-    for run in instance.get_runs(RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES)):
+    for run in instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES)):
         not_before = run.tags.get(NOT_BEFORE_TAG)
         if not_before and datetime.fromisoformat(not_before).timestamp() > time.time() + margin_s:
             continue
@@ -151,6 +168,8 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
         "ENERGY_MARKET_DATA_BUDGET": "off",
         "PYTHONUNBUFFERED": "1",
     }
+    ui_port = free_port()
+    ui_url = f"http://127.0.0.1:{ui_port}"
     logs = tmp_path / "logs"
     supervisor_log = tmp_path / "supervisor.log"
     supervisor = Supervisor(
@@ -164,6 +183,24 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
             ChildSpec(
                 name="daemon", argv=_daemon_argv(), env=env, cwd=REPO, stop_order=1, stop_signal=2
             ),
+            # The start-up backfill is asked of the webserver's GraphQL API, as in the demo.
+            ChildSpec(
+                name="webserver",
+                argv=[
+                    str(Path(sys.executable).parent / "dagster-webserver"),
+                    "-w",
+                    str(REPO / "workspace.yaml"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(ui_port),
+                ],
+                env=env,
+                cwd=REPO,
+                stop_order=1,
+                ready=lambda: _answers(f"{ui_url}/server_info"),
+                ready_timeout_s=180,
+            ),
         ],
         log=EventLogger("e2e", open(supervisor_log, "w")),  # noqa: SIM115
         log_dir=logs,
@@ -176,8 +213,18 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
     deadline = began + DEADLINE_S
     try:
         # The demo's start-up step, as the demo runs it once Dagster is up.
+        _wait("the webserver", lambda: _answers(f"{ui_url}/server_info"), deadline, lambda: "")
         backfill = subprocess.run(
-            [sys.executable, "-m", "energy_assets.cli", "backfill-recent-prices", "--days", "0"],
+            [
+                sys.executable,
+                "-m",
+                "energy_assets.cli",
+                "backfill-recent-prices",
+                "--days",
+                "0",
+                "--url",
+                ui_url,
+            ],
             env=env,
             cwd=REPO,
             capture_output=True,
