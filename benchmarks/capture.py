@@ -319,8 +319,6 @@ def trades_only():
 
 def bench_latency(seconds: float, work: Path, location: str) -> None:
     import dagster as dg
-    from dagster._core.events import DagsterEventType
-    from dagster._core.storage.dagster_run import RunsFilter
 
     work = work / f"latency-{location}"
     home = work / "dagster_home"
@@ -380,13 +378,13 @@ def bench_latency(seconds: float, work: Path, location: str) -> None:
     os.environ["DAGSTER_HOME"] = str(home)
     instance = dg.DagsterInstance.get()
     floors, to_request, to_start = [], [], []
-    for record in instance.get_run_records(RunsFilter(job_name="drain_and_refresh")):
+    for record in instance.get_run_records(dg.RunsFilter(job_name="drain_and_refresh")):
         newest = record.dagster_run.tags.get("energy/newest_segment")
         path = capture / "drained" / newest if newest else None
         if not path or not path.exists():
             continue
         starts = instance.get_records_for_run(
-            record.dagster_run.run_id, of_type=DagsterEventType.STEP_START
+            record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_START
         ).records
         if starts:
             sealed = path.stat().st_mtime
