@@ -430,7 +430,7 @@ def bench_load(work: Path, clients: int, loads: int, rates: list[float], window:
             f"{events:,} events received",
         )
         line(f"  {loads} simultaneous page loads", f"{len(result.errors)} errors", result.summary())
-        line("  baseline: one page load alone (median of 20)", f"{single:.0f} ms")
+        line("  baseline: one page load alone (median of 20)", f"{single:.1f} ms")
         line(
             "  service CPU with the streams open / during the storm",
             f"{steady_cpu * 100:.0f} % / {storm_cpu * 100:.0f} %",
