@@ -60,9 +60,11 @@ log = event_logger("desk")
 
 @dataclass(eq=False)
 class Client:
+    """One open event stream: the page it watches and the events waiting for it (None ends
+    the stream)."""
+
     topic: str
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(QUEUE_EVENTS))
-    dropped: bool = False
 
 
 @dataclass
@@ -103,7 +105,6 @@ class Broker:
     def _drop(self, client: Client) -> None:
         # Free what it holds and end its stream; its browser reconnects to the current state.
         self.unsubscribe(client)
-        client.dropped = True
         while not client.queue.empty():
             client.queue.get_nowait()
         client.queue.put_nowait(None)

@@ -70,7 +70,7 @@ def utc_now() -> datetime:
 
 
 @dataclass
-class Warning:
+class GapWarning:
     """A banner line: deals made in [start, end) may be missing (end None: still open)."""
 
     start: datetime | None
@@ -87,7 +87,6 @@ class Warning:
 class DeskView:
     """Everything the pages show, computed once per change."""
 
-    as_of: datetime
     rows: (
         pl.DataFrame
     )  # EXPOSURE_COLUMNS + status, last_deal_at, price_updated_at, price_fetched_at
@@ -96,7 +95,7 @@ class DeskView:
     desk_rows: pl.DataFrame  # desk_positions of the shown days (+ price ages)
     desk_daily: pl.DataFrame
     history: pl.DataFrame
-    warnings: list[Warning]
+    warnings: list[GapWarning]
     deals: int
     prices_fetched_at: datetime | None
     have_prices: bool
@@ -140,23 +139,30 @@ def warnings(
     gaps: list[FeedGap],
     shown_days: list[date],
     now: datetime,
-) -> list[Warning]:
+) -> list[GapWarning]:
     """The open gap (from the listener's state, or a silent listener) and the recent closed
     gaps, each with the shown delivery days whose deals it may hide: a deal for day D can be
     made from D−1 00:00 UTC until D ends, so a gap matters to D when it overlaps [D−1, D+1)."""
-    found: list[Warning] = []
+    found: list[GapWarning] = []
     if listener is None:
-        found.append(Warning(None, None, "no listener has written its state yet"))
-    elif listener.get("gap_since"):
-        since = datetime.fromisoformat(listener["gap_since"])
-        found.append(Warning(since, None, listener.get("gap_reason") or ""))
+        found.append(GapWarning(None, None, "no listener has written its state yet"))
     else:
-        heartbeat = datetime.fromisoformat(listener["heartbeat"])
-        if now - heartbeat > LISTENER_SILENT_AFTER:
-            found.append(Warning(heartbeat, None, "the listener has stopped reporting"))
+        try:
+            since = listener.get("gap_since")
+            heartbeat = datetime.fromisoformat(listener["heartbeat"])
+            if since:
+                found.append(
+                    GapWarning(
+                        datetime.fromisoformat(since), None, listener.get("gap_reason") or ""
+                    )
+                )
+            elif now - heartbeat > LISTENER_SILENT_AFTER:
+                found.append(GapWarning(heartbeat, None, "the listener has stopped reporting"))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            found.append(GapWarning(None, None, "the listener's state file is unreadable"))
     for gap in sorted(gaps, key=lambda g: g.start, reverse=True):
         if now - gap.end <= RECENT_GAPS:
-            found.append(Warning(gap.start, gap.end, gap.reason))
+            found.append(GapWarning(gap.start, gap.end, gap.reason))
     for warning in found:
         start = warning.start or now - RECENT_GAPS
         end = warning.end or now
@@ -303,7 +309,6 @@ class LiveDesk:
         fetched = prices["fetched_at"].max() if prices.height else None
         confirmed_ns = self._changed_at.get(published.CONFIRMED)
         return DeskView(
-            as_of=now,
             rows=shown,
             totals=trader_totals(rows.select(EXPOSURE_COLUMNS)),
             daily=daily_totals(shown.select(EXPOSURE_COLUMNS)),

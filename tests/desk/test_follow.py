@@ -43,3 +43,30 @@ def test_the_first_receipt_of_an_id_wins_as_in_the_drain(tmp_path):
     live = desk.live_positions()
     assert live["trades"].to_list() == [2]
     assert live["bought_mwh"].to_list() == [3.0]
+
+
+def test_banners_say_when_deals_may_be_missing():
+    from datetime import UTC, date, datetime, timedelta
+
+    from energy_assets.desk.follow import FeedGap
+    from energy_assets.desk.live import warnings
+
+    now = datetime(2026, 12, 2, 9, tzinfo=UTC)
+    days = [date(2026, 12, 1), date(2026, 12, 2), date(2026, 12, 3)]
+    fresh = {"heartbeat": now.isoformat(), "connected": True}
+    assert warnings(fresh, [], days, now) == []
+    silent = {"heartbeat": (now - timedelta(minutes=5)).isoformat(), "connected": True}
+    (banner,) = warnings(silent, [], days, now)
+    assert banner.open and banner.days == days[1:]  # deals for 12-01 were made before
+    opened = fresh | {"gap_since": (now - timedelta(minutes=1)).isoformat(), "gap_reason": "x"}
+    assert warnings(opened, [], days, now)[0].reason == "x"
+    assert warnings({"heartbeat": "garbage"}, [], days, now)[0].open
+    assert warnings(None, [], days, now)[0].open
+    # A gap on 2026-11-30 can hide deals for 2026-12-01 (tradable from the day before) only.
+    old = FeedGap(
+        datetime(2026, 11, 30, 10, tzinfo=UTC), datetime(2026, 11, 30, 11, tzinfo=UTC), ""
+    )
+    (closed,) = warnings(fresh, [old], days, now)
+    assert not closed.open and closed.days == [date(2026, 12, 1)]
+    ancient = FeedGap(now - timedelta(days=4), now - timedelta(days=4) + timedelta(hours=1), "")
+    assert warnings(fresh, [ancient], days, now) == []
