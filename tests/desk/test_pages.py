@@ -218,8 +218,22 @@ def test_prices_confirmed_rows_gaps_and_colours(desk_dirs, start_desk, browser):
         "!document.querySelector('[data-gap=\"open\"]')",
         timeout=5_000,
     )
+    # PnL over time comes from what exposure_dashboard publishes.
+    history = pl.DataFrame(
+        {
+            "snapshot_at": [now - timedelta(minutes=m) for m in (20, 10)],
+            "trader_id": ["alice", "alice"],
+            "pnl_eur": [5.0, 15.0],
+            "pnl_change_trades_eur": [5.0, 4.0],
+            "pnl_change_prices_eur": [0.0, 6.0],
+        }
+    )
+    published.write(history, published_dir, published.PNL_HISTORY)
+    page.wait_for_selector("svg polyline.series-pnl", timeout=5_000)
+    assert "15 €" in page.locator("svg").text_content()
+
     assert page.evaluate("window.marker") == "kept"
-    assert page.evaluate("window.deskUpdates") >= 3
+    assert page.evaluate("window.deskUpdates") >= 4
     assert errors == []
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "desk-trader.png", full_page=True)
