@@ -96,6 +96,7 @@ def test_both_instance_files_keep_the_same_pool_and_queue_settings():
         assert local[key] == postgres[key], key
 
 
+@pytest.mark.slow
 def test_the_instance_retries_a_run_whose_worker_crashed_and_no_other(dagster_home):
     with dg.DagsterInstance.get() as instance:
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
