@@ -81,6 +81,13 @@ def _entries(folder: Path) -> list[os.DirEntry]:
         return []
 
 
+def _names(folder: Path) -> set[str]:
+    try:
+        return set(os.listdir(folder))
+    except FileNotFoundError:
+        return set()
+
+
 def _mtime_ns(path: Path) -> int | None:
     try:
         return os.stat(path).st_mtime_ns
@@ -137,13 +144,12 @@ class BufferFollower:
         mtime = _mtime_ns(self._drained)
         if mtime != self._drained_mtime:
             self._drained_mtime = mtime
-            for entry in _entries(self._drained):
-                if entry.name in self._read:
-                    continue
-                if entry.name.endswith(SEALED_SUFFIX):
-                    sealed[entry.name] = Path(entry.path)  # moved since the first listing
-                elif entry.name.endswith(GAP_SUFFIX):
-                    gaps.extend(self._read_gap(Path(entry.path)))
+            # A set difference, not a loop: drained/ holds 72 h of files (~260 k).
+            for name in sorted(_names(self._drained) - self._read):
+                if name.endswith(SEALED_SUFFIX):
+                    sealed[name] = self._drained / name  # moved since the first listing
+                elif name.endswith(GAP_SUFFIX):
+                    gaps.extend(self._read_gap(self._drained / name))
         chunks: list[bytes] = []
         size = 0
         more = False
