@@ -18,10 +18,6 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 from dagster_duckdb import DuckDBResource
 
 from energy_assets.exposure.assets import trader_exposure
@@ -30,6 +26,7 @@ from energy_assets.journals.resources import ArchiveResource
 from energy_assets.playground.server import ExchangeOptions
 from energy_assets.prices.assets import reference_prices
 from energy_assets.prices.client import MarketDataClient
+from energy_assets.prices.partitions import RANGE_END_TAG, RANGE_START_TAG
 from energy_assets.trades.drain import drain
 from tests.conftest import REPO
 from tests.journals.conftest import fill_and_drain, run_check
@@ -120,8 +117,8 @@ def price_run(vendor_url: str, db: Path, archive: Path) -> None:
             "market_data": MarketDataClient(base_url=vendor_url, budget_enabled=False),
         },
         tags={
-            ASSET_PARTITION_RANGE_START_TAG: FIRST_HOUR,
-            ASSET_PARTITION_RANGE_END_TAG: LAST_HOUR,
+            RANGE_START_TAG: FIRST_HOUR,
+            RANGE_END_TAG: LAST_HOUR,
         },
     )
     assert result.success
