@@ -28,9 +28,20 @@ EXPOSURE_TABLE = f"{SCHEMA}.trader_exposure"
 #: blocking check has failed on (a duplicated or malformed deal in `raw_trades`): the
 #: `drain_and_refresh` run skips the step, and this keeps the next tick from running it.
 EXPOSURE_CONDITION = (
-    (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated())
-    .since_last_handled()
-    .with_label("upstream_updated_since_last_handled")
+    (
+        (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated())
+        .since_last_handled()
+        .with_label("upstream_updated_since_last_handled")
+        # A price update is handled only by a request of this sensor: a `drain_and_refresh`
+        # run refreshing this asset in the same tick as a price run commits must not swallow
+        # it (seen in the end-to-end test: exposure then waited for the next drain).
+        | dg.AutomationCondition.any_deps_updated()
+        .allow(dg.AssetSelection.assets("reference_prices"))
+        .since(
+            dg.AutomationCondition.newly_requested() | dg.AutomationCondition.initial_evaluation()
+        )
+        .with_label("prices_updated_since_requested")
+    )
     & ~dg.AutomationCondition.in_progress()
     & dg.AutomationCondition.all_deps_blocking_checks_passed()
 ).with_label("refresh_on_new_trades_or_prices")
