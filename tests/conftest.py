@@ -36,6 +36,10 @@ def energy_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str
         "ENERGY_CAPTURE_DIR": str(tmp_path / "capture"),
         "ENERGY_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
         "ENERGY_DASHBOARD_DIR": str(tmp_path / "dashboard"),
+        # The vendor budget holds bulk requests off around each 10-minute slot, so a test that
+        # fetches prices would take 5 s or 60 s by the clock. It has its own tests
+        # (tests/prices/test_budget.py), which configure it themselves.
+        "ENERGY_MARKET_DATA_BUDGET": "off",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -163,9 +163,6 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
         **instance_env,
         "ENERGY_EXCHANGE_URL": playground.exchange_url,
         "ENERGY_MARKET_DATA_URL": playground.market_data_url,
-        # The vendor budget has its own tests (tests/prices); here it would only make the
-        # backfill wait for budget windows and the test's duration depend on the clock.
-        "ENERGY_MARKET_DATA_BUDGET": "off",
         "PYTHONUNBUFFERED": "1",
     }
     ui_port = free_port()
