@@ -32,9 +32,10 @@ EXPOSURE_CONDITION = (
         (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated())
         .since_last_handled()
         .with_label("upstream_updated_since_last_handled")
-        # A price update is handled only by a request of this sensor: a `drain_and_refresh`
-        # run refreshing this asset in the same tick as a price run commits must not swallow
-        # it (seen in the end-to-end test: exposure then waited for the next drain).
+        # A price update is handled only by a request of this sensor. Above, a
+        # `drain_and_refresh` run whose exposure step read the prices just before a price run
+        # committed resets `since_last_handled` in the same tick, and the revision would wait
+        # for the next drain (tests/exposure/test_assets.py reproduces it).
         | dg.AutomationCondition.any_deps_updated()
         .allow(dg.AssetSelection.assets("reference_prices"))
         .since(

@@ -220,6 +220,50 @@ def test_a_drain_run_that_refreshed_exposure_itself_causes_no_second_refresh(ins
 
 
 @pytest.mark.slow
+def test_a_price_stored_just_after_a_drain_runs_refresh_gets_its_own_refresh(instance, warehouse):
+    # The race of a busy desk: a drain_and_refresh run's exposure step reads the prices, a
+    # price run then commits a revision, and both materialisations land before the
+    # automation's next tick. The revision must still reach the exposure.
+    defs = dg.Definitions(
+        assets=[
+            raw_trades_stand_in,
+            reference_prices_stand_in,
+            trader_exposure,
+            exposure_dashboard,
+        ],
+        sensors=[exposure_automation_sensor],
+        resources={"warehouse": warehouse.resource()},
+    )
+    selection = dg.AssetSelection.assets("trader_exposure", "exposure_dashboard")
+
+    def tick(cursor=None) -> dg.EvaluateAutomationConditionsResult:
+        return dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, asset_selection=selection, cursor=cursor
+        )
+
+    hour = NOW - timedelta(hours=20)
+    day, label = hour.date(), f"{hour.hour:02d}-{hour.hour + 1:02d}"
+    warehouse.price(day, label, 60.0)
+    quiet = tick()
+    warehouse.trade("alice", day, label, "buy", 1.0, 50.0)
+    drained = dg.materialize(
+        [raw_trades_stand_in, trader_exposure, exposure_dashboard],
+        instance=instance,
+        resources={"warehouse": warehouse.resource()},
+    )
+    assert drained.success
+    warehouse.price(day, label, 70.0)
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("reference_prices", partition=hour.strftime("%Y-%m-%d-%H:%M"))
+    )
+    after = tick(quiet.cursor)
+    assert requested(after, "trader_exposure") == 1
+    materialize(instance, warehouse)
+    marked = warehouse.query(f"SELECT reference_price, pnl_eur FROM {q('trader_exposure')}")
+    assert marked == [(70.0, pytest.approx(20.0))]
+
+
+@pytest.mark.slow
 def test_eager_alone_would_never_fire_below_hourly_prices(instance):
     # Why trader_exposure has its own condition: eager() waits until no upstream partition is
     # missing, and hourly prices always have hours never fetched.
