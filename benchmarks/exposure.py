@@ -1,9 +1,10 @@
 """The exposure refresh (`store.refresh`) on a DuckDB warehouse of N trades, against baselines
 measured in the same run.
 
-    uv run --group benchmark benchmarks/exposure.py                    # 1 M trades
-    uv run --group benchmark benchmarks/exposure.py --sizes 10000000 --cache /tmp/exposure-bench
-    uv sync --frozen                                                   # pandas out again
+    uv run --isolated --group benchmark benchmarks/exposure.py         # 1 M trades
+    uv run --isolated --group benchmark benchmarks/exposure.py --sizes 10000000 --cache /tmp/exposure-bench
+
+(`--isolated`: pandas goes into a throw-away environment, never into the project's `.venv`.)
 
 Per size, each part in a process of its own (so each peak RSS is its own):
 
