@@ -26,7 +26,8 @@ system-deps:
 demo: setup
 	$(VENV)/bin/energy-assets demo
 
-test: setup
+# The README's test command, and exactly what CI runs (.ci/run): lint, then the whole suite.
+test: lint
 	$(VENV)/bin/pytest
 
 # For development: the suite without the end-to-end tests marked `slow` (under a minute).
