@@ -135,10 +135,9 @@ def requested(result: dg.EvaluateAutomationConditionsResult, key: str) -> int:
     return result.get_num_requested(dg.AssetKey(key))
 
 
-@pytest.mark.slow
-def test_automation_requests_a_refresh_after_new_trades_and_after_a_price_revision(
-    instance, warehouse
-):
+def automation_ticks(instance: dg.DagsterInstance, warehouse):
+    """One evaluation of the exposure automation sensor's conditions per call, as the daemon
+    ticks: `tick(cursor)` -> the result, whose `.cursor` the next tick takes."""
     defs = dg.Definitions(
         assets=[
             raw_trades_stand_in,
@@ -155,6 +154,15 @@ def test_automation_requests_a_refresh_after_new_trades_and_after_a_price_revisi
         return dg.evaluate_automation_conditions(
             defs=defs, instance=instance, asset_selection=selection, cursor=cursor
         )
+
+    return tick
+
+
+@pytest.mark.slow
+def test_automation_requests_a_refresh_after_new_trades_and_after_a_price_revision(
+    instance, warehouse
+):
+    tick = automation_ticks(instance, warehouse)
 
     first = tick()
     # In 1.13 a condition's first tick counts as "handled": nothing runs until upstream moves.
@@ -185,22 +193,7 @@ def test_automation_requests_a_refresh_after_new_trades_and_after_a_price_revisi
 
 @pytest.mark.slow
 def test_a_drain_run_that_refreshed_exposure_itself_causes_no_second_refresh(instance, warehouse):
-    defs = dg.Definitions(
-        assets=[
-            raw_trades_stand_in,
-            reference_prices_stand_in,
-            trader_exposure,
-            exposure_dashboard,
-        ],
-        sensors=[exposure_automation_sensor],
-        resources={"warehouse": warehouse.resource()},
-    )
-    selection = dg.AssetSelection.assets("trader_exposure", "exposure_dashboard")
-
-    def tick(cursor=None) -> dg.EvaluateAutomationConditionsResult:
-        return dg.evaluate_automation_conditions(
-            defs=defs, instance=instance, asset_selection=selection, cursor=cursor
-        )
+    tick = automation_ticks(instance, warehouse)
 
     quiet = tick()
     warehouse.trade("alice", NOW.date(), "23-24", "buy", 1.0, 50.0)
@@ -224,22 +217,7 @@ def test_a_price_stored_just_after_a_drain_runs_refresh_gets_its_own_refresh(ins
     # The race of a busy desk: a drain_and_refresh run's exposure step reads the prices, a
     # price run then commits a revision, and both materialisations land before the
     # automation's next tick. The revision must still reach the exposure.
-    defs = dg.Definitions(
-        assets=[
-            raw_trades_stand_in,
-            reference_prices_stand_in,
-            trader_exposure,
-            exposure_dashboard,
-        ],
-        sensors=[exposure_automation_sensor],
-        resources={"warehouse": warehouse.resource()},
-    )
-    selection = dg.AssetSelection.assets("trader_exposure", "exposure_dashboard")
-
-    def tick(cursor=None) -> dg.EvaluateAutomationConditionsResult:
-        return dg.evaluate_automation_conditions(
-            defs=defs, instance=instance, asset_selection=selection, cursor=cursor
-        )
+    tick = automation_ticks(instance, warehouse)
 
     hour = NOW - timedelta(hours=20)
     day, label = hour.date(), f"{hour.hour:02d}-{hour.hour + 1:02d}"
