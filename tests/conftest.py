@@ -4,6 +4,7 @@ the platform's environment, and a playground on free ports."""
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +12,20 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The test process's stop signals as in a foreground terminal, however it was started.
+
+    A shell starts a background job with SIGINT ignored; Dagster's first in-process run then
+    gives SIGTERM that same disposition (dagster-io/dagster#25749), and every process spawned
+    afterwards ignores SIGTERM: Dagster's own log tailer, which it waits 30 s for, and the
+    children the tests stop.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def free_port() -> int:

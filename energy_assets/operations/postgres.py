@@ -125,9 +125,11 @@ class LocalPostgres:
     def log_file(self) -> Path:
         return self.root / "server.log"
 
-    def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    def _run(
+        self, *argv: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess:
         command = [*_as_server_user(), *argv]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120)
         if check and result.returncode != 0:
             raise RuntimeError(
                 f"{' '.join(command)} failed ({result.returncode}): "
@@ -180,8 +182,12 @@ class LocalPostgres:
             *self._connect_args(),
             "-d",
             "postgres",
-            "-tAc",
-            f"SELECT 1 FROM pg_database WHERE datname = '{name}'",
+            "-tA",
+            "-v",
+            f"name={name}",
+            # psql quotes :'name' as a literal when it reads the query from stdin (-c does not
+            # interpolate variables).
+            stdin="SELECT 1 FROM pg_database WHERE datname = :'name'",
         )
         if exists.stdout.strip() != "1":
             self._run(str(self.bin_dir / "createdb"), *self._connect_args(), name)

@@ -33,8 +33,18 @@ from energy_assets.logs import EventLogger, event_logger
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the supervisor dies, however it dies."""
+#: The signals a child is stopped with, at their defaults in every child whatever the
+#: supervisor inherited: a shell starts a background job with SIGINT ignored, and Dagster,
+#: on its first in-process run, gives SIGTERM SIGINT's handler (dagster-io/dagster#25749),
+#: so both would be ignored by every child too (an ignored signal survives exec).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+
+
+def _prepare_child() -> None:
+    """In the child, before exec: the stop signals at their defaults, and SIGTERM when the
+    supervisor dies, however it dies."""
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -186,7 +196,7 @@ class Supervisor:
             stdout=child.output,
             stderr=subprocess.STDOUT if child.output else None,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_prepare_child,
         )
         child.started_at = time.monotonic()
         child.restart_at = None

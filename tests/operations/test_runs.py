@@ -76,7 +76,7 @@ def test_each_run_gets_its_lines_once_with_its_id_and_trigger(dagster_home):
     assert "trigger=sensor:raw_trades_sensor" in succeeded and "duration_s=" in succeeded
     assert "materialized=hourly_thing" in succeeded and "partitions=2024-01-01-07:00" in succeeded
     slow = [line.split()[3] for line in lines if "job=__ephemeral_asset_job__" in line][2:]
-    assert slow == ["event=run_started", "event=run_succeeded"]
+    assert slow == ["event=run_started", "event=run_succeeded"], (runner.is_alive(), lines)
     failure = next(line for line in lines if "event=run_failed" in line)
     assert failure.split()[1] == "level=error"
     assert f"run_id={failed.run_id}" in failure and "trigger=backfill:abcdefgh" in failure

@@ -160,6 +160,31 @@ def test_grandchildren_in_the_group_are_stopped_with_their_parent(tmp_path: Path
     assert any("event=stragglers_killed child=parent" in line for line in lines(out))
 
 
+def test_children_stop_on_sigterm_even_when_the_supervisor_ignores_it(tmp_path: Path):
+    # As in a supervisor started in the background (SIGINT ignored) after a Dagster run in the
+    # same process has given SIGTERM that disposition: ignored signals survive exec.
+    sleeper = [
+        sys.executable,
+        "-c",
+        f"open({str(tmp_path / 'up')!r}, 'w'); import time; time.sleep(60)",
+    ]
+    out = io.StringIO()
+    supervisor = Supervisor(
+        [ChildSpec(name="sleeper", argv=sleeper)], log=EventLogger("test", out), stop_timeout_s=5
+    )
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        thread = run_in_thread(supervisor)
+        wait_for(lambda: (tmp_path / "up").exists())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    supervisor.request_stop("test")
+    thread.join(20)
+
+    stopped = [line for line in lines(out) if "event=child_stopped child=sleeper" in line]
+    assert stopped and f"returncode={-signal.SIGTERM}" in stopped[0], out.getvalue()
+
+
 def test_a_dead_child_is_restarted_and_a_hopeless_one_stops_everything(tmp_path: Path):
     runs = tmp_path / "runs"
     crashing = [
