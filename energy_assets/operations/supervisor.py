@@ -37,7 +37,7 @@ _PR_SET_PDEATHSIG = 1
 #: supervisor inherited: a shell starts a background job with SIGINT ignored, and Dagster,
 #: on its first in-process run, gives SIGTERM SIGINT's handler (dagster-io/dagster#25749),
 #: so both would be ignored by every child too (an ignored signal survives exec).
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _prepare_child() -> None:
