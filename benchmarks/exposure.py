@@ -23,7 +23,7 @@ Guards: the full refresh at 10 M trades >= 10x faster than the pandas baseline, 
 a one-day update per run <= 0.2 s, a tenth of the 2-4 s Dagster takes to start the run that
 holds it, so a trader never waits on it. Its ratio to the full refresh is printed beside it: the
 update recounts every day's deals to find what changed, so it grows with the history as the
-full refresh does (about 6x apart at any size; benchmarks/README.md says why that is kept).
+full refresh does (5-9x apart at any size; benchmarks/README.md says why that is kept).
 """
 
 from __future__ import annotations
