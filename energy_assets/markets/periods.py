@@ -1,0 +1,258 @@
+"""Delivery periods: `[delivery_start, delivery_end)` in UTC, in a market.
+
+A period is its instants; the local day and the `HH-HH` label (the local hour that contains
+the start) are derived for display and for the older wire form, never computed with. Every
+function here is total: any input gives a value or an `Invalid` with its reason. Days and
+instants outside 2000..2099 are refused, which also keeps every datetime operation far from
+year 1 and 9999.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from energy_assets.markets.config import MARKETS, Market
+
+#: The instants a period may start or end at; outside them no exchange can have meant it.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+_DAY = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", re.ASCII)
+_LABEL = re.compile(r"([0-9]{2})-([0-9]{2})", re.ASCII)
+_INSTANT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})",
+    re.ASCII,
+)
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Why an input names no period; fit for the quarantine and for a 400 answer."""
+
+    reason: str
+
+
+@dataclass(frozen=True, order=True)
+class Period:
+    """A delivery period of a market: `[delivery_start, delivery_end)`, both in UTC."""
+
+    market: str
+    delivery_start: datetime
+    delivery_end: datetime
+
+    @property
+    def config(self) -> Market:
+        return MARKETS[self.market]
+
+    @property
+    def minutes(self) -> int:
+        return int((self.delivery_end - self.delivery_start).total_seconds()) // 60
+
+    @property
+    def hours(self) -> float:
+        """The period's length in hours: MWh = MW × hours."""
+        return self.minutes / 60
+
+    @property
+    def local_start(self) -> datetime:
+        return self.delivery_start.astimezone(self.config.tz)
+
+    @property
+    def local_end(self) -> datetime:
+        return self.delivery_end.astimezone(self.config.tz)
+
+    @property
+    def local_day(self) -> date:
+        return self.local_start.date()
+
+    @property
+    def label(self) -> str:
+        """`HH-HH`, the local hour that contains the start (10:15-10:30 is `10-11`)."""
+        hour = self.local_start.hour
+        return f"{hour:02d}-{hour + 1:02d}"
+
+    @property
+    def gate_closure(self) -> datetime:
+        return self.config.gate_closure(self.delivery_start)
+
+    def steps(self) -> list[Period]:
+        """The market's finest-grid periods this one covers, in order."""
+        step = timedelta(minutes=self.config.grid_minutes)
+        count = (self.delivery_end - self.delivery_start) // step
+        return [
+            Period(
+                self.market, self.delivery_start + i * step, self.delivery_start + (i + 1) * step
+            )
+            for i in range(count)
+        ]
+
+    def __str__(self) -> str:
+        """`DE 2026-10-25 02:00-03:00 +0100`: local wall clock with the offset of the start."""
+        start, end = self.local_start, self.local_end
+        return f"{self.market} {start:%Y-%m-%d %H:%M}-{end:%H:%M} {start:%z}"
+
+
+def market_of(code: object) -> Market | Invalid:
+    """A market code from the wire -> its Market."""
+    if isinstance(code, str) and code in MARKETS:
+        return MARKETS[code]
+    known = ", ".join(sorted(MARKETS))
+    return Invalid(f"unknown market {_show(code)} (known: {known})")
+
+
+def parse_day(text: object) -> date | Invalid:
+    """`"2026-10-25"` -> date, ASCII `YYYY-MM-DD` in 2000..2099 only."""
+    match = _DAY.fullmatch(text) if isinstance(text, str) else None
+    if not match:
+        return Invalid(f"delivery day must be an ISO date YYYY-MM-DD, got {_show(text)}")
+    try:
+        day = date(*map(int, match.groups()))
+    except ValueError:
+        return Invalid(f"delivery day {text!r} is not a calendar date")
+    if not EARLIEST.date() <= day < LATEST.date():
+        return Invalid(f"delivery day {text!r} is outside 2000..2099")
+    return day
+
+
+def parse_hour_label(text: object) -> int | Invalid:
+    """`"07-08"` -> 7: one of `00-01` … `23-24`."""
+    match = _LABEL.fullmatch(text) if isinstance(text, str) else None
+    if match:
+        start, end = int(match.group(1)), int(match.group(2))
+        if 0 <= start < 24 and end == start + 1:
+            return start
+    return Invalid(f"delivery hour must be one of 00-01 … 23-24, got {_show(text)}")
+
+
+def parse_instant(text: object) -> datetime | Invalid:
+    """An ISO-8601 instant with offset (`…Z` or `…+02:00`) -> UTC datetime, in 2000..2099."""
+    if not isinstance(text, str) or not _INSTANT.fullmatch(text):
+        return Invalid(f"instant must be ISO-8601 with an offset, got {_show(text)}")
+    try:
+        instant = datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return Invalid(f"instant {text!r} is not a valid date and time")
+    if not EARLIEST <= instant < LATEST:
+        return Invalid(f"instant {text!r} is outside 2000..2099")
+    return instant
+
+
+def hour_period(market: Market | str, day: date | str, label: str) -> Period | Invalid:
+    """The hourly period a local day and `HH-HH` label name in `market`.
+
+    Invalid when the label names no local hour that day (the spring-forward gap) or two (the
+    repeated hour of a fall-back night): neither can be booked without guessing.
+    """
+    market = market_of(market) if isinstance(market, str) else market
+    if isinstance(market, Invalid):
+        return market
+    day = parse_day(day) if isinstance(day, str) else day
+    if isinstance(day, Invalid):
+        return day
+    if not isinstance(day, date) or not EARLIEST.date() <= day < LATEST.date():
+        return Invalid(f"delivery day {day!r} is outside 2000..2099")
+    hour = parse_hour_label(label)
+    if isinstance(hour, Invalid):
+        return hour
+    wall = datetime.combine(day, time(hour))
+    starts = {wall.replace(tzinfo=market.tz, fold=fold).astimezone(UTC) for fold in (0, 1)}
+    existing = [s for s in starts if s.astimezone(market.tz).replace(tzinfo=None) == wall]
+    where = f"{day.isoformat()} {label} in {market.code} ({market.time_zone})"
+    if not existing:
+        return Invalid(f"{where} does not exist: the clocks skip that hour")
+    if len(existing) > 1:
+        return Invalid(f"{where} happens twice: delivery_start is needed to tell which")
+    start = existing[0]
+    return Period(market.code, start, start + timedelta(hours=1))
+
+
+def period_between(market: Market | str, start: datetime, end: datetime) -> Period | Invalid:
+    """The period `[start, end)` in `market`, if it is one of the market's products on its grid."""
+    market = market_of(market) if isinstance(market, str) else market
+    if isinstance(market, Invalid):
+        return market
+    if start.tzinfo is None or end.tzinfo is None:
+        return Invalid("delivery_start and delivery_end must carry an offset")
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    if not (EARLIEST <= start < LATEST and EARLIEST <= end <= LATEST):
+        return Invalid("delivery period is outside 2000..2099")
+    seconds = (end - start).total_seconds()
+    if seconds <= 0:
+        return Invalid("delivery_end must be after delivery_start")
+    minutes = seconds / 60
+    if minutes not in market.products_minutes:
+        traded = " and ".join(str(m) for m in market.products_minutes)
+        return Invalid(
+            f"a {minutes:g}-minute period is not a product of {market.code} "
+            f"(it trades {traded} minutes)"
+        )
+    local = start.astimezone(market.tz)
+    if local.second or local.microsecond or (local.hour * 60 + local.minute) % int(minutes):
+        return Invalid(
+            f"delivery_start {local.isoformat()} is not on {market.code}'s "
+            f"{int(minutes)}-minute grid"
+        )
+    return Period(market.code, start, end)
+
+
+def day_bounds(market: Market, day: date) -> tuple[datetime, datetime]:
+    """The UTC instants at which local `day` starts and ends (23, 24 or 25 hours apart)."""
+
+    def midnight(d: date) -> datetime:
+        return datetime.combine(d, time(0), tzinfo=market.tz).astimezone(UTC)
+
+    return midnight(day), midnight(day + timedelta(days=1))
+
+
+def day_periods(
+    market: Market | str, day: date | str, minutes: int | None = None
+) -> list[Period] | Invalid:
+    """Every period of `minutes` (default: the finest grid) of a local delivery day, in order:
+    on the fall-back day 100 quarter-hours in DE, 23 hours on the spring-forward day."""
+    market = market_of(market) if isinstance(market, str) else market
+    if isinstance(market, Invalid):
+        return market
+    day = parse_day(day) if isinstance(day, str) else day
+    if isinstance(day, Invalid):
+        return day
+    if not isinstance(day, date) or not EARLIEST.date() <= day < LATEST.date():
+        return Invalid(f"delivery day {day!r} is outside 2000..2099")
+    minutes = market.grid_minutes if minutes is None else minutes
+    if minutes not in market.products_minutes:
+        return Invalid(f"{market.code} does not trade {minutes!r}-minute periods")
+    first, last = day_bounds(market, day)
+    step = timedelta(minutes=minutes)
+    return [
+        Period(market.code, first + i * step, first + (i + 1) * step)
+        for i in range((last - first) // step)
+    ]
+
+
+def open_periods(
+    market: Market | str, now: datetime, minutes: int | None = None
+) -> list[Period] | Invalid:
+    """The tradable periods at `now`: from the next one still before its gate closure to the
+    end of the next local day (contract §2), of `minutes` (default: the finest grid)."""
+    market = market_of(market) if isinstance(market, str) else market
+    if isinstance(market, Invalid):
+        return market
+    if now.tzinfo is None:
+        return Invalid("now must carry an offset")
+    if not EARLIEST <= now < LATEST - timedelta(days=3):
+        return Invalid(f"now {now.isoformat()} is outside 2000..2099")
+    today = now.astimezone(market.tz).date()
+    periods: list[Period] = []
+    for day in (today, today + timedelta(days=1)):
+        found = day_periods(market, day, minutes)
+        if isinstance(found, Invalid):
+            return found
+        periods += found
+    return [p for p in periods if now < p.gate_closure]
+
+
+def _show(value: object) -> str:
+    """A value for a reason: short, whatever it is."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,297 @@
+"""Delivery periods in local time: both daylight-saving nights of 2026 in Berlin and London,
+computed by hand, then an independent oracle over random days, labels and instants."""
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from energy_assets.markets import (
+    MARKETS,
+    Invalid,
+    Period,
+    day_periods,
+    hour_period,
+    open_periods,
+    parse_day,
+    parse_hour_label,
+    parse_instant,
+    period_between,
+)
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def period(market: str, start: str, end: str) -> Period:
+    return Period(market, utc(start), utc(end))
+
+
+# -- Hand-computed: the two nights of 2026 (both zones change at 01:00 UTC) -------------------
+
+
+def test_berlin_spring_forward_day_has_23_hours_and_no_02_03():
+    hours = day_periods("DE", "2026-03-29", 60)
+    assert len(hours) == 23
+    assert hours[0] == period("DE", "2026-03-28T23:00", "2026-03-29T00:00")
+    assert hours[-1] == period("DE", "2026-03-29T21:00", "2026-03-29T22:00")
+    assert [p.label for p in hours[:4]] == ["00-01", "01-02", "03-04", "04-05"]
+    assert hour_period("DE", "2026-03-29", "01-02") == period(
+        "DE", "2026-03-29T00:00", "2026-03-29T01:00"
+    )
+    assert hour_period("DE", "2026-03-29", "03-04") == period(
+        "DE", "2026-03-29T01:00", "2026-03-29T02:00"
+    )
+    missing = hour_period("DE", "2026-03-29", "02-03")
+    assert isinstance(missing, Invalid)
+    assert "does not exist" in missing.reason
+    assert len(day_periods("DE", "2026-03-29")) == 92
+
+
+def test_berlin_fall_back_day_has_25_hours_and_02_03_twice():
+    hours = day_periods("DE", "2026-10-25", 60)
+    assert len(hours) == 25
+    assert hours[0] == period("DE", "2026-10-24T22:00", "2026-10-24T23:00")
+    twice = [p for p in hours if p.label == "02-03"]
+    assert twice == [
+        period("DE", "2026-10-25T00:00", "2026-10-25T01:00"),
+        period("DE", "2026-10-25T01:00", "2026-10-25T02:00"),
+    ]
+    assert [p.local_start.utcoffset() for p in twice] == [timedelta(hours=2), timedelta(hours=1)]
+    assert all(p.local_day == date(2026, 10, 25) for p in hours)
+    ambiguous = hour_period("DE", "2026-10-25", "02-03")
+    assert isinstance(ambiguous, Invalid)
+    assert "twice" in ambiguous.reason and "delivery_start" in ambiguous.reason
+    assert hour_period("DE", "2026-10-25", "03-04") == period(
+        "DE", "2026-10-25T02:00", "2026-10-25T03:00"
+    )
+    quarters = day_periods("DE", "2026-10-25", 15)
+    assert len(quarters) == 100
+    assert quarters[-1] == period("DE", "2026-10-25T22:45", "2026-10-25T23:00")
+
+
+def test_london_spring_forward_day_has_46_half_hours_and_no_01_02():
+    halves = day_periods("GB", "2026-03-29")
+    assert len(halves) == 46
+    assert halves[0] == period("GB", "2026-03-29T00:00", "2026-03-29T00:30")
+    assert halves[2] == period("GB", "2026-03-29T01:00", "2026-03-29T01:30")
+    assert halves[2].label == "02-03"
+    assert isinstance(hour_period("GB", "2026-03-29", "01-02"), Invalid)
+    assert day_periods("GB", "2026-03-29", 60) == Invalid("GB does not trade 60-minute periods")
+
+
+def test_london_fall_back_day_has_50_half_hours_and_01_02_twice():
+    halves = day_periods("GB", "2026-10-25")
+    assert len(halves) == 50
+    assert halves[0] == period("GB", "2026-10-24T23:00", "2026-10-24T23:30")
+    assert halves[-1] == period("GB", "2026-10-25T23:30", "2026-10-26T00:00")
+    assert [str(p) for p in halves if p.label == "01-02"] == [
+        "GB 2026-10-25 01:00-01:30 +0100",
+        "GB 2026-10-25 01:30-01:00 +0100",
+        "GB 2026-10-25 01:00-01:30 +0000",
+        "GB 2026-10-25 01:30-02:00 +0000",
+    ]
+    assert isinstance(hour_period("GB", "2026-10-25", "01-02"), Invalid)
+
+
+def test_a_quarter_hour_is_labelled_by_the_local_hour_that_contains_it():
+    quarter = period_between("DE", utc("2026-06-01T08:15"), utc("2026-06-01T08:30"))
+    assert quarter == period("DE", "2026-06-01T08:15", "2026-06-01T08:30")
+    assert (quarter.local_day, quarter.label, quarter.minutes, quarter.hours) == (
+        date(2026, 6, 1),
+        "10-11",
+        15,
+        0.25,
+    )
+    assert quarter.gate_closure == utc("2026-06-01T08:10")
+    half = period_between("GB", utc("2026-06-01T08:30"), utc("2026-06-01T09:00"))
+    assert (half.label, half.gate_closure) == ("09-10", utc("2026-06-01T07:30"))
+
+
+def test_an_hour_covers_four_quarter_hours_and_a_half_hour_is_one_step():
+    hour = hour_period("DE", "2026-10-25", "03-04")
+    assert hour.steps() == [
+        period("DE", "2026-10-25T02:00", "2026-10-25T02:15"),
+        period("DE", "2026-10-25T02:15", "2026-10-25T02:30"),
+        period("DE", "2026-10-25T02:30", "2026-10-25T02:45"),
+        period("DE", "2026-10-25T02:45", "2026-10-25T03:00"),
+    ]
+    half = period("GB", "2026-10-25T00:30", "2026-10-25T01:00")
+    assert half.steps() == [half]
+
+
+@pytest.mark.parametrize(
+    ("market", "start", "end", "reason"),
+    [
+        ("DE", "2026-06-01T08:00", "2026-06-01T08:20", "20-minute period is not a product of DE"),
+        ("GB", "2026-06-01T08:00", "2026-06-01T08:15", "15-minute period is not a product of GB"),
+        ("DE", "2026-06-01T08:05", "2026-06-01T08:20", "not on DE's 15-minute grid"),
+        ("DE", "2026-06-01T08:15", "2026-06-01T09:15", "not on DE's 60-minute grid"),
+        ("DE", "2026-06-01T09:00", "2026-06-01T08:00", "must be after"),
+        ("FR", "2026-06-01T08:00", "2026-06-01T09:00", "unknown market 'FR'"),
+        ("DE", "1999-12-31T23:00", "2000-01-01T00:00", "outside 2000..2099"),
+    ],
+)
+def test_instants_that_name_no_product_of_the_market_are_refused(market, start, end, reason):
+    result = period_between(market, utc(start), utc(end))
+    assert isinstance(result, Invalid)
+    assert reason in result.reason
+
+
+def test_open_periods_run_from_the_next_before_gate_closure_to_the_end_of_the_next_day():
+    # 23:56 in Berlin on 24 October: today's last quarter-hour closed at 23:40, tomorrow's
+    # first at 23:55; tomorrow (the 25-hour day) has 100 quarter-hours.
+    now = utc("2026-10-24T21:56")
+    open_now = open_periods("DE", now)
+    assert len(open_now) == 99
+    assert open_now[0] == period("DE", "2026-10-24T22:15", "2026-10-24T22:30")
+    assert open_now[-1].delivery_end == utc("2026-10-25T23:00")
+    assert [p.label for p in open_periods("DE", now, 60)][:3] == ["01-02", "02-03", "02-03"]
+    # London at 10:00 BST with a 60-minute lead: 11:00-11:30 closes right now, 11:30 is next.
+    london = open_periods("GB", utc("2026-06-01T09:00"))
+    assert london[0] == period("GB", "2026-06-01T10:30", "2026-06-01T11:00")
+    assert str(london[0]) == "GB 2026-06-01 11:30-12:00 +0100"
+    assert london[-1].delivery_end == utc("2026-06-02T23:00")
+
+
+def test_open_periods_at_the_gate_closure_instant_is_closed():
+    first = open_periods("DE", utc("2026-06-01T07:55"))[0]
+    assert first == period("DE", "2026-06-01T08:15", "2026-06-01T08:30")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-10-25T00:00:00",
+        "2026-10-25 00:00Z",
+        "２０２６-10-25T00:00Z",
+        "2026-10-25T00:00Z\n",
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        "2026-02-30T00:00Z",
+        20261025,
+    ],
+)
+def test_instants_out_of_grammar_or_range_are_refused(text):
+    assert isinstance(parse_instant(text), Invalid)
+
+
+def test_instants_in_offset_or_z_form_are_the_same_utc_instant():
+    assert parse_instant("2026-10-25T02:00:00+02:00") == parse_instant("2026-10-25T00:00:00Z")
+    assert parse_instant("2026-10-25T02:00+01:00") == utc("2026-10-25T01:00")
+
+
+# -- The oracle: scan UTC instants, keep those whose local wall clock matches ----------------
+
+MARKET_CODES = sorted(MARKETS)
+
+
+def _last_sunday(year: int, month: int) -> date:
+    day = date(year, month, 31)
+    return day - timedelta(days=(day.weekday() + 1) % 7)
+
+
+days = st.one_of(
+    st.dates(min_value=date(2000, 1, 2), max_value=date(2099, 12, 30)),
+    st.builds(
+        _last_sunday, st.integers(2000, 2099), st.sampled_from([3, 10])
+    ),  # the DST days of every year
+)
+
+
+def oracle_day(market: str, day: date, minutes: int) -> list[Period]:
+    tz = MARKETS[market].tz
+    t = datetime.combine(day - timedelta(days=2), datetime.min.time(), tzinfo=UTC)
+    step = timedelta(minutes=minutes)
+    found = []
+    while t.date() <= day + timedelta(days=2):
+        if t.astimezone(tz).date() == day:
+            found.append(Period(market, t, t + step))
+        t += step
+    return found
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(MARKET_CODES), days, st.data())
+def test_a_local_day_is_every_grid_instant_whose_local_date_is_that_day(market, day, data):
+    minutes = data.draw(st.sampled_from(MARKETS[market].products_minutes))
+    assert day_periods(market, day, minutes) == oracle_day(market, day, minutes)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(MARKET_CODES), days, st.integers(0, 23))
+def test_an_hour_label_names_the_one_hour_whose_local_start_matches_or_is_refused(
+    market, day, hour
+):
+    tz = MARKETS[market].tz
+    matches = [
+        p
+        for p in oracle_day(market, day, 60)
+        if p.local_start.hour == hour and p.local_start.astimezone(tz).minute == 0
+    ]
+    label = f"{hour:02d}-{hour + 1:02d}"
+    result = hour_period(market, day.isoformat(), label)
+    if len(matches) == 1:
+        assert result == matches[0]
+        assert (result.local_day, result.label) == (day, label)
+    else:
+        assert isinstance(result, Invalid)
+        assert ("does not exist" if not matches else "twice") in result.reason
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(MARKET_CODES), days, st.data())
+def test_every_period_of_a_day_round_trips_through_its_instants(market, day, data):
+    minutes = data.draw(st.sampled_from(MARKETS[market].products_minutes))
+    periods = day_periods(market, day, minutes)
+    chosen = data.draw(st.sampled_from(periods))
+    assert period_between(market, chosen.delivery_start, chosen.delivery_end) == chosen
+    steps = chosen.steps()
+    assert steps[0].delivery_start == chosen.delivery_start
+    assert steps[-1].delivery_end == chosen.delivery_end
+    assert all(s.minutes == MARKETS[market].grid_minutes for s in steps)
+    assert all(a.delivery_end == b.delivery_start for a, b in zip(steps, steps[1:], strict=False))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from(MARKET_CODES),
+    st.datetimes(
+        min_value=datetime(2000, 1, 2), max_value=datetime(2099, 12, 1), timezones=st.just(UTC)
+    ),
+)
+def test_open_periods_are_exactly_those_of_today_and_tomorrow_before_gate_closure(market, now):
+    today = now.astimezone(MARKETS[market].tz).date()
+    lead = timedelta(minutes=MARKETS[market].gate_closure_minutes)
+    grid = MARKETS[market].grid_minutes
+    candidates = oracle_day(market, today, grid) + oracle_day(
+        market, today + timedelta(days=1), grid
+    )
+    assert open_periods(market, now) == [p for p in candidates if now < p.delivery_start - lead]
+
+
+anything = st.one_of(
+    st.text(),
+    st.text(alphabet="0123456789-:TZ+.０١", max_size=30),
+    st.integers(),
+    st.floats(),
+    st.none(),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(anything, anything, anything)
+def test_every_parser_answers_any_input_with_a_value_or_a_reason(market, day, label):
+    for result in (
+        parse_day(day),
+        parse_hour_label(label),
+        parse_instant(day),
+        hour_period(
+            market if isinstance(market, str) else "DE", day if isinstance(day, str) else "x", label
+        ),
+    ):
+        assert isinstance(result, Invalid | date | int | datetime | Period)
