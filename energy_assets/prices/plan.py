@@ -1,0 +1,160 @@
+"""Which reference prices to fetch next: the vendor's budget spent where the desk's money is.
+
+A pure function of (open periods, open positions, traded periods, held revisions, now,
+budget left). The vendor revises every open period on the wall-clock 10-minute grid and
+publishes each revision 0-30 s late, up to the period's gate closure; one request is one
+period; 50 a minute and 1,000 an hour across every market. Far more periods are open than
+that can refresh every 10 minutes, so the plan orders them:
+
+1. periods where a trader holds an open position, by open MW per minute left to gate
+   closure (5 MW closing in 10 minutes before 50 MW closing in 3 hours);
+2. periods with trades but no open position, nearest gate closure first;
+3. the rest: never fetched first, then the oldest price, then nearest gate closure.
+
+A period is fetched only when the vendor can have a revision we do not hold (below), never
+after its gate closure, and the plan is never longer than the budget left in either window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+#: The vendor revises every open period on this wall-clock grid (seconds) ...
+REVISION_GRID_S = 600
+#: ... and publishes each revision up to this many seconds late ...
+PUBLICATION_DELAY_S = 30
+#: ... so a revision made at grid instant `s` is certainly out at `s + SETTLED_S`.
+SETTLED_S = PUBLICATION_DELAY_S + 1
+#: Open MW per minute to gate closure: under a minute counts as a minute.
+MIN_LEAD_S = 60.0
+
+POSITION = "position"
+TRADED = "traded"
+REST = "rest"
+
+#: (market, delivery_start, delivery_end): one delivery period, whatever object carries it.
+PeriodKey = tuple[str, datetime, datetime]
+
+
+def period_key(period: Any) -> PeriodKey:
+    """The key of anything with `market`, `delivery_start` and `delivery_end` (UTC instants)."""
+    return (
+        period.market,
+        period.delivery_start.astimezone(UTC),
+        period.delivery_end.astimezone(UTC),
+    )
+
+
+def grid_slot(moment: datetime) -> datetime:
+    """The start of the vendor's 10-minute revision slot that contains `moment`."""
+    ts = moment.timestamp()
+    return datetime.fromtimestamp(ts - ts % REVISION_GRID_S, tz=UTC)
+
+
+def last_revision_slot(gate_closure: datetime) -> datetime:
+    """The grid instant of a period's final revision: the last one strictly before its gate
+    closure (after gate closure the price is final)."""
+    ts = gate_closure.timestamp()
+    return datetime.fromtimestamp((math.ceil(ts / REVISION_GRID_S) - 1) * REVISION_GRID_S, tz=UTC)
+
+
+def settled_revision_slot(now: datetime, gate_closure: datetime) -> datetime:
+    """The grid instant of the newest revision of a period that is certainly published at
+    `now`. Between a grid instant and 31 s after it the slot's revision may or may not be
+    out yet: a fetch then can return the previous revision and cost a second request, so the
+    previous slot counts until the publication delay has passed."""
+    settled = grid_slot(now - timedelta(seconds=SETTLED_S))
+    return min(settled, last_revision_slot(gate_closure))
+
+
+def holds_latest(held: datetime | None, now: datetime, gate_closure: datetime) -> bool:
+    """Whether the revision we hold (its `last_update`, the vendor's publication instant,
+    which lies 0-30 s after the revision's grid instant) is the newest one certainly out."""
+    return held is not None and held >= settled_revision_slot(now, gate_closure)
+
+
+def is_stale(held: datetime | None, now: datetime, gate_closure: datetime) -> bool:
+    """A price older than its period's last revision slot (what the desk marks stale)."""
+    return not holds_latest(held, now, gate_closure)
+
+
+@dataclass(frozen=True)
+class BudgetLeft:
+    """Requests the vendor still allows now: in the sliding minute and hour windows."""
+
+    minute: int
+    hour: int
+
+    @property
+    def now(self) -> int:
+        return max(0, min(self.minute, self.hour))
+
+
+@dataclass(frozen=True)
+class PlannedFetch:
+    """One request of the plan, and why it is there (a run's metadata shows the reasons)."""
+
+    period: Any
+    tier: str
+    open_mw: float
+    gate_closure: datetime
+    held: datetime | None
+
+    def reason(self, now: datetime) -> str:
+        lead = (self.gate_closure - now).total_seconds() / 60
+        held = "never fetched" if self.held is None else f"held {self.held:%H:%M:%S}Z"
+        what = f"{self.open_mw:g} MW open" if self.tier == POSITION else self.tier
+        return f"{what}, gate closure in {lead:.0f} min, {held}"
+
+
+def plan_fetches(
+    open_periods: Iterable[Any],
+    *,
+    now: datetime,
+    gate_closure: Callable[[Any], datetime],
+    open_mw: Mapping[PeriodKey, float],
+    traded: Collection[PeriodKey],
+    held: Mapping[PeriodKey, datetime],
+    budget: BudgetLeft,
+) -> list[PlannedFetch]:
+    """The fetch list for `now`, most valuable first, at most `budget.now` long.
+
+    `open_mw`: |open MW| per period (summed over traders); `traded`: periods with any deal;
+    `held`: the `last_update` of the revision we hold per period; `gate_closure(period)`: when
+    trading for it closes. Periods past gate closure, and periods whose newest published
+    revision we hold, are left out; a period listed twice is planned once.
+    """
+    limit = budget.now
+    if limit <= 0:
+        return []
+    candidates: dict[PeriodKey, PlannedFetch] = {}
+    for period in open_periods:
+        key = period_key(period)
+        closes = gate_closure(period)
+        if key in candidates or closes <= now:
+            continue
+        have = held.get(key)
+        if holds_latest(have, now, closes):
+            continue
+        mw = abs(open_mw.get(key, 0.0))
+        mw = mw if math.isfinite(mw) else 0.0
+        tier = POSITION if mw > 0 else TRADED if key in traded else REST
+        candidates[key] = PlannedFetch(period, tier, mw, closes, have)
+
+    def lead_s(fetch: PlannedFetch) -> float:
+        return (fetch.gate_closure - now).total_seconds()
+
+    def order(fetch: PlannedFetch) -> tuple:
+        closes = (lead_s(fetch), period_key(fetch.period))
+        if fetch.tier == POSITION:
+            return (0, -fetch.open_mw / max(lead_s(fetch), MIN_LEAD_S), *closes)
+        if fetch.tier == TRADED:
+            return (1, 0.0, *closes)
+        age = math.inf if fetch.held is None else (now - fetch.held).total_seconds()
+        return (2, -age, *closes)
+
+    return sorted(candidates.values(), key=order)[:limit]

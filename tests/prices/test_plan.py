@@ -1,0 +1,173 @@
+"""The price planner: which periods the vendor's budget is spent on, at one instant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from energy_assets.prices.plan import (
+    POSITION,
+    REST,
+    TRADED,
+    BudgetLeft,
+    holds_latest,
+    last_revision_slot,
+    period_key,
+    plan_fetches,
+    settled_revision_slot,
+)
+
+LEAD = {"DE": timedelta(minutes=5), "GB": timedelta(minutes=60)}
+NOW = datetime(2026, 10, 25, 9, 3, 0, tzinfo=UTC)
+PLENTY = BudgetLeft(minute=50, hour=1000)
+
+
+@dataclass(frozen=True)
+class Period:
+    market: str
+    delivery_start: datetime
+    delivery_end: datetime
+
+
+def gate_closure(period: Period) -> datetime:
+    return period.delivery_start - LEAD[period.market]
+
+
+def quarter(start: datetime, market: str = "DE") -> Period:
+    return Period(market, start, start + timedelta(minutes=15))
+
+
+def at(hh: int, mm: int = 0) -> datetime:
+    return NOW.replace(hour=hh, minute=mm, second=0)
+
+
+def plan(periods, now=NOW, open_mw=None, traded=(), held=None, budget=PLENTY):
+    return plan_fetches(
+        periods,
+        now=now,
+        gate_closure=gate_closure,
+        open_mw={period_key(p): mw for p, mw in (open_mw or {}).items()},
+        traded={period_key(p) for p in traded},
+        held={period_key(p): stamp for p, stamp in (held or {}).items()},
+        budget=budget,
+    )
+
+
+def test_a_small_position_near_gate_closure_beats_a_big_one_hours_away():
+    near, far = quarter(at(9, 15)), quarter(at(13, 0))  # closes in 7 min / 3 h 52 min
+    fetches = plan([far, near], open_mw={near: 2.0, far: 50.0})
+    assert [f.period for f in fetches] == [near, far]
+    assert fetches[0].reason(NOW) == "2 MW open, gate closure in 7 min, never fetched"
+
+
+def test_positions_then_traded_periods_then_the_rest():
+    position, traded, rest = quarter(at(20)), quarter(at(9, 30)), quarter(at(9, 15))
+    fetches = plan([rest, traded, position], open_mw={position: 0.1}, traded=[traded, position])
+    assert [(f.period, f.tier) for f in fetches] == [
+        (position, POSITION),
+        (traded, TRADED),
+        (rest, REST),
+    ]
+
+
+def test_the_rest_goes_oldest_price_first():
+    fresh, old, never = quarter(at(10)), quarter(at(11)), quarter(at(12))
+    held = {fresh: at(8, 50), old: at(7, 0)}
+    assert [f.period for f in plan([fresh, old, never], held=held)] == [never, old, fresh]
+
+
+def test_closed_periods_are_never_fetched():
+    # DE closes 5 minutes before delivery: 09:05 closed at 09:00; GB closes an hour before.
+    closed_de, closed_gb = quarter(at(9, 5)), Period("GB", at(10), at(10, 30))
+    open_de = quarter(at(9, 15))
+    fetches = plan([closed_de, closed_gb, open_de], open_mw={closed_de: 9.0, closed_gb: 9.0})
+    assert [f.period for f in fetches] == [open_de]
+
+
+def test_a_held_revision_is_not_fetched_again():
+    p = quarter(at(12))
+    # At 09:03 the 09:00 revision is out (published 09:00:00-09:00:30): held -> skipped.
+    assert plan([p], held={p: at(9, 0).replace(second=17)}, open_mw={p: 5.0}) == []
+    # Holding 08:50's: the 09:00 revision is newer and out -> fetched.
+    assert len(plan([p], held={p: at(8, 50).replace(second=3)}, open_mw={p: 5.0})) == 1
+
+
+def test_within_the_publication_delay_the_previous_revision_counts_as_latest():
+    p = quarter(at(12))
+    just_after_slot = at(9, 0).replace(second=20)  # 09:00's revision may not be out yet
+    held_previous = {p: at(8, 50).replace(second=29)}
+    assert plan([p], now=just_after_slot, held=held_previous, open_mw={p: 5.0}) == []
+    settled = at(9, 0).replace(second=31)
+    assert len(plan([p], now=settled, held=held_previous, open_mw={p: 5.0})) == 1
+
+
+def test_no_revision_after_the_final_one_is_waited_for():
+    p = quarter(at(9, 15))  # closes 09:10; its last revision is made at 09:00
+    assert last_revision_slot(gate_closure(p)) == at(9, 0)
+    now = at(9, 7)
+    assert settled_revision_slot(now, gate_closure(p)) == at(9, 0)
+    assert holds_latest(at(9, 0).replace(second=30), now, gate_closure(p))
+    # A gate closure on the grid: the revision at that instant is never made.
+    q = quarter(at(9, 20))  # closes 09:15 -> last revision 09:10
+    assert last_revision_slot(gate_closure(q)) == at(9, 10)
+    r = quarter(at(9, 25))  # closes 09:20 -> last revision 09:10, not 09:20
+    assert last_revision_slot(gate_closure(r)) == at(9, 10)
+
+
+def test_the_budget_is_never_exceeded():
+    periods = [quarter(at(10) + timedelta(minutes=15 * n)) for n in range(40)]
+    assert len(plan(periods, budget=BudgetLeft(minute=7, hour=1000))) == 7
+    assert len(plan(periods, budget=BudgetLeft(minute=50, hour=3))) == 3
+    assert plan(periods, budget=BudgetLeft(minute=0, hour=1000)) == []
+    assert plan(periods, budget=BudgetLeft(minute=-4, hour=-1)) == []
+
+
+def test_a_period_listed_twice_is_planned_once():
+    p = quarter(at(12))
+    assert len(plan([p, p, Period("DE", p.delivery_start, p.delivery_end)])) == 1
+
+
+# --- properties over random books --------------------------------------------------------
+
+_STARTS = st.integers(min_value=-8, max_value=200).map(
+    lambda n: NOW.replace(minute=0) + timedelta(minutes=15 * n)
+)
+_PERIODS = st.builds(
+    lambda market, start, length: Period(market, start, start + timedelta(minutes=length)),
+    st.sampled_from(["DE", "GB"]),
+    _STARTS,
+    st.sampled_from([15, 30, 60]),
+)
+_NOWS = st.integers(min_value=0, max_value=3 * 3600).map(lambda s: NOW + timedelta(seconds=s))
+_MW = st.floats(allow_nan=True, allow_infinity=True, width=32)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    periods=st.lists(_PERIODS, max_size=60),
+    now=_NOWS,
+    data=st.data(),
+    minute=st.integers(-5, 60),
+    hour=st.integers(-5, 1100),
+)
+def test_never_over_budget_never_closed_never_held(periods, now, data, minute, hour):
+    open_mw = {p: data.draw(_MW) for p in periods if data.draw(st.booleans())}
+    traded = [p for p in periods if data.draw(st.booleans())]
+    held = {
+        p: now - timedelta(seconds=data.draw(st.integers(0, 7200)))
+        for p in periods
+        if data.draw(st.booleans())
+    }
+    fetches = plan(periods, now, open_mw, traded, held, BudgetLeft(minute, hour))
+    assert len(fetches) <= max(0, min(minute, hour))
+    keys = [period_key(f.period) for f in fetches]
+    assert len(keys) == len(set(keys))
+    for fetch in fetches:
+        assert gate_closure(fetch.period) > now
+        assert not holds_latest(held.get(fetch.period), now, gate_closure(fetch.period))
+    # What is left out for want of budget is never worth more than what is in.
+    tiers = [{POSITION: 0, TRADED: 1, REST: 2}[f.tier] for f in fetches]
+    assert tiers == sorted(tiers)
