@@ -23,11 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-#: The vendor revises every open period on this wall-clock grid (seconds) ...
-REVISION_GRID_S = 600
-#: ... and publishes each revision up to this many seconds late ...
-PUBLICATION_DELAY_S = 30
-#: ... so a revision made at grid instant `s` is certainly out at `s + SETTLED_S`.
+from energy_assets.prices.partitions import PUBLICATION_DELAY_S, REVISION_GRID_S, grid_slot
+
+#: A revision made at grid instant `s` is certainly out at `s + SETTLED_S`.
 SETTLED_S = PUBLICATION_DELAY_S + 1
 #: Open MW per minute to gate closure: under a minute counts as a minute.
 MIN_LEAD_S = 60.0
@@ -47,12 +45,6 @@ def period_key(period: Any) -> PeriodKey:
         period.delivery_start.astimezone(UTC),
         period.delivery_end.astimezone(UTC),
     )
-
-
-def grid_slot(moment: datetime) -> datetime:
-    """The start of the vendor's 10-minute revision slot that contains `moment`."""
-    ts = moment.timestamp()
-    return datetime.fromtimestamp(ts - ts % REVISION_GRID_S, tz=UTC)
 
 
 def last_revision_slot(gate_closure: datetime) -> datetime:
