@@ -201,7 +201,14 @@ def report_reference_prices(context: dg.OpExecutionContext, stored: StoredPrices
             f"failed after their retries: {', '.join(failed[:20])}"
             f"{' …' if len(failed) > 20 else ''}\n{detail}"
         ),
-        metadata={**stored.metadata, "failed_partitions": dg.MetadataValue.json(failed)},
+        metadata={
+            **stored.metadata,
+            "failed_partitions": dg.MetadataValue.json(failed),
+            # Each failed period's reason (a refused answer, the vendor down after retries).
+            "failure_reasons": dg.MetadataValue.json(
+                {key: stored.errors[key][:300] for key in failed[:200]}
+            ),
+        },
     )
 
 

@@ -8,8 +8,6 @@ first takes a slot of the shared `RequestBudget`. A missing or bad price is an e
 
 from __future__ import annotations
 
-import json
-import math
 import random
 import threading
 import time
@@ -26,11 +24,11 @@ from pydantic import PrivateAttr
 from requests.adapters import HTTPAdapter
 
 from energy_assets.delivery import hour_label, parse_hour_label
+from energy_assets.prices.answer import EURO_MWH, PriceRules, Refused, judge_answer
 from energy_assets.prices.budget import BULK, BudgetLimits, RequestBudget
 from energy_assets.settings import DEFAULT_MARKET_DATA_URL
 
 PRICE_PATH = "reference-price"
-ANSWER_KEYS = ("delivery_day", "delivery_hour", "last_update", "unit", "value")
 
 
 class MarketDataError(Exception):
@@ -77,44 +75,21 @@ def join_url(base_url: str, path: str) -> str:
 
 
 def parse_price_answer(
-    body: bytes | str, day: date, label: str, fetched_at: datetime
-) -> ReferencePrice:
-    """Validate one 200 answer against the hour asked. Raises InvalidPriceAnswer."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidPriceAnswer(f"answer is not JSON: {error}") from error
-    if not isinstance(data, dict):
-        raise InvalidPriceAnswer(f"answer is not a JSON object: {type(data).__name__}")
-    missing = [key for key in ANSWER_KEYS if key not in data]
-    if missing:
-        raise InvalidPriceAnswer(f"answer lacks {', '.join(missing)}")
-    value = data["value"]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidPriceAnswer(f"value is not a number: {value!r}")
-    if not math.isfinite(value):
-        raise InvalidPriceAnswer(f"value is not finite: {value!r}")
-    unit = data["unit"]
-    if not isinstance(unit, str) or not unit.strip():
-        raise InvalidPriceAnswer(f"unit is not a non-empty string: {unit!r}")
-    if data["delivery_day"] != day.isoformat() or data["delivery_hour"] != label:
-        raise InvalidPriceAnswer(
-            f"answer is for {data['delivery_day']!r} {data['delivery_hour']!r}, "
-            f"not {day.isoformat()} {label}"
-        )
-    last_update = data["last_update"]
-    try:
-        stamp = datetime.fromisoformat(last_update.replace("Z", "+00:00"))
-    except (AttributeError, ValueError) as error:
-        raise InvalidPriceAnswer(f"last_update is not an ISO timestamp: {last_update!r}") from error
-    if stamp.tzinfo is None:
-        raise InvalidPriceAnswer(f"last_update has no UTC offset: {last_update!r}")
+    body: bytes | str, day: date, label: str, fetched_at: datetime, rules: PriceRules = EURO_MWH
+) -> ReferencePrice | Refused:
+    """One 200 answer for the hourly request form, judged alone (`answer.judge_answer`): the
+    price of the hour asked, or why it is refused. Never raises."""
+    judged = judge_answer(
+        body, {"delivery_day": day.isoformat(), "delivery_hour": label}, rules, now=fetched_at
+    )
+    if isinstance(judged, Refused):
+        return judged
     return ReferencePrice(
         delivery_day=day,
         delivery_hour=label,
-        value=float(value),
-        unit=unit,
-        last_update=stamp.astimezone(UTC),
+        value=judged.value,
+        unit=judged.unit,
+        last_update=judged.last_update,
         fetched_at=fetched_at,
     )
 
@@ -265,10 +240,10 @@ class MarketDataClient(dg.ConfigurableResource):
         fetched_at = datetime.now(UTC)
         status = response.status_code
         if status == 200:
-            try:
-                return parse_price_answer(response.content, day, label, fetched_at), None
-            except InvalidPriceAnswer as error:
-                return InvalidPriceAnswer(f"{name}: {error}"), None
+            price = parse_price_answer(response.content, day, label, fetched_at)
+            if isinstance(price, Refused):
+                return InvalidPriceAnswer(f"{name}: {price.reason}"), None
+            return price, None
         if status == 429:
             return "429 Too Many Requests", _retry_after_s(response.headers.get("Retry-After"))
         if status >= 500:
@@ -297,6 +272,12 @@ class MarketDataClient(dg.ConfigurableResource):
             except MarketDataError as error:
                 with self._lock:
                     report.errors[key] = error
+                return
+            except Exception as error:  # the last resort: one period fails, never the run
+                with self._lock:
+                    report.errors[key] = MarketDataError(
+                        f"{key}: unexpected {type(error).__name__}: {str(error)[:200]}"
+                    )
                 return
             with self._lock:
                 report.prices[key] = price

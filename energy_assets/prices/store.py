@@ -9,6 +9,7 @@ import duckdb
 import polars as pl
 
 from energy_assets import published
+from energy_assets.prices.answer import CLOCK_SKEW
 from energy_assets.prices.client import ReferencePrice
 from energy_assets.tables import REFERENCE_PRICE_REVISIONS, REFERENCE_PRICES, ensure_price_tables
 
@@ -43,11 +44,14 @@ def prices_frame(prices: Sequence[ReferencePrice]) -> pl.DataFrame:
 def store_prices(conn: duckdb.DuckDBPyConnection, prices: Sequence[ReferencePrice]) -> StoreResult:
     """Write a batch in ONE transaction: every distinct revision into the history, and the
     current row of each hour replaced, unless the stored row is a newer revision (a slow
-    backfill finishing after the schedule must not put an old price back)."""
+    backfill finishing after the schedule must not put an old price back). A stored row whose
+    `last_update` lies after its own `fetched_at` by more than the clock skew was never a
+    plausible revision (stored before the client refused such answers): it blocks nothing."""
     ensure_price_tables(conn)
     if not prices:
         return StoreResult(rows=0, new_revisions=0)
     current, revisions = REFERENCE_PRICES, REFERENCE_PRICE_REVISIONS
+    skew_s = int(CLOCK_SKEW.total_seconds())
     batch = prices_frame(prices)
     conn.register("price_batch", batch.to_arrow())
     try:
@@ -67,6 +71,7 @@ def store_prices(conn: duckdb.DuckDBPyConnection, prices: Sequence[ReferencePric
                     last_update = excluded.last_update,
                     fetched_at = excluded.fetched_at
                 WHERE excluded.last_update >= cur.last_update
+                   OR cur.last_update > cur.fetched_at + INTERVAL {skew_s} SECOND
                 """
             )
             conn.execute("COMMIT")

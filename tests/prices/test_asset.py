@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import json
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -14,8 +15,9 @@ from energy_assets import published
 from energy_assets.journals.resources import ArchiveResource
 from energy_assets.prices.assets import ASSET_KEY, PARTITIONS, reference_prices
 from energy_assets.prices.checks import reference_price_checks
-from energy_assets.prices.client import MarketDataClient
+from energy_assets.prices.client import MarketDataClient, ReferencePrice
 from energy_assets.prices.partitions import RANGE_END_TAG, RANGE_START_TAG
+from energy_assets.prices.store import store_prices
 from tests.prices.conftest import Answer, valid_price
 
 # Seconds or more: Dagster runs in a real instance.
@@ -254,3 +256,75 @@ def test_materialisations_are_recorded_outside_the_duckdb_pool(
         "report_reference_prices": None,
     }
     assert len(rows(db)) == 6
+
+
+def test_hostile_answers_fail_their_hour_only_and_the_good_hours_are_stored(
+    scripted_market_data, dagster_home, tmp_path
+):
+    vendor = scripted_market_data()
+    db = str(tmp_path / "warehouse.duckdb")
+    good = valid_price("2023-03-01", "00-01")
+    hostile = {
+        "01-02": json.dumps(good | {"delivery_hour": "01-02"}).replace(
+            str(good["value"]), "9" * 401
+        ),
+        "02-03": valid_price("2023-03-01", "02-03", last_update="0001-01-01T00:30:00+01:00"),
+        "03-04": valid_price("2023-03-01", "03-04", last_update="9999-12-31T23:30:00-01:00"),
+        "04-05": valid_price("2023-03-01", "04-05", last_update="2099-01-01T00:00:00Z"),
+        "05-06": valid_price("2023-03-01", "05-06", value=1e308),
+        "06-07": valid_price("2023-03-01", "06-07") | {"unit": "USD/MWh"},
+    }
+    for hour, body in hostile.items():
+        vendor.by_hour[("2023-03-01", hour)] = [Answer(body=body)]
+    # A known other unit is converted, not refused.
+    vendor.by_hour[("2023-03-01", "07-08")] = [
+        Answer(body=valid_price("2023-03-01", "07-08", value=0.05) | {"unit": "EUR/kWh"})
+    ]
+    result = run_range(vendor.url, db, "2023-03-01-00:00", "2023-03-01-08:00", raise_on_error=False)
+    assert not result.success
+    stored = {hour: (value, unit) for _, hour, value, unit, _ in rows(db)}
+    assert stored == {
+        "00-01": (0.01, "euro/mwh"),
+        "07-08": (50.0, "euro/mwh"),
+        "08-09": (8.01, "euro/mwh"),
+    }
+    instance = dg.DagsterInstance.get()
+    keys = [f"2023-03-01-0{hour}:00" for hour in range(9)]
+    status = instance.get_status_by_partition(ASSET_KEY, keys, PARTITIONS)
+    failed = {key for key, state in status.items() if state == dg.AssetPartitionStatus.FAILED}
+    assert failed == {f"2023-03-01-0{hour}:00" for hour in range(1, 7)}
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    reasons = failure.step_failure_data.user_failure_data.metadata["failure_reasons"].value
+    assert "not finite" in reasons["2023-03-01-01:00"]
+    assert "last_update" in reasons["2023-03-01-02:00"]
+    assert "last_update" in reasons["2023-03-01-03:00"]
+    assert "in the future" in reasons["2023-03-01-04:00"]
+    assert "outside the market's limits" in reasons["2023-03-01-05:00"]
+    assert "USD/MWh" in reasons["2023-03-01-06:00"]
+    # The next run of those hours, the vendor sane again, stores them.
+    assert run_range(vendor.url, db, "2023-03-01-01:00", "2023-03-01-06:00").success
+    assert len(rows(db)) == 9
+
+
+def test_a_future_dated_row_stored_earlier_does_not_freeze_its_hour(
+    scripted_market_data, dagster_home, tmp_path
+):
+    # A row stored before answers were judged: last_update 2099, an hour ago.
+    db = str(tmp_path / "warehouse.duckdb")
+    frozen = ReferencePrice(
+        delivery_day=date(2023, 3, 1),
+        delivery_hour="10-11",
+        value=1e308,
+        unit="euro/mwh",
+        last_update=datetime(2099, 1, 1, tzinfo=UTC),
+        fetched_at=datetime.now(UTC) - timedelta(hours=1),
+    )
+    with duckdb.connect(db) as conn:
+        store_prices(conn, [frozen])
+    vendor = scripted_market_data()
+    vendor.default = lambda day, hour: Answer(
+        body=valid_price(day, hour, 42.0, "2023-03-01T09:50:00Z")
+    )
+    assert run_range(vendor.url, db, "2023-03-01-10:00", "2023-03-01-10:00").success
+    ((*_, value, unit, last_update),) = rows(db)
+    assert (value, unit, last_update) == (42.0, "euro/mwh", datetime(2023, 3, 1, 9, 50, tzinfo=UTC))
