@@ -4,14 +4,16 @@
 - `postgres`: `dagster.postgres.yaml`, runs, event logs and schedule/sensor state in the
   PostgreSQL database named by the `DAGSTER_PG_*` variables.
 
-Both files live at the repository root; `prepare_dagster_home` copies the chosen one to
-`$DAGSTER_HOME/dagster.yaml`, refreshing it on every start so an edit reaches the demo.
+Both files live at the repository root; `prepare_dagster_home` writes the chosen one to
+`$DAGSTER_HOME/dagster.yaml`, refreshing it on every start so an edit reaches the demo. For
+SQLite it adds the one setting that needs a path, so the file at the root names none and `dg`
+commands read it from any shell, DAGSTER_HOME set or not.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -43,10 +45,21 @@ def instance_template(kind: str) -> Path:
 
 def prepare_dagster_home(home: Path, kind: str) -> Path:
     """Creates `home` and writes the `kind` instance's dagster.yaml into it."""
-    home = Path(home)
+    home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
+    text = instance_template(kind).read_text()
+    if kind == "sqlite":
+        # Every run's events in one file, $DAGSTER_HOME/event_log.db, instead of Dagster's
+        # default of a file per run (each ~130 KB of empty schema, most of the instance's
+        # growth at the batch cadence). PostgreSQL has no such overhead.
+        text += (
+            "\nevent_log_storage:\n"
+            "  module: dagster.core.storage.event_log\n"
+            "  class: ConsolidatedSqliteEventLogStorage\n"
+            f"  config:\n    base_dir: {json.dumps(str(home))}\n"
+        )
     target = home / "dagster.yaml"
-    shutil.copyfile(instance_template(kind), target)
+    target.write_text(text)
     return target
 
 
