@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 from energy_assets.playground.server import ExchangeOptions, Playground  # noqa: E402
 from energy_assets.tables import RAW_TRADES  # noqa: E402
 from energy_assets.trades.buffer import SEGMENTS  # noqa: E402
-from energy_assets.trades.deal import InvalidFrame, parse_frame  # noqa: E402
+from energy_assets.trades.deal import Refused, parse_frame  # noqa: E402
 from energy_assets.trades.drain import drain, read_segments, typed  # noqa: E402
 
 PYTHON = str(REPO / ".venv/bin/python")
@@ -124,9 +124,8 @@ async def _insert_each(url: str, database: Path, deals: int) -> float:
     async with connect(url, max_queue=None) as ws:
         async for message in ws:
             started = started or time.perf_counter()
-            try:
-                deal = parse_frame(message)
-            except InvalidFrame:
+            deal = parse_frame(message)
+            if isinstance(deal, Refused):
                 continue
             conn.execute(
                 "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

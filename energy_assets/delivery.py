@@ -10,8 +10,10 @@ import re
 from datetime import UTC, date, datetime, timedelta
 
 HOURS_PER_DAY = 24
-_HOUR_LABEL = re.compile(r"^(\d{2})-(\d{2})$")
-_ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# ASCII digits, the whole string: `\d` matches any Unicode digit ("٠٧-٠٨") and `$` matches
+# before a trailing newline ("07-08\n").
+_HOUR_LABEL = re.compile(r"([0-9]{2})-([0-9]{2})")
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def hour_label(hour: int) -> str:
@@ -23,9 +25,9 @@ def hour_label(hour: int) -> str:
 
 def parse_hour_label(label: str) -> int:
     """`"07-08"` -> `7`. Raises ValueError on anything but `HH-HH` with HH+1."""
-    match = _HOUR_LABEL.match(label) if isinstance(label, str) else None
+    match = _HOUR_LABEL.fullmatch(label) if isinstance(label, str) else None
     if not match:
-        raise ValueError(f"delivery hour must look like 'HH-HH', got {label!r}")
+        raise ValueError(f"delivery hour must look like 'HH-HH', got {label!r:.60}")
     start, end = int(match.group(1)), int(match.group(2))
     if not (0 <= start < HOURS_PER_DAY and end == start + 1):
         raise ValueError(f"delivery hour must be one of 00-01 … 23-24, got {label!r}")
@@ -34,9 +36,9 @@ def parse_hour_label(label: str) -> int:
 
 def parse_delivery_day(text: str) -> date:
     """`"2023-02-21"` -> date. Strict ISO `YYYY-MM-DD` only."""
-    if not isinstance(text, str) or not _ISO_DAY.match(text):
-        raise ValueError(f"delivery day must be an ISO date YYYY-MM-DD, got {text!r}")
-    return date.fromisoformat(text)
+    if not isinstance(text, str) or not _ISO_DAY.fullmatch(text):
+        raise ValueError(f"delivery day must be an ISO date YYYY-MM-DD, got {text!r:.60}")
+    return date.fromisoformat(text)  # ValueError for 2023-02-30
 
 
 def delivery_start(day: date, hour: int) -> datetime:

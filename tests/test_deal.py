@@ -1,10 +1,24 @@
-"""The contract's deal confirmation: what passes, and why everything else is refused."""
+"""The contract's deal confirmation: what passes, and why everything else is refused.
 
+`parse_frame` is total: for any frame it returns a Deal or a Refused reason, never raises, and
+every deal it accepts passes the blocking checks on `raw_trades` once stored by the real drain.
+"""
+
+import itertools
 import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
 
+import duckdb
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from energy_assets.trades.deal import Deal, InvalidFrame, parse_frame
+from energy_assets.trades.assets import blocking_check_failures
+from energy_assets.trades.buffer import CaptureBuffer
+from energy_assets.trades.deal import ENVELOPES, FIELDS, Deal, Refused, parse_frame
+from energy_assets.trades.drain import drain
 
 GOOD = {
     "id": "3624e95119f04b7bb054b2f91a980a83",
@@ -16,63 +30,237 @@ GOOD = {
     "trader_id": "flex_trader_4",
     "execution_time": "2023-02-21T06:13:43+00:00",
 }
+#: The parser's clock in the property tests: execution times up to a day after it pass.
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("envelope", ["deal_confirmation", "trade_confirmation"])
+def frame(**fields) -> str:
+    return json.dumps({"deal_confirmation": {**GOOD, **fields}})
+
+
+def reason(text: str | bytes) -> str:
+    result = parse_frame(text, NOW)
+    assert isinstance(result, Refused), f"accepted {text!r}"
+    assert result.reason
+    return result.reason
+
+
+@pytest.mark.parametrize("envelope", ENVELOPES)
 def test_both_envelopes_parse_to_the_same_deal(envelope):
     deal = parse_frame(json.dumps({envelope: GOOD}))
     assert deal == Deal(**GOOD)
     assert parse_frame(deal.to_frame(envelope)) == deal
 
 
-def test_zero_and_negative_prices_and_z_suffix_are_valid():
+def test_limits_zero_and_negative_prices_and_z_suffix_are_valid():
     deal = parse_frame(
         json.dumps(
             {"trade_confirmation": {**GOOD, "price": -3, "execution_time": "2023-02-21T06:13:43Z"}}
         )
     )
     assert deal.price == -3.0
-    assert parse_frame(json.dumps({"deal_confirmation": {**GOOD, "price": 0}})).price == 0.0
+    assert parse_frame(frame(price=0)).price == 0.0
+    assert parse_frame(frame(price=-9999, quantity=10_000)).price == -9999.0
+    assert parse_frame(frame(price=9999.0, quantity=0.1)).quantity == 0.1
+    # An instant with another offset, as late as the clock allows (a day of skew).
+    late = parse_frame(frame(execution_time="2026-11-27T12:59:59.5+01:00"), NOW)
+    assert isinstance(late, Deal)
 
 
 @pytest.mark.parametrize(
-    ("frame", "reason"),
+    ("text", "why"),
     [
         ("not json", "not JSON"),
         ("[1, 2]", "JSON object"),
         ('"text"', "JSON object"),
+        (b"\xff\xfe", "not UTF-8"),
+        ("[" * 100_000 + "]" * 100_000, "nests JSON too deeply"),
         (json.dumps({"heartbeat": {}}), "not a deal confirmation"),
         (json.dumps({"deal_confirmation": [1]}), "JSON object"),
+        (json.dumps({"deal_confirmation": GOOD, "trade_confirmation": GOOD}), "both envelopes"),
         (
             json.dumps({"deal_confirmation": {k: v for k, v in GOOD.items() if k != "price"}}),
             "missing field",
         ),
-        (json.dumps({"deal_confirmation": {**GOOD, "price": "abc"}}), "price must be a number"),
-        (json.dumps({"deal_confirmation": {**GOOD, "price": "20.64"}}), "price must be a number"),
-        (
-            json.dumps({"deal_confirmation": {**GOOD, "quantity": True}}),
-            "quantity must be a number",
-        ),
-        (json.dumps({"deal_confirmation": {**GOOD, "quantity": 0}}), "quantity must be > 0"),
-        (json.dumps({"deal_confirmation": {**GOOD, "quantity": -1.5}}), "quantity must be > 0"),
-        (json.dumps({"deal_confirmation": {**GOOD, "direction": "hold"}}), "direction"),
-        (json.dumps({"deal_confirmation": {**GOOD, "id": "xyz"}}), "id must be"),
-        (json.dumps({"deal_confirmation": {**GOOD, "id": 42}}), "id must be a string"),
-        (json.dumps({"deal_confirmation": {**GOOD, "delivery_day": "2023-02-30"}}), "day"),
-        (json.dumps({"deal_confirmation": {**GOOD, "delivery_day": "21.02.2023"}}), "day"),
-        (json.dumps({"deal_confirmation": {**GOOD, "delivery_hour": "24-25"}}), "delivery hour"),
-        (json.dumps({"deal_confirmation": {**GOOD, "delivery_hour": "15-17"}}), "delivery hour"),
-        (json.dumps({"deal_confirmation": {**GOOD, "delivery_hour": 15}}), "must be a string"),
-        (json.dumps({"deal_confirmation": {**GOOD, "trader_id": ""}}), "trader_id"),
-        (json.dumps({"deal_confirmation": {**GOOD, "execution_time": "yesterday"}}), "ISO-8601"),
-        (
-            json.dumps({"deal_confirmation": {**GOOD, "execution_time": "2023-02-21T06:13:43"}}),
-            "offset",
-        ),
+        (frame(price="abc"), "price must be a number"),
+        (frame(price="20.64"), "price must be a number"),
+        (frame(quantity=True), "quantity must be a number"),
+        (frame(quantity=0), "quantity must be > 0"),
+        (frame(quantity=-1.5), "quantity must be within"),
+        (frame(direction="hold"), "direction"),
+        (frame(direction=["buy"]), "direction"),
+        (frame(id="xyz"), "id must be"),
+        (frame(id=GOOD["id"] + "\n"), "id must be"),
+        (frame(id=GOOD["id"].upper()), "id must be"),
+        (frame(id=42), "id must be a string"),
+        (frame(delivery_day="2023-02-30"), "day"),
+        (frame(delivery_day="21.02.2023"), "day"),
+        (frame(delivery_hour="24-25"), "delivery hour"),
+        (frame(delivery_hour="15-17"), "delivery hour"),
+        (frame(delivery_hour=15), "must be a string"),
+        (frame(trader_id=""), "trader_id"),
+        (frame(trader_id="  "), "trader_id"),
+        (frame(execution_time="yesterday"), "ISO-8601"),
+        (frame(execution_time="2023-02-21T06:13:43"), "ISO-8601"),
+        (frame(execution_time="2023-02-21 06:13:43+00:00"), "ISO-8601"),
         ('{"deal_confirmation": {"price": NaN}}', "missing field"),
+        # The issue's hostile frames: each raised or was stored before.
+        (frame(price=int("9" * 401)), "price must be within"),
+        ('{"deal_confirmation": {"price": ' + "9" * 5000 + "}}", "not JSON"),
+        (frame(price=1e308), "price must be within"),
+        (frame(quantity=1e308), "quantity must be within"),
+        (frame(price=float("nan")), "price must be finite"),
+        (frame(quantity=float("inf")), "quantity must be finite"),
+        (frame(price=-float("inf")), "price must be finite"),
+        (frame(execution_time="0001-01-01T00:30:00+01:00"), "execution_time must be between"),
+        (frame(execution_time="9999-12-31T23:30:00-01:00"), "execution_time must be between"),
+        (frame(execution_time="1999-12-31T23:59:59Z"), "execution_time must be between"),
+        (frame(execution_time="2026-11-27T12:00:01Z"), "execution_time must be between"),
+        (frame(execution_time="2023-02-21T06:13:43+24:00"), "valid instant"),
+        (frame(delivery_day="0001-01-01"), "delivery_day must be between"),
+        (frame(delivery_day="9999-12-31"), "delivery_day must be between"),
+        (frame(delivery_day="2999-01-01"), "delivery_day must be between"),
+        (frame(delivery_hour="07-08\n"), "delivery hour"),
+        (frame(delivery_hour="０７-０８"), "delivery hour"),
+        (frame(delivery_hour="٠٧-٠٨"), "delivery hour"),
+        (frame(delivery_day="２０２３-02-21"), "delivery day"),
+        (frame(delivery_day="2023-02-21\n"), "delivery day"),
+        (frame(execution_time="２023-02-21T06:13:43Z"), "ISO-8601"),
+        (frame(execution_time="2023-02-21T06:13:43Z\n"), "ISO-8601"),
+        (frame(trader_id="trader_\ud800"), "trader_id"),
+        (frame(trader_id="trader\x00"), "trader_id"),
+        (frame(trader_id="trader\n"), "trader_id"),
+        (frame(trader_id="x" * 65), "trader_id"),
+        (frame(trader_id="ｔrader"), "trader_id"),
     ],
 )
-def test_malformed_frames_are_refused_with_a_reason(frame, reason):
-    with pytest.raises(InvalidFrame) as err:
-        parse_frame(frame)
-    assert reason in err.value.reason
+def test_malformed_and_hostile_frames_are_refused_with_a_reason(text, why):
+    assert why in reason(text)
+
+
+# -- properties ---------------------------------------------------------------------------
+
+#: Any character, lone surrogates and controls included (Hypothesis leaves surrogates out of
+#: text by default).
+ANY_CHAR = st.characters(codec=None, exclude_categories=())
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**300, max_value=10**420)
+    | st.floats()
+    | st.text(ANY_CHAR, max_size=20),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(st.text(ANY_CHAR, max_size=10), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values, envelope=st.sampled_from(ENVELOPES), field=st.sampled_from(FIELDS))
+def test_any_json_value_gives_a_deal_or_a_reason(value, envelope, field):
+    for message in (value, {envelope: value}, {envelope: {**GOOD, field: value}}):
+        for ensure_ascii in (True, False):
+            result = parse_frame(json.dumps(message, ensure_ascii=ensure_ascii), NOW)
+            assert isinstance(result, Deal) or (isinstance(result, Refused) and result.reason)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(ANY_CHAR, max_size=200) | st.binary(max_size=200))
+def test_any_text_gives_a_deal_or_a_reason(text):
+    result = parse_frame(text, NOW)
+    assert isinstance(result, Deal | Refused)
+
+
+_UNICODE_DIGITS = ["０１２３４５６７８９", "٠١٢٣٤٥٦٧٨٩", "۰۱۲۳۴۵۶۷۸۹", "०१२३४५६७८९", "𝟎𝟏𝟐𝟑𝟒𝟓𝟔𝟕𝟖𝟗"]
+
+
+@st.composite
+def look_alikes(draw, good: str) -> str:
+    """`good` with some ASCII digits replaced by another script's, or a trailing newline or
+    space, or cut short."""
+    digits = draw(st.sampled_from(_UNICODE_DIGITS))
+    chars = [
+        digits[int(c)] if c.isdigit() and c.isascii() and draw(st.booleans()) else c for c in good
+    ]
+    text = "".join(chars)
+    tail = draw(st.sampled_from(["", "\n", " ", "\r\n", "\x00", "\u200b"]))
+    cut = draw(st.integers(0, len(text)))
+    return draw(st.sampled_from([text + tail, text[:cut], " " + text]))
+
+
+def hostile(good):
+    sentinels = st.sampled_from(
+        [
+            "0001-01-01",
+            "9999-12-31",
+            "0001-01-01T00:30:00+01:00",
+            "9999-12-31T23:30:00-01:00",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999+00:00",
+            "1970-01-01T00:00:00Z",
+            "2999-01-01",
+            "2999-01-01T00:00:00Z",
+            "1999-12-31T23:30:00-01:00",
+            "2099-12-31",
+            "2000-01-01T00:00:00Z",
+        ]
+    )
+    numbers = (
+        st.integers()
+        | st.integers(min_value=10**300, max_value=10**420).map(lambda n: n * -1 if n % 2 else n)
+        | st.floats()
+        | st.sampled_from([1e308, -1e308, 9999, -9999, 9999.0000001, 10_000, 10_000.000001, 5e-324])
+    )
+    other = st.none() | st.booleans() | st.lists(st.integers(), max_size=2) | st.just({})
+    texts = st.text(ANY_CHAR, max_size=40)
+    strategies = [sentinels, numbers, other, texts]
+    if isinstance(good, str):
+        strategies.append(look_alikes(good))
+    return st.one_of(strategies)
+
+
+@st.composite
+def mutated_frames(draw) -> str:
+    deal = dict(GOOD)
+    # A recent execution and delivery, so good values survive beside the mutated ones.
+    deal["execution_time"] = "2026-11-26T06:13:43.123+01:00"
+    deal["delivery_day"] = "2026-11-27"
+    deal["id"] = f"{draw(st.integers(0, 2**128 - 1)):032x}"
+    for name in draw(st.lists(st.sampled_from(FIELDS), max_size=3, unique=True)):
+        if draw(st.sampled_from(["mutate"] * 9 + ["delete"])) == "delete":
+            del deal[name]
+        else:
+            deal[name] = draw(hostile(deal[name]))
+    envelope = draw(st.sampled_from(ENVELOPES))
+    return json.dumps({envelope: deal}, ensure_ascii=draw(st.booleans()))
+
+
+_examples = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def scratch() -> Path:
+    with tempfile.TemporaryDirectory() as directory:
+        yield Path(directory)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(mutated_frames(), min_size=1, max_size=15))
+def test_mutated_good_frames_give_a_deal_or_a_reason_and_deals_pass_the_checks(scratch, texts):
+    """What the parser accepts, the real drain stores and every blocking check passes: the
+    checks on `raw_trades` guard against corruption, never against input."""
+    capture = scratch / f"capture-{next(_examples)}"
+    buffer = CaptureBuffer(capture)
+    for text in texts:
+        result = parse_frame(text, NOW)
+        assert isinstance(result, Deal) or (isinstance(result, Refused) and result.reason)
+        if isinstance(result, Deal):
+            buffer.append(result, NOW)
+    buffer.close()
+    with duckdb.connect(str(scratch / "warehouse.duckdb")) as conn:
+        drain(conn, capture)
+        failures = blocking_check_failures(conn)
+    assert not any(failures.values()), failures

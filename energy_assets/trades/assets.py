@@ -9,6 +9,13 @@ from energy_assets.delivery import HOURS_PER_DAY, hour_label
 from energy_assets.journals.resources import ArchiveResource
 from energy_assets.tables import FEED_GAPS, RAW_TRADES, table_value
 from energy_assets.trades.buffer import QUARANTINE, read_listener_state
+from energy_assets.trades.deal import (
+    CLOCK_SKEW,
+    EARLIEST,
+    LATEST_DELIVERY_DAY,
+    PRICE_LIMIT,
+    QUANTITY_LIMIT,
+)
 from energy_assets.trades.drain import DrainResult, drain
 from energy_assets.trades.resources import CaptureBufferResource
 from energy_assets.warehouse import DUCKDB_POOL
@@ -18,18 +25,46 @@ RECENT_GAP_WINDOW = timedelta(hours=24)
 VALID_HOURS = [hour_label(hour) for hour in range(HOURS_PER_DAY)]
 
 # Blocking: a duplicated or malformed row would silently distort every position built on it,
-# so downstream assets wait until the table is sound. Feed gaps only warn: the rows stored are
-# right, the desk just has to know some may be missing.
+# so downstream assets wait until the table is sound. The listener's parser refuses every row
+# these would reject (tests/test_deal.py proves it), so a failure means corruption, not input.
+# Feed gaps only warn: the rows stored are right, the desk just has to know some may be missing.
 CHECKS = {
     "ids_unique": ("Every deal id appears once in raw_trades.", True),
     "no_nulls": ("No column of raw_trades is null.", True),
-    "quantity_positive": ("Every deal's quantity (MWh) is strictly positive.", True),
+    "quantity_in_limits": (
+        f"Every deal's quantity is > 0 and at most {QUANTITY_LIMIT:,} MW.",
+        True,
+    ),
+    "price_in_limits": (
+        f"Every price is finite and within ±{PRICE_LIMIT:,} €/MWh (SIDC's harmonised limits).",
+        True,
+    ),
     "valid_delivery_hour": ("Every delivery_hour is one of 00-01 … 23-24.", True),
+    "plausible_dates": (
+        f"Every delivery_day is in {EARLIEST:%Y-%m-%d} … {LATEST_DELIVERY_DAY}, every "
+        f"execution_time after {EARLIEST:%Y-%m-%d} and at most {CLOCK_SKEW.days} day after "
+        "its receipt.",
+        True,
+    ),
     "no_recent_feed_gaps": (
         "No stretch without an exchange connection in the last 24 h (deals in a gap may be "
-        "missing: the exchange replays nothing). Warns, does not block.",
+        "missing: the exchange replays nothing), and the listener reporting now. Warns, does "
+        "not block.",
         False,
     ),
+}
+#: The row-level blocking checks: the rows each one rejects, as a DuckDB predicate.
+BAD_ROWS = {
+    "quantity_in_limits": f"NOT (quantity > 0 AND quantity <= {QUANTITY_LIMIT})",
+    # NaN is above every number in DuckDB, so BETWEEN rejects it as it rejects infinities.
+    "price_in_limits": f"NOT (price BETWEEN -{PRICE_LIMIT} AND {PRICE_LIMIT})",
+    "valid_delivery_hour": "delivery_hour NOT IN ("
+    + ", ".join(f"'{label}'" for label in VALID_HOURS)
+    + ")",
+    "plausible_dates": f"""NOT (
+        delivery_day BETWEEN DATE '{EARLIEST:%Y-%m-%d}' AND DATE '{LATEST_DELIVERY_DAY}'
+        AND execution_time >= TIMESTAMPTZ '{EARLIEST.isoformat()}'
+        AND execution_time <= received_at + INTERVAL {CLOCK_SKEW.days} DAY)""",
 }
 CHECK_SPECS = [
     dg.AssetCheckSpec(name, asset="raw_trades", description=text, blocking=blocking)
@@ -117,32 +152,23 @@ def _count(conn, sql: str, params: list | None = None) -> int:
     return conn.execute(sql, params).fetchone()[0]
 
 
-def _check_results(conn, capture: CaptureBufferResource):
+def blocking_check_failures(conn) -> dict[str, int]:
+    """Rows of `raw_trades` each blocking check rejects (0 everywhere when it passes)."""
     duplicated = _count(conn, f"SELECT count(*) - count(DISTINCT id) FROM {RAW_TRADES}")
-    yield dg.AssetCheckResult(
-        check_name="ids_unique",
-        passed=duplicated == 0,
-        metadata={"duplicate_rows": duplicated},
-    )
     columns = [row[0] for row in conn.execute(f"DESCRIBE {RAW_TRADES}").fetchall()]
-    nulls = _count(
-        conn,
-        f"SELECT count(*) FROM {RAW_TRADES} WHERE "
-        + " OR ".join(f"{column} IS NULL" for column in columns),
-    )
-    yield dg.AssetCheckResult(check_name="no_nulls", passed=nulls == 0, metadata={"rows": nulls})
-    bad_quantity = _count(conn, f"SELECT count(*) FROM {RAW_TRADES} WHERE NOT quantity > 0")
-    yield dg.AssetCheckResult(
-        check_name="quantity_positive", passed=bad_quantity == 0, metadata={"rows": bad_quantity}
-    )
-    bad_hour = _count(
-        conn,
-        f"SELECT count(*) FROM {RAW_TRADES} WHERE NOT list_contains(?::VARCHAR[], delivery_hour)",
-        [VALID_HOURS],
-    )
-    yield dg.AssetCheckResult(
-        check_name="valid_delivery_hour", passed=bad_hour == 0, metadata={"rows": bad_hour}
-    )
+    nulls = " OR ".join(f"{column} IS NULL" for column in columns)
+    rules = {"no_nulls": nulls, **BAD_ROWS}
+    counts = conn.execute(
+        "SELECT "
+        + ", ".join(f"count(*) FILTER (WHERE {rule})" for rule in rules.values())
+        + f" FROM {RAW_TRADES}"
+    ).fetchone()
+    return {"ids_unique": duplicated} | dict(zip(rules, counts, strict=True))
+
+
+def _check_results(conn, capture: CaptureBufferResource):
+    for name, rows in blocking_check_failures(conn).items():
+        yield dg.AssetCheckResult(check_name=name, passed=rows == 0, metadata={"rows": rows})
     yield _feed_gap_check(conn, capture)
 
 

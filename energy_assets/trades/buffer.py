@@ -86,14 +86,16 @@ def cut_torn_tail(data: bytes) -> bytes:
 
 
 #: Instants the drain parses as they are: extended ISO-8601 in UTC, `+00:00` or `Z`.
-_UTC_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(\+00:00|Z)$")
+_UTC_INSTANT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(\+00:00|Z)"
+)
 
 
 def utc_instant(text: str) -> str:
     """An ISO-8601 instant `parse_frame` accepted -> `YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`, the one
     shape the drain parses (`drain.INSTANT_FORMAT`); the instant is unchanged. The common
     shapes pass by a regex; any other offset or ISO variant goes through `fromisoformat`."""
-    match = _UTC_INSTANT.match(text)
+    match = _UTC_INSTANT.fullmatch(text)
     if match:
         return text[:-1] + "+00:00" if match.group(2) == "Z" else text
     return iso(datetime.fromisoformat(text))

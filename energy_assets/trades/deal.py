@@ -2,6 +2,12 @@
 
 This is the one place the contract's fields live; the playground, the listener, the drain
 and the tests all import it.
+
+`parse_frame` is total: whatever a frame holds, it returns a `Deal` or a `Refused` with the
+reason the quarantine keeps, never an exception. What it accepts is what `raw_trades` can
+hold and what every blocking check on it passes (docs/trades.md, "Validation"): ASCII-only
+full-string grammars for ids, labels, days and instants; finite numbers inside the market's
+limits; instants an exchange can have meant.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from energy_assets.delivery import parse_delivery_day, parse_hour_label
@@ -28,15 +34,45 @@ FIELDS = (
     "trader_id",
     "execution_time",
 )
-_DEAL_ID = re.compile(r"^[0-9a-f]{32}$")
+
+#: SIDC's harmonised maximum and minimum clearing prices for continuous intraday (€/MWh).
+PRICE_LIMIT = 9_999
+#: MW. Far above any real deal (intraday deals are single to a few hundred MW; the largest
+#: power station in Europe is ~5.7 GW), far below what breaks a sum of a year of deals.
+QUANTITY_LIMIT = 10_000
+#: No exchange booked a deal, nor will deliver one, outside these: before 2000 there was no
+#: continuous power intraday market, and a day after 2099 is a sentinel (`9999-12-31`) or a
+#: typo, not a product. Execution times also may not be more than `CLOCK_SKEW` ahead of us.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_DELIVERY_DAY = date(2099, 12, 31)
+CLOCK_SKEW = timedelta(days=1)
+#: Trader ids as the desk's systems write them (`flex_trader_4`): ASCII, no spaces or controls.
+TRADER_ID_MAX = 64
+
+_DEAL_ID = re.compile(r"[0-9a-f]{32}")
+_TRADER_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{TRADER_ID_MAX - 1}}}")
+#: ISO-8601 extended instant with an offset: `2023-02-21T06:13:43[.ffffff](Z|+HH:MM)`.
+_INSTANT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+#: How much of a bad value a reason quotes: a 1 MiB string stays in the raw frame only.
+_SHOWN = 60
 
 
 class InvalidFrame(ValueError):
-    """A frame that is not a valid deal confirmation; `reason` says why, for quarantine."""
+    """Raised inside the parser to stop at the first problem; `parse_frame` turns it into
+    `Refused`. Field checks added later raise it too."""
 
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A frame that is not a valid deal confirmation; `reason` is what the quarantine keeps."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -63,59 +99,94 @@ class Deal:
         return json.dumps({envelope: self.to_dict()})
 
 
-def _number(payload: dict[str, Any], name: str) -> float:
+def show(value: Any) -> str:
+    """A bad value for a reason: its repr, cut short (and no exception for any value)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print (Python's 4,300-digit limit)
+        return f"an integer of ~{int(value.bit_length() * 0.30103)} digits"
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+def _number(payload: dict[str, Any], name: str, low: float, high: float) -> float:
     value = payload[name]
     # bool is an int in Python; "1.2" is a string: neither is a number on the wire.
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidFrame(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise InvalidFrame(f"{name} must be finite, got {value!r}")
-    return value
+        raise InvalidFrame(f"{name} must be a number, got {type(value).__name__} {show(value)}")
+    # Compared before float(): a 400-digit integer overflows a float.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidFrame(f"{name} must be finite, got {show(value)}")
+    if not low <= value <= high:
+        raise InvalidFrame(f"{name} must be within {low:g}..{high:g}, got {show(value)}")
+    return float(value)
 
 
-def _string(payload: dict[str, Any], name: str) -> str:
+def _string(
+    payload: dict[str, Any], name: str, grammar: re.Pattern | None = None, what: str = ""
+) -> str:
     value = payload[name]
     if not isinstance(value, str):
-        raise InvalidFrame(f"{name} must be a string, got {type(value).__name__} {value!r}")
+        raise InvalidFrame(f"{name} must be a string, got {type(value).__name__} {show(value)}")
+    if grammar is not None and not grammar.fullmatch(value):
+        raise InvalidFrame(f"{name} must be {what}, got {show(value)}")
     return value
 
 
-def validate_deal(payload: Any) -> Deal:
-    """The envelope's content -> Deal, or InvalidFrame naming the first problem."""
+def _instant(payload: dict[str, Any], name: str, latest: datetime) -> datetime:
+    """An instant field -> aware datetime in UTC, between `EARLIEST` and `latest`. The year
+    is checked before any arithmetic: near year 1 or 9999 a time zone shift overflows."""
+    text = _string(payload, name, _INSTANT, "an ISO-8601 instant with an offset")
+    refused = InvalidFrame(
+        f"{name} must be between {EARLIEST:%Y-%m-%d} and {latest:%Y-%m-%dT%H:%MZ}, got {text!r}"
+    )
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as err:  # the grammar's digits, out of range (month 13, offset 25:00)
+        raise InvalidFrame(f"{name} is not a valid instant ({err}), got {text!r}") from None
+    if not EARLIEST.year - 1 <= moment.year <= latest.year:
+        raise refused
+    moment = moment.astimezone(UTC)
+    if not EARLIEST <= moment <= latest:
+        raise refused
+    return moment
+
+
+def validate_deal(payload: Any, now: datetime | None = None) -> Deal:
+    """The envelope's content -> Deal, or InvalidFrame naming the first problem. `now` (UTC,
+    default the clock) bounds how far ahead an execution time may be."""
     if not isinstance(payload, dict):
         raise InvalidFrame(f"deal must be a JSON object, got {type(payload).__name__}")
     missing = [name for name in FIELDS if name not in payload]
     if missing:
         raise InvalidFrame(f"missing field(s): {', '.join(missing)}")
 
-    deal_id = _string(payload, "id")
-    if not _DEAL_ID.match(deal_id):
-        raise InvalidFrame(f"id must be 32 lowercase hex characters, got {deal_id!r}")
-    price = _number(payload, "price")
-    quantity = _number(payload, "quantity")
+    deal_id = _string(payload, "id", _DEAL_ID, "32 lowercase hex characters")
+    price = _number(payload, "price", -PRICE_LIMIT, PRICE_LIMIT)
+    quantity = _number(payload, "quantity", 0, QUANTITY_LIMIT)
     if quantity <= 0:
-        raise InvalidFrame(f"quantity must be > 0, got {quantity!r}")
-    direction = _string(payload, "direction")
-    if direction not in DIRECTIONS:
-        raise InvalidFrame(f"direction must be 'buy' or 'sell', got {direction!r}")
+        raise InvalidFrame(f"quantity must be > 0, got {show(payload['quantity'])}")
+    direction = payload["direction"]
+    if not isinstance(direction, str) or direction not in DIRECTIONS:
+        raise InvalidFrame(f"direction must be 'buy' or 'sell', got {show(direction)}")
     delivery_day = _string(payload, "delivery_day")
     delivery_hour = _string(payload, "delivery_hour")
-    trader_id = _string(payload, "trader_id")
-    execution_time = _string(payload, "execution_time")
     try:
-        parse_delivery_day(delivery_day)
+        day = parse_delivery_day(delivery_day)
         parse_hour_label(delivery_hour)
     except ValueError as err:
         raise InvalidFrame(str(err)) from None
-    if not trader_id.strip():
-        raise InvalidFrame("trader_id must not be empty")
-    try:
-        executed = datetime.fromisoformat(execution_time)
-    except ValueError:
-        raise InvalidFrame(f"execution_time must be ISO-8601, got {execution_time!r}") from None
-    if executed.tzinfo is None:
-        raise InvalidFrame(f"execution_time must carry an offset, got {execution_time!r}")
+    if not EARLIEST.date() <= day <= LATEST_DELIVERY_DAY:
+        raise InvalidFrame(
+            f"delivery_day must be between {EARLIEST:%Y-%m-%d} and {LATEST_DELIVERY_DAY}, "
+            f"got {delivery_day!r}"
+        )
+    trader_id = _string(
+        payload,
+        "trader_id",
+        _TRADER_ID,
+        f"1-{TRADER_ID_MAX} ASCII letters, digits or _.@- (not starting with a symbol)",
+    )
+    _instant(payload, "execution_time", (now or datetime.now(UTC)) + CLOCK_SKEW)
     return Deal(
         id=deal_id,
         price=price,
@@ -124,12 +195,20 @@ def validate_deal(payload: Any) -> Deal:
         delivery_day=delivery_day,
         delivery_hour=delivery_hour,
         trader_id=trader_id,
-        execution_time=execution_time,
+        execution_time=payload["execution_time"],
     )
 
 
-def parse_frame(text: str | bytes) -> Deal:
-    """One websocket frame -> Deal, or InvalidFrame with a reason fit for the quarantine."""
+def parse_frame(text: str | bytes, now: datetime | None = None) -> Deal | Refused:
+    """One websocket frame -> Deal, or Refused with a reason fit for the quarantine. Never
+    raises. `now` (UTC, default the clock) bounds how far ahead an execution time may be."""
+    try:
+        return _parse(text, now)
+    except InvalidFrame as err:
+        return Refused(err.reason)
+
+
+def _parse(text: str | bytes, now: datetime | None) -> Deal:
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -137,14 +216,16 @@ def parse_frame(text: str | bytes) -> Deal:
             raise InvalidFrame("frame is not UTF-8 text") from None
     try:
         message = json.loads(text)
-    except ValueError as err:
-        raise InvalidFrame(f"frame is not JSON: {err}") from None
+    except ValueError as err:  # also Python's 4,300-digit limit on integers
+        raise InvalidFrame(f"frame is not JSON: {show(str(err))}") from None
+    except RecursionError:
+        raise InvalidFrame("frame nests JSON too deeply") from None
     if not isinstance(message, dict):
         raise InvalidFrame(f"frame must be a JSON object, got {type(message).__name__}")
     envelopes = [name for name in ENVELOPES if name in message]
     if not envelopes:
-        kinds = ", ".join(sorted(map(str, message))) or "empty object"
-        raise InvalidFrame(f"not a deal confirmation (message type: {kinds})")
+        kinds = ", ".join(sorted(map(show, message))) or "empty object"
+        raise InvalidFrame(f"not a deal confirmation (message type: {show(kinds)})")
     if len(envelopes) > 1:
         raise InvalidFrame("frame carries both envelopes")
-    return validate_deal(message[envelopes[0]])
+    return validate_deal(message[envelopes[0]], now)

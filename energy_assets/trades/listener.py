@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, Inv
 
 from energy_assets.logs import EventLogger, event_logger
 from energy_assets.trades.buffer import CaptureBuffer, Gap, iso, utc_now
-from energy_assets.trades.deal import InvalidFrame, parse_frame
+from energy_assets.trades.deal import Refused, parse_frame, show
 
 #: A connection that lived this long (or delivered a deal) resets the backoff.
 HEALTHY_CONNECTION_SECONDS = 10.0
@@ -160,16 +160,26 @@ class Listener:
         received_at = utc_now()
         self.counters.frames += 1
         try:
-            deal = parse_frame(raw)
-        except InvalidFrame as err:
-            self.counters.quarantined += 1
-            self.buffer.quarantine(raw, err.reason, received_at)
-            return
-        if self.recent.seen(deal.id):
-            self.counters.duplicates += 1
-        self.counters.deals += 1
-        # Duplicates are captured too: the drain decides, first seen wins.
-        self.buffer.append(deal, received_at)
+            deal = parse_frame(raw, received_at)
+            if isinstance(deal, Refused):
+                self._quarantine(raw, deal.reason, received_at)
+                return
+            if self.recent.seen(deal.id):
+                self.counters.duplicates += 1
+            # Duplicates are captured too: the drain decides, first seen wins.
+            self.buffer.append(deal, received_at)
+            self.counters.deals += 1
+        except OSError:
+            raise  # the buffer cannot keep frames: the caller stops the listener
+        except Exception as err:
+            # Last resort: a frame no check foresaw must not stop the feed (§6 of the contract).
+            reason = f"processing failed: {type(err).__name__}: {show(str(err))}"
+            self.log.error("frame_failed", reason=reason)
+            self._quarantine(raw, reason, received_at)
+
+    def _quarantine(self, raw: str | bytes, reason: str, received_at: datetime) -> None:
+        self.counters.quarantined += 1
+        self.buffer.quarantine(raw, reason, received_at)
 
     def status(self) -> None:
         now = time.monotonic()

@@ -12,7 +12,7 @@ from pathlib import Path
 import requests
 
 from energy_assets.playground.server import Playground
-from energy_assets.trades.deal import parse_frame
+from energy_assets.trades.deal import Deal, parse_frame
 from tests.conftest import free_port
 
 from .conftest import read_frames
@@ -52,7 +52,7 @@ def test_listens_where_told_serves_both_and_stops_on_ctrl_c():
         assert f"ws://127.0.0.1:{exchange_port}" in lines[0]
         assert f"http://127.0.0.1:{market_data_port}" in lines[1]
         frames = read_frames(f"ws://127.0.0.1:{exchange_port}", count=5).frames
-        assert len(frames) == 5 and all(parse_frame(text) for text in frames)
+        assert len(frames) == 5 and all(isinstance(parse_frame(text), Deal) for text in frames)
         answer = requests.get(
             f"http://127.0.0.1:{market_data_port}/v1/reference-price",
             params={"delivery_day": "2026-03-14", "delivery_hour": "23-24"},

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 
 from energy_assets.playground.feed import MALFORMED_KINDS
 from energy_assets.playground.server import ExchangeOptions
-from energy_assets.trades.deal import FIELDS, InvalidFrame, parse_frame
+from energy_assets.trades.deal import FIELDS, Refused, parse_frame
 
 from .conftest import read_connections, read_frames
 
@@ -24,10 +24,11 @@ START = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
 def parse_all(frames):
     deals, invalid = [], []
     for text in frames:
-        try:
-            deals.append(parse_frame(text))
-        except InvalidFrame as err:
-            invalid.append(err.reason)
+        result = parse_frame(text)
+        if isinstance(result, Refused):
+            invalid.append(result.reason)
+        else:
+            deals.append(result)
     return deals, invalid
 
 

@@ -82,11 +82,15 @@ def test_checks_fail_on_a_damaged_table(dagster_home, energy_env):
         conn.execute("INSERT INTO energy.raw_trades SELECT * FROM energy.raw_trades LIMIT 1")
         conn.execute("UPDATE energy.raw_trades SET quantity = -1 WHERE rowid = 1")
         conn.execute("UPDATE energy.raw_trades SET delivery_hour = '24-25' WHERE rowid = 2")
+        conn.execute("UPDATE energy.raw_trades SET price = 'inf' WHERE rowid = 3")
+        conn.execute("UPDATE energy.raw_trades SET delivery_day = '9999-12-31' WHERE rowid = 4")
     result = materialize()
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["ids_unique"] is False
-    assert checks["quantity_positive"] is False
+    assert checks["quantity_in_limits"] is False
     assert checks["valid_delivery_hour"] is False
+    assert checks["price_in_limits"] is False
+    assert checks["plausible_dates"] is False
     assert checks["no_nulls"] is True
 
 

@@ -1,0 +1,113 @@
+"""Hostile frames through the real listener: each is quarantined with its reason, the listener
+never exits, every good deal lands once, and every drain after them succeeds with its blocking
+checks passing (issue 35: one such frame used to make the listener exit and every later drain
+fail)."""
+
+import json
+
+import duckdb
+import pytest
+
+from energy_assets.trades.assets import blocking_check_failures
+from tests.trades.conftest import (
+    ThreadListener,
+    drain_all,
+    expected,
+    frames,
+    make_deals,
+    stored_deals,
+    wait_until,
+)
+from tests.trades.test_listener import quarantined
+
+GOOD = make_deals(1, seed=35)[0].to_dict()
+
+
+def hostile(**fields) -> str:
+    return json.dumps({"deal_confirmation": {**GOOD, **fields}})
+
+
+HOSTILE = {
+    "401-digit price": hostile(price=int("9" * 401)),
+    "5000-digit quantity": '{"deal_confirmation": {"quantity": ' + "9" * 5000 + "}}",
+    "1e308 price": hostile(price=1e308),
+    "1e308 quantity": hostile(quantity=1e308),
+    "NaN price": hostile(price=float("nan")),
+    "year-1 execution": hostile(execution_time="0001-01-01T00:30:00+01:00"),
+    "year-9999 execution": hostile(execution_time="9999-12-31T23:30:00-01:00"),
+    "year-9999 delivery day": hostile(delivery_day="9999-12-31"),
+    "year-2999 delivery day": hostile(delivery_day="2999-01-01"),
+    "hour with newline": hostile(delivery_hour="07-08\n"),
+    "fullwidth hour": hostile(delivery_hour="０７-０８"),
+    "Arabic-Indic hour": hostile(delivery_hour="٠٧-٠٨"),
+    "lone surrogate trader": hostile(trader_id="trader_\ud800"),
+    "deep nesting": "[" * 50_000 + "]" * 50_000,
+}
+
+
+@pytest.mark.slow
+def test_hostile_frames_are_quarantined_and_the_listener_keeps_capturing(
+    tmp_path, exchange, listener_process
+):
+    deals = make_deals(3 * len(HOSTILE), seed=36)
+    # Two connections, each carrying every hostile frame between good deals: the listener
+    # used to exit on the first one of each.
+    scripts = []
+    for part in (deals[: len(deals) // 2], deals[len(deals) // 2 :]):
+        script = []
+        for index, deal in enumerate(part):
+            script.append(("send", deal.to_frame()))
+            if index < len(HOSTILE):
+                script.append(("send", list(HOSTILE.values())[index]))
+        scripts.append(script + [("close", 1001)])
+    scripts.append([("hold",)])
+    server = exchange(scripts)
+    capture = tmp_path / "capture"
+    process = listener_process(server.url, capture, "--seal-seconds", "0.2")
+    process.wait_for(f"quarantined={2 * len(HOSTILE)}")
+    wait_until(lambda: server.connections == 3, message="the third connection")
+    assert process.proc.poll() is None, "the listener exited"
+
+    bad = quarantined(capture)
+    assert [entry["raw"] for entry in bad] == 2 * list(HOSTILE.values())
+    for entry in bad:
+        assert entry["reason"] and "processing failed" not in entry["reason"]
+
+    # A drain while the listener runs, and one after it stopped: both succeed, every good
+    # deal is stored once, and no blocking check fails.
+    database = tmp_path / "warehouse.duckdb"
+    drain_all(capture, database)
+    assert process.terminate() == 0
+    drain_all(capture, database)
+    assert stored_deals(database) == expected(deals)
+    with duckdb.connect(str(database), read_only=True) as conn:
+        assert not any(blocking_check_failures(conn).values())
+
+
+def test_a_frame_failing_for_an_unforeseen_reason_is_quarantined(tmp_path, exchange):
+    """The last-resort guard: a fault no check foresaw (here the buffer raising on one deal)
+    quarantines that frame with the error, and the deals behind it are still captured."""
+    deals = make_deals(10, seed=37)
+    server = exchange([frames(deals) + [("hold",)]])
+    capture = tmp_path / "capture"
+    listener = ThreadListener(server.url, capture)
+    append = listener.buffer.append
+
+    def append_failing_on_one(deal, received_at):
+        if deal.id == deals[4].id:
+            raise RuntimeError("an unforeseen fault")
+        append(deal, received_at)
+
+    listener.buffer.append = append_failing_on_one
+    listener.start()
+    try:
+        wait_until(lambda: listener.listener.counters.frames == 10, message="all frames")
+    finally:
+        listener.stop()
+
+    (entry,) = quarantined(capture)
+    assert entry["reason"] == "processing failed: RuntimeError: 'an unforeseen fault'"
+    assert json.loads(entry["raw"])["deal_confirmation"]["id"] == deals[4].id
+    database = tmp_path / "warehouse.duckdb"
+    drain_all(capture, database)
+    assert stored_deals(database) == expected(deals[:4] + deals[5:])
