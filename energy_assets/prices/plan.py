@@ -6,10 +6,15 @@ publishes each revision 0-30 s late, up to the period's gate closure; one reques
 period; 50 a minute and 1,000 an hour across every market. Far more periods are open than
 that can refresh every 10 minutes, so the plan orders them:
 
-1. periods where a trader holds an open position, by open MW per minute left to gate
-   closure (5 MW closing in 10 minutes before 50 MW closing in 3 hours);
-2. periods with trades but no open position, nearest gate closure first;
-3. the rest: never fetched first, then the oldest price, then nearest gate closure.
+1. periods where a trader holds an open position and gate closure is at most 30 minutes
+   away, nearest gate closure first: the last revisions before the position can no longer
+   be closed, never more than one behind;
+2. the other periods with an open position, by open MW x how far behind our price is x
+   urgency (1 + 30 min / time to gate closure): a position is re-fetched more often the
+   bigger it is and the nearer its gate closure, and a far one still moves up as its price
+   ages, so none is starved;
+3. periods with trades but no open position, nearest gate closure first;
+4. the rest: never fetched first, then the oldest price, then nearest gate closure.
 
 A period is fetched only when the vendor can have a revision we do not hold (below), never
 after its gate closure, and the plan is never longer than the budget left in either window.
@@ -27,9 +32,14 @@ from energy_assets.prices.partitions import PUBLICATION_DELAY_S, REVISION_GRID_S
 
 #: A revision made at grid instant `s` is certainly out at `s + SETTLED_S`.
 SETTLED_S = PUBLICATION_DELAY_S + 1
-#: Open MW per minute to gate closure: under a minute counts as a minute.
+#: Positions this close to gate closure are re-fetched at every revision, first.
+CLOSING_S = 1800.0
+#: Under a minute to gate closure counts as a minute.
 MIN_LEAD_S = 60.0
+#: How far behind a price never fetched counts: a day, more than any held one can be.
+NEVER_FETCHED_BEHIND_S = 86400.0
 
+CLOSING = "closing"
 POSITION = "position"
 TRADED = "traded"
 REST = "rest"
@@ -74,6 +84,17 @@ def is_stale(held: datetime | None, now: datetime, gate_closure: datetime) -> bo
     return not holds_latest(held, now, gate_closure)
 
 
+def behind_s(held: datetime | None, now: datetime, gate_closure: datetime) -> float:
+    """How long the vendor has had a revision newer than ours (by its grid instant), as far
+    as the grid tells; 0 when we hold the newest one certainly out."""
+    if held is None:
+        return NEVER_FETCHED_BEHIND_S
+    if holds_latest(held, now, gate_closure):
+        return 0.0
+    newer = grid_slot(held) + timedelta(seconds=REVISION_GRID_S)
+    return max(0.0, (now - newer).total_seconds())
+
+
 @dataclass(frozen=True)
 class BudgetLeft:
     """Requests the vendor still allows now: in the sliding minute and hour windows."""
@@ -99,7 +120,7 @@ class PlannedFetch:
     def reason(self, now: datetime) -> str:
         lead = (self.gate_closure - now).total_seconds() / 60
         held = "never fetched" if self.held is None else f"held {self.held:%H:%M:%S}Z"
-        what = f"{self.open_mw:g} MW open" if self.tier == POSITION else self.tier
+        what = f"{self.open_mw:g} MW open" if self.tier in (CLOSING, POSITION) else self.tier
         return f"{what}, gate closure in {lead:.0f} min, {held}"
 
 
@@ -134,7 +155,10 @@ def plan_fetches(
             continue
         mw = abs(open_mw.get(key, 0.0))
         mw = mw if math.isfinite(mw) else 0.0
-        tier = POSITION if mw > 0 else TRADED if key in traded else REST
+        if mw > 0:
+            tier = CLOSING if (closes - now).total_seconds() <= CLOSING_S else POSITION
+        else:
+            tier = TRADED if key in traded else REST
         candidates[key] = PlannedFetch(period, tier, mw, closes, have)
 
     def lead_s(fetch: PlannedFetch) -> float:
@@ -142,11 +166,15 @@ def plan_fetches(
 
     def order(fetch: PlannedFetch) -> tuple:
         closes = (lead_s(fetch), period_key(fetch.period))
+        if fetch.tier == CLOSING:
+            return (0, 0.0, *closes)
         if fetch.tier == POSITION:
-            return (0, -fetch.open_mw / max(lead_s(fetch), MIN_LEAD_S), *closes)
+            urgency = 1 + CLOSING_S / max(lead_s(fetch), MIN_LEAD_S)
+            value = fetch.open_mw * behind_s(fetch.held, now, fetch.gate_closure) * urgency
+            return (1, -value, *closes)
         if fetch.tier == TRADED:
-            return (1, 0.0, *closes)
+            return (2, 0.0, *closes)
         age = math.inf if fetch.held is None else (now - fetch.held).total_seconds()
-        return (2, -age, *closes)
+        return (3, -age, *closes)
 
     return sorted(candidates.values(), key=order)[:limit]

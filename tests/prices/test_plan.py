@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from energy_assets.prices.plan import (
+    CLOSING,
     POSITION,
     REST,
     TRADED,
@@ -40,8 +41,8 @@ def quarter(start: datetime, market: str = "DE") -> Period:
     return Period(market, start, start + timedelta(minutes=15))
 
 
-def at(hh: int, mm: int = 0) -> datetime:
-    return NOW.replace(hour=hh, minute=mm, second=0)
+def at(hh: int, mm: int = 0, ss: int = 0) -> datetime:
+    return NOW.replace(hour=hh, minute=mm, second=ss)
 
 
 def plan(periods, now=NOW, open_mw=None, traded=(), held=None, budget=PLENTY):
@@ -63,10 +64,31 @@ def test_a_small_position_near_gate_closure_beats_a_big_one_hours_away():
     assert fetches[0].reason(NOW) == "2 MW open, gate closure in 7 min, never fetched"
 
 
+def test_beyond_half_an_hour_nearer_and_bigger_positions_and_older_prices_go_first():
+    in_1h, in_4h = quarter(at(10, 5)), quarter(at(13, 5))  # close in 57 min / 3 h 57 min
+    stale = {in_1h: at(8, 50, 5), in_4h: at(8, 50, 5)}  # both one revision behind
+    fetches = plan([in_4h, in_1h], open_mw={in_1h: 10.0, in_4h: 12.0}, held=stale)
+    assert [f.period for f in fetches] == [in_1h, in_4h]
+    # Three revisions behind, the far one's price is worth refreshing first.
+    staler = {in_1h: at(8, 50, 5), in_4h: at(8, 30, 5)}
+    fetches = plan([in_4h, in_1h], open_mw={in_1h: 10.0, in_4h: 12.0}, held=staler)
+    assert [f.period for f in fetches] == [in_4h, in_1h]
+    # A bigger position, the same lead and age: first.
+    other = quarter(at(10, 20))
+    fetches = plan([in_1h, other], open_mw={in_1h: 1.0, other: 30.0}, held=stale)
+    assert fetches[0].period == other
+
+
 def test_positions_then_traded_periods_then_the_rest():
     position, traded, rest = quarter(at(20)), quarter(at(9, 30)), quarter(at(9, 15))
-    fetches = plan([rest, traded, position], open_mw={position: 0.1}, traded=[traded, position])
+    closing = quarter(at(9, 20))  # gate closure in 12 min
+    fetches = plan(
+        [rest, traded, position, closing],
+        open_mw={position: 0.1, closing: 0.1},
+        traded=[traded, position],
+    )
     assert [(f.period, f.tier) for f in fetches] == [
+        (closing, CLOSING),
         (position, POSITION),
         (traded, TRADED),
         (rest, REST),
@@ -169,5 +191,5 @@ def test_never_over_budget_never_closed_never_held(periods, now, data, minute, h
         assert gate_closure(fetch.period) > now
         assert not holds_latest(held.get(fetch.period), now, gate_closure(fetch.period))
     # What is left out for want of budget is never worth more than what is in.
-    tiers = [{POSITION: 0, TRADED: 1, REST: 2}[f.tier] for f in fetches]
+    tiers = [{CLOSING: 0, POSITION: 1, TRADED: 2, REST: 3}[f.tier] for f in fetches]
     assert tiers == sorted(tiers)
