@@ -1,5 +1,9 @@
 """The stand-in Market Data API: `GET /reference-price` and `/v1/reference-price`.
 
+Both forms of contract §5: `delivery_day` + `delivery_hour` (the default market's UTC
+hours, as the original playground) and `market` + `delivery_start` + `delivery_end` (any
+market's period, revised on the vendor's grid until its gate closure).
+
 A thread per connection (`ThreadingHTTPServer`, HTTP/1.1 keep-alive), so added latency
 delays each answer without serialising the others. Every request, whatever its outcome,
 is counted in the rate-limit windows, as the vendor does.
@@ -23,7 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from energy_assets.delivery import parse_delivery_day, parse_hour_label
 from energy_assets.logs import EventLogger
-from energy_assets.playground.pricing import UNIT, published_price
+from energy_assets.markets import Invalid, Period, market_of, parse_instant, period_between
+from energy_assets.playground.pricing import UNIT, published_period_price, published_price
 
 PATHS = ("/reference-price", "/v1/reference-price")
 # ASCII digits only: `\d` would also take other scripts' digits.
@@ -62,6 +67,33 @@ def parse_query(query: str) -> tuple[date, int]:
     except ValueError as err:
         raise BadRequest(str(err)) from None
     return day, hour
+
+
+#: The newer form's parameters (contract §5): any market's period by its instants.
+PERIOD_PARAMS = ("market", "delivery_start", "delivery_end")
+
+
+def parse_period_query(query: str) -> Period:
+    """`market=DE&delivery_start=…&delivery_end=…` -> the period, or BadRequest saying why."""
+    params = parse_qs(query, keep_blank_values=True)
+    values = {}
+    for name in PERIOD_PARAMS:
+        given = params.get(name)
+        if not given:
+            raise BadRequest(f"missing query parameter {name!r}")
+        if len(given) > 1:
+            raise BadRequest(f"query parameter {name!r} given {len(given)} times")
+        values[name] = given[0]
+    market = market_of(values["market"])
+    start = parse_instant(values["delivery_start"])
+    end = parse_instant(values["delivery_end"])
+    for found in (market, start, end):
+        if isinstance(found, Invalid):
+            raise BadRequest(found.reason)
+    period = period_between(market, start, end)
+    if isinstance(period, Invalid):
+        raise BadRequest(period.reason)
+    return period
 
 
 @dataclass
@@ -170,7 +202,9 @@ class MarketDataServer(ThreadingHTTPServer):
         """Count a request; (status to answer instead, Retry-After) or (None, 0)."""
         with self._lock:
             self.stats.requests += 1
-            now = time.monotonic()
+            # The injected clock when there is one: an accelerated benchmark hour is limited
+            # per minute and hour of its own clock, as the vendor would limit a real one.
+            now = self.clock() if self.options.clock else time.monotonic()
             waits = [wait for limiter in self._limiters if (wait := limiter.admit(now))]
             if waits:
                 self.stats.rate_limited += 1
@@ -186,6 +220,17 @@ class MarketDataServer(ThreadingHTTPServer):
                 self.stats.ok += 1
             else:
                 self.stats.client_errors += 1
+
+    def period_price(self, period: Period) -> dict:
+        publication = published_period_price(self.options.seed, period, self.clock())
+        return {
+            "market": period.market,
+            "delivery_start": period.delivery_start.isoformat().replace("+00:00", "Z"),
+            "delivery_end": period.delivery_end.isoformat().replace("+00:00", "Z"),
+            "value": publication.value,
+            "unit": period.config.unit,
+            "last_update": publication.last_update.isoformat(),
+        }
 
     def reference_price(self, day: date, hour: int) -> dict:
         options = self.options
@@ -261,14 +306,18 @@ class ReferencePriceHandler(BaseHTTPRequestHandler):
             server.count(405)
             self._send(405, {"error_message": "only GET is supported"}, {"Allow": "GET"}, head)
             return
+        newer = any(name in parse_qs(url.query, keep_blank_values=True) for name in PERIOD_PARAMS)
         try:
-            day, hour = parse_query(url.query)
+            if newer:
+                answer = server.period_price(parse_period_query(url.query))
+            else:
+                answer = server.reference_price(*parse_query(url.query))
         except BadRequest as err:
             server.count(400)
             self._send(400, {"error_message": str(err)}, head=head)
             return
         server.count(200)
-        self._send(200, server.reference_price(day, hour), head=head)
+        self._send(200, answer, head=head)
 
     def _send(self, status: int, payload: dict, extra: dict | None = None, head=False) -> None:
         body = json.dumps(payload).encode()

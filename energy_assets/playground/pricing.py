@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from energy_assets.delivery import delivery_start
+from energy_assets.markets import Period
 
 VENDOR_PERIOD_S = 600.0
 MAX_PUBLICATION_DELAY_S = 30
@@ -138,3 +139,61 @@ def next_publication(
         return None
     delay = publication_delay(seed, day, hour, following) if vendor_grid else 0
     return datetime.fromtimestamp(following * period + delay, UTC)
+
+
+# --- The newer form: any market's period (contract §5) -------------------------------------
+
+
+@dataclass(frozen=True)
+class PeriodPublication:
+    """What the vendor shows for one delivery period of a market at one instant."""
+
+    period: Period
+    revision: int  # index of the revision on the grid (k)
+    value: float
+    last_update: datetime  # UTC, the instant the revision was published
+    final: bool  # True once the period's gate has closed: no revision follows
+
+
+def _period_name(period: Period) -> str:
+    return f"{period.market}|{period.delivery_start.isoformat()}|{period.delivery_end.isoformat()}"
+
+
+def period_revision_value(seed: int, period: Period, revision: int) -> float:
+    """Revision `revision` of a period's price, in its market's currency, rounded to cents:
+    the day's shape at the local hour, a per-period offset, revision noise whose parity makes
+    two consecutive revisions always differ."""
+    local = period.local_start
+    base = fair_price(seed, local.date(), local.hour) * (0.86 if period.market == "GB" else 1.0)
+    offset = (unit_draw("period", seed, _period_name(period)) - 0.5) * 8.0
+    base_cents = round((base + offset) * 100)
+    step = int(unit_draw("revision", seed, _period_name(period), revision) * 601) - 300
+    return (base_cents + 2 * step + (revision % 2)) / 100
+
+
+def period_publication_delay(seed: int, period: Period, revision: int) -> int:
+    """Seconds (0-30) by which the vendor publishes revision `revision` of a period late."""
+    draw = unit_draw("delay", seed, _period_name(period), revision)
+    return int(draw * (MAX_PUBLICATION_DELAY_S + 1))
+
+
+def period_last_revision(period: Period) -> int:
+    """Index of the last revision made strictly before the period's gate closure."""
+    return math.ceil(period.gate_closure.timestamp() / VENDOR_PERIOD_S) - 1
+
+
+def published_period_price(seed: int, period: Period, now: float) -> PeriodPublication:
+    """The revision of `period` the vendor publishes at Unix time `now`, on the vendor's grid:
+    revised every 600 s until gate closure, each revision published 0-30 s late."""
+    last = period_last_revision(period)
+    revision = min(math.floor(now / VENDOR_PERIOD_S), last)
+    if revision * VENDOR_PERIOD_S + period_publication_delay(seed, period, revision) > now:
+        revision -= 1  # made, not yet published: the previous revision is on show
+    published = revision * VENDOR_PERIOD_S + period_publication_delay(seed, period, revision)
+    return PeriodPublication(
+        period=period,
+        revision=revision,
+        value=period_revision_value(seed, period, revision),
+        last_update=datetime.fromtimestamp(published, UTC),
+        final=revision == last and now >= period.gate_closure.timestamp(),
+    )

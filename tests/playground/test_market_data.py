@@ -221,3 +221,67 @@ def test_stopped_api_refuses_connections(start_playground):
 def test_options_the_api_cannot_honour_are_refused(options):
     with pytest.raises(ValueError):
         Playground(market_data=MarketDataOptions(**options), exchange_port=0, market_data_port=0)
+
+
+# --- The newer form: any market's period (contract §5) --------------------------------------
+
+QUARTER = {
+    "market": "DE",
+    "delivery_start": "2026-03-14T07:15:00Z",
+    "delivery_end": "2026-03-14T07:30:00Z",
+}
+
+
+def test_the_newer_form_answers_a_periods_price(start_playground):
+    pg = start_playground(market_data=MarketDataOptions(seed=4, clock=lambda: FROZEN))
+    body = get(pg, "/v1/reference-price", params=QUARTER).json()
+    assert set(body) == {"market", "delivery_start", "delivery_end", "value", "unit", "last_update"}
+    assert (body["market"], body["delivery_start"], body["delivery_end"]) == tuple(QUARTER.values())
+    assert body["unit"] == "euro/mwh" and isinstance(body["value"], float)
+    published = datetime.fromisoformat(body["last_update"])
+    assert (
+        datetime(2026, 3, 13, 16, 20, tzinfo=UTC)
+        <= published
+        <= datetime.fromtimestamp(FROZEN, UTC)
+    )
+    gb = {"market": "GB", "delivery_start": "2026-03-14T07:30:00+00:00",
+          "delivery_end": "2026-03-14T08:00:00+00:00"}  # fmt: skip
+    assert get(pg, params=gb).json()["unit"] == "gbp/mwh"
+
+
+def test_a_periods_price_is_final_after_its_gate_closure(start_playground):
+    # DE closes 5 min before delivery: the 07:15 quarter's last revision is made at 07:00.
+    late = datetime(2026, 3, 14, 9, 0, tzinfo=UTC).timestamp()
+    pg = start_playground(market_data=MarketDataOptions(seed=4, clock=lambda: late))
+    stamp = datetime.fromisoformat(get(pg, params=QUARTER).json()["last_update"])
+    assert (
+        datetime(2026, 3, 14, 7, 0, tzinfo=UTC)
+        <= stamp
+        <= datetime(2026, 3, 14, 7, 0, 30, tzinfo=UTC)
+    )
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {**QUARTER, "market": "FR"},
+        {**QUARTER, "delivery_end": "2026-03-14T07:35:00Z"},  # a 20-minute product
+        {**QUARTER, "market": "GB"},  # GB trades no quarter-hours
+        {**QUARTER, "delivery_start": "2026-03-14T07:15:00"},  # no offset
+        {**QUARTER, "delivery_start": "9999-12-31T23:45:00Z"},
+        {"market": "DE", "delivery_start": QUARTER["delivery_start"]},
+    ],
+)
+def test_the_newer_form_refuses_what_names_no_period(shared_playground, params):
+    answer = get(shared_playground, params=params)
+    assert answer.status_code == 400 and answer.json()["error_message"]
+
+
+def test_an_injected_clock_drives_the_rate_limit_too(start_playground):
+    now = [FROZEN]
+    pg = start_playground(
+        market_data=MarketDataOptions(rate_limit_per_minute=2, clock=lambda: now[0])
+    )
+    assert [get(pg).status_code for _ in range(3)] == [200, 200, 429]
+    now[0] += 61  # a minute of the injected clock, a moment of the real one
+    assert get(pg).status_code == 200
