@@ -9,7 +9,7 @@ which variable a value comes from.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -43,6 +43,8 @@ DEFAULT_MARKET_DATA_CONCURRENCY = 16
 #: the budget (benchmarks and the end-to-end test only).
 BUDGET_OFF = "off"
 BUDGET_FILE = "market_data_budget.sqlite"
+#: A desk login lasts this long; then the browser logs in again.
+DEFAULT_DESK_SESSION_HOURS = 12.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,13 @@ class Settings:
 
     dashboard_host: str = DEFAULT_DASHBOARD_HOST
     dashboard_port: int = DEFAULT_DASHBOARD_PORT
+    #: The desk's login (energy_assets/desk/auth.py): all five set, or none (loopback only).
+    desk_oidc_issuer: str = ""
+    desk_oidc_client_id: str = ""
+    desk_oidc_client_secret: str = field(default="", repr=False)
+    desk_session_secret: str = field(default="", repr=False)
+    desk_users: str = ""
+    desk_session_hours: float = DEFAULT_DESK_SESSION_HOURS
 
     capture_retention_hours: float = DEFAULT_CAPTURE_RETENTION_HOURS
     capture_seal_seconds: float = DEFAULT_CAPTURE_SEAL_SECONDS
@@ -111,6 +120,14 @@ class Settings:
             ),
             dashboard_host=env.get("ENERGY_DASHBOARD_HOST") or DEFAULT_DASHBOARD_HOST,
             dashboard_port=int(env.get("ENERGY_DASHBOARD_PORT") or DEFAULT_DASHBOARD_PORT),
+            desk_oidc_issuer=env.get("ENERGY_DESK_OIDC_ISSUER") or "",
+            desk_oidc_client_id=env.get("ENERGY_DESK_OIDC_CLIENT_ID") or "",
+            desk_oidc_client_secret=env.get("ENERGY_DESK_OIDC_CLIENT_SECRET") or "",
+            desk_session_secret=env.get("ENERGY_DESK_SESSION_SECRET") or "",
+            desk_users=env.get("ENERGY_DESK_USERS") or "",
+            desk_session_hours=float(
+                env.get("ENERGY_DESK_SESSION_HOURS") or DEFAULT_DESK_SESSION_HOURS
+            ),
             drain_interval_seconds=float(
                 env.get("ENERGY_DRAIN_INTERVAL_SECONDS") or DEFAULT_DRAIN_INTERVAL_SECONDS
             ),

@@ -7,6 +7,7 @@ to every open page as a Server-Sent Event.
     /static/...              styles and script (Starlette's StaticFiles: nothing outside it)
     /health                  JSON: deals held, last change, clients
     /replay?at=<instant>     the desk at a past instant, from the journals (not live)
+    /login, /logout          with a login configured (auth.py): who sees which book
 
 One background task polls the buffer and the published files every `poll_seconds`. On a
 change it computes the view once, renders each page's changing part (its *fragment*) once, and
@@ -35,7 +36,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from energy_assets.desk import render
+from energy_assets.desk import auth, render
 from energy_assets.desk.live import LiveDesk
 from energy_assets.journals.archive import ArchiveCorrupt
 from energy_assets.journals.replay import view_at
@@ -65,6 +66,7 @@ class Client:
 
     topic: str
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(QUEUE_EVENTS))
+    every_book: bool = True  # its login sees every book, so the picker lists them all
 
 
 @dataclass
@@ -72,6 +74,7 @@ class Page:
     event_id: str
     fragment: str
     html: str | None = None  # the whole page, made on first request
+    own_html: str | None = None  # the same for a trader's own login: the picker lists them only
 
 
 class Broker:
@@ -83,24 +86,27 @@ class Broker:
         self.clients: dict[str, set[Client]] = {}
         self.dropped = 0
 
-    def subscribe(self, topic: str) -> Client:
-        client = Client(topic)
+    def subscribe(self, topic: str, every_book: bool = True) -> Client:
+        client = Client(topic, every_book=every_book)
         self.clients.setdefault(topic, set()).add(client)
         return client
 
     def unsubscribe(self, client: Client) -> None:
         self.clients.get(client.topic, set()).discard(client)
 
-    def publish(self, topic: str, event: ServerSentEvent) -> None:
+    def publish(self, topic: str, event: ServerSentEvent, every_book_only: bool = False) -> None:
         for client in list(self.clients.get(topic, ())):
+            if every_book_only and not client.every_book:
+                continue
             try:
                 client.queue.put_nowait(event)
             except asyncio.QueueFull:
                 self._drop(client)
 
-    def publish_all(self, event: ServerSentEvent) -> None:
+    def publish_nav(self, event: ServerSentEvent) -> None:
+        """The trader list, to the clients whose login sees every book."""
         for topic in list(self.clients):
-            self.publish(topic, event)
+            self.publish(topic, event, every_book_only=True)
 
     def _drop(self, client: Client) -> None:
         # Free what it holds and end its stream; its browser reconnects to the current state.
@@ -119,9 +125,14 @@ class DeskService:
     """The state, the renderer and the broker of one running service."""
 
     def __init__(
-        self, desk: LiveDesk, poll_seconds: float = POLL_SECONDS, archive: str | None = None
+        self,
+        desk: LiveDesk,
+        poll_seconds: float = POLL_SECONDS,
+        archive: str | None = None,
+        login: bool = False,
     ):
         self.desk = desk
+        self.login = login  # pages carry a logout button
         self.archive = archive
         self.poll_seconds = poll_seconds
         self.broker = Broker()
@@ -156,7 +167,7 @@ class DeskService:
             broker.nav = nav
             for page in broker.pages.values():
                 page.html = None
-            broker.publish_all(ServerSentEvent(nav, event="nav"))
+            broker.publish_nav(ServerSentEvent(nav, event="nav"))
         self.traders = traders
         self.changed_at = time.time()
 
@@ -185,18 +196,23 @@ class DeskService:
                 log.error("refresh_failed", error=repr(err))
 
     # -- HTTP --------------------------------------------------------------------------------
-    def page_html(self, topic: str, title: str, selected: str) -> str:
+    def page_html(self, topic: str, title: str, selected: str, every_book: bool = True) -> str:
         page = self.broker.pages[topic]
-        if page.html is None:
-            page.html = render.page(
-                title,
-                topic,
-                selected,
-                render.nav_fragment(self.traders, selected),
-                page.fragment,
-                page.event_id,
+        made = page.html if every_book else page.own_html
+        if made is None:
+            nav = (
+                render.nav_fragment(self.traders, selected)
+                if every_book
+                else render.nav_fragment([selected], selected, desk=False)
             )
-        return page.html
+            made = render.page(
+                title, topic, selected, nav, page.fragment, page.event_id, logout=self.login
+            )
+            if every_book:
+                page.html = made
+            else:
+                page.own_html = made
+        return made
 
     async def desk_page(self, request: Request) -> HTMLResponse:
         return HTMLResponse(self.page_html(render.DESK_TOPIC, "Desk", ""))
@@ -206,7 +222,7 @@ class DeskService:
         topic = render.trader_topic(trader)
         if topic not in self.broker.pages:
             raise HTTPException(404, f"No trader “{trader}” in the buffer or the confirmed book.")
-        return HTMLResponse(self.page_html(topic, trader, trader))
+        return HTMLResponse(self.page_html(topic, trader, trader, auth.every_book(request)))
 
     async def events(self, request: Request) -> EventSourceResponse:
         trader = request.path_params.get("trader_id")
@@ -214,7 +230,7 @@ class DeskService:
         if topic not in self.broker.pages:
             raise HTTPException(404, "no such page")
         since = request.headers.get("last-event-id") or request.query_params.get("since", "")
-        client = self.broker.subscribe(topic)
+        client = self.broker.subscribe(topic, auth.every_book(request))
         current = self.broker.pages.get(topic)
         if current is not None and current.event_id != since:
             client.queue.put_nowait(
@@ -279,11 +295,17 @@ def create_app(
     dashboard_dir: str | Path,
     poll_seconds: float = POLL_SECONDS,
     archive: str | None = None,
+    login: auth.DeskAuth | None = None,
 ) -> Starlette:
     """The ASGI app; its lifespan rebuilds the state from the buffer before serving.
-    `archive`: the journals' archive `/replay` reads (default `<capture_dir>/archive`)."""
+    `archive`: the journals' archive `/replay` reads (default `<capture_dir>/archive`).
+    `login`: who may see which book (auth.py); None serves every page to anyone who can
+    connect, so the command binds loopback only then."""
     archive = archive or str(Path(capture_dir) / "archive")
-    service = DeskService(LiveDesk(capture_dir, dashboard_dir), poll_seconds, archive)
+    service = DeskService(
+        LiveDesk(capture_dir, dashboard_dir), poll_seconds, archive, login=login is not None
+    )
+    guard = login.guard if login else lambda endpoint, home=False: endpoint
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -298,14 +320,18 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/", service.desk_page),
-            Route("/trader/{trader_id:path}", service.trader_page),
-            Route("/events/desk", service.events),
-            Route("/events/trader/{trader_id:path}", service.events),
+            # Each route that shows figures is guarded: `trader_id` in its path is the book
+            # it shows, any other shows the whole desk. /health holds counts, no figures.
+            Route("/", guard(service.desk_page, home=True)),
+            Route("/trader/{trader_id:path}", guard(service.trader_page)),
+            Route("/events/desk", guard(service.events)),
+            Route("/events/trader/{trader_id:path}", guard(service.events)),
             Route("/health", service.health),
-            Route("/replay", service.replay_page),
+            Route("/replay", guard(service.replay_page)),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+            *(login.routes() if login else ()),
         ],
+        middleware=login.middleware() if login else None,
         exception_handlers={HTTPException: _not_found},
         lifespan=lifespan,
     )

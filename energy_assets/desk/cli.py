@@ -14,7 +14,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Serve the live desk: positions from the capture buffer "
         "(ENERGY_CAPTURE_DIR) as deals land, prices and history from the files the batch "
         "layer publishes (ENERGY_DASHBOARD_DIR), pushed to open pages. Never opens DuckDB "
-        "nor calls the market-data vendor.",
+        "nor calls the market-data vendor. With ENERGY_DESK_OIDC_* set, every page needs a "
+        "login (docs/desk.md, Login); without, it serves loopback only.",
     )
     parser.add_argument(
         "--host", default=None, help="address to bind (default: ENERGY_DASHBOARD_HOST, 127.0.0.1)"
@@ -32,21 +33,32 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
+    import sys
 
-    from energy_assets.desk.app import create_app
+    from energy_assets.desk.auth import DeskAuth, refuse_to_bind
     from energy_assets.settings import settings
 
     current = settings()
+    host = args.host or current.dashboard_host
+    login = DeskAuth.from_settings(current)
+    refusal = login if isinstance(login, str) else refuse_to_bind(host, login)
+    if refusal:
+        print(f"energy-assets dashboard: {refusal}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from energy_assets.desk.app import create_app
+
     app = create_app(
         args.capture_dir or current.capture_dir,
         args.dir or current.dashboard_dir,
         # The archive beside the capture buffer in use, unless ENERGY_ARCHIVE_URL moves it.
         archive=current.archive_url or None,
+        login=login,
     )
     uvicorn.run(
         app,
-        host=args.host or current.dashboard_host,
+        host=host,
         port=args.port if args.port is not None else current.dashboard_port,
         log_level="warning",
         # 500 page loads at once queue instead of being refused.

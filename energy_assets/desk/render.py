@@ -230,11 +230,20 @@ class TraderPages:
             del self._made[trader]
 
 
-def nav_fragment(traders: list[str], selected: str = "") -> str:
-    return env.get_template("nav.html").render(traders=traders, selected=selected)
+def nav_fragment(traders: list[str], selected: str = "", desk: bool = True) -> str:
+    """The picker's options: `desk` the whole desk's too."""
+    return env.get_template("nav.html").render(traders=traders, selected=selected, desk=desk)
 
 
-def page(title: str, topic: str, selected: str, nav: str, fragment: str, event_id: str) -> str:
+def page(
+    title: str,
+    topic: str,
+    selected: str,
+    nav: str,
+    fragment: str,
+    event_id: str,
+    logout: bool = False,
+) -> str:
     return env.get_template("page.html").render(
         title=title,
         topic=topic,
@@ -242,6 +251,7 @@ def page(title: str, topic: str, selected: str, nav: str, fragment: str, event_i
         nav=nav,
         fragment=fragment,
         event_id=event_id,
+        logout=logout,
     )
 
 

@@ -26,8 +26,16 @@ CHROMIUM = "/usr/bin/chromium"
 class DeskProcess:
     """`energy-assets dashboard` on a free port, logging to a file; `restart()` keeps the port."""
 
-    def __init__(self, capture: Path, published: Path, log: Path, port: int | None = None):
+    def __init__(
+        self,
+        capture: Path,
+        published: Path,
+        log: Path,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.capture, self.published, self.log_path = capture, published, log
+        self.env = env or {}  # added to the environment: the login's settings
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -39,6 +47,7 @@ class DeskProcess:
             "ENERGY_DASHBOARD_DIR": str(self.published),
             # Points at a file that does not exist: the service must never need it.
             "ENERGY_DUCKDB_PATH": str(self.capture.parent / "never-created.duckdb"),
+            **self.env,
         }
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -144,3 +153,52 @@ def browser() -> Iterator:
 
 # The real listener process, from the trade-capture fixtures.
 from tests.trades.conftest import listener_process  # noqa: E402, F401
+
+
+class OidcProvider:
+    """A real OpenID Connect provider on loopback (`oidc-provider-mock` as a process): any
+    client id and secret are accepted; its login form takes the email a user logs in as."""
+
+    def __init__(self, log: Path):
+        self.port = free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "oidc_provider_mock", "--port", str(self.port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "NO_COLOR": "1"},
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(
+                    self.issuer + "/.well-known/openid-configuration", timeout=5
+                ):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"the OIDC provider did not start:\n{log.read_text()}")
+
+    def desk_env(self, users: Path, **more: str) -> dict[str, str]:
+        """The desk's login settings against this provider, users from the `users` file."""
+        return {
+            "ENERGY_DESK_OIDC_ISSUER": self.issuer,
+            "ENERGY_DESK_OIDC_CLIENT_ID": "energy-desk",
+            "ENERGY_DESK_OIDC_CLIENT_SECRET": "client-secret-for-tests",
+            "ENERGY_DESK_SESSION_SECRET": "s" * 40,
+            "ENERGY_DESK_USERS": str(users),
+            **more,
+        }
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(15)
+
+
+@pytest.fixture(scope="module")
+def oidc_provider(tmp_path_factory) -> Iterator[OidcProvider]:
+    provider = OidcProvider(tmp_path_factory.mktemp("oidc") / "provider.log")
+    yield provider
+    provider.stop()

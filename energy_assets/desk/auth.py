@@ -1,0 +1,370 @@
+"""Who may see what on the desk: login with the company's OpenID Connect provider, a signed
+session cookie, and a check on every route that shows figures (docs/desk.md, "Login").
+
+    ENERGY_DESK_OIDC_ISSUER         the provider (discovery at <issuer>/.well-known/openid-configuration)
+    ENERGY_DESK_OIDC_CLIENT_ID      the desk's client at the provider ...
+    ENERGY_DESK_OIDC_CLIENT_SECRET  ... and its secret
+    ENERGY_DESK_SESSION_SECRET      signs the session cookie (at least 32 characters)
+    ENERGY_DESK_USERS               a TOML file: [users."<email>"] role = "trader" | "head" | "risk",
+                                    trader_id = "<book>" (a trader's own book)
+
+All five set: every page and stream needs a login. None set: no login, and the desk binds
+loopback only (`refuse_to_bind`). A route whose path has a `trader_id` shows that trader's book;
+any other guarded route shows the whole desk. A trader sees their own book only; head and
+risk see every book; a login not in the file sees nothing. The session holds the login's
+email and when it ends, nothing else (no token); the role is looked up in the file loaded at
+start, so a change to the file applies at the desk's next start. Each decision is logged
+(who, what path, allowed or not), never a token, a code or a cookie.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import time
+import tomllib
+import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+from authlib.deprecate import AuthlibDeprecationWarning
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from energy_assets.logs import event_logger
+from energy_assets.settings import Settings
+
+with warnings.catch_warnings():
+    # Authlib 1.9 prefers the `httpx2` fork and warns when it falls back to httpx (a pinned
+    # dependency here, with the same API).
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.integrations.starlette_client import OAuth, OAuthError
+
+ROLES = ("trader", "head", "risk")
+SEES_EVERY_BOOK = ("head", "risk")
+SESSION_COOKIE = "desk_session"
+MIN_SECRET_CHARS = 32
+#: What the desk asks the provider for: the ID token's `email` claim is the login.
+SCOPE = "openid email"
+PROVIDER_TIMEOUT_SECONDS = 10
+SETTINGS = (
+    "ENERGY_DESK_OIDC_ISSUER",
+    "ENERGY_DESK_OIDC_CLIENT_ID",
+    "ENERGY_DESK_OIDC_CLIENT_SECRET",
+    "ENERGY_DESK_SESSION_SECRET",
+    "ENERGY_DESK_USERS",
+)
+
+log = event_logger("desk")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one login may see."""
+
+    email: str
+    role: str
+    trader_id: str | None = None
+
+    @property
+    def every_book(self) -> bool:
+        return self.role in SEES_EVERY_BOOK
+
+    def may_see(self, trader_id: str | None) -> bool:
+        """`trader_id` None: the whole desk."""
+        return self.every_book or (trader_id is not None and trader_id == self.trader_id)
+
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+_USER_KEYS = {"role", "trader_id"}
+
+
+def parse_users(text: str) -> dict[str, Access] | str:
+    """The users file: logins (case-insensitive) to what they may see, or why it is not one."""
+    try:
+        document = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as err:
+        return f"not TOML: {err}"
+    extra = sorted(set(document) - {"users"})
+    if extra:
+        return f'unknown top-level key(s) {extra}: only [users."<email>"] tables'
+    table = document.get("users")
+    if not isinstance(table, dict) or not table:
+        return 'no users: add [users."<email>"] tables'
+    users: dict[str, Access] = {}
+    for email, entry in table.items():
+        if not _EMAIL.fullmatch(email):
+            return f"“{email}” is not an email address"
+        if not isinstance(entry, dict):
+            return f"users.“{email}” is not a table"
+        unknown = sorted(set(entry) - _USER_KEYS)
+        if unknown:
+            return f"users.“{email}”: unknown key(s) {unknown} (role, trader_id)"
+        role, trader = entry.get("role"), entry.get("trader_id")
+        if role not in ROLES:
+            return f"users.“{email}”: role must be one of {', '.join(ROLES)}, not {role!r}"
+        if trader is not None and (not isinstance(trader, str) or not trader.strip()):
+            return f"users.“{email}”: trader_id must be a non-empty string"
+        if role == "trader" and trader is None:
+            return f"users.“{email}”: a trader needs a trader_id (their book)"
+        key = email.casefold()
+        if key in users:
+            return f"“{email}” is listed twice"
+        users[key] = Access(email, role, trader)
+    return users
+
+
+def load_users(path: str) -> dict[str, Access] | str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        return f"cannot read {path}: {err}"
+    parsed = parse_users(text)
+    return f"{path}: {parsed}" if isinstance(parsed, str) else parsed
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+_LOCAL_PATH = re.compile(r"/(?![/\\])[\x21-\x7e]*")
+
+
+def local_path(text: str) -> str:
+    """Where to go after the login: a path on this desk, never another site; else `/`."""
+    return text if _LOCAL_PATH.fullmatch(text) else "/"
+
+
+class _Sessions:
+    """Starlette's signed-cookie sessions, the cookie `Secure` when the request came over TLS
+    (as uvicorn sees it: behind a proxy, from its X-Forwarded-Proto, FORWARDED_ALLOW_IPS)."""
+
+    def __init__(self, app: ASGIApp, secret: str, max_age: int):
+        options = dict(session_cookie=SESSION_COOKIE, max_age=max_age, same_site="lax")
+        self.plain = SessionMiddleware(app, secret, https_only=False, **options)
+        self.tls = SessionMiddleware(app, secret, https_only=True, **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tls = scope.get("scheme") in ("https", "wss")
+        await (self.tls if tls else self.plain)(scope, receive, send)
+
+
+def _page(title: str, message: str, status: int, login: bool = False) -> HTMLResponse:
+    from energy_assets.desk.render import env
+
+    html = env.get_template("auth.html").render(title=title, message=message, login=login)
+    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+class DeskAuth:
+    """The login routes, the session middleware and the guard of the desk's routes."""
+
+    def __init__(
+        self,
+        issuer: str,
+        client_id: str,
+        client_secret: str,
+        session_secret: str,
+        users: dict[str, Access],
+        session_seconds: float,
+    ):
+        self.issuer = issuer.rstrip("/")
+        self.client_id = client_id
+        self.session_secret = session_secret
+        self.users = users
+        self.session_seconds = session_seconds
+        oauth = OAuth()
+        self.client = oauth.register(
+            "desk",
+            server_metadata_url=self.issuer + "/.well-known/openid-configuration",
+            client_id=client_id,
+            client_secret=client_secret,
+            client_kwargs={"scope": SCOPE, "timeout": PROVIDER_TIMEOUT_SECONDS},
+        )
+
+    @classmethod
+    def from_settings(cls, current: Settings) -> DeskAuth | None | str:
+        """The login as configured; None when nothing is; else why it cannot start."""
+        values = dict(
+            zip(
+                SETTINGS,
+                (
+                    current.desk_oidc_issuer,
+                    current.desk_oidc_client_id,
+                    current.desk_oidc_client_secret,
+                    current.desk_session_secret,
+                    current.desk_users,
+                ),
+                strict=True,
+            )
+        )
+        missing = [name for name, value in values.items() if not value]
+        if len(missing) == len(SETTINGS):
+            return None
+        if missing:
+            return f"the desk's login is half configured: set {', '.join(missing)} too"
+        if len(current.desk_session_secret) < MIN_SECRET_CHARS:
+            return (
+                f"ENERGY_DESK_SESSION_SECRET has fewer than {MIN_SECRET_CHARS} characters: "
+                "make one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        if not current.desk_session_hours > 0 or math.isinf(current.desk_session_hours):
+            return "ENERGY_DESK_SESSION_HOURS must be a positive number of hours"
+        users = load_users(current.desk_users)
+        if isinstance(users, str):
+            return f"ENERGY_DESK_USERS: {users}"
+        return cls(
+            current.desk_oidc_issuer,
+            current.desk_oidc_client_id,
+            current.desk_oidc_client_secret,
+            current.desk_session_secret,
+            users,
+            current.desk_session_hours * 3600,
+        )
+
+    # -- the app's parts ----------------------------------------------------------------------
+    def middleware(self) -> list[Middleware]:
+        max_age = max(1, math.ceil(self.session_seconds))
+        return [Middleware(_Sessions, secret=self.session_secret, max_age=max_age)]
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/login", self.login),
+            Route("/login/callback", self.callback, name="login_callback"),
+            Route("/logout", self.logout, methods=["POST"]),
+            Route("/logged-out", self.logged_out, name="logged_out"),
+        ]
+
+    # -- who is asking ------------------------------------------------------------------------
+    def who(self, request: Request) -> tuple[str | None, Access | None]:
+        """The session's login (None: none, or it has ended) and what it may see."""
+        email, until = request.session.get("email"), request.session.get("until")
+        if not isinstance(email, str) or not isinstance(until, int | float):
+            return None, None
+        if until <= time.time():
+            return None, None
+        return email, self.users.get(email.casefold())
+
+    def guard(self, endpoint: Endpoint, home: bool = False) -> Endpoint:
+        """`endpoint` for a login allowed to see what it shows: the book of its path's
+        `trader_id`, else the whole desk. No session: pages go to the login, streams get 401.
+        `home`: a trader asking for it is sent to their own page."""
+
+        async def guarded(request: Request) -> Response:
+            path = request.url.path
+            email, access = self.who(request)
+            if email is None:
+                log.info("access", who="-", what=path, allowed=False, reason="no session")
+                if "text/event-stream" in request.headers.get("accept", ""):
+                    return PlainTextResponse("log in first", 401)
+                target = request.scope.get("raw_path", b"").decode("latin-1") or path
+                if request.url.query:
+                    target += "?" + request.url.query
+                return RedirectResponse("/login?next=" + quote(target, safe=""), 303)
+            trader = request.path_params.get("trader_id")
+            if access is not None and trader is None and home and not access.every_book:
+                if access.trader_id is not None:
+                    log.info(
+                        "access", who=email, what=path, allowed=False, reason="sent to own page"
+                    )
+                    from energy_assets.desk.render import trader_url
+
+                    return RedirectResponse(trader_url(access.trader_id), 303)
+            allowed = access is not None and access.may_see(trader)
+            log.info("access", who=email, what=path, allowed=allowed)
+            if not allowed:
+                return self.denied(email, access)
+            request.state.access = access
+            return await endpoint(request)
+
+        return guarded
+
+    def denied(self, email: str, access: Access | None) -> HTMLResponse:
+        if access is None:
+            message = f"{email} is not on the desk's list of users. Ask the desk's head."
+        elif access.trader_id is not None:
+            message = f"{email} sees the book of {access.trader_id} only."
+        else:
+            message = f"{email} has no book here."
+        return _page("Not allowed", message, 403)
+
+    # -- login, callback, logout --------------------------------------------------------------
+    async def login(self, request: Request) -> Response:
+        request.session.clear()
+        request.session["next"] = local_path(request.query_params.get("next", "/"))
+        try:
+            return await self.client.authorize_redirect(request, request.url_for("login_callback"))
+        except (httpx.HTTPError, OAuthError, RuntimeError, ValueError, KeyError) as err:
+            log.error("login_failed", reason=f"identity provider: {type(err).__name__}")
+            return _page("Login unavailable", "The identity provider did not answer.", 502)
+
+    async def callback(self, request: Request) -> Response:
+        try:
+            token = await self.client.authorize_access_token(
+                request, claims_options={"iss": {"essential": True, "values": [self.issuer]}}
+            )
+        except (httpx.HTTPError, OAuthError, ValueError, KeyError) as err:
+            # A lost or tampered login in progress, an error from the provider, a bad token.
+            log.info("login", who="-", allowed=False, reason=type(err).__name__)
+            request.session.clear()
+            return _page("Login failed", "The login did not complete.", 400, login=True)
+        claims = token.get("userinfo") or {}
+        email = claims.get("email")
+        next_path = local_path(str(request.session.get("next", "/")))
+        request.session.clear()
+        if not isinstance(email, str) or claims.get("email_verified") is False:
+            log.info("login", who="-", allowed=False, reason="no verified email claim")
+            return _page("Not allowed", "The identity provider sent no verified email.", 403)
+        access = self.users.get(email.casefold())
+        log.info("login", who=email, allowed=access is not None)
+        if access is None:
+            return self.denied(email, None)
+        request.session.update(email=email, until=time.time() + self.session_seconds)
+        return RedirectResponse(next_path, 303)
+
+    async def logout(self, request: Request) -> Response:
+        email, _ = self.who(request)
+        request.session.clear()
+        log.info("logout", who=email or "-")
+        try:
+            made = await self.client.create_logout_url(
+                post_logout_redirect_uri=str(request.url_for("logged_out")),
+                client_id=self.client_id,
+            )
+            return RedirectResponse(made["url"], 303)
+        except (httpx.HTTPError, RuntimeError, ValueError):  # no end_session_endpoint
+            return RedirectResponse(request.url_for("logged_out"), 303)
+
+    async def logged_out(self, request: Request) -> Response:
+        return _page("Logged out", "You are logged out of the desk.", 200, login=True)
+
+
+def every_book(request: Request) -> bool:
+    """Whether the request's login sees every book (True when the desk has no login)."""
+    access = getattr(request.state, "access", None)
+    return access is None or access.every_book
+
+
+def refuse_to_bind(host: str, auth: DeskAuth | None) -> str | None:
+    """Why the desk must not serve on `host`, or None."""
+    if auth is not None or is_loopback(host):
+        return None
+    return (
+        f"refusing to serve the desk on {host or 'every address'} without a login: "
+        f"set {', '.join(SETTINGS)} (docs/desk.md, “Login”), or bind 127.0.0.1"
+    )

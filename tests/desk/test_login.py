@@ -1,0 +1,247 @@
+"""Who sees what on the desk: a real OpenID Connect provider on loopback (oidc-provider-mock),
+the real service as a process, and Chromium doing the whole login."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from energy_assets.desk.auth import SETTINGS, Access, local_path, parse_users
+from tests.conftest import REPO, free_port
+from tests.desk.conftest import deal, write_deals, write_listener_state
+
+USERS = """
+[users."anna@desk.example"]
+role = "trader"
+trader_id = "alice"
+
+[users."Bert@Desk.example"]
+role = "trader"
+trader_id = "bob"
+
+[users."head@desk.example"]
+role = "head"
+"""
+
+ALICE_ROW = 'tr[data-period="2026-12-02 12-13"]'
+
+
+def users_file(tmp_path: Path) -> Path:
+    path = tmp_path / "users.toml"
+    path.write_text(USERS)
+    return path
+
+
+def log_in(context, url: str, email: str):
+    """Open `url` in a new page of `context`, be sent to the provider, log in as `email`."""
+    page = context.new_page()
+    page.goto(url)
+    assert "/oauth2/authorize" in page.url, page.url  # the provider's login form
+    page.fill("input[name=sub]", email)
+    with page.expect_navigation():
+        page.click("button:has-text('Authorize')")
+    page.wait_for_load_state()
+    return page
+
+
+def status(context, url: str, **headers: str) -> int:
+    """The answer's status to a request carrying the context's cookies, redirects not followed."""
+    return context.request.get(url, headers=headers, max_redirects=0).status
+
+
+def picker(page) -> list[str]:
+    return page.locator("#pick option").all_inner_texts()
+
+
+@pytest.mark.slow
+def test_each_trader_sees_their_own_book_and_the_head_sees_every_book(
+    desk_dirs, start_desk, browser, oidc_provider, tmp_path
+):
+    capture, _ = desk_dirs
+    write_listener_state(capture)
+    write_deals(capture, [deal(1), deal(2, trader="bob", quantity=5.0)])
+    # Bound to every address: allowed, since every page needs a login.
+    env = oidc_provider.desk_env(users_file(tmp_path), ENERGY_DASHBOARD_HOST="0.0.0.0")
+    desk = start_desk(env=env)
+    stream = {"accept": "text/event-stream"}
+
+    anna = browser.new_context()
+    page = log_in(anna, desk.url + "/", "anna@desk.example")
+    assert page.url == desk.url + "/trader/alice"  # the desk's address leads to her book
+    assert picker(page) == ["alice"]
+    assert "bob" not in page.content()
+    row = page.locator(ALICE_ROW)
+    assert row.get_attribute("data-trades") == "1"
+    write_deals(capture, [deal(3)])  # live updates reach her page
+    page.wait_for_function(
+        f"""() => document.querySelector('{ALICE_ROW}').dataset.trades === "2" """,
+        timeout=10_000,
+    )
+    assert page.locator("#connection").inner_text() == "live"
+    for path in ["/trader/bob", "/trader/nobody", "/replay", "/replay?at=2026-12-01T10:00Z"]:
+        assert status(anna, desk.url + path) == 403, path
+    assert status(anna, desk.url + "/events/desk", **stream) == 403
+    assert status(anna, desk.url + "/events/trader/bob", **stream) == 403
+
+    bert = browser.new_context()  # his login's case differs from the file's: still him
+    page = log_in(bert, desk.url + "/trader/alice", "bert@desk.example")
+    assert page.url == desk.url + "/trader/alice"
+    assert "sees the book of bob only" in page.locator("#auth-message").inner_text()
+    assert page.locator(ALICE_ROW).count() == 0
+    assert status(bert, desk.url + "/trader/alice") == 403
+    assert status(bert, desk.url + "/events/trader/alice", **stream) == 403
+    page.goto(desk.url + "/trader/bob")
+    assert picker(page) == ["bob"]
+
+    head = browser.new_context()
+    page = log_in(head, desk.url + "/", "head@desk.example")
+    assert page.url == desk.url + "/"
+    assert picker(page) == ["Desk (all traders)", "alice", "bob"]
+    assert {r.get_attribute("data-trader") for r in page.locator("tr[data-trader]").all()} == {
+        "alice",
+        "bob",
+    }
+    assert status(head, desk.url + "/trader/bob") == 200
+    assert status(head, desk.url + "/replay") == 200
+
+    eve = browser.new_context()  # the provider knows her; the desk's file does not
+    page = log_in(eve, desk.url + "/", "eve@desk.example")
+    assert "eve@desk.example is not on the desk's list" in page.content()
+    assert status(eve, desk.url + "/") == 303  # no session was made: to the login
+    assert status(eve, desk.url + "/events/desk", **stream) == 401
+
+    log = desk.log_path.read_text()
+    assert "event=access who=anna@desk.example what=/trader/alice allowed=True" in log
+    assert "event=access who=anna@desk.example what=/events/trader/bob allowed=False" in log
+    assert "event=access who=bert@desk.example what=/trader/alice allowed=False" in log
+    assert "event=login who=eve@desk.example allowed=False" in log
+    cookies = [c["value"] for ctx in (anna, bert, head) for c in ctx.cookies()]
+    assert cookies and not any(value in log for value in cookies)
+    assert "code=" not in log and env["ENERGY_DESK_OIDC_CLIENT_SECRET"] not in log
+    for context in (anna, bert, head, eve):
+        context.close()
+
+
+@pytest.mark.slow
+def test_no_tampered_or_expired_session_sees_anything(
+    desk_dirs, start_desk, browser, oidc_provider, tmp_path
+):
+    write_deals(desk_dirs[0], [deal(1)])
+    session_seconds = 12
+    env = oidc_provider.desk_env(
+        users_file(tmp_path), ENERGY_DESK_SESSION_HOURS=str(session_seconds / 3600)
+    )
+    desk = start_desk(env=env)
+    context = browser.new_context()
+    # No session: the page sends the browser to the provider, and back to the same page.
+    page = log_in(context, desk.url + "/trader/alice", "anna@desk.example")
+    assert page.url == desk.url + "/trader/alice"
+    (cookie,) = context.cookies()
+    assert cookie["name"] == "desk_session"
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and not cookie["secure"]
+
+    # One character of the signed payload changed: not a session.
+    value = cookie["value"]
+    tampered = value[:5] + ("A" if value[5] != "A" else "B") + value[6:]
+    context.add_cookies([{**cookie, "value": tampered}])
+    page.goto(desk.url + "/trader/alice")
+    assert "/oauth2/authorize" in page.url
+
+    page = log_in(context, desk.url + "/trader/alice", "anna@desk.example")
+    logged_in = time.monotonic()
+    assert page.locator(ALICE_ROW).get_attribute("data-trades") == "1"
+    time.sleep(max(0.0, session_seconds + 1 - (time.monotonic() - logged_in)))
+    page.goto(desk.url + "/trader/alice")  # the session has ended: log in again
+    assert "/oauth2/authorize" in page.url
+
+    page = log_in(context, desk.url + "/trader/alice", "anna@desk.example")
+    with page.expect_navigation():
+        page.click("button:has-text('Log out')")
+    assert status(context, desk.url + "/trader/alice") == 303
+    assert "event=logout who=anna@desk.example" in desk.log_path.read_text()
+    context.close()
+
+
+@pytest.mark.slow
+def test_binding_beyond_loopback_without_a_login_is_refused(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENERGY_DESK_")}
+    env["ENERGY_CAPTURE_DIR"] = str(tmp_path / "capture")
+    port = str(free_port())
+    args = [sys.executable, "-m", "energy_assets.cli", "dashboard", "--port", port]
+    refused = subprocess.run(
+        [*args, "--host", "0.0.0.0"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert refused.returncode == 2
+    assert "refusing to serve the desk on 0.0.0.0 without a login" in refused.stderr
+    assert all(name in refused.stderr for name in SETTINGS)
+    # Half a configuration is refused anywhere, naming what is missing.
+    env["ENERGY_DESK_OIDC_ISSUER"] = "https://login.example"
+    half = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
+    assert half.returncode == 2 and "ENERGY_DESK_USERS" in half.stderr
+
+
+# -- the users file and the return path: total, whatever the input ------------------------------
+@given(st.text())
+def test_any_text_is_a_users_table_or_a_reason(text):
+    assert isinstance(parse_users(text), dict | str)
+
+
+emails = st.from_regex(r"[a-z0-9._]{1,12}@[a-z0-9.]{1,12}", fullmatch=True)
+entries = st.one_of(
+    st.builds(
+        lambda t: {"role": "trader", "trader_id": t},
+        st.from_regex(r"[a-z0-9_]{1,12}", fullmatch=True),
+    ),
+    st.sampled_from([{"role": "head"}, {"role": "risk"}]),
+    st.fixed_dictionaries({"role": st.text(max_size=8)}),
+    st.fixed_dictionaries({"role": st.just("trader")}),
+    st.dictionaries(st.text(max_size=6), st.integers(), max_size=2),
+)
+
+
+def _toml(value) -> str:
+    if isinstance(value, str):
+        return '"' + value.encode("unicode_escape").decode().replace('"', '\\"') + '"'
+    return str(value)
+
+
+@given(st.dictionaries(emails, entries, max_size=5))
+def test_a_users_file_maps_each_login_to_what_it_may_see(table):
+    text = "".join(
+        f'[users."{email}"]\n' + "".join(f"{_toml(k)} = {_toml(v)}\n" for k, v in entry.items())
+        for email, entry in table.items()
+    )
+    parsed = parse_users(text)
+    valid = table and all(
+        set(e) <= {"role", "trader_id"}
+        and e.get("role") in ("trader", "head", "risk")
+        and (e["role"] != "trader" or "trader_id" in e)
+        for e in table.values()
+    )
+    if not valid:
+        assert isinstance(parsed, str)
+        return
+    assert set(parsed) == {email.casefold() for email in table}
+    for email, entry in table.items():
+        access = parsed[email.casefold()]
+        assert access == Access(email, entry["role"], entry.get("trader_id"))
+        assert access.may_see(None) == (entry["role"] != "trader")
+        assert access.may_see("someone else's book") == (entry["role"] != "trader")
+        if "trader_id" in entry:
+            assert access.may_see(entry["trader_id"])
+
+
+@given(st.text())
+def test_the_return_path_never_leaves_the_desk(text):
+    path = local_path(text)
+    parts = urlsplit(path)
+    assert path.startswith("/") and not parts.scheme and not parts.netloc
+    assert path == text or path == "/"
