@@ -8,7 +8,7 @@ from dagster_duckdb import DuckDBResource
 from energy_assets.delivery import HOURS_PER_DAY, hour_label
 from energy_assets.journals.resources import ArchiveResource
 from energy_assets.tables import FEED_GAPS, RAW_TRADES, table_value
-from energy_assets.trades.buffer import QUARANTINE, read_listener_state
+from energy_assets.trades.buffer import QUARANTINE, open_feed_gap, read_listener_state
 from energy_assets.trades.deal import (
     CLOCK_SKEW,
     EARLIEST,
@@ -185,10 +185,11 @@ def _feed_gap_check(conn, capture: CaptureBufferResource) -> dg.AssetCheckResult
     ).fetchall()
     gaps = [(_instant(start), _instant(end), reason) for start, end, reason in rows]
     state = read_listener_state(capture.path) or {}
-    open_since = state.get("gap_since")
+    open_gap = open_feed_gap(state, datetime.now(UTC))
+    open_since = open_gap[0] if open_gap else None
     shown = (
-        [{"start_utc": open_since, "end_utc": "still open", "reason": state.get("gap_reason", "")}]
-        if open_since
+        [{"start_utc": open_gap[0], "end_utc": "still open", "reason": open_gap[1]}]
+        if open_gap
         else []
     )
     shown += [
@@ -208,7 +209,7 @@ def _feed_gap_check(conn, capture: CaptureBufferResource) -> dg.AssetCheckResult
         metadata={
             "gaps_last_24h": len(gaps),
             "seconds_without_feed_last_24h": round(missing_seconds, 1),
-            "listener_connected": bool(state.get("connected")),
+            "listener_connected": bool(state.get("connected")) and open_gap is None,
             "open_gap_since": open_since or "none",
             "gaps": table_value(
                 shown,

@@ -320,6 +320,29 @@ def read_listener_state(directory: str | Path) -> dict | None:
         return None
 
 
+#: The listener writes its heartbeat every 0.2 s: one older than this means it is not running
+#: (killed and not restarted, frozen), so deals may be missing since it last heard the exchange.
+LISTENER_SILENT_AFTER = timedelta(seconds=30)
+
+
+def open_feed_gap(state: dict | None, now: datetime) -> tuple[str, str] | None:
+    """(since, reason) of the feed gap open now according to `listener.json`: the one the
+    listener itself declared, or, when its heartbeat is stale, one since it last heard the
+    exchange. None while the listener reports and is connected (or never ran)."""
+    if not state:
+        return None
+    if state.get("gap_since"):
+        return state["gap_since"], state.get("gap_reason") or "listener not running"
+    try:
+        heartbeat = datetime.fromisoformat(state["heartbeat"])
+        since = min(heartbeat, datetime.fromisoformat(state.get("heard_at") or state["heartbeat"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if now - heartbeat <= LISTENER_SILENT_AFTER:
+        return None
+    return iso(since), f"listener not reporting since {iso(heartbeat)} (frozen or killed)"
+
+
 def archive(paths: Iterable[Path], directory: str | Path) -> int:
     """Move drained files out of the waiting area (they stay for the retention)."""
     drained = Path(directory) / DRAINED

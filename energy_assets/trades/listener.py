@@ -2,8 +2,9 @@
 appended to the capture buffer. It never opens DuckDB; the `raw_trades` drain does that.
 
 The exchange replays nothing, so the listener's job is to stay connected: it reconnects forever
-with capped exponential backoff and jitter, and records every stretch without a connection as a
-feed gap (start, end, reason) through the buffer, including the time it was not running at all.
+with capped exponential backoff and jitter, and records every stretch in which deals may be
+missing as a feed gap (start, end, reason) through the buffer: no connection, a silent exchange,
+and the time it was not running at all (docs/trades.md, "Feed gaps").
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from datetime import datetime
 
 import websockets
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidHandshake
+from websockets.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidHandshake,
+)
 
 from energy_assets.logs import EventLogger, event_logger
 from energy_assets.trades.buffer import CaptureBuffer, Gap, iso, utc_now
@@ -26,6 +32,14 @@ from energy_assets.trades.deal import Refused, parse_frame, show
 
 #: A connection that lived this long (or delivered a deal) resets the backoff.
 HEALTHY_CONNECTION_SECONDS = 10.0
+#: The keepalive: a ping this often, and a connection on which nothing (no frame, no answer to
+#: a ping) was heard for `SILENCE_LIMIT_SECONDS` is given up, so a half-open exchange is
+#: noticed within 15 s of the last thing it sent.
+PING_EVERY_SECONDS = 5.0
+SILENCE_LIMIT_SECONDS = 12.0
+#: The listener's own loop not running this long (SIGSTOP, a frozen VM, a starved machine) is
+#: recorded as a feed gap: the exchange may have dropped us meanwhile.
+STALL_SECONDS = 10.0
 
 
 @dataclass
@@ -100,6 +114,10 @@ class Listener:
         self.counters = Counters()
         self.recent = RecentIds()
         self.connected = False
+        # The last moment the exchange was heard from (a frame, a pong, the handshake): where a
+        # gap starts when the connection turns out to be gone.
+        self.heard_at: datetime | None = None
+        self._heard_mono = 0.0
         # The open feed gap: since when we may be missing deals, and why.
         self.gap_since: datetime | None = None
         self.gap_reason = ""
@@ -119,21 +137,32 @@ class Listener:
             self.gap_since = datetime.fromisoformat(state["gap_since"])
             self.gap_reason = state.get("gap_reason") or "listener not running"
         elif state.get("heartbeat"):
-            # The last run died without saying so (kill -9, power cut): its last heartbeat
-            # is the last moment we know the feed was captured.
-            self.gap_since = datetime.fromisoformat(state["heartbeat"])
+            # The last run died without saying so (kill -9, power cut): the exchange was last
+            # heard from then (never after its last heartbeat).
+            moments = [state["heartbeat"], state.get("heard_at") or state["heartbeat"]]
+            self.gap_since = min(datetime.fromisoformat(moment) for moment in moments)
             self.gap_reason = "listener stopped abruptly"
 
+    def _heard(self, moment: datetime) -> None:
+        self.heard_at = moment
+        self._heard_mono = time.monotonic()
+
     def _open_gap(self, reason: str) -> None:
+        """Deals may be missing from the last moment the exchange was heard from (not from
+        when its silence was noticed) until the next connection."""
         if self.gap_since is None:
-            self.gap_since = utc_now()
+            self.gap_since = self.heard_at or utc_now()
             self.gap_reason = reason
             self.log.warning("feed_gap_started", since=iso(self.gap_since), reason=reason)
 
     def _close_gap(self) -> None:
         if self.gap_since is None:
             return
-        gap = Gap(self.gap_since, utc_now(), self.gap_reason)
+        self._record_gap(Gap(self.gap_since, utc_now(), self.gap_reason))
+        self.gap_since = None
+        self.gap_reason = ""
+
+    def _record_gap(self, gap: Gap) -> None:
         self.buffer.record_gap(gap)
         self.counters.gaps += 1
         self.log.warning(
@@ -143,11 +172,11 @@ class Listener:
             seconds=round((gap.end - gap.start).total_seconds(), 3),
             reason=gap.reason,
         )
-        self.gap_since = None
-        self.gap_reason = ""
 
     def _write_state(self, stopping: bool = False) -> None:
         state = {"heartbeat": iso(utc_now()), "connected": self.connected, "url": self.url}
+        if self.heard_at is not None:
+            state["heard_at"] = iso(self.heard_at)
         if self.gap_since is not None:
             state["gap_since"] = iso(self.gap_since)
             state["gap_reason"] = self.gap_reason
@@ -159,6 +188,7 @@ class Listener:
     def on_frame(self, raw: str | bytes) -> None:
         received_at = utc_now()
         self.counters.frames += 1
+        self._heard(received_at)
         try:
             deal = parse_frame(raw, received_at)
             if isinstance(deal, Refused):
@@ -201,7 +231,15 @@ class Listener:
 
     async def _ticker(self) -> None:
         next_status = time.monotonic() + self.status_every
+        ticked, ticked_at = time.monotonic(), utc_now()
         while not self._stop.is_set():
+            stalled = time.monotonic() - ticked
+            if stalled >= STALL_SECONDS and self.gap_since is None:
+                # Frozen, not disconnected: nothing else would say deals may be missing.
+                self._record_gap(
+                    Gap(ticked_at, utc_now(), f"listener not running for {stalled:.0f} s")
+                )
+            ticked, ticked_at = time.monotonic(), utc_now()
             try:
                 self.buffer.seal_if_due()
                 self._write_state()
@@ -210,11 +248,39 @@ class Listener:
                 return
             if time.monotonic() >= next_status:
                 self.status()
-                next_status += self.status_every
+                next_status = max(next_status + self.status_every, time.monotonic())
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=0.2)
             except TimeoutError:
                 pass
+
+    async def _keepalive(self, ws) -> str:
+        """Pings every `PING_EVERY_SECONDS`; a pong counts as heard. Returns why it gave the
+        connection up (after aborting it) once nothing was heard for `SILENCE_LIMIT_SECONDS`.
+        Time the loop itself did not run (see `_ticker`) is not held against the exchange."""
+        next_ping = 0.0
+        awake = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now - awake > 2.0:  # a 0.5 s sleep overran: we were not listening
+                self._heard_mono = max(self._heard_mono, now)
+            awake = now
+            silent = now - self._heard_mono
+            if silent >= SILENCE_LIMIT_SECONDS:
+                ws.transport.abort()
+                return f"exchange silent for {silent:.0f} s (no frame, no answer to pings)"
+            if now >= next_ping:
+                next_ping = now + PING_EVERY_SECONDS
+                try:
+                    pong = await ws.ping()
+                except ConnectionClosed:
+                    return "connection closed"
+                pong.add_done_callback(self._on_pong)
+            await asyncio.sleep(0.5)
+
+    def _on_pong(self, pong: asyncio.Future) -> None:
+        if not pong.cancelled() and pong.exception() is None:
+            self._heard(utc_now())
 
     # -- connection ------------------------------------------------------------------------
     async def _session(self) -> str:
@@ -225,8 +291,7 @@ class Listener:
             async with connect(
                 self.url,
                 open_timeout=self.open_timeout,
-                ping_interval=20,
-                ping_timeout=20,
+                ping_interval=None,  # our own keepalive: it notes when a pong was heard
                 close_timeout=2,
                 max_size=2**20,
                 # Frames read but not yet processed: enough to ride out a sealing fsync at
@@ -234,15 +299,21 @@ class Listener:
                 max_queue=4096,
             ) as ws:
                 self.connected = True
+                self._heard(utc_now())
                 self._close_gap()
                 self.log.info("connected", url=self.url, reconnects=self.counters.reconnects)
                 reader = asyncio.ensure_future(self._read(ws))
+                keepalive = asyncio.ensure_future(self._keepalive(ws))
                 stopper = asyncio.ensure_future(self._stop.wait())
-                done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                tasks = {reader, keepalive, stopper}
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in tasks - done:
+                    task.cancel()
+                if keepalive in done:
+                    await asyncio.gather(reader, return_exceptions=True)
+                    return keepalive.result()
                 if reader in done:
-                    stopper.cancel()
                     return reader.result()
-                reader.cancel()
                 return "listener stopped"
         except ConnectionClosedOK as err:
             return f"connection closed cleanly ({_close_text(err)})"

@@ -62,12 +62,14 @@ def frames(deals: list[Deal], envelope: str = "deal_confirmation") -> list[tuple
 class ScriptedExchange:
     """A websocket server on a free loopback port. Connection n plays `scripts[n]` (the last
     script repeats): ("send", text), ("sleep", s), ("wait", threading.Event), ("close", code),
-    ("drop",) for an abrupt TCP abort, ("hold",) to stay open until the server stops."""
+    ("drop",) for an abrupt TCP abort, ("hold",) to stay open until the server stops, ("mute",)
+    to go half-open: the connection stays up, nothing more is sent, pings go unanswered."""
 
     scripts: list[list[tuple]]
     port: int = field(default_factory=free_port)
     connections: int = 0
     finished: list[threading.Event] = field(default_factory=list)
+    muted_at: list[datetime] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -121,6 +123,12 @@ class ScriptedExchange:
                     return
                 elif kind == "hold":
                     await self._stopped.wait()
+                    return
+                elif kind == "mute":
+                    self.muted_at.append(datetime.now(UTC))
+                    ws.transport.pause_reading()
+                    await self._stopped.wait()
+                    ws.transport.resume_reading()  # to notice the peer is gone, not wait 10 s
                     return
             await self._stopped.wait()
         finally:

@@ -216,3 +216,24 @@ def test_a_failed_blocking_check_stops_the_exposure_automation_and_a_good_drain_
     assert drain_alone().success
     requested, cursor = tick(cursor)
     assert requested == 1
+
+
+def test_a_listener_that_stopped_reporting_is_an_open_feed_gap(dagster_home, energy_env):
+    """Killed and not restarted, or frozen: its heartbeat goes stale, and the drain's gap check
+    warns from the last moment the listener heard the exchange."""
+    fill(make_deals(3, seed=23))
+    now = datetime.now(UTC)
+    heard, heartbeat = now - timedelta(seconds=65), now - timedelta(seconds=60)
+    CaptureBuffer(os.environ["ENERGY_CAPTURE_DIR"]).write_state(
+        {"heartbeat": heartbeat.isoformat(), "heard_at": heard.isoformat(), "connected": True}
+    )
+    result = materialize()
+    assert result.success
+    (check,) = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "no_recent_feed_gaps"
+    ]
+    assert not check.passed
+    assert datetime.fromisoformat(check.metadata["open_gap_since"].value) == heard
+    assert check.metadata["listener_connected"].value is False
+    (row,) = check.metadata["gaps"].value.records
+    assert "listener not reporting" in row.data["reason"] and row.data["end_utc"] == "still open"
