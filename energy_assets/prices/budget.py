@@ -15,7 +15,8 @@ Two priorities share it:
   when a burst is due, bulk leaves `reserve` requests of the minute window free too. So a
   backfill never starves the schedule, and takes the rest.
 
-A 429 from the vendor pauses every user of the file until its `Retry-After` has passed.
+A 429 from the vendor pauses every user of the file until its `Retry-After` has passed, an
+hour (the vendor's own window) at most.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class BudgetLimits:
     hour_s: float = HOUR_S
     #: How long the request log is kept (an audit of what the vendor saw from us).
     keep_s: float = 86400.0
+    #: The longest pause a 429 can impose (the vendor's own window): a `Retry-After` of a day
+    #: is honoured for an hour, and a longer pause already in the file counts as an hour.
+    pause_max_s: float = HOUR_S
 
 
 def _bulk_guarded(now: float, margin_s: float) -> bool:
@@ -138,6 +142,10 @@ class RequestBudget:
                 hour_from = now - limits.hour_s - limits.margin_s
                 conn.execute("DELETE FROM requests WHERE ts <= ?", (now - limits.keep_s,))
                 row = conn.execute("SELECT until FROM pause WHERE id = 1").fetchone()
+                if row and row[0] and row[0] > now + limits.pause_max_s:
+                    # Stored past the vendor's window (by an older version): cut back to it.
+                    conn.execute("UPDATE pause SET until = ?", (now + limits.pause_max_s,))
+                    return limits.pause_max_s
                 if row and row[0] and row[0] > now:
                     return row[0] - now
 
@@ -203,16 +211,26 @@ class RequestBudget:
         return 0.0
 
     def pause_until(self, until: float) -> None:
-        """Hold every user of the budget until `until` (epoch seconds): the vendor said 429."""
+        """Hold every user of the budget until `until` (epoch seconds): the vendor said 429.
+        Never later than `pause_max_s` from now, and a pause already stored past that is cut
+        back to it, so no `Retry-After` outlives the vendor's window."""
         self._ensure()
         with closing(self._connect()) as conn:
             conn.execute("BEGIN IMMEDIATE")
+            latest = self._clock() + self.limits.pause_max_s
             conn.execute(
                 "INSERT INTO pause (id, until) VALUES (1, ?) "
-                "ON CONFLICT (id) DO UPDATE SET until = max(until, excluded.until)",
-                (until,),
+                "ON CONFLICT (id) DO UPDATE SET until = min(max(until, excluded.until), ?)",
+                (min(until, latest), latest),
             )
             conn.execute("COMMIT")
+
+    def paused_until(self) -> float | None:
+        """The stored end of the vendor's pause (epoch seconds), if any."""
+        self._ensure()
+        with closing(self._connect()) as conn:
+            row = conn.execute("SELECT until FROM pause WHERE id = 1").fetchone()
+        return row[0] if row else None
 
     def sent_between(self, start: float, end: float) -> list[float]:
         """Recorded request times in [start, end]: what the vendor has seen from us."""

@@ -1,27 +1,34 @@
-"""`MarketDataClient`: the vendor's Market Data API, within its budget, answers validated.
+"""`MarketDataClient`: the vendor's Market Data API, within its budget, answers judged.
 
-What is transient is retried with bounded exponential backoff (5xx, timeouts, refused or
-dropped connections, 429 after its `Retry-After`); what is not fails at once (any other 4xx,
-an answer that is not a valid price for the hour asked). Every attempt, retries included,
-first takes a slot of the shared `RequestBudget`. A missing or bad price is an error, never 0.
+Each request is one attempt under a **total deadline** (`request_deadline_s`: connection,
+headers and the whole body; a vendor trickling one byte every few seconds is cut there, not
+only between bytes) and a **body cap** (`max_body_bytes`: a longer body is refused without
+being read whole). What is transient is retried through tenacity with bounded, jittered
+exponential backoff (5xx, timeouts, refused or dropped connections, 429 after its
+`Retry-After`, honoured up to the vendor's own window of an hour); what is not fails its period
+at once (any other 4xx, an oversized body, an answer `answer.judge_answer` refuses). Every
+attempt, retries included, first takes a slot of the shared `RequestBudget`. Each period is
+fetched alone: one bad answer fails its period, never the others. A missing or bad price is an
+error, never 0.
 """
 
 from __future__ import annotations
 
-import random
+import asyncio
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
-import requests
+import httpx
+import tenacity
 from pydantic import PrivateAttr
-from requests.adapters import HTTPAdapter
 
 from energy_assets.delivery import hour_label, parse_hour_label
 from energy_assets.prices.answer import EURO_MWH, PriceRules, Refused, judge_answer
@@ -29,6 +36,8 @@ from energy_assets.prices.budget import BULK, BudgetLimits, RequestBudget
 from energy_assets.settings import DEFAULT_MARKET_DATA_URL
 
 PRICE_PATH = "reference-price"
+#: The vendor's own window (its hour budget): no `Retry-After` is honoured for longer.
+VENDOR_WINDOW_S = 3600.0
 
 
 class MarketDataError(Exception):
@@ -40,11 +49,20 @@ class MarketDataRequestRefused(MarketDataError):
 
 
 class InvalidPriceAnswer(MarketDataError):
-    """The vendor answered 200 with something that is not a valid price for the hour asked."""
+    """The vendor answered 200 with something that is not a valid price for the period asked
+    (an oversized body included)."""
 
 
 class MarketDataUnavailable(MarketDataError):
     """Transient failures went on past the last retry."""
+
+
+class _Transient(Exception):
+    """One attempt failed in a way a retry can mend; `retry_after` is the vendor's, capped."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -57,11 +75,22 @@ class ReferencePrice:
     fetched_at: datetime
 
 
+@dataclass(frozen=True)
+class PriceRequest:
+    """One period to fetch: `params` of `GET reference-price`, and `accept`, which turns the
+    200 body (and when it was read) into the price or a `Refused` and must never raise. Both
+    request forms of the contract are a `PriceRequest`: `hourly_request` builds the hourly one."""
+
+    key: str
+    params: dict[str, str]
+    accept: Callable[[bytes, datetime], Any]
+
+
 @dataclass
 class FetchReport:
     """What a batch of fetches did: prices by key, errors by key, and the request counts."""
 
-    prices: dict[str, ReferencePrice] = field(default_factory=dict)
+    prices: dict[str, Any] = field(default_factory=dict)
     errors: dict[str, MarketDataError] = field(default_factory=dict)
     requests: int = 0
     retries: int = 0
@@ -94,30 +123,54 @@ def parse_price_answer(
     )
 
 
-def _retry_after_s(header: str | None) -> float | None:
+def hourly_request(key: str, day: date, delivery_hour: str | int) -> PriceRequest:
+    """The contract's hourly form (`delivery_day`, `delivery_hour`) of one default-market hour.
+    Raises ValueError on a label that is not `HH-HH`: the vendor must never be sent garbage
+    (the original playground answers 200 to anything)."""
+    label = hour_label(delivery_hour) if isinstance(delivery_hour, int) else delivery_hour
+    parse_hour_label(label)
+    return PriceRequest(
+        key=key,
+        params={"delivery_day": day.isoformat(), "delivery_hour": label},
+        accept=lambda body, fetched_at: parse_price_answer(body, day, label, fetched_at),
+    )
+
+
+def retry_after_s(header: str | None, cap_s: float = VENDOR_WINDOW_S) -> float | None:
+    """Seconds to wait from a `Retry-After` header (seconds or an HTTP date), within
+    [0, cap_s]; None when absent or unreadable. Never raises."""
     if not header:
         return None
     try:
-        return max(0.0, float(header))
+        seconds = float(header)
     except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(header).timestamp() - time.time())
-    except (TypeError, ValueError):
+        try:
+            seconds = parsedate_to_datetime(header).timestamp() - time.time()
+        except Exception:  # email.utils raises several types on odd dates
+            return None
+    if seconds != seconds:  # NaN
         return None
+    return min(max(0.0, seconds), cap_s)
 
 
 class MarketDataClient(dg.ConfigurableResource):
-    """The vendor's Market Data API (`ENERGY_MARKET_DATA_URL`), budgeted and validated."""
+    """The vendor's Market Data API (`ENERGY_MARKET_DATA_URL`), budgeted and judged."""
 
     base_url: str = DEFAULT_MARKET_DATA_URL
     connect_timeout_s: float = 3.05
+    #: Longest wait for any one read (between bytes).
     read_timeout_s: float = 10.0
+    #: Longest a whole attempt may take: connection, headers and the whole body.
+    request_deadline_s: float = 15.0
+    #: A longer body is refused without being read whole (an answer is ~150 bytes).
+    max_body_bytes: int = 64 * 1024
     #: Retries after the first attempt of a transient failure (so 1 + max_retries requests).
     max_retries: int = 4
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
-    #: Concurrent fetches of one run (threads sharing the pooled session).
+    #: The longest `Retry-After` honoured (the vendor's own window); never persisted longer.
+    retry_after_max_s: float = VENDOR_WINDOW_S
+    #: Concurrent fetches of one run.
     max_concurrency: int = 16
     #: False lifts the budget (benchmarks against a playground without a rate limit).
     budget_enabled: bool = True
@@ -127,36 +180,8 @@ class MarketDataClient(dg.ConfigurableResource):
     schedule_reserve: int = 47
     budget_margin_s: float = 1.0
 
-    _session: requests.Session | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _budget: RequestBudget | None = PrivateAttr(default=None)
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._ensure_session()
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        self.close()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._session is not None:
-                self._session.close()
-                self._session = None
-
-    def _ensure_session(self) -> requests.Session:
-        with self._lock:
-            if self._session is None:
-                session = requests.Session()
-                # One pool shared by every fetch thread; urllib3's pool is thread-safe and the
-                # session carries no per-request state (no cookies, no auth refresh).
-                adapter = HTTPAdapter(
-                    pool_connections=1, pool_maxsize=max(1, self.max_concurrency), max_retries=0
-                )
-                session.mount("http://", adapter)
-                session.mount("https://", adapter)
-                session.headers["Accept"] = "application/json"
-                self._session = session
-            return self._session
 
     @property
     def budget(self) -> RequestBudget | None:
@@ -171,6 +196,7 @@ class MarketDataClient(dg.ConfigurableResource):
                         per_hour=self.requests_per_hour,
                         reserve=self.schedule_reserve,
                         margin_s=self.budget_margin_s,
+                        pause_max_s=self.retry_after_max_s,
                     ),
                 )
             return self._budget
@@ -179,11 +205,6 @@ class MarketDataClient(dg.ConfigurableResource):
     def price_url(self) -> str:
         return join_url(self.base_url, PRICE_PATH)
 
-    def _backoff(self, attempt: int) -> float:
-        # Full jitter keeps many threads that failed together from retrying together.
-        ceiling = min(self.backoff_max_s, self.backoff_base_s * (2**attempt))
-        return random.uniform(ceiling / 2, ceiling)
-
     def fetch_price(
         self,
         day: date,
@@ -191,67 +212,14 @@ class MarketDataClient(dg.ConfigurableResource):
         priority: str = BULK,
         report: FetchReport | None = None,
     ) -> ReferencePrice:
-        """The vendor's current price of one delivery hour. Raises MarketDataError."""
-        label = hour_label(delivery_hour) if isinstance(delivery_hour, int) else delivery_hour
-        parse_hour_label(label)  # never send the vendor garbage: it would answer 200 anyway
-        params = {"delivery_day": day.isoformat(), "delivery_hour": label}
-        name = f"GET {self.price_url}?delivery_day={params['delivery_day']}&delivery_hour={label}"
-        session = self._ensure_session()
-        budget = self.budget
+        """The vendor's current price of one delivery hour. Raises MarketDataError (and
+        ValueError, before any request, for a label that is not `HH-HH`)."""
+        request = hourly_request("price", day, delivery_hour)
         report = report if report is not None else FetchReport()
-        attempt = 0
-        while True:
-            if budget is not None:
-                waited = budget.acquire(priority)
-                with self._lock:
-                    report.budget_wait_s += waited
-            with self._lock:
-                report.requests += 1
-                report.retries += 1 if attempt else 0
-            problem, pause = self._attempt(session, params, day, label, name)
-            if isinstance(problem, ReferencePrice):
-                return problem
-            if isinstance(problem, MarketDataRequestRefused | InvalidPriceAnswer):
-                raise problem
-            if attempt >= self.max_retries:
-                raise MarketDataUnavailable(
-                    f"{name}: still failing after {attempt + 1} attempts: {problem}"
-                )
-            delay = pause if pause is not None else self._backoff(attempt)
-            if pause is not None and budget is not None:
-                budget.pause_until(time.time() + pause)
-            time.sleep(delay)
-            attempt += 1
-
-    def _attempt(self, session, params, day, label, name):
-        """One request. Returns (price, None), (fatal error, None) or (transient reason, pause)."""
-        try:
-            response = session.get(
-                self.price_url,
-                params=params,
-                timeout=(self.connect_timeout_s, self.read_timeout_s),
-            )
-        except requests.Timeout as error:
-            return f"timed out ({type(error).__name__})", None
-        except requests.ConnectionError as error:
-            return f"connection failed ({type(error).__name__}: {error})", None
-        except requests.RequestException as error:
-            return f"request failed ({type(error).__name__}: {error})", None
-        fetched_at = datetime.now(UTC)
-        status = response.status_code
-        if status == 200:
-            price = parse_price_answer(response.content, day, label, fetched_at)
-            if isinstance(price, Refused):
-                return InvalidPriceAnswer(f"{name}: {price.reason}"), None
-            return price, None
-        if status == 429:
-            return "429 Too Many Requests", _retry_after_s(response.headers.get("Retry-After"))
-        if status >= 500:
-            return f"HTTP {status}", None
-        return (
-            MarketDataRequestRefused(f"{name}: HTTP {status}: {response.text[:200]!r}"),
-            None,
-        )
+        self.fetch_requests([request], priority=priority, report=report)
+        if request.key in report.errors:
+            raise report.errors[request.key]
+        return report.prices[request.key]
 
     def fetch_many(
         self,
@@ -259,33 +227,162 @@ class MarketDataClient(dg.ConfigurableResource):
         priority: str = BULK,
         max_workers: int | None = None,
     ) -> FetchReport:
-        """Fetch `(key, day, hour)` items concurrently, in the order given (the budget is
-        granted roughly first come, first served). Failures are collected, not raised."""
-        report = FetchReport()
-        items = list(hours)
-        workers = max(1, min(max_workers or self.max_concurrency, len(items) or 1))
+        """Fetch `(key, day, hour)` items of the hourly form concurrently, in the order given
+        (the budget is granted roughly first come, first served). Failures are collected per
+        key, never raised."""
+        requests = [hourly_request(key, day, label) for key, day, label in hours]
+        return self.fetch_requests(requests, priority=priority, max_workers=max_workers)
 
-        def one(item):
-            key, day, label = item
-            try:
-                price = self.fetch_price(day, label, priority=priority, report=report)
-            except MarketDataError as error:
-                with self._lock:
-                    report.errors[key] = error
-                return
-            except Exception as error:  # the last resort: one period fails, never the run
-                with self._lock:
-                    report.errors[key] = MarketDataError(
-                        f"{key}: unexpected {type(error).__name__}: {str(error)[:200]}"
-                    )
-                return
-            with self._lock:
-                report.prices[key] = price
-
-        if workers == 1:
-            for item in items:
-                one(item)
-        else:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="market-data") as pool:
-                list(pool.map(one, items))
+    def fetch_requests(
+        self,
+        requests: Sequence[PriceRequest],
+        priority: str = BULK,
+        max_workers: int | None = None,
+        report: FetchReport | None = None,
+    ) -> FetchReport:
+        """Fetch every request concurrently (at most `max_workers`, default `max_concurrency`),
+        each judged alone. Failures are collected per key, never raised."""
+        report = report if report is not None else FetchReport()
+        if requests:
+            workers = max(1, min(max_workers or self.max_concurrency, len(requests)))
+            asyncio.run(self._fetch_all(list(requests), priority, workers, report))
         return report
+
+    async def _fetch_all(
+        self, requests: list[PriceRequest], priority: str, workers: int, report: FetchReport
+    ) -> None:
+        limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+        timeout = httpx.Timeout(
+            connect=self.connect_timeout_s,
+            read=self.read_timeout_s,
+            write=self.read_timeout_s,
+            pool=self.request_deadline_s,
+        )
+        gate = asyncio.Semaphore(workers)
+        # The budget is SQLite and sleeps while it waits: its own threads, one per worker.
+        with ThreadPoolExecutor(workers, thread_name_prefix="market-data-budget") as threads:
+            async with httpx.AsyncClient(
+                limits=limits, timeout=timeout, headers={"Accept": "application/json"}
+            ) as http:
+
+                async def one(request: PriceRequest) -> None:
+                    async with gate:
+                        try:
+                            price = await self._fetch_one(http, threads, request, priority, report)
+                        except MarketDataError as error:
+                            report.errors[request.key] = error
+                        except Exception as error:  # the last resort: one period fails, not all
+                            report.errors[request.key] = MarketDataError(
+                                f"{request.key}: unexpected {type(error).__name__}: "
+                                f"{str(error)[:200]}"
+                            )
+                        else:
+                            report.prices[request.key] = price
+
+                await asyncio.gather(*(one(request) for request in requests))
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """The pause before the next attempt: the vendor's `Retry-After` if it gave one
+        (already capped at its window), else full-jitter exponential backoff."""
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _Transient) and error.retry_after is not None:
+            return error.retry_after
+        backoff = tenacity.wait_random_exponential(
+            multiplier=self.backoff_base_s, max=self.backoff_max_s
+        )
+        return backoff(state)
+
+    async def _fetch_one(
+        self,
+        http: httpx.AsyncClient,
+        threads: ThreadPoolExecutor,
+        request: PriceRequest,
+        priority: str,
+        report: FetchReport,
+    ):
+        query = "&".join(f"{k}={v}" for k, v in request.params.items())
+        name = f"GET {self.price_url}?{query}"
+        budget = self.budget
+        loop = asyncio.get_running_loop()
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            retry=tenacity.retry_if_exception_type(_Transient),
+            wait=self._wait,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if budget is not None:
+                        report.budget_wait_s += await loop.run_in_executor(
+                            threads, budget.acquire, priority
+                        )
+                    report.requests += 1
+                    report.retries += 1 if attempt.retry_state.attempt_number > 1 else 0
+                    outcome = await self._attempt(http, request, name)
+                    if isinstance(outcome, _Transient) and outcome.retry_after is not None:
+                        if budget is not None:  # tell every process sharing the budget
+                            until = time.time() + outcome.retry_after
+                            await loop.run_in_executor(threads, budget.pause_until, until)
+                    if isinstance(outcome, _Transient):
+                        raise outcome
+                    if isinstance(outcome, MarketDataError):
+                        raise outcome
+                    return outcome
+        except _Transient as error:
+            raise MarketDataUnavailable(
+                f"{name}: still failing after {self.max_retries + 1} attempts: {error}"
+            ) from None
+
+    async def _attempt(self, http: httpx.AsyncClient, request: PriceRequest, name: str):
+        """One request under the total deadline: the price, a MarketDataError for what is not
+        transient, or a _Transient for what a retry can mend. Never raises."""
+        cap = self.max_body_bytes
+        try:
+            async with asyncio.timeout(self.request_deadline_s):
+                async with http.stream("GET", self.price_url, params=request.params) as response:
+                    status = response.status_code
+                    if status == 429:
+                        return _Transient(
+                            "429 Too Many Requests",
+                            retry_after_s(
+                                response.headers.get("Retry-After"), self.retry_after_max_s
+                            ),
+                        )
+                    if status >= 500:
+                        return _Transient(f"HTTP {status}")
+                    if status != 200:
+                        text = (await _read_capped(response, 1024)) or b""
+                        return MarketDataRequestRefused(
+                            f"{name}: HTTP {status}: {text[:200].decode(errors='replace')!r}"
+                        )
+                    declared = response.headers.get("Content-Length", "")
+                    if declared.isascii() and declared.isdigit() and int(declared) > cap:
+                        return InvalidPriceAnswer(
+                            f"{name}: body of {declared} bytes refused unread (cap {cap})"
+                        )
+                    body = await _read_capped(response, cap)
+                    if body is None:
+                        return InvalidPriceAnswer(f"{name}: body longer than {cap} bytes refused")
+        except TimeoutError:
+            return _Transient(f"no whole answer within the {self.request_deadline_s:g} s deadline")
+        except httpx.TimeoutException as error:
+            return _Transient(f"timed out ({type(error).__name__})")
+        except httpx.TransportError as error:
+            return _Transient(f"connection failed ({type(error).__name__}: {error})")
+        fetched_at = datetime.now(UTC)
+        price = request.accept(body, fetched_at)
+        if isinstance(price, Refused):
+            return InvalidPriceAnswer(f"{name}: {price.reason}")
+        return price
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
+    """The body, or None once it passes `cap` bytes (the rest is never read)."""
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -23,6 +23,14 @@ class Answer:
     body: bytes | str | dict | None = None  # None: a valid price for the hour asked
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    #: Seconds between bytes: the whole answer (status line, headers, body) one byte at a time.
+    trickle: float = 0.0
+    #: With `trickle`: the status line and headers at once, only the body trickled.
+    trickle_body_only: bool = False
+    #: A body of this many bytes instead (written in 64 KiB pieces, never held whole).
+    size: int | None = None
+    #: With `size`: declare it in Content-Length (else the body ends with the connection).
+    declare_length: bool = True
 
 
 def valid_price(
@@ -50,6 +58,8 @@ class ScriptedMarketData:
         self.by_hour: dict[tuple[str, str], list[Answer]] = {}
         self.default: Callable[[str, str], Answer] | None = None
         self.requests: list[tuple[float, str, dict]] = []
+        #: Bytes written of each hostile (trickled or sized) answer, once it ended.
+        self.sent: list[int] = []
         self._lock = threading.Lock()
         server = self
 
@@ -65,6 +75,9 @@ class ScriptedMarketData:
                 answer = server._next(parts.path, params)
                 if answer.delay:
                     time.sleep(answer.delay)
+                if answer.trickle or answer.size is not None:
+                    self._send_hostile(answer, params)
+                    return
                 body = answer.body
                 if body is None:
                     body = valid_price(
@@ -83,6 +96,43 @@ class ScriptedMarketData:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
+
+            def _send_hostile(self, answer, params):
+                body = b" " * (answer.size or 0)
+                if answer.size is None:
+                    body = json.dumps(
+                        valid_price(params.get("delivery_day", ""), params.get("delivery_hour", ""))
+                    ).encode()
+                length = len(body)
+                head = f"HTTP/1.1 {answer.status} OK\r\nContent-Type: application/json\r\n"
+                if answer.declare_length:
+                    head += f"Content-Length: {length}\r\n"
+                else:
+                    head += "Connection: close\r\n"
+                    self.close_connection = True
+                sent = 0
+                try:
+                    if answer.trickle:
+                        slow = (head + "\r\n").encode() + body
+                        if answer.trickle_body_only:
+                            self.wfile.write(slow[: -len(body)])
+                            slow = body
+                        for byte in slow:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            sent += 1
+                            time.sleep(answer.trickle)
+                    else:
+                        self.wfile.write((head + "\r\n").encode())
+                        piece = b" " * 65536
+                        while sent < length:
+                            self.wfile.write(piece[: length - sent])
+                            sent += min(len(piece), length - sent)
+                except OSError:
+                    self.close_connection = True
+                finally:
+                    with server._lock:
+                        server.sent.append(sent)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.httpd.daemon_threads = True

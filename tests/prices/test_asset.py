@@ -28,21 +28,23 @@ def archive(db: str) -> ArchiveResource:
     return ArchiveResource(url=str(Path(db).parent / "archive"), retention_days=2557)
 
 
-def resources(vendor_url: str, db: str) -> dict:
+def resources(vendor_url: str, db: str, **client) -> dict:
     return {
         "warehouse": DuckDBResource(database=db),
         "archive": archive(db),
         "market_data": MarketDataClient(
-            base_url=vendor_url, budget_enabled=False, backoff_base_s=0.01, max_retries=1
+            base_url=vendor_url, budget_enabled=False, backoff_base_s=0.01, max_retries=1, **client
         ),
     }
 
 
-def run_range(vendor_url, db, start, end, assets=(reference_prices,), raise_on_error=True):
+def run_range(
+    vendor_url, db, start, end, assets=(reference_prices,), raise_on_error=True, **client
+):
     return dg.materialize(
         list(assets),
         instance=dg.DagsterInstance.get(),
-        resources=resources(vendor_url, db),
+        resources=resources(vendor_url, db, **client),
         tags={RANGE_START_TAG: start, RANGE_END_TAG: end},
         raise_on_error=raise_on_error,
     )
@@ -280,19 +282,28 @@ def test_hostile_answers_fail_their_hour_only_and_the_good_hours_are_stored(
     vendor.by_hour[("2023-03-01", "07-08")] = [
         Answer(body=valid_price("2023-03-01", "07-08", value=0.05) | {"unit": "EUR/kWh"})
     ]
-    result = run_range(vendor.url, db, "2023-03-01-00:00", "2023-03-01-08:00", raise_on_error=False)
+    # And a vendor trickling one byte every 0.2 s, twice (max_retries=1): cut at the deadline.
+    vendor.by_hour[("2023-03-01", "08-09")] = [Answer(trickle=0.2)] * 2
+    result = run_range(
+        vendor.url,
+        db,
+        "2023-03-01-00:00",
+        "2023-03-01-09:00",
+        raise_on_error=False,
+        request_deadline_s=1.0,
+    )
     assert not result.success
     stored = {hour: (value, unit) for _, hour, value, unit, _ in rows(db)}
     assert stored == {
         "00-01": (0.01, "euro/mwh"),
         "07-08": (50.0, "euro/mwh"),
-        "08-09": (8.01, "euro/mwh"),
+        "09-10": (9.01, "euro/mwh"),
     }
     instance = dg.DagsterInstance.get()
-    keys = [f"2023-03-01-0{hour}:00" for hour in range(9)]
+    keys = [f"2023-03-01-0{hour}:00" for hour in range(10)]
     status = instance.get_status_by_partition(ASSET_KEY, keys, PARTITIONS)
     failed = {key for key, state in status.items() if state == dg.AssetPartitionStatus.FAILED}
-    assert failed == {f"2023-03-01-0{hour}:00" for hour in range(1, 7)}
+    assert failed == {f"2023-03-01-0{hour}:00" for hour in (1, 2, 3, 4, 5, 6, 8)}
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     reasons = failure.step_failure_data.user_failure_data.metadata["failure_reasons"].value
     assert "not finite" in reasons["2023-03-01-01:00"]
@@ -301,9 +312,10 @@ def test_hostile_answers_fail_their_hour_only_and_the_good_hours_are_stored(
     assert "in the future" in reasons["2023-03-01-04:00"]
     assert "outside the market's limits" in reasons["2023-03-01-05:00"]
     assert "USD/MWh" in reasons["2023-03-01-06:00"]
+    assert "deadline" in reasons["2023-03-01-08:00"]
     # The next run of those hours, the vendor sane again, stores them.
-    assert run_range(vendor.url, db, "2023-03-01-01:00", "2023-03-01-06:00").success
-    assert len(rows(db)) == 9
+    assert run_range(vendor.url, db, "2023-03-01-01:00", "2023-03-01-08:00").success
+    assert len(rows(db)) == 10
 
 
 def test_a_future_dated_row_stored_earlier_does_not_freeze_its_hour(

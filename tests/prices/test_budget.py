@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import time
 from datetime import UTC, datetime
 
@@ -93,3 +94,30 @@ def test_bulk_is_held_off_the_minute_window_around_the_burst():
     assert _bulk_guarded(slot - 31, 1.0)  # would still count at slot + 30
     assert _bulk_guarded(slot + 45, 1.0)  # the burst itself
     assert not _bulk_guarded(slot + 91, 1.0)
+
+
+@pytest.mark.parametrize("how", ["a 429 now", "a pause stored before the cap"])
+def test_a_retry_after_of_a_day_holds_the_budget_for_an_hour_at_most(tmp_path, how):
+    # Retry-After: 100000 (27.8 h) used to be stored as is: no request for any hour for a day.
+    path = tmp_path / "budget.sqlite"
+    clock = [1_800_000_000.0]
+    slept = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+
+    budget = RequestBudget(path, BudgetLimits(reserve=0), clock=lambda: clock[0], sleep=sleep)
+    if how == "a 429 now":
+        budget.pause_until(clock[0] + 100_000)
+        assert budget.paused_until() == clock[0] + 3600
+    else:
+        budget._ensure()
+        with sqlite3.connect(path) as conn:
+            conn.execute("INSERT INTO pause (id, until) VALUES (1, ?)", (clock[0] + 100_000,))
+    started = clock[0]
+    budget.acquire(FRESH)
+    assert 3600 - 1 <= clock[0] - started <= 3600 + 1
+    # A later 429 does not extend a stored pause past the window either.
+    budget.pause_until(clock[0] + 10)
+    assert budget.paused_until() <= clock[0] + 3600

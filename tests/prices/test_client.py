@@ -181,3 +181,65 @@ def test_many_hours_fetch_concurrently(scripted_market_data):
     elapsed = time.monotonic() - started
     assert len(report.prices) == 24 and not report.errors
     assert elapsed < 24 * 0.2 / 3  # 8 at a time, not one by one
+
+
+@pytest.mark.parametrize("what", ["headers and body", "body"])
+def test_a_trickling_vendor_is_cut_at_the_deadline_and_the_other_hours_are_had(
+    scripted_market_data, what
+):
+    # One byte every 0.2 s: each read returns long before the read timeout, so only a deadline
+    # on the whole answer ends it. The hour fails after its retry; the others are stored.
+    vendor = scripted_market_data()
+    slow = Answer(trickle=0.2, trickle_body_only=what == "body")
+    vendor.by_hour[("2023-05-12", "08-09")] = [slow, slow]
+    market = client(vendor.url, request_deadline_s=1.0, read_timeout_s=5.0, max_retries=1)
+    started = time.monotonic()
+    report = market.fetch_many([(f"k{h}", DAY, f"{h:02d}-{h + 1:02d}") for h in range(7, 10)])
+    elapsed = time.monotonic() - started
+    assert sorted(report.prices) == ["k7", "k9"]
+    error = report.errors["k8"]
+    assert isinstance(error, MarketDataUnavailable)
+    assert "2 attempts" in str(error) and "1 s deadline" in str(error)
+    assert elapsed < 2 * 1.0 + 1.5  # two attempts of 1 s and a short backoff, not 30 s each
+
+
+@pytest.mark.parametrize("declare_length", [True, False])
+def test_a_50_mb_body_is_refused_without_being_read_whole(scripted_market_data, declare_length):
+    vendor = scripted_market_data()
+    size = 50 * 1024 * 1024
+    vendor.by_hour[("2023-05-12", "08-09")] = [Answer(size=size, declare_length=declare_length)]
+    started = time.monotonic()
+    report = client(vendor.url).fetch_many([("k8", DAY, "08-09"), ("k9", DAY, "09-10")])
+    assert time.monotonic() - started < 3.0
+    assert list(report.prices) == ["k9"]
+    error = report.errors["k8"]
+    assert isinstance(error, InvalidPriceAnswer) and "refused" in str(error)
+    assert len(vendor.requests) == 2  # not retried: a body that size is no transient fault
+    deadline = time.monotonic() + 10
+    while not vendor.sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # The vendor could not write it: we stopped reading and closed the connection.
+    assert vendor.sent and vendor.sent[0] < size // 4
+
+
+def test_retry_after_is_honoured_up_to_the_vendors_window_never_past_it(
+    scripted_market_data, tmp_path
+):
+    # Retry-After: 100000 (27.8 h) against a client whose vendor window is 0.5 s (an hour in
+    # production, MarketDataClient's default): the pause lasts the window, and the budget
+    # file holds no pause past it.
+    assert MarketDataClient().retry_after_max_s == 3600.0
+    vendor = scripted_market_data()
+    vendor.script = [Answer(status=429, body="slow down", headers={"Retry-After": "100000"})]
+    market = client(
+        vendor.url,
+        budget_enabled=True,
+        budget_path=str(tmp_path / "budget.sqlite"),
+        retry_after_max_s=0.5,
+    )
+    started = time.time()
+    price = market.fetch_price(DAY, "08-09")
+    assert price.delivery_hour == "08-09"
+    (first, *_), (second, *_) = vendor.requests
+    assert 0.5 <= second - first < 3.0
+    assert market.budget.paused_until() <= started + 0.5 + 1.0
