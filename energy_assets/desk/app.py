@@ -331,7 +331,7 @@ def create_app(
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
             *(login.routes() if login else ()),
         ],
-        middleware=login.middleware() if login else None,
+        middleware=login.middleware() if login else auth.loopback_only(),
         exception_handlers={HTTPException: _not_found},
         lifespan=lifespan,
     )

@@ -34,6 +34,7 @@ import httpx
 from authlib.deprecate import AuthlibDeprecationWarning
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -358,6 +359,12 @@ def every_book(request: Request) -> bool:
     """Whether the request's login sees every book (True when the desk has no login)."""
     access = getattr(request.state, "access", None)
     return access is None or access.every_book
+
+
+def loopback_only() -> list[Middleware]:
+    """Without a login: answer only requests addressed to a loopback name, so a page whose
+    own name resolves to 127.0.0.1 (DNS rebinding) cannot read the desk."""
+    return [Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost"])]
 
 
 def refuse_to_bind(host: str, auth: DeskAuth | None) -> str | None:

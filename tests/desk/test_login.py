@@ -3,12 +3,15 @@ the real service as a process, and Chromium doing the whole login."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 from hypothesis import given
@@ -188,6 +191,17 @@ def test_binding_beyond_loopback_without_a_login_is_refused(tmp_path):
     assert half.returncode == 2 and "ENERGY_DESK_USERS" in half.stderr
 
 
+@pytest.mark.slow
+def test_without_a_login_the_desk_answers_only_to_loopback_names(desk_dirs, start_desk):
+    write_deals(desk_dirs[0], [deal(1)])
+    desk = start_desk()
+    port = int(desk.url.rsplit(":", 1)[1])
+    assert _request(port, "GET", "/trader/alice")[0] == 200  # the demo: no login
+    assert _request(port, "GET", "/trader/alice", Host=f"localhost:{port}")[0] == 200
+    # A page whose own name resolves to 127.0.0.1 (DNS rebinding) reads nothing.
+    assert _request(port, "GET", "/trader/alice", Host="rebind.example")[0] == 400
+
+
 # -- the users file and the return path: total, whatever the input ------------------------------
 @given(st.text())
 def test_any_text_is_a_users_table_or_a_reason(text):
@@ -245,3 +259,151 @@ def test_the_return_path_never_leaves_the_desk(text):
     parts = urlsplit(path)
     assert path.startswith("/") and not parts.scheme and not parts.netloc
     assert path == text or path == "/"
+
+
+# -- the gate in front of the Dagster UI --------------------------------------------------------
+NGINX = "/usr/sbin/nginx"
+PAUSED = "{instance{autoMaterializePaused}}"
+
+
+def _request(port: int, method: str, path: str, body: bytes = b"", **headers: str):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body or None, headers=headers)
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    finally:
+        conn.close()
+
+
+def _paused(port: int) -> bool:
+    status, body = _request(
+        port,
+        "POST",
+        "/graphql",
+        json.dumps({"query": PAUSED}).encode(),
+        **{"Content-Type": "application/json"},
+    )
+    assert status == 200, body
+    return json.loads(body)["data"]["instance"]["autoMaterializePaused"]
+
+
+def _wait_http(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            _request(port, "GET", "/server_info")
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"not serving:\n{log.read_text()}")
+
+
+@pytest.fixture
+def ui_gate(tmp_path) -> Iterator[tuple[int, int]]:
+    """A real dagster-webserver on loopback and deploy/nginx/dagster-ui.conf in a real nginx in
+    front of it (oauth2-proxy, which sits between them in deploy/, is not a Debian package:
+    nginx passes straight to the webserver here). Yields (webserver port, gate port)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    ui_port, gate_port = free_port(), free_port()
+    ui_log = tmp_path / "webserver.log"
+    with open(ui_log, "ab") as out:
+        ui = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-webserver"), "--empty-workspace"]
+            + ["-h", "127.0.0.1", "-p", str(ui_port)],
+            env={**os.environ, "DAGSTER_HOME": str(home)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    prefix = tmp_path / "nginx"
+    prefix.mkdir()
+    site = (REPO / "deploy/nginx/dagster-ui.conf").read_text()
+    (prefix / "dagster-ui.conf").write_text(
+        site.replace("listen 8080;", f"listen 127.0.0.1:{gate_port};").replace(
+            "127.0.0.1:4180", f"127.0.0.1:{ui_port}"
+        )
+    )
+    temp = " ".join(
+        f"{kind}_temp_path {prefix}/{kind};" for kind in ("client_body", "proxy", "fastcgi")
+    )
+    (prefix / "nginx.conf").write_text(
+        ("user root;\n" if os.geteuid() == 0 else "")
+        + f"daemon off;\npid {prefix}/nginx.pid;\nerror_log {prefix}/error.log;\n"
+        + "events {}\n"
+        + f"http {{\n  access_log {prefix}/access.log;\n  {temp}\n"
+        + f"  uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;\n"
+        + f"  include {prefix}/dagster-ui.conf;\n}}\n"
+    )
+    command = [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf")]
+    checked = subprocess.run([*command, "-t"], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    nginx_log = prefix / "out.log"
+    with open(nginx_log, "ab") as out:
+        nginx = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_http(ui_port, ui, ui_log)
+        _wait_http(gate_port, nginx, nginx_log)
+        yield ui_port, gate_port
+    finally:
+        for proc in (nginx, ui):
+            proc.terminate()
+            proc.wait(30)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(NGINX).exists(), reason="Debian's nginx-light (make setup)")
+def test_the_ui_gate_refuses_graphql_a_page_of_another_site_could_send(ui_gate, browser):
+    ui, gate = ui_gate
+    before = _paused(ui)
+    mutation = f"mutation{{setAutoMaterializePaused(paused:{str(not before).lower()})}}"
+    encoded = quote(mutation, safe="")
+    sneaky = "".join(f"%{b:02X}" for b in mutation.encode())  # every byte percent-encoded
+    attempts = [
+        ("GET", f"/graphql?query={encoded}", {}),
+        ("GET", f"/graphql?query={sneaky}", {}),
+        ("GET", f"/graphql?%71uery={encoded}", {}),
+        ("GET", f"/%67raphql?query={encoded}", {}),
+        ("GET", f"//graphql?query={encoded}", {}),
+        ("GET", f"/x/../graphql?query={encoded}", {}),
+        ("GET", f"/graphql/?query={encoded}", {}),
+        ("HEAD", f"/graphql?query={encoded}", {}),
+        # A plain <form> POSTs these types without a CORS preflight; the webserver then
+        # reads the operation from the URL.
+        (
+            "POST",
+            f"/graphql?query={encoded}",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        ("POST", f"/graphql?query={encoded}", {"Content-Type": "text/plain"}),
+        ("POST", f"/graphql?query={encoded}", {}),
+    ]
+    for method, path, headers in attempts:
+        assert _request(gate, method, path, b"x=1", **headers)[0] == 405, (method, path)
+    assert _paused(ui) == before  # nothing got through
+    # The same GET straight to the webserver runs the mutation: the hole the gate closes.
+    assert _request(ui, "GET", f"/graphql?query={encoded}")[0] == 200
+    assert _paused(ui) == (not before)
+    # The UI's own way, JSON in a POST, passes the gate; so do its pages and GraphiQL.
+    mutation_back = mutation.replace(str(not before).lower(), str(before).lower())
+    status, body = _request(
+        gate,
+        "POST",
+        "/graphql",
+        json.dumps({"query": mutation_back}).encode(),
+        **{"Content-Type": "application/json"},
+    )
+    assert status == 200, body
+    assert _paused(ui) == before
+    assert _request(gate, "GET", "/graphql", Accept="text/html")[0] == 200
+    assert _request(gate, "GET", "/runs")[0] == 200
+
+    # The real UI in Chromium through the gate: every GraphQL request it makes passes.
+    page = browser.new_page()
+    answers: list[tuple[str, int]] = []
+    page.on("response", lambda r: answers.append((r.url, r.status)) if "graphql" in r.url else None)
+    page.goto(f"http://127.0.0.1:{gate}/runs")
+    page.wait_for_timeout(5_000)
+    assert answers and all(status == 200 for _, status in answers), answers
