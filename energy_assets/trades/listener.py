@@ -254,10 +254,10 @@ class Listener:
             except TimeoutError:
                 pass
 
-    async def _keepalive(self, ws) -> str:
-        """Pings every `PING_EVERY_SECONDS`; a pong counts as heard. Returns why it gave the
-        connection up (after aborting it) once nothing was heard for `SILENCE_LIMIT_SECONDS`.
-        Time the loop itself did not run (see `_ticker`) is not held against the exchange."""
+    async def _keepalive(self, ws, silence: list[str]) -> None:
+        """Pings every `PING_EVERY_SECONDS`; a pong counts as heard. Once nothing was heard
+        for `SILENCE_LIMIT_SECONDS` it says why in `silence` and aborts the connection. Time
+        the loop itself did not run (see `_ticker`) is not held against the exchange."""
         next_ping = 0.0
         awake = time.monotonic()
         while True:
@@ -267,14 +267,15 @@ class Listener:
             awake = now
             silent = now - self._heard_mono
             if silent >= SILENCE_LIMIT_SECONDS:
+                silence.append(f"exchange silent for {silent:.0f} s (no frame, no answer to pings)")
                 ws.transport.abort()
-                return f"exchange silent for {silent:.0f} s (no frame, no answer to pings)"
+                return
             if now >= next_ping:
                 next_ping = now + PING_EVERY_SECONDS
                 try:
                     pong = await ws.ping()
                 except ConnectionClosed:
-                    return "connection closed"
+                    return  # the reader says why
                 pong.add_done_callback(self._on_pong)
             await asyncio.sleep(0.5)
 
@@ -302,18 +303,21 @@ class Listener:
                 self._heard(utc_now())
                 self._close_gap()
                 self.log.info("connected", url=self.url, reconnects=self.counters.reconnects)
+                silence: list[str] = []
+                keepalive = asyncio.ensure_future(self._keepalive(ws, silence))
                 reader = asyncio.ensure_future(self._read(ws))
-                keepalive = asyncio.ensure_future(self._keepalive(ws))
                 stopper = asyncio.ensure_future(self._stop.wait())
-                tasks = {reader, keepalive, stopper}
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in tasks - done:
-                    task.cancel()
-                if keepalive in done:
-                    await asyncio.gather(reader, return_exceptions=True)
-                    return keepalive.result()
+                try:
+                    done, _ = await asyncio.wait(
+                        {reader, stopper}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    keepalive.cancel()
                 if reader in done:
-                    return reader.result()
+                    stopper.cancel()
+                    reason = reader.result()
+                    return silence[0] if silence else reason
+                reader.cancel()
                 return "listener stopped"
         except ConnectionClosedOK as err:
             return f"connection closed cleanly ({_close_text(err)})"
