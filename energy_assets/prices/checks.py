@@ -5,12 +5,21 @@ from collections.abc import Iterator
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from energy_assets.prices.answer import CLOCK_SKEW, EARLIEST_UPDATE, EURO_MWH
 from energy_assets.prices.assets import ASSET_KEY
 from energy_assets.tables import RAW_TRADES, REFERENCE_PRICES, ensure_price_tables, exists
 from energy_assets.warehouse import DUCKDB_POOL
 
 FINITE = dg.AssetCheckSpec(
     "values_finite", asset=ASSET_KEY, description="Every stored price is a finite number."
+)
+PLAUSIBLE = dg.AssetCheckSpec(
+    "values_plausible",
+    asset=ASSET_KEY,
+    description="Every stored price is inside the market's limits (±9,999 per MWh) and its "
+    "last_update between 2000 and when it was fetched plus the clock skew. The client refuses "
+    "anything else, so a failure here is a row stored before answers were judged (or "
+    "corruption): an operator deletes it; a later revision replaces it in any case.",
 )
 ONE_UNIT = dg.AssetCheckSpec(
     "one_unit", asset=ASSET_KEY, description="Every stored price is in the same unit."
@@ -23,7 +32,9 @@ COVERAGE = dg.AssetCheckSpec(
 )
 
 
-@dg.multi_asset_check(specs=[FINITE, ONE_UNIT, COVERAGE], pool=DUCKDB_POOL, can_subset=True)
+@dg.multi_asset_check(
+    specs=[FINITE, PLAUSIBLE, ONE_UNIT, COVERAGE], pool=DUCKDB_POOL, can_subset=True
+)
 def reference_price_checks(
     context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource
 ) -> Iterator[dg.AssetCheckResult]:
@@ -39,6 +50,31 @@ def reference_price_checks(
                 check_name=FINITE.name,
                 passed=bad == 0,
                 metadata={"non_finite_rows": bad},
+            )
+        if PLAUSIBLE.key in selected:
+            skew_s = int(CLOCK_SKEW.total_seconds())
+            offenders = conn.execute(
+                f"""
+                SELECT delivery_day, delivery_hour, value, last_update FROM {prices}
+                WHERE NOT (value BETWEEN ? AND ?)
+                   OR last_update < ?
+                   OR last_update > fetched_at + INTERVAL {skew_s} SECOND
+                ORDER BY 1, 2
+                """,
+                [EURO_MWH.low, EURO_MWH.high, EARLIEST_UPDATE],
+            ).fetchall()
+            yield dg.AssetCheckResult(
+                check_name=PLAUSIBLE.name,
+                passed=not offenders,
+                metadata={
+                    "implausible_rows": len(offenders),
+                    "first_implausible": dg.MetadataValue.json(
+                        [
+                            f"{day.isoformat()} {hour}: {value!r}, last_update {stamp.isoformat()}"
+                            for day, hour, value, stamp in offenders[:20]
+                        ]
+                    ),
+                },
             )
         if ONE_UNIT.key in selected:
             units = [

@@ -90,7 +90,12 @@ def test_a_range_is_one_run_with_one_row_per_hour(scripted_market_data, dagster_
     assert materialization.metadata["min_value"].value == 0.01
     assert materialization.metadata["max_value"].value == 23.31
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"values_finite": True, "one_unit": True, "covers_traded_hours": True}
+    assert checks == {
+        "values_finite": True,
+        "values_plausible": True,
+        "one_unit": True,
+        "covers_traded_hours": True,
+    }
 
 
 def test_a_newer_revision_updates_the_row_and_keeps_history(
@@ -337,6 +342,20 @@ def test_a_future_dated_row_stored_earlier_does_not_freeze_its_hour(
     vendor.default = lambda day, hour: Answer(
         body=valid_price(day, hour, 42.0, "2023-03-01T09:50:00Z")
     )
+    # The check names the implausible row while it is there.
+    result = run_range(
+        vendor.url,
+        db,
+        "2023-03-01-11:00",
+        "2023-03-01-11:00",
+        assets=(reference_prices, reference_price_checks),
+    )
+    plausible = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "values_plausible"
+    )
+    assert not plausible.passed
+    assert plausible.metadata["implausible_rows"].value == 1
+    assert "2023-03-01 10-11" in plausible.metadata["first_implausible"].value[0]
     assert run_range(vendor.url, db, "2023-03-01-10:00", "2023-03-01-10:00").success
-    ((*_, value, unit, last_update),) = rows(db)
+    ((*_, value, unit, last_update), _) = rows(db)
     assert (value, unit, last_update) == (42.0, "euro/mwh", datetime(2023, 3, 1, 9, 50, tzinfo=UTC))
