@@ -234,11 +234,16 @@ class Listener:
         ticked, ticked_at = time.monotonic(), utc_now()
         while not self._stop.is_set():
             stalled = time.monotonic() - ticked
-            if stalled >= STALL_SECONDS and self.gap_since is None:
-                # Frozen, not disconnected: nothing else would say deals may be missing.
-                self._record_gap(
-                    Gap(ticked_at, utc_now(), f"listener not running for {stalled:.0f} s")
-                )
+            if stalled >= STALL_SECONDS:
+                # Frozen: frames read after it prove nothing about the stretch itself, so a gap
+                # open now (the exchange dropped us meanwhile) starts before it, and otherwise
+                # the stretch is a gap of its own.
+                if self.gap_since is not None:
+                    self.gap_since = min(self.gap_since, ticked_at)
+                else:
+                    self._record_gap(
+                        Gap(ticked_at, utc_now(), f"listener not running for {stalled:.0f} s")
+                    )
             ticked, ticked_at = time.monotonic(), utc_now()
             try:
                 self.buffer.seal_if_due()
