@@ -325,6 +325,16 @@ def read_listener_state(directory: str | Path) -> dict | None:
 LISTENER_SILENT_AFTER = timedelta(seconds=30)
 
 
+def silent_heartbeat(state: dict | None, now: datetime) -> str | None:
+    """The listener's last heartbeat when it is older than `LISTENER_SILENT_AFTER`, else None."""
+    heartbeat = (state or {}).get("heartbeat")
+    try:
+        stale = now - datetime.fromisoformat(heartbeat) > LISTENER_SILENT_AFTER
+    except (TypeError, ValueError):
+        return None
+    return heartbeat if stale else None
+
+
 def open_feed_gap(state: dict | None, now: datetime) -> tuple[str, str] | None:
     """(since, reason) of the feed gap open now according to `listener.json`: the one the
     listener itself declared, or, when its heartbeat is stale, one since it last heard the
@@ -333,14 +343,11 @@ def open_feed_gap(state: dict | None, now: datetime) -> tuple[str, str] | None:
         return None
     if state.get("gap_since"):
         return state["gap_since"], state.get("gap_reason") or "listener not running"
-    try:
-        heartbeat = datetime.fromisoformat(state["heartbeat"])
-        since = min(heartbeat, datetime.fromisoformat(state.get("heard_at") or state["heartbeat"]))
-    except (KeyError, TypeError, ValueError):
+    heartbeat = silent_heartbeat(state, now)
+    if heartbeat is None:
         return None
-    if now - heartbeat <= LISTENER_SILENT_AFTER:
-        return None
-    return iso(since), f"listener not reporting since {iso(heartbeat)} (frozen or killed)"
+    since = min(heartbeat, state.get("heard_at") or heartbeat, key=datetime.fromisoformat)
+    return since, f"listener not reporting since {heartbeat} (frozen or killed)"
 
 
 def archive(paths: Iterable[Path], directory: str | Path) -> int:

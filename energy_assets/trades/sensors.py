@@ -2,7 +2,8 @@
 starts one `drain_and_refresh` run (drain -> `trader_exposure` -> `exposure_dashboard`) when
 sealed files wait and the last such run was requested at least `ENERGY_DRAIN_INTERVAL_SECONDS`
 ago (default 30 s), or at once when the waiting segments hold `ENERGY_DRAIN_EARLY_BYTES`
-(default 1 MiB, ~4,000 deals); never while another run that drains is queued or running.
+(default 1 MiB, ~4,000 deals); never while another run that drains is queued or running. Also
+one run when the listener's heartbeat goes stale, so the feed gap check shows it.
 
 Cursor: the name of the newest sealed file (segment or gap) for which a run has been
 requested. Names start with their UTC creation stamp, so every file whose name sorts at or
@@ -11,12 +12,13 @@ listings, a stat per waiting file and two run-storage queries; it never opens Du
 """
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 
 from energy_assets.journals.checks import journal_matches_warehouse
-from energy_assets.trades.buffer import sealed_files
+from energy_assets.trades.buffer import read_listener_state, sealed_files, silent_heartbeat
 from energy_assets.trades.resources import CaptureBufferResource
 
 RAW_TRADES_KEY = dg.AssetKey("raw_trades")
@@ -79,12 +81,20 @@ def waiting_after(directory: Path, cursor: str | None) -> tuple[str | None, int]
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests a drain_and_refresh run when sealed capture segments wait: at most "
     "every ENERGY_DRAIN_INTERVAL_SECONDS (30 s), at once when they hold "
-    "ENERGY_DRAIN_EARLY_BYTES (1 MiB); never while another raw_trades run is queued or running.",
+    "ENERGY_DRAIN_EARLY_BYTES (1 MiB); never while another raw_trades run is queued or running. "
+    "One run when the listener stops reporting, so the feed gap check shows it.",
 )
 def raw_trades_sensor(context: dg.SensorEvaluationContext, capture: CaptureBufferResource):
     newest, waiting_bytes = waiting_after(capture.path, context.cursor)
     if newest is None:
-        return dg.SkipReason("no new sealed segments")
+        silent = silent_heartbeat(read_listener_state(capture.path), datetime.now(UTC))
+        if silent is None or drain_in_flight(context.instance):
+            return dg.SkipReason("no new sealed segments")
+        # A listener that stopped reporting writes nothing: one run per silence (the run key
+        # is its last heartbeat) so the feed gap check shows the gap now, not at the next deal.
+        return dg.RunRequest(
+            run_key=f"listener-silent-{silent}", tags={"energy/listener_silent_since": silent}
+        )
     running = drain_in_flight(context.instance)
     if running:
         # The cursor stays put, so the segments are requested again once that run ends.

@@ -1,7 +1,7 @@
 """raw_trades_sensor against a real buffer and a real instance: the batch cadence."""
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -101,3 +101,23 @@ def test_a_ui_or_cli_run_of_raw_trades_also_counts_as_in_flight(dagster_home, en
     )
     result, cursor = tick()
     assert isinstance(result, dg.SkipReason) and cursor is None
+
+
+def test_a_listener_that_stops_reporting_gets_one_run(dagster_home, energy_env):
+    """Nothing to drain, but the listener's heartbeat is stale (killed, frozen): one run, keyed
+    by that heartbeat so the daemon starts it once, makes the feed gap check show the gap."""
+    buffer = CaptureBuffer(os.environ["ENERGY_CAPTURE_DIR"])
+    fresh = datetime.now(UTC).isoformat()
+    buffer.write_state({"heartbeat": fresh, "heard_at": fresh, "connected": True})
+    result, _ = tick()
+    assert isinstance(result, dg.SkipReason)
+
+    stale = (datetime.now(UTC) - timedelta(seconds=31)).isoformat()
+    buffer.write_state({"heartbeat": stale, "heard_at": stale, "connected": True})
+    result, cursor = tick()
+    assert isinstance(result, dg.RunRequest) and result.run_key == f"listener-silent-{stale}"
+    assert cursor is None
+    run = add_run(dg.DagsterRunStatus.STARTED)
+    result, _ = tick()
+    assert isinstance(result, dg.SkipReason), "not while a drain runs"
+    dg.DagsterInstance.get().report_run_failed(run)
