@@ -49,7 +49,7 @@ from energy_assets.trades.buffer import CaptureBuffer, deal_record, iso  # noqa:
 from energy_assets.trades.deal import Deal  # noqa: E402
 from energy_assets.trades.drain import read_segments, typed  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
-from tests.desk.load import Streams, cpu_seconds, rss_mb, storm  # noqa: E402
+from tests.desk.load import Streams, cpu_seconds, events_path, rss_mb, storm  # noqa: E402
 
 PYTHON = str(REPO / ".venv/bin/python")
 CHROMIUM = "/usr/bin/chromium"
@@ -411,7 +411,7 @@ def bench_load(work: Path, clients: int, loads: int, rates: list[float], window:
         writer = Writer(capture, rate)
         writer.start()
         traders = [f"trader_{n}" for n in range(TRADERS)]
-        paths = ["/events/desk"] + [f"/events/trader/{t}" for t in traders]
+        paths = [events_path("desk")] + [events_path(f"trader/{t}") for t in traders]
         pages = ["/"] + [f"/trader/{t}" for t in traders]
 
         result, stats, steady_cpu, storm_cpu, rss, rss_storm, single = asyncio.run(

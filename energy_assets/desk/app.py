@@ -3,7 +3,7 @@ to every open page as a Server-Sent Event.
 
     /                        the desk view
     /trader/<trader_id>      one trader's page (404 page for a trader we do not know)
-    /events/desk             the desk view's events; /events/trader/<trader_id> a trader's
+    /events?topic=desk&topic=trader/<id>   one event stream for the pages a browser shows
     /static/...              styles and script (Starlette's StaticFiles: nothing outside it)
     /health                  JSON: deals held, last change, clients
     /replay?at=<instant>     the desk at a past instant, from the journals (not live)
@@ -11,30 +11,41 @@ to every open page as a Server-Sent Event.
 
 One background task polls the buffer and the published files every `poll_seconds`. On a
 change it computes the view once, renders each page's changing part (its *fragment*) once, and
-hands the same text to the bounded queue of every client watching that page. A client whose
-queue is full (it does not read) is dropped: its stream ends, its queue is freed, and its
-browser reconnects with `Last-Event-ID` to the current state. Events carry ids
-`<boot>-<change>`: a reconnect already showing the current id gets nothing new; any other
-(an older change, or an id from before a restart) gets the current fragment at once.
+hands the same event to the bounded queue of every stream following that page. A browser holds
+one stream for all its tabs (`static/desk-worker.js`). A stream whose queue is full (it does not
+read) is dropped: its stream ends, its queue is freed, and its browser reconnects with
+`Last-Event-ID` to the current state. Events carry ids `<boot>-<change>`: a stream (re)opened
+with an id gets the current fragment of each of its pages changed in or after that change, and
+with an id from before a restart (or none), every page's.
+
+Every response carries `SECURITY_HEADERS`; an error is a page saying what happened. A client
+address may hold `streams_per_client` event streams, the service `max_streams` in all; the
+connections' own limits (timeouts, how many) are `connections.py`'s, below the app.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from energy_assets.desk import auth, render
 from energy_assets.desk.live import LiveDesk
@@ -55,70 +66,122 @@ SEND_TIMEOUT_SECONDS = 10
 RECHECK_SECONDS = 5
 #: What the browser waits before reconnecting a dropped stream (the SSE `retry` field), ms.
 RETRY_MS = 1000
+#: Event streams one client address may hold: a browser needs one, whatever its tabs (desk.js
+#: shares it); the rest is for a few browsers behind one address.
+STREAMS_PER_CLIENT = 8
+#: Event streams in all (the command sets half its connection limit, so pages always get in).
+MAX_STREAMS = 500
+#: Pages one stream may follow (a browser's open desk tabs).
+MAX_TOPICS = 64
+
+#: On every response. Scripts, styles and workers only from the desk's own files (no inline
+#: script or style, no eval); nothing may frame the desk; no MIME sniffing; the referrer only to
+#: the desk itself; forms submit only to the desk.
+SECURITY_HEADERS = {
+    "content-security-policy": "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            "worker-src 'self'",
+            "form-action 'self'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+        ]
+    ),
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cross-origin-opener-policy": "same-origin",
+}
 
 log = event_logger("desk")
 
 
 @dataclass(eq=False)
 class Client:
-    """One open event stream: the page it watches and the events waiting for it (None ends
-    the stream)."""
+    """One open event stream: the pages it follows, its address, and the events waiting for
+    it (None ends the stream)."""
 
-    topic: str
-    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(QUEUE_EVENTS))
+    topics: frozenset[str]
+    address: str
+    queue: asyncio.Queue
     every_book: bool = True  # its login sees every book, so the picker lists them all
 
 
 @dataclass
 class Page:
-    event_id: str
+    change: int  # the change that made this fragment
+    event: ServerSentEvent  # the fragment as its stream event
     fragment: str
     html: str | None = None  # the whole page, made on first request
     own_html: str | None = None  # the same for a trader's own login: the picker lists them only
 
+    @property
+    def event_id(self) -> str:
+        return self.event.id or ""
+
 
 class Broker:
-    """Per topic: the current fragment and the clients watching it."""
+    """Per topic: the current fragment and the clients following it."""
 
     def __init__(self):
         self.pages: dict[str, Page] = {}
         self.nav = ""
-        self.clients: dict[str, set[Client]] = {}
+        self.streams: set[Client] = set()
+        self.following: dict[str, set[Client]] = {}
+        self.per_address: Counter[str] = Counter()
         self.dropped = 0
 
-    def subscribe(self, topic: str, every_book: bool = True) -> Client:
-        client = Client(topic, every_book=every_book)
-        self.clients.setdefault(topic, set()).add(client)
+    def subscribe(self, topics: frozenset[str], address: str, every_book: bool = True) -> Client:
+        # A change may bring an event for each page followed and the trader list.
+        queue = asyncio.Queue(QUEUE_EVENTS * (len(topics) + 1))
+        client = Client(topics, address, queue, every_book)
+        self.streams.add(client)
+        for topic in topics:
+            self.following.setdefault(topic, set()).add(client)
+        self.per_address[address] += 1
         return client
 
     def unsubscribe(self, client: Client) -> None:
-        self.clients.get(client.topic, set()).discard(client)
+        if client not in self.streams:
+            return
+        self.streams.discard(client)
+        for topic in client.topics:
+            self.following[topic].discard(client)
+            if not self.following[topic]:
+                del self.following[topic]
+        self.per_address[client.address] -= 1
+        if not self.per_address[client.address]:
+            del self.per_address[client.address]
 
-    def publish(self, topic: str, event: ServerSentEvent, every_book_only: bool = False) -> None:
-        for client in list(self.clients.get(topic, ())):
-            if every_book_only and not client.every_book:
-                continue
-            try:
-                client.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                self._drop(client)
+    def publish(self, topic: str, event: ServerSentEvent) -> None:
+        for client in list(self.following.get(topic, ())):
+            self._put(client, event)
 
     def publish_nav(self, event: ServerSentEvent) -> None:
-        """The trader list, to the clients whose login sees every book."""
-        for topic in list(self.clients):
-            self.publish(topic, event, every_book_only=True)
+        """The trader list, to the streams whose login sees every book."""
+        for client in list(self.streams):
+            if client.every_book:
+                self._put(client, event)
 
-    def _drop(self, client: Client) -> None:
-        # Free what it holds and end its stream; its browser reconnects to the current state.
-        self.unsubscribe(client)
-        while not client.queue.empty():
-            client.queue.get_nowait()
-        client.queue.put_nowait(None)
-        self.dropped += 1
+    def _put(self, client: Client, event: ServerSentEvent) -> None:
+        try:
+            client.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            # Free what it holds and end its stream; its browser reconnects to the current
+            # state (the connection's own limits close a socket that stopped reading).
+            self.unsubscribe(client)
+            while not client.queue.empty():
+                client.queue.get_nowait()
+            client.queue.put_nowait(None)
+            self.dropped += 1
 
     @property
     def client_count(self) -> int:
-        return sum(len(c) for c in self.clients.values())
+        return len(self.streams)
 
 
 class DeskService:
@@ -130,11 +193,15 @@ class DeskService:
         poll_seconds: float = POLL_SECONDS,
         archive: str | None = None,
         login: bool = False,
+        streams_per_client: int = STREAMS_PER_CLIENT,
+        max_streams: int = MAX_STREAMS,
     ):
         self.desk = desk
         self.login = login  # pages carry a logout button
         self.archive = archive
         self.poll_seconds = poll_seconds
+        self.streams_per_client = streams_per_client
+        self.max_streams = max_streams
         self.broker = Broker()
         self.trader_pages = render.TraderPages()
         self.boot = uuid.uuid4().hex[:8]
@@ -153,14 +220,17 @@ class DeskService:
 
     def install(self, fragments: dict[str, str], nav: str, traders: list[str]) -> None:
         """Swap the new fragments in and push those that changed (on the event loop)."""
-        event_id = f"{self.boot}-{self.desk.changes}"
+        change = self.desk.changes
+        event_id = f"{self.boot}-{change}"
         broker = self.broker
         for topic, fragment in fragments.items():
             current = broker.pages.get(topic)
             if current is not None and current.fragment == fragment:
                 continue
-            broker.pages[topic] = Page(event_id, fragment)
-            broker.publish(topic, ServerSentEvent(fragment, event="live", id=event_id))
+            data = json.dumps({"topic": topic, "html": fragment})
+            page = Page(change, ServerSentEvent(data, event="live", id=event_id), fragment)
+            broker.pages[topic] = page
+            broker.publish(topic, page.event)
         for topic in set(broker.pages) - set(fragments):  # a trader gone from the buffer
             del broker.pages[topic]
         if nav != broker.nav:
@@ -225,17 +295,43 @@ class DeskService:
         return HTMLResponse(self.page_html(topic, trader, trader, auth.every_book(request)))
 
     async def events(self, request: Request) -> EventSourceResponse:
-        trader = request.path_params.get("trader_id")
-        topic = render.DESK_TOPIC if trader is None else render.trader_topic(trader)
-        if topic not in self.broker.pages:
-            raise HTTPException(404, "no such page")
-        since = request.headers.get("last-event-id") or request.query_params.get("since", "")
-        client = self.broker.subscribe(topic, auth.every_book(request))
-        current = self.broker.pages.get(topic)
-        if current is not None and current.event_id != since:
-            client.queue.put_nowait(
-                ServerSentEvent(current.fragment, event="live", id=current.event_id)
+        """One stream for every page a browser shows: `?topic=desk&topic=trader/<id>...`;
+        each `live` event carries its topic. Topics unknown here are ignored (a trader gone
+        from the book must not stop the browser's other pages)."""
+        asked = request.query_params.getlist("topic")
+        if not asked or len(asked) > MAX_TOPICS:
+            raise HTTPException(
+                400,
+                f"Name between 1 and {MAX_TOPICS} pages to follow, "
+                "e.g. /events?topic=desk&topic=trader/alice.",
             )
+        topics = frozenset(t for t in asked if t in self.broker.pages)
+        if not topics:
+            raise HTTPException(404, f"No such page to follow: {', '.join(asked)}.")
+        address = request.client.host if request.client else ""
+        held = self.broker.per_address[address]
+        if held >= self.streams_per_client:
+            raise HTTPException(
+                429,
+                f"{address} holds {held} event streams already, the most one address may "
+                "(a browser needs one for all its tabs).",
+                headers={"Retry-After": "5"},
+            )
+        if self.broker.client_count >= self.max_streams:
+            raise HTTPException(
+                503,
+                f"The desk is serving {self.max_streams} event streams, its most.",
+                headers={"Retry-After": "5"},
+            )
+        since = self._change_of(
+            request.headers.get("last-event-id") or request.query_params.get("since", "")
+        )
+        client = self.broker.subscribe(topics, address, auth.every_book(request))
+        # Oldest first, so the stream's ids never go back; the change `since` names is sent
+        # again, as a stream dropped in the middle of one change lacks some of its pages.
+        for page in sorted((self.broker.pages[t] for t in topics), key=lambda p: p.change):
+            if since is None or page.change >= since:
+                client.queue.put_nowait(page.event)
 
         async def stream():
             try:
@@ -254,6 +350,14 @@ class DeskService:
             send_timeout=SEND_TIMEOUT_SECONDS,
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
+
+    def _change_of(self, event_id: str) -> int | None:
+        """The change an event id names, None for anything else (an id from before a restart,
+        or not an id): such a client gets every page's current fragment."""
+        found = re.fullmatch(r"([0-9a-f]{8})-([0-9]{1,18})", event_id, re.ASCII)
+        if found is None or found[1] != self.boot:
+            return None
+        return int(found[2])
 
     async def replay_page(self, request: Request) -> HTMLResponse:
         text = request.query_params.get("at", "")
@@ -285,9 +389,61 @@ class DeskService:
         )
 
 
-async def _not_found(request: Request, exc: HTTPException) -> HTMLResponse:
-    message = exc.detail if exc.status_code == 404 else exc.detail or "Error"
-    return HTMLResponse(render.not_found(message), status_code=exc.status_code)
+def _books_followed(request: Request) -> list[str | None]:
+    """The books an event stream shows, for the login's guard (None: the whole desk)."""
+    prefix = render.trader_topic("")
+    return [
+        topic.removeprefix(prefix) if topic.startswith(prefix) else None
+        for topic in request.query_params.getlist("topic")
+    ]
+
+
+class SecurityHeaders:
+    """`SECURITY_HEADERS` on every response the app makes (a header the response already
+    has is left as it is)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _explain(request: Request, exc: HTTPException) -> str:
+    """What happened, in words, for the errors Starlette raises itself."""
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        return f"There is no page at {request.url.path}."
+    if exc.status_code == 405:
+        return f"{request.method} is not answered here: the desk's pages are read with GET."
+    return exc.detail
+
+
+async def _error_page(request: Request, exc: HTTPException) -> HTMLResponse:
+    return HTMLResponse(
+        render.error_page(exc.status_code, _explain(request, exc)),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _server_error(request: Request, exc: Exception) -> HTMLResponse:
+    # Starlette answers a failure outside the middleware: the headers are set here too.
+    return HTMLResponse(
+        render.error_page(500, "The desk failed to answer this request; its log says why."),
+        status_code=500,
+        headers=SECURITY_HEADERS,
+    )
 
 
 def create_app(
@@ -296,6 +452,8 @@ def create_app(
     poll_seconds: float = POLL_SECONDS,
     archive: str | None = None,
     login: auth.DeskAuth | None = None,
+    streams_per_client: int = STREAMS_PER_CLIENT,
+    max_streams: int = MAX_STREAMS,
 ) -> Starlette:
     """The ASGI app; its lifespan rebuilds the state from the buffer before serving.
     `archive`: the journals' archive `/replay` reads (default `<capture_dir>/archive`).
@@ -303,9 +461,14 @@ def create_app(
     connect, so the command binds loopback only then."""
     archive = archive or str(Path(capture_dir) / "archive")
     service = DeskService(
-        LiveDesk(capture_dir, dashboard_dir), poll_seconds, archive, login=login is not None
+        LiveDesk(capture_dir, dashboard_dir),
+        poll_seconds,
+        archive,
+        login=login is not None,
+        streams_per_client=streams_per_client,
+        max_streams=max_streams,
     )
-    guard = login.guard if login else lambda endpoint, home=False: endpoint
+    guard = login.guard if login else lambda endpoint, home=False, books=None: endpoint
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -318,21 +481,27 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    routes = [
+        # Each route that shows figures is guarded: `trader_id` in its path is the book it
+        # shows, the event stream's are its topics, any other shows the whole desk. /health
+        # holds counts, no figures.
+        Route("/", guard(service.desk_page, home=True)),
+        Route("/trader/{trader_id:path}", guard(service.trader_page)),
+        Route("/events", guard(service.events, books=_books_followed)),
+        Route("/health", service.health),
+        Route("/replay", guard(service.replay_page)),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        *(login.routes() if login else ()),
+    ]
+    # Outermost first: the headers go on the login's answers too.
+    middleware = [
+        Middleware(SecurityHeaders),
+        *(login.middleware() if login else auth.loopback_only()),
+    ]
     app = Starlette(
-        routes=[
-            # Each route that shows figures is guarded: `trader_id` in its path is the book
-            # it shows, any other shows the whole desk. /health holds counts, no figures.
-            Route("/", guard(service.desk_page, home=True)),
-            Route("/trader/{trader_id:path}", guard(service.trader_page)),
-            Route("/events/desk", guard(service.events)),
-            Route("/events/trader/{trader_id:path}", guard(service.events)),
-            Route("/health", service.health),
-            Route("/replay", guard(service.replay_page)),
-            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-            *(login.routes() if login else ()),
-        ],
-        middleware=login.middleware() if login else auth.loopback_only(),
-        exception_handlers={HTTPException: _not_found},
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={HTTPException: _error_page, Exception: _server_error},
         lifespan=lifespan,
     )
     app.state.service = service

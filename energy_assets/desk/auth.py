@@ -261,16 +261,24 @@ class DeskAuth:
             return None, None
         return email, self.users.get(email.casefold())
 
-    def guard(self, endpoint: Endpoint, home: bool = False) -> Endpoint:
+    def guard(
+        self,
+        endpoint: Endpoint,
+        home: bool = False,
+        books: Callable[[Request], list[str | None]] | None = None,
+    ) -> Endpoint:
         """`endpoint` for a login allowed to see what it shows: the book of its path's
-        `trader_id`, else the whole desk. No session: pages go to the login, streams get 401.
-        `home`: a trader asking for it is sent to their own page."""
+        `trader_id`, else the whole desk; or every one of `books(request)` (None: the whole
+        desk). No session: pages go to the login, streams get 401. `home`: a trader asking
+        for it is sent to their own page."""
 
         async def guarded(request: Request) -> Response:
             path = request.url.path
+            # What was asked, in the log: an event stream's pages are in its query.
+            what = path + ("?" + request.url.query if books and request.url.query else "")
             email, access = self.who(request)
             if email is None:
-                log.info("access", who="-", what=path, allowed=False, reason="no session")
+                log.info("access", who="-", what=what, allowed=False, reason="no session")
                 if "text/event-stream" in request.headers.get("accept", ""):
                     return PlainTextResponse("log in first", 401)
                 target = request.scope.get("raw_path", b"").decode("latin-1") or path
@@ -281,13 +289,14 @@ class DeskAuth:
             if access is not None and trader is None and home and not access.every_book:
                 if access.trader_id is not None:
                     log.info(
-                        "access", who=email, what=path, allowed=False, reason="sent to own page"
+                        "access", who=email, what=what, allowed=False, reason="sent to own page"
                     )
                     from energy_assets.desk.render import trader_url
 
                     return RedirectResponse(trader_url(access.trader_id), 303)
-            allowed = access is not None and access.may_see(trader)
-            log.info("access", who=email, what=path, allowed=allowed)
+            shown = books(request) if books else [trader]
+            allowed = access is not None and all(access.may_see(book) for book in shown)
+            log.info("access", who=email, what=what, allowed=allowed)
             if not allowed:
                 return self.denied(email, access)
             request.state.access = access

@@ -29,6 +29,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--capture-dir", default=None, help="the capture buffer (default: ENERGY_CAPTURE_DIR)"
     )
+    parser.add_argument(
+        "--streams-per-client",
+        type=int,
+        default=None,
+        help="event streams one client address may hold (default 8; a browser needs one)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -47,20 +53,27 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import uvicorn
 
-    from energy_assets.desk.app import create_app
+    from energy_assets.desk.app import STREAMS_PER_CLIENT, create_app
+    from energy_assets.desk.connections import connection_limit, guarded_protocol
 
+    connections = connection_limit()
     app = create_app(
         args.capture_dir or current.capture_dir,
         args.dir or current.dashboard_dir,
         # The archive beside the capture buffer in use, unless ENERGY_ARCHIVE_URL moves it.
         archive=current.archive_url or None,
         login=login,
+        streams_per_client=args.streams_per_client or STREAMS_PER_CLIENT,
+        # Half the connections at most hold streams: pages always get in.
+        max_streams=connections // 2,
     )
     uvicorn.run(
         app,
         host=host,
         port=args.port if args.port is not None else current.dashboard_port,
         log_level="warning",
+        # Head-read and write-stall timeouts, a cap on connections: connections.py.
+        http=guarded_protocol(connections),
         # 500 page loads at once queue instead of being refused.
         backlog=2048,
         timeout_graceful_shutdown=2,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from urllib.parse import quote
 
 import jinja2
@@ -32,12 +33,6 @@ def trader_topic(trader_id: str) -> str:
 
 def trader_url(trader_id: str) -> str:
     return "/trader/" + quote(trader_id, safe="")
-
-
-def events_url(topic: str) -> str:
-    if topic == DESK_TOPIC:
-        return "/events/desk"
-    return "/events/trader/" + quote(topic.removeprefix("trader/"), safe="")
 
 
 def _num(value, digits: int = 2) -> str:
@@ -247,7 +242,6 @@ def page(
     return env.get_template("page.html").render(
         title=title,
         topic=topic,
-        events=events_url(topic),
         nav=nav,
         fragment=fragment,
         event_id=event_id,
@@ -281,5 +275,10 @@ def replay_page(view: ReplayView) -> str:
     )
 
 
-def not_found(message: str) -> str:
-    return env.get_template("404.html").render(message=message)
+def error_page(status: int, message: str) -> str:
+    """An error as a page: its name ("Bad Request", "Not Found", ...) and what happened."""
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = f"Error {status}"
+    return env.get_template("error.html").render(status=status, title=title, message=message)

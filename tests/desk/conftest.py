@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -33,10 +34,13 @@ class DeskProcess:
         log: Path,
         port: int | None = None,
         env: dict[str, str] | None = None,
+        fd_limit: int | None = None,
     ):
+        """`fd_limit`: the service's descriptor limit (`ulimit -n`), as a service manager sets."""
         self.capture, self.published, self.log_path = capture, published, log
         self.env = env or {}  # added to the environment: the login's settings
         self.port = port or free_port()
+        self.fd_limit = fd_limit
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
@@ -56,6 +60,7 @@ class DeskProcess:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=self._limit_fds if self.fd_limit else None,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -66,6 +71,9 @@ class DeskProcess:
             except OSError:
                 time.sleep(0.05)
         raise AssertionError(f"desk did not start:\n{self.log_path.read_text()}")
+
+    def _limit_fds(self) -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, self.fd_limit))
 
     def health(self) -> dict:
         with urllib.request.urlopen(self.url + "/health", timeout=5) as answer:

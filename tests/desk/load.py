@@ -1,6 +1,9 @@
 """Clients for the live desk's load tests and benchmarks: many SSE streams, a storm of page
-loads, and a client that never reads. httpx for HTTP; a raw socket for the client that stalls
-(any library would read for it)."""
+loads, a client that never reads and requests never finished. httpx for HTTP; raw sockets for
+the clients that stall (any library would read or finish for them).
+
+Many clients come from many loopback addresses (`address(i)`: Linux answers all of
+127.0.0.0/8), as they would from many machines: the desk caps event streams per address."""
 
 from __future__ import annotations
 
@@ -8,8 +11,21 @@ import asyncio
 import socket
 import time
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 import httpx
+
+from energy_assets.desk.app import STREAMS_PER_CLIENT
+
+
+def address(index: int) -> str:
+    """The `index`-th client address: 127.1.x.y, never the desk's own 127.0.0.1."""
+    return f"127.1.{index // 250}.{1 + index % 250}"
+
+
+def events_path(*topics: str) -> str:
+    """The event stream following these pages (`desk`, `trader/<id>`)."""
+    return "/events?" + "&".join("topic=" + quote(t, safe="") for t in topics)
 
 
 @dataclass
@@ -45,20 +61,32 @@ async def _stream(client: httpx.AsyncClient, url: str, index: int, stats: Stream
 
 
 class Streams:
-    """`n` SSE clients on `paths` (round robin), reading until `close()`."""
+    """`n` SSE clients on `paths` (round robin), reading until `close()`, from as many
+    addresses as the desk's per-address cap asks (`per_address` streams each)."""
 
-    def __init__(self, base: str, paths: list[str], n: int):
-        self.base, self.paths, self.n = base, paths, n
+    def __init__(self, base: str, paths: list[str], n: int, per_address: int = STREAMS_PER_CLIENT):
+        self.base, self.paths, self.n, self.per_address = base, paths, n, per_address
         self.stats = StreamStats(last_ids=[""] * n, arrivals=[[] for _ in range(n)])
 
     async def __aenter__(self) -> Streams:
         self._stop = asyncio.Event()
-        self._client = httpx.AsyncClient(
-            base_url=self.base, limits=httpx.Limits(max_connections=None)
-        )
+        self._clients = [
+            httpx.AsyncClient(
+                base_url=self.base,
+                limits=httpx.Limits(max_connections=None),
+                transport=httpx.AsyncHTTPTransport(local_address=address(a)),
+            )
+            for a in range(-(-self.n // self.per_address))
+        ]
         self._tasks = [
             asyncio.create_task(
-                _stream(self._client, self.paths[i % len(self.paths)], i, self.stats, self._stop)
+                _stream(
+                    self._clients[i // self.per_address],
+                    self.paths[i % len(self.paths)],
+                    i,
+                    self.stats,
+                    self._stop,
+                )
             )
             for i in range(self.n)
         ]
@@ -76,7 +104,8 @@ class Streams:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
 
 
 @dataclass
@@ -130,11 +159,13 @@ async def storm(base: str, paths: list[str], n: int) -> StormResult:
     return StormResult(latencies, errors)
 
 
-def stalled_client(base: str, path: str) -> socket.socket:
-    """Opens an SSE stream and never reads it (a tiny receive window, as a frozen tab)."""
+def stalled_client(base: str, path: str, source: str = "127.0.0.1") -> socket.socket:
+    """Opens an SSE stream from `source` and never reads it (a tiny receive window, as a
+    frozen tab)."""
     host, port = base.removeprefix("http://").split(":")
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.bind((source, 0))
     sock.connect((host, int(port)))
     sock.sendall(
         f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode()
@@ -156,3 +187,29 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def half_sent(base: str, n: int) -> list[socket.socket]:
+    """`n` requests whose head is never finished (a slow-headers attack): each connection
+    sends the request line and one header, then nothing. Sockets the desk refused or closed
+    at once are kept too (their count is what the caller opened)."""
+    host, port = base.removeprefix("http://").split(":")
+    opened = []
+    for i in range(n):
+        sock = socket.socket()
+        sock.setblocking(True)
+        sock.settimeout(5)
+        sock.bind((address(i % 1000), 0))
+        try:
+            sock.connect((host, int(port)))
+            sock.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nX-Slow: ".encode())
+        except OSError:
+            pass
+        opened.append(sock)
+    return opened
+
+
+def open_fds(pid: int) -> int:
+    import os
+
+    return len(os.listdir(f"/proc/{pid}/fd"))

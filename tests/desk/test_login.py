@@ -91,8 +91,8 @@ def test_each_trader_sees_their_own_book_and_the_head_sees_every_book(
     assert page.locator("#connection").inner_text() == "live"
     for path in ["/trader/bob", "/trader/nobody", "/replay", "/replay?at=2026-12-01T10:00Z"]:
         assert status(anna, desk.url + path) == 403, path
-    assert status(anna, desk.url + "/events/desk", **stream) == 403
-    assert status(anna, desk.url + "/events/trader/bob", **stream) == 403
+    assert status(anna, desk.url + "/events?topic=desk", **stream) == 403
+    assert status(anna, desk.url + "/events?topic=trader/bob", **stream) == 403
 
     bert = browser.new_context()  # his login's case differs from the file's: still him
     page = log_in(bert, desk.url + "/trader/alice", "bert@desk.example")
@@ -100,7 +100,7 @@ def test_each_trader_sees_their_own_book_and_the_head_sees_every_book(
     assert "sees the book of bob only" in page.locator("#auth-message").inner_text()
     assert page.locator(ALICE_ROW).count() == 0
     assert status(bert, desk.url + "/trader/alice") == 403
-    assert status(bert, desk.url + "/events/trader/alice", **stream) == 403
+    assert status(bert, desk.url + "/events?topic=trader/alice", **stream) == 403
     page.goto(desk.url + "/trader/bob")
     assert picker(page) == ["bob"]
 
@@ -119,11 +119,11 @@ def test_each_trader_sees_their_own_book_and_the_head_sees_every_book(
     page = log_in(eve, desk.url + "/", "eve@desk.example")
     assert "eve@desk.example is not on the desk's list" in page.content()
     assert status(eve, desk.url + "/") == 303  # no session was made: to the login
-    assert status(eve, desk.url + "/events/desk", **stream) == 401
+    assert status(eve, desk.url + "/events?topic=desk", **stream) == 401
 
     log = desk.log_path.read_text()
     assert "event=access who=anna@desk.example what=/trader/alice allowed=True" in log
-    assert "event=access who=anna@desk.example what=/events/trader/bob allowed=False" in log
+    assert 'event=access who=anna@desk.example what="/events?topic=trader/bob" allowed=False' in log
     assert "event=access who=bert@desk.example what=/trader/alice allowed=False" in log
     assert "event=login who=eve@desk.example allowed=False" in log
     cookies = [c["value"] for ctx in (anna, bert, head) for c in ctx.cookies()]

@@ -58,7 +58,7 @@ def test_unknown_trader_gets_a_404_page(desk_dirs, start_desk):
     status, body = _get(desk.url, "/trader/nobody")
     assert status == 404
     assert "No trader “nobody”".encode() in body and b"Traceback" not in body
-    assert _get(desk.url, "/events/trader/nobody")[0] == 404
+    assert _get(desk.url, "/events?topic=trader%2Fnobody")[0] == 404
     assert _get(desk.url, "/no/such/page")[0] == 404
 
 

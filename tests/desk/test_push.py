@@ -9,9 +9,18 @@ from collections import Counter
 
 import pytest
 
+from energy_assets.desk.connections import STALL_TIMEOUT_SECONDS
 from energy_assets.playground.server import ExchangeOptions
 from tests.desk.conftest import deal, write_deals
-from tests.desk.load import Streams, rss_mb, stalled_client, storm
+from tests.desk.load import (
+    Streams,
+    address,
+    events_path,
+    open_fds,
+    rss_mb,
+    stalled_client,
+    storm,
+)
 from tests.trades.conftest import wait_until
 
 # Seconds or more: the desk service, the listener and Chromium.
@@ -105,16 +114,19 @@ def _fill_week(capture, trader: str = "alice") -> int:
     return len(deals)
 
 
-def test_a_stalled_client_neither_slows_a_reader_nor_holds_memory(desk_dirs, start_desk):
+def test_a_stalled_client_neither_slows_a_reader_nor_holds_memory_or_its_socket(
+    desk_dirs, start_desk
+):
     capture, _ = desk_dirs
     _fill_week(capture)
     desk = start_desk()
-    stalled = [stalled_client(desk.url, "/events/trader/alice") for _ in range(20)]
+    fds_before = open_fds(desk.proc.pid)
+    stalled = [stalled_client(desk.url, events_path("trader/alice"), address(n)) for n in range(20)]
     wait_until(lambda: desk.health()["clients"] == 20, message="stalled clients connected")
     rss_before = rss_mb(desk.proc.pid)
 
     async def read_while_writing():
-        async with Streams(desk.url, ["/events/trader/alice"], 1) as streams:
+        async with Streams(desk.url, [events_path("trader/alice")], 1) as streams:
             await streams.wait_connected()
             delays = []
             for n in range(60):
@@ -134,6 +146,12 @@ def test_a_stalled_client_neither_slows_a_reader_nor_holds_memory(desk_dirs, sta
     # 60 changes of ~100 KB each to 20 clients would be ~120 MB held for them without bound.
     assert health["dropped_clients"] >= 1
     assert rss_mb(desk.proc.pid) - rss_before < 40
+    # A dropped client's socket is closed by the desk, though it never reads what is left.
+    wait_until(
+        lambda: open_fds(desk.proc.pid) <= fds_before + 2,
+        timeout=STALL_TIMEOUT_SECONDS + 10,
+        message="the stalled clients' sockets closed",
+    )
     for sock in stalled:
         sock.close()
 
@@ -144,7 +162,7 @@ def test_200_streams_and_a_storm_of_200_page_loads(desk_dirs, start_desk):
     traders = [f"trader_{n}" for n in range(5)]
     write_deals(capture, [deal(n + 1, traders[n % 5]) for n in range(50)])
     desk = start_desk()
-    paths = ["/events/desk"] + [f"/events/trader/{t}" for t in traders]
+    paths = [events_path("desk")] + [events_path(f"trader/{t}") for t in traders]
 
     async def run():
         async with Streams(desk.url, paths, 200) as streams:

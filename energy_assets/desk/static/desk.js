@@ -1,14 +1,16 @@
-// The desk page keeps itself current: the service pushes the changed part of the page as a
-// Server-Sent Event ("live"), and the trader list ("nav"); the page never reloads. The browser's
-// EventSource resumes with Last-Event-ID after a drop; if it gives up (the service restarting),
-// the page opens a new one a second later, from the last event it showed.
+// The desk page keeps itself current: the service pushes the changed part of the page
+// ("live") and the trader list ("nav") as Server-Sent Events; the page never reloads.
+// The browser's tabs share one event stream, held by desk-worker.js as a SharedWorker:
+// browsers open at most six HTTP/1.1 connections per host, so a stream per tab leaves a
+// seventh tab loading forever. Where SharedWorker is missing, the same script runs as this
+// tab's own worker (a stream per tab, as before).
 (function () {
   "use strict";
   var root = document.documentElement;
   var live = document.getElementById("live");
   var pick = document.getElementById("pick");
   var status = document.getElementById("connection");
-  var lastId = root.getAttribute("data-event-id") || "";
+  var topic = root.getAttribute("data-topic");
   var selected = pick ? pick.value : "";
 
   function fmtAge(s) {
@@ -33,35 +35,39 @@
     status.className = "connection " + cls;
   }
 
-  function connect() {
-    var url = root.getAttribute("data-events");
-    if (lastId) url += "?since=" + encodeURIComponent(lastId);
-    var source = new EventSource(url);
-    source.onopen = function () { setStatus("live", "live"); };
-    source.addEventListener("live", function (event) {
-      live.innerHTML = event.data;
-      lastId = event.lastEventId;
-      root.setAttribute("data-event-id", lastId);
+  function receive(event) {
+    var message = event.data;
+    if (message.type === "live" && message.topic === topic) {
+      live.innerHTML = message.html;
+      root.setAttribute("data-event-id", message.id);
       window.deskUpdates = (window.deskUpdates || 0) + 1;
       tickAges();
       setStatus("live", "live");
-    });
-    source.addEventListener("nav", function (event) {
-      if (!pick) return;
-      pick.innerHTML = event.data;
+    } else if (message.type === "nav" && pick) {
+      pick.innerHTML = message.html;
       pick.value = selected;
-    });
-    source.onerror = function () {
-      setStatus("reconnecting…", "reconnecting");
-      if (source.readyState === EventSource.CLOSED) {
-        source.close();
-        setTimeout(connect, 1000);
-      }
-    };
+    } else if (message.type === "status") {
+      setStatus(message.text, message.state);
+    }
+  }
+
+  var port;
+  if (typeof SharedWorker === "function") {
+    port = new SharedWorker("/static/desk-worker.js", {name: "desk"}).port;
+    port.onmessage = receive;
+  } else {
+    port = new Worker("/static/desk-worker.js");
+    port.onmessage = receive;
+  }
+
+  function follow() {
+    port.postMessage({type: "follow", topic: topic, since: root.getAttribute("data-event-id") || ""});
   }
 
   if (pick) pick.addEventListener("change", function () { location.href = pick.value; });
+  window.addEventListener("pagehide", function () { port.postMessage({type: "leave"}); });
+  window.addEventListener("pageshow", function (event) { if (event.persisted) follow(); });
   tickAges();
   setInterval(tickAges, 1000);
-  connect();
+  follow();
 })();
