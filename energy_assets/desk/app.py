@@ -18,7 +18,7 @@ read) is dropped: its stream ends, its queue is freed, and its browser reconnect
 with an id gets the current fragment of each of its pages changed in or after that change, and
 with an id from before a restart (or none), every page's.
 
-Every response carries `SECURITY_HEADERS`; an error is a page saying what happened. A client
+Every response carries `security_headers()`; an error is a page saying what happened. A client
 address may hold `streams_per_client` event streams, the service `max_streams` in all; the
 connections' own limits (timeouts, how many) are `connections.py`'s, below the app.
 """
@@ -35,6 +35,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
@@ -74,28 +75,37 @@ MAX_STREAMS = 500
 #: Pages one stream may follow (a browser's open desk tabs).
 MAX_TOPICS = 64
 
-#: On every response. Scripts, styles and workers only from the desk's own files (no inline
-#: script or style, no eval); nothing may frame the desk; no MIME sniffing; the referrer only to
-#: the desk itself; forms submit only to the desk.
-SECURITY_HEADERS = {
-    "content-security-policy": "; ".join(
-        [
-            "default-src 'none'",
-            "script-src 'self'",
-            "style-src 'self'",
-            "img-src 'self' data:",
-            "connect-src 'self'",
-            "worker-src 'self'",
-            "form-action 'self'",
-            "base-uri 'none'",
-            "frame-ancestors 'none'",
-        ]
-    ),
-    "x-frame-options": "DENY",
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "same-origin",
-    "cross-origin-opener-policy": "same-origin",
-}
+
+def security_headers(submit_to: str = "") -> dict[str, str]:
+    """The headers on every response. Scripts, styles and workers only from the desk's own
+    files (no inline script or style, no eval); nothing may frame the desk; no MIME sniffing;
+    the referrer only to the desk itself; forms submit only to the desk, and to `submit_to`
+    (the login's provider, where logging out ends) when given."""
+    forms = " ".join(
+        ["'self'", *([urlsplit(submit_to)._replace(path="").geturl()] if submit_to else [])]
+    )
+    return {
+        "content-security-policy": "; ".join(
+            [
+                "default-src 'none'",
+                "script-src 'self'",
+                "style-src 'self'",
+                "img-src 'self' data:",
+                "connect-src 'self'",
+                "worker-src 'self'",
+                f"form-action {forms}",
+                "base-uri 'none'",
+                "frame-ancestors 'none'",
+            ]
+        ),
+        "x-frame-options": "DENY",
+        "x-content-type-options": "nosniff",
+        "referrer-policy": "same-origin",
+        "cross-origin-opener-policy": "same-origin",
+    }
+
+
+SECURITY_HEADERS = security_headers()
 
 log = event_logger("desk")
 
@@ -399,11 +409,12 @@ def _books_followed(request: Request) -> list[str | None]:
 
 
 class SecurityHeaders:
-    """`SECURITY_HEADERS` on every response the app makes (a header the response already
+    """`security_headers()` on every response the app makes (a header the response already
     has is left as it is)."""
 
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, submit_to: str = ""):
         self.app = app
+        self.headers = security_headers(submit_to)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -413,7 +424,7 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
+                for name, value in self.headers.items():
                     headers.setdefault(name, value)
             await send(message)
 
@@ -495,7 +506,7 @@ def create_app(
     ]
     # Outermost first: the headers go on the login's answers too.
     middleware = [
-        Middleware(SecurityHeaders),
+        Middleware(SecurityHeaders, submit_to=login.issuer if login else ""),
         *(login.middleware() if login else auth.loopback_only()),
     ]
     app = Starlette(
