@@ -147,8 +147,11 @@ _LOCAL_PATH = re.compile(r"/(?![/\\])[\x21-\x7e]*")
 
 
 def local_path(text: str) -> str:
-    """Where to go after the login: a path on this desk, never another site; else `/`."""
-    return text if _LOCAL_PATH.fullmatch(text) else "/"
+    """Where to go after the login: a path on this desk, never another site nor the login
+    itself; else `/`."""
+    if not _LOCAL_PATH.fullmatch(text) or text.startswith(("/login", "/logout")):
+        return "/"
+    return text
 
 
 class _Sessions:
