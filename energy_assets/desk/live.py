@@ -18,6 +18,7 @@ Periods only in `confirmed.parquet` (older delivery days) show as confirmed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -41,7 +42,7 @@ from energy_assets.exposure.positions import (
 )
 from energy_assets.trades.drain import typed
 
-#: Delivery days the period tables show (the latest ones with positions).
+#: Delivery days the period tables show on each side of today (`days_around`).
 DEFAULT_DAYS = 7
 #: PnL snapshots the charts draw (the latest ones).
 DEFAULT_HISTORY_POINTS = 500
@@ -87,12 +88,12 @@ class GapWarning:
 class DeskView:
     """Everything the pages show, computed once per change."""
 
-    rows: (
-        pl.DataFrame
-    )  # EXPOSURE_COLUMNS + status, last_deal_at, price_updated_at, price_fetched_at
+    # Per trader, the days around now (`days_around`): EXPOSURE_COLUMNS + status,
+    # last_deal_at, price_updated_at, price_fetched_at.
+    rows: pl.DataFrame
     totals: pl.DataFrame  # trader_totals of every row
     daily: pl.DataFrame  # daily_totals of the shown days
-    desk_rows: pl.DataFrame  # desk_positions of the shown days (+ price ages)
+    desk_rows: pl.DataFrame  # desk_positions of the desk's days around now (+ price ages)
     desk_daily: pl.DataFrame
     history: pl.DataFrame
     warnings: list[GapWarning]
@@ -172,6 +173,17 @@ def warnings(
             if start < _midnight(d) + timedelta(days=1) and end >= _midnight(d) - timedelta(days=1)
         ]
     return found
+
+
+def days_around(days: Iterable[date], today: date, per_side: int = DEFAULT_DAYS) -> list[date]:
+    """The delivery days a period table shows: the first `per_side` from today on (open, or
+    being delivered) and the last `per_side` before it (recently delivered). A far-away day
+    takes a place on its own side only, after every nearer one: deals for 2999 never push a
+    real position off the page."""
+    ordered = sorted(set(days))
+    delivered = [d for d in ordered if d < today]
+    coming = [d for d in ordered if d >= today]
+    return delivered[max(0, len(delivered) - per_side) :] + coming[:per_side]
 
 
 def _midnight(day: date) -> datetime:
@@ -303,9 +315,23 @@ class LiveDesk:
             .join(ages, on=_SLOT, how="left")
             .sort(PERIOD_KEY)
         )
-        shown_days = sorted(rows["delivery_day"].unique().to_list())[-self.days :]
-        shown = rows.filter(pl.col("delivery_day").is_in(shown_days))
-        desk_rows = desk_positions(shown.select(EXPOSURE_COLUMNS)).join(ages, on=_SLOT, how="left")
+        # Around now: per trader for their page, over every trader for the desk's.
+        today = now.astimezone(UTC).date()
+        trader_days = pl.DataFrame(
+            [
+                (trader, day)
+                for (trader,), days in rows.group_by("trader_id")
+                for day in days_around(days["delivery_day"], today, self.days)
+            ],
+            schema={"trader_id": pl.String, "delivery_day": pl.Date},
+            orient="row",
+        )
+        shown = rows.join(trader_days, on=["trader_id", "delivery_day"], how="semi")
+        desk_days = days_around(rows["delivery_day"], today, self.days)
+        desk_rows = desk_positions(
+            rows.filter(pl.col("delivery_day").is_in(desk_days)).select(EXPOSURE_COLUMNS)
+        ).join(ages, on=_SLOT, how="left")
+        shown_days = sorted(set(desk_days) | set(trader_days["delivery_day"].to_list()))
         fetched = prices["fetched_at"].max() if prices.height else None
         confirmed_ns = self._changed_at.get(published.CONFIRMED)
         return DeskView(

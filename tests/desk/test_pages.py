@@ -240,3 +240,36 @@ def test_prices_confirmed_rows_gaps_and_colours(desk_dirs, start_desk, browser):
     page.goto(desk.url + "/")
     assert page.locator('tr[data-trader="alice"]').count() == 1
     page.screenshot(path=ARTIFACTS / "desk.png", full_page=True)
+
+
+def test_far_away_deals_never_push_real_positions_off_the_pages(desk_dirs, start_desk, browser):
+    capture, _ = desk_dirs
+    today = datetime.now(UTC).date()
+    real = {  # delivered, being delivered, open
+        "alice": [today - timedelta(days=1), today, today + timedelta(days=1)],
+        "bob": [today - timedelta(days=3)],
+    }
+    far = [f"2999-01-0{n}" for n in range(1, 8)]  # seven delivery days in 2999, alice's too
+    deals = [
+        deal(10 * n + k, trader, delivery_day=day.isoformat())
+        for n, (trader, days) in enumerate(real.items())
+        for k, day in enumerate(days)
+    ]
+    deals += [deal(100 + n, "alice", delivery_day=day) for n, day in enumerate(far)]
+    deals += [deal(200 + n, "zed", delivery_day=day) for n, day in enumerate(far)]
+    write_deals(capture, deals)
+    desk = start_desk()
+    page = browser.new_page()
+
+    def shown(path: str) -> set[str]:
+        page.goto(desk.url + path)
+        rows = page.locator("tr[data-period]").all()
+        return {r.get_attribute("data-period").split()[0] for r in rows}
+
+    alice = shown("/trader/alice")
+    assert {d.isoformat() for d in real["alice"]} <= alice
+    assert len(alice & set(far)) == 7 - 2  # today and tomorrow come first among the open days
+    assert shown("/trader/bob") == {d.isoformat() for d in real["bob"]}
+    assert shown("/trader/zed") == set(far)
+    on_desk = shown("/")
+    assert {d.isoformat() for days in real.values() for d in days} <= on_desk

@@ -1,0 +1,34 @@
+"""Which delivery days the period tables show: the days around now, per side of today."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from energy_assets.desk.live import days_around
+
+TODAY = date(2026, 12, 4)
+
+
+@given(
+    st.lists(st.dates(min_value=date(1, 1, 1), max_value=date(9999, 12, 31)), max_size=60),
+    st.integers(min_value=0, max_value=10),
+)
+def test_no_far_day_takes_the_place_of_a_nearer_one_on_its_side(days, per_side):
+    shown = days_around(days, TODAY, per_side)
+    assert shown == sorted(set(shown)) and set(shown) <= set(days)
+    for side in (lambda d: d < TODAY, lambda d: d >= TODAY):
+        mine = [d for d in shown if side(d)]
+        assert len(mine) == min(per_side, len({d for d in days if side(d)}))
+        if mine:
+            nearest_left_out = [d for d in set(days) - set(mine) if side(d)]
+            farthest = max(abs((d - TODAY).days) for d in mine)
+            assert all(abs((d - TODAY).days) >= farthest for d in nearest_left_out)
+
+
+def test_seven_days_in_2999_leave_the_real_ones():
+    real = [TODAY - timedelta(days=2), TODAY, TODAY + timedelta(days=1)]
+    far = [date(2999, 1, n) for n in range(1, 8)]
+    assert set(real) <= set(days_around(real + far, TODAY))
