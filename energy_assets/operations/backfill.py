@@ -1,11 +1,12 @@
 """The demo's start-up backfill of recent reference prices: no click needed.
 
-`reference_prices_schedule` keeps the *open* hours fresh, on the vendor's 10-minute grid; it
-never fetches an hour past gate closure, and its first tick may be ten minutes away. So a
-fresh demo would show trades without prices for the hours already delivered. At start, the
-demo asks Dagster's GraphQL API (the webserver's `/graphql`) for one backfill, exactly as the
-UI's "Materialize selected → partition range" does: every `reference_prices` partition from `days` days ago to the end of
-tomorrow that has never been materialised. The daemon's backfill loop runs it; the asset's
+The price planner (`reference_prices_planner`) keeps the *open* hours fresh, by value, from
+its first tick; it never fetches an hour past gate closure. So a fresh demo would show trades
+without prices for the hours already delivered. At start, the demo asks Dagster's GraphQL API
+(the webserver's `/graphql`) for one backfill, exactly as the UI's "Materialize selected →
+partition range" does: every `reference_prices` partition from `days` days ago to the hour
+under way (the closed hours: the open ones are the planner's, whose batches are worth more)
+that has never been materialised. The daemon's backfill loop runs it; the asset's
 single-run backfill policy makes it one run (per contiguous range), visible under
 Overview → Backfills with the title below. A restart asks again only for what is still
 missing, and not at all while an earlier start-up backfill is still running.
@@ -38,17 +39,15 @@ def window_start(now: datetime, days: int) -> datetime:
 
 
 def recent_partition_keys(partitions_def, now: datetime, days: int) -> list[str]:
-    """Keys of `partitions_def` from `window_start(now, days)` to the end of tomorrow (or
-    its last key at `now`, if earlier)."""
+    """Keys of `partitions_def` from `window_start(now, days)` to the hour under way at
+    `now` (its delivery has started: past gate closure, its price final)."""
     keys = partitions_def.get_partition_keys(current_time=now)
     if not keys:
         return []
-    # The desk trades up to the end of tomorrow; later partitions may exist but have no
-    # trades and change until their gate closure anyway. Hourly keys sort as their times.
-    end_of_tomorrow = window_start(now, -2) - timedelta(hours=1)
-    last = min(
-        keys[-1], partitions_def.get_partition_key_for_timestamp(end_of_tomorrow.timestamp())
-    )
+    # Later hours are open: the price planner fetches them by value, fresh priority; a bulk
+    # backfill of them would spend the budget on periods nobody holds. Hourly keys sort as
+    # their times.
+    last = min(keys[-1], partitions_def.get_partition_key_for_timestamp(now.timestamp()))
     wanted = window_start(now, days)
     first = (
         keys[0]

@@ -5,7 +5,7 @@ import dagster as dg
 from energy_assets.prices.assets import MARKET_DATA_API, reference_prices
 from energy_assets.prices.checks import reference_price_checks
 from energy_assets.prices.client import MarketDataClient
-from energy_assets.prices.schedule import reference_prices_refresh, reference_prices_schedule
+from energy_assets.prices.refresh import reference_prices_planned, reference_prices_planner
 from energy_assets.settings import (
     DEFAULT_MARKET_DATA_CONCURRENCY,
     DEFAULT_MARKET_DATA_URL,
@@ -31,7 +31,7 @@ def market_data_resource(settings: Settings) -> MarketDataClient:
 defs = dg.Definitions(
     assets=[MARKET_DATA_API, reference_prices],
     asset_checks=[reference_price_checks],
-    jobs=[reference_prices_refresh],
-    schedules=[reference_prices_schedule],
+    jobs=[reference_prices_planned],
+    sensors=[reference_prices_planner],
     resources={"market_data": market_data_resource(settings())},
 )

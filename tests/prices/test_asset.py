@@ -203,21 +203,23 @@ def test_partial_failure_names_the_failed_hours_and_keeps_the_good_ones(
     assert len(rows(db)) == 6
 
 
-def test_a_scheduled_run_waits_for_publication_and_spends_fresh_budget(
+def test_a_fresh_run_waits_for_publication_and_spends_fresh_budget(
     scripted_market_data, dagster_home, tmp_path
 ):
     import sqlite3
     import time
 
-    from energy_assets.prices.schedule import open_hours_request
+    from energy_assets.prices.partitions import open_hours
 
     vendor = scripted_market_data()
     db = str(tmp_path / "warehouse.duckdb")
     budget = tmp_path / "budget.sqlite"
-    request = open_hours_request(datetime.now(UTC))
+    hours = open_hours(datetime.now(UTC))
     not_before = time.time() + 1.5
     tags = {
-        **request.tags,
+        RANGE_START_TAG: hours[0],
+        RANGE_END_TAG: hours[-1],
+        "energy/price_priority": "fresh",
         "energy/fetch_not_before": datetime.fromtimestamp(not_before, UTC).isoformat(),
     }
     result = dg.materialize(

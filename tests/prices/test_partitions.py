@@ -15,7 +15,6 @@ from energy_assets.prices.partitions import (
     reference_price_partitions,
     start_date_from_env,
 )
-from energy_assets.prices.schedule import open_hours_request
 
 
 @pytest.mark.parametrize("hour", range(24))
@@ -99,36 +98,7 @@ def test_open_hours_run_from_the_next_full_hour_to_the_end_of_tomorrow(now, firs
     assert hours[-1] == end.strftime("%Y-%m-%d-%H:%M")
 
 
-def test_the_schedule_asks_for_one_range_after_the_slot_is_published():
-    # The tick of 15:09 prepares the slot of 15:10.
-    request = open_hours_request(datetime(2023, 2, 20, 15, 9, tzinfo=UTC))
-    assert request.tags["dagster/asset_partition_range_start"] == "2023-02-20-16:00"
-    assert request.tags["dagster/asset_partition_range_end"] == "2023-02-21-23:00"
-    assert request.tags["energy/price_priority"] == "fresh"
+def test_the_grid_slot_and_its_publication_deadline():
     slot = datetime(2023, 2, 20, 15, 10, tzinfo=UTC)
     assert grid_slot(datetime(2023, 2, 20, 15, 19, 59, tzinfo=UTC)) == slot
-    assert request.tags["energy/fetch_not_before"] == published_by(slot).isoformat()
     assert published_by(slot) == slot + timedelta(seconds=31)
-
-
-def test_the_schedule_is_on_and_its_range_exists_in_the_partitions():
-    import dagster as dg
-
-    from energy_assets.definitions import defs
-
-    schedule = defs.get_schedule_def("reference_prices_schedule")
-    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    assert schedule.cron_schedule == "9-59/10 * * * *" and schedule.execution_timezone == "UTC"
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    now -= timedelta(minutes=(now.minute - 9) % 10)  # the last tick
-    context = dg.build_schedule_context(scheduled_execution_time=now)
-    request = schedule.evaluate_tick(context).run_requests[0]
-    partitions = reference_price_partitions()
-    keys = partitions.get_partition_keys_in_range(
-        dg.PartitionKeyRange(
-            request.tags["dagster/asset_partition_range_start"],
-            request.tags["dagster/asset_partition_range_end"],
-        )
-    )
-    assert keys == open_hours(grid_slot(now + timedelta(minutes=1)))
-    assert 24 <= len(keys) <= 47

@@ -1,0 +1,127 @@
+"""The desk's live book straight from the capture buffer: open MW per delivery period.
+
+What the price planner needs to spend the vendor's budget where the money is: every deal the
+listener has written (sealed segments, those already drained — kept for the retention — and
+the open segment up to its last whole line), deduplicated by id, netted per trader and period.
+From the buffer rather than `raw_trades`: a deal just made is in the buffer within a second,
+in DuckDB only after the next drain, and the planner runs in the daemon, which never opens the
+warehouse. Only files written in the last `lookback` are read: a deal for a period still open
+is made at most two days before its delivery.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from energy_assets.trades.buffer import DRAINED, OPEN_SUFFIX, SEALED_SUFFIX, SEGMENTS
+
+#: Deals older than this cannot be for a period still open (to the end of the next day).
+LOOKBACK = timedelta(hours=50)
+
+_COLUMNS = {
+    "id": pl.String,
+    "quantity": pl.Float64,
+    "direction": pl.String,
+    "delivery_day": pl.String,
+    "delivery_hour": pl.String,
+    "trader_id": pl.String,
+    "market": pl.String,
+    "delivery_start": pl.String,
+    "delivery_end": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class Book:
+    """Open MW (Σ over traders of |net MW|) per period with an open position, and every
+    period with a deal; periods are `(market, delivery_start, delivery_end)` in UTC."""
+
+    open_mw: dict[tuple[str, datetime, datetime], float] = field(default_factory=dict)
+    traded: frozenset[tuple[str, datetime, datetime]] = frozenset()
+    deals: int = 0
+
+
+def _files(directory: Path, since: float) -> list[Path]:
+    found = []
+    for folder in (SEGMENTS, DRAINED):
+        try:
+            entries = list(os.scandir(directory / folder))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if not entry.name.endswith((SEALED_SUFFIX, OPEN_SUFFIX)):
+                continue
+            try:
+                if entry.stat().st_mtime >= since:
+                    found.append(Path(entry.path))
+            except FileNotFoundError:  # drained or deleted between the listing and the stat
+                continue
+    return found
+
+
+def _whole_lines(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return b""
+    # The open segment may end in a line the listener has not finished: never read it.
+    cut = data.rfind(b"\n")
+    return data[: cut + 1] if cut >= 0 else b""
+
+
+def read_book(
+    capture_dir: str | Path, now: datetime | None = None, default_market: str = "DE"
+) -> Book:
+    """The book the buffer holds at `now`. A line without `delivery_start` (the contract's
+    first revision, as the original exchange sends it) is the default market's hour of its
+    UTC `delivery_day` and `delivery_hour`, as this platform books it. Lines that do not parse
+    are skipped: the drain quarantines them."""
+    now = now or datetime.now(UTC)
+    since = (now - LOOKBACK).timestamp()
+    data = b"".join(_whole_lines(path) for path in _files(Path(capture_dir), since))
+    if not data.strip():
+        return Book()
+    try:
+        frame = pl.read_ndjson(io.BytesIO(data), schema=_COLUMNS, ignore_errors=True)
+    except pl.exceptions.PolarsError:
+        return Book()
+    legacy_start = pl.col("delivery_day").str.to_date("%Y-%m-%d", strict=False).cast(
+        pl.Datetime("us", "UTC")
+    ) + pl.duration(hours=pl.col("delivery_hour").str.slice(0, 2).cast(pl.Int64, strict=False))
+    instant = pl.Datetime("us", "UTC")
+    frame = (
+        frame.unique("id", keep="first")
+        .with_columns(
+            pl.col("market").fill_null(default_market),
+            pl.coalesce(
+                pl.col("delivery_start").str.to_datetime(strict=False, time_zone="UTC"),
+                legacy_start,
+            ).alias("start"),
+            pl.coalesce(
+                pl.col("delivery_end").str.to_datetime(strict=False, time_zone="UTC"),
+                legacy_start + pl.duration(hours=1),
+            ).alias("end"),
+            pl.when(pl.col("direction") == "buy")
+            .then(pl.col("quantity"))
+            .when(pl.col("direction") == "sell")
+            .then(-pl.col("quantity"))
+            .alias("mw"),
+        )
+        .drop_nulls(["trader_id", "start", "end", "mw"])
+        .with_columns(pl.col("start").cast(instant), pl.col("end").cast(instant))
+    )
+    per_trader = frame.group_by("trader_id", "market", "start", "end").agg(pl.col("mw").sum())
+    per_period = per_trader.group_by("market", "start", "end").agg(
+        pl.col("mw").abs().sum().alias("open_mw")
+    )
+    traded = frozenset(per_period.select("market", "start", "end").iter_rows())
+    open_mw = {
+        (market, start, end): mw for market, start, end, mw in per_period.iter_rows() if mw > 1e-9
+    }
+    return Book(open_mw=open_mw, traded=traded, deals=frame.height)
