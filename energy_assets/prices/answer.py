@@ -6,7 +6,8 @@ limit), it returns a `JudgedAnswer` or a `Refused` naming the reason. Every acce
 finite, inside the market's limits and in the market's unit; `last_update` is a real instant
 between 2000 and now plus a clock skew. The request form is not its business: the caller
 passes the fields the answer must echo (`{"delivery_day": ..., "delivery_hour": ...}` for the
-contract's hourly form; the newer form's `market`, `delivery_start`, `delivery_end` likewise).
+contract's hourly form; the newer form's `market` and its `delivery_start`, `delivery_end` as
+UTC datetimes, compared as instants).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def parse_instant(text: Any) -> datetime | Refused:
         return Refused(f"is not a real instant: {_show(text)} ({error})")
 
 
-def _judge(data: Any, echo: Mapping[str, str], rules: PriceRules, now: datetime):
+def _judge(data: Any, echo: Mapping[str, str | datetime], rules: PriceRules, now: datetime):
     if not isinstance(data, dict):
         return Refused(f"answer is not a JSON object: {type(data).__name__}")
     wanted = (*echo, "value", "unit", "last_update")
@@ -117,7 +118,13 @@ def _judge(data: Any, echo: Mapping[str, str], rules: PriceRules, now: datetime)
     if missing:
         return Refused(f"answer lacks {', '.join(missing)}")
     for key, expected in echo.items():
-        if data[key] != expected:
+        if isinstance(expected, datetime):  # an instant: any offset naming the same moment
+            got = parse_instant(data[key])
+            if isinstance(got, Refused):
+                return Refused(f"{key} {got.reason}")
+            if got != expected:
+                return Refused(f"answer is for {key} {got.isoformat()}, not {expected.isoformat()}")
+        elif data[key] != expected:
             return Refused(f"answer is for {key} {_show(data[key])}, not {expected!r}")
 
     unit = data["unit"]
@@ -155,12 +162,14 @@ def _judge(data: Any, echo: Mapping[str, str], rules: PriceRules, now: datetime)
 
 def judge_answer(
     body: bytes | str | Any,
-    echo: Mapping[str, str],
+    echo: Mapping[str, str | datetime],
     rules: PriceRules = EURO_MWH,
     now: datetime | None = None,
 ) -> JudgedAnswer | Refused:
     """Judge one 200 answer's body (bytes or text; an already decoded JSON value is taken as
-    is) against the fields it must echo. Total: a price or a reason, never an exception."""
+    is) against the fields it must echo: a string is compared exactly, a datetime as an
+    instant (`"2026-10-25T00:00:00Z"` echoes `"2026-10-25T02:00:00+02:00"`). Total: a price
+    or a reason, never an exception."""
     now = now or datetime.now(UTC)
     try:
         data = decode(body) if isinstance(body, bytes | str) else body

@@ -15,6 +15,7 @@ error, never 0.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -182,6 +183,7 @@ class MarketDataClient(dg.ConfigurableResource):
 
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _budget: RequestBudget | None = PrivateAttr(default=None)
+    _tls: ssl.SSLContext | None = PrivateAttr(default=None)
 
     @property
     def budget(self) -> RequestBudget | None:
@@ -200,6 +202,14 @@ class MarketDataClient(dg.ConfigurableResource):
                     ),
                 )
             return self._budget
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        """One TLS context for every fetch (loading the CA bundle costs ~50 ms a client)."""
+        with self._lock:
+            if self._tls is None:
+                self._tls = httpx.create_ssl_context()
+            return self._tls
 
     @property
     def price_url(self) -> str:
@@ -230,8 +240,13 @@ class MarketDataClient(dg.ConfigurableResource):
         """Fetch `(key, day, hour)` items of the hourly form concurrently, in the order given
         (the budget is granted roughly first come, first served). Failures are collected per
         key, never raised."""
-        requests = [hourly_request(key, day, label) for key, day, label in hours]
-        return self.fetch_requests(requests, priority=priority, max_workers=max_workers)
+        report, requests = FetchReport(), []
+        for key, day, label in hours:
+            try:
+                requests.append(hourly_request(key, day, label))
+            except ValueError as error:  # never sent: that hour fails, the others go on
+                report.errors[key] = MarketDataRequestRefused(f"{key}: not sent: {error}")
+        return self.fetch_requests(requests, priority, max_workers, report)
 
     def fetch_requests(
         self,
@@ -245,7 +260,14 @@ class MarketDataClient(dg.ConfigurableResource):
         report = report if report is not None else FetchReport()
         if requests:
             workers = max(1, min(max_workers or self.max_concurrency, len(requests)))
-            asyncio.run(self._fetch_all(list(requests), priority, workers, report))
+            fetch = self._fetch_all(list(requests), priority, workers, report)
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # the usual case: a Dagster op's thread has no event loop
+                asyncio.run(fetch)
+            else:  # called from async code: its own loop in a thread of its own
+                with ThreadPoolExecutor(1, thread_name_prefix="market-data") as thread:
+                    thread.submit(asyncio.run, fetch).result()
         return report
 
     async def _fetch_all(
@@ -262,7 +284,10 @@ class MarketDataClient(dg.ConfigurableResource):
         # The budget is SQLite and sleeps while it waits: its own threads, one per worker.
         with ThreadPoolExecutor(workers, thread_name_prefix="market-data-budget") as threads:
             async with httpx.AsyncClient(
-                limits=limits, timeout=timeout, headers={"Accept": "application/json"}
+                limits=limits,
+                timeout=timeout,
+                verify=self.tls,
+                headers={"Accept": "application/json"},
             ) as http:
 
                 async def one(request: PriceRequest) -> None:

@@ -134,7 +134,12 @@ class ScriptedMarketData:
                     with server._lock:
                         server.sent.append(sent)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        class Server(ThreadingHTTPServer):
+            # socketserver's backlog of 5 drops the SYNs of a client opening 8 connections at
+            # once (each retried after a second); a real vendor's backlog is far larger.
+            request_queue_size = 128
+
+        self.httpd = Server(("127.0.0.1", self.port), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

@@ -179,3 +179,40 @@ def test_last_update_within_the_clock_skew_is_accepted():
     result = judge(json.dumps({**GOOD, "last_update": ahead}))
     assert isinstance(result, JudgedAnswer)
     assert result.last_update == NOW + CLOCK_SKEW - timedelta(seconds=1)
+
+
+NEWER_ECHO = {
+    "market": "DE",
+    "delivery_start": datetime(2026, 10, 25, 0, 0, tzinfo=UTC),
+    "delivery_end": datetime(2026, 10, 25, 0, 15, tzinfo=UTC),
+}
+NEWER = {
+    "market": "DE",
+    "delivery_start": "2026-10-25T02:00:00+02:00",
+    "delivery_end": "2026-10-25T00:15:00Z",
+    "value": 41.2,
+    "unit": "euro/mwh",
+    "last_update": "2026-10-24T23:50:00Z",
+}
+
+
+@given(
+    st.dictionaries(st.sampled_from(sorted(NEWER)), HOSTILE, max_size=3),
+    st.sets(st.sampled_from(sorted(NEWER)), max_size=2),
+)
+def test_the_newer_form_echoes_instants_and_is_total(replaced, dropped):
+    answer = {**NEWER, **replaced}
+    for key in dropped:
+        answer.pop(key, None)
+    result = judge_answer(json.dumps(answer), NEWER_ECHO, EURO_MWH, now=NOW)
+    assert isinstance(result, JudgedAnswer | Refused)
+    if isinstance(result, JudgedAnswer):
+        assert math.isfinite(result.value) and EURO_MWH.low <= result.value <= EURO_MWH.high
+        assert result.unit == "euro/mwh"
+
+
+def test_the_newer_form_compares_instants_not_strings():
+    assert isinstance(judge_answer(json.dumps(NEWER), NEWER_ECHO, now=NOW), JudgedAnswer)
+    other = {**NEWER, "delivery_end": "2026-10-25T00:30:00Z"}
+    result = judge_answer(json.dumps(other), NEWER_ECHO, now=NOW)
+    assert isinstance(result, Refused) and "delivery_end" in result.reason

@@ -6,6 +6,8 @@ import time
 from datetime import UTC, date, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from energy_assets.prices.client import (
     InvalidPriceAnswer,
@@ -13,10 +15,23 @@ from energy_assets.prices.client import (
     MarketDataRequestRefused,
     MarketDataUnavailable,
     join_url,
+    retry_after_s,
 )
 from tests.prices.conftest import Answer, valid_price
 
 DAY = date(2023, 5, 12)
+RETRY_AFTERS = [
+    "100000",
+    "1e999",
+    "-5",
+    "nan",
+    "inf",
+    "Wed, 21 Oct 2099 07:28:00 GMT",
+    "Mon, 01 Jan 0001 00:00:00 GMT",
+    "Fri, 31 Dec 9999 23:59:59 GMT",
+    "Wed, 21 Oct 2015 07:28:00 +9999",
+    "１２０",
+]
 
 
 def client(url: str, **overrides) -> MarketDataClient:
@@ -243,3 +258,18 @@ def test_retry_after_is_honoured_up_to_the_vendors_window_never_past_it(
     (first, *_), (second, *_) = vendor.requests
     assert 0.5 <= second - first < 3.0
     assert market.budget.paused_until() <= started + 0.5 + 1.0
+
+
+@given(st.one_of(st.none(), st.text(max_size=40), st.sampled_from(RETRY_AFTERS)))
+def test_retry_after_is_read_within_the_vendors_window_or_ignored(header):
+    seconds = retry_after_s(header, cap_s=3600.0)
+    assert seconds is None or 0.0 <= seconds <= 3600.0
+
+
+def test_a_label_that_is_not_an_hour_fails_its_key_only(scripted_market_data):
+    vendor = scripted_market_data()
+    report = client(vendor.url).fetch_many([("bad", DAY, "8-9"), ("good", DAY, "08-09")])
+    assert list(report.prices) == ["good"] and "not sent" in str(report.errors["bad"])
+    assert [params for _, _, params in vendor.requests] == [
+        {"delivery_day": "2023-05-12", "delivery_hour": "08-09"}
+    ]
