@@ -15,6 +15,8 @@ import polars as pl
 from energy_assets.desk.live import CONFIRMED, DeskView
 from energy_assets.exposure.positions import EXPOSURE_COLUMNS, daily_totals, desk_positions
 from energy_assets.journals.replay import DeskView as ReplayView
+from energy_assets.markets import DEFAULT_MARKET, MARKETS
+from energy_assets.prices.plan import stale_after
 
 env = jinja2.Environment(
     loader=jinja2.PackageLoader("energy_assets.desk", "templates"),
@@ -57,7 +59,29 @@ def _when(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "–"
 
 
-env.filters.update(num=_num, signed=_signed, sign_class=_sign_class, ts=_ts, when=_when)
+def _stale_after(row: dict) -> str:
+    """When the row's reference price goes stale (the vendor's next revision is certainly out),
+    as an ISO instant for the page's clock; "" when it is final or there is none."""
+    updated = row.get("price_updated_at")
+    if updated is None:
+        return ""
+    market = MARKETS[row.get("market") or DEFAULT_MARKET]
+    start = row.get("delivery_start")
+    if start is None:  # the contract's first form: the default market's UTC hour
+        day, label = row["delivery_day"], row["delivery_hour"]
+        start = datetime(day.year, day.month, day.day, int(label[:2]), tzinfo=UTC)
+    moment = stale_after(updated, market.gate_closure(start))
+    return _ts(moment) if moment else ""
+
+
+env.filters.update(
+    num=_num,
+    signed=_signed,
+    sign_class=_sign_class,
+    ts=_ts,
+    when=_when,
+    stale_after=_stale_after,
+)
 env.globals.update(trader_url=trader_url, CONFIRMED=CONFIRMED)
 
 

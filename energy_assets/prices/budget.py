@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from energy_assets.prices.partitions import PUBLICATION_DELAY_S, REVISION_GRID_S, open_hours
+from energy_assets.prices.partitions import open_hours
+from energy_assets.prices.plan import PUBLICATION_DELAY_S, REVISION_GRID_S
 
 FRESH = "fresh"
 BULK = "bulk"

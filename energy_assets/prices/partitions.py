@@ -17,6 +17,9 @@ import dagster as dg
 from energy_assets.delivery import delivery_start, hour_label, parse_hour_label
 from energy_assets.markets import EARLIEST, LATEST, Invalid, Market, Period
 
+# The vendor's grid is declared once, with the planner (which the desk imports without Dagster).
+from energy_assets.prices.plan import PUBLICATION_DELAY_S
+
 #: Dagster's default format of hourly partition keys.
 KEY_FORMAT = "%Y-%m-%d-%H:%M"
 DEFAULT_START = "2023-01-01-00:00"
@@ -30,11 +33,6 @@ END_OFFSET = 48
 #: the tags Dagster's own single-run backfills carry: dagster-io/dagster discussion #11653).
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-
-#: The vendor revises every open hour on this wall-clock grid (seconds) ...
-REVISION_GRID_S = 600
-#: ... and publishes each revision up to this many seconds late.
-PUBLICATION_DELAY_S = 30
 
 
 def partition_key_to_delivery(key: str) -> tuple[date, str]:
@@ -88,12 +86,6 @@ def open_hours(now: datetime) -> list[str]:
     end = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=2)
     hours = int((end - first) / timedelta(hours=1))
     return [(first + timedelta(hours=n)).strftime(KEY_FORMAT) for n in range(hours)]
-
-
-def grid_slot(moment: datetime) -> datetime:
-    """The start of the vendor's 10-minute revision slot that contains `moment`."""
-    ts = moment.astimezone(UTC).timestamp()
-    return datetime.fromtimestamp(ts - ts % REVISION_GRID_S, tz=UTC)
 
 
 def published_by(slot: datetime) -> datetime:

@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from energy_assets.prices.partitions import PUBLICATION_DELAY_S, REVISION_GRID_S, grid_slot
-
+#: The vendor revises every open period on this wall-clock grid (seconds) ...
+REVISION_GRID_S = 600
+#: ... and publishes each revision up to this many seconds late.
+PUBLICATION_DELAY_S = 30
 #: A revision made at grid instant `s` is certainly out at `s + SETTLED_S`.
 SETTLED_S = PUBLICATION_DELAY_S + 1
 #: Positions this close to gate closure are re-fetched at every revision, first.
@@ -55,6 +57,12 @@ def period_key(period: Any) -> PeriodKey:
         period.delivery_start.astimezone(UTC),
         period.delivery_end.astimezone(UTC),
     )
+
+
+def grid_slot(moment: datetime) -> datetime:
+    """The start of the vendor's 10-minute revision slot that contains `moment`."""
+    ts = moment.astimezone(UTC).timestamp()
+    return datetime.fromtimestamp(ts - ts % REVISION_GRID_S, tz=UTC)
 
 
 def last_revision_slot(gate_closure: datetime) -> datetime:
@@ -93,6 +101,16 @@ def behind_s(held: datetime | None, now: datetime, gate_closure: datetime) -> fl
         return 0.0
     newer = grid_slot(held) + timedelta(seconds=REVISION_GRID_S)
     return max(0.0, (now - newer).total_seconds())
+
+
+def stale_after(last_update: datetime, gate_closure: datetime) -> datetime | None:
+    """When the price revised at `last_update` goes stale: the next revision is certainly
+    published (its grid instant + 31 s); None if that revision is never made (the period's
+    gate closes first: the price is final)."""
+    following = grid_slot(last_update) + timedelta(seconds=REVISION_GRID_S)
+    if following > last_revision_slot(gate_closure):
+        return None
+    return following + timedelta(seconds=SETTLED_S)
 
 
 @dataclass(frozen=True)

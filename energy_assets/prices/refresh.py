@@ -36,12 +36,11 @@ from energy_assets.prices.client import MarketDataClient
 from energy_assets.prices.partitions import (
     KEY_FORMAT,
     delivery_to_partition_key,
-    grid_slot,
     open_hours,
     partition_key_start,
     partition_key_to_delivery,
 )
-from energy_assets.prices.plan import BudgetLeft, PlannedFetch, plan_fetches
+from energy_assets.prices.plan import BudgetLeft, PlannedFetch, grid_slot, plan_fetches
 from energy_assets.settings import settings
 from energy_assets.trades.book import Book, read_book
 

@@ -8,13 +8,13 @@ import pytest
 
 from energy_assets.prices.partitions import (
     delivery_to_partition_key,
-    grid_slot,
     open_hours,
     partition_key_to_delivery,
     published_by,
     reference_price_partitions,
     start_date_from_env,
 )
+from energy_assets.prices.plan import grid_slot
 
 
 @pytest.mark.parametrize("hour", range(24))

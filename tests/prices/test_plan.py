@@ -19,6 +19,7 @@ from energy_assets.prices.plan import (
     period_key,
     plan_fetches,
     settled_revision_slot,
+    stale_after,
 )
 
 LEAD = {"DE": timedelta(minutes=5), "GB": timedelta(minutes=60)}
@@ -137,6 +138,9 @@ def test_no_revision_after_the_final_one_is_waited_for():
     assert last_revision_slot(gate_closure(q)) == at(9, 10)
     r = quarter(at(9, 25))  # closes 09:20 -> last revision 09:10, not 09:20
     assert last_revision_slot(gate_closure(r)) == at(9, 10)
+    # What the desk marks: stale once the next revision is certainly out, never when final.
+    assert stale_after(at(9, 0, 12), gate_closure(r)) == at(9, 10, 31)
+    assert stale_after(at(9, 10, 12), gate_closure(r)) is None
 
 
 def test_the_budget_is_never_exceeded():

@@ -25,7 +25,12 @@
     var now = Date.now();
     for (var i = 0; i < els.length; i++) {
       var t = Date.parse(els[i].getAttribute("data-ts"));
-      if (!isNaN(t)) els[i].textContent = fmtAge(Math.max(0, (now - t) / 1000));
+      if (isNaN(t)) continue;
+      // A price older than the vendor's latest revision slot: a newer one is out.
+      var staleAt = Date.parse(els[i].getAttribute("data-stale-after") || "");
+      var stale = !isNaN(staleAt) && now >= staleAt;
+      els[i].classList.toggle("stale", stale);
+      els[i].textContent = fmtAge(Math.max(0, (now - t) / 1000)) + (stale ? " · stale" : "");
     }
   }
 
