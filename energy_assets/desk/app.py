@@ -343,11 +343,19 @@ class DeskService:
             if since is None or page.change >= since:
                 client.queue.put_nowait(page.event)
 
+        ends = auth.session_ends(request)
+
         async def stream():
             try:
                 yield ServerSentEvent(retry=RETRY_MS)
                 while True:
-                    event = await client.queue.get()
+                    left = None if ends is None else max(0.0, ends - time.time())
+                    try:
+                        event = await asyncio.wait_for(client.queue.get(), left)
+                    except TimeoutError:
+                        # The login has ended: its pages reload, which takes them to the login.
+                        yield ServerSentEvent("", event="login")
+                        return
                     if event is None:
                         return
                     yield event

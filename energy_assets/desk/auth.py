@@ -373,6 +373,14 @@ def every_book(request: Request) -> bool:
     return access is None or access.every_book
 
 
+def session_ends(request: Request) -> float | None:
+    """When the request's login ends (Unix time); None when the desk has no login."""
+    if getattr(request.state, "access", None) is None:
+        return None
+    until = request.session.get("until")
+    return float(until) if isinstance(until, int | float) else None
+
+
 def loopback_only() -> list[Middleware]:
     """Without a login: answer only requests addressed to a loopback name, so a page whose
     own name resolves to 127.0.0.1 (DNS rebinding) cannot read the desk."""

@@ -70,6 +70,13 @@ function open() {
     });
     setState({state: "live", text: "live"});
   });
+  stream.addEventListener("login", function () {
+    // The login has ended: every tab reloads, which takes it to the login.
+    stream.close();
+    source = null;
+    following = "";
+    tabs.forEach(function (tab) { post(tab.port, {type: "login"}); });
+  });
   stream.addEventListener("nav", function (event) {
     tabs.forEach(function (tab) { post(tab.port, {type: "nav", html: event.data}); });
   });

@@ -53,6 +53,8 @@
       pick.value = selected;
     } else if (message.type === "status") {
       setStatus(message.text, message.state);
+    } else if (message.type === "login") {
+      location.reload();
     }
   }
 
