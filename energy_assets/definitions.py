@@ -6,6 +6,7 @@ import dagster as dg
 from energy_assets.exposure import definitions as exposure
 from energy_assets.journals import definitions as journals
 from energy_assets.journals.resources import archive_resource
+from energy_assets.operations.recent_prices import recent_prices_sensor
 from energy_assets.operations.retention import run_retention_job, run_retention_schedule
 from energy_assets.prices import definitions as prices
 from energy_assets.settings import settings
@@ -23,6 +24,7 @@ defs = dg.Definitions.merge(
         executor=dg.in_process_executor,
         jobs=[run_retention_job],
         schedules=[run_retention_schedule],
+        sensors=[recent_prices_sensor],
     ),
     trades.defs,
     prices.defs,

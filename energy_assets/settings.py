@@ -31,6 +31,9 @@ DEFAULT_DRAIN_INTERVAL_SECONDS = 30.0
 #: ~4,000 deal frames (~260 B each): 30 s of deals at 135 deals/s, above the desk's 100/s peak.
 DEFAULT_DRAIN_EARLY_BYTES = 1024 * 1024
 DEFAULT_RUN_RETENTION_DAYS = 7.0
+#: `recent_prices_sensor` asks for the reference prices never stored from this many days
+#: before today to the hour under way; -1: never.
+DEFAULT_PRICES_BACKFILL_DAYS = 2
 #: Drained segments (and quarantine files) are deleted this long after they were written.
 DEFAULT_CAPTURE_RETENTION_HOURS = 72.0
 #: The listener seals its open segment once it is this old (seconds) ...
@@ -67,6 +70,7 @@ class Settings:
     drain_early_bytes: int = DEFAULT_DRAIN_EARLY_BYTES
     #: Dagster runs (and their event logs) older than this are deleted daily.
     run_retention_days: float = DEFAULT_RUN_RETENTION_DAYS
+    prices_backfill_days: int = DEFAULT_PRICES_BACKFILL_DAYS
 
     @property
     def archive(self) -> str:
@@ -134,6 +138,9 @@ class Settings:
             drain_early_bytes=int(env.get("ENERGY_DRAIN_EARLY_BYTES") or DEFAULT_DRAIN_EARLY_BYTES),
             run_retention_days=float(
                 env.get("ENERGY_RUN_RETENTION_DAYS") or DEFAULT_RUN_RETENTION_DAYS
+            ),
+            prices_backfill_days=int(
+                env.get("ENERGY_PRICES_BACKFILL_DAYS") or DEFAULT_PRICES_BACKFILL_DAYS
             ),
             capture_retention_hours=float(
                 env.get("ENERGY_CAPTURE_RETENTION_HOURS") or DEFAULT_CAPTURE_RETENTION_HOURS

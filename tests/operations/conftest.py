@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from energy_assets.operations.instance import prepare_dagster_home
-from energy_assets.operations.postgres import LocalPostgres
 from tests.conftest import free_port
+from tests.postgres import LocalPostgres
 
 
 @pytest.fixture(scope="session")

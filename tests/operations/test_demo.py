@@ -1,11 +1,14 @@
-"""`energy-assets demo` as an operator runs it (on free ports): everything comes up, the UI
-answers, and one Ctrl-C stops every child and every grandchild with nothing lost."""
+"""`energy-assets demo` as an operator runs it (on free ports): everything comes up on
+supervisord, a killed program comes back, and one Ctrl-C stops every program and everything
+it started, with nothing lost."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,13 +20,25 @@ import requests
 
 from energy_assets.operations.demo import Demo, DemoOptions
 from energy_assets.operations.instance import REPO
-from energy_assets.operations.supervisor import live_group_members
 from tests.conftest import free_port
 
-# Seconds or more: `energy-assets demo` with every child.
+# Seconds or more: `energy-assets demo` with every program.
 pytestmark = pytest.mark.slow
 
-STARTED = re.compile(r"event=child_started child=(\w+) pid=(\d+)")
+SPAWNED = re.compile(r"spawned: '(\w+)' with pid (\d+)")
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of process group `pgid` (zombies are dead)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen, log: Path):
@@ -42,8 +57,10 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen, log:
     raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()}")
 
 
-@pytest.mark.timeout(240)
-def test_demo_comes_up_and_one_ctrl_c_stops_everything(tmp_path: Path, energy_env):
+@pytest.mark.timeout(300)
+def test_demo_comes_up_restarts_a_killed_program_and_one_ctrl_c_stops_everything(
+    tmp_path: Path, energy_env
+):
     ports = {name: free_port() for name in ("ui", "exchange", "market_data", "dashboard")}
     out = tmp_path / "demo.log"
     env = {**os.environ, **energy_env, "DAGSTER_INSTANCE": "sqlite", "PYTHONUNBUFFERED": "1"}
@@ -70,6 +87,8 @@ def test_demo_comes_up_and_one_ctrl_c_stops_everything(tmp_path: Path, energy_en
     ]
     with open(out, "w") as handle:
         demo = subprocess.Popen(command, env=env, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
+    supervisord_log = Path(energy_env["ENERGY_DUCKDB_PATH"]).parent / "logs" / "supervisord.log"
+    children = tmp_path / "children"
     try:
         ui = f"http://127.0.0.1:{ports['ui']}"
         _wait_for(
@@ -79,7 +98,7 @@ def test_demo_comes_up_and_one_ctrl_c_stops_everything(tmp_path: Path, energy_en
             demo,
             out,
         )
-        _wait_for(lambda: "event=demo_ready" in out.read_text(), 30, "the banner", demo, out)
+        assert "event=demo_starting" in out.read_text()
         # The UI serves this project's code location, and the instance is the demo's own.
         query = "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
         answer = requests.post(f"{ui}/graphql", json={"query": query}, timeout=10).json()
@@ -88,45 +107,43 @@ def test_demo_comes_up_and_one_ctrl_c_stops_everything(tmp_path: Path, energy_en
         written = (tmp_path / "dagster_home" / "dagster.yaml").read_text()
         assert written.startswith((REPO / "dagster.yaml").read_text())
         assert (tmp_path / "dagster_home" / "event_log.db").exists(), "one event log file"
-        assert requests.get(f"http://127.0.0.1:{ports['dashboard']}/", timeout=5).status_code < 500
-        # Deals flow into the capture buffer and the start-up backfill was asked for.
+        dashboard = f"http://127.0.0.1:{ports['dashboard']}/"
+        _wait_for(lambda: requests.get(dashboard, timeout=5).ok, 60, "the dashboard", demo, out)
+        # Deals flow into the capture buffer.
         segments = Path(energy_env["ENERGY_CAPTURE_DIR"]) / "segments"
-        _wait_for(
-            lambda: "event=oneshot_finished child=backfill" in out.read_text(),
-            60,
-            "the start-up backfill request",
-            demo,
-            out,
-        )
-        assert "returncode=0" in next(
-            line for line in out.read_text().splitlines() if "oneshot_finished" in line
-        )
         _wait_for(lambda: any(segments.glob("*.jsonl.open")), 30, "an open segment", demo, out)
-        # The sensor drains the buffer by itself, and the run watcher says so, with the run id.
-        runs_log = tmp_path / "children" / "runs.log"
+        # The sensors drain the buffer and fetch the recent prices by themselves, and the run
+        # watcher says so, with the run id.
+        runs_log = children / "runs.log"
+        for trigger, job in (
+            ("sensor:raw_trades_sensor", "drain_and_refresh"),
+            ("sensor:recent_prices_sensor", "__ASSET_JOB"),
+        ):
+            line = rf"event=run_succeeded run_id=[0-9a-f-]{{36}} job={job} trigger={trigger}"
+            _wait_for(
+                lambda line=line: runs_log.exists() and re.search(line, runs_log.read_text()),
+                120,
+                f"a run of {trigger} reported by the watcher",
+                demo,
+                out,
+            )
+
+        # A program killed outright is started again, and serves again.
+        spawned = dict(SPAWNED.findall(supervisord_log.read_text()))
+        os.kill(int(spawned["dashboard"]), signal.SIGKILL)
         _wait_for(
             lambda: (
-                runs_log.exists()
-                and re.search(
-                    r"event=run_succeeded run_id=[0-9a-f-]{36} job=drain_and_refresh "
-                    r"trigger=sensor:raw_trades_sensor",
-                    runs_log.read_text(),
-                )
+                dict(SPAWNED.findall(supervisord_log.read_text()))["dashboard"]
+                != spawned["dashboard"]
             ),
-            90,
-            "a drain run reported by the watcher",
+            30,
+            "the dashboard's restart",
             demo,
             out,
         )
-        children = {name: int(pid) for name, pid in STARTED.findall(out.read_text())}
-        assert {
-            "playground",
-            "listener",
-            "dagster",
-            "dashboard",
-            "backfill",
-            "runs",
-        } <= children.keys()
+        _wait_for(lambda: requests.get(dashboard, timeout=5).ok, 60, "the dashboard", demo, out)
+        pids = {name: int(pid) for name, pid in SPAWNED.findall(supervisord_log.read_text())}
+        assert {"playground", "listener", "dagster", "dashboard", "runs"} <= pids.keys()
 
         began = time.monotonic()
         demo.send_signal(signal.SIGINT)
@@ -135,23 +152,26 @@ def test_demo_comes_up_and_one_ctrl_c_stops_everything(tmp_path: Path, energy_en
     finally:
         if demo.poll() is None:
             demo.kill()
-    log = out.read_text()
+    log = supervisord_log.read_text()
 
-    # Every child, and everything its process group started, is gone.
-    for name, pid in children.items():
-        assert live_group_members(pid) == [], (name, log)
-    for name in ("listener", "dagster", "playground", "dashboard", "runs"):
-        assert re.search(rf"event=child_stopped child={name} pid=\d+ returncode=", log), name
-    assert "event=child_killed" not in log
-    assert re.search(r"event=child_stopped child=listener pid=\d+ returncode=0", log)
-    # Listener first, playground last.
-    order = [m.group(1) for m in re.finditer(r"event=child_stopped child=(\w+)", log)]
-    assert order[0] == "listener" and order[-1] == "playground"
-    # Nothing left open: the listener sealed its segment, and every deal it counted is in a
-    # sealed (or already drained) segment.
+    # Every program, and everything its process group started, is gone: a process of a
+    # group (a run worker, Dagster's code server) may finish its own stop a moment after the
+    # program's leader, never later than a few seconds.
+    deadline = time.monotonic() + 15
+    for name, pid in pids.items():
+        while group_members(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert group_members(pid) == [], (name, log)
+    shutdown = log.split("received SIGINT")[-1]
+    stopped = re.findall(r"stopped: (\w+) \((.*?)\)", shutdown)
+    assert {name for name, _ in stopped} == set(pids)
+    assert "SIGKILL" not in shutdown, "every program stopped on its own signal"
+    # Listener first, sealing its segment and exiting 0; playground last.
+    assert stopped[0] == ("listener", "exit status 0") and stopped[-1][0] == "playground"
+    # Nothing left open: every deal the listener counted is in a sealed (or drained) segment.
     capture = Path(energy_env["ENERGY_CAPTURE_DIR"])
     assert not list(capture.glob("segments/*.open"))
-    listener_log = (tmp_path / "children" / "listener.log").read_text()
+    listener_log = (children / "listener.log").read_text()
     last_status = [line for line in listener_log.splitlines() if "event=status" in line][-1]
     counted = int(re.search(r" deals=(\d+)", last_status).group(1))
     stored = sum(
@@ -193,46 +213,50 @@ def test_demo_refuses_taken_ports_before_starting_anything(tmp_path: Path, energ
         )
     assert result.returncode == 2
     assert f"event=port_in_use what=ui host=127.0.0.1 port={port}" in result.stderr
-    assert "child_started" not in result.stderr
+    assert "demo_starting" not in result.stderr
 
 
-def test_postgres_demo_without_a_server_starts_its_own(tmp_path: Path, monkeypatch):
+def test_postgres_demo_without_a_server_runs_its_own(tmp_path: Path, monkeypatch):
     for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_DB"):
         monkeypatch.delenv(name, raising=False)
-    root = tmp_path / "data"
-    monkeypatch.setenv("ENERGY_DUCKDB_PATH", str(root / "warehouse.duckdb"))
+    monkeypatch.setenv("ENERGY_DUCKDB_PATH", str(tmp_path / "data" / "warehouse.duckdb"))
     demo = Demo(
-        DemoOptions(
-            instance="postgres",
-            dagster_home=tmp_path / "home",
-            postgres_port=free_port(),
-        )
+        DemoOptions(instance="postgres", dagster_home=tmp_path / "home", postgres_port=free_port())
     )
     env = demo.environment()
+    programs = demo.programs(env)  # creates the cluster and its `dagster` database
+    assert env["DAGSTER_PG_PORT"] == str(demo.options.postgres_port)
+    assert env["DAGSTER_PG_DB"] == "dagster"
+    # Dagster waits for the server; the server stops after Dagster.
+    assert f"127.0.0.1:{demo.options.postgres_port}" in programs["dagster"]["command"]
+    assert int(programs["postgres"]["priority"]) < int(programs["dagster"]["priority"])
+    server = subprocess.Popen(
+        shlex.split(programs["postgres"]["command"]),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        demo._prepare_instance(env)
-        assert env["DAGSTER_PG_PORT"] == str(demo.options.postgres_port)
-        assert env["DAGSTER_PG_DB"] == "dagster"
         from dagster import DagsterInstance
 
-        monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
-        for name in (
-            "DAGSTER_PG_HOST",
-            "DAGSTER_PG_PORT",
-            "DAGSTER_PG_USERNAME",
-            "DAGSTER_PG_PASSWORD",
-            "DAGSTER_PG_DB",
-        ):
-            monkeypatch.setenv(name, env[name])
+        from energy_assets.operations.demo import port_in_use
+        from energy_assets.operations.instance import prepare_dagster_home
+
+        deadline = time.monotonic() + 60
+        while not port_in_use("127.0.0.1", demo.options.postgres_port):
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.2)
+        prepare_dagster_home(tmp_path / "home", "postgres")
+        for name, value in env.items():
+            if name.startswith("DAGSTER_"):
+                monkeypatch.setenv(name, value)
         with DagsterInstance.get() as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             assert instance.get_runs() == []
     finally:
-        if demo.postgres is not None:
-            demo.postgres.stop()
-            import shutil
-
-            shutil.rmtree(demo.postgres.root, ignore_errors=True)
+        os.killpg(server.pid, signal.SIGINT)  # supervisord's stop signal for it
+        assert server.wait(30) is not None
+        shutil.rmtree(demo.postgres_root, ignore_errors=True)
 
 
 def test_without_the_playground_the_demo_uses_the_configured_services(tmp_path: Path, monkeypatch):
@@ -244,9 +268,10 @@ def test_without_the_playground_the_demo_uses_the_configured_services(tmp_path: 
     monkeypatch.delenv("DAGSTER_INSTANCE", raising=False)
     demo = Demo(DemoOptions(playground=False, dashboard_port=None, dagster_home="data/home"))
     env = demo.environment()
-    names = [spec.name for spec in demo.children(env)]
+    programs = demo.programs(env)
 
-    assert names == ["listener", "dagster"]
+    assert set(programs) == {"listener", "dagster", "runs"}
+    assert programs["listener"]["command"].endswith("energy_assets.cli listen")
     assert env["ENERGY_EXCHANGE_URL"] == "ws://exchange.example.invalid:5050"
     assert env["ENERGY_MARKET_DATA_URL"] == "http://vendor.example.invalid/v1"
     # Absolute, so run workers started from another directory find the same files.

@@ -1,9 +1,8 @@
 """End to end through the real Dagster daemon, on both instances (SQLite and PostgreSQL).
 
-A playground on free ports, the listener and `dagster-daemon run` as subprocesses, and the
-demo's one start-up step (`energy-assets backfill-recent-prices`, through a webserver). Nobody launches a run:
-the trade sensor drains the capture buffer, the backfill daemon fetches the prices and the
-automation sensor refreshes the exposure. The test then checks the warehouse against the
+A playground on free ports, the listener and `dagster-daemon run` as subprocesses. Nobody
+launches a run: the trade sensor drains the capture buffer, `recent_prices_sensor` fetches the
+prices of the recent hours and the automation sensor refreshes the exposure. The test then checks the warehouse against the
 deals the playground sent and against an exposure computed here, in plain Python.
 """
 
@@ -11,9 +10,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
@@ -23,13 +22,10 @@ import dagster as dg
 import pytest
 from dagster import DagsterInstance
 
-from energy_assets.logs import EventLogger
 from energy_assets.operations.instance import REPO
-from energy_assets.operations.supervisor import ChildSpec, Supervisor
 from energy_assets.playground.server import ExchangeOptions
 from energy_assets.prices.assets import NOT_BEFORE_TAG
 from energy_assets.warehouse import connect
-from tests.conftest import free_port
 
 #: Runs not finished yet (queued ones included).
 IN_PROGRESS_RUN_STATUSES = [
@@ -54,15 +50,6 @@ def _daemon_argv() -> list[str]:
         "-w",
         str(REPO / "workspace.yaml"),
     ]
-
-
-def _answers(url: str) -> bool:
-    import requests
-
-    try:
-        return requests.get(url, timeout=2).ok
-    except requests.RequestException:
-        return False
 
 
 def _partition_key(day: str, hour_label: str) -> str:
@@ -165,84 +152,26 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
         "ENERGY_MARKET_DATA_URL": playground.market_data_url,
         "PYTHONUNBUFFERED": "1",
     }
-    ui_port = free_port()
-    ui_url = f"http://127.0.0.1:{ui_port}"
+    env["ENERGY_PRICES_BACKFILL_DAYS"] = "0"
     logs = tmp_path / "logs"
-    supervisor_log = tmp_path / "supervisor.log"
-    supervisor = Supervisor(
-        [
-            ChildSpec(
-                name="listener",
-                argv=[sys.executable, "-m", "energy_assets.cli", "listen"],
-                env=env,
-                stop_order=0,
-            ),
-            # The start-up backfill is asked of the webserver's GraphQL API, as in the demo.
-            ChildSpec(
-                name="webserver",
-                argv=[
-                    str(Path(sys.executable).parent / "dagster-webserver"),
-                    "-w",
-                    str(REPO / "workspace.yaml"),
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(ui_port),
-                ],
+    logs.mkdir()
+
+    def start(name: str, argv: list[str]) -> subprocess.Popen:
+        with open(logs / f"{name}.log", "w") as out:
+            return subprocess.Popen(
+                argv,
                 env=env,
                 cwd=REPO,
-                stop_order=1,
-                ready=lambda: _answers(f"{ui_url}/server_info"),
-                ready_timeout_s=180,
-            ),
-        ],
-        log=EventLogger("e2e", open(supervisor_log, "w")),  # noqa: SIM115
-        log_dir=logs,
-        max_quick_failures=1,
-        stop_timeout_s=30,
-    )
-    backfill: list[subprocess.CompletedProcess] = []
-
-    def request_backfill_then_start_the_daemon() -> None:
-        # The demo's start-up step, as the demo runs it once Dagster answers. The daemon is
-        # started after it here: Dagster's backfill daemon looks for new backfills every 30 s
-        # (not configurable), so a backfill requested just after its first look would wait
-        # ~25 s for the second, in each instance's run of this test.
-        backfill.append(
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "energy_assets.cli",
-                    "backfill-recent-prices",
-                    "--days",
-                    "0",
-                    "--url",
-                    ui_url,
-                ],
-                env=env,
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=120,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
-        )
-        supervisor.launch(
-            ChildSpec(
-                name="daemon", argv=_daemon_argv(), env=env, cwd=REPO, stop_order=1, stop_signal=2
-            )
-        )
 
-    supervisor.when_ready("webserver", request_backfill_then_start_the_daemon)
-    thread = threading.Thread(target=supervisor.run, kwargs={"poll_interval_s": 0.2})
-    thread.start()
+    listener = start("listener", [sys.executable, "-m", "energy_assets.cli", "listen"])
+    daemon = start("daemon", _daemon_argv())
     began = time.monotonic()
     deadline = began + DEADLINE_S
     try:
-        _wait("the start-up backfill and the daemon", lambda: backfill, deadline, lambda: "")
-        assert backfill[0].returncode == 0, backfill[0].stderr
-        assert "event=backfill_requested" in backfill[0].stderr
-
         _wait("every deal sent", lambda: len(playground.sent_deals) == DEALS, deadline, lambda: "")
         sent = {deal.id: deal for deal in playground.sent_deals}
         wanted_partitions = {_partition_key(d.delivery_day, d.delivery_hour) for d in sent.values()}
@@ -297,21 +226,21 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
                     f"{run.tags.get('dagster/backfill', '')}"
                 )
     finally:
-        supervisor.request_stop("test done")
-        thread.join(60)
+        # As the demo stops them: the listener first (it seals its segment), then Dagster.
+        for process, stop in ((listener, signal.SIGTERM), (daemon, signal.SIGINT)):
+            if process.poll() is None:
+                os.killpg(process.pid, stop)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
     with DagsterInstance.get() as instance:
         # Nothing stored after the exposure we compare against.
         exposure = _latest(instance, "trader_exposure")
         for upstream in ("raw_trades", "reference_prices"):
             assert _latest(instance, upstream).storage_id < exposure.storage_id, upstream
-    supervisor_lines = supervisor_log.read_text()
-    assert "event=child_stopped child=listener" in supervisor_lines
-    listener_stop = next(
-        line
-        for line in supervisor_lines.splitlines()
-        if "event=child_stopped child=listener" in line
-    )
-    assert "returncode=0" in listener_stop, supervisor_lines
+    assert listener.returncode == 0, (logs / "listener.log").read_text()
     print(
         f"{kind}: trades drained after {trades_at:.1f}s, exposure after {elapsed:.1f}s, {run_count} runs"
     )

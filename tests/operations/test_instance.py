@@ -14,9 +14,9 @@ from energy_assets.operations.instance import (
     instance_kind,
     missing_postgres_env,
 )
-from energy_assets.operations.postgres import LocalPostgres
 from energy_assets.warehouse import DUCKDB_POOL
 from tests.conftest import free_port
+from tests.postgres import LocalPostgres
 
 
 @dg.asset(pool=DUCKDB_POOL)
@@ -128,19 +128,3 @@ def test_a_given_server_root_survives_a_restart(tmp_path: Path):
         import shutil
 
         shutil.rmtree(root.parent, ignore_errors=True)
-
-
-def test_recent_partition_window_runs_from_days_ago_to_the_hour_under_way():
-    from datetime import UTC, datetime
-
-    from energy_assets.operations.backfill import recent_partition_keys
-
-    hourly = dg.HourlyPartitionsDefinition(start_date="2023-01-01-00:00", end_offset=48)
-    now = datetime(2024, 2, 28, 13, 30, tzinfo=UTC)
-    keys = recent_partition_keys(hourly, now, days=2)
-    assert keys[0] == "2024-02-26-00:00" and keys[-1] == "2024-02-28-13:00"
-    assert len(keys) == 2 * 24 + 14  # the open hours after it are the price planner's
-    assert recent_partition_keys(hourly, now, days=0)[0] == "2024-02-28-00:00"
-    # A window reaching before the first partition starts at the first partition.
-    young = dg.HourlyPartitionsDefinition(start_date="2024-02-28-10:00", end_offset=48)
-    assert recent_partition_keys(young, now, days=3)[0] == "2024-02-28-10:00"
