@@ -30,9 +30,9 @@ def test_recent_partition_window_runs_from_days_ago_to_the_hour_under_way():
 
 @pytest.mark.slow
 def test_the_sensor_asks_once_per_range_of_partitions_never_stored(dagster_home, monkeypatch):
-    monkeypatch.setenv("ENERGY_PRICES_BACKFILL_DAYS", "0")
+    monkeypatch.setenv("ENERGY_PRICES_BACKFILL_DAYS", "1")
     partitions_def = reference_prices.partitions_def
-    wanted = recent_partition_keys(partitions_def, datetime.now(UTC), 0)
+    wanted = recent_partition_keys(partitions_def, datetime.now(UTC), 1)
     stored = wanted[5:10]
     with dg.DagsterInstance.get() as instance:
         for key in stored:
