@@ -16,9 +16,13 @@ from typing import Any
 
 
 def _value(value: Any) -> str:
+    """The value as written: quoted when it holds a space, `=` or `"`, and control characters
+    (a newline in a requested path) escaped, so an event is always one line."""
     text = str(value)
-    if text == "" or any(ch in text for ch in ' ="'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if text == "" or any(ch in text for ch in ' ="') or not text.isprintable():
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+        return '"' + text + '"'
     return text
 
 

@@ -340,7 +340,11 @@ class DeskAuth:
         email = claims.get("email")
         next_path = local_path(str(request.session.get("next", "/")))
         request.session.clear()
-        if not isinstance(email, str) or claims.get("email_verified") is False:
+        if (
+            not isinstance(email, str)
+            or not _EMAIL.fullmatch(email)
+            or claims.get("email_verified") is False
+        ):
             log.info("login", who="-", allowed=False, reason="no verified email claim")
             return _page("Not allowed", "The identity provider sent no verified email.", 403)
         access = self.users.get(email.casefold())

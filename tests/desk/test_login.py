@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from energy_assets.desk.auth import SETTINGS, Access, local_path, parse_users
+from energy_assets.logs import format_event
 from tests.conftest import REPO, free_port
 from tests.desk.conftest import deal, write_deals, write_listener_state
 
@@ -251,6 +252,13 @@ def test_a_users_file_maps_each_login_to_what_it_may_see(table):
         assert access.may_see("someone else's book") == (entry["role"] != "trader")
         if "trader_id" in entry:
             assert access.may_see(entry["trader_id"])
+
+
+@given(st.text(), st.text())
+def test_an_access_decision_is_one_log_line_whatever_was_asked(who, what):
+    line = format_event("info", "desk", "access", {"who": who, "what": what, "allowed": False})
+    assert len(line.splitlines()) == 1 and line.isprintable()
+    assert line.endswith(" allowed=False")
 
 
 @given(st.text())
