@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/live.py --only latency --seconds 90 # send -> DOM, live vs batch
     .venv/bin/python benchmarks/live.py --only latency --login      # the same, logged in
     .venv/bin/python benchmarks/live.py --only load                 # 500 SSE + 500 page loads
+    .venv/bin/python benchmarks/live.py --only abuse                # 1,100 slow, 300 stalled
 
 1. rebuild: the buffer of 72 h at 100 deals/min (432,000 deals), one sealed file per second
    as the listener writes them (259,200 files, most in drained/): `energy-assets dashboard`
@@ -20,6 +21,12 @@
 3. load: 500 SSE clients on the desk and trader pages, then 500 simultaneous page loads,
    while a writer appends deals to the buffer as the listener does at 100 deals/min and at
    100 deals/s; errors, p99, the service's CPU and RSS.
+4. abuse: the desk under a 1,024-descriptor limit (a common service default) with the same
+   day of history and 100 deals/min written; 30 s of page loads (10 every half second) alone,
+   then again while 1,100 slow clients hold half-sent requests (a header line a second, never the end;
+   each reconnects when the desk closes it) and 300 event streams never read (8 per client
+   address, a tiny receive window). Page p99 and errors beside the same loads alone; a reading
+   stream's pushes and the buffer follower's deals meanwhile; the desk's descriptors at most.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -39,6 +47,7 @@ import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from math import nan
 from pathlib import Path
 
 import polars as pl
@@ -53,7 +62,16 @@ from energy_assets.trades.buffer import CaptureBuffer, deal_record, iso  # noqa:
 from energy_assets.trades.deal import Deal  # noqa: E402
 from energy_assets.trades.drain import read_segments, typed  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
-from tests.desk.load import Streams, cpu_seconds, events_path, rss_mb, storm  # noqa: E402
+from tests.desk.load import (  # noqa: E402
+    Streams,
+    address,
+    cpu_seconds,
+    events_path,
+    open_fds,
+    rss_mb,
+    stalled_client,
+    storm,
+)
 
 PYTHON = str(REPO / ".venv/bin/python")
 CHROMIUM = "/usr/bin/chromium"
@@ -85,7 +103,7 @@ def random_deal(rng: random.Random, n: int, executed: datetime) -> Deal:
 
 
 class Desk:
-    def __init__(self, capture: Path, dashboard: Path, log: Path):
+    def __init__(self, capture: Path, dashboard: Path, log: Path, fd_limit: int | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -100,6 +118,11 @@ class Desk:
             env=env,
             stdout=open(log, "ab"),
             stderr=subprocess.STDOUT,
+            preexec_fn=(
+                (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit)))
+                if fd_limit
+                else None
+            ),
         )
 
     def health(self) -> dict:
@@ -435,19 +458,23 @@ async def measure_load(desk, paths, pages, clients, loads, window):
         return result, streams.stats, steady_cpu, storm_cpu, rss, rss_storm, single
 
 
+def write_history(capture: Path) -> None:
+    """A day of history at 100 deals/min: pages of realistic size (15 traders, 2 days)."""
+    rng = random.Random(1)
+    history = CaptureBuffer(capture, seal_frames=5000)
+    start = datetime.now(UTC) - timedelta(hours=24)
+    for n in range(144_000):
+        moment = start + timedelta(seconds=n * 0.6)
+        history.append(random_deal(rng, n, moment), moment)
+    history.seal()
+
+
 def bench_load(work: Path, clients: int, loads: int, rates: list[float], window: float) -> None:
     for rate in rates:
         run = work / f"load-{rate:g}"
         capture = run / "capture"
         capture.mkdir(parents=True)
-        # A day of history at 100 deals/min first: pages of realistic size (15 traders, 2 days).
-        rng = random.Random(1)
-        history = CaptureBuffer(capture, seal_frames=5000)
-        start = datetime.now(UTC) - timedelta(hours=24)
-        for n in range(144_000):
-            moment = start + timedelta(seconds=n * 0.6)
-            history.append(random_deal(rng, n, moment), moment)
-        history.seal()
+        write_history(capture)
         desk = Desk(capture, run / "dashboard", run / "desk.log")
         desk.wait()
         writer = Writer(capture, rate)
@@ -484,9 +511,165 @@ def bench_load(work: Path, clients: int, loads: int, rates: list[float], window:
         )
 
 
+# -- abuse ----------------------------------------------------------------------------------
+FD_LIMIT = 1024
+
+
+class Abuse:
+    """`slow` clients holding half-sent requests (reconnecting when closed) and `stalled`
+    event streams never read, until `stop()`."""
+
+    def __init__(self, base: str, slow: int, stalled: int):
+        self.host, port = base.removeprefix("http://").split(":")
+        self.port = int(port)
+        self.base, self.slow, self.stalled = base, slow, stalled
+        self.connects = 0
+        self.closed_by_desk = 0
+
+    async def _slow(self, index: int) -> None:
+        while not self.stop_event.is_set():
+            writer = None
+            try:
+                _, writer = await asyncio.open_connection(
+                    self.host, self.port, local_addr=(address(index % 1000), 0)
+                )
+                self.connects += 1
+                writer.write(f"GET / HTTP/1.1\r\nHost: {self.host}\r\n".encode())
+                while not self.stop_event.is_set():
+                    await asyncio.sleep(1)
+                    writer.write(b"X-Slow: 1\r\n")  # a header a second, never the blank line
+                    await writer.drain()
+            except OSError:
+                self.closed_by_desk += 1
+            finally:
+                if writer is not None:
+                    writer.close()
+            await asyncio.sleep(0.2)
+
+    async def start(self) -> None:
+        self.stop_event = asyncio.Event()
+        path = events_path("desk")
+        # 8 per address (the desk's cap), from addresses the slow clients do not use.
+        self.sockets = [
+            stalled_client(self.base, path, address(1000 + n // 8)) for n in range(self.stalled)
+        ]
+        self.tasks = [asyncio.create_task(self._slow(n)) for n in range(self.slow)]
+        await asyncio.sleep(3)  # every slow client connected at least once
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for sock in self.sockets:
+            sock.close()
+
+
+async def page_loads(base: str, pages: list[str], seconds: float, at_once: int = 10):
+    """Page loads for `seconds`, `at_once` at a time every half second: every latency and
+    error."""
+    latencies, errors = [], []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        began = time.monotonic()
+        result = await storm(base, pages, at_once)
+        latencies += result.latencies_ms
+        errors += result.errors
+        await asyncio.sleep(max(0.0, began + 0.5 - time.monotonic()))
+    return latencies, errors
+
+
+async def measure_abuse(desk: Desk, pages: list[str], slow: int, stalled: int, window: float):
+    cpu0, t0 = cpu_seconds(desk.proc.pid), time.monotonic()
+    alone = await page_loads(desk.url, pages, window)
+    cpu_alone = (cpu_seconds(desk.proc.pid) - cpu0) / (time.monotonic() - t0)
+    fds = [open_fds(desk.proc.pid)]
+    async with Streams(desk.url, [events_path("desk")], 1) as reader:
+        await reader.wait_connected(60)
+        abuse = Abuse(desk.url, slow, stalled)
+        await abuse.start()
+        deals_before = desk.health()["deals"]
+        pushed_before = len(reader.stats.arrivals[0])
+        began = time.monotonic()
+        sampler_stop = asyncio.Event()
+
+        async def sample() -> None:
+            while not sampler_stop.is_set():
+                fds.append(open_fds(desk.proc.pid))
+                await asyncio.sleep(0.5)
+
+        sampler = asyncio.create_task(sample())
+        cpu0, client0 = cpu_seconds(desk.proc.pid), cpu_seconds(os.getpid())
+        abused = await page_loads(desk.url, pages, window)
+        health = await asyncio.to_thread(desk.health)
+        seconds = time.monotonic() - began
+        cpu_abused = (cpu_seconds(desk.proc.pid) - cpu0) / seconds
+        cpu_client = (cpu_seconds(os.getpid()) - client0) / seconds
+        pushed = len(reader.stats.arrivals[0]) - pushed_before
+        sampler_stop.set()
+        await sampler
+        await abuse.stop()
+        cpu = (cpu_alone, cpu_abused, cpu_client)
+        return alone, abused, health, deals_before, pushed, seconds, max(fds), abuse, reader, cpu
+
+
+def bench_abuse(work: Path, slow: int, stalled: int, window: float) -> None:
+    capture = work / "capture"
+    capture.mkdir(parents=True)
+    write_history(capture)
+    desk = Desk(capture, work / "dashboard", work / "desk.log", fd_limit=FD_LIMIT)
+    desk.wait()
+    writer = Writer(capture, 100 / 60)
+    writer.start()
+    pages = ["/"] + [f"/trader/trader_{n}" for n in range(TRADERS)]
+    alone, abused, health, deals_before, pushed, seconds, max_fds, abuse, reader, cpu = asyncio.run(
+        measure_abuse(desk, pages, slow, stalled, window)
+    )
+    writer.stopped.set()
+    writer.join()
+    rss = rss_mb(desk.proc.pid)
+    alive = desk.proc.poll() is None
+    desk.stop()
+    log = (work / "desk.log").read_text()
+    print(
+        f"abuse at a {FD_LIMIT}-descriptor limit ({health['deals']:,} deals held, "
+        f"load {os.getloadavg()[0]:.1f}):"
+    )
+    for name, (latencies, errors) in [("alone", alone), ("under abuse", abused)]:
+        line(
+            f"  {len(latencies) + len(errors)} page loads, 10 every 0.5 s, {name}: p50 / p99 / max",
+            f"{q(latencies or [nan], 0.5):.0f} / {q(latencies or [nan], 0.99):.0f} / "
+            f"{max(latencies, default=nan):.0f} ms",
+            f"{len(errors)} errors" + (f" (first: {errors[0]!r})" if errors else ""),
+        )
+    line(
+        f"  {slow} slow clients: connections made / closed by the desk",
+        f"{abuse.connects:,} / {abuse.closed_by_desk:,}",
+        f"over {seconds:.0f} s",
+    )
+    line(
+        f"  {stalled} streams never read: still held / dropped at the end",
+        f"{health['clients'] - 1} / {health['dropped_clients']}",
+        "(the reader is one of the clients)",
+    )
+    line(
+        "  meanwhile: deals followed / pushes to a reading stream",
+        f"+{health['deals'] - deals_before} / {pushed}",
+        f"reader errors {len(reader.stats.errors)}",
+    )
+    line(
+        "  the desk's CPU alone / under abuse; the clients' (one process)",
+        f"{cpu[0] * 100:.0f} % / {cpu[1] * 100:.0f} %; {cpu[2] * 100:.0f} %",
+        "of one core",
+    )
+    line("  the desk's descriptors at most", f"{max_fds}", f"of {FD_LIMIT}; RSS {rss:.0f} MB")
+    line(
+        "  the desk alive / 'Too many open files' in its log",
+        f"{alive} / {'Too many open files' in log}",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["rebuild", "latency", "load"], action="append")
+    parser.add_argument("--only", choices=["rebuild", "latency", "load", "abuse"], action="append")
     parser.add_argument("--hours", type=float, default=72)
     parser.add_argument("--per-minute", type=float, default=100)
     parser.add_argument("--seconds", type=float, default=90, help="latency: seconds of deals")
@@ -496,8 +679,13 @@ def main() -> None:
     parser.add_argument("--loads", type=int, default=500)
     parser.add_argument("--rates", type=float, nargs="+", default=[100 / 60, 100])
     parser.add_argument("--window", type=float, default=30, help="load: seconds measured")
+    parser.add_argument("--slow", type=int, default=1100, help="abuse: slow clients")
+    parser.add_argument("--stalled", type=int, default=300, help="abuse: streams never read")
+    parser.add_argument(
+        "--abuse-seconds", type=float, default=30, help="abuse: seconds of page loads, each way"
+    )
     args = parser.parse_args()
-    only = set(args.only or ["rebuild", "latency", "load"])
+    only = set(args.only or ["rebuild", "latency", "load", "abuse"])
     print(f"# live desk benchmarks, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True)
     with tempfile.TemporaryDirectory(prefix="live-bench-") as tmp:
         work = Path(tmp)
@@ -507,6 +695,8 @@ def main() -> None:
             bench_latency(work / "latency", args.seconds, args.rate, args.login)
         if "load" in only:
             bench_load(work / "load", args.clients, args.loads, args.rates, args.window)
+        if "abuse" in only:
+            bench_abuse(work / "abuse", args.slow, args.stalled, args.abuse_seconds)
 
 
 if __name__ == "__main__":

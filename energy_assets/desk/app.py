@@ -124,14 +124,11 @@ class Client:
 @dataclass
 class Page:
     change: int  # the change that made this fragment
-    event: ServerSentEvent  # the fragment as its stream event
+    event_id: str
+    event: bytes  # the fragment as its stream event, encoded once for every stream
     fragment: str
     html: str | None = None  # the whole page, made on first request
     own_html: str | None = None  # the same for a trader's own login: the picker lists them only
-
-    @property
-    def event_id(self) -> str:
-        return self.event.id or ""
 
 
 class Broker:
@@ -167,17 +164,17 @@ class Broker:
         if not self.per_address[client.address]:
             del self.per_address[client.address]
 
-    def publish(self, topic: str, event: ServerSentEvent) -> None:
+    def publish(self, topic: str, event: bytes) -> None:
         for client in list(self.following.get(topic, ())):
             self._put(client, event)
 
-    def publish_nav(self, event: ServerSentEvent) -> None:
+    def publish_nav(self, event: bytes) -> None:
         """The trader list, to the streams whose login sees every book."""
         for client in list(self.streams):
             if client.every_book:
                 self._put(client, event)
 
-    def _put(self, client: Client, event: ServerSentEvent) -> None:
+    def _put(self, client: Client, event: bytes) -> None:
         try:
             client.queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -238,7 +235,8 @@ class DeskService:
             if current is not None and current.fragment == fragment:
                 continue
             data = json.dumps({"topic": topic, "html": fragment})
-            page = Page(change, ServerSentEvent(data, event="live", id=event_id), fragment)
+            event = ServerSentEvent(data, event="live", id=event_id).encode()
+            page = Page(change, event_id, event, fragment)
             broker.pages[topic] = page
             broker.publish(topic, page.event)
         for topic in set(broker.pages) - set(fragments):  # a trader gone from the buffer
@@ -247,7 +245,7 @@ class DeskService:
             broker.nav = nav
             for page in broker.pages.values():
                 page.html = None
-            broker.publish_nav(ServerSentEvent(nav, event="nav"))
+            broker.publish_nav(ServerSentEvent(nav, event="nav").encode())
         self.traders = traders
         self.changed_at = time.time()
 
