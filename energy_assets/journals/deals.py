@@ -54,12 +54,8 @@ def is_segment(name: str) -> bool:
     return name.endswith(SEALED_SUFFIX)
 
 
-def bundle(paths: Iterable[Path]) -> tuple[bytes, dict[str, int]]:
-    """A tar.zst of capture files and their line counts (a gap file counts 1, as the drain)."""
-    return bundle_data((path.name, path.read_bytes()) for path in paths)
-
-
 def bundle_data(files: Iterable[tuple[str, bytes]]) -> tuple[bytes, dict[str, int]]:
+    """A tar.zst of capture files and their line counts (a gap file counts 1, as the drain)."""
     buffer = io.BytesIO()
     contents = {}
     with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -74,12 +70,18 @@ def bundle_data(files: Iterable[tuple[str, bytes]]) -> tuple[bytes, dict[str, in
 def archive_capture(paths: Iterable[Path], root: UPath) -> list[UPath]:
     """Archive committed capture files (segments and gaps), one bundle per capture day."""
     root = archive_root(root)
-    existing = sorted((p for p in paths if p.exists()), key=lambda p: (capture_day(p.name), p.name))
+    read = []
+    for path in sorted(paths, key=lambda p: (capture_day(p.name), p.name)):
+        try:
+            read.append((path.name, path.read_bytes()))
+        except FileNotFoundError:
+            # Another drain of the same buffer archived and moved it first: it is journaled.
+            pass
     written = []
-    for day, group in groupby(existing, key=lambda p: capture_day(p.name)):
+    for day, group in groupby(read, key=lambda file: capture_day(file[0])):
         files = list(group)
-        data, contents = bundle(files)
-        target = root / DEALS / day.isoformat() / (files[0].name.split(".")[0] + BUNDLE_SUFFIX)
+        data, contents = bundle_data(files)
+        target = root / DEALS / day.isoformat() / (files[0][0].split(".")[0] + BUNDLE_SUFFIX)
         write_checked(target, data, contents)
         written.append(target)
     return written

@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -68,7 +69,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_atomically(path: Path, data: bytes, durable: bool = True) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    # Unique per writer: two drains may archive the same file at once, and a shared temporary
+    # name let one rename the other's file away.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     with open(tmp, "wb") as handle:
         handle.write(data)
         if durable:
