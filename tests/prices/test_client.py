@@ -189,13 +189,15 @@ def test_429_honours_retry_after(scripted_market_data, tmp_path):
 
 def test_many_hours_fetch_concurrently(scripted_market_data):
     vendor = scripted_market_data()
-    vendor.default = lambda day, hour: Answer(delay=0.2)
+    vendor.default = lambda day, hour: Answer(delay=0.5)
     hours = [(f"k{h}", DAY, f"{h:02d}-{h + 1:02d}") for h in range(24)]
     started = time.monotonic()
     report = client(vendor.url, max_concurrency=8).fetch_many(hours)
     elapsed = time.monotonic() - started
     assert len(report.prices) == 24 and not report.errors
-    assert elapsed < 24 * 0.2 / 3  # 8 at a time, not one by one
+    # 8 at a time take 1.5 s, one by one 12 s; the margin holds on a loaded 2-core machine
+    # (0.2 s answers missed a 1.6 s bound there by process start-up noise alone).
+    assert elapsed < 24 * 0.5 / 3
 
 
 @pytest.mark.parametrize("what", ["headers and body", "body"])
