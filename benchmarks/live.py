@@ -59,7 +59,7 @@ from energy_assets import published  # noqa: E402
 from energy_assets.exposure.positions import positions  # noqa: E402
 from energy_assets.playground.server import ExchangeOptions, Playground  # noqa: E402
 from energy_assets.trades.buffer import CaptureBuffer, deal_record, iso  # noqa: E402
-from energy_assets.trades.deal import Deal  # noqa: E402
+from energy_assets.trades.deal import Deal, validate_deal  # noqa: E402
 from energy_assets.trades.drain import read_segments, typed  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.desk.load import (  # noqa: E402
@@ -90,15 +90,17 @@ def q(values: list[float], p: float) -> float:
 def random_deal(rng: random.Random, n: int, executed: datetime) -> Deal:
     day = executed.date() + timedelta(days=rng.randrange(2))
     hour = rng.randrange(24)
-    return Deal(
-        id=f"{rng.getrandbits(128):032x}",
-        price=round(rng.uniform(-50, 300), 2),
-        quantity=round(rng.uniform(0.1, 25), 1),
-        direction=rng.choice(["buy", "sell"]),
-        delivery_day=str(day),
-        delivery_hour=f"{hour:02d}-{hour + 1:02d}",
-        trader_id=f"trader_{n % TRADERS}",
-        execution_time=iso(executed),
+    return validate_deal(
+        dict(
+            id=f"{rng.getrandbits(128):032x}",
+            price=round(rng.uniform(-50, 300), 2),
+            quantity=round(rng.uniform(0.1, 25), 1),
+            direction=rng.choice(["buy", "sell"]),
+            delivery_day=str(day),
+            delivery_hour=f"{hour:02d}-{hour + 1:02d}",
+            trader_id=f"trader_{n % TRADERS}",
+            execution_time=iso(executed),
+        )
     )
 
 

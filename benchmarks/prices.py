@@ -158,6 +158,7 @@ def measure_under_budget(root: Path, minutes: float, seed: int = 5) -> None:
 
     import dagster as dg
 
+    from energy_assets.markets import DEFAULT_MARKET, hour_period
     from energy_assets.playground.pricing import publication_delay
     from energy_assets.prices.budget import RequestBudget, max_in_window
     from energy_assets.prices.partitions import partition_key_to_delivery
@@ -254,7 +255,9 @@ def measure_under_budget(root: Path, minutes: float, seed: int = 5) -> None:
         for record in records:
             partition = record.event_log_entry.dagster_event.partition
             day, label = partition_key_to_delivery(partition)
-            published = slot_ts + publication_delay(seed, day, int(label[:2]), revision)
+            # The older request form names the default market's local hour (contract §5).
+            period = hour_period(DEFAULT_MARKET, day, label)
+            published = slot_ts + publication_delay(seed, period, revision)
             latencies.append(record.event_log_entry.timestamp - published)
     if latencies:
         latencies.sort()

@@ -67,13 +67,21 @@ RAW_TRADES = Table(
     "raw_trades",
     (
         Column("id", "VARCHAR", "the exchange's deal id (unique here: first receipt wins)"),
-        Column("price", "DOUBLE", "EUR/MWh"),
-        Column("quantity", "DOUBLE", "MWh, strictly positive"),
+        Column("price", "DOUBLE", "per MWh, in the market's currency"),
+        Column("quantity", "DOUBLE", "MW held over the period, strictly positive"),
         Column("direction", "VARCHAR", "`buy` or `sell`"),
-        Column("delivery_day", "DATE", "the delivery day (UTC)"),
-        Column("delivery_hour", "VARCHAR", "`00-01` … `23-24`"),
+        Column("delivery_day", "DATE", "the local delivery day in the market, for display"),
+        Column("delivery_hour", "VARCHAR", "the local hour containing the start, `HH-HH`"),
         Column("trader_id", "VARCHAR", "who made the deal"),
         Column("execution_time", "TIMESTAMPTZ", "when the exchange executed it"),
+        Column("market", "VARCHAR", "the market code (`energy_assets/markets/`)"),
+        Column("delivery_start", "TIMESTAMPTZ", "the delivery period's start"),
+        Column("delivery_end", "TIMESTAMPTZ", "the delivery period's end (exclusive)"),
+        Column(
+            "after_gate_closure",
+            "BOOLEAN",
+            "executed at or after the period's gate closure by the market's lead: booked, flagged",
+        ),
         Column("received_at", "TIMESTAMPTZ", "when the listener received it"),
         Column("segment", "VARCHAR", "the capture segment it was drained from"),
     ),
@@ -204,10 +212,34 @@ def create(conn: duckdb.DuckDBPyConnection, *tables: Table) -> None:
 
 def ensure_trade_tables(conn: duckdb.DuckDBPyConnection) -> None:
     create(conn, *TRADE_TABLES)
+    require_current(conn, RAW_TRADES)
 
 
 def ensure_price_tables(conn: duckdb.DuckDBPyConnection) -> None:
     create(conn, *PRICE_TABLES)
+
+
+class OutdatedTable(RuntimeError):
+    """A table made by an older version, without columns this one declares."""
+
+
+def require_current(conn: duckdb.DuckDBPyConnection, table: Table) -> None:
+    """Raise OutdatedTable when `table` exists without every declared column: the warehouse of
+    an older version comes to this schema by `energy-assets rebuild`, not by a writer guessing."""
+    have = {
+        row[0]
+        for row in conn.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = ? AND table_name = ?",
+            [SCHEMA, table.name],
+        ).fetchall()
+    }
+    missing = [name for name in table.column_names if name not in have]
+    if have and missing:
+        raise OutdatedTable(
+            f"{table} was made by an older version (no {', '.join(missing)}): "
+            "run `energy-assets rebuild` to make the warehouse again from the journals"
+        )
 
 
 def exists(conn: duckdb.DuckDBPyConnection, table: Table) -> bool:

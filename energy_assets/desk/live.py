@@ -40,7 +40,7 @@ from energy_assets.exposure.positions import (
     rebook,
     trader_totals,
 )
-from energy_assets.trades.drain import typed
+from energy_assets.trades.drain import bookable, typed
 
 #: Delivery days the period tables show on each side of today (`days_around`).
 DEFAULT_DAYS = 7
@@ -271,7 +271,7 @@ class LiveDesk:
         if fresh.height == 0:
             return changed
         self.ids.update(fresh["id"].to_list())
-        deals = typed(fresh)
+        deals = bookable(typed(fresh))[0]
         if self.book.height == 0:
             self.book = book(deals).collect()
         else:

@@ -43,7 +43,7 @@ from energy_assets.tables import (
     exists,
 )
 from energy_assets.trades.buffer import cut_torn_tail
-from energy_assets.trades.drain import gap_row, read_segment_data, typed
+from energy_assets.trades.drain import bookable, gap_row, read_segment_data, typed
 
 STAGING = f"{SCHEMA}.rebuild_staging"
 #: DuckDB's memory cap for the rebuild (it spills to disk past it).
@@ -76,6 +76,8 @@ class RebuildResult:
     lines: int = 0
     deals: int = 0
     duplicates_dropped: int = 0
+    #: Captured lines that name no delivery period safely (`drain.bookable`), left out.
+    unbookable: int = 0
     feed_gaps: int = 0
     answers: int = 0
     prices: int = 0
@@ -190,7 +192,7 @@ def rebuild(
     result.seconds = time.perf_counter() - started
     progress(
         f"rebuilt {target} in {result.seconds:.1f} s: {result.deals:,} deals "
-        f"({result.duplicates_dropped:,} duplicates dropped) from {result.lines:,} captured lines "
+        f"({result.duplicates_dropped:,} duplicates dropped, {result.unbookable:,} unbookable) from {result.lines:,} captured lines "
         f"in {result.bundles:,} bundles over {result.capture_days} days, "
         f"{result.feed_gaps} feed gaps, {result.prices:,} hourly prices with "
         f"{result.revisions:,} revisions from {result.answers:,} vendor answers"
@@ -207,11 +209,13 @@ def _load_deals(conn, root, result: RebuildResult, progress) -> None:
         result.capture_days += 1
         result.bundles += day.bundles
         result.archived_bytes += day.archived_bytes
-        batch = typed(read_segment_data(day.segments)).select(columns)
+        batch, refused = bookable(typed(read_segment_data(day.segments)))
+        batch = batch.select(columns)
+        result.unbookable += refused.height
         batch = batch.with_columns(
             (pl.int_range(pl.len(), dtype=pl.Int64) + result.lines).alias("seq")
         )
-        result.lines += batch.height
+        result.lines += batch.height + refused.height
         marks = pl.DataFrame(
             [
                 (name, "deals", cut_torn_tail(data).count(b"\n"), now)
@@ -244,7 +248,7 @@ def _load_deals(conn, root, result: RebuildResult, progress) -> None:
     )
     conn.execute(f"DROP TABLE {STAGING}")
     result.deals = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
-    result.duplicates_dropped = result.lines - result.deals
+    result.duplicates_dropped = result.lines - result.unbookable - result.deals
     progress(f"deals: {result.deals:,} in {time.perf_counter() - started:.1f} s")
 
 

@@ -23,7 +23,7 @@ from energy_assets.exposure.positions import book, legs, mark, positions, rebook
 from energy_assets.journals.archive import archive_root
 from energy_assets.journals.deals import read_days
 from energy_assets.journals.prices import read_answers
-from energy_assets.trades.drain import read_segment_data, typed
+from energy_assets.trades.drain import bookable, read_segment_data, typed
 
 
 def journal_deals(archive: str | os.PathLike, until: datetime | None = None) -> pl.DataFrame:
@@ -31,9 +31,12 @@ def journal_deals(archive: str | os.PathLike, until: datetime | None = None) -> 
     `until`, only the capture days that can hold deals received by then."""
     root = archive_root(archive)
     last_day = None if until is None else (until + timedelta(days=1)).date()
-    frames = [typed(read_segment_data(day.segments)) for day in read_days(root, until=last_day)]
+    frames = [
+        bookable(typed(read_segment_data(day.segments)))[0]
+        for day in read_days(root, until=last_day)
+    ]
     if not frames:
-        return typed(read_segment_data([]))
+        return bookable(typed(read_segment_data([])))[0]
     return pl.concat(frames)
 
 

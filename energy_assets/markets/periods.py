@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from energy_assets.markets.config import MARKETS, Market
+from energy_assets.markets.config import DEFAULT_MARKET, MARKETS, Market
 
 #: The instants a period may start or end at; outside them no exchange can have meant it.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -112,7 +112,7 @@ def parse_day(text: object) -> date | Invalid:
     except ValueError:
         return Invalid(f"delivery day {text!r} is not a calendar date")
     if not EARLIEST.date() <= day < LATEST.date():
-        return Invalid(f"delivery day {text!r} is outside 2000..2099")
+        return Invalid(f"delivery_day must be between 2000-01-01 and 2099-12-31, got {text!r}")
     return day
 
 
@@ -256,3 +256,56 @@ def _show(value: object) -> str:
     """A value for a reason: short, whatever it is."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def delivery_of(fields: dict) -> Period | Invalid:
+    """The period a deal confirmation's delivery fields name (contract §5), or why none can be
+    booked safely.
+
+    `market` defaults to the default market; `delivery_start` + `delivery_end`, when present,
+    are authoritative and must be one of the market's products on its grid; `delivery_day` +
+    `delivery_hour`, when present with them, must name the same local day and hour; alone they
+    name the market's hour, refused when that hour does not exist or happens twice.
+    """
+    market = market_of(fields.get("market", DEFAULT_MARKET))
+    if isinstance(market, Invalid):
+        return market
+    has_label = "delivery_day" in fields or "delivery_hour" in fields
+    has_instants = "delivery_start" in fields or "delivery_end" in fields
+    if not has_label and not has_instants:
+        return Invalid("missing field(s): delivery_day, delivery_hour")
+    label: tuple[date, str] | None = None
+    if has_label:
+        missing = [f for f in ("delivery_day", "delivery_hour") if f not in fields]
+        if missing:
+            return Invalid(f"missing field(s): {', '.join(missing)}")
+        day, hour = parse_day(fields["delivery_day"]), parse_hour_label(fields["delivery_hour"])
+        if isinstance(day, Invalid):
+            return day
+        if isinstance(hour, Invalid):
+            return hour
+        label = (day, fields["delivery_hour"])
+    if not has_instants:
+        if 60 not in market.products_minutes:
+            return Invalid(
+                f"{market.code} trades no hours: delivery_start and delivery_end are needed"
+            )
+        return hour_period(market, *label)
+    missing = [f for f in ("delivery_start", "delivery_end") if f not in fields]
+    if missing:
+        return Invalid(f"missing field(s): {', '.join(missing)}")
+    start = parse_instant(fields["delivery_start"])
+    if isinstance(start, Invalid):
+        return Invalid(f"delivery_start: {start.reason}")
+    end = parse_instant(fields["delivery_end"])
+    if isinstance(end, Invalid):
+        return Invalid(f"delivery_end: {end.reason}")
+    period = period_between(market, start, end)
+    if isinstance(period, Invalid) or label is None:
+        return period
+    if (period.local_day, period.label) != label:
+        return Invalid(
+            f"delivery_day/delivery_hour {label[0].isoformat()} {label[1]} and "
+            f"delivery_start/delivery_end ({period}) name different periods"
+        )
+    return period

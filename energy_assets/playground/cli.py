@@ -43,6 +43,15 @@ def _positive(kind):
     return parse
 
 
+def _products(text: str) -> tuple[tuple[str, int], ...]:
+    from energy_assets.playground.feed import parse_products
+
+    try:
+        return parse_products(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _timestamp(text: str) -> datetime:
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
@@ -91,6 +100,19 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="seed of the deal stream and of the prices (default: a fresh deal stream each "
         "run, printed at start, and price seed 0)",
+    )
+    feed.add_argument(
+        "--products",
+        type=_products,
+        default=None,
+        help="market:minutes products the deals are drawn from, e.g. DE:60,GB:30 (default: "
+        "every product of every market in energy_assets/markets/)",
+    )
+    feed.add_argument(
+        "--legacy-frames",
+        action="store_true",
+        help="frames of the contract's first revision: the default market's hours named by "
+        "delivery_day and delivery_hour only, like the original playground",
     )
     feed.add_argument(
         "--max-deals",
@@ -191,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
     import threading
 
     from energy_assets.logs import event_logger
+    from energy_assets.playground.feed import DEFAULT_PRODUCTS
     from energy_assets.playground.server import ExchangeOptions, MarketDataOptions, Playground
 
     # Without --seed each run sends new deal ids (a restarted demo must not resend ids the
@@ -211,6 +234,8 @@ def run(args: argparse.Namespace) -> int:
                 envelope=args.envelope,
                 max_deals=args.max_deals,
                 start_time=args.start_time,
+                products=args.products or DEFAULT_PRODUCTS,
+                legacy=args.legacy_frames,
             ),
             market_data=MarketDataOptions(
                 seed=price_seed,

@@ -47,6 +47,8 @@ class ExchangeServer:
             envelope=options.envelope,
             duplicate_rate=options.duplicate_rate,
             malformed_rate=options.malformed_rate,
+            products=options.products,
+            legacy=options.legacy,
         )
         self.sent_deals: list[Deal] = []
         self.frames_sent = 0

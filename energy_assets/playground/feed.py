@@ -12,15 +12,18 @@ Three independent random streams keep the switches from disturbing one another:
 
 from __future__ import annotations
 
+import bisect
+import functools
 import json
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
-from energy_assets.delivery import hour_label
+from energy_assets.markets import DEFAULT_MARKET, MARKETS, Period, day_periods
 from energy_assets.playground.pricing import fair_price
-from energy_assets.trades.deal import ENVELOPES, FIELDS, Deal
+from energy_assets.trades.deal import ENVELOPES, FIELDS, LEGACY_FIELDS, REQUIRED, Deal
 
 ENVELOPE_CHOICES = (*ENVELOPES, "mixed")
 MALFORMED_KINDS = (
@@ -44,20 +47,78 @@ def format_time(moment: datetime, zulu: bool = False) -> str:
     return text.replace("+00:00", "Z") if zulu else text
 
 
+#: What the stand-in exchange trades by default: every product of every market (contract §5).
+DEFAULT_PRODUCTS = tuple(
+    (code, m) for code, market in MARKETS.items() for m in market.products_minutes
+)
+
+
+def parse_products(text: str) -> tuple[tuple[str, int], ...]:
+    """`"DE:60,DE:15,GB:30"` -> ((market, minutes), ...); ValueError naming what no market trades."""
+    products = []
+    for item in text.split(","):
+        code, _, minutes = item.strip().partition(":")
+        market = MARKETS.get(code)
+        if market is None or not minutes.isascii() or not minutes.isdigit():
+            raise ValueError(f"product must look like DE:60 with a known market, got {item!r}")
+        if int(minutes) not in market.products_minutes:
+            raise ValueError(f"{code} does not trade {minutes}-minute periods")
+        products.append((code, int(minutes)))
+    return tuple(dict.fromkeys(products))
+
+
+@functools.lru_cache(maxsize=256)
+def _day(market: str, day: date, minutes: int, unique_labels: bool) -> tuple[Period, ...]:
+    periods = day_periods(market, day, minutes)
+    if unique_labels:
+        # The seed's form names a period by its label alone: not the repeated fall-back hour.
+        labels = Counter(p.label for p in periods)
+        periods = [p for p in periods if labels[p.label] == 1]
+    return tuple(periods)
+
+
+def tradable(market: str, minutes: int, now: datetime, unique_labels: bool = False) -> list[Period]:
+    """The periods of `minutes` open at `now` (`markets.open_periods`), from a cache of days."""
+    config = MARKETS[market]
+    today = now.astimezone(config.tz).date()
+    periods = _day(market, today, minutes, unique_labels) + _day(
+        market, today + timedelta(days=1), minutes, unique_labels
+    )
+    first = bisect.bisect_right(
+        periods,
+        now + timedelta(minutes=config.gate_closure_minutes),
+        key=lambda p: p.delivery_start,
+    )
+    return list(periods[first:])
+
+
 class DealGenerator:
-    """Good deals drawn from one seeded stream: ids, traders, sides, sizes, periods, prices.
+    """Good deals drawn from one seeded stream: ids, traders, sides, sizes, products, periods,
+    prices.
 
     Every deal consumes the same number of draws whatever the clock says, so the n-th deal's
-    id, trader, side, size and price are fixed by the seed alone; its delivery period is the
-    same draw mapped onto the hours tradable at the deal's execution time (from the next full
-    hour to the end of the next day, UTC).
+    id, trader, side, size and price draws are fixed by the seed alone; its product is one of
+    `products` ((market, minutes) pairs) and its period the same draw mapped onto that
+    product's periods open at the deal's execution time (from the next one before gate
+    closure to the end of the next local day). `legacy` deals are the default market's hours
+    only, for frames of the contract's first revision.
     """
 
-    def __init__(self, seed: int, traders: int):
+    def __init__(
+        self,
+        seed: int,
+        traders: int,
+        products: tuple[tuple[str, int], ...] = DEFAULT_PRODUCTS,
+        legacy: bool = False,
+    ):
         if traders < 1:
             raise ValueError(f"traders must be >= 1, got {traders!r}")
+        if not products:
+            raise ValueError("at least one product is needed")
         self.seed = seed
         self.traders = trader_ids(traders)
+        self.products = ((DEFAULT_MARKET, 60),) if legacy else tuple(products)
+        self.legacy = legacy
         self._rng = random.Random(f"deals:{seed}")
 
     def next_deal(self, executed: datetime, zulu: bool = False) -> Deal:
@@ -69,15 +130,14 @@ class DealGenerator:
         period_draw = rng.random()
         spread_draw = rng.random()
         special_draw = rng.random()
+        product_draw = rng.random()
 
         executed = executed.astimezone(UTC).replace(microsecond=0)
-        first = executed.replace(minute=0, second=0) + timedelta(hours=1)
-        end = datetime.combine(executed.date() + timedelta(days=2), datetime.min.time(), UTC)
-        tradable_hours = int((end - first).total_seconds() // 3600)
-        delivery = first + timedelta(hours=int(period_draw * tradable_hours))
-        day: date = delivery.date()
+        market, minutes = self.products[int(product_draw * len(self.products))]
+        periods = tradable(market, minutes, executed, unique_labels=self.legacy)
+        period = periods[int(period_draw * len(periods))]
 
-        price = fair_price(self.seed, day, delivery.hour) + (spread_draw - 0.5) * 24.0
+        price = fair_price(self.seed, period) + (spread_draw - 0.5) * 24.0
         if special_draw < 0.02:
             price = 0.0  # power prices can be exactly zero ...
         elif special_draw < 0.05:
@@ -87,21 +147,35 @@ class DealGenerator:
             price=round(price, 2),
             quantity=quantity,
             direction=direction,
-            delivery_day=day.isoformat(),
-            delivery_hour=hour_label(delivery.hour),
+            delivery_day=period.local_day.isoformat(),
+            delivery_hour=period.label,
             trader_id=trader,
             execution_time=format_time(executed, zulu),
+            market=market,
+            delivery_start=period.delivery_start.isoformat(),
+            delivery_end=period.delivery_end.isoformat(),
         )
 
 
-def frame_text(deal: Deal, envelope: str) -> str:
-    """Exactly `deal.to_frame(envelope)`, without `dataclasses.asdict`'s deep copy, which
-    cost the feed more than half of its time per frame at full speed."""
-    return json.dumps({envelope: {name: getattr(deal, name) for name in FIELDS}})
+def frame_text(deal: Deal, envelope: str, legacy: bool = False) -> str:
+    """Exactly `deal.to_frame(envelope, legacy)`, without `dataclasses.asdict`'s deep copy,
+    which cost the feed more than half of its time per frame at full speed."""
+    fields = LEGACY_FIELDS if legacy else FIELDS
+    return json.dumps({envelope: {name: getattr(deal, name) for name in fields}})
 
 
 def _with(deal: Deal, **changes: object) -> dict:
     payload = deal.to_dict()
+    payload.update(changes)
+    return payload
+
+
+def _later(instant: str, minutes: int) -> str:
+    return (datetime.fromisoformat(instant) + timedelta(minutes=minutes)).isoformat()
+
+
+def _legacy(deal: Deal, **changes: object) -> dict:
+    payload = deal.to_dict(legacy=True)
     payload.update(changes)
     return payload
 
@@ -140,7 +214,13 @@ _VARIANTS: dict[str, list[Callable[[Deal], str]]] = {
         lambda d: "{}",
         lambda d: json.dumps({"deal_confirmation": d.to_dict(), "trade_confirmation": d.to_dict()}),
     ],
-    "missing_field": [(lambda d, f=field: _without(d, f)) for field in FIELDS],
+    "missing_field": [
+        *((lambda d, f=field: _without(d, f)) for field in REQUIRED),
+        lambda d: _without(d, "delivery_end"),
+        lambda d: _envelope(
+            {k: v for k, v in d.to_dict().items() if not k.startswith("delivery_")}
+        ),
+    ],
     "mistyped_field": [
         lambda d: _envelope(_with(d, price="abc")),
         lambda d: _envelope(_with(d, quantity=str(d.quantity))),
@@ -164,6 +244,15 @@ _VARIANTS: dict[str, list[Callable[[Deal], str]]] = {
         lambda d: _envelope(_with(d, delivery_hour="07-09")),
         lambda d: _envelope(_with(d, delivery_day="2023-02-30")),
         lambda d: _envelope(_with(d, delivery_day="21.02.2023")),
+        # Contract §5: what no market trades, or fields that contradict each other.
+        lambda d: _envelope(_with(d, market="XX")),
+        lambda d: _envelope(_with(d, delivery_end=_later(d.delivery_start, minutes=20))),
+        lambda d: _envelope(
+            _with(d, delivery_hour="23-24" if d.delivery_hour != "23-24" else "00-01")
+        ),
+        lambda d: _envelope(_with(d, delivery_start="0001-01-01T00:00:00Z")),
+        lambda d: _envelope(_legacy(d, delivery_day="2026-10-25", delivery_hour="02-03")),
+        lambda d: _envelope(_legacy(d, delivery_day="2026-03-29", delivery_hour="02-03")),
         lambda d: _envelope(_with(d, direction="hold")),
         lambda d: _envelope(_with(d, direction=d.direction.upper())),
         lambda d: _envelope(_with(d, id="xyz")),
@@ -213,6 +302,8 @@ class FrameStream:
         envelope: str = "deal_confirmation",
         duplicate_rate: float = 0.0,
         malformed_rate: float = 0.0,
+        products: tuple[tuple[str, int], ...] = DEFAULT_PRODUCTS,
+        legacy: bool = False,
     ):
         if envelope not in ENVELOPE_CHOICES:
             raise ValueError(f"envelope must be one of {', '.join(ENVELOPE_CHOICES)}")
@@ -222,10 +313,11 @@ class FrameStream:
         self.envelope = envelope
         self.duplicate_rate = duplicate_rate
         self.malformed_rate = malformed_rate
-        self.deals = DealGenerator(seed, traders)
+        self.legacy = legacy
+        self.deals = DealGenerator(seed, traders, products, legacy)
         self._envelope_rng = random.Random(f"envelope:{seed}")
         self._faults = random.Random(f"faults:{seed}")
-        self._junk = DealGenerator(seed ^ 0x5EED, traders)
+        self._junk = DealGenerator(seed ^ 0x5EED, traders, products, legacy)
         self._duplicates: list[tuple[int, Frame]] = []  # (due frame number, frame)
         self._malformed_sent = 0
         self.frames = 0
@@ -254,7 +346,7 @@ class FrameStream:
             return Frame(text=text, kind="malformed", malformed_kind=kind)
         name, zulu = self._pick_envelope()
         deal = self.deals.next_deal(now, zulu=zulu)
-        frame = Frame(text=frame_text(deal, name), kind="deal", deal=deal)
+        frame = Frame(text=frame_text(deal, name, self.legacy), kind="deal", deal=deal)
         if self.duplicate_rate and self._faults.random() < self.duplicate_rate:
             due = number + 1 + int(self._faults.random() * DUPLICATE_WINDOW)
             self._duplicates.append((due, frame))

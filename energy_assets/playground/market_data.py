@@ -1,8 +1,8 @@
 """The stand-in Market Data API: `GET /reference-price` and `/v1/reference-price`.
 
-Both forms of contract §5: `delivery_day` + `delivery_hour` (the default market's UTC
-hours, as the original playground) and `market` + `delivery_start` + `delivery_end` (any
-market's period, revised on the vendor's grid until its gate closure).
+Both forms of contract §5: `market` + `delivery_start` + `delivery_end` (any market's period)
+and `delivery_day` + `delivery_hour` (the default market's local hour, the original form); each
+period revised until its gate closure (`pricing.py`).
 
 A thread per connection (`ThreadingHTTPServer`, HTTP/1.1 keep-alive), so added latency
 delays each answer without serialising the others. Every request, whatever its outcome,
@@ -14,26 +14,21 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 import socket
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import date
+from datetime import datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from energy_assets.delivery import parse_delivery_day, parse_hour_label
 from energy_assets.logs import EventLogger
-from energy_assets.markets import Invalid, Period, market_of, parse_instant, period_between
-from energy_assets.playground.pricing import UNIT, published_period_price, published_price
+from energy_assets.markets import DEFAULT_MARKET, Invalid, Period, delivery_of, hour_period
+from energy_assets.playground.pricing import published_price
 
 PATHS = ("/reference-price", "/v1/reference-price")
-# ASCII digits only: `\d` would also take other scripts' digits.
-_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_HOUR = re.compile(r"[0-9]{2}-[0-9]{2}")
 SERVER_ERRORS = (500, 502, 503, 504)
 IDLE_CONNECTION_TIMEOUT_S = 120
 
@@ -42,58 +37,33 @@ class BadRequest(ValueError):
     pass
 
 
-def parse_query(query: str) -> tuple[date, int]:
-    """The query string -> (delivery day, hour), or BadRequest saying what is wrong."""
+_NEWER = ("market", "delivery_start", "delivery_end")
+_OLDER = ("delivery_day", "delivery_hour")
+
+
+def parse_query(query: str) -> tuple[Period, bool]:
+    """The query string -> (the period asked for, whether in the newer form), or BadRequest
+    saying what is wrong. The newer form names `market`, `delivery_start`, `delivery_end`; the
+    older `delivery_day` + `delivery_hour`, the default market's local hour (contract §5)."""
     params = parse_qs(query, keep_blank_values=True)
+    newer = any(name in params for name in _NEWER)
+    if newer and any(name in params for name in _OLDER):
+        raise BadRequest("give market, delivery_start, delivery_end or delivery_day, delivery_hour")
     values = {}
-    for name in ("delivery_day", "delivery_hour"):
+    for name in _NEWER if newer else _OLDER:
         given = params.get(name)
         if not given:
             raise BadRequest(f"missing query parameter {name!r}")
         if len(given) > 1:
             raise BadRequest(f"query parameter {name!r} given {len(given)} times")
         values[name] = given[0]
-    day_text, hour_text = values["delivery_day"], values["delivery_hour"]
-    try:
-        if not _DAY.fullmatch(day_text):
-            raise ValueError(f"delivery_day must be an ISO date YYYY-MM-DD, got {day_text!r}")
-        day = parse_delivery_day(day_text)
-    except ValueError as err:
-        raise BadRequest(str(err)) from None
-    try:
-        if not _HOUR.fullmatch(hour_text):
-            raise ValueError(f"delivery_hour must look like 'HH-HH', got {hour_text!r}")
-        hour = parse_hour_label(hour_text)
-    except ValueError as err:
-        raise BadRequest(str(err)) from None
-    return day, hour
-
-
-#: The newer form's parameters (contract §5): any market's period by its instants.
-PERIOD_PARAMS = ("market", "delivery_start", "delivery_end")
-
-
-def parse_period_query(query: str) -> Period:
-    """`market=DE&delivery_start=…&delivery_end=…` -> the period, or BadRequest saying why."""
-    params = parse_qs(query, keep_blank_values=True)
-    values = {}
-    for name in PERIOD_PARAMS:
-        given = params.get(name)
-        if not given:
-            raise BadRequest(f"missing query parameter {name!r}")
-        if len(given) > 1:
-            raise BadRequest(f"query parameter {name!r} given {len(given)} times")
-        values[name] = given[0]
-    market = market_of(values["market"])
-    start = parse_instant(values["delivery_start"])
-    end = parse_instant(values["delivery_end"])
-    for found in (market, start, end):
-        if isinstance(found, Invalid):
-            raise BadRequest(found.reason)
-    period = period_between(market, start, end)
+    if newer:
+        period = delivery_of(values)
+    else:
+        period = hour_period(DEFAULT_MARKET, values["delivery_day"], values["delivery_hour"])
     if isinstance(period, Invalid):
         raise BadRequest(period.reason)
-    return period
+    return period, newer
 
 
 @dataclass
@@ -221,29 +191,29 @@ class MarketDataServer(ThreadingHTTPServer):
             else:
                 self.stats.client_errors += 1
 
-    def period_price(self, period: Period) -> dict:
-        publication = published_period_price(self.options.seed, period, self.clock())
-        return {
-            "market": period.market,
-            "delivery_start": period.delivery_start.isoformat().replace("+00:00", "Z"),
-            "delivery_end": period.delivery_end.isoformat().replace("+00:00", "Z"),
-            "value": publication.value,
-            "unit": period.config.unit,
-            "last_update": publication.last_update.isoformat(),
-        }
-
-    def reference_price(self, day: date, hour: int) -> dict:
+    def reference_price(self, period: Period, newer: bool) -> dict:
         options = self.options
         publication = published_price(
-            options.seed, day, hour, self.clock(), options.revise_every, options.vendor_grid
+            options.seed, period, self.clock(), options.revise_every, options.vendor_grid
         )
+        answer = {"value": publication.value, "unit": publication.unit}
+        answer["last_update"] = publication.last_update.isoformat()
+        if newer:
+            return {
+                "market": period.market,
+                "delivery_start": _zulu(period.delivery_start),
+                "delivery_end": _zulu(period.delivery_end),
+                **answer,
+            }
         return {
-            "delivery_day": day.isoformat(),
-            "delivery_hour": f"{hour:02d}-{hour + 1:02d}",
-            "last_update": publication.last_update.isoformat(),
-            "unit": UNIT,
-            "value": publication.value,
+            "delivery_day": period.local_day.isoformat(),
+            "delivery_hour": period.label,
+            **answer,
         }
+
+
+def _zulu(instant: datetime) -> str:
+    return instant.isoformat().replace("+00:00", "Z")
 
 
 class ReferencePriceHandler(BaseHTTPRequestHandler):
@@ -306,18 +276,14 @@ class ReferencePriceHandler(BaseHTTPRequestHandler):
             server.count(405)
             self._send(405, {"error_message": "only GET is supported"}, {"Allow": "GET"}, head)
             return
-        newer = any(name in parse_qs(url.query, keep_blank_values=True) for name in PERIOD_PARAMS)
         try:
-            if newer:
-                answer = server.period_price(parse_period_query(url.query))
-            else:
-                answer = server.reference_price(*parse_query(url.query))
+            period, newer = parse_query(url.query)
         except BadRequest as err:
             server.count(400)
             self._send(400, {"error_message": str(err)}, head=head)
             return
         server.count(200)
-        self._send(200, answer, head=head)
+        self._send(200, server.reference_price(period, newer), head=head)
 
     def _send(self, status: int, payload: dict, extra: dict | None = None, head=False) -> None:
         body = json.dumps(payload).encode()

@@ -23,6 +23,7 @@ from datetime import datetime
 
 from energy_assets.logs import EventLogger, event_logger
 from energy_assets.playground.exchange import ExchangeServer
+from energy_assets.playground.feed import DEFAULT_PRODUCTS
 from energy_assets.playground.market_data import MarketDataServer, MarketDataStats, check_options
 from energy_assets.settings import DEFAULT_EXCHANGE_PORT, DEFAULT_MARKET_DATA_PORT
 from energy_assets.trades.deal import Deal
@@ -42,6 +43,10 @@ class ExchangeOptions:
     # Execution times from a simulated clock starting here (one step of 1/rate per frame),
     # which makes every field of the stream reproducible; None = the wall clock.
     start_time: datetime | None = None
+    # (market, minutes) products the deals are drawn from (contract §5); `legacy`: frames of
+    # the contract's first revision only (the default market's hours, no market or instants).
+    products: tuple[tuple[str, int], ...] = DEFAULT_PRODUCTS
+    legacy: bool = False
 
 
 @dataclass

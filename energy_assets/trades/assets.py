@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from energy_assets.delivery import HOURS_PER_DAY, hour_label
 from energy_assets.journals.resources import ArchiveResource
+from energy_assets.markets import MARKETS
 from energy_assets.tables import FEED_GAPS, RAW_TRADES, table_value
 from energy_assets.trades.buffer import QUARANTINE, open_feed_gap, read_listener_state
 from energy_assets.trades.deal import (
@@ -22,7 +22,13 @@ from energy_assets.warehouse import DUCKDB_POOL
 
 #: Gaps newer than this make the `no_recent_feed_gaps` check warn.
 RECENT_GAP_WINDOW = timedelta(hours=24)
-VALID_HOURS = [hour_label(hour) for hour in range(HOURS_PER_DAY)]
+VALID_HOURS = [f"{hour:02d}-{hour + 1:02d}" for hour in range(24)]
+#: The products every market trades, as a DuckDB predicate on a row of raw_trades.
+_PRODUCTS = " OR ".join(
+    f"(market = '{code}' AND epoch(delivery_end) - epoch(delivery_start) IN "
+    f"({', '.join(str(minutes * 60) for minutes in market.products_minutes)}))"
+    for code, market in MARKETS.items()
+)
 
 # Blocking: a duplicated or malformed row would silently distort every position built on it,
 # so downstream assets wait until the table is sound. The listener's parser refuses every row
@@ -36,15 +42,25 @@ CHECKS = {
         True,
     ),
     "price_in_limits": (
-        f"Every price is finite and within ±{PRICE_LIMIT:,} €/MWh (SIDC's harmonised limits).",
+        f"Every price is finite and within ±{PRICE_LIMIT:,} per MWh (SIDC's harmonised limits).",
         True,
     ),
-    "valid_delivery_hour": ("Every delivery_hour is one of 00-01 … 23-24.", True),
+    "valid_delivery_period": (
+        "Every deal's market is known, its delivery period (delivery_end − delivery_start) is "
+        "one of that market's products and its delivery_hour label is one of 00-01 … 23-24.",
+        True,
+    ),
     "plausible_dates": (
         f"Every delivery_day is in {EARLIEST:%Y-%m-%d} … {LATEST_DELIVERY_DAY}, every "
         f"execution_time after {EARLIEST:%Y-%m-%d} and at most {CLOCK_SKEW.days} day after "
         "its receipt.",
         True,
+    ),
+    "no_deals_after_gate_closure": (
+        "No deal was executed at or after its period's gate closure (the market's lead before "
+        "delivery_start). Such deals are facts, booked and flagged (`after_gate_closure`); "
+        "warns, does not block.",
+        False,
     ),
     "no_recent_feed_gaps": (
         "No stretch without an exchange connection in the last 24 h (deals in a gap may be "
@@ -58,9 +74,9 @@ BAD_ROWS = {
     "quantity_in_limits": f"NOT (quantity > 0 AND quantity <= {QUANTITY_LIMIT})",
     # NaN is above every number in DuckDB, so BETWEEN rejects it as it rejects infinities.
     "price_in_limits": f"NOT (price BETWEEN -{PRICE_LIMIT} AND {PRICE_LIMIT})",
-    "valid_delivery_hour": "delivery_hour NOT IN ("
+    "valid_delivery_period": "delivery_hour NOT IN ("
     + ", ".join(f"'{label}'" for label in VALID_HOURS)
-    + ")",
+    + f") OR NOT ({_PRODUCTS})",
     "plausible_dates": f"""NOT (
         delivery_day BETWEEN DATE '{EARLIEST:%Y-%m-%d}' AND DATE '{LATEST_DELIVERY_DAY}'
         AND execution_time >= TIMESTAMPTZ '{EARLIEST.isoformat()}'
@@ -138,6 +154,7 @@ def _metadata(result: DrainResult, capture: CaptureBufferResource) -> dict:
         "rows_added": dg.MetadataValue.int(result.rows_added),
         "total_rows": dg.MetadataValue.int(result.total_rows),
         "duplicates_dropped": dg.MetadataValue.int(result.duplicates_dropped),
+        "unbookable_quarantined": dg.MetadataValue.int(result.unbookable),
         "segments_drained": dg.MetadataValue.int(len(result.segments)),
         "feed_gaps_recorded": dg.MetadataValue.int(len(result.gaps)),
         "newest_execution_time": dg.MetadataValue.text(newest.isoformat() if newest else "none"),
@@ -169,6 +186,13 @@ def blocking_check_failures(conn) -> dict[str, int]:
 def _check_results(conn, capture: CaptureBufferResource):
     for name, rows in blocking_check_failures(conn).items():
         yield dg.AssetCheckResult(check_name=name, passed=rows == 0, metadata={"rows": rows})
+    late = _count(conn, f"SELECT count(*) FROM {RAW_TRADES} WHERE after_gate_closure")
+    yield dg.AssetCheckResult(
+        check_name="no_deals_after_gate_closure",
+        passed=late == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"deals_after_gate_closure": late},
+    )
     yield _feed_gap_check(conn, capture)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from energy_assets.trades.buffer import DRAINED, OPEN_SUFFIX, SEALED_SUFFIX, SEGMENTS
+from energy_assets.trades.drain import with_periods
 
 #: Deals older than this cannot be for a period still open (to the end of the next day).
 LOOKBACK = timedelta(hours=50)
@@ -79,8 +80,8 @@ def read_book(
     capture_dir: str | Path, now: datetime | None = None, default_market: str = "DE"
 ) -> Book:
     """The book the buffer holds at `now`. A line without `delivery_start` (the contract's
-    first revision, as the original exchange sends it) is the default market's hour of its
-    UTC `delivery_day` and `delivery_hour`, as this platform books it. Lines that do not parse
+    first revision, as the original exchange sends it) is the default market's local hour
+    named by `delivery_day` and `delivery_hour` (`drain.with_periods`). Lines that do not parse
     are skipped: the drain quarantines them."""
     now = now or datetime.now(UTC)
     since = (now - LOOKBACK).timestamp()
@@ -91,22 +92,14 @@ def read_book(
         frame = pl.read_ndjson(io.BytesIO(data), schema=_COLUMNS, ignore_errors=True)
     except pl.exceptions.PolarsError:
         return Book()
-    legacy_start = pl.col("delivery_day").str.to_date("%Y-%m-%d", strict=False).cast(
-        pl.Datetime("us", "UTC")
-    ) + pl.duration(hours=pl.col("delivery_hour").str.slice(0, 2).cast(pl.Int64, strict=False))
     instant = pl.Datetime("us", "UTC")
+    # Lines of the contract's first revision get their instants as the drain gives them.
     frame = (
-        frame.unique("id", keep="first")
+        with_periods(frame.unique("id", keep="first"), default_market)
+        .filter(pl.col("unbookable").is_null())
         .with_columns(
-            pl.col("market").fill_null(default_market),
-            pl.coalesce(
-                pl.col("delivery_start").str.to_datetime(strict=False, time_zone="UTC"),
-                legacy_start,
-            ).alias("start"),
-            pl.coalesce(
-                pl.col("delivery_end").str.to_datetime(strict=False, time_zone="UTC"),
-                legacy_start + pl.duration(hours=1),
-            ).alias("end"),
+            pl.col("delivery_start").str.to_datetime(strict=False, time_zone="UTC").alias("start"),
+            pl.col("delivery_end").str.to_datetime(strict=False, time_zone="UTC").alias("end"),
             pl.when(pl.col("direction") == "buy")
             .then(pl.col("quantity"))
             .when(pl.col("direction") == "sell")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from energy_assets.delivery import parse_delivery_day, parse_hour_label
+from energy_assets.markets import Invalid, Period, delivery_of
 
 #: Envelope names the exchange uses; the second comes from a newer revision of its spec.
 ENVELOPES = ("deal_confirmation", "trade_confirmation")
@@ -33,7 +33,14 @@ FIELDS = (
     "delivery_hour",
     "trader_id",
     "execution_time",
+    "market",
+    "delivery_start",
+    "delivery_end",
 )
+#: The fields of the contract's first revision (§1): what the original exchange sends.
+LEGACY_FIELDS = FIELDS[:8]
+#: Fields every frame carries; the delivery period comes from `markets.delivery_of` (§5).
+REQUIRED = ("id", "price", "quantity", "direction", "trader_id", "execution_time")
 
 #: SIDC's harmonised maximum and minimum clearing prices for continuous intraday (€/MWh).
 PRICE_LIMIT = 9_999
@@ -77,7 +84,9 @@ class Refused:
 
 @dataclass(frozen=True)
 class Deal:
-    """One deal confirmation, validated. Field meanings are the contract's."""
+    """One deal confirmation, validated. Field meanings are the contract's. The delivery period
+    is always complete: `market`, `delivery_start` and `delivery_end` (UTC, ISO-8601) are
+    authoritative; `delivery_day` and `delivery_hour` are its local day and label."""
 
     id: str
     price: float
@@ -87,16 +96,28 @@ class Deal:
     delivery_hour: str
     trader_id: str
     execution_time: str
+    market: str
+    delivery_start: str
+    delivery_end: str
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def period(self) -> Period:
+        return Period(
+            self.market,
+            datetime.fromisoformat(self.delivery_start),
+            datetime.fromisoformat(self.delivery_end),
+        )
+
+    def to_dict(self, legacy: bool = False) -> dict[str, Any]:
+        """The contract's fields; `legacy`: only those of its first revision (§1)."""
         # asdict() deep-copies recursively: slow on the feed's hot path.
-        return {name: getattr(self, name) for name in FIELDS}
+        return {name: getattr(self, name) for name in (LEGACY_FIELDS if legacy else FIELDS)}
 
-    def to_frame(self, envelope: str = "deal_confirmation") -> str:
+    def to_frame(self, envelope: str = "deal_confirmation", legacy: bool = False) -> str:
         """The websocket text frame that carries this deal."""
         if envelope not in ENVELOPES:
             raise ValueError(f"unknown envelope {envelope!r}")
-        return json.dumps({envelope: self.to_dict()})
+        return json.dumps({envelope: self.to_dict(legacy)})
 
 
 def show(value: Any) -> str:
@@ -156,7 +177,7 @@ def validate_deal(payload: Any, now: datetime | None = None) -> Deal:
     default the clock) bounds how far ahead an execution time may be."""
     if not isinstance(payload, dict):
         raise InvalidFrame(f"deal must be a JSON object, got {type(payload).__name__}")
-    missing = [name for name in FIELDS if name not in payload]
+    missing = [name for name in REQUIRED if name not in payload]
     if missing:
         raise InvalidFrame(f"missing field(s): {', '.join(missing)}")
 
@@ -168,18 +189,10 @@ def validate_deal(payload: Any, now: datetime | None = None) -> Deal:
     direction = payload["direction"]
     if not isinstance(direction, str) or direction not in DIRECTIONS:
         raise InvalidFrame(f"direction must be 'buy' or 'sell', got {show(direction)}")
-    delivery_day = _string(payload, "delivery_day")
-    delivery_hour = _string(payload, "delivery_hour")
-    try:
-        day = parse_delivery_day(delivery_day)
-        parse_hour_label(delivery_hour)
-    except ValueError as err:
-        raise InvalidFrame(str(err)) from None
-    if not EARLIEST.date() <= day <= LATEST_DELIVERY_DAY:
-        raise InvalidFrame(
-            f"delivery_day must be between {EARLIEST:%Y-%m-%d} and {LATEST_DELIVERY_DAY}, "
-            f"got {delivery_day!r}"
-        )
+    # Market, instants and labels (contract §5), with the same 2000..2099 bounds.
+    period = delivery_of(payload)
+    if isinstance(period, Invalid):
+        raise InvalidFrame(period.reason)
     trader_id = _string(
         payload,
         "trader_id",
@@ -192,10 +205,13 @@ def validate_deal(payload: Any, now: datetime | None = None) -> Deal:
         price=price,
         quantity=quantity,
         direction=direction,
-        delivery_day=delivery_day,
-        delivery_hour=delivery_hour,
+        delivery_day=period.local_day.isoformat(),
+        delivery_hour=period.label,
         trader_id=trader_id,
         execution_time=payload["execution_time"],
+        market=period.market,
+        delivery_start=period.delivery_start.isoformat(),
+        delivery_end=period.delivery_end.isoformat(),
     )
 
 

@@ -22,8 +22,10 @@ import polars as pl
 
 from energy_assets.journals.archive import archive_root, prune
 from energy_assets.journals.deals import archive_capture, archive_quarantine, compact
+from energy_assets.markets import DEFAULT_MARKET, MARKETS, Invalid, hour_period
 from energy_assets.tables import CAPTURE_SEGMENTS, FEED_GAPS, RAW_TRADES, ensure_trade_tables
 from energy_assets.trades.buffer import (
+    QUARANTINE,
     apply_retention,
     archive,
     cut_torn_tail,
@@ -38,9 +40,8 @@ SEGMENT_SCHEMA = {name: (pl.Float64 if name in _FLOATS else pl.String) for name 
 }
 
 _INSERT_DEALS = f"""
-INSERT INTO {RAW_TRADES}
-SELECT b.id, b.price, b.quantity, b.direction, b.delivery_day, b.delivery_hour, b.trader_id,
-       b.execution_time, b.received_at, b.segment
+INSERT INTO {RAW_TRADES} ({", ".join(RAW_TRADES.column_names)})
+SELECT {", ".join("b." + name for name in RAW_TRADES.column_names)}
 FROM drain_batch AS b
 WHERE NOT EXISTS (SELECT 1 FROM {RAW_TRADES} AS r WHERE r.id = b.id)
 """
@@ -61,6 +62,8 @@ class DrainResult:
     lines_read: int = 0
     rows_added: int = 0
     duplicates_dropped: int = 0
+    #: Captured lines that name no period safely (quarantined; `_with_periods`).
+    unbookable: int = 0
     total_rows: int = 0
     newest_execution_time: datetime | None = None
     archived: int = 0
@@ -106,15 +109,94 @@ def read_segment_data(segments: list[tuple[str, bytes, str]]) -> pl.DataFrame:
 INSTANT_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
 
 
+#: Every market's gate-closure lead, for the `after_gate_closure` flag.
+_LEADS = {code: market.gate_closure_minutes for code, market in MARKETS.items()}
+_PERIOD_SCHEMA = {
+    "delivery_day": pl.String,
+    "delivery_hour": pl.String,
+    "_start": pl.String,
+    "_end": pl.String,
+    "unbookable": pl.String,
+}
+
+
+def with_periods(batch: pl.DataFrame, default_market: str = DEFAULT_MARKET) -> pl.DataFrame:
+    """Lines captured before markets existed carry only `delivery_day` + `delivery_hour`: the
+    default market's local hour (contract §5). They get their instants here, or, for an hour
+    that does not exist or happens twice, the reason they cannot be booked (`unbookable`)."""
+    legacy = batch.filter(pl.col("delivery_start").is_null())
+    if not legacy.height:
+        return batch.with_columns(pl.lit(None, pl.String).alias("unbookable"))
+    rows = []
+    for day, label in legacy.select("delivery_day", "delivery_hour").unique().iter_rows():
+        period = hour_period(default_market, day, label)
+        if isinstance(period, Invalid):
+            rows.append((day, label, None, None, period.reason))
+        else:
+            start, end = period.delivery_start.isoformat(), period.delivery_end.isoformat()
+            rows.append((day, label, start, end, None))
+    resolved = pl.DataFrame(rows, schema=_PERIOD_SCHEMA, orient="row")
+    return (
+        batch.join(resolved, on=["delivery_day", "delivery_hour"], how="left", nulls_equal=True)
+        .with_columns(
+            pl.col("market").fill_null(default_market),
+            pl.coalesce("delivery_start", "_start").alias("delivery_start"),
+            pl.coalesce("delivery_end", "_end").alias("delivery_end"),
+        )
+        .drop("_start", "_end")
+    )
+
+
 def typed(batch: pl.DataFrame) -> pl.DataFrame:
-    """Segment strings -> the table's types. Parsed here, not by a DuckDB CAST: DuckDB's
-    VARCHAR -> TIMESTAMPTZ cast runs ~30x slower than polars on the fixed format the listener
-    writes (benchmarks/capture.py)."""
+    """Segment strings -> the table's types, with the `after_gate_closure` flag and an
+    `unbookable` reason (null for every deal the table takes; see `bookable`). Parsed here, not
+    by a DuckDB CAST: DuckDB's VARCHAR -> TIMESTAMPTZ cast is much slower than polars on the
+    fixed format the listener writes (benchmarks/README.md, "drain")."""
+    batch = with_periods(batch)
+    lead = pl.col("market").replace_strict(_LEADS, default=None, return_dtype=pl.Int64)
     return batch.with_columns(
         pl.col("delivery_day").str.to_date("%Y-%m-%d"),
         pl.col("execution_time").str.to_datetime(INSTANT_FORMAT, time_zone="UTC"),
         pl.col("received_at").str.to_datetime(INSTANT_FORMAT, time_zone="UTC"),
+        pl.col("delivery_start").str.to_datetime(INSTANT_FORMAT, time_zone="UTC"),
+        pl.col("delivery_end").str.to_datetime(INSTANT_FORMAT, time_zone="UTC"),
+    ).with_columns(
+        (pl.col("execution_time") >= pl.col("delivery_start") - pl.duration(minutes=lead)).alias(
+            "after_gate_closure"
+        ),
+        pl.when(lead.is_null() & pl.col("unbookable").is_null())
+        .then(pl.format("unknown market {}", pl.col("market")))
+        .otherwise(pl.col("unbookable"))
+        .alias("unbookable"),
     )
+
+
+def bookable(deals: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Typed deal lines -> (the rows `raw_trades` takes, the lines that cannot be booked)."""
+    refused = pl.col("unbookable").is_not_null()
+    return deals.filter(~refused), deals.filter(refused)
+
+
+def quarantine_unbookable(directory: Path, refused: pl.DataFrame) -> None:
+    """Captured lines the drain cannot book go to the capture buffer's quarantine, with their
+    reason, like the frames the listener refuses."""
+    if not refused.height:
+        return
+    now = datetime.now(UTC)
+    lines = [
+        json.dumps(
+            {
+                "received_at": now.isoformat(),
+                "reason": row.pop("unbookable"),
+                "raw": json.dumps(row, default=str),
+            }
+        )
+        for row in refused.drop("after_gate_closure").to_dicts()
+    ]
+    path = directory / QUARANTINE / f"quarantine-{now:%Y%m%d}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
 
 
 def _which_segment(paths: list[str], chunks: list[bytes]) -> str:
@@ -181,7 +263,9 @@ def _drain_once(
     gaps = _read_gaps(gap_paths)
     lines = batch.group_by("segment").len() if batch.height else None
     per_segment = dict(lines.iter_rows()) if lines is not None else {}
-    first_seen = typed(batch.unique(subset="id", keep="first", maintain_order=True))
+    first_seen, refused = bookable(
+        typed(batch.unique(subset="id", keep="first", maintain_order=True))
+    )
     marks = [(p.name, "deals", per_segment.get(p.name, 0)) for p in segment_paths]
     marks += [(p.name, "gap", 1) for p in gap_paths]
 
@@ -211,11 +295,13 @@ def _drain_once(
         conn.unregister("drain_batch")
         conn.unregister("drain_marks")
 
+    quarantine_unbookable(directory, refused)
     result.segments = [p.name for p in segment_paths]
+    result.unbookable = refused.height
     result.gaps = gaps
     result.lines_read = batch.height
     result.rows_added = after - before
-    result.duplicates_dropped = batch.height - result.rows_added
+    result.duplicates_dropped = batch.height - result.rows_added - refused.height
     result.total_rows = after
     return stale + segment_paths + gap_paths
 

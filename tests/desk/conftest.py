@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from energy_assets.trades.buffer import CaptureBuffer
-from energy_assets.trades.deal import Deal
+from energy_assets.trades.deal import Deal, validate_deal
 from tests.conftest import REPO, free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -127,7 +127,7 @@ def deal(deal_id: int, trader: str = "alice", **fields) -> Deal:
         "trader_id": trader,
         "execution_time": "2026-12-01T10:00:00+00:00",
     } | fields
-    return Deal(**values)
+    return validate_deal(values)
 
 
 def write_deals(capture: Path, deals: list[Deal], seal: bool = True) -> CaptureBuffer:

@@ -12,6 +12,7 @@ import duckdb
 import pytest
 from dagster_duckdb import DuckDBResource
 
+from energy_assets.markets import hour_period
 from energy_assets.tables import FEED_GAPS, PRICE_TABLES, RAW_TRADES, SCHEMA, TRADE_TABLES, create
 
 
@@ -44,10 +45,27 @@ class Warehouse:
     ) -> str:
         deal_id = uuid.uuid4().hex
         received = received_at or datetime.now(UTC)
+        period = hour_period("DE", day, hour)
+        row = {
+            "id": deal_id,
+            "price": price,
+            "quantity": quantity,
+            "direction": direction,
+            "delivery_day": day,
+            "delivery_hour": hour,
+            "trader_id": trader,
+            "execution_time": received,
+            "market": period.market,
+            "delivery_start": period.delivery_start,
+            "delivery_end": period.delivery_end,
+            "after_gate_closure": received >= period.gate_closure,
+            "received_at": received,
+            "segment": "s1",
+        }
         with self.connect() as conn:
             conn.execute(
-                f"INSERT INTO {RAW_TRADES} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [deal_id, price, quantity, direction, day, hour, trader, received, received, "s1"],
+                f"INSERT INTO {RAW_TRADES} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                list(row.values()),
             )
         return deal_id
 

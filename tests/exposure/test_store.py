@@ -20,6 +20,7 @@ from energy_assets.exposure.positions import (
     positions,
     trader_totals,
 )
+from energy_assets.markets import hour_period
 from tests.exposure.conftest import q
 
 MON = date(2023, 2, 6)
@@ -310,18 +311,27 @@ def _random_step(conn, rng, step: int) -> None:
         # A late load: deals for the oldest days, received long before the last refresh.
         days, received = (DAYS[:2], now - timedelta(days=60)) if kind == "late" else (DAYS, now)
         for _ in range(rng.randint(1, 6)):
+            deal_id, price = uuid.uuid4().hex, round(rng.uniform(-20, 120), 2)
+            quantity, direction = round(rng.uniform(0.1, 5), 1), rng.choice(["buy", "sell"])
+            deal_day, deal_hour = rng.choice(days), rng.choice(HOURS)
+            period = hour_period("DE", deal_day, deal_hour)
             conn.execute(
-                f"INSERT INTO {q('raw_trades')} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 's')",
+                f"INSERT INTO {q('raw_trades')} (id, price, quantity, direction, delivery_day, "
+                "delivery_hour, trader_id, execution_time, received_at, segment, market, "
+                "delivery_start, delivery_end, after_gate_closure) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 's', 'DE', ?, ?, false)",
                 [
-                    uuid.uuid4().hex,
-                    round(rng.uniform(-20, 120), 2),
-                    round(rng.uniform(0.1, 5), 1),
-                    rng.choice(["buy", "sell"]),
-                    rng.choice(days),
-                    rng.choice(HOURS),
+                    deal_id,
+                    price,
+                    quantity,
+                    direction,
+                    deal_day,
+                    deal_hour,
                     rng.choice(TRADERS),
                     received,
                     received,
+                    period.delivery_start,
+                    period.delivery_end,
                 ],
             )
         return

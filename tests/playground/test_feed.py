@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from energy_assets.delivery import delivery_start, parse_delivery_day, parse_hour_label
+from energy_assets.markets import MARKETS, open_periods
 from energy_assets.playground.feed import (
     MALFORMED_KINDS,
     DealGenerator,
@@ -16,7 +16,7 @@ from energy_assets.playground.feed import (
     malformed_frame,
     malformed_variants,
 )
-from energy_assets.trades.deal import FIELDS, Deal, Refused, parse_frame
+from energy_assets.trades.deal import FIELDS, LEGACY_FIELDS, REQUIRED, Deal, Refused, parse_frame
 
 T0 = datetime(2026, 3, 14, 22, 30, 5, tzinfo=UTC)
 
@@ -34,11 +34,8 @@ def test_generated_deals_are_valid_and_realistic():
             assert frame_text(deal, envelope) == deal.to_frame(envelope)
         executed = datetime.fromisoformat(deal.execution_time)
         assert executed == clock(n) and deal.execution_time.endswith("+00:00")
-        start = delivery_start(
-            parse_delivery_day(deal.delivery_day), parse_hour_label(deal.delivery_hour)
-        )
-        # tradable: from the next full hour to the end of the next day
-        assert executed < start < datetime(2026, 3, 16, tzinfo=UTC)
+        # tradable: from the next period before gate closure to the end of the next local day
+        assert deal.period in open_periods(deal.market, executed, deal.period.minutes)
     assert len({deal.id for deal in deals}) == len(deals)
     assert {deal.trader_id for deal in deals} == {f"flex_trader_{n}" for n in range(1, 16)}
     assert {deal.direction for deal in deals} == {"buy", "sell"}
@@ -46,7 +43,28 @@ def test_generated_deals_are_valid_and_realistic():
     prices = [deal.price for deal in deals]
     assert 0.0 in prices and min(prices) < 0
     assert 20 < sorted(prices)[len(prices) // 2] < 150
-    assert {deal.delivery_day for deal in deals} == {"2026-03-14", "2026-03-15"}
+    # 23:30 in Berlin, 22:30 in London (whose last half-hour closed at 22:30): the next local
+    # day opens at midnight, the 16th in Berlin during the run, not yet in London.
+    assert {(d.market, d.delivery_day) for d in deals} == {
+        ("DE", "2026-03-14"),
+        ("DE", "2026-03-15"),
+        ("DE", "2026-03-16"),
+        ("GB", "2026-03-15"),
+    }
+    products = {(deal.market, deal.period.minutes) for deal in deals}
+    assert products == {(code, m) for code in MARKETS for m in MARKETS[code].products_minutes}
+
+
+def test_legacy_frames_are_berlins_hours_by_label_alone_across_the_fall_back_night():
+    stream = FrameStream(seed=5, legacy=True)
+    night = datetime(2026, 10, 24, 21, 0, tzinfo=UTC)
+    for n in range(2000):
+        frame = stream.next_frame(night + timedelta(seconds=15 * n))
+        body = json.loads(frame.text)["deal_confirmation"]
+        assert list(body) == list(LEGACY_FIELDS)
+        deal = parse_frame(frame.text)  # never the 02-03 that happens twice
+        assert (deal.market, deal.period.minutes) == ("DE", 60)
+        assert deal == frame.deal
 
 
 @pytest.mark.parametrize("kind", MALFORMED_KINDS)
@@ -80,7 +98,8 @@ def test_malformed_kinds_are_what_they_say():
         set(FIELDS) - set(parsed(malformed_frame("missing_field", v, base))["deal_confirmation"])
         for v in range(malformed_variants("missing_field"))
     ]
-    assert missing == [{name} for name in FIELDS]
+    delivery = {"delivery_day", "delivery_hour", "delivery_start", "delivery_end"}
+    assert missing == [{name} for name in REQUIRED] + [{"delivery_end"}, delivery]
     mistyped = [
         parsed(malformed_frame("mistyped_field", v, base))["deal_confirmation"]
         for v in range(malformed_variants("mistyped_field"))

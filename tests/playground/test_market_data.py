@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
+from energy_assets.markets import hour_period, period_between
 from energy_assets.playground.market_data import SlidingWindowLimiter
 from energy_assets.playground.pricing import published_price
 from energy_assets.playground.server import MarketDataOptions, Playground
@@ -33,8 +34,30 @@ def test_answer_has_exactly_the_contract_keys(start_playground, path):
     assert body["unit"] == "euro/mwh"
     assert isinstance(body["value"], float)
     assert body["last_update"] == "2026-03-13T16:20:00+00:00"
-    expected = published_price(4, date(2026, 3, 14), 8, FROZEN)
+    expected = published_price(4, hour_period("DE", "2026-03-14", "08-09"), FROZEN)
     assert body["value"] == expected.value
+
+
+@pytest.mark.parametrize(
+    ("market", "start", "end", "unit"),
+    [
+        ("DE", "2026-10-25T00:00:00Z", "2026-10-25T01:00:00Z", "euro/mwh"),
+        ("DE", "2026-10-25T01:00:00Z", "2026-10-25T02:00:00Z", "euro/mwh"),
+        ("DE", "2026-10-25T01:15:00Z", "2026-10-25T01:30:00Z", "euro/mwh"),
+        ("GB", "2026-10-25T01:30:00Z", "2026-10-25T02:00:00Z", "gbp/mwh"),
+    ],
+)
+def test_the_newer_form_answers_for_exactly_the_period_asked(
+    shared_playground, market, start, end, unit
+):
+    params = {"market": market, "delivery_start": start, "delivery_end": end}
+    body = get(shared_playground, params=params).json()
+    assert set(body) == {"market", "delivery_start", "delivery_end", "value", "unit", "last_update"}
+    assert (body["market"], body["delivery_start"], body["delivery_end"]) == (market, start, end)
+    assert body["unit"] == unit
+    period = period_between(market, datetime.fromisoformat(start), datetime.fromisoformat(end))
+    # A past period: its price is final, whatever the clock (the playground's seed is 0).
+    assert body["value"] == published_price(0, period, time.time()).value
 
 
 def test_prices_are_deterministic_per_day_and_hour(start_playground):
@@ -71,6 +94,23 @@ BAD_QUERIES = [
     {"delivery_day": "2026-03-14", "delivery_hour": "ab-cd"},
     {"delivery_day": "2026-03-14", "delivery_hour": "08-09 "},
     {"delivery_day": ["2026-03-14", "2026-03-15"], "delivery_hour": "08-09"},
+    # Contract §5: Berlin's hour that does not exist, and the one that happens twice.
+    {"delivery_day": "2026-03-29", "delivery_hour": "02-03"},
+    {"delivery_day": "2026-10-25", "delivery_hour": "02-03"},
+    # The newer form: every parameter, a known market, one of its products on its grid.
+    {"market": "DE", "delivery_start": "2026-03-14T08:00:00Z"},
+    {"market": "FR", "delivery_start": "2026-03-14T08:00:00Z", "delivery_end": "2026-03-14T09:00Z"},
+    {"market": "DE", "delivery_start": "2026-03-14T08:00:00Z", "delivery_end": "2026-03-14T08:20Z"},
+    {"market": "GB", "delivery_start": "2026-03-14T08:00:00Z", "delivery_end": "2026-03-14T08:15Z"},
+    {"market": "DE", "delivery_start": "2026-03-14T08:05:00Z", "delivery_end": "2026-03-14T08:20Z"},
+    {"market": "DE", "delivery_start": "2026-03-14 08:00", "delivery_end": "2026-03-14T09:00Z"},
+    {"market": "DE", "delivery_start": "0001-01-01T00:00Z", "delivery_end": "0001-01-01T01:00Z"},
+    {
+        "market": "DE",
+        "delivery_start": "2026-03-14T08:00:00Z",
+        "delivery_end": "2026-03-14T09:00:00Z",
+        "delivery_day": "2026-03-14",
+    },
 ]
 
 

@@ -11,6 +11,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from energy_assets.markets import hour_period
 from energy_assets.playground.pricing import published_price
 from energy_assets.playground.server import MarketDataOptions
 from energy_assets.prices.assets import ASSET_KEY
@@ -57,7 +58,9 @@ def test_partition_range_through_the_cli(start_playground, dagster_home, energy_
         (date(2024, 1, 1), 1),
     ]:
         # Past hours: the vendor's price is final, so any instant gives the stored revision.
-        publication = published_price(11, day, hour, time.time())
+        # The stand-in reads the older form's labels as Berlin's hours.
+        period = hour_period("DE", day, f"{hour:02d}-{hour + 1:02d}")
+        publication = published_price(11, period, time.time())
         expected.append(
             (
                 day,

@@ -24,7 +24,7 @@ from websockets.asyncio.server import serve
 
 from energy_assets.tables import RAW_TRADES
 from energy_assets.trades.buffer import CaptureBuffer, sealed_files
-from energy_assets.trades.deal import Deal
+from energy_assets.trades.deal import Deal, validate_deal
 from energy_assets.trades.drain import drain
 from energy_assets.trades.listener import Backoff, Listener
 from tests.conftest import REPO, free_port
@@ -40,15 +40,19 @@ def make_deals(count: int, seed: int = 0) -> list[Deal]:
             seconds=rng.randrange(86_400), microseconds=rng.randrange(10**6)
         )
         deals.append(
-            Deal(
-                id=f"{rng.getrandbits(128):032x}",
-                price=round(rng.uniform(-50, 300), 2),
-                quantity=round(rng.uniform(0.1, 25), 1),
-                direction=rng.choice(["buy", "sell"]),
-                delivery_day=str(date(2026, 11, 25) + timedelta(days=rng.randrange(2))),
-                delivery_hour=f"{hour:02d}-{hour + 1:02d}",
-                trader_id=f"trader_{rng.randrange(15)}",
-                execution_time=executed.isoformat().replace("+00:00", rng.choice(["Z", "+00:00"])),
+            validate_deal(
+                dict(
+                    id=f"{rng.getrandbits(128):032x}",
+                    price=round(rng.uniform(-50, 300), 2),
+                    quantity=round(rng.uniform(0.1, 25), 1),
+                    direction=rng.choice(["buy", "sell"]),
+                    delivery_day=str(date(2026, 11, 25) + timedelta(days=rng.randrange(2))),
+                    delivery_hour=f"{hour:02d}-{hour + 1:02d}",
+                    trader_id=f"trader_{rng.randrange(15)}",
+                    execution_time=executed.isoformat().replace(
+                        "+00:00", rng.choice(["Z", "+00:00"])
+                    ),
+                )
             )
         )
     return deals
@@ -290,13 +294,20 @@ def stored_deals(database: Path) -> dict[str, Deal]:
     with duckdb.connect(str(database), read_only=True) as conn:
         rows = conn.execute(
             "SELECT id, price, quantity, direction, delivery_day, delivery_hour, trader_id, "
-            f"execution_time FROM {RAW_TRADES}"
+            f"execution_time, market, delivery_start, delivery_end FROM {RAW_TRADES}"
         ).fetchall()
     deals = {}
     for row in rows:
         assert row[0] not in deals, f"id {row[0]} stored twice"
         deals[row[0]] = _normalised(
-            Deal(row[0], row[1], row[2], row[3], str(row[4]), row[5], row[6], row[7].isoformat())
+            Deal(
+                *row[:4],
+                str(row[4]),
+                *row[5:7],
+                row[7].isoformat(),
+                row[8],
+                *(instant.astimezone(UTC).isoformat() for instant in row[9:11]),
+            )
         )
     return deals
 

@@ -62,7 +62,14 @@ def test_materialize_drains_reports_and_checks(dagster_home, energy_env):
     newest = max(datetime.fromisoformat(deal.execution_time) for deal in deals)
     assert datetime.fromisoformat(meta["newest_execution_time"]) == newest
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert all(checks[name].passed for name in checks if name != "no_recent_feed_gaps")
+    warnings = {"no_recent_feed_gaps", "no_deals_after_gate_closure"}
+    assert all(checks[name].passed for name in checks if name not in warnings)
+    late = sum(
+        deal.period.gate_closure <= datetime.fromisoformat(deal.execution_time) for deal in deals
+    )
+    assert late > 0
+    assert checks["no_deals_after_gate_closure"].passed is False
+    assert checks["no_deals_after_gate_closure"].metadata["deals_after_gate_closure"].value == late
     assert not checks["no_recent_feed_gaps"].passed
     assert checks["no_recent_feed_gaps"].metadata["gaps_last_24h"].value == 1
     assert stored_deals(energy_env["ENERGY_DUCKDB_PATH"]) == expected(deals)
@@ -84,11 +91,15 @@ def test_checks_fail_on_a_damaged_table(dagster_home, energy_env):
         conn.execute("UPDATE energy.raw_trades SET delivery_hour = '24-25' WHERE rowid = 2")
         conn.execute("UPDATE energy.raw_trades SET price = 'inf' WHERE rowid = 3")
         conn.execute("UPDATE energy.raw_trades SET delivery_day = '9999-12-31' WHERE rowid = 4")
+        conn.execute(
+            "UPDATE energy.raw_trades SET delivery_end = delivery_start + INTERVAL 20 MINUTE "
+            "WHERE rowid = 0"
+        )
     result = materialize()
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["ids_unique"] is False
     assert checks["quantity_in_limits"] is False
-    assert checks["valid_delivery_hour"] is False
+    assert checks["valid_delivery_period"] is False
     assert checks["price_in_limits"] is False
     assert checks["plausible_dates"] is False
     assert checks["no_nulls"] is True
