@@ -1,7 +1,5 @@
-"""Delivery periods: the contract's `HH-HH` hour labels and ISO delivery days.
-
-One delivery day has 24 labelled hours, `00-01` … `23-24`, taken in UTC (see README,
-"Time zone"). Every module that names a delivery hour goes through these helpers.
+"""UTC hour labels of the hourly `reference_prices` partitions (`prices/partitions.py`), their
+only user. Delivery periods, local days and labels of the markets are `energy_assets.markets`.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ HOURS_PER_DAY = 24
 # ASCII digits, the whole string: `\d` matches any Unicode digit ("٠٧-٠٨") and `$` matches
 # before a trailing newline ("07-08\n").
 _HOUR_LABEL = re.compile(r"([0-9]{2})-([0-9]{2})")
-_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def hour_label(hour: int) -> str:
@@ -32,13 +29,6 @@ def parse_hour_label(label: str) -> int:
     if not (0 <= start < HOURS_PER_DAY and end == start + 1):
         raise ValueError(f"delivery hour must be one of 00-01 … 23-24, got {label!r}")
     return start
-
-
-def parse_delivery_day(text: str) -> date:
-    """`"2023-02-21"` -> date. Strict ISO `YYYY-MM-DD` only."""
-    if not isinstance(text, str) or not _ISO_DAY.fullmatch(text):
-        raise ValueError(f"delivery day must be an ISO date YYYY-MM-DD, got {text!r:.60}")
-    return date.fromisoformat(text)  # ValueError for 2023-02-30
 
 
 def delivery_start(day: date, hour: int) -> datetime:

@@ -192,7 +192,8 @@ def rebuild(
     result.seconds = time.perf_counter() - started
     progress(
         f"rebuilt {target} in {result.seconds:.1f} s: {result.deals:,} deals "
-        f"({result.duplicates_dropped:,} duplicates dropped, {result.unbookable:,} unbookable) from {result.lines:,} captured lines "
+        f"({result.duplicates_dropped:,} duplicates dropped, {result.unbookable:,} unbookable) "
+        f"from {result.lines:,} captured lines "
         f"in {result.bundles:,} bundles over {result.capture_days} days, "
         f"{result.feed_gaps} feed gaps, {result.prices:,} hourly prices with "
         f"{result.revisions:,} revisions from {result.answers:,} vendor answers"

@@ -6,6 +6,7 @@ operator runs it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from energy_assets.exposure.assets import trader_exposure
+from energy_assets.journals.deals import archive_capture
 from energy_assets.journals.replay import pnl_history, view_at
 from energy_assets.journals.resources import ArchiveResource
 from energy_assets.playground.server import ExchangeOptions
@@ -307,3 +309,67 @@ def test_a_rebuild_refuses_while_another_process_writes_or_the_file_is_damaged(
     assert damaged.returncode == 2 and f"{db} cannot be opened" in damaged.stderr
     db.rename(db.with_name("damaged.duckdb"))
     assert cli("rebuild", env=energy_env).returncode == 0
+
+
+def test_a_warehouse_from_before_markets_comes_to_the_new_schema_by_rebuild(tmp_path, energy_env):
+    """The journals of a `main` from before markets hold the contract's first form only; its
+    warehouse has no market or instants. The drain refuses that table and says to rebuild; the
+    rebuild reads every old line as Berlin's hour, and leaves out (counted, with --allow-fewer)
+    the one the fall-back night makes ambiguous, which the old warehouse had booked as UTC."""
+    capture, db = Path(energy_env["ENERGY_CAPTURE_DIR"]), Path(energy_env["ENERGY_DUCKDB_PATH"])
+    old = [
+        ("a" * 32, "2026-10-24", "12-13"),  # 10:00-11:00 UTC in Berlin's summer time
+        ("b" * 32, "2026-10-25", "03-04"),  # 02:00-03:00 UTC, after the clocks went back
+        ("c" * 32, "2026-10-25", "02-03"),  # happens twice in Berlin: cannot be booked
+    ]
+    received = "2026-10-24T06:00:00.000000+00:00"
+    lines = [
+        {
+            "id": deal_id,
+            "price": 40.0,
+            "quantity": 2.0,
+            "direction": "buy",
+            "delivery_day": day,
+            "delivery_hour": label,
+            "trader_id": "flex_trader_1",
+            "execution_time": received,
+            "received_at": received,
+        }
+        for deal_id, day, label in old
+    ]
+    segment = tmp_path / "old" / "20261024T060000000000Z-1-0.jsonl"
+    segment.parent.mkdir()
+    segment.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    archive_capture([segment], capture / "archive")
+    with duckdb.connect(str(db)) as conn:
+        conn.execute("CREATE SCHEMA energy")
+        conn.execute(
+            "CREATE TABLE energy.raw_trades (id VARCHAR, price DOUBLE, quantity DOUBLE, "
+            "direction VARCHAR, delivery_day DATE, delivery_hour VARCHAR, trader_id VARCHAR, "
+            "execution_time TIMESTAMPTZ, received_at TIMESTAMPTZ, segment VARCHAR)"
+        )
+        for line in lines:
+            conn.execute(
+                "INSERT INTO energy.raw_trades VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [*list(line.values()), segment.name],
+            )
+        with pytest.raises(Exception, match="run `energy-assets rebuild`"):
+            drain(conn, capture)
+
+    refused = cli("rebuild", env=energy_env)
+    assert refused.returncode == 2 and "raw_trades: 2 < 3" in refused.stderr
+    done = cli("rebuild", "--allow-fewer", env=energy_env)
+    assert done.returncode == 0, done.stderr
+    assert "1 unbookable" in done.stdout
+    with duckdb.connect(str(db), read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT id, market, delivery_start, delivery_end, delivery_day, delivery_hour "
+            "FROM energy.raw_trades ORDER BY id"
+        ).fetchall()
+    assert [(r[0][0], r[1], r[2].astimezone(UTC), r[3].astimezone(UTC)) for r in rows] == [
+        ("a", "DE", datetime(2026, 10, 24, 10, tzinfo=UTC), datetime(2026, 10, 24, 11, tzinfo=UTC)),
+        ("b", "DE", datetime(2026, 10, 25, 2, tzinfo=UTC), datetime(2026, 10, 25, 3, tzinfo=UTC)),
+    ]
+    # The drain works on the rebuilt warehouse.
+    with duckdb.connect(str(db)) as conn:
+        assert drain(conn, capture).total_rows == 2
