@@ -19,7 +19,7 @@ Every 10 s of the clock, for each fetcher: the **exposure-weighted staleness** �
 held; since the start when nothing is held) ÷ Σ |open MW|, over the periods before their gate
 closure; the revisions behind of every open position within 30 minutes of gate closure; and
 the age on screen (now − `last_update` of the price held). The vendor's truth is the
-stand-in's own `published_period_price`.
+stand-in's own `published_price`.
 
 The clock is accelerated (`--speed`, default 10: an hour in 6 minutes): the playground reads
 its prices and counts its rate limits on it, the budget counts and sleeps on it. What does not
@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from energy_assets.markets import MARKETS, Period, open_periods  # noqa: E402
-from energy_assets.playground.pricing import published_period_price  # noqa: E402
+from energy_assets.playground.pricing import published_price  # noqa: E402
 from energy_assets.playground.server import MarketDataOptions, Playground  # noqa: E402
 from energy_assets.prices.budget import FRESH, BudgetLimits, RequestBudget  # noqa: E402
 from energy_assets.prices.plan import (  # noqa: E402
@@ -247,7 +247,7 @@ def sample(fetcher: Fetcher, book: Book, now: float, start: float, out: Samples,
         period = Period(*key)
         if period.gate_closure <= moment:
             continue
-        truth = published_period_price(SEED, period, now)
+        truth = published_price(SEED, period, now, vendor_grid=True)
         have = held.get(key)
         if have is None:
             behind, staleness, age = 99, now - start, now - start
@@ -257,7 +257,7 @@ def sample(fetcher: Fetcher, book: Book, now: float, start: float, out: Samples,
             if behind <= 0:
                 staleness = 0.0
             else:
-                newer = published_period_price(SEED, period, (have_rev + 1) * 600 + 31)
+                newer = published_price(SEED, period, (have_rev + 1) * 600 + 31, vendor_grid=True)
                 staleness = now - newer.last_update.timestamp()
             age = now - have.timestamp()
         weight += mw

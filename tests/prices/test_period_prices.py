@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from energy_assets.markets import Period, open_periods
-from energy_assets.playground.pricing import published_period_price
+from energy_assets.playground.pricing import published_price
 from energy_assets.playground.server import MarketDataOptions
 from energy_assets.prices.client import MarketDataClient
 from energy_assets.prices.period_prices import PeriodPrice, period_request
@@ -27,7 +27,7 @@ def test_quarter_hours_and_half_hours_of_both_markets(start_playground, tmp_path
         price = report.prices[str(period)]
         assert isinstance(price, PeriodPrice) and price.period == period
         assert price.unit == {"DE": "euro/mwh", "GB": "gbp/mwh"}[period.market]
-        truth = published_period_price(3, period, price.fetched_at.timestamp())
+        truth = published_price(3, period, price.fetched_at.timestamp(), vendor_grid=True)
         assert price.last_update <= price.fetched_at
         assert (price.value, price.last_update) == (truth.value, truth.last_update) or (
             price.last_update < truth.last_update  # a revision published during the request
