@@ -1,17 +1,21 @@
 """The environment, read once into typed settings with every default in one place.
 
-Each setting has one `ENERGY_...` variable and one default here (README, "Settings"). Processes
-outside Dagster (the listener, the desk, the CLI) read `settings()`. Dagster resources are
-configured with `from_env`, so a run resolves each variable where it executes and the UI shows
-which variable a value comes from.
+Each setting has one `ENERGY_...` variable and one default here (README, "Settings"), read by
+one typed pydantic-settings object, `Settings`. Processes outside Dagster (the listener, the
+desk, the CLI, the demo) read `settings()`. Dagster resources are configured with `from_env`,
+so a run resolves each variable where it executes and the UI shows which variable a value
+comes from.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The playground's ports, which the default URLs point at, and the Dagster UI's.
 DEFAULT_EXCHANGE_PORT = 5050
@@ -50,9 +54,13 @@ BUDGET_FILE = "market_data_budget.sqlite"
 DEFAULT_DESK_SESSION_HOURS = 12.0
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Where the platform finds its two external services and keeps its data."""
+class Settings(BaseSettings):
+    """Where the platform finds its two external services and keeps its data: each field read
+    from `ENERGY_<FIELD>` (an empty variable counts as unset), typed and checked once."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ENERGY_", env_ignore_empty=True, frozen=True, extra="ignore"
+    )
 
     exchange_url: str = DEFAULT_EXCHANGE_URL
     market_data_url: str = DEFAULT_MARKET_DATA_URL
@@ -72,18 +80,13 @@ class Settings:
     run_retention_days: float = DEFAULT_RUN_RETENTION_DAYS
     prices_backfill_days: int = DEFAULT_PRICES_BACKFILL_DAYS
 
-    @property
-    def archive(self) -> str:
-        """Where the journals' archive lives."""
-        return self.archive_url or str(self.capture_dir / "archive")
-
     dashboard_host: str = DEFAULT_DASHBOARD_HOST
     dashboard_port: int = DEFAULT_DASHBOARD_PORT
     #: The desk's login (energy_assets/desk/auth.py): all five set, or none (loopback only).
     desk_oidc_issuer: str = ""
     desk_oidc_client_id: str = ""
-    desk_oidc_client_secret: str = field(default="", repr=False)
-    desk_session_secret: str = field(default="", repr=False)
+    desk_oidc_client_secret: str = Field(default="", repr=False)
+    desk_session_secret: str = Field(default="", repr=False)
     desk_users: str = ""
     desk_session_hours: float = DEFAULT_DESK_SESSION_HOURS
 
@@ -92,6 +95,11 @@ class Settings:
     capture_seal_frames: int = DEFAULT_CAPTURE_SEAL_FRAMES
     market_data_concurrency: int = DEFAULT_MARKET_DATA_CONCURRENCY
     market_data_budget: str = ""
+
+    @property
+    def archive(self) -> str:
+        """Where the journals' archive lives."""
+        return self.archive_url or str(self.capture_dir / "archive")
 
     @property
     def capture_retention(self) -> timedelta:
@@ -110,52 +118,13 @@ class Settings:
         return str(Path(self.duckdb_path).parent / BUDGET_FILE)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        return cls(
-            exchange_url=env.get("ENERGY_EXCHANGE_URL") or DEFAULT_EXCHANGE_URL,
-            market_data_url=env.get("ENERGY_MARKET_DATA_URL") or DEFAULT_MARKET_DATA_URL,
-            capture_dir=Path(env.get("ENERGY_CAPTURE_DIR") or DEFAULT_CAPTURE_DIR),
-            duckdb_path=Path(env.get("ENERGY_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH),
-            dashboard_dir=Path(env.get("ENERGY_DASHBOARD_DIR") or DEFAULT_DASHBOARD_DIR),
-            archive_url=env.get("ENERGY_ARCHIVE_URL") or "",
-            archive_retention_days=int(
-                env.get("ENERGY_ARCHIVE_RETENTION_DAYS") or DEFAULT_ARCHIVE_RETENTION_DAYS
-            ),
-            dashboard_host=env.get("ENERGY_DASHBOARD_HOST") or DEFAULT_DASHBOARD_HOST,
-            dashboard_port=int(env.get("ENERGY_DASHBOARD_PORT") or DEFAULT_DASHBOARD_PORT),
-            desk_oidc_issuer=env.get("ENERGY_DESK_OIDC_ISSUER") or "",
-            desk_oidc_client_id=env.get("ENERGY_DESK_OIDC_CLIENT_ID") or "",
-            desk_oidc_client_secret=env.get("ENERGY_DESK_OIDC_CLIENT_SECRET") or "",
-            desk_session_secret=env.get("ENERGY_DESK_SESSION_SECRET") or "",
-            desk_users=env.get("ENERGY_DESK_USERS") or "",
-            desk_session_hours=float(
-                env.get("ENERGY_DESK_SESSION_HOURS") or DEFAULT_DESK_SESSION_HOURS
-            ),
-            drain_interval_seconds=float(
-                env.get("ENERGY_DRAIN_INTERVAL_SECONDS") or DEFAULT_DRAIN_INTERVAL_SECONDS
-            ),
-            drain_early_bytes=int(env.get("ENERGY_DRAIN_EARLY_BYTES") or DEFAULT_DRAIN_EARLY_BYTES),
-            run_retention_days=float(
-                env.get("ENERGY_RUN_RETENTION_DAYS") or DEFAULT_RUN_RETENTION_DAYS
-            ),
-            prices_backfill_days=int(
-                env.get("ENERGY_PRICES_BACKFILL_DAYS") or DEFAULT_PRICES_BACKFILL_DAYS
-            ),
-            capture_retention_hours=float(
-                env.get("ENERGY_CAPTURE_RETENTION_HOURS") or DEFAULT_CAPTURE_RETENTION_HOURS
-            ),
-            capture_seal_seconds=float(
-                env.get("ENERGY_CAPTURE_SEAL_SECONDS") or DEFAULT_CAPTURE_SEAL_SECONDS
-            ),
-            capture_seal_frames=int(
-                env.get("ENERGY_CAPTURE_SEAL_FRAMES") or DEFAULT_CAPTURE_SEAL_FRAMES
-            ),
-            market_data_concurrency=int(
-                env.get("ENERGY_MARKET_DATA_CONCURRENCY") or DEFAULT_MARKET_DATA_CONCURRENCY
-            ),
-            market_data_budget=env.get("ENERGY_MARKET_DATA_BUDGET") or "",
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings of `environ` (default: this process's environment now)."""
+        if environ is None:
+            return cls()
+        prefix = cls.model_config["env_prefix"]
+        given = {name: environ.get(prefix + name.upper()) for name in cls.model_fields}
+        return cls.model_validate({name: value for name, value in given.items() if value})
 
 
 def settings() -> Settings:
