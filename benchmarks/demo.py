@@ -37,7 +37,7 @@ class Measured:
     label: str
     minutes: float
     runs: Counter
-    instance_bytes: int
+    instance_bytes: Counter
     latencies: list[float]
 
     @property
@@ -46,7 +46,7 @@ class Measured:
 
     @property
     def mb_per_hour(self) -> float:
-        return self.instance_bytes / 1e6 * 60 / self.minutes
+        return sum(self.instance_bytes.values()) / 1e6 * 60 / self.minutes
 
     def percentile(self, q: float) -> float | None:
         if len(self.latencies) < 2:
@@ -54,15 +54,19 @@ class Measured:
         return statistics.quantiles(self.latencies, n=100, method="inclusive")[int(q) - 1]
 
 
-def disk_bytes(path: Path) -> int:
-    total = 0
+def disk_bytes(path: Path) -> Counter:
+    """Bytes on disk under `path`, per top-level entry (`schedules`, `history`, `storage` …)."""
+    sizes: Counter = Counter()
     for root, _, files in os.walk(path):
+        top = Path(root).relative_to(path).parts[:1] or ("(files)",)
         for name in files:
             try:
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+                sizes[top[0] if top != ("(files)",) else name] += (
+                    os.lstat(os.path.join(root, name)).st_blocks * 512
+                )
             except FileNotFoundError:
                 pass
-    return total
+    return sizes
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen) -> None:
@@ -138,7 +142,8 @@ def run_demo(label: str, minutes: float, warmup: float, extra_env: dict[str, str
                 [start, end],
             ).fetchall()
         ]
-    return Measured(label, (end - start).total_seconds() / 60, runs, size1 - size0, latencies)
+    grown = Counter({k: size1[k] - size0.get(k, 0) for k in size1})
+    return Measured(label, (end - start).total_seconds() / 60, runs, grown, latencies)
 
 
 def report(results: list[Measured]) -> None:
@@ -152,6 +157,11 @@ def report(results: list[Measured]) -> None:
         p50, p95 = m.percentile(50), m.percentile(95)
         latency = "–" if p95 is None else f"{p50:.1f} s / {p95:.1f} s ({len(m.latencies)} deals)"
         print(f"| {m.label} | {m.runs_per_hour:.0f} | {jobs} | {m.mb_per_hour:.1f} | {latency} |")
+        growth = ", ".join(
+            f"{name} {size / 1e6 * 60 / m.minutes:.1f}"
+            for name, size in m.instance_bytes.most_common()
+        )
+        print(f"  instance growth by entry, MB/h: {growth}")
     if len(results) == 2:
         new, base = results
         print(
