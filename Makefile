@@ -35,7 +35,7 @@ PYTEST := $(VENV)/bin/pytest -n 2 --dist loadfile
 test: lint
 	$(PYTEST)
 
-# For development: the suite without the end-to-end tests marked `slow` (under 30 s).
+# For development: the suite without the end-to-end tests marked `slow` (time in README.md).
 test-fast: setup
 	$(PYTEST) -m "not slow"
 
