@@ -331,8 +331,9 @@ class DeskService:
                 f"The desk is serving {self.max_streams} event streams, its most.",
                 headers={"Retry-After": "5"},
             )
-        since = self._change_of(
-            request.headers.get("last-event-id") or request.query_params.get("since", "")
+        since = change_of(
+            request.headers.get("last-event-id") or request.query_params.get("since", ""),
+            self.boot,
         )
         client = self.broker.subscribe(topics, address, auth.every_book(request))
         # Oldest first, so the stream's ids never go back; the change `since` names is sent
@@ -367,14 +368,6 @@ class DeskService:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    def _change_of(self, event_id: str) -> int | None:
-        """The change an event id names, None for anything else (an id from before a restart,
-        or not an id): such a client gets every page's current fragment."""
-        found = re.fullmatch(r"([0-9a-f]{8})-([0-9]{1,18})", event_id, re.ASCII)
-        if found is None or found[1] != self.boot:
-            return None
-        return int(found[2])
-
     async def replay_page(self, request: Request) -> HTMLResponse:
         text = request.query_params.get("at", "")
         try:
@@ -403,6 +396,15 @@ class DeskService:
                 "rebuild_seconds": round(self.rebuild_seconds, 3),
             }
         )
+
+
+def change_of(event_id: str, boot: str) -> int | None:
+    """The change an event id `<boot>-<change>` of this run names; None for anything else (an
+    id from before a restart, or not an id): such a stream gets every page's current state."""
+    found = re.fullmatch(r"([0-9a-f]{8})-([0-9]{1,18})", event_id, re.ASCII)
+    if found is None or found[1] != boot:
+        return None
+    return int(found[2])
 
 
 def _books_followed(request: Request) -> list[str | None]:

@@ -1,4 +1,5 @@
-"""Which delivery days the period tables show: the days around now, per side of today."""
+"""Which delivery days the period tables show (the days around now, per side of today), and
+which change a stream's `Last-Event-ID` names: pure functions, for any input."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import date, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from energy_assets.desk.app import change_of
 from energy_assets.desk.live import days_around
 
 TODAY = date(2026, 12, 4)
@@ -32,3 +34,15 @@ def test_seven_days_in_2999_leave_the_real_ones():
     real = [TODAY - timedelta(days=2), TODAY, TODAY + timedelta(days=1)]
     far = [date(2999, 1, n) for n in range(1, 8)]
     assert set(real) <= set(days_around(real + far, TODAY))
+
+
+@given(st.text())
+def test_any_last_event_id_names_a_change_of_this_run_or_none(text):
+    change = change_of(text, "0123abcd")
+    assert change is None or (text == f"0123abcd-{change}" and 0 <= change < 10**18)
+
+
+def test_event_ids_of_this_run_and_of_others():
+    assert change_of("0123abcd-42", "0123abcd") == 42
+    for other in ["fedc0987-42", "0123abcd-42\n", "0123abcd-٤٢", "0123abcd-", "", "x" * 999]:
+        assert change_of(other, "0123abcd") is None
