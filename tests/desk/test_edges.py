@@ -123,6 +123,28 @@ def test_eight_tabs_of_one_browser_share_one_stream_and_all_show_a_new_deal(
     context.close()
 
 
+def test_without_sharedworker_a_tab_holds_its_own_stream_and_stays_live(
+    desk_dirs, start_desk, browser
+):
+    capture, _ = desk_dirs
+    write_deals(capture, [deal(1)])
+    desk = start_desk()
+    context = browser.new_context()
+    context.add_init_script("delete window.SharedWorker")  # as Chrome on Android
+    tabs = [context.new_page() for _ in range(2)]
+    for tab in tabs:
+        tab.goto(desk.url + "/trader/alice")
+        tab.wait_for_function(
+            "() => document.getElementById('connection').textContent === 'live'",
+            timeout=15_000,
+        )
+    wait_until(lambda: desk.health()["clients"] == 2, message="a stream per tab")
+    write_deals(capture, [deal(2, delivery_hour="15-16")])
+    for tab in tabs:
+        tab.wait_for_selector('tr[data-period="2026-12-02 15-16"]', timeout=15_000)
+    context.close()
+
+
 def test_a_request_head_must_arrive_in_time_however_it_trickles(desk_dirs, start_desk):
     desk = start_desk()
     host, port = desk.url.removeprefix("http://").split(":")
