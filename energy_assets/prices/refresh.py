@@ -12,18 +12,19 @@ stored. A period whose newest revision we hold is not planned again until the ne
 revision is certainly out (slot + 31 s); so at start-up the first tick plans the traded open
 periods first, and after that each slot's revisions are fetched once, positions first.
 
-The table holds the default market's hours (`reference_prices` partitions); the planner is
-given those periods, each closing at its market's gate closure.
+The table holds the default market's hours (`reference_prices` partitions, whose day and
+label the vendor is asked in the contract's hourly form: Berlin's local hours); the planner is
+given those periods, each closing at its market's gate closure (5 minutes before delivery).
 """
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
 
 from energy_assets import published
-from energy_assets.markets import DEFAULT_MARKET, MARKETS, Period
+from energy_assets.markets import DEFAULT_MARKET, MARKETS, Period, hour_period
 from energy_assets.prices.assets import (
     ASSET_KEY,
     PRIORITY_TAG,
@@ -34,13 +35,11 @@ from energy_assets.prices.assets import (
 from energy_assets.prices.budget import FRESH, RequestBudget
 from energy_assets.prices.client import MarketDataClient
 from energy_assets.prices.partitions import (
-    KEY_FORMAT,
     delivery_to_partition_key,
     open_hours,
-    partition_key_start,
     partition_key_to_delivery,
 )
-from energy_assets.prices.plan import BudgetLeft, PlannedFetch, grid_slot, plan_fetches
+from energy_assets.prices.plan import BudgetLeft, PlannedFetch, grid_slot, period_key, plan_fetches
 from energy_assets.settings import settings
 from energy_assets.trades.book import Book, read_book
 
@@ -52,10 +51,17 @@ SLOTS_PER_HOUR = 6
 INTERVAL_S = 15
 
 
-def hour_period(key: str) -> Period:
-    """The default market's period of a `reference_prices` partition key."""
-    start = partition_key_start(key)
-    return Period(DEFAULT_MARKET, start, start + timedelta(hours=1))
+def key_period(key: str) -> Period | None:
+    """The period a `reference_prices` partition key names: its day and `HH-HH` label, asked
+    of the vendor in the contract's hourly form, are the default market's local hour (the
+    trades book them so). None for the label Berlin skips or repeats on a DST night."""
+    period = hour_period(DEFAULT_MARKET, *partition_key_to_delivery(key))
+    return period if isinstance(period, Period) else None
+
+
+def period_key_of(period: Period) -> str:
+    """The `reference_prices` partition key of a default-market hour: its local day and hour."""
+    return delivery_to_partition_key(period.local_day, period.label)
 
 
 def held_revisions(prices: pl.DataFrame | None) -> dict:
@@ -66,8 +72,9 @@ def held_revisions(prices: pl.DataFrame | None) -> dict:
     for day, label, last_update in prices.select(
         "delivery_day", "delivery_hour", "last_update"
     ).iter_rows():
-        start = datetime(day.year, day.month, day.day, int(label[:2]), tzinfo=UTC)
-        held[(DEFAULT_MARKET, start, start + timedelta(hours=1))] = last_update
+        period = hour_period(DEFAULT_MARKET, day, label)
+        if isinstance(period, Period):
+            held[period_key(period)] = last_update
     return held
 
 
@@ -89,8 +96,9 @@ def budget_left(budget: RequestBudget | None, now: datetime, per_minute: int, pe
 def plan_batch(now: datetime, book: Book, held: dict, budget: BudgetLeft) -> list[PlannedFetch]:
     """The next batch: the default market's open hours, planned by value."""
     market = MARKETS[DEFAULT_MARKET]
+    periods = [key_period(key) for key in open_hours(now)]
     return plan_fetches(
-        [hour_period(key) for key in open_hours(now)],
+        [period for period in periods if period is not None],
         now=now,
         gate_closure=lambda period: market.gate_closure(period.delivery_start),
         open_mw=book.open_mw,
@@ -108,7 +116,7 @@ class PlannedBatch(dg.Config):
 
 
 def batch_run_request(plan: list[PlannedFetch], now: datetime) -> dg.RunRequest:
-    keys = [hour_period_key(fetch.period) for fetch in plan]
+    keys = [period_key_of(fetch.period) for fetch in plan]
     batch = {"keys": keys, "reasons": [f.reason(now) for f in plan]}
     tiers = Counter(f.tier for f in plan)
     return dg.RunRequest(
@@ -121,10 +129,6 @@ def batch_run_request(plan: list[PlannedFetch], now: datetime) -> dg.RunRequest:
         },
         tags={PRIORITY_TAG: FRESH, PLAN_TAG: ",".join(f"{t}={n}" for t, n in tiers.items())},
     )
-
-
-def hour_period_key(period: Period) -> str:
-    return period.delivery_start.astimezone(UTC).strftime(KEY_FORMAT)
 
 
 @dg.op(out=dg.Out(FetchedPrices))

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import time
-from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -15,10 +14,9 @@ import pytest
 from energy_assets import published
 from energy_assets.playground.server import MarketDataOptions
 from energy_assets.prices.assets import ASSET_KEY
-from energy_assets.prices.partitions import open_hours
 from energy_assets.trades.buffer import CaptureBuffer
 from tests.conftest import REPO
-from tests.prices.test_planner import deal
+from tests.prices.test_planner import deal, open_keys
 
 # Seconds or more: the real dagster-daemon.
 pytestmark = pytest.mark.slow
@@ -56,8 +54,7 @@ def test_start_up_prices_the_traded_hours_within_a_minute_without_a_429(
     )
     monkeypatch.setenv("ENERGY_MARKET_DATA_BUDGET", str(budget))
     monkeypatch.setenv("ENERGY_MARKET_DATA_URL", playground.market_data_url)
-    # Hours closing within the test's minutes are left out: the planner never fetches those.
-    hours = open_hours(datetime.now(UTC) + timedelta(minutes=10))
+    hours = open_keys()
     traded = hours[1:40:5]
     buffer = CaptureBuffer(energy_env["ENERGY_CAPTURE_DIR"])
     for n, key in enumerate(traded):
