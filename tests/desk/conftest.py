@@ -12,13 +12,13 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from energy_assets.trades.buffer import CaptureBuffer
-from energy_assets.trades.deal import Deal, validate_deal
+from energy_assets.trades.deal import Deal, InvalidFrame, validate_deal
 from tests.conftest import REPO, free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -127,7 +127,15 @@ def deal(deal_id: int, trader: str = "alice", **fields) -> Deal:
         "trader_id": trader,
         "execution_time": "2026-12-01T10:00:00+00:00",
     } | fields
-    return validate_deal(values)
+    try:
+        return validate_deal(values)
+    except InvalidFrame:
+        # A line the parser refuses today (a delivery day in 2999), as an older buffer holds it.
+        start = datetime.fromisoformat(values["delivery_day"]).replace(
+            hour=int(values["delivery_hour"][:2]), tzinfo=UTC
+        )
+        period = {"delivery_start": start, "delivery_end": start + timedelta(hours=1)}
+        return Deal(**values, market="DE", **{k: v.isoformat() for k, v in period.items()})
 
 
 def write_deals(capture: Path, deals: list[Deal], seal: bool = True) -> CaptureBuffer:
