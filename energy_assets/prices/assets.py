@@ -242,9 +242,9 @@ def _reference_prices(vendor):
     """The vendor's reference price (EUR/MWh) of each delivery hour, one row per hour in
     `energy.reference_prices` (the latest revision seen) and every distinct revision in
     `energy.reference_price_revisions`. Partition `2023-02-20-15:00` is delivery day
-    2023-02-20, hour 15-16 (UTC). A range is fetched concurrently in one run and written in
-    one transaction; re-fetched every 10 minutes for the open hours by
-    `reference_prices_schedule`. Each run then publishes every hour's current price for the
+    2023-02-20, hour 15-16 (Berlin time). A range is fetched concurrently in one run and written in
+    one transaction; the open hours re-fetched by value, as their revisions come out, by
+    `reference_prices_planner`. Each run then publishes every hour's current price for the
     live desk (`prices.parquet` in `ENERGY_DASHBOARD_DIR`). Fresh while a run stored prices
     in the last 15 minutes (one missed revision slot warns), failing after 30 (three slots:
     the book is marked with half-hour-old prices)."""
