@@ -32,7 +32,7 @@ from energy_assets.tables import RAW_TRADES, REFERENCE_PRICES, exists
 from energy_assets.warehouse import DUCKDB_POOL
 
 ASSET_KEY = dg.AssetKey("reference_prices")
-#: Run tag: `fresh` (the schedule) may use the whole request budget, anything else is `bulk`.
+#: Run tag: `fresh` (the planner's batches) may use the whole request budget, anything else is `bulk`.
 PRIORITY_TAG = "energy/price_priority"
 #: Run tag: ISO time before which the run must not fetch (a slot's revisions are not all out).
 NOT_BEFORE_TAG = "energy/fetch_not_before"
