@@ -173,6 +173,8 @@ def period_between(market: Market | str, start: datetime, end: datetime) -> Peri
     market = market_of(market) if isinstance(market, str) else market
     if isinstance(market, Invalid):
         return market
+    if not isinstance(start, datetime) or not isinstance(end, datetime):
+        return Invalid("delivery_start and delivery_end must be instants")
     if start.tzinfo is None or end.tzinfo is None:
         return Invalid("delivery_start and delivery_end must carry an offset")
     start, end = start.astimezone(UTC), end.astimezone(UTC)
@@ -238,8 +240,8 @@ def open_periods(
     market = market_of(market) if isinstance(market, str) else market
     if isinstance(market, Invalid):
         return market
-    if now.tzinfo is None:
-        return Invalid("now must carry an offset")
+    if not isinstance(now, datetime) or now.tzinfo is None:
+        return Invalid("now must be an instant with an offset")
     if not EARLIEST <= now < LATEST - timedelta(days=3):
         return Invalid(f"now {now.isoformat()} is outside 2000..2099")
     today = now.astimezone(market.tz).date()

@@ -295,3 +295,14 @@ def test_every_parser_answers_any_input_with_a_value_or_a_reason(market, day, la
         ),
     ):
         assert isinstance(result, Invalid | date | int | datetime | Period)
+
+
+@settings(max_examples=100, deadline=None)
+@given(anything, anything, anything, anything)
+def test_every_period_function_answers_any_input_with_a_value_or_a_reason(a, b, c, d):
+    for result in (
+        period_between(a if isinstance(a, str) else "DE", b, c),
+        day_periods(a if isinstance(a, str) else "DE", b if isinstance(b, str) else "x", d),
+        open_periods(a if isinstance(a, str) else "DE", b),
+    ):
+        assert isinstance(result, Invalid | list | Period)
