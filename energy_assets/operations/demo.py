@@ -4,8 +4,9 @@ supervisord starts the programs, restarts one that exits (with backoff while it 
 at start), keeps their logs and, on Ctrl-C, stops them in reverse priority order, each with
 its signal sent to its whole process group. This module does what supervisord cannot: refuse
 taken ports before anything starts, prepare the Dagster instance (and a private PostgreSQL
-cluster), write the configuration, and hold a program until the one it needs listens
-(`python -m energy_assets.operations.demo after HOST:PORT -- COMMAND`).
+cluster), write the configuration, hold a program until the one it needs listens
+(`python -m energy_assets.operations.demo after HOST:PORT -- COMMAND`), and kill what
+`dagster dev` leaves in its group when it exits (`... reap -- COMMAND`).
 
 | program | command | priority: starts early, stops late |
 | --- | --- | --- |
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -169,8 +171,8 @@ class Demo:
         o = self.options
         programs: dict[str, dict[str, str]] = {}
         dagster = shlex.join(
-            [sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml")]
-            + ["-h", o.host, "-p", str(o.ui_port)]
+            [sys.executable, "-m", __name__, "reap", "--", sys.executable, "-m", "dagster", "dev"]
+            + ["-w", str(REPO / "workspace.yaml"), "-h", o.host, "-p", str(o.ui_port)]
         )
         if self.private_postgres:
             # SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for every client).
@@ -268,6 +270,37 @@ class Demo:
         os.execve(supervisord, [supervisord, "-c", str(conf)], env)
 
 
+def group_members() -> list[int]:
+    """The other live processes of this process group."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if (
+            int(fields[2]) == os.getpgrp()
+            and fields[0] != "Z"
+            and int(stat.parent.name) != os.getpid()
+        ):
+            members.append(int(stat.parent.name))
+    return members
+
+
+def reap(command: list[str]) -> int:
+    """`reap -- COMMAND...`: runs COMMAND; once it exits, kills what it left in the group
+    (`dagster dev`'s code servers outlive it by up to a minute), after 5 s of grace."""
+    for signum in (signal.SIGINT, signal.SIGTERM):  # the group's signal reaches COMMAND
+        signal.signal(signum, lambda *_: None)
+    code = subprocess.call(command)
+    deadline = time.monotonic() + 5
+    while group_members() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in group_members():
+        os.kill(pid, signal.SIGKILL)
+    return code if code >= 0 else 128 - code
+
+
 def after(argv: list[str]) -> None:
     """`after HOST:PORT -- COMMAND...`: waits until HOST:PORT accepts, then runs COMMAND."""
     address, _, command = argv[0], argv[1], argv[2:]
@@ -279,3 +312,5 @@ def after(argv: list[str]) -> None:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["after"]:
     after(sys.argv[2:])
+if __name__ == "__main__" and sys.argv[1:3] == ["reap", "--"]:
+    sys.exit(reap(sys.argv[3:]))
