@@ -15,7 +15,7 @@ import polars as pl
 from energy_assets.desk.live import CONFIRMED, DeskView
 from energy_assets.exposure.positions import EXPOSURE_COLUMNS, daily_totals, desk_positions
 from energy_assets.journals.replay import DeskView as ReplayView
-from energy_assets.markets import DEFAULT_MARKET, MARKETS
+from energy_assets.markets import DEFAULT_MARKET, MARKETS, Invalid, hour_period
 from energy_assets.prices.plan import stale_after
 
 env = jinja2.Environment(
@@ -67,9 +67,11 @@ def _stale_after(row: dict) -> str:
         return ""
     market = MARKETS[row.get("market") or DEFAULT_MARKET]
     start = row.get("delivery_start")
-    if start is None:  # the contract's first form: the default market's UTC hour
-        day, label = row["delivery_day"], row["delivery_hour"]
-        start = datetime(day.year, day.month, day.day, int(label[:2]), tzinfo=UTC)
+    if start is None:  # a row keyed by label: the market's local hour (contract §5)
+        period = hour_period(market, row["delivery_day"], row["delivery_hour"])
+        if isinstance(period, Invalid):
+            return ""
+        start = period.delivery_start
     moment = stale_after(updated, market.gate_closure(start))
     return _ts(moment) if moment else ""
 
