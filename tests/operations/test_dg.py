@@ -4,6 +4,7 @@ copy of the repository, from a shell with no DAGSTER_HOME and no ENERGY_* variab
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -111,4 +112,7 @@ def test_dg_dev_serves_the_ui_on_a_fresh_clone_and_stops_on_ctrl_c(
             dev.wait()
     # Dagster's temporary instance (no DAGSTER_HOME) went with it.
     assert not list(fresh_clone.glob(".tmp_dagster_home_*"))
-    assert "Traceback" not in log.read_text()
+    # Nothing failed: the only exception allowed is the interrupt itself, in a run worker
+    # the daemon had just started when Ctrl-C came.
+    raised = re.findall(r"^\s*([\w.]+(?:Error|Exception|Exit)\b.*)$", log.read_text(), re.M)
+    assert raised == [], raised
