@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import fields
 
 from energy_assets.operations.demo import DEFAULT_PLAYGROUND_ARGS, Demo, DemoOptions
 
@@ -32,7 +33,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         add(f"--{name}-port", type=int, default=default, help=f"{what} port (default: {default})")
     add(
         "--no-playground",
-        action="store_true",
+        dest="playground",
+        action="store_false",
         help="use the services at ENERGY_EXCHANGE_URL / ENERGY_MARKET_DATA_URL instead",
     )
     add(
@@ -41,7 +43,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="arguments for `energy-assets playground` besides its address (default: the "
         'vendor\'s behaviour, "%(default)s")',
     )
-    add("--no-dashboard", action="store_true", help="do not serve the dashboard")
+    add(
+        "--no-dashboard",
+        dest="dashboard_port",
+        action="store_const",
+        const=None,
+        help="do not serve the dashboard",
+    )
     add(
         "--backfill-days",
         type=int,
@@ -70,6 +78,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add(
         "--stop-timeout",
+        dest="stop_timeout_s",
         type=float,
         default=DEFAULTS.stop_timeout_s,
         help="seconds each program gets to stop before it is killed (default: %(default)s)",
@@ -90,23 +99,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    options = DemoOptions(
-        host=args.host,
-        ui_port=args.ui_port,
-        exchange_port=args.exchange_port,
-        market_data_port=args.market_data_port,
-        dashboard_port=None if args.no_dashboard else args.dashboard_port,
-        playground=not args.no_playground,
-        playground_args=args.playground_args,
-        backfill_days=args.backfill_days,
-        dagster_home=args.dagster_home,
-        instance=args.instance,
-        postgres_port=args.postgres_port,
-        log_dir=args.log_dir,
-        dagster_output=args.dagster_output,
-        stop_timeout_s=args.stop_timeout,
-    )
-    return Demo(options).run()
+    return Demo(DemoOptions(**{f.name: getattr(args, f.name) for f in fields(DemoOptions)})).run()
 
 
 def run_watch(args: argparse.Namespace) -> int:

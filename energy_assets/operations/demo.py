@@ -8,14 +8,7 @@ cluster), write the configuration, hold a program until the one it needs listens
 (`python -m energy_assets.operations.demo after HOST:PORT -- COMMAND`), and kill what
 `dagster dev` leaves in its group when it exits (`... reap -- COMMAND`).
 
-| program | command | priority: starts early, stops late |
-| --- | --- | --- |
-| `postgres` | a private server, for `DAGSTER_INSTANCE=postgres` without `DAGSTER_PG_HOST` | 5 |
-| `playground` | `energy-assets playground` (exchange + Market Data API) | 10 |
-| `dagster` | `dagster dev` (UI + daemon), SIGINT as Ctrl-C would | 30 |
-| `dashboard` | `energy-assets dashboard` | 30 |
-| `runs` | `energy-assets watch-runs`, once the UI listens: a line per run event | 30 |
-| `listener` | `energy-assets listen`, once the exchange listens; stops first, sealing its segment | 40 |
+The programs, their order and signals: docs/operations.md, "Start and stop".
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """`run_retention_schedule`: once a day, delete the Dagster runs older than
-`ENERGY_RUN_RETENTION_DAYS` (default 7) with their event logs, so the instance stays bounded.
-
-At the batch cadence the instance gains ~130 runs an hour; without this nothing ever deletes
-them. Only finished runs go (a run still queued or running is left alone, however old), in
-batches, through the public `DagsterInstance` API (`get_run_records` + `delete_run`), so it
-works the same on the SQLite and the PostgreSQL instance, then the run's captured logs. Both
-instances keep event logs in tables that reuse the space of deleted rows (`dagster.yaml` puts
-SQLite's in one file: Dagster's default of a file per run would leave each file behind).
-What the runs wrote to DuckDB stays.
+`ENERGY_RUN_RETENTION_DAYS` (default 7) with their event logs and captured logs, so the
+instance stays bounded; Dagster deletes none by itself. Only finished runs go, in batches,
+through the public `DagsterInstance` API, so it works the same on SQLite and PostgreSQL. What
+the runs wrote to DuckDB stays.
 """
 
 from dataclasses import dataclass
