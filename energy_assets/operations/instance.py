@@ -50,7 +50,7 @@ def prepare_dagster_home(home: Path, kind: str) -> Path:
     text = instance_template(kind).read_text()
     if kind == "sqlite":
         # Every run's events in one file, $DAGSTER_HOME/event_log.db, instead of Dagster's
-        # default of a file per run (each ~130 KB of empty schema, most of the instance's
+        # default of a file per run (each a whole empty schema, most of the instance's
         # growth at the batch cadence). PostgreSQL has no such overhead.
         text += (
             "\nevent_log_storage:\n"
