@@ -3,10 +3,14 @@ the platform's environment, and a playground on free ports."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -81,3 +85,62 @@ def start_playground() -> Iterator[Callable[..., object]]:
     yield start
     for playground in started:
         playground.stop()
+
+
+@dataclass
+class Daemon:
+    """A real `dagster-daemon` started by `start_daemon`, its output in `log`."""
+
+    process: subprocess.Popen
+    log: Path
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+    def assert_running(self) -> None:
+        assert self.process.poll() is None, self.tail()
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """`start_daemon()` runs the real `dagster-daemon` on the project's definitions (or on
+    `target`, e.g. `start_daemon("-f", path)`) in its own session, with this process's
+    environment unless `env` is given; it is stopped (SIGTERM, then SIGKILL) after the test."""
+    started: list[Daemon] = []
+
+    def start(*target: str, env: dict[str, str] | None = None) -> Daemon:
+        if not target:
+            workspace = tmp_path / "workspace.yaml"
+            workspace.write_text(
+                "load_from:\n  - python_module:\n      module_name: energy_assets.definitions\n"
+                f"      working_directory: {REPO}\n"
+            )
+            target = ("-w", str(workspace))
+        log = tmp_path / f"daemon-{len(started)}.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "dagster-daemon"), "run", *target],
+                cwd=REPO,
+                env=os.environ.copy() if env is None else env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started.append(Daemon(process, log))
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        stop_process_group(daemon.process)
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM to the process's group, SIGKILL after `timeout` seconds."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -57,58 +57,44 @@ def pool_env(dagster_home: Path, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.timeout(240)
-def test_with_the_daemon_a_killed_runs_slot_is_free_within_30_s(pool_env, tmp_path: Path):
+def test_with_the_daemon_a_killed_runs_slot_is_free_within_30_s(
+    pool_env, tmp_path: Path, start_daemon
+):
     pid_file = Path(pool_env["POOL_TEST_PID_FILE"])
-    with open(tmp_path / "daemon.log", "w") as log:
-        daemon = subprocess.Popen(
-            [str(BIN / "dagster-daemon"), "run", "-f", DEFS],
+    start_daemon("-f", DEFS, env=pool_env)
+
+    def launch(job: str) -> None:
+        done = subprocess.run(
+            [str(BIN / "dagster"), "job", "launch", "-f", DEFS, "-j", job],
             env=pool_env,
             cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
-    try:
+        assert done.returncode == 0, done.stdout + done.stderr
 
-        def launch(job: str) -> None:
-            done = subprocess.run(
-                [str(BIN / "dagster"), "job", "launch", "-f", DEFS, "-j", job],
-                env=pool_env,
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert done.returncode == 0, done.stdout + done.stderr
+    launch("hold")
+    _wait("the holding run's worker", pid_file.exists, 150)
+    with dg.DagsterInstance.get() as instance:
+        [held] = _runs(instance, "hold")
+        assert _slot_holders(instance) == [held.run_id]
+        launch("need")
 
-        launch("hold")
-        _wait("the holding run's worker", pid_file.exists, 150)
-        with dg.DagsterInstance.get() as instance:
-            [held] = _runs(instance, "hold")
-            assert _slot_holders(instance) == [held.run_id]
-            launch("need")
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        killed_at = time.monotonic()
+        _wait("the slot to be freed", lambda: held.run_id not in _slot_holders(instance), 60)
+        freed_after = time.monotonic() - killed_at
+        assert instance.get_run_by_id(held.run_id).status == dg.DagsterRunStatus.FAILURE
 
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-            killed_at = time.monotonic()
-            _wait("the slot to be freed", lambda: held.run_id not in _slot_holders(instance), 60)
-            freed_after = time.monotonic() - killed_at
-            assert instance.get_run_by_id(held.run_id).status == dg.DagsterRunStatus.FAILURE
+        def need_succeeded() -> bool:
+            runs = _runs(instance, "need")
+            return bool(runs) and runs[0].status == dg.DagsterRunStatus.SUCCESS
 
-            def need_succeeded() -> bool:
-                runs = _runs(instance, "need")
-                return bool(runs) and runs[0].status == dg.DagsterRunStatus.SUCCESS
-
-            # The queued run gets the slot: the drains never wait behind a dead run.
-            _wait("the next run to succeed", need_succeeded, 90)
-        print(f"the killed run's slot was free after {freed_after:.1f}s")
-        assert freed_after < 30
-    finally:
-        os.killpg(daemon.pid, signal.SIGINT)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
+        # The queued run gets the slot: the drains never wait behind a dead run.
+        _wait("the next run to succeed", need_succeeded, 90)
+    print(f"the killed run's slot was free after {freed_after:.1f}s")
+    assert freed_after < 30
 
 
 @pytest.mark.timeout(240)

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 
 import dagster as dg
@@ -15,7 +12,7 @@ from energy_assets import published
 from energy_assets.playground.server import MarketDataOptions
 from energy_assets.prices.assets import ASSET_KEY
 from energy_assets.trades.buffer import CaptureBuffer
-from tests.conftest import REPO
+from tests.conftest import stop_process_group
 from tests.prices.test_planner import deal, open_keys
 
 # Seconds or more: the real dagster-daemon.
@@ -44,7 +41,7 @@ def materialised(instance: dg.DagsterInstance, key: str):
 
 @pytest.mark.timeout(300)
 def test_start_up_prices_the_traded_hours_within_a_minute_without_a_429(
-    tmp_path, dagster_home, energy_env, start_playground, monkeypatch
+    tmp_path, dagster_home, energy_env, start_playground, monkeypatch, start_daemon
 ):
     budget = tmp_path / "budget.sqlite"
     playground = start_playground(
@@ -60,43 +57,22 @@ def test_start_up_prices_the_traded_hours_within_a_minute_without_a_429(
     for n, key in enumerate(traded):
         buffer.append_record(deal(n, f"trader_{n % 3}", key, "buy", 1.0 + n))
     buffer.seal()
-    workspace = tmp_path / "workspace.yaml"
-    workspace.write_text(
-        "load_from:\n  - python_module:\n      module_name: energy_assets.definitions\n"
-        f"      working_directory: {REPO}\n"
-    )
-    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115
     started = time.monotonic()
-    daemon = subprocess.Popen(
-        [str(REPO / ".venv/bin/dagster-daemon"), "run", "-w", str(workspace)],
-        cwd=REPO,
-        env=os.environ.copy(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    daemon = start_daemon()
     dashboard = energy_env["ENERGY_DASHBOARD_DIR"]
-    try:
-        while priced(dashboard, traded) != set(traded) and time.monotonic() - started < 180:
-            assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
-            time.sleep(0.5)
-        took = time.monotonic() - started
-        # The batch reports its materialisations right after it has published.
-        instance = dg.DagsterInstance.get()
-        while time.monotonic() - started < 180 and not all(
-            materialised(instance, key) for key in traded
-        ):
-            time.sleep(0.5)
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
-        log.close()
+    while priced(dashboard, traded) != set(traded) and time.monotonic() - started < 180:
+        daemon.assert_running()
+        time.sleep(0.5)
+    took = time.monotonic() - started
+    # The batch reports its materialisations right after it has published.
+    instance = dg.DagsterInstance.get()
+    while time.monotonic() - started < 180 and not all(
+        materialised(instance, key) for key in traded
+    ):
+        time.sleep(0.5)
+    stop_process_group(daemon.process)
     print(f"traded open hours priced {took:.1f} s after the daemon started")
-    assert priced(dashboard, traded) == set(traded), (tmp_path / "daemon.log").read_text()[-3000:]
+    assert priced(dashboard, traded) == set(traded), daemon.tail()
     assert took <= START_UP_S
     assert playground.rate_limited == 0
     for key in traded:

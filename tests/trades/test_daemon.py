@@ -2,9 +2,6 @@
 real `dagster-daemon` running raw_trades_sensor -> drain_and_refresh runs -> rows in DuckDB,
 untouched, and the desk's confirmed positions published by the same runs."""
 
-import os
-import signal
-import subprocess
 import time
 
 import dagster as dg
@@ -13,7 +10,7 @@ import pytest
 
 from energy_assets import published
 from energy_assets.tables import RAW_TRADES
-from tests.conftest import REPO
+from tests.conftest import stop_process_group
 from tests.trades.conftest import expected, frames, make_deals, stored_deals
 
 # Seconds or more: the real dagster-daemon.
@@ -42,43 +39,22 @@ def _prices_only(run) -> bool:
 
 
 def test_daemon_sensor_drains_the_listeners_deals(
-    tmp_path, dagster_home, energy_env, exchange, thread_listener
+    tmp_path, dagster_home, energy_env, exchange, thread_listener, start_daemon
 ):
     deals = make_deals(120, seed=40)
     server = exchange([frames(deals[:60]) + [("sleep", 3)] + frames(deals[60:]) + [("hold",)]])
     listener = thread_listener(server.url, tmp_path / "capture", seal_seconds=0.5)
-    workspace = tmp_path / "workspace.yaml"
-    workspace.write_text(
-        "load_from:\n  - python_module:\n      module_name: energy_assets.definitions\n"
-        f"      working_directory: {REPO}\n"
-    )
-    log = open(tmp_path / "daemon.log", "wb")
-    daemon = subprocess.Popen(
-        [str(REPO / ".venv/bin/dagster-daemon"), "run", "-w", str(workspace)],
-        cwd=REPO,
-        env=os.environ.copy(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    daemon = start_daemon()
     database = tmp_path / "warehouse.duckdb"
-    try:
-        deadline = time.monotonic() + 150
-        while (
-            rows_now(database) < len(deals) or confirmed_trades(energy_env) < len(deals)
-        ) and time.monotonic() < deadline:
-            assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
-            time.sleep(1)
-        listener.stop()
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
-        log.close()
-    assert stored_deals(database) == expected(deals), (tmp_path / "daemon.log").read_text()[-3000:]
+    deadline = time.monotonic() + 150
+    while (
+        rows_now(database) < len(deals) or confirmed_trades(energy_env) < len(deals)
+    ) and time.monotonic() < deadline:
+        daemon.assert_running()
+        time.sleep(1)
+    listener.stop()
+    stop_process_group(daemon.process)
+    assert stored_deals(database) == expected(deals), daemon.tail()
     # Every run of the trades was the one drain_and_refresh job: drained, refreshed,
     # published, no chain (the price runs, planned and recent, run beside them on their own).
     instance = dg.DagsterInstance.get()
