@@ -6,12 +6,15 @@ measured in the same run.
 
 (`--isolated`: pandas goes into a throw-away environment, never into the project's `.venv`.)
 
-Per size, each part in a process of its own (so each peak RSS is its own):
+The deals are of both markets and every product: half DE quarter-hours, 30 % DE hours, 20 % GB
+half-hours, on each market's local day; ~96 % of the periods priced (`reference_prices` per
+period). Per size, each part in a process of its own (so each peak RSS is its own):
 
-- full refresh (`full=True`: every day, DuckDB -> polars -> DuckDB) against the pandas
-  baseline: read the trades and prices into pandas, group, merge, write the rows back;
-- one delivery day updated (1,000 new deals for the latest day), one price revised, nothing
-  changed, against the full refresh.
+- full refresh (`full=True`: every market day, DuckDB -> polars -> DuckDB, the exposure and
+  the net positions on the grid) against the pandas baseline: read the trades and prices into
+  pandas, group, merge, spread each period over its grid, write both back;
+- one delivery day updated (1,000 new deals of every product for the latest day), one
+  quarter-hour's price revised, nothing changed, against the full refresh.
 
 Each refresh runs on a connection of its own, as a Dagster run has it (opening and closing
 the file not counted), and again on one long connection; every figure is the median of
@@ -56,10 +59,60 @@ def days_for(n: int, per_day: int) -> int:
     return max(1, n // per_day)
 
 
+#: The products the benchmark trades: (market, zone, minutes, share of deals in tenths).
+PRODUCTS = (
+    ("DE", "Europe/Berlin", 15, 5),
+    ("DE", "Europe/Berlin", 60, 3),
+    ("GB", "Europe/London", 30, 2),
+)
+#: `reference_prices` keyed by period, as the prices domain stores it once it fetches per period.
+PERIOD_PRICES = """CREATE TABLE IF NOT EXISTS energy.reference_prices (
+    market VARCHAR NOT NULL, delivery_start TIMESTAMPTZ NOT NULL,
+    delivery_end TIMESTAMPTZ NOT NULL, value DOUBLE, unit VARCHAR,
+    last_update TIMESTAMPTZ, fetched_at TIMESTAMPTZ)"""
+
+
+def _product_sql(i: str) -> str:
+    """SQL for the product of deal `i`: market, zone, minutes (half of the deals quarter-hours)."""
+    cases, upto = [], 0
+    for market, zone, minutes, tenths in PRODUCTS:
+        upto += tenths
+        cases.append((f"{i} % 10 < {upto}", market, zone, minutes))
+    pick = lambda k: "CASE " + " ".join(f"WHEN {c[0]} THEN '{c[k]}'" for c in cases) + " END"  # noqa: E731
+    minutes = "CASE " + " ".join(f"WHEN {c[0]} THEN {c[3]}" for c in cases) + " END"
+    return f"{pick(1)} AS market, {pick(2)} AS zone, {minutes} AS minutes"
+
+
+def _deals_sql(n_sql: str, day_sql: str, price_sql: str, qty_sql: str, id_sql: str) -> str:
+    """`SELECT` of deals in `raw_trades`' columns from `range(...) r(i)`: a product per deal,
+    its period on that market's local day (`day_sql`), instants in UTC."""
+    return f"""
+        WITH d AS (SELECT i, {day_sql} AS day, {_product_sql("i")}, (hash(i) % 1440)::INTEGER AS m
+                   FROM {n_sql} r(i)),
+             p AS (SELECT *, timezone(zone, day + to_minutes((m // minutes) * minutes)) AS s
+                   FROM d)
+        SELECT {id_sql} AS id, {price_sql} AS price, {qty_sql} AS quantity,
+               CASE WHEN hash(i * 7) % 2 = 0 THEN 'buy' ELSE 'sell' END AS direction,
+               day AS delivery_day, '00-01' AS delivery_hour,
+               'flex_trader_' || (1 + i % {TRADERS}) AS trader_id, now() AS execution_time,
+               market, s AS delivery_start, s + to_minutes(minutes) AS delivery_end,
+               false AS after_gate_closure, now() AS received_at, 'bench' AS segment
+        FROM p"""
+
+
+def _insert_deals(conn, select: str, params: list | None = None) -> None:
+    columns = [r[0] for r in conn.execute("DESCRIBE energy.raw_trades").fetchall()]
+    conn.execute(
+        f"INSERT INTO energy.raw_trades ({', '.join(columns)}) "
+        f"SELECT {', '.join(columns)} FROM ({select})",
+        params or [],
+    )
+
+
 def build_warehouse(path: Path, n: int, per_day: int) -> None:
-    """raw_trades in delivery-day order (as they accumulate) and prices, ~4 % of the hours
-    unpriced; no exposure yet. The trades' values are generated in SQL: the script's own
-    constants go into the text, nothing from outside."""
+    """raw_trades in delivery-day order (as they accumulate): DE quarter-hours (half the
+    deals) and hours, GB half-hours; a price for ~96 % of every market's periods; no exposure
+    yet. The values are generated in SQL from the script's own constants."""
     import duckdb
 
     from energy_assets.tables import RAW_TRADES, REFERENCE_PRICES, create
@@ -68,45 +121,55 @@ def build_warehouse(path: Path, n: int, per_day: int) -> None:
     with duckdb.connect(str(path)) as conn:
         conn.execute("SET enable_progress_bar = false")
         conn.execute("SELECT setseed(0.7)")
-        create(conn, RAW_TRADES, REFERENCE_PRICES)
+        create(conn, RAW_TRADES)
+        for column in ("market VARCHAR", "delivery_start TIMESTAMPTZ", "delivery_end TIMESTAMPTZ"):
+            conn.execute(f"ALTER TABLE energy.raw_trades ADD COLUMN IF NOT EXISTS {column}")
         conn.execute(
-            f"""INSERT INTO {RAW_TRADES}
-            SELECT md5(i::VARCHAR), round(random() * 210 - 30, 2), round(random() * 9.9 + 0.1, 1),
-                   CASE WHEN random() < 0.5 THEN 'buy' ELSE 'sell' END,
-                   DATE '{START}' + (i * {days} // {n})::INTEGER,
-                   lpad(h::VARCHAR, 2, '0') || '-' || lpad((h + 1)::VARCHAR, 2, '0'),
-                   'flex_trader_' || (1 + i % {TRADERS}),
-                   TIMESTAMPTZ '{START}' + to_seconds(i * 86400.0 * {days} / {n}),
-                   TIMESTAMPTZ '{START}' + to_seconds(i * 86400.0 * {days} / {n} + 1), 'bench'
-            FROM (SELECT i, (hash(i) % 24)::INTEGER AS h FROM range({n}) r(i))"""
+            "ALTER TABLE energy.raw_trades ADD COLUMN IF NOT EXISTS after_gate_closure BOOLEAN"
         )
-        conn.execute(
-            f"""INSERT INTO {REFERENCE_PRICES}
-            SELECT DATE '{START}' + d::INTEGER,
-                   lpad(h::VARCHAR, 2, '0') || '-' || lpad((h + 1)::VARCHAR, 2, '0'),
-                   round(random() * 170 - 10, 2), 'euro/mwh', now(), now()
-            FROM range({days}) a(d), range(24) b(h) WHERE random() > 0.04"""
+        if "delivery_start" in REFERENCE_PRICES.column_names:
+            create(conn, REFERENCE_PRICES)
+        else:
+            conn.execute(PERIOD_PRICES)
+        _insert_deals(
+            conn,
+            _deals_sql(
+                f"range({n})",
+                f"DATE '{START}' + (i * {days} // {n})::INTEGER",
+                "round(random() * 210 - 30, 2)",
+                "round(random() * 9.9 + 0.1, 1)",
+                "md5(i::VARCHAR)",
+            ),
         )
+        for market, zone, minutes, _ in PRODUCTS:
+            conn.execute(
+                f"""INSERT INTO energy.reference_prices
+                    (market, delivery_start, delivery_end, value, unit, last_update, fetched_at)
+                SELECT '{market}', s, s + to_minutes({minutes}), round(random() * 170 - 10, 2),
+                       'per MWh', now(), now()
+                FROM (SELECT DISTINCT timezone('{zone}', DATE '{START}' + d::INTEGER
+                                               + to_minutes(k * {minutes})) AS s
+                      FROM range({days}) a(d), range(1440 // {minutes}) b(k))
+                WHERE random() > 0.04"""
+            )
 
 
 def add_deals(conn, tag: str, day: date) -> None:
-    """1,000 new deals for `day`, as a drain inserts them."""
-    conn.execute(
-        f"""INSERT INTO energy.raw_trades
-        SELECT md5(? || i::VARCHAR), 50 + i % 7, 1.0,
-               CASE WHEN i % 2 = 0 THEN 'buy' ELSE 'sell' END, ?,
-               lpad((i % 24)::VARCHAR, 2, '0') || '-' || lpad((i % 24 + 1)::VARCHAR, 2, '0'),
-               'flex_trader_' || (1 + i % {TRADERS}), now(), now(), 'bench-new'
-        FROM range(1000) r(i)""",
-        [tag, day],
+    """1,000 new deals for `day` of every product, as a drain inserts them."""
+    _insert_deals(
+        conn,
+        _deals_sql("range(1000)", "?::DATE", "50 + i % 7", "1.0", "md5(? || i::VARCHAR)"),
+        [day, tag],
     )
 
 
 def revise_price(conn, day: date, k: int) -> None:
+    """A revision of one quarter-hour of `day` in Berlin."""
     conn.execute(
         """UPDATE energy.reference_prices SET value = value + 1.5, last_update = now()
-           WHERE delivery_day = ? AND delivery_hour = ?""",
-        [day, f"{k % 12 + 10:02d}-{k % 12 + 11:02d}"],
+           WHERE market = 'DE' AND delivery_end - delivery_start = INTERVAL 15 MINUTE
+             AND delivery_start = timezone('Europe/Berlin', ?::DATE + to_minutes(?))""",
+        [day, 600 + 15 * (k % 24)],
     )
 
 
@@ -162,7 +225,10 @@ def child_refresh(n: int, per_day: int, path: str, repeats: int) -> dict:
         one_day(conn, repeats)
         revision(conn, repeats)
         store.refresh(conn, next(clock))
-        tables = [f"{t} ORDER BY ALL" for t in (store.EXPOSURE, store.DAILY, store.TOTALS)]
+        tables = [
+            f"{t} ORDER BY ALL"
+            for t in (store.EXPOSURE, store.NET_POSITION, store.DAILY, store.TOTALS)
+        ]
         incremental = [conn.execute(f"SELECT * FROM {t}").pl() for t in tables]
         store.refresh(conn, next(clock), full=True)
         full = [conn.execute(f"SELECT * FROM {t}").pl() for t in tables]
@@ -176,57 +242,83 @@ def child_refresh(n: int, per_day: int, path: str, repeats: int) -> dict:
     return {k: median(v) if isinstance(v, list) else v for k, v in out.items()}
 
 
-def pandas_positions(df, prices):
-    """The straightforward pandas version of `positions()`: same columns, same nulls."""
+def pandas_positions(df, prices, markets):
+    """The straightforward pandas version of `positions()` and `net_positions()`: same
+    columns, same nulls."""
     import numpy as np
+    import pandas as pd
 
-    key = ["trader_id", "delivery_day", "delivery_hour"]
+    key = ["trader_id", "market", "delivery_start", "delivery_end", "delivery_day"]
+    hours = (df["delivery_end"] - df["delivery_start"]).dt.total_seconds() / 3600
     buy = df["direction"] == "buy"
-    df = df.assign(
-        buy_q=np.where(buy, df["quantity"], 0.0),
-        sell_q=np.where(buy, 0.0, df["quantity"]),
-    )
-    df = df.assign(buy_eur=df["buy_q"] * df["price"], sell_eur=df["sell_q"] * df["price"])
+    mwh = df["quantity"] * hours
+    df = df.assign(buy_q=np.where(buy, mwh, 0.0), sell_q=np.where(buy, 0.0, mwh))
+    df = df.assign(buy_money=df["buy_q"] * df["price"], sell_money=df["sell_q"] * df["price"])
     g = (
         df.groupby(key, sort=True)
         .agg(
             trades=("price", "size"),
             bought_mwh=("buy_q", "sum"),
             sold_mwh=("sell_q", "sum"),
-            buy_eur=("buy_eur", "sum"),
-            sell_eur=("sell_eur", "sum"),
+            buy_money=("buy_money", "sum"),
+            sell_money=("sell_money", "sum"),
         )
         .reset_index()
     )
     g["net_mwh"] = g["bought_mwh"] - g["sold_mwh"]
-    g["buy_vwap"] = (g["buy_eur"] / g["bought_mwh"]).where(g["bought_mwh"] > 0)
-    g["sell_vwap"] = (g["sell_eur"] / g["sold_mwh"]).where(g["sold_mwh"] > 0)
-    g["cash_eur"] = g["sell_eur"] - g["buy_eur"]
-    g = g.merge(prices, on=["delivery_day", "delivery_hour"], how="left")
-    g["pnl_eur"] = g["cash_eur"] + g["net_mwh"] * g["reference_price"]
-    g["exposure_eur"] = g["net_mwh"] * g["reference_price"]
-    return g.drop(columns=["buy_eur", "sell_eur"])
+    g["buy_vwap"] = (g["buy_money"] / g["bought_mwh"]).where(g["bought_mwh"] > 0)
+    g["sell_vwap"] = (g["sell_money"] / g["sold_mwh"]).where(g["sold_mwh"] > 0)
+    g["cash"] = g["sell_money"] - g["buy_money"]
+    g = g.merge(markets, on="market", how="left")
+    g = g.merge(prices, on=["market", "delivery_start", "delivery_end"], how="left")
+    g["pnl"] = g["cash"] + g["net_mwh"] * g["reference_price"]
+    g["exposure"] = g["net_mwh"] * g["reference_price"]
+    exposure = g.drop(columns=["buy_money", "sell_money", "grid_minutes"])
+    # Each period over its market's grid: one row per step, netted per trader and step.
+    steps = (
+        (g["delivery_end"] - g["delivery_start"]).dt.total_seconds() // 60 // g["grid_minutes"]
+    ).astype(int)
+    spread = g.loc[
+        g.index.repeat(steps), key[:2] + ["delivery_start", "delivery_day", "grid_minutes"]
+    ]
+    spread["net_mw"] = np.repeat(
+        (g["net_mwh"] * 60 / (steps * g["grid_minutes"])).to_numpy(), steps
+    )
+    k = spread.groupby(level=0).cumcount()
+    grid = pd.to_timedelta(spread["grid_minutes"], unit="m")
+    spread["delivery_start"] = spread["delivery_start"] + grid * k
+    spread["delivery_end"] = spread["delivery_start"] + grid
+    net = spread.groupby(key, sort=True)["net_mw"].sum().reset_index()
+    return exposure, net
 
 
 def child_pandas(path: str) -> dict:
     """The pandas baseline of a full refresh: read into pandas, group, merge, write back."""
     import duckdb
+    import pandas as pd
+
+    from energy_assets.exposure.positions import market_frame
 
     with duckdb.connect(path) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
         started, cpu = time.perf_counter(), time.process_time()
         df = conn.execute(
-            """SELECT trader_id, delivery_day, delivery_hour, direction, price, quantity
+            """SELECT trader_id, market, delivery_start, delivery_end, delivery_day, direction,
+                      price, quantity
                FROM energy.raw_trades"""
         ).df()
         prices = conn.execute(
-            """SELECT delivery_day, delivery_hour, value AS reference_price
+            """SELECT market, delivery_start, delivery_end, value AS reference_price
                FROM energy.reference_prices"""
         ).df()
-        result = pandas_positions(df, prices)
-        conn.register("result_frame", result)
-        conn.execute("CREATE OR REPLACE TABLE pandas_exposure AS SELECT * FROM result_frame")
+        markets = pd.DataFrame(market_frame().to_dict(as_series=False))
+        exposure, net = pandas_positions(df, prices, markets)
+        for name, frame in (("pandas_exposure", exposure), ("pandas_net_position", net)):
+            conn.register("result_frame", frame)
+            conn.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM result_frame")
+            conn.unregister("result_frame")
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return {"seconds": seconds, "cpu": cpu, "peak_rss_mb": peak_rss_mb(), "rows": len(result)}
+    return {"seconds": seconds, "cpu": cpu, "peak_rss_mb": peak_rss_mb(), "rows": len(exposure)}
 
 
 def child_build(n: int, per_day: int, path: str) -> dict:

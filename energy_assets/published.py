@@ -7,8 +7,11 @@ files in `ENERGY_DASHBOARD_DIR` (default `data/dashboard/`):
 | file | written by | holds |
 | --- | --- | --- |
 | `prices.parquet` | the `reference_prices` run that stored them | the current reference price of every delivery hour (`PRICE_SCHEMA`) |
-| `confirmed.parquet` | `exposure_dashboard` | `trader_exposure` as of its last refresh (`positions.EXPOSURE_COLUMNS`) |
-| `pnl_history.parquet` | `exposure_dashboard` | `trader_pnl_history`: one row per trader and refresh |
+| `confirmed.parquet` | `exposure_dashboard` | `trader_exposure` as of its last refresh (`tables.TRADER_EXPOSURE`) |
+| `pnl_history.parquet` | `exposure_dashboard` | `trader_pnl_history`: one row per trader, currency and refresh (`tables.TRADER_PNL_HISTORY`) |
+
+A file that mirrors a table has that table's columns and types, declared once in
+`energy_assets/tables.py` (`SHAPES`): `write` publishes them, `read` hands them back so.
 
 Each file is written under a temporary name and renamed over the old one, so a reader sees the
 whole new file or the whole previous one, never half of either. A reader notices a new file by
@@ -21,6 +24,8 @@ import os
 from pathlib import Path
 
 import polars as pl
+
+from energy_assets.tables import TRADER_EXPOSURE, TRADER_PNL_HISTORY, Table
 
 PRICES = "prices.parquet"
 CONFIRMED = "confirmed.parquet"
@@ -37,8 +42,19 @@ PRICE_SCHEMA = {
 }
 
 
+#: The files that mirror a table, and the table.
+SHAPES: dict[str, Table] = {CONFIRMED: TRADER_EXPOSURE, PNL_HISTORY: TRADER_PNL_HISTORY}
+
+
+def _shaped(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+    table = SHAPES.get(name)
+    return frame if table is None else frame.select(table.column_names).cast(table.polars_schema())
+
+
 def write(frame: pl.DataFrame, directory: str | Path, name: str) -> Path:
-    """Publish `frame` as `directory/name`, atomically (temporary file, fsync, rename)."""
+    """Publish `frame` as `directory/name`, atomically (temporary file, fsync, rename); a file
+    of `SHAPES` in its table's columns and types."""
+    frame = _shaped(frame, name)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
@@ -53,7 +69,7 @@ def write(frame: pl.DataFrame, directory: str | Path, name: str) -> Path:
 def read(directory: str | Path, name: str) -> pl.DataFrame | None:
     """The published frame, or None while nothing has been published yet."""
     try:
-        return pl.read_parquet(Path(directory) / name)
+        return _shaped(pl.read_parquet(Path(directory) / name), name)
     except FileNotFoundError:
         return None
 

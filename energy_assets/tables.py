@@ -11,9 +11,22 @@ from dataclasses import dataclass
 
 import dagster as dg
 import duckdb
+import polars as pl
 
 #: The schema that holds every table of the platform.
 SCHEMA = "energy"
+
+
+#: DuckDB type -> polars type: instants are UTC, as DuckDB hands them to polars once cast.
+_POLARS_TYPES: dict[str, pl.DataType] = {
+    "VARCHAR": pl.String,
+    "DOUBLE": pl.Float64,
+    "BIGINT": pl.Int64,
+    "INTEGER": pl.Int32,
+    "BOOLEAN": pl.Boolean,
+    "DATE": pl.Date,
+    "TIMESTAMPTZ": pl.Datetime("us", "UTC"),
+}
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,10 @@ class Table:
     @property
     def column_names(self) -> list[str]:
         return [column.name for column in self.columns]
+
+    def polars_schema(self) -> dict[str, pl.DataType]:
+        """The columns as polars types, for frames and files of this table's shape."""
+        return {c.name: _POLARS_TYPES[c.type] for c in self.columns}
 
     def ddl(self) -> str:
         lines = [f"{c.name} {c.type}{'' if c.nullable else ' NOT NULL'}" for c in self.columns]
@@ -125,61 +142,85 @@ REFERENCE_PRICE_REVISIONS = Table(
     primary_key=("delivery_day", "delivery_hour", "last_update", "value", "unit"),
 )
 
-_PERIOD_COLUMNS = (
-    Column("trader_id", "VARCHAR", "who holds the position"),
-    Column("delivery_day", "DATE", "the delivery day (UTC)"),
-    Column("delivery_hour", "VARCHAR", "`00-01` … `23-24`"),
+# The exposure tables. Energy is in MWh (MW over the period × its hours), money in the market's
+# currency (the `currency` column beside it: amounts of different currencies are never added).
+_TRADER = Column("trader_id", "VARCHAR", "who holds the position")
+_PERIOD = (
+    _TRADER,
+    Column("market", "VARCHAR", "the market's code (`DE`, `GB`)"),
+    Column("delivery_start", "TIMESTAMPTZ", "the period starts (UTC)"),
+    Column("delivery_end", "TIMESTAMPTZ", "the period ends (UTC), exclusive"),
 )
+_DELIVERY_DAY = Column("delivery_day", "DATE", "the market's local day of the delivery start")
+_CURRENCY = Column("currency", "VARCHAR", "the market's currency: every amount of the row")
 TRADER_EXPOSURE = Table(
     "trader_exposure",
     (
-        *_PERIOD_COLUMNS,
+        *_PERIOD,
+        _DELIVERY_DAY,
+        _CURRENCY,
         Column("trades", "BIGINT", "deals in the period"),
-        Column("bought_mwh", "DOUBLE", "Σ quantity bought (0 when none)"),
-        Column("sold_mwh", "DOUBLE", "Σ quantity sold (0 when none)"),
+        Column("bought_mwh", "DOUBLE", "Σ MW × hours bought (0 when none)"),
+        Column("sold_mwh", "DOUBLE", "Σ MW × hours sold (0 when none)"),
         Column("net_mwh", "DOUBLE", "bought − sold: long > 0, short < 0"),
-        Column("buy_vwap", "DOUBLE", "average buy price, EUR/MWh", nullable=True),
-        Column("sell_vwap", "DOUBLE", "average sell price, EUR/MWh", nullable=True),
-        Column("cash_eur", "DOUBLE", "Σ sell q·p − Σ buy q·p"),
-        Column("reference_price", "DOUBLE", "latest reference price, EUR/MWh", nullable=True),
-        Column("pnl_eur", "DOUBLE", "cash + net × reference price", nullable=True),
-        Column("exposure_eur", "DOUBLE", "net × reference price", nullable=True),
+        Column("buy_vwap", "DOUBLE", "average buy price per MWh", nullable=True),
+        Column("sell_vwap", "DOUBLE", "average sell price per MWh", nullable=True),
+        Column("cash", "DOUBLE", "Σ sold MWh × price − Σ bought MWh × price"),
+        Column("reference_price", "DOUBLE", "latest reference price per MWh", nullable=True),
+        Column("pnl", "DOUBLE", "cash + net MWh × reference price", nullable=True),
+        Column("exposure", "DOUBLE", "net MWh × reference price", nullable=True),
+    ),
+)
+#: The open position on each market's finest grid: every product covering the step, netted.
+TRADER_NET_POSITION = Table(
+    "trader_net_position",
+    (
+        *_PERIOD[:2],
+        Column("delivery_start", "TIMESTAMPTZ", "the grid step starts (UTC)"),
+        Column("delivery_end", "TIMESTAMPTZ", "the grid step ends (UTC), exclusive"),
+        _DELIVERY_DAY,
+        Column("net_mw", "DOUBLE", "Σ MW bought − Σ MW sold of every product covering the step"),
     ),
 )
 _TOTAL_COLUMNS = (
+    _CURRENCY,
     Column("periods", "BIGINT", "delivery periods with deals"),
     Column("unpriced_periods", "BIGINT", "of which without a reference price yet"),
     Column("trades", "BIGINT", "deals"),
-    Column("bought_mwh", "DOUBLE", "Σ quantity bought"),
-    Column("sold_mwh", "DOUBLE", "Σ quantity sold"),
+    Column("bought_mwh", "DOUBLE", "Σ MWh bought"),
+    Column("sold_mwh", "DOUBLE", "Σ MWh sold"),
     Column("net_mwh", "DOUBLE", "bought − sold"),
-    Column("cash_eur", "DOUBLE", "Σ sell q·p − Σ buy q·p"),
-    Column("pnl_eur", "DOUBLE", "PnL of the priced periods", nullable=True),
-    Column("exposure_eur", "DOUBLE", "exposure of the priced periods", nullable=True),
-    Column("gross_exposure_eur", "DOUBLE", "Σ |exposure| of the priced periods", nullable=True),
+    Column("cash", "DOUBLE", "Σ sold MWh × price − Σ bought MWh × price"),
+    Column("pnl", "DOUBLE", "PnL of the priced periods", nullable=True),
+    Column("exposure", "DOUBLE", "exposure of the priced periods", nullable=True),
+    Column("gross_exposure", "DOUBLE", "Σ |exposure| of the priced periods", nullable=True),
     Column("unpriced_net_mwh", "DOUBLE", "net MWh of the unpriced periods"),
 )
-TRADER_EXPOSURE_DAILY = Table("trader_exposure_daily", (*_PERIOD_COLUMNS[:2], *_TOTAL_COLUMNS))
-#: A view over the daily totals (`exposure/store.py` creates it), so it cannot disagree.
-TRADER_EXPOSURE_TOTALS = Table("trader_exposure_totals", (_PERIOD_COLUMNS[0], *_TOTAL_COLUMNS))
+TRADER_EXPOSURE_DAILY = Table(
+    "trader_exposure_daily", (_TRADER, _PERIOD[1], _DELIVERY_DAY, *_TOTAL_COLUMNS)
+)
+#: A view over the daily totals (`exposure/store.py` creates it), so it cannot disagree: one row
+#: per trader and currency.
+TRADER_EXPOSURE_TOTALS = Table("trader_exposure_totals", (_TRADER, *_TOTAL_COLUMNS))
 TRADER_PNL_HISTORY = Table(
     "trader_pnl_history",
     (
         Column("snapshot_at", "TIMESTAMPTZ", "when the refresh ran"),
         Column("run_id", "VARCHAR", "the Dagster run that refreshed"),
-        Column("trader_id", "VARCHAR", "the trader"),
+        _TRADER,
+        _CURRENCY,
         Column("trades", "BIGINT", "deals, all delivery days"),
         Column("net_mwh", "DOUBLE", "net position, all delivery days"),
-        Column("cash_eur", "DOUBLE", "cash, all delivery days"),
-        Column("pnl_eur", "DOUBLE", "PnL of the priced periods", nullable=True),
-        Column("exposure_eur", "DOUBLE", "exposure of the priced periods", nullable=True),
-        Column("gross_exposure_eur", "DOUBLE", "Σ |exposure|", nullable=True),
+        Column("cash", "DOUBLE", "cash, all delivery days"),
+        Column("pnl", "DOUBLE", "PnL of the priced periods", nullable=True),
+        Column("exposure", "DOUBLE", "exposure of the priced periods", nullable=True),
+        Column("gross_exposure", "DOUBLE", "Σ |exposure|", nullable=True),
         Column("unpriced_periods", "BIGINT", "periods without a reference price yet"),
         Column("new_trades", "BIGINT", "deals since the previous refresh"),
-        Column("pnl_change_eur", "DOUBLE", "PnL change since the previous refresh"),
-        Column("pnl_change_trades_eur", "DOUBLE", "of which the new deals, at today's prices"),
-        Column("pnl_change_prices_eur", "DOUBLE", "of which the book held before, revalued"),
-        Column("days_recomputed", "BIGINT", "delivery days this refresh recomputed"),
+        Column("pnl_change", "DOUBLE", "PnL change since the previous refresh"),
+        Column("pnl_change_trades", "DOUBLE", "of which the new deals, at today's prices"),
+        Column("pnl_change_prices", "DOUBLE", "of which the book held before, revalued"),
+        Column("days_recomputed", "BIGINT", "market delivery days this refresh recomputed"),
     ),
 )
 
@@ -196,7 +237,12 @@ def table_value(rows: list[dict], columns: dict[str, str]) -> dg.TableMetadataVa
 
 PRICE_TABLES = (REFERENCE_PRICES, REFERENCE_PRICE_REVISIONS)
 #: The exposure domain's tables; `TRADER_EXPOSURE_TOTALS` is a view beside them.
-EXPOSURE_TABLES = (TRADER_EXPOSURE, TRADER_EXPOSURE_DAILY, TRADER_PNL_HISTORY)
+EXPOSURE_TABLES = (
+    TRADER_EXPOSURE,
+    TRADER_NET_POSITION,
+    TRADER_EXPOSURE_DAILY,
+    TRADER_PNL_HISTORY,
+)
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:

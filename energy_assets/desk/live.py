@@ -31,12 +31,15 @@ from energy_assets.exposure.positions import (
     BOOK_COLUMNS,
     EXPOSURE_COLUMNS,
     EXPOSURE_SCHEMA,
+    PERIOD,
     PERIOD_KEY,
     book,
     daily_totals,
     desk_positions,
+    hourly_periods,
     legs,
     mark,
+    net_positions,
     rebook,
     trader_totals,
 )
@@ -54,11 +57,9 @@ RECENT_GAPS = timedelta(hours=72)
 LIVE = "live"
 CONFIRMED = "confirmed"
 
-_SLOT = ["delivery_day", "delivery_hour"]
 _EMPTY_BOOK = pl.DataFrame(schema={c: EXPOSURE_SCHEMA[c] for c in BOOK_COLUMNS})
 _PRICE_COLUMNS = {
-    "delivery_day": pl.Date,
-    "delivery_hour": pl.String,
+    **{c: EXPOSURE_SCHEMA[c] for c in PERIOD},
     "reference_price": pl.Float64,
     "last_update": pl.Datetime("us", "UTC"),
     "fetched_at": pl.Datetime("us", "UTC"),
@@ -95,6 +96,7 @@ class DeskView:
     daily: pl.DataFrame  # daily_totals of the shown days
     desk_rows: pl.DataFrame  # desk_positions of the desk's days around now (+ price ages)
     desk_daily: pl.DataFrame
+    net: pl.DataFrame  # net_positions of every row: open MW per trader on each market's grid
     history: pl.DataFrame
     warnings: list[GapWarning]
     deals: int
@@ -193,6 +195,8 @@ def _midnight(day: date) -> datetime:
 def _prices_for_marking(prices: pl.DataFrame | None) -> pl.DataFrame:
     if prices is None:
         return _EMPTY_PRICES
+    if "delivery_start" not in prices.columns:  # hourly prices of the default market
+        prices = hourly_periods(prices).collect()
     return prices.select(
         *(pl.col(name).cast(dtype) for name, dtype in _PRICE_COLUMNS.items())
     ).filter(pl.col("reference_price").is_not_null())
@@ -306,13 +310,13 @@ class LiveDesk:
             .join(merged.select(*PERIOD_KEY, "status"), on=PERIOD_KEY, how="left")
         )
         ages = prices.select(
-            *_SLOT,
+            *PERIOD,
             pl.col("last_update").alias("price_updated_at"),
             pl.col("fetched_at").alias("price_fetched_at"),
         )
         rows = (
             rows.join(self.last_deal, on=PERIOD_KEY, how="left")
-            .join(ages, on=_SLOT, how="left")
+            .join(ages, on=PERIOD, how="left")
             .sort(PERIOD_KEY)
         )
         # Around now: per trader for their page, over every trader for the desk's.
@@ -330,7 +334,7 @@ class LiveDesk:
         desk_days = days_around(rows["delivery_day"], today, self.days)
         desk_rows = desk_positions(
             rows.filter(pl.col("delivery_day").is_in(desk_days)).select(EXPOSURE_COLUMNS)
-        ).join(ages, on=_SLOT, how="left")
+        ).join(ages, on=PERIOD, how="left")
         shown_days = sorted(set(desk_days) | set(trader_days["delivery_day"].to_list()))
         fetched = prices["fetched_at"].max() if prices.height else None
         confirmed_ns = self._changed_at.get(published.CONFIRMED)
@@ -340,6 +344,7 @@ class LiveDesk:
             daily=daily_totals(shown.select(EXPOSURE_COLUMNS)),
             desk_rows=desk_rows,
             desk_daily=daily_totals(desk_rows.select(EXPOSURE_COLUMNS)),
+            net=net_positions(rows),
             history=self._history(),
             warnings=warnings(self.listener, self.gaps, shown_days, now),
             deals=len(self.ids),
@@ -358,12 +363,13 @@ class LiveDesk:
                 schema={
                     "snapshot_at": pl.Datetime("us", "UTC"),
                     "trader_id": pl.String,
-                    "pnl_eur": pl.Float64,
-                    "pnl_change_trades_eur": pl.Float64,
-                    "pnl_change_prices_eur": pl.Float64,
+                    "currency": pl.String,
+                    "pnl": pl.Float64,
+                    "pnl_change_trades": pl.Float64,
+                    "pnl_change_prices": pl.Float64,
                 }
             )
         snapshots = self.history["snapshot_at"].unique().sort().tail(self.history_points)
         return self.history.filter(pl.col("snapshot_at").is_in(snapshots.implode())).sort(
-            "snapshot_at", "trader_id"
+            "snapshot_at", "trader_id", "currency"
         )

@@ -5,7 +5,7 @@ service renders each fragment once per change and pushes the same text to every 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from urllib.parse import quote
 
@@ -13,9 +13,15 @@ import jinja2
 import polars as pl
 
 from energy_assets.desk.live import CONFIRMED, DeskView
-from energy_assets.exposure.positions import EXPOSURE_COLUMNS, daily_totals, desk_positions
+from energy_assets.exposure.positions import (
+    EXPOSURE_COLUMNS,
+    PERIOD,
+    daily_totals,
+    desk_positions,
+    hourly_periods,
+)
 from energy_assets.journals.replay import DeskView as ReplayView
-from energy_assets.markets import DEFAULT_MARKET, MARKETS, Invalid, hour_period
+from energy_assets.markets import DEFAULT_MARKET, MARKETS
 from energy_assets.prices.plan import stale_after
 
 env = jinja2.Environment(
@@ -66,13 +72,7 @@ def _stale_after(row: dict) -> str:
     if updated is None:
         return ""
     market = MARKETS[row.get("market") or DEFAULT_MARKET]
-    start = row.get("delivery_start")
-    if start is None:  # a row keyed by label: the market's local hour (contract §5)
-        period = hour_period(market, row["delivery_day"], row["delivery_hour"])
-        if isinstance(period, Invalid):
-            return ""
-        start = period.delivery_start
-    moment = stale_after(updated, market.gate_closure(start))
+    moment = stale_after(updated, market.gate_closure(row["delivery_start"]))
     return _ts(moment) if moment else ""
 
 
@@ -84,16 +84,35 @@ env.filters.update(
     when=_when,
     stale_after=_stale_after,
 )
-env.globals.update(trader_url=trader_url, CONFIRMED=CONFIRMED)
+env.globals.update(trader_url=trader_url, CONFIRMED=CONFIRMED, DEFAULT_MARKET=DEFAULT_MARKET)
+
+
+def period_label(market: str, start: datetime, end: datetime) -> str:
+    """A period in its market's local time, for display: `12-13` for an hour, `12:15-12:30`
+    for a shorter product; the repeated hour of a fall-back night carries its UTC offset
+    (`02-03+01:00`); another market than the default is named first (`GB 12:00-12:30`)."""
+    config = MARKETS.get(market)
+    zone = config.tz if config else UTC
+    local_start, local_end = start.astimezone(zone), end.astimezone(zone)
+    if end - start == timedelta(hours=1) and local_start.minute == 0:
+        text = f"{local_start.hour:02d}-{local_start.hour + 1:02d}"
+    else:
+        text = f"{local_start:%H:%M}-{local_end:%H:%M}"
+    if local_start.replace(fold=1 - local_start.fold).utcoffset() != local_start.utcoffset():
+        offset = int(local_start.utcoffset().total_seconds()) // 60
+        text += f"{'+' if offset >= 0 else '-'}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}"
+    return text if market == DEFAULT_MARKET else f"{market} {text}"
 
 
 def edge_cells(row: dict) -> dict:
-    """ "How are we doing so far?" per side, EUR/MWh in our favour: buys reference − our
-    average, sells our average − reference; None without a price or a side."""
+    """ "How are we doing so far?" per side, per MWh in our favour: buys reference − our
+    average, sells our average − reference; None without a price or a side. With the
+    period's label (`period_label`) for display."""
     ref = row["reference_price"]
     buy = None if ref is None or row["buy_vwap"] is None else ref - row["buy_vwap"]
     sell = None if ref is None or row["sell_vwap"] is None else row["sell_vwap"] - ref
-    return {**row, "buy_edge": buy, "sell_edge": sell}
+    label = period_label(row["market"], row["delivery_start"], row["delivery_end"])
+    return {**row, "buy_edge": buy, "sell_edge": sell, "label": label}
 
 
 def _rows(frame: pl.DataFrame) -> list[dict]:
@@ -107,25 +126,34 @@ class Chart:
     series: list[dict]
     zero_y: float
     labels: dict
+    currency: str = ""
 
 
-def chart(history: pl.DataFrame) -> Chart | None:
+def charts(history: pl.DataFrame) -> list[Chart]:
+    """One PnL chart per currency: amounts of different currencies are never added."""
+    return [
+        chart(part, str(currency))
+        for (currency,), part in history.sort("currency").group_by("currency", maintain_order=True)
+    ]
+
+
+def chart(history: pl.DataFrame, currency: str = "") -> Chart | None:
     """PnL over time with the cumulative part moved by new trades and by prices, as SVG
-    coordinates (the template draws them)."""
+    coordinates (the template draws them); `history` of one currency."""
     if history.height == 0:
         return None
     width, height, pad = 900, 220, 48
     per_snapshot = (
         history.group_by("snapshot_at")
-        .agg(pl.col("pnl_eur", "pnl_change_trades_eur", "pnl_change_prices_eur").sum())
+        .agg(pl.col("pnl", "pnl_change_trades", "pnl_change_prices").sum())
         .sort("snapshot_at")
         .with_columns(
-            pl.col("pnl_change_trades_eur").cum_sum().alias("trades_cum"),
-            pl.col("pnl_change_prices_eur").cum_sum().alias("prices_cum"),
+            pl.col("pnl_change_trades").cum_sum().alias("trades_cum"),
+            pl.col("pnl_change_prices").cum_sum().alias("prices_cum"),
         )
     )
     series = [
-        ("pnl", "PnL", per_snapshot["pnl_eur"].to_list()),
+        ("pnl", "PnL", per_snapshot["pnl"].to_list()),
         ("trades", "moved by new trades (cumulative)", per_snapshot["trades_cum"].to_list()),
         ("prices", "moved by prices (cumulative)", per_snapshot["prices_cum"].to_list()),
     ]
@@ -151,16 +179,16 @@ def chart(history: pl.DataFrame) -> Chart | None:
     ]
     times = per_snapshot["snapshot_at"].to_list()
     labels = {
-        "hi": f"{hi:,.0f} €",
+        "hi": f"{hi:,.0f} {currency}",
         "hi_y": y(hi) + 4,
-        "lo": f"{lo:,.0f} €",
+        "lo": f"{lo:,.0f} {currency}",
         "lo_y": y(lo),
         "first": _when(times[0]),
         "last": _when(times[-1]),
         "left": pad,
         "right": width - pad,
     }
-    return Chart(width, height, drawn, y(0.0), labels)
+    return Chart(width, height, drawn, y(0.0), labels, currency)
 
 
 def _sum(frame: pl.DataFrame, column: str):
@@ -181,9 +209,14 @@ def _freshness(view: DeskView, deals: int | None = None) -> dict:
 
 
 def _cards(totals: pl.DataFrame) -> dict:
+    """The headline figures; money per currency (`pnl`, `gross_exposure`: currency -> sum)."""
+    by_currency = {
+        str(currency): part
+        for (currency,), part in totals.sort("currency").group_by("currency", maintain_order=True)
+    }
     return {
-        "pnl_eur": _sum(totals, "pnl_eur"),
-        "gross_exposure_eur": _sum(totals, "gross_exposure_eur"),
+        "pnl": {c: _sum(part, "pnl") for c, part in by_currency.items()},
+        "gross_exposure": {c: _sum(part, "gross_exposure") for c, part in by_currency.items()},
         "net_mwh": _sum(totals, "net_mwh") or 0.0,
         "trades": int(_sum(totals, "trades") or 0),
         "unpriced_periods": int(_sum(totals, "unpriced_periods") or 0),
@@ -199,7 +232,7 @@ def desk_fragment(view: DeskView) -> str:
         trader_count=view.totals.height,
         periods=_rows(view.desk_rows),
         daily=list(view.desk_daily.iter_rows(named=True)),
-        chart=chart(view.history),
+        charts=charts(view.history),
     )
 
 
@@ -220,7 +253,7 @@ def _render_trader(view, totals, rows, daily, history, trader_id: str) -> str:
         cards=_cards(totals),
         periods=_rows(rows),
         daily=list(daily.iter_rows(named=True)),
-        chart=chart(history),
+        charts=charts(history),
         trader=trader_id,
     )
 
@@ -277,14 +310,11 @@ def page(
 
 def replay_page(view: ReplayView) -> str:
     """The desk as the journals show it at `view.at` (energy_assets/journals/replay.py)."""
-    ages = view.prices.select(
-        "delivery_day",
-        "delivery_hour",
-        pl.col("last_update").alias("price_updated_at"),
-    )
-    desk_rows = desk_positions(view.positions).join(
-        ages, on=["delivery_day", "delivery_hour"], how="left"
-    )
+    prices = view.prices
+    if "delivery_start" not in prices.columns:  # hourly prices of the default market
+        prices = hourly_periods(prices).collect()
+    ages = prices.select(*PERIOD, pl.col("last_update").alias("price_updated_at"))
+    desk_rows = desk_positions(view.positions).join(ages, on=PERIOD, how="left")
     totals = view.totals()
     fetched = view.prices["fetched_at"].max() if view.prices.height else None
     return env.get_template("replay.html").render(

@@ -9,11 +9,10 @@ from dagster_duckdb import DuckDBResource
 
 from energy_assets.exposure import publish, store
 from energy_assets.settings import settings
-from energy_assets.tables import SCHEMA, table_value
+from energy_assets.tables import TRADER_EXPOSURE, table_value
 from energy_assets.warehouse import DUCKDB_POOL
 
 GROUP = "exposure"
-EXPOSURE_TABLE = f"{SCHEMA}.trader_exposure"
 
 #: New trades refresh this asset inside the `drain_and_refresh` run that drained them; this
 #: condition covers the rest: any partition of `reference_prices` materialised (a price
@@ -75,15 +74,20 @@ class ExposureConfig(dg.Config):
 def trader_exposure(
     context: dg.AssetExecutionContext, config: ExposureConfig, warehouse: DuckDBResource
 ):
-    """Per trader and delivery hour: deals, MWh bought and sold, net position, average buy and
-    sell prices, cash, the latest reference price, PnL (cash + net × reference) and exposure
-    (net × reference), in `energy.trader_exposure`; PnL and exposure stay empty for an hour
-    with no reference price yet. Totals per trader (`energy.trader_exposure_totals`) and per
-    trader and delivery day (`energy.trader_exposure_daily`); each refresh appends one row per
-    trader to `energy.trader_pnl_history`, its PnL change split into new trades and price
-    moves. Refreshed in the `drain_and_refresh` run after new trades and by automation after
-    new reference prices, recomputing only the delivery days whose deals or prices differ from
-    what the tables hold. Fresh while refreshed in the last 15 minutes, failing after 30: it
+    """Per trader and delivery period of each market (`market`, `delivery_start`,
+    `delivery_end` in UTC: DE hours and quarter-hours, GB half-hours): deals, MWh bought and
+    sold (MW × the period's hours), net MWh, average buy and sell prices, cash, the latest
+    reference price of exactly that period, PnL (cash + net × reference) and exposure
+    (net × reference), all money in the market's `currency`, in `energy.trader_exposure`; PnL
+    and exposure stay empty for a period with no reference price yet. The open MW on each
+    market's finest grid, every product covering a step netted, in
+    `energy.trader_net_position`. Totals per trader and currency
+    (`energy.trader_exposure_totals`) and per trader, market and local delivery day
+    (`energy.trader_exposure_daily`); each refresh appends one row per trader and currency to
+    `energy.trader_pnl_history`, its PnL change split into new trades and price moves.
+    Refreshed in the `drain_and_refresh` run after new trades and by automation after new
+    reference prices, recomputing only the market days whose deals or prices differ from what
+    the tables hold. Fresh while refreshed in the last 15 minutes, failing after 30: it
     follows every drain and every 10-minute price revision, so it goes stale only when both
     inputs do (their own freshness says which)."""
     with warehouse.get_connection() as conn:
@@ -100,36 +104,36 @@ def trader_exposure(
 
 def exposure_metadata(result: store.RefreshResult) -> dict[str, dg.MetadataValue]:
     totals = result.totals
-    priced = totals.filter(pl.col("pnl_eur").is_not_null())
     periods = int(totals["periods"].sum() or 0)
     metadata: dict[str, dg.MetadataValue] = {
-        # One row of energy.trader_exposure per trader and delivery hour.
-        "dagster/table_name": dg.MetadataValue.text(EXPOSURE_TABLE),
+        # One row of energy.trader_exposure per trader and delivery period.
+        "dagster/table_name": dg.MetadataValue.text(str(TRADER_EXPOSURE)),
         "dagster/row_count": dg.MetadataValue.int(periods),
-        "traders": dg.MetadataValue.int(totals.height),
+        "traders": dg.MetadataValue.int(totals["trader_id"].n_unique()),
         "periods": dg.MetadataValue.int(periods),
         "unpriced_periods": dg.MetadataValue.int(int(totals["unpriced_periods"].sum() or 0)),
         "trades": dg.MetadataValue.int(int(totals["trades"].sum() or 0)),
-        "net_mwh": dg.MetadataValue.float(float(totals["net_mwh"].sum() or 0.0)),
         "days_recomputed": dg.MetadataValue.int(result.days_recomputed),
         "refresh_seconds": dg.MetadataValue.float(round(result.seconds, 4)),
         "largest_exposures": largest_exposures_table(result.largest),
         "trader_totals": trader_totals_table(totals, result.history),
     }
-    # Plotted over time by the UI; left out (never 0) while nothing is priced.
-    if priced.height:
-        metadata["total_pnl_eur"] = dg.MetadataValue.float(float(priced["pnl_eur"].sum()))
-        metadata["gross_exposure_eur"] = dg.MetadataValue.float(
-            float(priced["gross_exposure_eur"].sum())
-        )
-    history = result.history
-    if history.height:
-        metadata["pnl_change_trades_eur"] = dg.MetadataValue.float(
-            float(history["pnl_change_trades_eur"].sum())
-        )
-        metadata["pnl_change_prices_eur"] = dg.MetadataValue.float(
-            float(history["pnl_change_prices_eur"].sum())
-        )
+    # Money per currency, plotted over time by the UI (`total_pnl_eur`, `total_pnl_gbp`, ...);
+    # a currency's PnL is left out (never 0) while none of its periods is priced.
+    for (currency,), books in totals.group_by("currency", maintain_order=True):
+        suffix = str(currency).lower()
+        priced = books.filter(pl.col("pnl").is_not_null())
+        if priced.height:
+            metadata[f"total_pnl_{suffix}"] = dg.MetadataValue.float(float(priced["pnl"].sum()))
+            metadata[f"gross_exposure_{suffix}"] = dg.MetadataValue.float(
+                float(priced["gross_exposure"].sum())
+            )
+        changes = result.history.filter(pl.col("currency") == currency)
+        if changes.height:
+            for part in ("trades", "prices"):
+                metadata[f"pnl_change_{part}_{suffix}"] = dg.MetadataValue.float(
+                    float(changes[f"pnl_change_{part}"].sum())
+                )
     return metadata
 
 
@@ -138,15 +142,17 @@ def _round(value, digits: int = 2):
 
 
 def largest_exposures_table(top: pl.DataFrame) -> dg.TableMetadataValue:
-    """The periods with the largest |exposure_eur| (`store.LARGEST`)."""
+    """The periods with the largest |exposure| of each currency (`store.LARGEST`)."""
     rows = [
         {
             "trader_id": r["trader_id"],
-            "delivery": f"{r['delivery_day']} {r['delivery_hour']}",
+            "market": r["market"],
+            "delivery": f"{r['delivery_start']:%Y-%m-%d %H:%M}–{r['delivery_end']:%H:%M} UTC",
             "net_mwh": _round(r["net_mwh"], 1),
             "reference_price": _round(r["reference_price"]),
-            "exposure_eur": _round(r["exposure_eur"]),
-            "pnl_eur": _round(r["pnl_eur"]),
+            "exposure": _round(r["exposure"]),
+            "pnl": _round(r["pnl"]),
+            "currency": r["currency"],
         }
         for r in top.iter_rows(named=True)
     ]
@@ -154,33 +160,36 @@ def largest_exposures_table(top: pl.DataFrame) -> dg.TableMetadataValue:
         rows,
         {
             "trader_id": "string",
+            "market": "string",
             "delivery": "string",
             "net_mwh": "float",
             "reference_price": "float",
-            "exposure_eur": "float",
-            "pnl_eur": "float",
+            "exposure": "float",
+            "pnl": "float",
+            "currency": "string",
         },
     )
 
 
 def trader_totals_table(totals: pl.DataFrame, history: pl.DataFrame) -> dg.TableMetadataValue:
-    """Per trader: deals, net MWh, PnL, gross exposure, unpriced periods and this refresh's
-    PnL change split into new trades and price moves."""
-    change = {r["trader_id"]: r for r in history.iter_rows(named=True)}
+    """Per trader and currency: deals, net MWh, PnL, gross exposure, unpriced periods and this
+    refresh's PnL change split into new trades and price moves."""
+    change = {(r["trader_id"], r["currency"]): r for r in history.iter_rows(named=True)}
     rows = [
         {
             "trader_id": r["trader_id"],
+            "currency": r["currency"],
             "trades": r["trades"],
             "net_mwh": _round(r["net_mwh"], 1),
-            "pnl_eur": _round(r["pnl_eur"]),
-            "gross_exposure_eur": _round(r["gross_exposure_eur"]),
+            "pnl": _round(r["pnl"]),
+            "gross_exposure": _round(r["gross_exposure"]),
             "unpriced_periods": r["unpriced_periods"],
-            "pnl_change_trades_eur": _round(
-                change.get(r["trader_id"], {}).get("pnl_change_trades_eur")
-            ),
-            "pnl_change_prices_eur": _round(
-                change.get(r["trader_id"], {}).get("pnl_change_prices_eur")
-            ),
+            **{
+                f"pnl_change_{part}": _round(
+                    change.get((r["trader_id"], r["currency"]), {}).get(f"pnl_change_{part}")
+                )
+                for part in ("trades", "prices")
+            },
         }
         for r in totals.iter_rows(named=True)
     ]
@@ -188,13 +197,14 @@ def trader_totals_table(totals: pl.DataFrame, history: pl.DataFrame) -> dg.Table
         rows,
         {
             "trader_id": "string",
+            "currency": "string",
             "trades": "int",
             "net_mwh": "float",
-            "pnl_eur": "float",
-            "gross_exposure_eur": "float",
+            "pnl": "float",
+            "gross_exposure": "float",
             "unpriced_periods": "int",
-            "pnl_change_trades_eur": "float",
-            "pnl_change_prices_eur": "float",
+            "pnl_change_trades": "float",
+            "pnl_change_prices": "float",
         },
     )
 

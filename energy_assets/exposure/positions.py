@@ -1,101 +1,130 @@
 """Positions and mark-to-market PnL: pure polars functions of data frames, no Dagster, no I/O.
 
-One row per (`trader_id`, `delivery_day`, `delivery_hour`) -- a *period*:
+A *period* is one product of one market, `[delivery_start, delivery_end)` in UTC; a deal's
+`quantity` is MW held over it, so its energy is `quantity × hours` MWh and its money
+`quantity × hours × price` (prices are per MWh). One row per (`trader_id`, `market`,
+`delivery_start`, `delivery_end`), the columns of `tables.TRADER_EXPOSURE`:
 
 | column | meaning |
 | --- | --- |
+| `delivery_day` | the market's local day of the delivery start (carried from the deals) |
+| `currency` | the market's: every amount of the row is in it |
 | `trades` | number of deals |
-| `bought_mwh`, `sold_mwh` | Σ quantity of buys / sells (0 when none) |
+| `bought_mwh`, `sold_mwh` | Σ MW × hours of buys / sells (0 when none) |
 | `net_mwh` | bought − sold: long > 0, short < 0 |
-| `buy_vwap`, `sell_vwap` | Σ q·p / Σ q of buys / sells, EUR/MWh (null when none) |
-| `cash_eur` | Σ sell q·p − Σ buy q·p |
-| `reference_price` | the latest reference price of the period, EUR/MWh (null while none) |
-| `pnl_eur` | cash_eur + net_mwh · reference_price |
-| `exposure_eur` | net_mwh · reference_price |
+| `buy_vwap`, `sell_vwap` | Σ MWh·p / Σ MWh of buys / sells, per MWh (null when none) |
+| `cash` | Σ sell MWh·p − Σ buy MWh·p |
+| `reference_price` | the latest reference price of the period, per MWh (null while none) |
+| `pnl` | cash + net_mwh · reference_price |
+| `exposure` | net_mwh · reference_price |
 
-A period without a reference price has null `reference_price`, `pnl_eur` and `exposure_eur`:
-never 0, which would read as "flat" or "break-even".
+A period without a reference price has null `reference_price`, `pnl` and `exposure`: never 0,
+which would read as "flat" or "break-even".
 
-Trades -> `legs` (Σ per period and side) -> `book_legs` (the columns down to `cash_eur`: a
-*book*) -> `mark` (the price columns). The warehouse sums the legs in SQL next to the data and
-hands them to `positions_of_legs`; `positions` does the same from the deals themselves.
+Trades -> `legs` (Σ per period and side, in MW) -> `book_legs` (the columns down to `cash`: a
+*book*) -> `mark` (the currency and the price columns). The warehouse sums the legs in SQL next
+to the data and hands them to `positions_of_legs`; `positions` does the same from the deals.
 `rebook` adds the legs of new deals to a book already made (the live desk's way of keeping up).
+`net_positions` spreads a book over each market's finest grid: an hourly deal counts in each of
+its quarter-hours, and every product covering a step nets there (`tables.TRADER_NET_POSITION`).
+Totals are per currency: amounts of different currencies are never added together.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Protocol
+
 import polars as pl
 
+from energy_assets.markets import DEFAULT_MARKET, MARKETS
+from energy_assets.tables import (
+    TRADER_EXPOSURE,
+    TRADER_EXPOSURE_DAILY,
+    TRADER_NET_POSITION,
+    TRADER_PNL_HISTORY,
+)
+
+#: A delivery period of a market.
+PERIOD = ["market", "delivery_start", "delivery_end"]
 #: The grain of a position.
-PERIOD_KEY = ["trader_id", "delivery_day", "delivery_hour"]
-#: Columns of a book: a period's deals summed, before any price (`book_legs`).
-BOOK_COLUMNS = [
-    *PERIOD_KEY,
-    "trades",
-    "bought_mwh",
-    "sold_mwh",
-    "net_mwh",
-    "buy_vwap",
-    "sell_vwap",
-    "cash_eur",
-]
+PERIOD_KEY = ["trader_id", *PERIOD]
 #: Columns of `energy.trader_exposure`, in table order: the book, marked.
-EXPOSURE_COLUMNS = [*BOOK_COLUMNS, "reference_price", "pnl_eur", "exposure_eur"]
-#: Columns of the totals tables after their own key (per trader; per trader and delivery day).
-TOTAL_COLUMNS = [
-    "periods",
-    "unpriced_periods",
-    "trades",
-    "bought_mwh",
-    "sold_mwh",
-    "net_mwh",
-    "cash_eur",
-    "pnl_eur",
-    "exposure_eur",
-    "gross_exposure_eur",
-    "unpriced_net_mwh",
+EXPOSURE_COLUMNS = TRADER_EXPOSURE.column_names
+EXPOSURE_SCHEMA = TRADER_EXPOSURE.polars_schema()
+#: Columns of a book: a period's deals summed, before currency and price (`book_legs`).
+BOOK_COLUMNS = [
+    c for c in EXPOSURE_COLUMNS if c not in ("currency", "reference_price", "pnl", "exposure")
+]
+BOOK_SCHEMA = {c: EXPOSURE_SCHEMA[c] for c in BOOK_COLUMNS}
+NET_POSITION_COLUMNS = TRADER_NET_POSITION.column_names
+NET_POSITION_SCHEMA = TRADER_NET_POSITION.polars_schema()
+#: Columns of the totals after their own key (per trader and currency; per trader, market
+#: and delivery day), `currency` first.
+TOTAL_COLUMNS = TRADER_EXPOSURE_DAILY.column_names[3:]
+#: What `pnl_attribution` gives per trader and currency.
+ATTRIBUTION_COLUMNS = [
+    "trader_id",
+    "currency",
+    *(c for c in TRADER_PNL_HISTORY.column_names if c.startswith(("new_", "pnl_change"))),
 ]
 
-EXPOSURE_SCHEMA = {
-    "trader_id": pl.String,
-    "delivery_day": pl.Date,
-    "delivery_hour": pl.String,
-    "trades": pl.Int64,
-    "bought_mwh": pl.Float64,
-    "sold_mwh": pl.Float64,
-    "net_mwh": pl.Float64,
-    "buy_vwap": pl.Float64,
-    "sell_vwap": pl.Float64,
-    "cash_eur": pl.Float64,
-    "reference_price": pl.Float64,
-    "pnl_eur": pl.Float64,
-    "exposure_eur": pl.Float64,
-}
+_UTC = pl.Datetime("us", "UTC")
+#: One row per market: what the maths needs of its configuration.
+MARKET_SCHEMA = {"market": pl.String, "currency": pl.String, "grid_minutes": pl.Int64}
+
+
+class MarketLike(Protocol):
+    code: str
+    currency: str
+    grid_minutes: int
+
+
+def market_frame(markets: Iterable[MarketLike] | None = None) -> pl.DataFrame:
+    """The markets the maths knows (`MARKET_SCHEMA`): those given, else every configured one."""
+    if markets is None:
+        markets = MARKETS.values()
+    rows = [(m.code, m.currency, m.grid_minutes) for m in markets]
+    return pl.DataFrame(rows, schema=MARKET_SCHEMA, orient="row")
 
 
 def _lazy(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     return frame.lazy() if isinstance(frame, pl.DataFrame) else frame
 
 
+def _markets(markets: pl.DataFrame | None) -> pl.LazyFrame:
+    return (market_frame() if markets is None else markets).lazy().cast(MARKET_SCHEMA)
+
+
+def _period_types(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    # Instants compare and join only at one unit and zone: UTC microseconds, as tables.py says.
+    return _lazy(frame).with_columns(
+        pl.col("market").cast(pl.String), pl.col("delivery_start", "delivery_end").cast(_UTC)
+    )
+
+
+#: Length of the period in hours (0.25, 0.5, 1: the scalings are exact in binary floating point).
+HOURS = (pl.col("delivery_end") - pl.col("delivery_start")).dt.total_microseconds() / 3.6e9
+
 #: The grain of a leg: one side of one trader's book in one period.
-LEG_KEY = [*PERIOD_KEY, "direction"]
+LEG_KEY = [*PERIOD_KEY, "delivery_day", "direction"]
 
 
 def legs(trades: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    """Trades -> one row per period and direction: `trades`, `mwh` = Σ q, `eur` = Σ q·p.
+    """Trades -> one row per period and direction: `trades`, `mw` = Σ q, `price_mw` = Σ q·p.
 
-    `trades` needs `trader_id`, `delivery_day`, `delivery_hour`, `direction` (`buy`/`sell`),
-    `price` (EUR/MWh, may be ≤ 0) and `quantity` (MWh, > 0). The warehouse computes the same
-    sums in SQL next to the data (`store.LEGS_SQL`) so that millions of trades never cross
-    into Python; everything after the sums happens here.
+    `trades` needs `trader_id`, `market`, `delivery_start`, `delivery_end`, `delivery_day`,
+    `direction` (`buy`/`sell`), `price` (per MWh, may be ≤ 0) and `quantity` (MW, > 0). The
+    warehouse computes the same sums in SQL next to the data (`store.LEGS_SQL`) so that millions
+    of trades never cross into Python; the hours come in after the sums (`book_legs`).
     """
     return (
-        _lazy(trades)
+        _period_types(trades)
         .group_by(LEG_KEY)
         .agg(
             pl.len().cast(pl.Int64).alias("trades"),
-            pl.col("quantity").sum().cast(pl.Float64).alias("mwh"),
-            (pl.col("quantity") * pl.col("price")).sum().cast(pl.Float64).alias("eur"),
+            pl.col("quantity").sum().cast(pl.Float64).alias("mw"),
+            (pl.col("quantity") * pl.col("price")).sum().cast(pl.Float64).alias("price_mw"),
         )
     )
 
@@ -106,18 +135,26 @@ def book_legs(legs_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _side_sums(legs_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    # Per period: deals, Σ q and Σ q·p of each side.
+    # Per period: deals, Σ MWh and Σ MWh·p of each side. Each side's columns are made before
+    # the group-by, so that every aggregate is a plain sum (polars' fast path).
     is_buy = pl.col("direction") == "buy"
     is_sell = pl.col("direction") == "sell"
+    mwh, money = pl.col("mw") * HOURS, pl.col("price_mw") * HOURS
     return (
-        _lazy(legs_frame)
-        .group_by(PERIOD_KEY)
+        _period_types(legs_frame)
+        .select(
+            *PERIOD_KEY,
+            "delivery_day",
+            "trades",
+            pl.when(is_buy).then(mwh).otherwise(0.0).alias("bought_mwh"),
+            pl.when(is_sell).then(mwh).otherwise(0.0).alias("sold_mwh"),
+            pl.when(is_buy).then(money).otherwise(0.0).alias("_buy_money"),
+            pl.when(is_sell).then(money).otherwise(0.0).alias("_sell_money"),
+        )
+        .group_by(*PERIOD_KEY, "delivery_day")
         .agg(
             pl.col("trades").sum().cast(pl.Int64),
-            pl.col("mwh").filter(is_buy).sum().alias("bought_mwh"),
-            pl.col("mwh").filter(is_sell).sum().alias("sold_mwh"),
-            pl.col("eur").filter(is_buy).sum().alias("_buy_eur"),
-            pl.col("eur").filter(is_sell).sum().alias("_sell_eur"),
+            pl.col("bought_mwh", "sold_mwh", "_buy_money", "_sell_money").sum(),
         )
     )
 
@@ -126,20 +163,21 @@ def _booked(sums: pl.LazyFrame) -> pl.LazyFrame:
     # Side sums -> the book's columns.
     return sums.select(
         *PERIOD_KEY,
+        "delivery_day",
         "trades",
         pl.col("bought_mwh").cast(pl.Float64),
         pl.col("sold_mwh").cast(pl.Float64),
         (pl.col("bought_mwh") - pl.col("sold_mwh")).cast(pl.Float64).alias("net_mwh"),
         # A VWAP over no volume does not exist: null, not 0 and not NaN.
         pl.when(pl.col("bought_mwh") > 0)
-        .then(pl.col("_buy_eur") / pl.col("bought_mwh"))
+        .then(pl.col("_buy_money") / pl.col("bought_mwh"))
         .cast(pl.Float64)
         .alias("buy_vwap"),
         pl.when(pl.col("sold_mwh") > 0)
-        .then(pl.col("_sell_eur") / pl.col("sold_mwh"))
+        .then(pl.col("_sell_money") / pl.col("sold_mwh"))
         .cast(pl.Float64)
         .alias("sell_vwap"),
-        (pl.col("_sell_eur") - pl.col("_buy_eur")).cast(pl.Float64).alias("cash_eur"),
+        (pl.col("_sell_money") - pl.col("_buy_money")).cast(pl.Float64).alias("cash"),
     )
 
 
@@ -149,30 +187,31 @@ def rebook(
     """A book and the legs of the deals made since -> the book with them: what `book_legs`
     gives for the legs of all the deals, without reading the earlier deals again.
 
-    Counts and volumes add up. Each side's Σ q·p is rebuilt from the book as VWAP × volume
+    Counts and volumes add up. Each side's Σ MWh·p is rebuilt from the book as VWAP × volume
     before the new deals' is added: a rounding or two more than summing every deal afresh
-    (~1e-16 relative, some 1e-10 EUR on a million), which a full recompute resets. Periods
-    without new legs are returned as they were, unrounded.
+    (~1e-16 relative), which a full recompute resets. Periods without new legs are returned as
+    they were, unrounded.
     """
-    book_lazy = _lazy(book_frame).select(BOOK_COLUMNS)
+    book_lazy = _period_types(book_frame).select(BOOK_COLUMNS)
     added = _side_sums(new_legs)
     touched = added.select(PERIOD_KEY)
 
-    def side_eur(vwap: str, volume: str) -> pl.Expr:
+    def side_money(vwap: str, volume: str) -> pl.Expr:
         return pl.when(pl.col(volume) > 0).then(pl.col(vwap) * pl.col(volume)).otherwise(0.0)
 
     before = book_lazy.join(touched, on=PERIOD_KEY, how="semi").select(
         *PERIOD_KEY,
+        "delivery_day",
         "trades",
         "bought_mwh",
         "sold_mwh",
-        side_eur("buy_vwap", "bought_mwh").alias("_buy_eur"),
-        side_eur("sell_vwap", "sold_mwh").alias("_sell_eur"),
+        side_money("buy_vwap", "bought_mwh").alias("_buy_money"),
+        side_money("sell_vwap", "sold_mwh").alias("_sell_money"),
     )
     summed = (
         pl.concat([before, added], how="vertical_relaxed")
-        .group_by(PERIOD_KEY)
-        .agg(pl.col("trades", "bought_mwh", "sold_mwh", "_buy_eur", "_sell_eur").sum())
+        .group_by(*PERIOD_KEY, "delivery_day")
+        .agg(pl.col("trades", "bought_mwh", "sold_mwh", "_buy_money", "_sell_money").sum())
     )
     return pl.concat(
         [book_lazy.join(touched, on=PERIOD_KEY, how="anti"), _booked(summed)],
@@ -185,43 +224,129 @@ def book(trades: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     return book_legs(legs(trades))
 
 
+def _priced(frame: pl.LazyFrame) -> pl.LazyFrame:
+    return frame.with_columns(
+        (pl.col("cash") + pl.col("net_mwh") * pl.col("reference_price")).alias("pnl"),
+        (pl.col("net_mwh") * pl.col("reference_price")).alias("exposure"),
+    )
+
+
+def _prices(prices: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    frame = _lazy(prices)
+    if "delivery_start" not in frame.collect_schema().names():
+        frame = hourly_periods(frame)
+    return _period_types(frame).select(*PERIOD, pl.col("reference_price").cast(pl.Float64))
+
+
+def hourly_periods(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """Prices of the older form, named by `delivery_day` + `delivery_hour` alone, -> the
+    default market's hours as periods: the label is the local hour of that market (contract
+    §5). Read so until the prices domain publishes instants; a label of the fall-back night's
+    repeated hour is taken as its first occurrence, one of a missing hour names nothing and is
+    dropped."""
+    local = pl.col("delivery_day").cast(pl.Date).cast(pl.Datetime("us")) + pl.duration(
+        hours=pl.col("delivery_hour").str.slice(0, 2).cast(pl.Int64, strict=False)
+    )
+    start = local.dt.replace_time_zone(
+        MARKETS[DEFAULT_MARKET].time_zone, ambiguous="earliest", non_existent="null"
+    ).dt.convert_time_zone("UTC")
+    return (
+        _lazy(frame)
+        .with_columns(
+            pl.lit(DEFAULT_MARKET).alias("market"),
+            start.alias("delivery_start"),
+            (start + pl.duration(hours=1)).alias("delivery_end"),
+        )
+        .drop_nulls("delivery_start")
+    )
+
+
 def mark(
-    book_frame: pl.DataFrame | pl.LazyFrame, prices: pl.DataFrame | pl.LazyFrame
+    book_frame: pl.DataFrame | pl.LazyFrame,
+    prices: pl.DataFrame | pl.LazyFrame,
+    markets: pl.DataFrame | None = None,
 ) -> pl.LazyFrame:
     """Book + reference prices -> `energy.trader_exposure` rows (`EXPOSURE_COLUMNS`).
 
-    `prices` has one row per (`delivery_day`, `delivery_hour`) with the latest price in
-    `reference_price`; periods without a row stay unpriced (null PnL and exposure).
+    `prices` has one row per period (`market`, `delivery_start`, `delivery_end`) with the latest
+    price in `reference_price`; periods without a row stay unpriced (null PnL and exposure). A
+    period is marked with the price of exactly that period: an hour with the hour's price, a
+    quarter-hour with the quarter-hour's. `currency` comes from `markets` (`market_frame`).
     """
-    price_frame = _lazy(prices).select(
-        pl.col("delivery_day").cast(pl.Date),
-        pl.col("delivery_hour").cast(pl.String),
-        pl.col("reference_price").cast(pl.Float64),
-    )
     return (
-        _lazy(book_frame)
-        .join(price_frame, on=["delivery_day", "delivery_hour"], how="left")
-        .with_columns(
-            (pl.col("cash_eur") + pl.col("net_mwh") * pl.col("reference_price")).alias("pnl_eur"),
-            (pl.col("net_mwh") * pl.col("reference_price")).alias("exposure_eur"),
-        )
+        _period_types(book_frame)
+        .join(_markets(markets).select("market", "currency"), on="market", how="left")
+        .join(_prices(prices), on=PERIOD, how="left")
+        .pipe(_priced)
         .select(EXPOSURE_COLUMNS)
     )
 
 
 def positions(
-    trades: pl.DataFrame | pl.LazyFrame, prices: pl.DataFrame | pl.LazyFrame
+    trades: pl.DataFrame | pl.LazyFrame,
+    prices: pl.DataFrame | pl.LazyFrame,
+    markets: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Trades and reference prices -> one sorted row per period (`EXPOSURE_COLUMNS`)."""
-    return positions_of_legs(legs(trades), prices)
+    return positions_of_legs(legs(trades), prices, markets)
 
 
 def positions_of_legs(
-    legs_frame: pl.DataFrame | pl.LazyFrame, prices: pl.DataFrame | pl.LazyFrame
+    legs_frame: pl.DataFrame | pl.LazyFrame,
+    prices: pl.DataFrame | pl.LazyFrame,
+    markets: pl.DataFrame | None = None,
+    sort: bool = True,
 ) -> pl.DataFrame:
     """Legs (as `legs` makes them) and reference prices -> what `positions` gives for the
-    deals beneath."""
-    return mark(book_legs(legs_frame), prices).sort(PERIOD_KEY).cast(EXPOSURE_SCHEMA).collect()
+    deals beneath (in no particular order with `sort=False`: a table needs none)."""
+    marked = mark(book_legs(legs_frame), prices, markets)
+    return (marked.sort(PERIOD_KEY) if sort else marked).cast(EXPOSURE_SCHEMA).collect()
+
+
+def net_positions(
+    book_frame: pl.DataFrame | pl.LazyFrame,
+    markets: pl.DataFrame | None = None,
+    sort: bool = True,
+) -> pl.DataFrame:
+    """A book (or exposure rows) -> the open MW of each trader on each market's finest grid
+    (`NET_POSITION_COLUMNS`, sorted): every product covering a step counts in it with its MW,
+    so an hourly buy of 10 MW and four quarter-hour sells of 10 MW are flat in each quarter.
+
+    A step some deal covers keeps its row when the products net to 0 (closed out, not absent).
+    A market without a configured grid counts each period as one step. `sort=False`: in no
+    particular order.
+    """
+    grid = _markets(markets).select("market", "grid_minutes")
+    minutes = (pl.col("delivery_end") - pl.col("delivery_start")).dt.total_minutes()
+    periods = (
+        _period_types(book_frame)
+        .select(*PERIOD_KEY, "delivery_day", (pl.col("net_mwh") / HOURS).alias("net_mw"))
+        .join(grid, on="market", how="left")
+        .with_columns(pl.col("grid_minutes").fill_null(minutes))
+    )
+    # Only the products longer than the grid are spread over its steps (DE hours: 4 each).
+    one_step = minutes == pl.col("grid_minutes")
+    spread = (
+        periods.filter(~one_step)
+        .with_columns(pl.int_ranges(0, minutes // pl.col("grid_minutes")).alias("_step"))
+        .explode("_step")
+        .with_columns(
+            pl.col("delivery_start") + pl.duration(minutes=pl.col("_step") * pl.col("grid_minutes"))
+        )
+        .with_columns(
+            (pl.col("delivery_start") + pl.duration(minutes=pl.col("grid_minutes"))).alias(
+                "delivery_end"
+            )
+        )
+    )
+    columns = [*PERIOD_KEY, "delivery_day", "net_mw"]
+    netted = (
+        pl.concat([periods.filter(one_step).select(columns), spread.select(columns)])
+        .group_by(*PERIOD_KEY, "delivery_day")
+        .agg(pl.col("net_mw").sum())
+        .select(NET_POSITION_COLUMNS)
+    )
+    return (netted.sort(PERIOD_KEY) if sort else netted).cast(NET_POSITION_SCHEMA).collect()
 
 
 def _totals(exposure: pl.DataFrame | pl.LazyFrame, key: list[str]) -> pl.LazyFrame:
@@ -236,34 +361,33 @@ def _totals(exposure: pl.DataFrame | pl.LazyFrame, key: list[str]) -> pl.LazyFra
             pl.col("bought_mwh").sum(),
             pl.col("sold_mwh").sum(),
             pl.col("net_mwh").sum(),
-            pl.col("cash_eur").sum(),
+            pl.col("cash").sum(),
             # Sums over priced periods only; null when no period is priced yet.
-            pl.when(priced.any()).then(pl.col("pnl_eur").sum()).alias("pnl_eur"),
-            pl.when(priced.any()).then(pl.col("exposure_eur").sum()).alias("exposure_eur"),
-            pl.when(priced.any())
-            .then(pl.col("exposure_eur").abs().sum())
-            .alias("gross_exposure_eur"),
+            pl.when(priced.any()).then(pl.col("pnl").sum()).alias("pnl"),
+            pl.when(priced.any()).then(pl.col("exposure").sum()).alias("exposure"),
+            pl.when(priced.any()).then(pl.col("exposure").abs().sum()).alias("gross_exposure"),
             pl.col("net_mwh").filter(~priced).sum().alias("unpriced_net_mwh"),
         )
-        .select(*key, *TOTAL_COLUMNS)
-        .sort(key)
+        .select(*dict.fromkeys([*key, *TOTAL_COLUMNS]))
+        .sort(key, nulls_last=True)
     )
 
 
 def trader_totals(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """Per trader, over every delivery period: volumes, cash, PnL and exposure.
+    """Per trader and currency, over every delivery period: volumes, cash, PnL and exposure.
 
-    `pnl_eur`, `exposure_eur` and `gross_exposure_eur` (Σ |exposure_eur|) add up the priced
-    periods only; `unpriced_periods` and `unpriced_net_mwh` say what they leave out.
+    `pnl`, `exposure` and `gross_exposure` (Σ |exposure|) add up the priced periods only;
+    `unpriced_periods` and `unpriced_net_mwh` say what they leave out. A trader in two
+    currencies has two rows: amounts of different currencies are never added.
     """
-    return _totals(exposure, ["trader_id"]).collect()
+    return _totals(exposure, ["trader_id", "currency"]).collect()
 
 
 def daily_totals(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """Per trader and delivery day; same columns and rules as `trader_totals`. Every column
-    is a sum over periods, so the days' totals add up to the trader's (null PnL stays null
-    only while none of the days is priced)."""
-    return _totals(exposure, ["trader_id", "delivery_day"]).collect()
+    """Per trader, market and the market's local delivery day; same columns and rules as
+    `trader_totals`. Every column is a sum over periods, so the days' totals add up to the
+    trader's in each currency (null PnL stays null only while none of the days is priced)."""
+    return _totals(exposure, ["trader_id", "market", "delivery_day", "currency"]).collect()
 
 
 #: `trader_id` of the desk's rows: every trader's periods summed (`desk_positions`).
@@ -273,20 +397,20 @@ DESK = "desk"
 def desk_positions(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Exposure rows of many traders -> the desk's, one row per delivery period with
     `trader_id` = `DESK`, the same columns (`EXPOSURE_COLUMNS`) and the same rules: volumes,
-    cash, PnL and exposure add up; each side's VWAP is Σ q·p / Σ q over every trader's deals,
-    rebuilt from the traders' VWAP × volume; the reference price is the period's."""
+    cash, PnL and exposure add up; each side's VWAP is Σ MWh·p / Σ MWh over every trader's
+    deals, rebuilt from the traders' VWAP × volume; the reference price is the period's."""
     volume_weighted = {"buy_vwap": "bought_mwh", "sell_vwap": "sold_mwh"}
     summed = (
         _lazy(exposure)
         .with_columns(
-            (pl.col(vwap).fill_null(0.0) * pl.col(volume)).alias(f"_{vwap}_eur")
+            (pl.col(vwap).fill_null(0.0) * pl.col(volume)).alias(f"_{vwap}_money")
             for vwap, volume in volume_weighted.items()
         )
-        .group_by("delivery_day", "delivery_hour")
+        .group_by(*PERIOD, "delivery_day", "currency")
         .agg(
             pl.col("trades").sum().cast(pl.Int64),
-            pl.col("bought_mwh", "sold_mwh", "net_mwh", "cash_eur").sum(),
-            pl.col("_buy_vwap_eur", "_sell_vwap_eur").sum(),
+            pl.col("bought_mwh", "sold_mwh", "net_mwh", "cash").sum(),
+            pl.col("_buy_vwap_money", "_sell_vwap_money").sum(),
             pl.col("reference_price").first(),
         )
     )
@@ -295,14 +419,13 @@ def desk_positions(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
             pl.lit(DESK).alias("trader_id"),
             *(
                 pl.when(pl.col(volume) > 0)
-                .then(pl.col(f"_{vwap}_eur") / pl.col(volume))
+                .then(pl.col(f"_{vwap}_money") / pl.col(volume))
                 .cast(pl.Float64)
                 .alias(vwap)
                 for vwap, volume in volume_weighted.items()
             ),
-            (pl.col("cash_eur") + pl.col("net_mwh") * pl.col("reference_price")).alias("pnl_eur"),
-            (pl.col("net_mwh") * pl.col("reference_price")).alias("exposure_eur"),
         )
+        .pipe(_priced)
         .select(EXPOSURE_COLUMNS)
         .sort(PERIOD_KEY)
         .collect()
@@ -324,53 +447,44 @@ def pnl_attribution(
     prices_before: pl.DataFrame | pl.LazyFrame,
     prices_after: pl.DataFrame | pl.LazyFrame,
 ) -> pl.DataFrame:
-    """Split each trader's PnL change between two refreshes into what moved it.
+    """Split each trader's PnL change between two refreshes into what moved it, per currency.
 
     With old book B0 (cash, net per period), new book B1, old prices R0, new prices R1, and
     PnL(B, R) = Σ over periods priced in R of cash + net · price:
 
-    - `pnl_change_prices_eur` = PnL(B0, R1) − PnL(B0, R0): the book held before, revalued
+    - `pnl_change_prices` = PnL(B0, R1) − PnL(B0, R0): the book held before, revalued
       (price revisions, and a period's first price);
-    - `pnl_change_trades_eur` = PnL(B1, R1) − PnL(B0, R1): the new trades, at today's prices;
-    - they add up to `pnl_change_eur` = PnL(B1, R1) − PnL(B0, R0).
+    - `pnl_change_trades` = PnL(B1, R1) − PnL(B0, R1): the new trades, at today's prices;
+    - they add up to `pnl_change` = PnL(B1, R1) − PnL(B0, R0).
 
-    `before`/`after` carry `trader_id`, `delivery_day`, `delivery_hour`, `trades`, `cash_eur`,
-    `net_mwh` (only the periods that may have changed are needed); `prices_*` carry
-    `delivery_day`, `delivery_hour`, `reference_price`.
+    `before`/`after` carry `trader_id`, `market`, `delivery_start`, `delivery_end`, `currency`,
+    `trades`, `cash`, `net_mwh` (only the periods that may have changed are needed); `prices_*`
+    carry `market`, `delivery_start`, `delivery_end`, `reference_price`.
     """
-    cols = [*PERIOD_KEY, "trades", "cash_eur", "net_mwh"]
-    slot = ["delivery_day", "delivery_hour"]
-    old = _lazy(before).select(cols)
-    new = _lazy(after).select(cols)
+    key = [*PERIOD_KEY, "currency"]
+    cols = [*key, "trades", "cash", "net_mwh"]
+    old = _period_types(before).select(cols)
+    new = _period_types(after).select(cols)
     joined = (
-        old.join(new, on=PERIOD_KEY, how="full", coalesce=True, suffix="_1")
-        .join(
-            _lazy(prices_before).select(*slot, pl.col("reference_price").alias("r0")),
-            on=slot,
-            how="left",
-        )
-        .join(
-            _lazy(prices_after).select(*slot, pl.col("reference_price").alias("r1")),
-            on=slot,
-            how="left",
-        )
+        old.join(new, on=key, how="full", coalesce=True, suffix="_1")
+        .join(_prices(prices_before).rename({"reference_price": "r0"}), on=PERIOD, how="left")
+        .join(_prices(prices_after).rename({"reference_price": "r1"}), on=PERIOD, how="left")
         .with_columns(
-            pl.col(
-                "trades", "cash_eur", "net_mwh", "trades_1", "cash_eur_1", "net_mwh_1"
-            ).fill_null(0)
+            pl.col("trades", "cash", "net_mwh", "trades_1", "cash_1", "net_mwh_1").fill_null(0)
         )
     )
-    old_at_r0 = _valued("cash_eur", "net_mwh", "r0")
-    old_at_r1 = _valued("cash_eur", "net_mwh", "r1")
-    new_at_r1 = _valued("cash_eur_1", "net_mwh_1", "r1")
+    old_at_r0 = _valued("cash", "net_mwh", "r0")
+    old_at_r1 = _valued("cash", "net_mwh", "r1")
+    new_at_r1 = _valued("cash_1", "net_mwh_1", "r1")
     return (
-        joined.group_by("trader_id")
+        joined.group_by("trader_id", "currency")
         .agg(
             (pl.col("trades_1") - pl.col("trades")).sum().cast(pl.Int64).alias("new_trades"),
-            (new_at_r1 - old_at_r0).sum().alias("pnl_change_eur"),
-            (new_at_r1 - old_at_r1).sum().alias("pnl_change_trades_eur"),
-            (old_at_r1 - old_at_r0).sum().alias("pnl_change_prices_eur"),
+            (new_at_r1 - old_at_r0).sum().alias("pnl_change"),
+            (new_at_r1 - old_at_r1).sum().alias("pnl_change_trades"),
+            (old_at_r1 - old_at_r0).sum().alias("pnl_change_prices"),
         )
-        .sort("trader_id")
+        .select(ATTRIBUTION_COLUMNS)
+        .sort("trader_id", "currency", nulls_last=True)
         .collect()
     )

@@ -10,7 +10,8 @@ import duckdb
 import polars as pl
 
 from energy_assets import published
-from energy_assets.exposure import positions, store
+from energy_assets.exposure import store
+from energy_assets.exposure.positions import EXPOSURE_COLUMNS, PERIOD_KEY
 
 #: A day of refreshes at the default 30 s cadence (x traders rows): the file stays ~1 MB and
 #: a write well under a second however old the table, and the desk's chart spans a day.
@@ -26,11 +27,11 @@ class Published:
 
 
 def load_confirmed(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """Every row of `trader_exposure`, in `positions.EXPOSURE_COLUMNS` order."""
+    """Every row of `trader_exposure`, in its columns' order."""
     store.ensure_tables(conn)
-    columns = ", ".join(positions.EXPOSURE_COLUMNS)
     return conn.execute(
-        f"SELECT {columns} FROM {store.EXPOSURE} ORDER BY trader_id, delivery_day, delivery_hour"
+        f"SELECT {', '.join(EXPOSURE_COLUMNS)} FROM {store.EXPOSURE} "
+        f"ORDER BY {', '.join(PERIOD_KEY)}"
     ).pl()
 
 
@@ -42,7 +43,7 @@ def load_pnl_history(conn: duckdb.DuckDBPyConnection, snapshots: int) -> pl.Data
                 SELECT coalesce(min(snapshot_at), '-infinity'::TIMESTAMPTZ) FROM (
                     SELECT DISTINCT snapshot_at FROM {store.HISTORY}
                     ORDER BY snapshot_at DESC LIMIT ?))
-            ORDER BY snapshot_at, trader_id""",
+            ORDER BY snapshot_at, trader_id, currency""",
         [snapshots],
     ).pl()
 

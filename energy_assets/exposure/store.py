@@ -1,20 +1,29 @@
-"""Refreshing the exposure tables in DuckDB: recompute the delivery days that changed, only those.
+"""Refreshing the exposure tables in DuckDB: recompute the market delivery days that changed,
+only those.
 
-What changed is read off the tables themselves, nothing is kept beside them. A delivery day
-is recomputed when
+The unit of a refresh is a **market's local delivery day** (`market`, `delivery_day`), the day
+`energy.raw_trades` carries beside each deal's instants: the daily totals, the desk and the
+price partitions are all per market-local day, so a changed day is recomputed and its totals
+replaced in one piece. (A UTC day of `delivery_start` would cut a Berlin or London day in two,
+and every refresh of one would have to rebuild the daily totals of two.) Every period, and every
+grid step of it, lies in the local day of its start.
+
+What changed is read off the tables themselves, nothing is kept beside them. A day is
+recomputed when
 
 - `energy.raw_trades` holds a different number of its deals than `energy.trader_exposure`
   counts (new deals, a deal loaded late for an old day, a day whose deals are gone), or
 - one of its periods is marked at a price other than the latest in `energy.reference_prices`
-  (a revision, an hour's first price, a price withdrawn). A refetch of the same value
-  changes nothing, and a price for an hour nobody traded recomputes nothing.
+  (a revision, a period's first price, a price withdrawn). A refetch of the same value
+  changes nothing, and a price for a period nobody traded recomputes nothing.
 
 Those days are recomputed from every one of their deals: DuckDB sums each leg next to the data
-(`LEGS_SQL`), polars does the rest (`positions.positions_of_legs`). Their exposure rows and
-daily totals are replaced, and one row per trader appended to `energy.trader_pnl_history` with
-the PnL change split by `positions.pnl_attribution`, in one transaction: a reader sees the
-previous refresh or this one, never half of it. The per-trader totals are a view over the
-daily totals, and the largest positions a query.
+(`LEGS_SQL`), polars does the rest (`positions.positions_of_legs`, `positions.net_positions`).
+Their exposure rows, net positions and daily totals are replaced, and one row per trader and
+currency appended to `energy.trader_pnl_history` with the PnL change split by
+`positions.pnl_attribution`, in one transaction: a reader sees the previous refresh or this one,
+never half of it. The per-trader totals are a view over the daily totals, and the largest
+positions a query.
 
 `raw_trades` is an insert-only ledger keyed by deal id, so a day's count moves with every
 change it can have. A correction in place (same count) is the one thing the counts cannot
@@ -30,7 +39,15 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
-from energy_assets.exposure.positions import daily_totals, pnl_attribution, positions_of_legs
+from energy_assets.exposure.positions import (
+    ATTRIBUTION_COLUMNS,
+    PERIOD,
+    daily_totals,
+    net_positions,
+    pnl_attribution,
+    positions_of_legs,
+)
+from energy_assets.markets import DEFAULT_MARKET, MARKETS
 from energy_assets.tables import (
     EXPOSURE_TABLES,
     RAW_TRADES,
@@ -39,69 +56,89 @@ from energy_assets.tables import (
     TRADER_EXPOSURE,
     TRADER_EXPOSURE_DAILY,
     TRADER_EXPOSURE_TOTALS,
+    TRADER_NET_POSITION,
     TRADER_PNL_HISTORY,
     create,
 )
 
 EXPOSURE = str(TRADER_EXPOSURE)
+NET_POSITION = str(TRADER_NET_POSITION)
 DAILY = str(TRADER_EXPOSURE_DAILY)
 TOTALS = str(TRADER_EXPOSURE_TOTALS)
 HISTORY = str(TRADER_PNL_HISTORY)
 
-#: How many of the largest positions a refresh reports.
+#: How many of the largest positions a refresh reports, per currency.
 LARGEST = 10
 
 _COUNTS = ("periods", "unpriced_periods", "trades")
-# Per trader, the roll-up of the daily totals: every column is a sum over periods, and a sum of
-# nulls is null (nothing priced yet), as in `positions.trader_totals`.
+# Per trader and currency, the roll-up of the daily totals: every column is a sum over periods,
+# and a sum of nulls is null (nothing priced yet), as in `positions.trader_totals`.
 _SUMS = ", ".join(
     f"sum({c})::BIGINT AS {c}" if c in _COUNTS else f"sum({c}) AS {c}"
-    for c in TRADER_EXPOSURE_TOTALS.column_names[1:]
+    for c in TRADER_EXPOSURE_TOTALS.column_names[2:]
 )
-_TOTALS_VIEW = f"CREATE VIEW IF NOT EXISTS {TOTALS} AS SELECT trader_id, {_SUMS} FROM {DAILY} GROUP BY trader_id"
+_TOTALS_VIEW = (
+    f"CREATE VIEW IF NOT EXISTS {TOTALS} AS SELECT trader_id, currency, {_SUMS} "
+    f"FROM {DAILY} GROUP BY trader_id, currency"
+)
 HISTORY_COLUMNS = TRADER_PNL_HISTORY.column_names
 
-#: Σ per leg (period and direction), computed where the trades are; `positions.legs` is the
-#: same in polars.
+#: Σ per leg (period and direction) in MW, computed where the trades are; `positions.legs`
+#: is the same in polars.
 LEGS_SQL = """
-    SELECT trader_id, delivery_day, delivery_hour, direction, count(*) AS trades,
-           sum(quantity) AS mwh, sum(quantity * price) AS eur
+    SELECT trader_id, market, delivery_start, delivery_end, delivery_day, direction,
+           count(*) AS trades, sum(quantity) AS mw, sum(quantity * price) AS price_mw
     FROM {trades} WHERE {days}
-    GROUP BY trader_id, delivery_day, delivery_hour, direction
+    GROUP BY trader_id, market, delivery_start, delivery_end, delivery_day, direction
 """
-#: The latest price of each hour (`reference_prices` keeps one row per hour).
+#: The latest price of each period (`reference_prices` keeps one row per period).
 PRICES_SQL = """
-    SELECT delivery_day, delivery_hour, value AS reference_price
-    FROM {prices} WHERE value IS NOT NULL AND {days}
+    SELECT market, delivery_start, delivery_end, value AS reference_price
+    FROM {prices} WHERE value IS NOT NULL
 """
-#: The days whose deals or prices differ from what `trader_exposure` holds.
+#: A price row of `delivery_day` + `delivery_hour` alone (prices from before periods) is the
+#: default market's hour, labelled in its local time (contract §5); read so until the prices
+#: domain stores instants.
+_HOUR_START = f"""timezone('{MARKETS[DEFAULT_MARKET].time_zone}',
+    delivery_day + to_hours(left(delivery_hour, 2)::INTEGER))"""
+_HOURLY_PRICES_SQL = f"""
+    SELECT '{DEFAULT_MARKET}' AS market, {_HOUR_START} AS delivery_start,
+           delivery_start + INTERVAL 1 HOUR AS delivery_end, value AS reference_price
+    FROM {{prices}} WHERE value IS NOT NULL
+"""
+
+#: The market days whose deals or prices differ from what `trader_exposure` holds.
 CHANGED_DAYS_SQL = """
-    WITH counted AS (SELECT delivery_day, sum(trades) AS trades FROM {exposure}
-                     GROUP BY delivery_day),
-         dealt AS (SELECT delivery_day, count(*) AS trades FROM {trades} GROUP BY delivery_day)
-    SELECT delivery_day FROM counted FULL JOIN dealt USING (delivery_day)
+    WITH counted AS (SELECT market, delivery_day, sum(trades) AS trades FROM {exposure}
+                     GROUP BY market, delivery_day),
+         dealt AS (SELECT market, delivery_day, count(*) AS trades FROM {trades}
+                   GROUP BY market, delivery_day)
+    SELECT market, delivery_day FROM counted FULL JOIN dealt USING (market, delivery_day)
     WHERE counted.trades IS DISTINCT FROM dealt.trades
     UNION
-    SELECT e.delivery_day FROM {exposure} e LEFT JOIN ({prices}) p USING (delivery_day, delivery_hour)
+    SELECT e.market, e.delivery_day FROM {exposure} e
+    LEFT JOIN ({prices}) p USING (market, delivery_start, delivery_end)
     WHERE e.reference_price IS DISTINCT FROM p.reference_price
-    ORDER BY delivery_day
+    ORDER BY market, delivery_day
 """
 ALL_DAYS_SQL = """
-    SELECT delivery_day FROM {exposure} UNION SELECT delivery_day FROM {trades}
-    ORDER BY delivery_day
+    SELECT market, delivery_day FROM {exposure}
+    UNION SELECT market, delivery_day FROM {trades}
+    ORDER BY market, delivery_day
 """
-#: The largest positions, ties by period.
+#: The largest positions of one currency, ties by period (a top-N: no sort of the table).
 LARGEST_SQL = f"""
-    SELECT * FROM {EXPOSURE} WHERE exposure_eur IS NOT NULL
-    ORDER BY abs(exposure_eur) DESC, trader_id, delivery_day, delivery_hour LIMIT ?
-"""
+    (SELECT * FROM {EXPOSURE} WHERE exposure IS NOT NULL AND currency = ?
+     ORDER BY abs(exposure) DESC, trader_id, market, delivery_start, delivery_end LIMIT ?)"""
 #: Stand-ins for an upstream table that does not exist yet: counted as empty.
-_NO_TRADES = """(SELECT NULL::VARCHAR AS trader_id, NULL::DATE AS delivery_day,
-    NULL::VARCHAR AS delivery_hour, NULL::VARCHAR AS direction, NULL::DOUBLE AS quantity,
+_NO_TRADES = """(SELECT NULL::VARCHAR AS trader_id, NULL::VARCHAR AS market,
+    NULL::TIMESTAMPTZ AS delivery_start, NULL::TIMESTAMPTZ AS delivery_end,
+    NULL::DATE AS delivery_day, NULL::VARCHAR AS direction, NULL::DOUBLE AS quantity,
     NULL::DOUBLE AS price WHERE false)"""
-_NO_PRICES = """(SELECT NULL::DATE AS delivery_day, NULL::VARCHAR AS delivery_hour,
-    NULL::DOUBLE AS value WHERE false)"""
-_THE_DAYS = "delivery_day IN (SELECT unnest(?::DATE[]))"
+_NO_PRICES = """(SELECT NULL::VARCHAR AS market, NULL::TIMESTAMPTZ AS delivery_start,
+    NULL::TIMESTAMPTZ AS delivery_end, NULL::DOUBLE AS value WHERE false)"""
+#: The market days to recompute, registered as a frame for one refresh.
+_THE_DAYS = "(market, delivery_day) IN (SELECT market, delivery_day FROM exposure_days)"
 
 
 @dataclass
@@ -122,20 +159,52 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(_TOTALS_VIEW)
 
 
-_OURS = {t.name for t in (*EXPOSURE_TABLES, TRADER_EXPOSURE_TOTALS)}
+_SHAPES = (*EXPOSURE_TABLES, TRADER_EXPOSURE_TOTALS)
+#: `trader_pnl_history` columns of the hourly, euro-only warehouse, and their names now.
+_RENAMED = {f"{c}_eur": c for c in ("cash", "pnl", "exposure", "gross_exposure", "pnl_change")}
+_RENAMED |= {
+    "pnl_change_trades_eur": "pnl_change_trades",
+    "pnl_change_prices_eur": "pnl_change_prices",
+}
 
 
-def _present(conn: duckdb.DuckDBPyConnection) -> set[str]:
-    """The names of the tables and views in the warehouse's schema."""
+def _migrate(conn: duckdb.DuckDBPyConnection, present: dict[str, set[str]]) -> None:
+    """Bring this domain's tables to their declared shape: a derived table of another shape
+    (a warehouse from before markets) is dropped, and this refresh recomputes it whole; the PnL
+    history, which no refresh can remake, keeps its rows, its amounts in EUR."""
+    conn.begin()
+    try:
+        for table in (TRADER_EXPOSURE_TOTALS, *EXPOSURE_TABLES):
+            have = present.get(table.name)
+            if have is None or have == set(table.column_names):
+                continue
+            if table is TRADER_PNL_HISTORY:
+                for old, new in _RENAMED.items():
+                    if old in have:
+                        conn.execute(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}")
+                if "currency" not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN currency VARCHAR DEFAULT 'EUR'")
+            else:
+                kind = "VIEW" if table is TRADER_EXPOSURE_TOTALS else "TABLE"
+                conn.execute(f"DROP {kind} {table}")
+        ensure_tables(conn)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+def _present(conn: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
+    """The tables and views in the warehouse's schema, each with its column names."""
     rows = conn.execute(
-        """SELECT table_name FROM duckdb_tables()
-           WHERE database_name = current_database() AND schema_name = ?
-           UNION ALL
-           SELECT view_name FROM duckdb_views()
+        """SELECT table_name, column_name FROM duckdb_columns()
            WHERE database_name = current_database() AND schema_name = ?""",
-        [SCHEMA, SCHEMA],
+        [SCHEMA],
     ).fetchall()
-    return {r[0] for r in rows}
+    present: dict[str, set[str]] = {}
+    for table, column in rows:
+        present.setdefault(table, set()).add(column)
+    return present
 
 
 def refresh(
@@ -143,42 +212,50 @@ def refresh(
     snapshot_at: datetime,
     run_id: str = "",
     full: bool = False,
+    markets: pl.DataFrame | None = None,
 ) -> RefreshResult:
     """Bring the exposure tables up to date with `raw_trades` and `reference_prices`, and
-    append one row per trader to `energy.trader_pnl_history`.
+    append one row per trader and currency to `energy.trader_pnl_history`.
 
-    `full=True` recomputes every delivery day: the repair after a correction in place.
+    `full=True` recomputes every market day: the repair after a correction in place.
+    `markets` (`positions.market_frame`) defaults to every configured market.
     """
     started = time.perf_counter()
     present = _present(conn)
-    if not _OURS <= present:
-        ensure_tables(conn)
+    if any(present.get(t.name) != set(t.column_names) for t in _SHAPES):
+        _migrate(conn, present)
+        present = _present(conn)
     missing = [str(t) for t in (RAW_TRADES, REFERENCE_PRICES) if t.name not in present]
     trades = str(RAW_TRADES) if RAW_TRADES.name in present else _NO_TRADES
     prices = str(REFERENCE_PRICES) if REFERENCE_PRICES.name in present else _NO_PRICES
-    latest = PRICES_SQL.format(prices=prices, days="true")
+    hourly = "delivery_start" not in present.get(REFERENCE_PRICES.name, {"delivery_start"})
+    latest = (_HOURLY_PRICES_SQL if hourly else PRICES_SQL).format(prices=prices)
 
     conn.begin()
     try:
         sql = (ALL_DAYS_SQL if full else CHANGED_DAYS_SQL).format(
             exposure=EXPOSURE, trades=trades, prices=latest
         )
-        days = [r[0] for r in conn.execute(sql).fetchall()]
+        days = conn.execute(sql).pl()
         attribution = None
-        if days:
+        if days.height:
             # A full refresh reads every deal: no filter rather than a list of every day.
-            where, params = ("true", []) if full else (_THE_DAYS, [days])
-            attribution = _replace_days(conn, where, params, trades, prices)
-        totals = conn.execute(f"SELECT * FROM {TOTALS} ORDER BY trader_id").pl()
-        history = _history(totals, attribution, snapshot_at, run_id, len(days))
+            conn.register("exposure_days", days)
+            try:
+                where = "true" if full else _THE_DAYS
+                attribution = _replace_days(conn, where, trades, latest, markets)
+            finally:
+                conn.unregister("exposure_days")
+        totals = conn.execute(f"SELECT * FROM {TOTALS} ORDER BY trader_id, currency").pl()
+        history = _history(totals, attribution, snapshot_at, run_id, days.height)
         _insert(conn, HISTORY, history)
-        largest = conn.execute(LARGEST_SQL, [LARGEST]).pl()
+        largest = _largest(conn, totals["currency"].unique().sort().to_list())
         conn.commit()
     except BaseException:
         conn.rollback()
         raise
     return RefreshResult(
-        days_recomputed=len(days),
+        days_recomputed=days.height,
         largest=largest,
         totals=totals,
         history=history,
@@ -187,23 +264,43 @@ def refresh(
     )
 
 
+def _largest(conn: duckdb.DuckDBPyConnection, currencies: list[str]) -> pl.DataFrame:
+    if not currencies:
+        return conn.execute(f"SELECT * FROM {EXPOSURE} LIMIT 0").pl()
+    sql = " UNION ALL ".join([LARGEST_SQL] * len(currencies))
+    return conn.execute(sql, [v for c in currencies for v in (c, LARGEST)]).pl()
+
+
 def _replace_days(
-    conn: duckdb.DuckDBPyConnection, where: str, params: list, trades: str, prices: str
+    conn: duckdb.DuckDBPyConnection,
+    where: str,
+    trades: str,
+    latest: str,
+    markets: pl.DataFrame | None,
 ) -> pl.DataFrame:
-    """Recompute the days matching `where` from their deals and the latest prices, replace
-    their exposure rows and daily totals, and return each trader's PnL change
-    (`pnl_attribution`)."""
-    before = conn.execute(f"SELECT * FROM {EXPOSURE} WHERE {where}", params).pl()
-    legs = conn.execute(LEGS_SQL.format(trades=trades, days=where), params).pl()
-    prices_now = conn.execute(PRICES_SQL.format(prices=prices, days=where), params).pl()
+    """Recompute the market days matching `where` from their deals and the latest prices,
+    replace their exposure rows, net positions and daily totals, and return each trader's PnL
+    change per currency (`pnl_attribution`)."""
+    before = conn.execute(f"SELECT * FROM {EXPOSURE} WHERE {where}").pl()
+    legs = conn.execute(LEGS_SQL.format(trades=trades, days=where)).pl()
+    # The latest prices of the periods held before or now, nothing else.
+    periods = pl.concat([before.select(PERIOD), legs.select(PERIOD)], how="vertical_relaxed")
+    conn.register("exposure_periods", periods.unique())
+    try:
+        prices_now = conn.execute(
+            f"SELECT p.* FROM ({latest}) p SEMI JOIN exposure_periods USING ({', '.join(PERIOD)})"
+        ).pl()
+    finally:
+        conn.unregister("exposure_periods")
 
-    exposure = positions_of_legs(legs, prices_now)
+    exposure = positions_of_legs(legs, prices_now, markets, sort=False)
     # The prices the replaced rows were marked with: one per period, whatever the trader.
-    prices_before = before.select("delivery_day", "delivery_hour", "reference_price").unique()
+    prices_before = before.select(*PERIOD, "reference_price").unique()
 
-    conn.execute(f"DELETE FROM {EXPOSURE} WHERE {where}", params)
-    conn.execute(f"DELETE FROM {DAILY} WHERE {where}", params)
+    for table in (EXPOSURE, NET_POSITION, DAILY):
+        conn.execute(f"DELETE FROM {table} WHERE {where}")
     _insert(conn, EXPOSURE, exposure)
+    _insert(conn, NET_POSITION, net_positions(exposure, markets, sort=False))
     _insert(conn, DAILY, daily_totals(exposure))
     return pnl_attribution(before, exposure, prices_before, prices_now)
 
@@ -224,26 +321,27 @@ def _history(
     run_id: str,
     days_recomputed: int,
 ) -> pl.DataFrame:
-    """One row per trader: the totals after this refresh and what moved their PnL."""
-    changes = ["new_trades", "pnl_change_eur", "pnl_change_trades_eur", "pnl_change_prices_eur"]
+    """One row per trader and currency: the totals after this refresh and what moved their
+    PnL."""
+    key = ["trader_id", "currency"]
+    changes = ATTRIBUTION_COLUMNS[2:]
     if attribution is None:  # nothing changed
         attribution = pl.DataFrame(
-            schema={"trader_id": pl.String, "new_trades": pl.Int64}
-            | {c: pl.Float64 for c in changes[1:]}
+            schema={c: TRADER_PNL_HISTORY.polars_schema()[c] for c in ATTRIBUTION_COLUMNS}
         )
     # A trader whose every position vanished still gets a row: their change is real.
     return (
         totals.lazy()
-        .join(attribution.lazy(), on="trader_id", how="full", coalesce=True)
+        .join(attribution.lazy(), on=key, how="full", coalesce=True, nulls_equal=True)
         .with_columns(
             pl.col(changes).fill_null(0),
             pl.col("trades", "unpriced_periods").fill_null(0),
-            pl.col("net_mwh", "cash_eur").fill_null(0.0),
+            pl.col("net_mwh", "cash").fill_null(0.0),
             pl.lit(snapshot_at).cast(pl.Datetime("us", "UTC")).alias("snapshot_at"),
             pl.lit(run_id).alias("run_id"),
             pl.lit(days_recomputed, dtype=pl.Int64).alias("days_recomputed"),
         )
         .select(HISTORY_COLUMNS)
-        .sort("trader_id")
+        .sort(key, nulls_last=True)
         .collect()
     )

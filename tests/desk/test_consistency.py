@@ -18,7 +18,7 @@ import pytest
 
 from energy_assets.desk.live import CONFIRMED, LiveDesk
 from energy_assets.exposure.assets import exposure_dashboard, trader_exposure
-from energy_assets.exposure.positions import EXPOSURE_COLUMNS, PERIOD_KEY
+from energy_assets.exposure.positions import EXPOSURE_COLUMNS, EXPOSURE_SCHEMA, PERIOD_KEY
 from energy_assets.journals.resources import archive_resource
 from energy_assets.prices.client import ReferencePrice
 from energy_assets.prices.store import publish_prices, store_prices
@@ -64,7 +64,10 @@ def _materialize(instance) -> None:
 
 
 def _compare(live: pl.DataFrame, batch: pl.DataFrame) -> None:
-    live, batch = live.sort(PERIOD_KEY), batch.sort(PERIOD_KEY)
+    # Instants as the table declares them (DuckDB hands them over in the session's zone).
+    live, batch = (
+        f.select(EXPOSURE_COLUMNS).cast(EXPOSURE_SCHEMA).sort(PERIOD_KEY) for f in (live, batch)
+    )
     assert live.select(PERIOD_KEY).equals(batch.select(PERIOD_KEY))
     for column in EXPOSURE_COLUMNS:
         for mine, theirs in zip(live[column].to_list(), batch[column].to_list(), strict=True):

@@ -158,38 +158,45 @@ def test_prices_confirmed_rows_gaps_and_colours(desk_dirs, start_desk, browser):
     short = page.locator('tr[data-period="2026-12-02 13-14"]')
     assert short.locator('[data-edge="sells"]').get_attribute("class") == "fav"  # -2 vs -4
 
+    # Berlin in winter is UTC+1: 12-13 on 2 December is 11:00-12:00 UTC.
     confirmed = pl.DataFrame(
         [
             {
                 "trader_id": "alice",
+                "market": "DE",
+                "delivery_start": datetime(2026, 12, 2, 11, tzinfo=UTC),
+                "delivery_end": datetime(2026, 12, 2, 12, tzinfo=UTC),
                 "delivery_day": datetime(2026, 12, 2).date(),
-                "delivery_hour": "12-13",
+                "currency": "EUR",
                 "trades": 2,
                 "bought_mwh": 2.0,
                 "sold_mwh": 1.0,
                 "net_mwh": 1.0,
                 "buy_vwap": 40.0,
                 "sell_vwap": 44.0,
-                "cash_eur": -36.0,
+                "cash": -36.0,
                 "reference_price": 45.0,
-                "pnl_eur": 9.0,
-                "exposure_eur": 45.0,
+                "pnl": 9.0,
+                "exposure": 45.0,
             },
             # An older day whose deals left the buffer: only the confirmed book has it.
             {
                 "trader_id": "alice",
+                "market": "DE",
+                "delivery_start": datetime(2026, 11, 20, 7, tzinfo=UTC),
+                "delivery_end": datetime(2026, 11, 20, 8, tzinfo=UTC),
                 "delivery_day": datetime(2026, 11, 20).date(),
-                "delivery_hour": "08-09",
+                "currency": "EUR",
                 "trades": 5,
                 "bought_mwh": 10.0,
                 "sold_mwh": 0.0,
                 "net_mwh": 10.0,
                 "buy_vwap": 50.0,
                 "sell_vwap": None,
-                "cash_eur": -500.0,
+                "cash": -500.0,
                 "reference_price": None,
-                "pnl_eur": None,
-                "exposure_eur": None,
+                "pnl": None,
+                "exposure": None,
             },
         ]
     )
@@ -222,15 +229,26 @@ def test_prices_confirmed_rows_gaps_and_colours(desk_dirs, start_desk, browser):
     history = pl.DataFrame(
         {
             "snapshot_at": [now - timedelta(minutes=m) for m in (20, 10)],
+            "run_id": ["r1", "r2"],
             "trader_id": ["alice", "alice"],
-            "pnl_eur": [5.0, 15.0],
-            "pnl_change_trades_eur": [5.0, 4.0],
-            "pnl_change_prices_eur": [0.0, 6.0],
+            "currency": ["EUR", "EUR"],
+            "trades": [2, 2],
+            "net_mwh": [1.0, 1.0],
+            "cash": [-36.0, -36.0],
+            "pnl": [5.0, 15.0],
+            "exposure": [41.0, 51.0],
+            "gross_exposure": [41.0, 51.0],
+            "unpriced_periods": [0, 0],
+            "new_trades": [2, 0],
+            "pnl_change": [5.0, 10.0],
+            "pnl_change_trades": [5.0, 4.0],
+            "pnl_change_prices": [0.0, 6.0],
+            "days_recomputed": [1, 1],
         }
     )
     published.write(history, published_dir, published.PNL_HISTORY)
     page.wait_for_selector("svg polyline.series-pnl", timeout=5_000)
-    assert "15 €" in page.locator("svg").text_content()
+    assert "15 EUR" in page.locator("svg").text_content()
 
     assert page.evaluate("window.marker") == "kept"
     assert page.evaluate("window.deskUpdates") >= 4

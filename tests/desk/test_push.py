@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from energy_assets.desk.connections import STALL_TIMEOUT_SECONDS
+from energy_assets.desk.render import period_label
 from energy_assets.playground.server import ExchangeOptions
 from tests.desk.conftest import deal, write_deals
 from tests.desk.load import (
@@ -57,8 +58,13 @@ def test_a_deal_from_the_playground_appears_on_its_traders_page_without_a_reload
     pg.pause()
     mine = [d for d in pg.sent_deals if d.trader_id == first.trader_id]
     latest = mine[-1]
-    period = f"{latest.delivery_day} {latest.delivery_hour}"
-    expected = Counter(f"{d.delivery_day} {d.delivery_hour}" for d in mine)[period]
+
+    def shown(d) -> str:  # the row's data-period: local day and label of the deal's period
+        p = d.period
+        return f"{d.delivery_day} {period_label(p.market, p.delivery_start, p.delivery_end)}"
+
+    period = shown(latest)
+    expected = Counter(shown(d) for d in mine)[period]
     page.wait_for_function(
         '([p, n]) => { const r = document.querySelector(`tr[data-period="${p}"]`);'
         " return r && r.dataset.trades === String(n); }",

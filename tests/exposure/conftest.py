@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import pytest
 from dagster_duckdb import DuckDBResource
 
-from energy_assets.markets import hour_period
-from energy_assets.tables import FEED_GAPS, PRICE_TABLES, RAW_TRADES, SCHEMA, TRADE_TABLES, create
+from energy_assets.tables import (
+    FEED_GAPS,
+    PRICE_TABLES,
+    REFERENCE_PRICES,
+    SCHEMA,
+    TRADE_TABLES,
+    create,
+)
+from tests.exposure.periods import ZONES, local_day, period
 
 
 def q(table: str) -> str:
@@ -36,58 +43,68 @@ class Warehouse:
     def trade(
         self,
         trader: str,
-        day: date,
-        hour: str,
+        market: str,
+        start: str | datetime,
+        minutes: int,
         direction: str,
         quantity: float,
         price: float,
         received_at: datetime | None = None,
     ) -> str:
+        """A deal of `quantity` MW over `[start, start + minutes)` (UTC), booked as the drain
+        books it: its market's local delivery day beside the instants."""
         deal_id = uuid.uuid4().hex
         received = received_at or datetime.now(UTC)
-        period = hour_period("DE", day, hour)
+        begin, end = period(market, start, minutes)
+        hour = begin.astimezone(ZONES[market]).hour
         row = {
             "id": deal_id,
             "price": price,
             "quantity": quantity,
             "direction": direction,
-            "delivery_day": day,
-            "delivery_hour": hour,
+            "delivery_day": local_day(market, begin),
+            "delivery_hour": f"{hour:02d}-{hour + 1:02d}",
             "trader_id": trader,
             "execution_time": received,
-            "market": period.market,
-            "delivery_start": period.delivery_start,
-            "delivery_end": period.delivery_end,
-            "after_gate_closure": received >= period.gate_closure,
+            "market": market,
+            "delivery_start": begin,
+            "delivery_end": end,
+            "after_gate_closure": False,
             "received_at": received,
             "segment": "s1",
         }
         with self.connect() as conn:
-            conn.execute(
-                f"INSERT INTO {RAW_TRADES} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                list(row.values()),
-            )
+            _insert(conn, "raw_trades", row)
         return deal_id
 
     def price(
         self,
-        day: date,
-        hour: str,
+        market: str,
+        start: str | datetime,
+        minutes: int,
         value: float,
         last_update: datetime | None = None,
         fetched_at: datetime | None = None,
     ) -> None:
-        """Upsert the latest price of an hour, as `reference_prices` keeps one row per hour."""
+        """Upsert the latest price of a period, as `reference_prices` keeps one row per period."""
         now = datetime.now(UTC)
+        begin, end = period(market, start, minutes)
         with self.connect() as conn:
             conn.execute(
-                f"DELETE FROM {q('reference_prices')} WHERE delivery_day = ? AND delivery_hour = ?",
-                [day, hour],
+                f"DELETE FROM {q('reference_prices')} WHERE market = ? AND delivery_start = ? "
+                "AND delivery_end = ?",
+                [market, begin, end],
             )
-            conn.execute(
-                f"INSERT INTO {q('reference_prices')} VALUES (?, ?, ?, 'euro/mwh', ?, ?)",
-                [day, hour, value, last_update or now, fetched_at or now],
-            )
+            row = {
+                "market": market,
+                "delivery_start": begin,
+                "delivery_end": end,
+                "value": value,
+                "unit": "per MWh",
+                "last_update": last_update or now,
+                "fetched_at": fetched_at or now,
+            }
+            _insert(conn, "reference_prices", row)
 
     def gap(self, start: datetime, end: datetime, reason: str) -> None:
         with self.connect() as conn:
@@ -101,9 +118,24 @@ class Warehouse:
             return conn.execute(sql, params or []).fetchall()
 
 
+def _insert(conn: duckdb.DuckDBPyConnection, table: str, row: dict) -> None:
+    names = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    conn.execute(f"INSERT INTO {q(table)} ({names}) VALUES ({marks})", list(row.values()))
+
+
+#: Until the prices domain stores instants, `reference_prices` as it will have them.
+_PERIOD_PRICES = f"""CREATE OR REPLACE TABLE {q("reference_prices")} (
+    market VARCHAR NOT NULL, delivery_start TIMESTAMPTZ NOT NULL,
+    delivery_end TIMESTAMPTZ NOT NULL, value DOUBLE, unit VARCHAR,
+    last_update TIMESTAMPTZ, fetched_at TIMESTAMPTZ)"""
+
+
 @pytest.fixture
 def warehouse(tmp_path: Path) -> Warehouse:
     path = tmp_path / "warehouse.duckdb"
     with duckdb.connect(str(path)) as conn:
         create(conn, *TRADE_TABLES, *PRICE_TABLES)
+        if "delivery_start" not in REFERENCE_PRICES.column_names:
+            conn.execute(_PERIOD_PRICES)
     return Warehouse(path)

@@ -11,13 +11,13 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from energy_assets import published
-from energy_assets.exposure import positions
 from energy_assets.exposure.assets import (
     EXPOSURE_CONDITION,
     exposure_automation_sensor,
     exposure_dashboard,
     trader_exposure,
 )
+from energy_assets.tables import TRADER_EXPOSURE
 from tests.exposure.conftest import q
 
 # Stand-ins with the upstream keys and shapes: `raw_trades` unpartitioned, `reference_prices`
@@ -54,12 +54,20 @@ def instance(dagster_home, energy_env):
         yield instance
 
 
+def hour_ago(days: int, hours: int = 0) -> datetime:
+    """A whole UTC hour `days` ago (+ `hours`): a DE hourly period's start."""
+    return NOW - timedelta(days=days) + timedelta(hours=hours)
+
+
 @pytest.mark.slow
 def test_materialise_writes_tables_metadata_and_publishes_them(instance, warehouse, energy_env):
-    day = (NOW - timedelta(days=1)).date()
-    warehouse.trade("alice", day, "12-13", "buy", 2.0, 50.0)
-    warehouse.trade("bob", day, "12-13", "sell", 4.0, 30.0)
-    warehouse.price(day, "12-13", 45.0)
+    start = hour_ago(1)
+    warehouse.trade("alice", "DE", start, 60, "buy", 2.0, 50.0)
+    warehouse.trade("bob", "DE", start, 60, "sell", 4.0, 30.0)
+    warehouse.price("DE", start, 60, 45.0)
+    # A GB half-hour in pounds: 2 MW @ 40 = 1 MWh, 40 GBP; at 42 its PnL is 2 GBP.
+    warehouse.trade("bob", "GB", start, 30, "buy", 2.0, 40.0)
+    warehouse.price("GB", start, 30, 42.0)
 
     result = materialize(instance, warehouse)
 
@@ -67,48 +75,68 @@ def test_materialise_writes_tables_metadata_and_publishes_them(instance, warehou
     # alice: cash -100, long 2 @ 45 -> -10; bob: cash 120, short 4 @ 45 -> -60.
     assert exposure["total_pnl_eur"].value == pytest.approx(-70.0)
     assert exposure["gross_exposure_eur"].value == pytest.approx(90.0 + 180.0)
+    assert exposure["total_pnl_gbp"].value == pytest.approx(2.0)
     largest = [record.data for record in exposure["largest_exposures"].value.records]
     assert largest[0] == {
         "trader_id": "bob",
-        "delivery": f"{day} 12-13",
+        "market": "DE",
+        "delivery": f"{start:%Y-%m-%d %H:%M}–{start + timedelta(hours=1):%H:%M} UTC",
         "net_mwh": -4.0,
         "reference_price": 45.0,
-        "exposure_eur": -180.0,
-        "pnl_eur": -60.0,
+        "exposure": -180.0,
+        "pnl": -60.0,
+        "currency": "EUR",
     }
-    totals = {r.data["trader_id"]: r.data for r in exposure["trader_totals"].value.records}
-    assert (totals["alice"]["trades"], totals["alice"]["net_mwh"]) == (1, 2.0)
-    assert totals["alice"]["pnl_eur"] == pytest.approx(-10.0)
-    assert exposure["dagster/row_count"].value == 2
-    rows = warehouse.query(f"SELECT trader_id, pnl_eur FROM {q('trader_exposure_totals')}")
-    assert dict(rows) == pytest.approx({"alice": -10.0, "bob": -60.0})
+    assert largest[-1]["currency"] == "GBP"
+    totals = {
+        (r.data["trader_id"], r.data["currency"]): r.data
+        for r in exposure["trader_totals"].value.records
+    }
+    assert (totals["alice", "EUR"]["trades"], totals["alice", "EUR"]["net_mwh"]) == (1, 2.0)
+    assert totals["alice", "EUR"]["pnl"] == pytest.approx(-10.0)
+    assert totals["bob", "GBP"]["pnl"] == pytest.approx(2.0)
+    assert exposure["dagster/row_count"].value == 3
+    rows = warehouse.query(f"SELECT trader_id, currency, pnl FROM {q('trader_exposure_totals')}")
+    assert sorted(rows) == [
+        ("alice", "EUR", pytest.approx(-10.0)),
+        ("bob", "EUR", pytest.approx(-60.0)),
+        ("bob", "GBP", pytest.approx(2.0)),
+    ]
 
     # The same run published what the desk shows as confirmed: every trader_exposure row.
     out = Path(energy_env["ENERGY_DASHBOARD_DIR"])
     confirmed = published.read(out, published.CONFIRMED)
-    assert confirmed.columns == positions.EXPOSURE_COLUMNS
-    by_trader = {r["trader_id"]: r for r in confirmed.iter_rows(named=True)}
-    assert by_trader["alice"]["pnl_eur"] == pytest.approx(-10.0)
-    assert by_trader["bob"]["net_mwh"] == pytest.approx(-4.0)
-    assert confirmed.sort("trader_id").rows() == warehouse.query(
-        f"SELECT {', '.join(positions.EXPOSURE_COLUMNS)} FROM {q('trader_exposure')} "
-        "ORDER BY trader_id"
+    assert confirmed.schema == TRADER_EXPOSURE.polars_schema()
+    by_trader = {(r["trader_id"], r["market"]): r for r in confirmed.iter_rows(named=True)}
+    assert by_trader["alice", "DE"]["pnl"] == pytest.approx(-10.0)
+    assert by_trader["bob", "DE"]["net_mwh"] == pytest.approx(-4.0)
+    assert by_trader["bob", "GB"]["currency"] == "GBP"
+    with warehouse.connect() as conn:
+        stored = conn.execute(
+            f"SELECT * FROM {q('trader_exposure')} ORDER BY trader_id, market"
+        ).pl()
+    assert confirmed.sort("trader_id", "market").equals(
+        stored.cast(TRADER_EXPOSURE.polars_schema())
     )
     history = published.read(out, published.PNL_HISTORY)
-    assert sorted(history["trader_id"]) == ["alice", "bob"]
-    assert history["pnl_eur"].sum() == pytest.approx(-70.0)
+    assert history.select("trader_id", "currency").rows() == [
+        ("alice", "EUR"),
+        ("bob", "EUR"),
+        ("bob", "GBP"),
+    ]
+    assert history.filter(currency="EUR")["pnl"].sum() == pytest.approx(-70.0)
     dashboard = result.asset_materializations_for_node("exposure_dashboard")[0].metadata
-    assert dashboard["confirmed_rows"].value == 2
+    assert dashboard["confirmed_rows"].value == 3
     assert dashboard["pnl_history_snapshots"].value == 1
     assert sorted(p.name for p in out.iterdir()) == [published.CONFIRMED, published.PNL_HISTORY]
 
 
 @pytest.mark.slow
 def test_pnl_history_holds_the_latest_snapshots(instance, warehouse, energy_env):
-    day = (NOW - timedelta(days=1)).date()
-    warehouse.trade("alice", day, "12-13", "buy", 2.0, 50.0)
+    start = hour_ago(1)
+    warehouse.trade("alice", "DE", start, 60, "buy", 2.0, 50.0)
     for value in (40.0, 45.0, 47.0):
-        warehouse.price(day, "12-13", value)
+        warehouse.price("DE", start, 60, value)
         materialize(instance, warehouse, selection=[trader_exposure])
     dg.materialize(
         [exposure_dashboard],
@@ -118,13 +146,13 @@ def test_pnl_history_holds_the_latest_snapshots(instance, warehouse, energy_env)
     )
     history = published.read(energy_env["ENERGY_DASHBOARD_DIR"], published.PNL_HISTORY)
     # alice is long 2 MWh bought at 50: PnL 2 x (reference - 50), the two latest, oldest first.
-    assert history["pnl_eur"].to_list() == pytest.approx([-10.0, -6.0])
+    assert history["pnl"].to_list() == pytest.approx([-10.0, -6.0])
     assert history["snapshot_at"].is_sorted()
 
 
 @pytest.mark.slow
 def test_total_pnl_is_left_out_while_nothing_is_priced(instance, warehouse):
-    warehouse.trade("alice", NOW.date(), "23-24", "buy", 1.0, 50.0)
+    warehouse.trade("alice", "DE", hour_ago(0, 2), 15, "buy", 1.0, 50.0)
     result = materialize(instance, warehouse, selection=[trader_exposure])
     metadata = result.asset_materializations_for_node("trader_exposure")[0].metadata
     assert "total_pnl_eur" not in metadata
@@ -171,7 +199,7 @@ def test_automation_requests_a_refresh_after_new_trades_and_after_a_price_revisi
     assert requested(quiet, "trader_exposure") == 0
 
     # New trades land in raw_trades.
-    warehouse.trade("alice", NOW.date(), "23-24", "buy", 1.0, 50.0)
+    warehouse.trade("alice", "DE", hour_ago(0, 3), 60, "buy", 1.0, 50.0)
     instance.report_runless_asset_event(dg.AssetMaterialization("raw_trades"))
     after_trades = tick(quiet.cursor)
     assert requested(after_trades, "trader_exposure") == 1
@@ -196,7 +224,7 @@ def test_a_drain_run_that_refreshed_exposure_itself_causes_no_second_refresh(ins
     tick = automation_ticks(instance, warehouse)
 
     quiet = tick()
-    warehouse.trade("alice", NOW.date(), "23-24", "buy", 1.0, 50.0)
+    warehouse.trade("alice", "DE", hour_ago(0, 3), 60, "buy", 1.0, 50.0)
     # What drain_and_refresh does: raw_trades, then both exposure assets, in ONE run.
     result = dg.materialize(
         [raw_trades_stand_in, trader_exposure, exposure_dashboard],
@@ -220,24 +248,23 @@ def test_a_price_stored_just_after_a_drain_runs_refresh_gets_its_own_refresh(ins
     tick = automation_ticks(instance, warehouse)
 
     hour = NOW - timedelta(hours=20)
-    day, label = hour.date(), f"{hour.hour:02d}-{hour.hour + 1:02d}"
-    warehouse.price(day, label, 60.0)
+    warehouse.price("DE", hour, 60, 60.0)
     quiet = tick()
-    warehouse.trade("alice", day, label, "buy", 1.0, 50.0)
+    warehouse.trade("alice", "DE", hour, 60, "buy", 1.0, 50.0)
     drained = dg.materialize(
         [raw_trades_stand_in, trader_exposure, exposure_dashboard],
         instance=instance,
         resources={"warehouse": warehouse.resource()},
     )
     assert drained.success
-    warehouse.price(day, label, 70.0)
+    warehouse.price("DE", hour, 60, 70.0)
     instance.report_runless_asset_event(
         dg.AssetMaterialization("reference_prices", partition=hour.strftime("%Y-%m-%d-%H:%M"))
     )
     after = tick(quiet.cursor)
     assert requested(after, "trader_exposure") == 1
     materialize(instance, warehouse)
-    marked = warehouse.query(f"SELECT reference_price, pnl_eur FROM {q('trader_exposure')}")
+    marked = warehouse.query(f"SELECT reference_price, pnl FROM {q('trader_exposure')}")
     assert marked == [(70.0, pytest.approx(20.0))]
 
 
@@ -285,7 +312,7 @@ def test_code_location_wires_the_exposure_assets():
 @pytest.mark.slow
 def test_full_recompute_on_request(instance, warehouse):
     for days_ago in (1, 2):
-        warehouse.trade("alice", (NOW - timedelta(days=days_ago)).date(), "08-09", "buy", 1.0, 5.0)
+        warehouse.trade("alice", "DE", hour_ago(days_ago), 60, "buy", 1.0, 5.0)
     materialize(instance, warehouse, selection=[trader_exposure])
     unchanged = materialize(instance, warehouse, selection=[trader_exposure])
     assert metadata_of(unchanged)["days_recomputed"].value == 0

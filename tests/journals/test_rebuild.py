@@ -75,7 +75,7 @@ def snapshot(db: Path) -> dict[str, list]:
 def exposure(db: Path) -> list:
     with duckdb.connect(str(db), read_only=True) as conn:
         return conn.execute(
-            "SELECT * FROM energy.trader_exposure ORDER BY trader_id, delivery_day, delivery_hour"
+            "SELECT * FROM energy.trader_exposure ORDER BY trader_id, market, delivery_start, delivery_end"
         ).fetchall()
 
 
@@ -185,7 +185,7 @@ def test_a_lost_warehouse_is_rebuilt_from_the_journals(realistic_run):
     before, exposure_before = snapshot(db), exposure(db)
     with duckdb.connect(str(db), read_only=True) as conn:
         refreshed = dict(
-            conn.execute("SELECT trader_id, pnl_eur FROM energy.trader_pnl_history").fetchall()
+            conn.execute("SELECT trader_id, pnl FROM energy.trader_pnl_history").fetchall()
         )
     assert len(before["raw_trades"]) == 800
     assert len(before["reference_price_revisions"]) == 48 * 3
@@ -225,7 +225,7 @@ def test_a_lost_warehouse_is_rebuilt_from_the_journals(realistic_run):
     instants = history["at"].unique().sort().to_list()
     assert len(instants) == 3 and instants[0] < at < instants[1]
     last = history.filter(pl.col("at") == instants[-1])
-    assert dict(zip(last["trader_id"], last["pnl_eur"], strict=True)) == pytest.approx(refreshed)
+    assert dict(zip(last["trader_id"], last["pnl"], strict=True)) == pytest.approx(refreshed)
     shown = cli("replay", "--at", at.isoformat(), "--trader", "flex_trader_1", env=env)
     assert shown.returncode == 0, shown.stderr
     assert "800 deals received, 48 delivery hours priced" in shown.stdout

@@ -22,6 +22,7 @@ import dagster as dg
 import pytest
 from dagster import DagsterInstance
 
+from energy_assets.markets import MARKETS
 from energy_assets.operations.instance import REPO
 from energy_assets.playground.server import ExchangeOptions
 from energy_assets.prices.assets import NOT_BEFORE_TAG
@@ -39,6 +40,8 @@ IN_PROGRESS_RUN_STATUSES = [
 pytestmark = pytest.mark.slow
 
 DEALS = 60
+#: The default market's zone: the hourly prices' labels are its local hours (contract §5).
+BERLIN = MARKETS["DE"].tz
 #: Whole pipeline, from the first deal to the exposure that includes the last one.
 DEADLINE_S = 230
 
@@ -95,35 +98,42 @@ def _wait(what: str, predicate, deadline: float, status) -> None:
 
 
 def independent_exposure(trades, prices) -> dict[tuple, dict]:
-    """Per (trader, day, hour), straight from the contract's definitions."""
+    """Per (trader, market, delivery start, delivery end), straight from the contract's
+    definitions: a deal is MW over its period (MWh = MW × hours); `prices` are the default
+    market's hours by local day and label, so only its hourly periods have one."""
     groups: dict[tuple, dict] = defaultdict(
         lambda: {"trades": 0, "bought": 0.0, "sold": 0.0, "paid": 0.0, "received": 0.0}
     )
-    for trader, day, hour, direction, price, quantity in trades:
-        g = groups[(trader, day, hour)]
+    for trader, market, start, end, direction, price, quantity in trades:
+        g = groups[(trader, market, start, end)]
+        hours = (end - start).total_seconds() / 3600
         g["trades"] += 1
         if direction == "buy":
-            g["bought"] += quantity
-            g["paid"] += quantity * price
+            g["bought"] += quantity * hours
+            g["paid"] += quantity * hours * price
         else:
-            g["sold"] += quantity
-            g["received"] += quantity * price
+            g["sold"] += quantity * hours
+            g["received"] += quantity * hours * price
     out = {}
-    for (trader, day, hour), g in groups.items():
+    for (trader, market, start, end), g in groups.items():
         net = g["bought"] - g["sold"]
         cash = g["received"] - g["paid"]
-        reference = prices.get((day, hour))
-        out[(trader, day, hour)] = {
+        local = start.astimezone(BERLIN)
+        hourly = market == "DE" and end - start == timedelta(hours=1)
+        reference = (
+            prices.get((local.date(), f"{local.hour:02d}-{local.hour + 1:02d}")) if hourly else None
+        )
+        out[(trader, market, start, end)] = {
             "trades": g["trades"],
             "bought_mwh": g["bought"],
             "sold_mwh": g["sold"],
             "net_mwh": net,
             "buy_vwap": g["paid"] / g["bought"] if g["bought"] else None,
             "sell_vwap": g["received"] / g["sold"] if g["sold"] else None,
-            "cash_eur": cash,
+            "cash": cash,
             "reference_price": reference,
-            "pnl_eur": None if reference is None else cash + net * reference,
-            "exposure_eur": None if reference is None else net * reference,
+            "pnl": None if reference is None else cash + net * reference,
+            "exposure": None if reference is None else net * reference,
         }
     return out
 
@@ -249,7 +259,7 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
     with connect(energy_env["ENERGY_DUCKDB_PATH"], read_only=True) as conn:
         rows = conn.execute(
             "SELECT id, price, quantity, direction, delivery_day, delivery_hour, trader_id, "
-            "execution_time FROM energy.raw_trades"
+            "execution_time, market, delivery_start, delivery_end FROM energy.raw_trades"
         ).fetchall()
         prices = {
             (day, hour): value
@@ -258,14 +268,14 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
             ).fetchall()
         }
         exposure_rows = conn.execute(
-            "SELECT trader_id, delivery_day, delivery_hour, trades, bought_mwh, sold_mwh, net_mwh, "
-            "buy_vwap, sell_vwap, cash_eur, reference_price, pnl_eur, exposure_eur "
+            "SELECT trader_id, market, delivery_start, delivery_end, trades, bought_mwh, sold_mwh, net_mwh, "
+            "buy_vwap, sell_vwap, cash, reference_price, pnl, exposure "
             "FROM energy.trader_exposure"
         ).fetchall()
 
     # Every good deal sent, exactly once, every field as sent.
     assert sorted(row[0] for row in rows) == sorted(sent)
-    for deal_id, price, quantity, direction, day, hour, trader, executed in rows:
+    for deal_id, price, quantity, direction, day, hour, trader, executed, *_ in rows:
         deal = sent[deal_id]
         assert (price, quantity, direction, trader, hour) == (
             deal.price,
@@ -282,14 +292,18 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
         start = datetime.strptime(key, "%Y-%m-%d-%H:%M")
         assert (start.date(), f"{start.hour:02d}-{start.hour + 1:02d}") in prices
 
-    expected = independent_exposure([(r[6], r[4], r[5], r[3], r[1], r[2]) for r in rows], prices)
+    expected = independent_exposure([(r[6], *r[8:11], r[3], r[1], r[2]) for r in rows], prices)
     columns = (
-        "trades bought_mwh sold_mwh net_mwh buy_vwap sell_vwap cash_eur reference_price "
-        "pnl_eur exposure_eur"
+        "trades bought_mwh sold_mwh net_mwh buy_vwap sell_vwap cash reference_price pnl exposure"
     ).split()
-    got = {(r[0], r[1], r[2]): dict(zip(columns, r[3:], strict=True)) for r in exposure_rows}
+    got = {tuple(r[:4]): dict(zip(columns, r[4:], strict=True)) for r in exposure_rows}
     assert got.keys() == expected.keys()
     for key, figures in expected.items():
         for column, value in figures.items():
             assert _close(got[key][column], value), (key, column, got[key][column], value)
-    assert all(figures["reference_price"] is not None for figures in expected.values())
+    # Every DE hour is priced (the vendor's hourly form); a quarter-hour or a GB half-hour waits
+    # for prices per period, and stays unpriced (null), never marked with its hour's price.
+    hours = {
+        k: f for k, f in expected.items() if k[1] == "DE" and k[3] - k[2] == timedelta(hours=1)
+    }
+    assert hours and all(f["reference_price"] is not None for f in hours.values())
