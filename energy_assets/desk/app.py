@@ -32,6 +32,7 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +50,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from energy_assets.desk import auth, render
-from energy_assets.desk.live import LiveDesk
+from energy_assets.desk.live import LiveDesk, utc_now
 from energy_assets.journals.archive import ArchiveCorrupt
 from energy_assets.journals.replay import view_at
 from energy_assets.logs import event_logger
@@ -473,14 +474,16 @@ def create_app(
     login: auth.DeskAuth | None = None,
     streams_per_client: int = STREAMS_PER_CLIENT,
     max_streams: int = MAX_STREAMS,
+    clock: Callable[[], datetime] = utc_now,
 ) -> Starlette:
     """The ASGI app; its lifespan rebuilds the state from the buffer before serving.
     `archive`: the journals' archive `/replay` reads (default `<capture_dir>/archive`).
+    `clock`: the desk's now (gate closures, the days around now); tests fix it.
     `login`: who may see which book (auth.py); None serves every page to anyone who can
     connect, so the command binds loopback only then."""
     archive = archive or str(Path(capture_dir) / "archive")
     service = DeskService(
-        LiveDesk(capture_dir, dashboard_dir),
+        LiveDesk(capture_dir, dashboard_dir, clock=clock),
         poll_seconds,
         archive,
         login=login is not None,

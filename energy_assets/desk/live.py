@@ -90,13 +90,17 @@ class DeskView:
     """Everything the pages show, computed once per change."""
 
     # Per trader, the days around now (`days_around`): EXPOSURE_COLUMNS + status,
-    # last_deal_at, price_updated_at, price_fetched_at.
+    # last_deal_at, late_deals, price_updated_at, price_fetched_at.
     rows: pl.DataFrame
     totals: pl.DataFrame  # trader_totals of every row
     daily: pl.DataFrame  # daily_totals of the shown days
-    desk_rows: pl.DataFrame  # desk_positions of the desk's days around now (+ price ages)
+    desk_rows: pl.DataFrame  # desk_positions of the desk's days around now (+ price ages,
+    # late_deals)
     desk_daily: pl.DataFrame
     net: pl.DataFrame  # net_positions of every row: open MW per trader on each market's grid
+    #: Per trader and period, the buffer's deals executed at or after gate closure (> 0 only).
+    late: pl.DataFrame
+    now: datetime  # the desk's clock when the view was made
     history: pl.DataFrame
     warnings: list[GapWarning]
     deals: int
@@ -224,6 +228,7 @@ class LiveDesk:
             schema={
                 **{c: EXPOSURE_SCHEMA[c] for c in PERIOD_KEY},
                 "last_deal_at": pl.Datetime("us", "UTC"),
+                "late_deals": pl.Int64,
             }
         )
         self.gaps: list[FeedGap] = []
@@ -281,11 +286,16 @@ class LiveDesk:
         else:
             self.book = rebook(self.book, legs(deals)).collect()
         self.book = self.book.cast({c: EXPOSURE_SCHEMA[c] for c in BOOK_COLUMNS})
-        newest = deals.group_by(PERIOD_KEY).agg(pl.col("received_at").max().alias("last_deal_at"))
+        # Per period: the last deal received, and the deals executed after gate closure
+        # (booked like any other, flagged by the drain's rule: `typed`).
+        newest = deals.group_by(PERIOD_KEY).agg(
+            pl.col("received_at").max().alias("last_deal_at"),
+            pl.col("after_gate_closure").sum().alias("late_deals"),
+        )
         self.last_deal = (
             pl.concat([self.last_deal, newest.cast(self.last_deal.schema)])
             .group_by(PERIOD_KEY)
-            .agg(pl.col("last_deal_at").max())
+            .agg(pl.col("last_deal_at").max(), pl.col("late_deals").sum())
         )
         return True
 
@@ -317,8 +327,10 @@ class LiveDesk:
         rows = (
             rows.join(self.last_deal, on=PERIOD_KEY, how="left")
             .join(ages, on=PERIOD, how="left")
+            .with_columns(pl.col("late_deals").fill_null(0))
             .sort(PERIOD_KEY)
         )
+        late = self.last_deal.filter(pl.col("late_deals") > 0).select(*PERIOD_KEY, "late_deals")
         # Around now: per trader for their page, over every trader for the desk's.
         today = now.astimezone(UTC).date()
         trader_days = pl.DataFrame(
@@ -335,6 +347,10 @@ class LiveDesk:
         desk_rows = desk_positions(
             rows.filter(pl.col("delivery_day").is_in(desk_days)).select(EXPOSURE_COLUMNS)
         ).join(ages, on=PERIOD, how="left")
+        desk_late = late.group_by(PERIOD).agg(pl.col("late_deals").sum())
+        desk_rows = desk_rows.join(desk_late, on=PERIOD, how="left").with_columns(
+            pl.col("late_deals").fill_null(0)
+        )
         shown_days = sorted(set(desk_days) | set(trader_days["delivery_day"].to_list()))
         fetched = prices["fetched_at"].max() if prices.height else None
         confirmed_ns = self._changed_at.get(published.CONFIRMED)
@@ -345,6 +361,8 @@ class LiveDesk:
             desk_rows=desk_rows,
             desk_daily=daily_totals(desk_rows.select(EXPOSURE_COLUMNS)),
             net=net_positions(rows),
+            late=late,
+            now=now,
             history=self._history(),
             warnings=warnings(self.listener, self.gaps, shown_days, now),
             deals=len(self.ids),

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import jinja2
 import polars as pl
 
+from energy_assets.desk import gate
 from energy_assets.desk.live import CONFIRMED, DeskView
 from energy_assets.exposure.positions import (
     EXPOSURE_COLUMNS,
@@ -102,6 +103,52 @@ def period_label(market: str, start: datetime, end: datetime) -> str:
         offset = int(local_start.utcoffset().total_seconds()) // 60
         text += f"{'+' if offset >= 0 else '-'}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}"
     return text if market == DEFAULT_MARKET else f"{market} {text}"
+
+
+def _offset(moment: datetime) -> str:
+    minutes = int(moment.utcoffset().total_seconds()) // 60
+    return f"{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def gate_boards(view: DeskView, trader_id: str | None = None) -> list[gate.Board]:
+    """The gate-closure boards of one trader's book, or of the desk's (every trader's MW)."""
+    net, late = view.net, view.late
+    if trader_id is not None:
+        net = net.filter(pl.col("trader_id") == trader_id)
+        late = late.filter(pl.col("trader_id") == trader_id)
+    return gate.boards(net, late, view.now)
+
+
+def board_cells(board: gate.Board) -> dict:
+    """A board as the template shows it: local wall times, instants for the page's clock."""
+    rows = []
+    for step in board.steps:
+        start, end = step.period.local_start, step.period.local_end
+        closes = step.gate_closure.astimezone(board.market.tz)
+        rows.append(
+            {
+                "day": f"{start:%a %Y-%m-%d}",
+                "label": f"{start:%H:%M}–{end:%H:%M}",
+                # The fall-back night's repeated wall times, told apart by their offset.
+                "offset": _offset(start) if step.ambiguous else "",
+                "start": _ts(step.period.delivery_start),
+                "gate_closure": _ts(step.gate_closure),
+                "closes": f"{closes:%H:%M}"
+                + (f" {_offset(closes)}" if gate.ambiguous(closes) else ""),
+                "net_mw": step.net_mw,
+                "has_position": step.has_position,
+                "late_deals": step.late_deals,
+                "state": step.state,
+            }
+        )
+    local = board.local_now
+    return {
+        "market": board.market.code,
+        "zone": board.market.time_zone,
+        "abbreviation": local.tzname(),
+        "offset": _offset(local),
+        "rows": rows,
+    }
 
 
 def edge_cells(row: dict) -> dict:
@@ -233,6 +280,7 @@ def desk_fragment(view: DeskView) -> str:
         periods=_rows(view.desk_rows),
         daily=list(view.desk_daily.iter_rows(named=True)),
         charts=charts(view.history),
+        boards=[board_cells(b) for b in gate_boards(view)],
     )
 
 
@@ -246,8 +294,9 @@ def _trader_parts(view: DeskView, trader_id: str) -> tuple[pl.DataFrame, ...]:
     )
 
 
-def _render_trader(view, totals, rows, daily, history, trader_id: str) -> str:
+def _render_trader(view, totals, rows, daily, history, boards, trader_id: str) -> str:
     return env.get_template("trader_live.html").render(
+        boards=[board_cells(b) for b in boards],
         fresh=_freshness(view),
         warnings=view.warnings,
         cards=_cards(totals),
@@ -268,14 +317,17 @@ class TraderPages:
 
     def fragment(self, view: DeskView, trader_id: str) -> str:
         parts = _trader_parts(view, trader_id)
+        boards = gate_boards(view, trader_id)
         key = (
             repr(_freshness(view)),
             repr(view.warnings),
             *(tuple(part.hash_rows(seed=0).to_list()) + tuple(part.columns) for part in parts),
+            # The boards move on with the clock (gate closures, the window), not only with deals.
+            tuple(board.key() for board in boards),
         )
         made = self._made.get(trader_id)
         if made is None or made[0] != key:
-            made = (key, _render_trader(view, *parts, trader_id))
+            made = (key, _render_trader(view, *parts, boards, trader_id))
             self._made[trader_id] = made
         return made[1]
 

@@ -34,6 +34,57 @@
     }
   }
 
+  // Gate closure (templates/gate.html): each step counts down to its data-gate-closure and
+  // changes state by gate.state_at's rule: closed from gate closure on; "closing soon" while
+  // an open position (data-open-mw not flat) has under 15 minutes left; else open.
+  var CLOSING_SOON_MS = 15 * 60 * 1000;
+  var STATE_TEXT = {open: "open", closing: "closing soon: open position", closed: "closed"};
+  var clocks = {};
+
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+
+  function fmtLeft(ms) {
+    var s = Math.floor(ms / 1000);
+    var h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+    return (h ? h + ":" + pad(m) : String(m)) + ":" + pad(s % 60);
+  }
+
+  function tickGates(now) {
+    var rows = document.querySelectorAll("tr[data-gate-closure]");
+    for (var i = 0; i < rows.length; i++) {
+      var row = rows[i];
+      var closes = Date.parse(row.getAttribute("data-gate-closure"));
+      if (isNaN(closes)) continue;
+      var mw = parseFloat(row.getAttribute("data-open-mw"));
+      var held = !isNaN(mw) && Math.abs(mw) > 1e-9;
+      var left = closes - now;
+      var state = left <= 0 ? "closed" : held && left < CLOSING_SOON_MS ? "closing" : "open";
+      if (row.getAttribute("data-state") !== state) {
+        row.setAttribute("data-state", state);
+        row.classList.remove("open", "closing", "closed");
+        row.classList.add(state);
+      }
+      var leftCell = row.querySelector("td.left"), stateCell = row.querySelector("td.state");
+      if (leftCell) leftCell.textContent = state === "closed" ? "closed" : fmtLeft(left);
+      if (stateCell) stateCell.textContent = STATE_TEXT[state];
+    }
+    var zones = document.querySelectorAll("time.clock[data-tz]");
+    for (var j = 0; j < zones.length; j++) {
+      var zone = zones[j].getAttribute("data-tz");
+      try {
+        clocks[zone] = clocks[zone] || new Intl.DateTimeFormat("en-GB", {
+          timeZone: zone, hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZoneName: "short"
+        });
+        zones[j].textContent = clocks[zone].format(now);
+      } catch (err) { /* a zone this browser does not know: the server's abbreviation stays */ }
+    }
+  }
+
+  function tick() {
+    tickAges();
+    tickGates(Date.now());
+  }
+
   function setStatus(text, cls) {
     if (!status) return;
     status.textContent = text;
@@ -46,7 +97,7 @@
       live.innerHTML = message.html;
       root.setAttribute("data-event-id", message.id);
       window.deskUpdates = (window.deskUpdates || 0) + 1;
-      tickAges();
+      tick();
       setStatus("live", "live");
     } else if (message.type === "nav" && pick) {
       pick.innerHTML = message.html;
@@ -74,7 +125,7 @@
   if (pick) pick.addEventListener("change", function () { location.href = pick.value; });
   window.addEventListener("pagehide", function () { port.postMessage({type: "leave"}); });
   window.addEventListener("pageshow", function (event) { if (event.persisted) follow(); });
-  tickAges();
-  setInterval(tickAges, 1000);
+  tick();
+  setInterval(tick, 1000);
   follow();
 })();

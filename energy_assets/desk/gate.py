@@ -1,0 +1,153 @@
+"""Gate closure on screen: per market, the periods around now on its finest grid, each with its
+gate closure, whether it is still open, and the open MW that must be closed before it.
+
+The board is computed at the view's instant (the desk's clock) and rendered once per change;
+the page counts down from each row's gate-closure instant by itself (`static/desk.js`), so
+the server pushes nothing for the countdown: a row's state changes on the server only at
+gate closures and as the window moves on (a few times an hour), which the service's periodic
+recheck pushes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+import polars as pl
+
+from energy_assets.markets import MARKETS, Invalid, Market, Period, open_periods
+
+#: The board shows the steps starting from this long before now ...
+BEFORE = timedelta(hours=1)
+#: ... to this long after it, and beyond, every open step holding a position.
+AHEAD = timedelta(hours=3)
+#: An open position this close to its gate closure stands out.
+CLOSING_SOON = timedelta(minutes=15)
+#: Below this many MW a step's position is flat (float sums of closed-out deals).
+FLAT_MW = 1e-9
+
+OPEN = "open"
+CLOSING = "closing"
+CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a market's finest grid on the board."""
+
+    period: Period
+    #: Σ MW of every product covering the step; None when no deal covers it.
+    net_mw: float | None
+    #: Deals executed at or after their period's gate closure, among those covering the step.
+    late_deals: int
+    state: str  # OPEN, CLOSING or CLOSED at the board's instant
+
+    @property
+    def gate_closure(self) -> datetime:
+        return self.period.gate_closure
+
+    @property
+    def has_position(self) -> bool:
+        return self.net_mw is not None and abs(self.net_mw) > FLAT_MW
+
+    @property
+    def ambiguous(self) -> bool:
+        """The local wall time of the start happens twice (a fall-back night)."""
+        return ambiguous(self.period.local_start)
+
+
+@dataclass(frozen=True)
+class Board:
+    market: Market
+    at: datetime
+    steps: list[Step]
+
+    @property
+    def local_now(self) -> datetime:
+        return self.at.astimezone(self.market.tz)
+
+    def key(self) -> tuple:
+        """What the board shows, to tell whether a page must be rendered again."""
+        return (
+            self.market.code,
+            self.local_now.tzname(),
+            tuple((s.period, s.net_mw, s.late_deals, s.state) for s in self.steps),
+        )
+
+
+def ambiguous(local: datetime) -> bool:
+    """A local wall time that happens twice (a fall-back night): its offset tells which."""
+    return local.replace(fold=1 - local.fold).utcoffset() != local.utcoffset()
+
+
+def state_at(gate_closure: datetime, has_position: bool, now: datetime) -> str:
+    """closed from gate closure on; closing while a position is open in the last
+    `CLOSING_SOON` before it; else open. `desk.js` applies the same rule every second."""
+    if now >= gate_closure:
+        return CLOSED
+    if has_position and gate_closure - now < CLOSING_SOON:
+        return CLOSING
+    return OPEN
+
+
+def boards(
+    net: pl.DataFrame,
+    late: pl.DataFrame,
+    now: datetime,
+    markets: Iterable[Market] | None = None,
+) -> list[Board]:
+    """One board per market at `now`.
+
+    `net`: open MW per grid step (`market`, `delivery_start`, `delivery_end`, `net_mw`, one
+    trader's or the desk's: rows of a step are summed); `late`: products with deals executed
+    after gate closure (`market`, `delivery_start`, `delivery_end`, `late_deals`), counted on
+    each step they cover.
+    """
+    markets = list(MARKETS.values() if markets is None else markets)
+    positions: dict[tuple, float] = {}
+    for market, start, end, mw in net.select(
+        "market", "delivery_start", "delivery_end", "net_mw"
+    ).iter_rows():
+        key = (market, start, end)
+        positions[key] = positions.get(key, 0.0) + mw
+    flagged: dict[tuple, int] = {}
+    for market, start, end, count in late.select(
+        "market", "delivery_start", "delivery_end", "late_deals"
+    ).iter_rows():
+        if market not in MARKETS or not count:
+            continue
+        for step in Period(market, start, end).steps():
+            key = (market, step.delivery_start, step.delivery_end)
+            flagged[key] = flagged.get(key, 0) + count
+    return [_board(m, now, positions, flagged) for m in markets]
+
+
+@lru_cache(maxsize=16)
+def _candidates(market: Market, now: datetime) -> tuple[Period, ...]:
+    """Every step starting at or after now − BEFORE up to the end of the next local day: those
+    whose gate closes after now − BEFORE − lead, and those open now. Once per market and view
+    (every trader's board asks)."""
+    since = now - BEFORE - timedelta(minutes=market.gate_closure_minutes, microseconds=1)
+    found: set[Period] = set()
+    for periods in (open_periods(market, since), open_periods(market, now)):
+        if not isinstance(periods, Invalid):
+            found.update(periods)
+    return tuple(sorted(found))
+
+
+def _board(
+    market: Market, now: datetime, positions: dict[tuple, float], flagged: dict[tuple, int]
+) -> Board:
+    steps = []
+    for period in _candidates(market, now):
+        key = (market.code, period.delivery_start, period.delivery_end)
+        mw = positions.get(key)
+        has_position = mw is not None and abs(mw) > FLAT_MW
+        in_window = period.delivery_start < now + AHEAD
+        if not (in_window or (has_position and now < period.gate_closure)):
+            continue
+        state = state_at(period.gate_closure, has_position, now)
+        steps.append(Step(period, mw, flagged.get(key, 0), state))
+    return Board(market, now, steps)
