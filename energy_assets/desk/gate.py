@@ -92,62 +92,90 @@ def state_at(gate_closure: datetime, has_position: bool, now: datetime) -> str:
     return OPEN
 
 
-def boards(
-    net: pl.DataFrame,
-    late: pl.DataFrame,
-    now: datetime,
-    markets: Iterable[Market] | None = None,
-) -> list[Board]:
-    """One board per market at `now`.
+class Boards:
+    """The boards of every page of one view at `now`: `of(trader_id)` a trader's (their open
+    MW), `of(None)` the desk's (every trader's, netted).
 
-    `net`: open MW per grid step (`market`, `delivery_start`, `delivery_end`, `net_mw`, one
-    trader's or the desk's: rows of a step are summed); `late`: products with deals executed
-    after gate closure (`market`, `delivery_start`, `delivery_end`, `late_deals`), counted on
-    each step they cover.
+    `net`: open MW per trader and grid step (`trader_id`, `market`, `delivery_start`,
+    `delivery_end`, `net_mw`: `net_positions`); `late`: per trader and product, the deals
+    executed after gate closure (`late_deals`), counted on each step the product covers.
     """
-    markets = list(MARKETS.values() if markets is None else markets)
-    positions: dict[tuple, float] = {}
-    for market, start, end, mw in net.select(
-        "market", "delivery_start", "delivery_end", "net_mw"
-    ).iter_rows():
-        key = (market, start, end)
-        positions[key] = positions.get(key, 0.0) + mw
-    flagged: dict[tuple, int] = {}
-    for market, start, end, count in late.select(
-        "market", "delivery_start", "delivery_end", "late_deals"
-    ).iter_rows():
-        if market not in MARKETS or not count:
-            continue
-        for step in Period(market, start, end).steps():
-            key = (market, step.delivery_start, step.delivery_end)
-            flagged[key] = flagged.get(key, 0) + count
-    return [_board(m, now, positions, flagged) for m in markets]
+
+    def __init__(
+        self,
+        net: pl.DataFrame,
+        late: pl.DataFrame,
+        now: datetime,
+        markets: Iterable[Market] | None = None,
+    ):
+        self.now = now
+        self.markets = list(MARKETS.values() if markets is None else markets)
+        # No board reaches before now − BEFORE nor past the end of the next local day.
+        near = (pl.col("delivery_end") > now - BEFORE) & (
+            pl.col("delivery_start") < now + timedelta(days=2, hours=2)
+        )
+        columns = ["trader_id", "market", "delivery_start", "delivery_end"]
+        self._positions: dict[str | None, dict[tuple, float]] = {}
+        for trader, market, start, end, mw in (
+            net.filter(near).select(*columns, "net_mw").iter_rows()
+        ):
+            for who in (trader, None):
+                book = self._positions.setdefault(who, {})
+                book[market, start, end] = book.get((market, start, end), 0.0) + mw
+        self._flagged: dict[str | None, dict[tuple, int]] = {}
+        for trader, market, start, end, count in (
+            late.filter(near).select(*columns, "late_deals").iter_rows()
+        ):
+            if market not in MARKETS or not count:
+                continue
+            for step in Period(market, start, end).steps():
+                key = (market, step.delivery_start, step.delivery_end)
+                for who in (trader, None):
+                    flags = self._flagged.setdefault(who, {})
+                    flags[key] = flags.get(key, 0) + count
+        self._made: dict[str | None, list[Board]] = {}
+
+    def of(self, trader_id: str | None = None) -> list[Board]:
+        if trader_id not in self._made:
+            positions = self._positions.get(trader_id, {})
+            flagged = self._flagged.get(trader_id, {})
+            self._made[trader_id] = [_board(m, self.now, positions, flagged) for m in self.markets]
+        return self._made[trader_id]
 
 
 @lru_cache(maxsize=16)
-def _candidates(market: Market, now: datetime) -> tuple[Period, ...]:
-    """Every step starting at or after now − BEFORE up to the end of the next local day: those
-    whose gate closes after now − BEFORE − lead, and those open now. Once per market and view
-    (every trader's board asks)."""
+def _window(market: Market, now: datetime) -> tuple[tuple[Period, ...], datetime]:
+    """The steps starting in [now − BEFORE, now + AHEAD), and the end of the next local day
+    (where trading stops, contract §2). Once per market and view: every page's board asks."""
     since = now - BEFORE - timedelta(minutes=market.gate_closure_minutes, microseconds=1)
     found: set[Period] = set()
     for periods in (open_periods(market, since), open_periods(market, now)):
         if not isinstance(periods, Invalid):
             found.update(periods)
-    return tuple(sorted(found))
+    ordered = sorted(found)
+    last = ordered[-1].delivery_end if ordered else now
+    return tuple(p for p in ordered if p.delivery_start < now + AHEAD), last
 
 
 def _board(
     market: Market, now: datetime, positions: dict[tuple, float], flagged: dict[tuple, int]
 ) -> Board:
+    window, last = _window(market, now)
+    # Beyond the window, the open steps holding a position (on the grid: net_positions' steps).
+    beyond = [
+        Period(code, start, end)
+        for (code, start, end), mw in positions.items()
+        if code == market.code
+        and abs(mw) > FLAT_MW
+        and start >= now + AHEAD
+        and end <= last
+        and now < market.gate_closure(start)
+    ]
     steps = []
-    for period in _candidates(market, now):
+    for period in [*window, *sorted(beyond)]:
         key = (market.code, period.delivery_start, period.delivery_end)
         mw = positions.get(key)
         has_position = mw is not None and abs(mw) > FLAT_MW
-        in_window = period.delivery_start < now + AHEAD
-        if not (in_window or (has_position and now < period.gate_closure)):
-            continue
         state = state_at(period.gate_closure, has_position, now)
         steps.append(Step(period, mw, flagged.get(key, 0), state))
     return Board(market, now, steps)

@@ -21,11 +21,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 
 import polars as pl
 
 from energy_assets import published
+from energy_assets.desk import gate
 from energy_assets.desk.follow import BufferFollower, FeedGap, Update
 from energy_assets.exposure.positions import (
     BOOK_COLUMNS,
@@ -110,7 +112,13 @@ class DeskView:
 
     @property
     def traders(self) -> list[str]:
-        return self.totals["trader_id"].to_list()
+        # `totals` has a row per trader and currency.
+        return self.totals["trader_id"].unique(maintain_order=True).to_list()
+
+    @cached_property
+    def boards(self) -> gate.Boards:
+        """The gate-closure boards of every page (`gate.py`), made once per view."""
+        return gate.Boards(self.net, self.late, self.now)
 
 
 def merge(live: pl.DataFrame, confirmed: pl.DataFrame | None) -> pl.DataFrame:

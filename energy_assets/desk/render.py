@@ -112,11 +112,7 @@ def _offset(moment: datetime) -> str:
 
 def gate_boards(view: DeskView, trader_id: str | None = None) -> list[gate.Board]:
     """The gate-closure boards of one trader's book, or of the desk's (every trader's MW)."""
-    net, late = view.net, view.late
-    if trader_id is not None:
-        net = net.filter(pl.col("trader_id") == trader_id)
-        late = late.filter(pl.col("trader_id") == trader_id)
-    return gate.boards(net, late, view.now)
+    return view.boards.of(trader_id)
 
 
 def board_cells(board: gate.Board) -> dict:

@@ -175,6 +175,10 @@ def test_a_winter_morning_counts_down_to_each_markets_gate_closure(tmp_path):
     assert step(gb, "2026-12-04T10:30:00Z")["data-state"] == "closed"
     assert [r["data-start"][11:16] for r in gb["rows"]][:2] == ["09:00", "09:30"]
 
+    # Alice trades in EUR and GBP: still one trader, one page, one entry in the picker.
+    assert desk.view().traders == ["alice", "bob"]
+    assert render.nav_fragment(desk.view().traders).count('value="/trader/alice"') == 1
+
     # The desk's board nets every trader: 5 + 7 MW in DE 11:00-11:15.
     desk_boards = boards(render.desk_fragment(desk.view()))
     assert step(desk_boards["DE"], "2026-12-04T10:00:00Z")["mw"] == "+12.0"
