@@ -4,13 +4,16 @@ by hand from the contract (§5): gate closure is 5 minutes before delivery in DE
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
+import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from energy_assets.desk import render
+from energy_assets.desk import gate, render
 from energy_assets.desk.live import LiveDesk
 from energy_assets.trades.deal import Deal, validate_deal
 from tests.desk.conftest import write_deals
@@ -325,3 +328,50 @@ def test_a_trader_page_is_rendered_again_when_a_gate_closes_not_every_second(tmp
     now[0] = at("2026-12-04T09:55:00Z")
     after = pages.fragment(desk.view(), "alice")
     assert step(boards(after)["DE"], "2026-12-04T10:00:00Z")["data-state"] == "closed"
+
+
+@given(
+    now=st.datetimes(
+        min_value=datetime(1999, 1, 1), max_value=datetime(2101, 1, 1), timezones=st.just(UTC)
+    ),
+    positions=st.lists(
+        st.tuples(
+            st.sampled_from(["alice", "bob"]),
+            st.sampled_from(["DE", "GB", "XX"]),
+            st.integers(min_value=-200, max_value=200),  # steps from now
+            st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+            st.integers(min_value=0, max_value=3),
+        ),
+        max_size=20,
+    ),
+)
+@settings(max_examples=150, deadline=None)
+def test_any_book_at_any_instant_gives_boards_that_keep_the_rules(now, positions):
+    rows = []
+    for trader, market, offset, mw, late in positions:
+        grid = 15 if market == "DE" else 30
+        base = now.replace(minute=now.minute - now.minute % grid, second=0, microsecond=0)
+        start = base + timedelta(minutes=grid * offset)
+        rows.append((trader, market, start, start + timedelta(minutes=grid), mw, late))
+    schema = {
+        "trader_id": pl.String,
+        "market": pl.String,
+        "delivery_start": pl.Datetime("us", "UTC"),
+        "delivery_end": pl.Datetime("us", "UTC"),
+        "net_mw": pl.Float64,
+        "late_deals": pl.Int64,
+    }
+    frame = pl.DataFrame(rows, schema=schema, orient="row")
+    boards = gate.Boards(frame.drop("late_deals"), frame.drop("net_mw"), now)
+    for who in ("alice", "bob", None, "nobody"):
+        for board in boards.of(who):
+            starts = [s.period.delivery_start for s in board.steps]
+            assert starts == sorted(set(starts))
+            for s in board.steps:
+                assert s.state == gate.state_at(s.gate_closure, s.has_position, now)
+                assert s.period.delivery_start >= now - gate.BEFORE
+                # Beyond the window only open steps holding a position.
+                if s.period.delivery_start >= now + gate.AHEAD:
+                    assert s.has_position and s.state != gate.CLOSED
+            # Rendering never fails either.
+            assert render.board_cells(board)["market"] == board.market.code
