@@ -67,10 +67,16 @@ def write(frame: pl.DataFrame, directory: str | Path, name: str) -> Path:
 
 
 def read(directory: str | Path, name: str) -> pl.DataFrame | None:
-    """The published frame, or None while nothing has been published yet."""
+    """The published frame, or None while nothing has been published yet, or while the file is
+    of another shape than its table's (written by an older version: the next publication
+    replaces it)."""
     try:
         return _shaped(pl.read_parquet(Path(directory) / name), name)
-    except FileNotFoundError:
+    except (
+        FileNotFoundError,
+        pl.exceptions.ColumnNotFoundError,
+        pl.exceptions.InvalidOperationError,
+    ):
         return None
 
 

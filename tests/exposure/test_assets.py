@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 from dagster_duckdb import DuckDBResource
 
@@ -327,3 +328,11 @@ def test_full_recompute_on_request(instance, warehouse):
 
 def metadata_of(result) -> dict:
     return result.asset_materializations_for_node("trader_exposure")[0].metadata
+
+
+def test_a_published_file_of_an_older_shape_reads_as_not_published_yet(tmp_path):
+    # confirmed.parquet as the hourly, euro-only version wrote it: the desk waits for the next
+    # publication rather than failing on it.
+    old = pl.DataFrame({"trader_id": ["a"], "delivery_hour": ["12-13"], "pnl_eur": [1.0]})
+    old.write_parquet(tmp_path / published.CONFIRMED)
+    assert published.read(tmp_path, published.CONFIRMED) is None
