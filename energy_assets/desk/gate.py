@@ -43,6 +43,9 @@ class Step:
     #: Deals executed at or after their period's gate closure, among those covering the step.
     late_deals: int
     state: str  # OPEN, CLOSING or CLOSED at the board's instant
+    #: Traders whose own MW in the step is not flat: on the desk's board two traders' opposite
+    #: positions net to a flat desk, yet each must close theirs.
+    open_traders: int = 0
 
     @property
     def gate_closure(self) -> datetime:
@@ -50,7 +53,8 @@ class Step:
 
     @property
     def has_position(self) -> bool:
-        return self.net_mw is not None and abs(self.net_mw) > FLAT_MW
+        """Some trader holds an open position in the step (this trader, on their board)."""
+        return self.open_traders > 0
 
     @property
     def ambiguous(self) -> bool:
@@ -73,7 +77,7 @@ class Board:
         return (
             self.market.code,
             self.local_now.tzname(),
-            tuple((s.period, s.net_mw, s.late_deals, s.state) for s in self.steps),
+            tuple((s.period, s.net_mw, s.late_deals, s.state, s.open_traders) for s in self.steps),
         )
 
 
@@ -122,6 +126,15 @@ class Boards:
             for who in (trader, None):
                 book = self._positions.setdefault(who, {})
                 book[market, start, end] = book.get((market, start, end), 0.0) + mw
+        # Per step, how many traders hold an open position: one or none on a trader's board.
+        self._open: dict[str | None, dict[tuple, int]] = {None: {}}
+        for trader, book in self._positions.items():
+            if trader is None:
+                continue
+            held = {key: 1 for key, mw in book.items() if abs(mw) > FLAT_MW}
+            self._open[trader] = held
+            for key in held:
+                self._open[None][key] = self._open[None].get(key, 0) + 1
         self._flagged: dict[str | None, dict[tuple, int]] = {}
         for trader, market, start, end, count in (
             late.filter(near).select(*columns, "late_deals").iter_rows()
@@ -138,8 +151,11 @@ class Boards:
     def of(self, trader_id: str | None = None) -> list[Board]:
         if trader_id not in self._made:
             positions = self._positions.get(trader_id, {})
+            held = self._open.get(trader_id, {})
             flagged = self._flagged.get(trader_id, {})
-            self._made[trader_id] = [_board(m, self.now, positions, flagged) for m in self.markets]
+            self._made[trader_id] = [
+                _board(m, self.now, positions, held, flagged) for m in self.markets
+            ]
         return self._made[trader_id]
 
 
@@ -158,15 +174,18 @@ def _window(market: Market, now: datetime) -> tuple[tuple[Period, ...], datetime
 
 
 def _board(
-    market: Market, now: datetime, positions: dict[tuple, float], flagged: dict[tuple, int]
+    market: Market,
+    now: datetime,
+    positions: dict[tuple, float],
+    held: dict[tuple, int],
+    flagged: dict[tuple, int],
 ) -> Board:
     window, last = _window(market, now)
     # Beyond the window, the open steps holding a position (on the grid: net_positions' steps).
     beyond = [
         Period(code, start, end)
-        for (code, start, end), mw in positions.items()
+        for (code, start, end) in held
         if code == market.code
-        and abs(mw) > FLAT_MW
         and start >= now + AHEAD
         and end <= last
         and now < market.gate_closure(start)
@@ -174,8 +193,7 @@ def _board(
     steps = []
     for period in [*window, *sorted(beyond)]:
         key = (market.code, period.delivery_start, period.delivery_end)
-        mw = positions.get(key)
-        has_position = mw is not None and abs(mw) > FLAT_MW
-        state = state_at(period.gate_closure, has_position, now)
-        steps.append(Step(period, mw, flagged.get(key, 0), state))
+        traders = held.get(key, 0)
+        state = state_at(period.gate_closure, traders > 0, now)
+        steps.append(Step(period, positions.get(key), flagged.get(key, 0), state, traders))
     return Board(market, now, steps)

@@ -115,7 +115,7 @@ def gate_boards(view: DeskView, trader_id: str | None = None) -> list[gate.Board
     return view.boards.of(trader_id)
 
 
-def board_cells(board: gate.Board) -> dict:
+def board_cells(board: gate.Board, desk: bool = False) -> dict:
     """A board as the template shows it: local wall times, instants for the page's clock."""
     rows = []
     for step in board.steps:
@@ -132,13 +132,16 @@ def board_cells(board: gate.Board) -> dict:
                 "closes": f"{closes:%H:%M}"
                 + (f" {_offset(closes)}" if gate.ambiguous(closes) else ""),
                 "net_mw": step.net_mw,
+                "flat": step.net_mw is not None and abs(step.net_mw) <= gate.FLAT_MW,
                 "has_position": step.has_position,
+                "open_traders": step.open_traders,
                 "late_deals": step.late_deals,
                 "state": step.state,
             }
         )
     local = board.local_now
     return {
+        "desk": desk,
         "market": board.market.code,
         "zone": board.market.time_zone,
         "abbreviation": local.tzname(),
@@ -276,7 +279,7 @@ def desk_fragment(view: DeskView) -> str:
         periods=_rows(view.desk_rows),
         daily=list(view.desk_daily.iter_rows(named=True)),
         charts=charts(view.history),
-        boards=[board_cells(b) for b in gate_boards(view)],
+        boards=[board_cells(b, desk=True) for b in gate_boards(view)],
     )
 
 

@@ -184,7 +184,28 @@ def test_a_winter_morning_counts_down_to_each_markets_gate_closure(tmp_path):
 
     # The desk's board nets every trader: 5 + 7 MW in DE 11:00-11:15.
     desk_boards = boards(render.desk_fragment(desk.view()))
-    assert step(desk_boards["DE"], "2026-12-04T10:00:00Z")["mw"] == "+12.0"
+    assert step(desk_boards["DE"], "2026-12-04T10:00:00Z")["mw"] == "+12.0 · 2 traders open"
+
+
+def test_opposite_positions_flat_on_the_desk_still_stand_out_on_its_board(tmp_path):
+    # Alice long 5 MW, Bob short 5 MW in DE 11:00-11:15 CET, 8 minutes before its gate closes:
+    # the desk is flat there, but each of them must still close their own.
+    desk = desk_at(
+        tmp_path,
+        "2026-12-04T09:47:00Z",
+        [
+            deal(1, "2026-12-04T10:00:00Z", "2026-12-04T10:15:00Z"),
+            deal(2, "2026-12-04T10:00:00Z", "2026-12-04T10:15:00Z", 5, "sell", trader="bob"),
+        ],
+    )
+    row = step(boards(render.desk_fragment(desk.view()))["DE"], "2026-12-04T10:00:00Z")
+    assert (row["mw"], row["data-state"], row["data-held"]) == (
+        "flat · 2 traders open",
+        "closing",
+        "1",
+    )
+    bobs = step(boards(trader_html(desk, "bob"))["DE"], "2026-12-04T10:00:00Z")
+    assert (bobs["mw"], bobs["data-state"]) == ("-5.0", "closing")
 
 
 def test_an_open_position_beyond_the_window_is_on_the_board_until_its_gate_closes(tmp_path):

@@ -36,7 +36,8 @@
 
   // Gate closure (templates/gate.html): each step counts down to its data-gate-closure and
   // changes state by gate.state_at's rule: closed from gate closure on; "closing soon" while
-  // an open position (data-open-mw not flat) has under 15 minutes left; else open.
+  // an open position (data-held: the trader's, or on the desk's board any trader's) has under
+  // 15 minutes left; else open.
   var CLOSING_SOON_MS = 15 * 60 * 1000;
   var STATE_TEXT = {open: "open", closing: "closing soon: open position", closed: "closed"};
   var clocks = {};
@@ -55,8 +56,7 @@
       var row = rows[i];
       var closes = Date.parse(row.getAttribute("data-gate-closure"));
       if (isNaN(closes)) continue;
-      var mw = parseFloat(row.getAttribute("data-open-mw"));
-      var held = !isNaN(mw) && Math.abs(mw) > 1e-9;
+      var held = row.getAttribute("data-held") === "1";
       var left = closes - now;
       var state = left <= 0 ? "closed" : held && left < CLOSING_SOON_MS ? "closing" : "open";
       if (row.getAttribute("data-state") !== state) {
