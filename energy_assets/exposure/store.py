@@ -11,8 +11,9 @@ grid step of it, lies in the local day of its start.
 What changed is read off the tables themselves, nothing is kept beside them. A day is
 recomputed when
 
-- `energy.raw_trades` holds a different number of its deals than `energy.trader_exposure`
-  counts (new deals, a deal loaded late for an old day, a day whose deals are gone), or
+- `energy.raw_trades` holds a different number of its deals than
+  `energy.trader_exposure_daily` counts (new deals, a deal loaded late for an old day, a day
+  whose deals are gone), or
 - one of its periods is marked at a price other than the latest in `energy.reference_prices`
   (a revision, a period's first price, a price withdrawn). A refetch of the same value
   changes nothing, and a price for a period nobody traded recomputes nothing.
@@ -107,23 +108,31 @@ _HOURLY_PRICES_SQL = f"""
     FROM {{prices}} WHERE value IS NOT NULL
 """
 
-#: The market days whose deals or prices differ from what `trader_exposure` holds.
+#: The market days whose deals or prices differ from what the exposure tables hold. The deals
+#: are counted per local date first (one DATE column of every deal, no string to read); only
+#: the dates whose count moved are counted per market, and a filter on one date skips the rest
+#: of the ledger. A date moves whenever one of its market days does: counts only grow in an
+#: insert-only ledger, and a day whose deals are gone lowers its date's.
 CHANGED_DAYS_SQL = """
-    WITH counted AS (SELECT market, delivery_day, sum(trades) AS trades FROM {exposure}
+    WITH counted AS (SELECT market, delivery_day, sum(trades) AS trades FROM {daily}
                      GROUP BY market, delivery_day),
+         moved AS (SELECT delivery_day FROM
+                       (SELECT delivery_day, sum(trades) AS trades FROM counted
+                        GROUP BY delivery_day) c
+                   FULL JOIN (SELECT delivery_day, count(*) AS trades FROM {trades}
+                              GROUP BY delivery_day) d USING (delivery_day)
+                   WHERE c.trades IS DISTINCT FROM d.trades),
          dealt AS (SELECT market, delivery_day, count(*) AS trades FROM {trades}
+                   WHERE delivery_day IN (SELECT delivery_day FROM moved)
                    GROUP BY market, delivery_day)
-    SELECT market, delivery_day FROM counted FULL JOIN dealt USING (market, delivery_day)
+    SELECT market, delivery_day
+    FROM (SELECT * FROM counted WHERE delivery_day IN (SELECT delivery_day FROM moved)) counted
+    FULL JOIN dealt USING (market, delivery_day)
     WHERE counted.trades IS DISTINCT FROM dealt.trades
     UNION
     SELECT e.market, e.delivery_day FROM {exposure} e
     LEFT JOIN ({prices}) p USING (market, delivery_start, delivery_end)
     WHERE e.reference_price IS DISTINCT FROM p.reference_price
-    ORDER BY market, delivery_day
-"""
-ALL_DAYS_SQL = """
-    SELECT market, delivery_day FROM {exposure}
-    UNION SELECT market, delivery_day FROM {trades}
     ORDER BY market, delivery_day
 """
 #: The largest positions of one currency, ties by period (a top-N: no sort of the table).
@@ -233,21 +242,24 @@ def refresh(
 
     conn.begin()
     try:
-        sql = (ALL_DAYS_SQL if full else CHANGED_DAYS_SQL).format(
-            exposure=EXPOSURE, trades=trades, prices=latest
-        )
-        days = conn.execute(sql).pl()
-        attribution = None
-        if days.height:
-            # A full refresh reads every deal: no filter rather than a list of every day.
-            conn.register("exposure_days", days)
-            try:
-                where = "true" if full else _THE_DAYS
-                attribution = _replace_days(conn, where, trades, latest, markets)
-            finally:
-                conn.unregister("exposure_days")
+        attribution, recomputed = None, 0
+        if full:
+            # Every deal is read: no filter, and the days are those held before or now.
+            attribution, recomputed = _replace_days(conn, "true", trades, latest, markets)
+        else:
+            sql = CHANGED_DAYS_SQL.format(
+                exposure=EXPOSURE, daily=DAILY, trades=trades, prices=latest
+            )
+            days = conn.execute(sql).pl()
+            if days.height:
+                conn.register("exposure_days", days)
+                try:
+                    attribution, _ = _replace_days(conn, _THE_DAYS, trades, latest, markets)
+                finally:
+                    conn.unregister("exposure_days")
+            recomputed = days.height
         totals = conn.execute(f"SELECT * FROM {TOTALS} ORDER BY trader_id, currency").pl()
-        history = _history(totals, attribution, snapshot_at, run_id, days.height)
+        history = _history(totals, attribution, snapshot_at, run_id, recomputed)
         _insert(conn, HISTORY, history)
         largest = _largest(conn, totals["currency"].unique().sort().to_list())
         conn.commit()
@@ -255,7 +267,7 @@ def refresh(
         conn.rollback()
         raise
     return RefreshResult(
-        days_recomputed=days.height,
+        days_recomputed=recomputed,
         largest=largest,
         totals=totals,
         history=history,
@@ -277,10 +289,11 @@ def _replace_days(
     trades: str,
     latest: str,
     markets: pl.DataFrame | None,
-) -> pl.DataFrame:
+) -> tuple[pl.DataFrame, int]:
     """Recompute the market days matching `where` from their deals and the latest prices,
     replace their exposure rows, net positions and daily totals, and return each trader's PnL
-    change per currency (`pnl_attribution`)."""
+    change per currency (`pnl_attribution`) and how many market days were held before or
+    now."""
     before = conn.execute(f"SELECT * FROM {EXPOSURE} WHERE {where}").pl()
     legs = conn.execute(LEGS_SQL.format(trades=trades, days=where)).pl()
     # The latest prices of the periods held before or now, nothing else.
@@ -302,7 +315,9 @@ def _replace_days(
     _insert(conn, EXPOSURE, exposure)
     _insert(conn, NET_POSITION, net_positions(exposure, markets, sort=False))
     _insert(conn, DAILY, daily_totals(exposure))
-    return pnl_attribution(before, exposure, prices_before, prices_now)
+    day = ["market", "delivery_day"]
+    days = pl.concat([before.select(day), exposure.select(day)]).unique().height
+    return pnl_attribution(before, exposure, prices_before, prices_now), days
 
 
 def _insert(conn: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
