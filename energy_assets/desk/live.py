@@ -28,7 +28,6 @@ import polars as pl
 
 from energy_assets import published
 from energy_assets.desk import gate
-from energy_assets.desk.follow import BufferFollower, FeedGap, Update
 from energy_assets.exposure.positions import (
     BOOK_COLUMNS,
     EXPOSURE_COLUMNS,
@@ -45,6 +44,7 @@ from energy_assets.exposure.positions import (
     rebook,
     trader_totals,
 )
+from energy_assets.trades.buffer import BufferFollower, Gap, Update
 from energy_assets.trades.drain import bookable, typed
 
 #: Delivery days the period tables show on each side of today (`days_around`).
@@ -151,7 +151,7 @@ def merge(live: pl.DataFrame, confirmed: pl.DataFrame | None) -> pl.DataFrame:
 
 def warnings(
     listener: dict | None,
-    gaps: list[FeedGap],
+    gaps: list[Gap],
     shown_days: list[date],
     now: datetime,
 ) -> list[GapWarning]:
@@ -239,7 +239,7 @@ class LiveDesk:
                 "late_deals": pl.Int64,
             }
         )
-        self.gaps: list[FeedGap] = []
+        self.gaps: list[Gap] = []
         self.listener: dict | None = None
         self.prices: pl.DataFrame | None = None
         self.confirmed: pl.DataFrame | None = None

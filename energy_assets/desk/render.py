@@ -21,7 +21,7 @@ from energy_assets.exposure.positions import (
     desk_positions,
     hourly_periods,
 )
-from energy_assets.journals.replay import DeskView as ReplayView
+from energy_assets.journals.replay import ReplayView
 from energy_assets.markets import DEFAULT_MARKET, MARKETS
 from energy_assets.prices.plan import stale_after
 

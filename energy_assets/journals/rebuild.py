@@ -6,7 +6,7 @@ holds the warehouse's own DuckDB lock, so it refuses to start while a Dagster st
 open, and no step can write to the old file meanwhile (such a write would vanish at the swap).
 
 - `raw_trades`, `feed_gaps`, `capture_segments` from the deals' journal, read with the drain's
-  own functions (`read_segment_data`, `typed`, `gap_row`); every deal once, first seen wins,
+  own functions (`read_segment_data`, `typed`, `Gap.parse`); every deal once, first seen wins,
   in capture order, as the drain's batches gave;
 - `reference_prices`, `reference_price_revisions` from the prices' journal, through the price
   store's own `store_prices` (`prices.store_batches` says why that gives the same tables).
@@ -42,8 +42,8 @@ from energy_assets.tables import (
     ensure_trade_tables,
     exists,
 )
-from energy_assets.trades.buffer import cut_torn_tail
-from energy_assets.trades.drain import bookable, gap_row, read_segment_data, typed
+from energy_assets.trades.buffer import Gap, cut_torn_tail
+from energy_assets.trades.drain import bookable, read_segment_data, typed
 
 STAGING = f"{SCHEMA}.rebuild_staging"
 #: DuckDB's memory cap for the rebuild (it spills to disk past it).
@@ -226,7 +226,9 @@ def _load_deals(conn, root, result: RebuildResult, progress) -> None:
             schema=MARK_SCHEMA,
             orient="row",
         )
-        gaps = pl.DataFrame([gap_row(name, data) for name, data in day.gaps], schema=GAP_SCHEMA)
+        gaps = pl.DataFrame(
+            [Gap.parse(data).row(name) for name, data in day.gaps], schema=GAP_SCHEMA
+        )
         conn.register("deal_batch", batch.to_arrow())
         conn.execute(f"INSERT INTO {STAGING} SELECT * FROM deal_batch")
         conn.unregister("deal_batch")

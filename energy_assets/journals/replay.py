@@ -63,7 +63,7 @@ def prices_at(answers: pl.DataFrame, at: datetime) -> pl.DataFrame:
 
 
 @dataclass(frozen=True)
-class DeskView:
+class ReplayView:
     """The desk at one instant: its positions (`EXPOSURE_COLUMNS` rows) and the prices used."""
 
     at: datetime
@@ -83,7 +83,7 @@ def view_at(
     archive: str | os.PathLike | None = None,
     deals: pl.DataFrame | None = None,
     answers: pl.DataFrame | None = None,
-) -> DeskView:
+) -> ReplayView:
     """The desk's view at `at` from the journals in `archive` (or from frames already read
     with `journal_deals` and `read_answers`, to replay many instants)."""
     if deals is None:
@@ -92,7 +92,7 @@ def view_at(
         answers = read_answers(archive_root(archive))
     received = deals_at(deals, at)
     prices = prices_at(answers, at)
-    return DeskView(at, positions(received, prices), prices, received.height)
+    return ReplayView(at, positions(received, prices), prices, received.height)
 
 
 def revision_instants(answers: pl.DataFrame) -> list[datetime]:

@@ -12,14 +12,13 @@ is made at most two days before its delivery.
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 
-from energy_assets.trades.buffer import DRAINED, OPEN_SUFFIX, SEALED_SUFFIX, SEGMENTS
+from energy_assets.trades.buffer import deal_files, whole_lines
 from energy_assets.trades.drain import with_periods
 
 #: Deals older than this cannot be for a period still open (to the end of the next day).
@@ -48,34 +47,6 @@ class Book:
     deals: int = 0
 
 
-def _files(directory: Path, since: float) -> list[Path]:
-    found = []
-    for folder in (SEGMENTS, DRAINED):
-        try:
-            entries = list(os.scandir(directory / folder))
-        except FileNotFoundError:
-            continue
-        for entry in entries:
-            if not entry.name.endswith((SEALED_SUFFIX, OPEN_SUFFIX)):
-                continue
-            try:
-                if entry.stat().st_mtime >= since:
-                    found.append(Path(entry.path))
-            except FileNotFoundError:  # drained or deleted between the listing and the stat
-                continue
-    return found
-
-
-def _whole_lines(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return b""
-    # The open segment may end in a line the listener has not finished: never read it.
-    cut = data.rfind(b"\n")
-    return data[: cut + 1] if cut >= 0 else b""
-
-
 def read_book(
     capture_dir: str | Path, now: datetime | None = None, default_market: str = "DE"
 ) -> Book:
@@ -85,7 +56,7 @@ def read_book(
     are skipped: the drain quarantines them."""
     now = now or datetime.now(UTC)
     since = (now - LOOKBACK).timestamp()
-    data = b"".join(_whole_lines(path) for path in _files(Path(capture_dir), since))
+    data = b"".join(whole_lines(path) for path in deal_files(capture_dir, since))
     if not data.strip():
         return Book()
     try:

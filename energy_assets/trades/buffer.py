@@ -24,18 +24,22 @@ line, which `recover()` cuts before sealing it on the next start and which reade
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import re
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import polars as pl
+
+from energy_assets.logs import event_logger
 from energy_assets.settings import DEFAULT_CAPTURE_SEAL_FRAMES, DEFAULT_CAPTURE_SEAL_SECONDS
-from energy_assets.trades.deal import Deal
+from energy_assets.trades.deal import FIELDS, Deal
 
 SEGMENTS = "segments"
 GAPS = "gaps"
@@ -46,6 +50,14 @@ LOCK_FILE = "listener.lock"
 SEALED_SUFFIX = ".jsonl"
 OPEN_SUFFIX = ".jsonl.open"
 GAP_SUFFIX = ".json"
+
+_FLOATS = {"price", "quantity"}
+#: How a segment line is read: every contract field plus the listener's receive time.
+SEGMENT_SCHEMA = {name: (pl.Float64 if name in _FLOATS else pl.String) for name in FIELDS} | {
+    "received_at": pl.String
+}
+
+log = event_logger("trades")
 
 
 def utc_now() -> datetime:
@@ -119,7 +131,8 @@ class ListenerLockHeld(RuntimeError):
 
 @dataclass(frozen=True)
 class Gap:
-    """A stretch without a connection to the exchange: deals in it may be missing."""
+    """A stretch without a connection to the exchange: deals in it may be missing. The one
+    gap model: the listener writes it, the drain stores it (`row`), the desk warns of it."""
 
     start: datetime
     end: datetime
@@ -127,6 +140,29 @@ class Gap:
 
     def to_dict(self) -> dict:
         return {"gap_start": iso(self.start), "gap_end": iso(self.end), "reason": self.reason}
+
+    @classmethod
+    def parse(cls, content: str | bytes) -> Gap:
+        """A sealed gap file's content; raises ValueError, KeyError or TypeError when it is
+        not one (the drain refuses the batch, the desk skips the file)."""
+        record = json.loads(content)
+        if not isinstance(record, dict):
+            raise TypeError(f"a gap file holds an object, not {type(record).__name__}")
+        return cls(
+            datetime.fromisoformat(record["gap_start"]),
+            datetime.fromisoformat(record["gap_end"]),
+            str(record.get("reason") or ""),
+        )
+
+    def row(self, source: str) -> dict:
+        """Its `energy.feed_gaps` row, `source` the gap file's name."""
+        return {
+            "gap_start": self.start,
+            "gap_end": self.end,
+            "reason": self.reason,
+            "seconds": (self.end - self.start).total_seconds(),
+            "source": source,
+        }
 
 
 class CaptureBuffer:
@@ -279,41 +315,215 @@ class CaptureBuffer:
         return recovered
 
 
-# -- reading, for the drain and the sensor ---------------------------------------------------
+# -- reading: the drain, the sensor, the price planner's book and the desk ---------------------
 def sealed_files(directory: str | Path) -> tuple[list[Path], list[Path]]:
     """(sealed deal segments, sealed gap files) waiting in the buffer, oldest first."""
     directory = Path(directory)
     segments = sorted(
-        (directory / SEGMENTS / entry.name)
+        Path(entry.path)
         for entry in _scan(directory / SEGMENTS)
         if entry.name.endswith(SEALED_SUFFIX)
     )
     gaps = sorted(
-        (directory / GAPS / entry.name)
-        for entry in _scan(directory / GAPS)
-        if entry.name.endswith(GAP_SUFFIX)
+        Path(entry.path) for entry in _scan(directory / GAPS) if entry.name.endswith(GAP_SUFFIX)
     )
     return segments, gaps
 
 
-def newest_sealed_name(directory: str | Path) -> str | None:
-    """The newest sealed file name (segment or gap): the sensor's cheap look at the buffer."""
-    names = [
-        entry.name
-        for folder in (SEGMENTS, GAPS)
-        for entry in _scan(Path(directory) / folder)
-        if entry.name.endswith(SEALED_SUFFIX)
-        or (folder == GAPS and entry.name.endswith(GAP_SUFFIX))
-    ]
-    return max(names) if names else None
+def deal_files(directory: str | Path, since: float) -> list[Path]:
+    """Every segment, open or sealed, waiting or drained (kept for the retention), last
+    written at or after `since` (epoch seconds)."""
+    found = []
+    for folder in (SEGMENTS, DRAINED):
+        for entry in _scan(Path(directory) / folder):
+            if not entry.name.endswith((SEALED_SUFFIX, OPEN_SUFFIX)):
+                continue
+            try:
+                if entry.stat().st_mtime >= since:
+                    found.append(Path(entry.path))
+            except FileNotFoundError:  # drained or deleted between the listing and the stat
+                continue
+    return found
 
 
-def _scan(folder: Path) -> Iterable[os.DirEntry]:
+def whole_lines(path: str | Path, offset: int = 0) -> bytes:
+    """The file's whole lines from `offset` (b"" when it has gone): a line the listener has
+    not finished, or a torn one, is never read."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return cut_torn_tail(handle.read())
+    except FileNotFoundError:
+        return b""
+
+
+def _scan(folder: Path) -> list[os.DirEntry]:
     try:
         with os.scandir(folder) as entries:
             return list(entries)
     except FileNotFoundError:
         return []
+
+
+def _names(folder: Path) -> set[str]:
+    try:
+        return set(os.listdir(folder))
+    except FileNotFoundError:
+        return set()
+
+
+def _mtime_ns(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+def parse_lines(data: bytes) -> pl.DataFrame:
+    """Whole JSON lines -> SEGMENT_SCHEMA rows. A line that is not a deal record (the listener
+    writes none, but a disk can) is skipped and logged, not allowed to stop the desk."""
+    if not data:
+        return pl.DataFrame(schema=SEGMENT_SCHEMA)
+    try:
+        return pl.read_ndjson(io.BytesIO(data), schema=SEGMENT_SCHEMA)
+    except Exception:
+        rows = []
+        for line in data.splitlines():
+            try:
+                record = json.loads(line)
+                row = {name: record[name] for name in SEGMENT_SCHEMA}
+                rows.append(pl.DataFrame([row], schema=SEGMENT_SCHEMA))
+            except (ValueError, KeyError, TypeError, pl.exceptions.PolarsError):
+                if line.strip():
+                    log.warning("capture_line_skipped", line=line[:200].decode(errors="replace"))
+        return pl.concat(rows) if rows else pl.DataFrame(schema=SEGMENT_SCHEMA)
+
+
+#: Bytes of deal lines one poll reads at most: a rebuild from 72 h of buffer (~120 MB of lines)
+#: is taken in a few batches, so the lines and their frame never sit in memory all at once.
+MAX_POLL_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class Update:
+    """What one poll found: new deal lines (SEGMENT_SCHEMA, not yet deduped), new closed gaps,
+    and the listener's state when it changed (None when it did not)."""
+
+    deals: pl.DataFrame
+    gaps: list[Gap] = field(default_factory=list)
+    listener: dict | None = None
+    listener_changed: bool = False
+    more: bool = False  # stopped at `max_bytes`: poll again for the rest
+
+
+class BufferFollower:
+    """Follows the buffer for the live desk: every deal line and feed gap as soon as it is on
+    disk; `poll()` returns only what is new. It never writes into the buffer. It reads
+
+    - the open segment up to its last newline, remembering the offset: a torn last line (the
+      listener killed mid-write, or simply not finished yet) is left for the next poll;
+    - each sealed segment once by name: the same lines the open file had, under its new name,
+      so the reader dedupes by deal id (`LiveDesk` does);
+    - `drained/` when its directory changes (a drain run, or a file not seen in `segments/`);
+      `segments/` is listed before `drained/`, so a file moved between the two listings is
+      seen in the second;
+    - gap files in `gaps/` and `drained/`, and the open gap in `listener.json`.
+    """
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self._segments = self.directory / SEGMENTS
+        self._drained = self.directory / DRAINED
+        self._gaps = self.directory / GAPS
+        self._read: set[str] = set()  # sealed segment and gap names already read
+        self._open_offsets: dict[str, int] = {}  # open segment name -> bytes read
+        self._drained_mtime: int | None = -1
+        self._gaps_mtime: int | None = -1
+        self._state_mtime: int | None = -1
+        self.listener: dict | None = None
+
+    def poll(self, max_bytes: int = MAX_POLL_BYTES) -> Update:
+        """What is new since the last poll: sealed segments in name order (the order they
+        were sealed, so the first receipt of an id comes first, as in the drain), then the
+        open segments' new whole lines; at most about `max_bytes` of them (`more` says so)."""
+        listed = sorted(_scan(self._segments), key=lambda e: e.name)
+        sealed = {
+            e.name: Path(e.path)
+            for e in listed
+            if e.name.endswith(SEALED_SUFFIX) and e.name not in self._read
+        }
+        gaps: list[Gap] = []
+        mtime = _mtime_ns(self._drained)
+        if mtime != self._drained_mtime:
+            self._drained_mtime = mtime
+            # A set difference, not a loop: drained/ holds 72 h of files (~260 k).
+            for name in sorted(_names(self._drained) - self._read):
+                if name.endswith(SEALED_SUFFIX):
+                    sealed[name] = self._drained / name  # moved since the first listing
+                elif name.endswith(GAP_SUFFIX):
+                    gaps.extend(self._read_gap(self._drained / name))
+        chunks: list[bytes] = []
+        size = 0
+        more = False
+        for name in sorted(sealed):
+            if size >= max_bytes:
+                more = True
+                self._drained_mtime = -1  # list it again next poll
+                break
+            chunks.append(self._read_sealed(sealed[name]))
+            size += len(chunks[-1])
+        open_now = set()
+        if not more:
+            for entry in listed:
+                if entry.name.endswith(OPEN_SUFFIX):
+                    open_now.add(entry.name)
+                    chunks.append(self._read_open(entry))
+            # Open segments sealed (or cut by recovery) since: their offsets go.
+            for name in list(self._open_offsets):
+                if name not in open_now:
+                    del self._open_offsets[name]
+        mtime = _mtime_ns(self._gaps)
+        if mtime != self._gaps_mtime:
+            self._gaps_mtime = mtime
+            for entry in sorted(_scan(self._gaps), key=lambda e: e.name):
+                if entry.name.endswith(GAP_SUFFIX) and entry.name not in self._read:
+                    gaps.extend(self._read_gap(Path(entry.path)))
+        listener_changed = False
+        mtime = _mtime_ns(self.directory / STATE_FILE)
+        if mtime != self._state_mtime:
+            self._state_mtime = mtime
+            state = read_listener_state(self.directory)
+            listener_changed = state != self.listener
+            self.listener = state
+        data = b"".join(chunks)
+        chunks.clear()
+        return Update(parse_lines(data), gaps, self.listener, listener_changed, more)
+
+    def _read_open(self, entry: os.DirEntry) -> bytes:
+        # b"" when sealed since the listing: read under its new name.
+        offset = self._open_offsets.get(entry.name, 0)
+        data = whole_lines(entry.path, offset)
+        self._open_offsets[entry.name] = offset + len(data)
+        return data
+
+    def _read_sealed(self, path: Path) -> bytes:
+        try:
+            data = cut_torn_tail(path.read_bytes())
+        except FileNotFoundError:  # drained since the listing: read in drained/
+            return b""
+        self._read.add(path.name)
+        return data
+
+    def _read_gap(self, path: Path) -> list[Gap]:
+        try:
+            gap = Gap.parse(path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except (ValueError, KeyError, TypeError) as err:
+            log.warning("gap_file_skipped", file=path.name, error=str(err))
+            gap = None
+        self._read.add(path.name)
+        return [gap] if gap else []
 
 
 def read_listener_state(directory: str | Path) -> dict | None:

@@ -26,18 +26,13 @@ from energy_assets.markets import DEFAULT_MARKET, MARKETS, Invalid, hour_period
 from energy_assets.tables import CAPTURE_SEGMENTS, FEED_GAPS, RAW_TRADES, ensure_trade_tables
 from energy_assets.trades.buffer import (
     QUARANTINE,
+    SEGMENT_SCHEMA,
+    Gap,
     apply_retention,
     archive,
     cut_torn_tail,
     sealed_files,
 )
-from energy_assets.trades.deal import FIELDS
-
-_FLOATS = {"price", "quantity"}
-#: How a segment line is read: every contract field plus the listener's receive time.
-SEGMENT_SCHEMA = {name: (pl.Float64 if name in _FLOATS else pl.String) for name in FIELDS} | {
-    "received_at": pl.String
-}
 
 _INSERT_DEALS = f"""
 INSERT INTO {RAW_TRADES} ({", ".join(RAW_TRADES.column_names)})
@@ -209,22 +204,8 @@ def _which_segment(paths: list[str], chunks: list[bytes]) -> str:
     return "corrupt capture segments"
 
 
-def gap_row(name: str, content: str | bytes) -> dict:
-    """A sealed gap file's content -> its `energy.feed_gaps` row."""
-    record = json.loads(content)
-    start = datetime.fromisoformat(record["gap_start"])
-    end = datetime.fromisoformat(record["gap_end"])
-    return {
-        "gap_start": start,
-        "gap_end": end,
-        "reason": record["reason"],
-        "seconds": (end - start).total_seconds(),
-        "source": name,
-    }
-
-
 def _read_gaps(paths: list[Path]) -> list[dict]:
-    return [gap_row(path.name, path.read_bytes()) for path in paths]
+    return [Gap.parse(path.read_bytes()).row(path.name) for path in paths]
 
 
 # Frames go to DuckDB as Arrow scans of the polars frames (registered views), scalars as bound

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 
-from energy_assets.desk.follow import BufferFollower
 from energy_assets.desk.live import LiveDesk
-from energy_assets.trades.buffer import archive, sealed_files
+from energy_assets.trades.buffer import BufferFollower, Gap, archive, sealed_files
 from tests.desk.conftest import deal, write_deals
 
 
@@ -48,7 +47,6 @@ def test_the_first_receipt_of_an_id_wins_as_in_the_drain(tmp_path):
 def test_banners_say_when_deals_may_be_missing():
     from datetime import UTC, date, datetime, timedelta
 
-    from energy_assets.desk.follow import FeedGap
     from energy_assets.desk.live import warnings
 
     now = datetime(2026, 12, 2, 9, tzinfo=UTC)
@@ -63,10 +61,8 @@ def test_banners_say_when_deals_may_be_missing():
     assert warnings({"heartbeat": "garbage"}, [], days, now)[0].open
     assert warnings(None, [], days, now)[0].open
     # A gap on 2026-11-30 can hide deals for 2026-12-01 (tradable from the day before) only.
-    old = FeedGap(
-        datetime(2026, 11, 30, 10, tzinfo=UTC), datetime(2026, 11, 30, 11, tzinfo=UTC), ""
-    )
+    old = Gap(datetime(2026, 11, 30, 10, tzinfo=UTC), datetime(2026, 11, 30, 11, tzinfo=UTC), "")
     (closed,) = warnings(fresh, [old], days, now)
     assert not closed.open and closed.days == [date(2026, 12, 1)]
-    ancient = FeedGap(now - timedelta(days=4), now - timedelta(days=4) + timedelta(hours=1), "")
+    ancient = Gap(now - timedelta(days=4), now - timedelta(days=4) + timedelta(hours=1), "")
     assert warnings(fresh, [ancient], days, now) == []

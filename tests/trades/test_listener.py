@@ -213,11 +213,13 @@ def test_a_buffer_that_cannot_be_written_stops_the_listener_loudly(
 def test_files_are_named_when_sealed_so_names_sort_in_visibility_order(tmp_path):
     from datetime import UTC, datetime
 
-    from energy_assets.trades.buffer import CaptureBuffer, Gap, newest_sealed_name
+    from energy_assets.trades.buffer import CaptureBuffer, Gap
+    from energy_assets.trades.sensors import waiting_after
 
     buffer = CaptureBuffer(tmp_path, seal_seconds=3600)
     buffer.append(make_deals(1, seed=6)[0], datetime.now(UTC))  # opened first ...
     gap = buffer.record_gap(Gap(datetime.now(UTC), datetime.now(UTC), "connection dropped"))
     sealed = buffer.seal()  # ... sealed after the gap became visible
     assert sealed.name > gap.name
-    assert newest_sealed_name(tmp_path) == sealed.name
+    # So the sensor, its cursor at the gap, still sees the segment waiting.
+    assert waiting_after(tmp_path, gap.name)[0] == sealed.name
