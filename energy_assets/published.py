@@ -25,6 +25,7 @@ from pathlib import Path
 
 import polars as pl
 
+from energy_assets.storage import write_atomically
 from energy_assets.tables import TRADER_EXPOSURE, TRADER_PNL_HISTORY, Table
 
 PRICES = "prices.parquet"
@@ -58,11 +59,7 @@ def write(frame: pl.DataFrame, directory: str | Path, name: str) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
-    tmp = directory / f".{name}.{os.getpid()}.tmp"
-    frame.write_parquet(tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, frame.write_parquet)
     return path
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 from upath import UPath
 
-from energy_assets.trades.buffer import write_atomically
+from energy_assets.storage import write_atomically
 
 DEALS = "deals"
 PRICES = "prices"

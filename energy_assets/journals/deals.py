@@ -34,12 +34,12 @@ from energy_assets.journals.archive import (
     sidecar_of,
     write_checked,
 )
+from energy_assets.storage import write_atomically
 from energy_assets.trades.buffer import (
     GAP_SUFFIX,
     QUARANTINE,
     SEALED_SUFFIX,
     cut_torn_tail,
-    write_atomically,
 )
 
 BUNDLE_SUFFIX = ".tar.zst"

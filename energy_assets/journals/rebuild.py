@@ -31,6 +31,7 @@ from energy_assets.journals.archive import DEALS, PRICES, archive_root, day_fold
 from energy_assets.journals.deals import read_days
 from energy_assets.journals.prices import as_prices, read_answers, store_batches
 from energy_assets.prices.store import store_prices
+from energy_assets.storage import fsync_dir
 from energy_assets.tables import (
     CAPTURE_SEGMENTS,
     FEED_GAPS,
@@ -178,11 +179,7 @@ def rebuild(
             guard = None
         _remove(target.with_name(target.name + ".wal"))
         os.replace(fresh, target)
-        fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(target.parent)
     except BaseException:
         _remove(fresh)
         raise

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from energy_assets.prices.partitions import open_hours
 from energy_assets.prices.plan import PUBLICATION_DELAY_S, REVISION_GRID_S
+from energy_assets.storage import transaction
 
 FRESH = "fresh"
 BULK = "bulk"
@@ -107,15 +108,14 @@ class RequestBudget:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with closing(self._connect()) as conn:
                 conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS requests (ts REAL NOT NULL, priority TEXT)"
-                )
-                conn.execute("CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts)")
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS pause (id INTEGER PRIMARY KEY CHECK (id = 1), until REAL)"
-                )
-                conn.execute("COMMIT")
+                with transaction(conn, "BEGIN IMMEDIATE"):
+                    conn.execute(
+                        "CREATE TABLE IF NOT EXISTS requests (ts REAL NOT NULL, priority TEXT)"
+                    )
+                    conn.execute("CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts)")
+                    conn.execute(
+                        "CREATE TABLE IF NOT EXISTS pause (id INTEGER PRIMARY KEY CHECK (id = 1), until REAL)"
+                    )
             self._ready = True
 
     def acquire(self, priority: str = BULK) -> float:
@@ -135,54 +135,50 @@ class RequestBudget:
     def _try_acquire(self, priority: str) -> float:
         """Record a request and return 0, or return how long to wait before trying again."""
         limits = self.limits
-        with closing(self._connect()) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                now = self._clock()
-                minute_from = now - limits.minute_s - limits.margin_s
-                hour_from = now - limits.hour_s - limits.margin_s
-                conn.execute("DELETE FROM requests WHERE ts <= ?", (now - limits.keep_s,))
-                row = conn.execute("SELECT until FROM pause WHERE id = 1").fetchone()
-                if row and row[0] and row[0] > now + limits.pause_max_s:
-                    # Stored past the vendor's window (by an older version): cut back to it.
-                    conn.execute("UPDATE pause SET until = ?", (now + limits.pause_max_s,))
-                    return limits.pause_max_s
-                if row and row[0] and row[0] > now:
-                    return row[0] - now
+        with closing(self._connect()) as conn, transaction(conn, "BEGIN IMMEDIATE"):
+            now = self._clock()
+            minute_from = now - limits.minute_s - limits.margin_s
+            hour_from = now - limits.hour_s - limits.margin_s
+            conn.execute("DELETE FROM requests WHERE ts <= ?", (now - limits.keep_s,))
+            row = conn.execute("SELECT until FROM pause WHERE id = 1").fetchone()
+            if row and row[0] and row[0] > now + limits.pause_max_s:
+                # Stored past the vendor's window (by an older version): cut back to it.
+                conn.execute("UPDATE pause SET until = ?", (now + limits.pause_max_s,))
+                return limits.pause_max_s
+            if row and row[0] and row[0] > now:
+                return row[0] - now
 
-                per_minute, per_hour = limits.per_minute, limits.per_hour
-                waits = []
-                if priority != FRESH and limits.reserve > 0:
-                    if _bulk_guarded(now, limits.margin_s):
-                        per_minute = max(0, per_minute - limits.reserve)
-                    hold = self._hold_for_bursts(conn, now)
-                    if hold > 0:
-                        waits.append(hold)
-                for since, limit, span in (
-                    (minute_from, per_minute, limits.minute_s),
-                    (hour_from, per_hour, limits.hour_s),
-                ):
-                    used = conn.execute(
-                        "SELECT count(*) FROM requests WHERE ts > ?", (since,)
-                    ).fetchone()[0]
-                    if used < limit:
-                        continue
-                    if limit <= 0:
-                        # Bulk is held off the minute window around the burst: retry soon.
-                        waits.append(1.0)
-                        continue
-                    # The request that must age out before `used` drops below `limit`.
-                    oldest = conn.execute(
-                        "SELECT ts FROM requests WHERE ts > ? ORDER BY ts LIMIT 1 OFFSET ?",
-                        (since, used - limit),
-                    ).fetchone()[0]
-                    waits.append(oldest + span + limits.margin_s - now + 0.001)
-                if waits:
-                    return max(waits)
-                conn.execute("INSERT INTO requests (ts, priority) VALUES (?, ?)", (now, priority))
-                return 0.0
-            finally:
-                conn.execute("COMMIT")
+            per_minute, per_hour = limits.per_minute, limits.per_hour
+            waits = []
+            if priority != FRESH and limits.reserve > 0:
+                if _bulk_guarded(now, limits.margin_s):
+                    per_minute = max(0, per_minute - limits.reserve)
+                hold = self._hold_for_bursts(conn, now)
+                if hold > 0:
+                    waits.append(hold)
+            for since, limit, span in (
+                (minute_from, per_minute, limits.minute_s),
+                (hour_from, per_hour, limits.hour_s),
+            ):
+                used = conn.execute(
+                    "SELECT count(*) FROM requests WHERE ts > ?", (since,)
+                ).fetchone()[0]
+                if used < limit:
+                    continue
+                if limit <= 0:
+                    # Bulk is held off the minute window around the burst: retry soon.
+                    waits.append(1.0)
+                    continue
+                # The request that must age out before `used` drops below `limit`.
+                oldest = conn.execute(
+                    "SELECT ts FROM requests WHERE ts > ? ORDER BY ts LIMIT 1 OFFSET ?",
+                    (since, used - limit),
+                ).fetchone()[0]
+                waits.append(oldest + span + limits.margin_s - now + 0.001)
+            if waits:
+                return max(waits)
+            conn.execute("INSERT INTO requests (ts, priority) VALUES (?, ?)", (now, priority))
+            return 0.0
 
     def _hold_for_bursts(self, conn: sqlite3.Connection, now: float) -> float:
         """0 if a bulk request now leaves every coming schedule burst its room in the hour
@@ -216,15 +212,13 @@ class RequestBudget:
         Never later than `pause_max_s` from now, and a pause already stored past that is cut
         back to it, so no `Retry-After` outlives the vendor's window."""
         self._ensure()
-        with closing(self._connect()) as conn:
-            conn.execute("BEGIN IMMEDIATE")
+        with closing(self._connect()) as conn, transaction(conn, "BEGIN IMMEDIATE"):
             latest = self._clock() + self.limits.pause_max_s
             conn.execute(
                 "INSERT INTO pause (id, until) VALUES (1, ?) "
                 "ON CONFLICT (id) DO UPDATE SET until = min(max(until, excluded.until), ?)",
                 (min(until, latest), latest),
             )
-            conn.execute("COMMIT")
 
     def paused_until(self) -> float | None:
         """The stored end of the vendor's pause (epoch seconds), if any."""

@@ -28,7 +28,6 @@ import io
 import json
 import os
 import re
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import polars as pl
 
 from energy_assets.logs import event_logger
 from energy_assets.settings import DEFAULT_CAPTURE_SEAL_FRAMES, DEFAULT_CAPTURE_SEAL_SECONDS
+from energy_assets.storage import fsync_dir, write_atomically
 from energy_assets.trades.deal import FIELDS, Deal
 
 SEGMENTS = "segments"
@@ -70,28 +70,6 @@ def iso(moment: datetime) -> str:
 
 def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes, durable: bool = True) -> None:
-    # Unique per writer: two drains may archive the same file at once, and a shared temporary
-    # name let one rename the other's file away.
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        if durable:
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    if durable:
-        _fsync_dir(path.parent)
 
 
 def cut_torn_tail(data: bytes) -> bytes:
@@ -255,7 +233,7 @@ class CaptureBuffer:
         os.close(self._fd)
         sealed = self.segments_dir / (self._name() + SEALED_SUFFIX)
         os.replace(self._open_path, sealed)
-        _fsync_dir(self.segments_dir)
+        fsync_dir(self.segments_dir)
         self.sealed_segments += 1
         self.sealed_frames += self._frames
         self._fd = None
@@ -311,7 +289,7 @@ class CaptureBuffer:
         for tmp in self.gaps_dir.glob("*.tmp"):
             tmp.unlink()
         if recovered:
-            _fsync_dir(self.segments_dir)
+            fsync_dir(self.segments_dir)
         return recovered
 
 

@@ -23,6 +23,7 @@ import polars as pl
 from energy_assets.journals.archive import archive_root, prune
 from energy_assets.journals.deals import archive_capture, archive_quarantine, compact
 from energy_assets.markets import DEFAULT_MARKET, MARKETS, Invalid, hour_period
+from energy_assets.storage import transaction
 from energy_assets.tables import CAPTURE_SEGMENTS, FEED_GAPS, RAW_TRADES, ensure_trade_tables
 from energy_assets.trades.buffer import (
     QUARANTINE,
@@ -252,26 +253,22 @@ def _drain_once(
 
     conn.register("drain_batch", first_seen)
     conn.register("drain_marks", pl.DataFrame(marks, schema=_MARKS_SCHEMA, orient="row"))
-    conn.execute("BEGIN TRANSACTION")
     try:
-        before = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
-        conn.execute(_INSERT_DEALS)
-        after = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
-        if gaps:
-            conn.executemany(
-                f"INSERT INTO {FEED_GAPS} VALUES (?, ?, ?, ?, ?)",
-                [
-                    [g["gap_start"], g["gap_end"], g["reason"], g["seconds"], g["source"]]
-                    for g in gaps
-                ],
-            )
-        conn.execute(_INSERT_MARKS, [datetime.now(UTC)])
-        if before_commit is not None:
-            before_commit()
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        with transaction(conn):
+            before = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
+            conn.execute(_INSERT_DEALS)
+            after = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
+            if gaps:
+                conn.executemany(
+                    f"INSERT INTO {FEED_GAPS} VALUES (?, ?, ?, ?, ?)",
+                    [
+                        [g["gap_start"], g["gap_end"], g["reason"], g["seconds"], g["source"]]
+                        for g in gaps
+                    ],
+                )
+            conn.execute(_INSERT_MARKS, [datetime.now(UTC)])
+            if before_commit is not None:
+                before_commit()
     finally:
         conn.unregister("drain_batch")
         conn.unregister("drain_marks")
