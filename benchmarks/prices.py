@@ -96,6 +96,17 @@ class Workspace:
             return conn.execute("SELECT count(*) FROM energy.reference_prices").fetchone()[0]
 
 
+def max_in_window(times: list[float], span: float) -> int:
+    """The largest number of `times` (sorted) inside any window of `span` seconds."""
+    best = 0
+    first = 0
+    for last, ts in enumerate(times):
+        while ts - times[first] >= span:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
 def measure_floor(root: Path, url: str, hours: int) -> float:
     space = Workspace(root, f"floor-{hours}", url)
     defs_file = space.dir / "floor_defs.py"
@@ -160,7 +171,7 @@ def measure_under_budget(root: Path, minutes: float, seed: int = 5) -> None:
 
     from energy_assets.markets import DEFAULT_MARKET, hour_period
     from energy_assets.playground.pricing import publication_delay
-    from energy_assets.prices.budget import RequestBudget, max_in_window
+    from energy_assets.prices.budget import RequestBudget
     from energy_assets.prices.partitions import partition_key_to_delivery
 
     options = MarketDataOptions(
@@ -302,7 +313,7 @@ def simulate_budget(hours: float, root: Path) -> None:
     """The budget's policy over hours of simulated time (a fake clock, the real SQLite file):
     the schedule's burst of the open hours at every slot + 31 s, and a backfill taking every
     slot it is granted. Shows the hour-window regime the 21-minute daemon run cannot reach."""
-    from energy_assets.prices.budget import BULK, FRESH, BudgetLimits, RequestBudget, max_in_window
+    from energy_assets.prices.budget import BULK, FRESH, BudgetLimits, RequestBudget
     from energy_assets.prices.partitions import open_hours
 
     class Clock:

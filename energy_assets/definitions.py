@@ -19,7 +19,7 @@ defs = dg.Definitions.merge(
             "warehouse": warehouse_resource(),
             "archive": archive_resource(settings()),
         },
-        # Every step here is small next to a process start (~3-4 s): runs launched from the UI,
+        # Every step here is small next to a process start (benchmarks/README.md): runs launched from the UI,
         # by automation or backfills execute their steps in the run's own process.
         executor=dg.in_process_executor,
         jobs=[run_retention_job],

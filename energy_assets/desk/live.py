@@ -308,15 +308,6 @@ class LiveDesk:
         return True
 
     # -- showing -----------------------------------------------------------------------------
-    def live_positions(self) -> pl.DataFrame:
-        """The buffer's deals as `trader_exposure` rows, marked with the published prices."""
-        return (
-            mark(self.book, _prices_for_marking(self.prices))
-            .sort(PERIOD_KEY)
-            .collect()
-            .cast(EXPOSURE_SCHEMA)
-        )
-
     def view(self) -> DeskView:
         now = self.clock()
         prices = _prices_for_marking(self.prices)

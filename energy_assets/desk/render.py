@@ -309,7 +309,7 @@ def _render_trader(view, totals, rows, daily, history, boards, trader_id: str) -
 class TraderPages:
     """Trader fragments, rendered again only for a trader whose figures (or the page's
     shared parts: prices' freshness, banners) changed: a deal re-renders its trader's page
-    and the desk's, not every page (~10 ms each)."""
+    and the desk's, not every page."""
 
     def __init__(self):
         self._made: dict[str, tuple[tuple, str]] = {}

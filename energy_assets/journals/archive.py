@@ -8,8 +8,8 @@ fsspec URL such as `s3://bucket/prefix`):
     quarantine/YYYY-MM-DD/<stamp>-<file>-<offset>.jsonl.zst  frames the listener refused
     <file>.json                                    beside each: sha256, size and what it holds
 
-Compressed with zstd level 1 (standard frames: `zstd -d`, `tar --zstd -xf`): 10x faster than
-gzip -6 on capture JSON for a smaller file (benchmarks/rebuild.py), so archiving adds little
+Compressed with zstd level 1 (standard frames: `zstd -d`, `tar --zstd -xf`): faster than gzip
+on capture JSON for a smaller file (benchmarks/README.md, rebuild), so archiving adds little
 to a drain.
 
 A file is written before its checksum, so a checksum says its file is whole. Nothing is

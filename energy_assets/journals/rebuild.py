@@ -154,8 +154,8 @@ def rebuild(
         _remove_killed(target)
         _remove(fresh)
         with duckdb.connect(str(fresh)) as conn:
-            # The first-receipt dedupe is a window over every captured line: a year (53 M)
-            # took 17 GB unbounded; capped, DuckDB spills beside the new file (4 GB: 100 s).
+            # The first-receipt dedupe is a window over every captured line: capped, DuckDB
+            # spills beside the new file (benchmarks/README.md, rebuild).
             conn.execute("SET memory_limit = ?", [REBUILD_MEMORY_LIMIT])
             conn.execute("SET temp_directory = ?", [str(fresh) + ".tmp"])
             ensure_trade_tables(conn)

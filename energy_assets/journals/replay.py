@@ -5,21 +5,17 @@ What the desk knew at instant `at`: the deals the listener had received by then
 warehouse held after the answers fetched by then (`fetched_at <= at`: the latest revision, a
 later answer of the same revision winning, as `store_prices` keeps it). The positions are the
 one maths implementation, `energy_assets.exposure.positions`.
-
-`pnl_history` computes the same at many instants, by default after each price batch that
-brought a new revision: the per-trader PnL the desk saw then, reproducible from the journals.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import polars as pl
 
-from energy_assets.exposure.positions import book, legs, mark, positions, rebook, trader_totals
+from energy_assets.exposure.positions import positions, trader_totals
 from energy_assets.journals.archive import archive_root
 from energy_assets.journals.deals import read_days
 from energy_assets.journals.prices import read_answers
@@ -93,50 +89,3 @@ def view_at(
     received = deals_at(deals, at)
     prices = prices_at(answers, at)
     return ReplayView(at, positions(received, prices), prices, received.height)
-
-
-def revision_instants(answers: pl.DataFrame) -> list[datetime]:
-    """After each price batch that brought a revision not seen before: its last `fetched_at`."""
-    first = answers.sort("journal_order").unique(
-        subset=["delivery_day", "delivery_hour", "last_update", "value", "unit"],
-        keep="first",
-        maintain_order=True,
-    )
-    latest = answers.group_by("batch").agg(pl.col("fetched_at").max())
-    batches = first.select("batch").unique()
-    return sorted(latest.join(batches, on="batch")["fetched_at"].to_list())
-
-
-def pnl_history(
-    archive: str | os.PathLike, instants: Iterable[datetime] | None = None
-) -> pl.DataFrame:
-    """Per trader, the totals (`trader_totals` columns) the desk saw at each instant in
-    `instants` (default `revision_instants`), one row per (`at`, `trader_id`).
-
-    Each instant adds the deals received since the previous one to the book (`rebook`) and
-    marks it with the prices of that instant: the deals are read once, whatever the number of
-    instants (a mark costs one pass over the book's periods and the journal's answers)."""
-    answers = read_answers(archive_root(archive))
-    moments = sorted(revision_instants(answers) if instants is None else instants)
-    # The first receipt of each id, by receipt: the deals of `deals_at` at every instant.
-    deals = (
-        journal_deals(archive)
-        .unique(subset="id", keep="first", maintain_order=True)
-        .sort("received_at", maintain_order=True)
-    )
-    received = deals["received_at"]
-    frames, held, booked = [], 0, None
-    for at in moments:
-        upto = received.search_sorted(at, side="right")
-        if upto > held:
-            new = deals.slice(held, upto - held)
-            booked = (book(new) if booked is None else rebook(booked, legs(new))).collect()
-            held = upto
-        if booked is None:
-            continue
-        prices = prices_at(answers, at)
-        totals = trader_totals(mark(booked, prices))
-        frames.append(totals.select(pl.lit(at).alias("at"), pl.all()))
-    if not frames:
-        return pl.DataFrame()
-    return pl.concat(frames)

@@ -175,7 +175,7 @@ def report_reference_prices(context: dg.OpExecutionContext, stored: StoredPrices
     """Report what was stored; fail naming the hours that failed.
 
     A step of its own, outside the DuckDB pool: Dagster records one materialisation event per
-    partition here (~8 ms each: a minute for a year), and the trade drains need the pool."""
+    partition here (benchmarks/README.md, prices), and the trade drains need the pool."""
     if not stored.errors:
         yield dg.Output(None, metadata=stored.metadata)
         return

@@ -240,14 +240,3 @@ class RequestBudget:
 def burst_size(slot: float) -> int:
     """Requests of the schedule's burst at grid instant `slot`: the hours open then."""
     return len(open_hours(datetime.fromtimestamp(slot, UTC)))
-
-
-def max_in_window(times: list[float], span: float) -> int:
-    """The largest number of `times` (sorted) inside any window of `span` seconds."""
-    best = 0
-    first = 0
-    for last, ts in enumerate(times):
-        while ts - times[first] >= span:
-            first += 1
-        best = max(best, last - first + 1)
-    return best

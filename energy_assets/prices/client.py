@@ -205,7 +205,7 @@ class MarketDataClient(dg.ConfigurableResource):
 
     @property
     def tls(self) -> ssl.SSLContext:
-        """One TLS context for every fetch (loading the CA bundle costs ~50 ms a client)."""
+        """One TLS context for every fetch: loading the CA bundle is slow (benchmarks/README.md)."""
         with self._lock:
             if self._tls is None:
                 self._tls = httpx.create_ssl_context()

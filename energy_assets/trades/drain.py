@@ -210,8 +210,8 @@ def _read_gaps(paths: list[Path]) -> list[dict]:
 
 
 # Frames go to DuckDB as Arrow scans of the polars frames (registered views), scalars as bound
-# parameters. A Parquet file in a scratch directory would save the run ~0.1 s of importing
-# pyarrow, inside a drain run that takes seconds to start (benchmarks/README.md, "drain").
+# parameters. A Parquet file in a scratch directory would save the run the import of pyarrow,
+# noise next to the run's start (benchmarks/README.md, capture).
 _MARKS_SCHEMA = {"segment": pl.String, "kind": pl.String, "lines": pl.Int64}
 
 

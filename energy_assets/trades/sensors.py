@@ -30,7 +30,7 @@ TICK_SECONDS = 5
 
 # One run for the whole chain: the exposure refresh and the published files follow the drain
 # in the same process, instead of a second run after the automation sensor's next tick.
-# In-process: each step is small next to a process start (~3-4 s).
+# In-process: each step is small next to a process start (benchmarks/README.md, capture).
 # The journals' daily integrity check reads a day of checksum files: not with every drain.
 drain_and_refresh_job = dg.define_asset_job(
     "drain_and_refresh",

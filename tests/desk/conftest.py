@@ -15,11 +15,26 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 
+from energy_assets.desk.live import LiveDesk, _prices_for_marking
+from energy_assets.exposure.positions import EXPOSURE_SCHEMA, PERIOD_KEY, mark
 from energy_assets.trades.buffer import CaptureBuffer
 from energy_assets.trades.deal import Deal, InvalidFrame, validate_deal
 from tests.conftest import REPO, free_port
+
+
+def live_positions(desk: LiveDesk) -> pl.DataFrame:
+    """The desk's own book, the buffer's deals alone, as `trader_exposure` rows marked with the
+    published prices: what the desk computes before the batch layer confirms any of it."""
+    return (
+        mark(desk.book, _prices_for_marking(desk.prices))
+        .sort(PERIOD_KEY)
+        .collect()
+        .cast(EXPOSURE_SCHEMA)
+    )
+
 
 CHROMIUM = "/usr/bin/chromium"
 

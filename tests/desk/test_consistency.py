@@ -26,7 +26,7 @@ from energy_assets.settings import settings
 from energy_assets.trades.assets import raw_trades
 from energy_assets.trades.resources import capture_resource
 from energy_assets.warehouse import warehouse_resource
-from tests.desk.conftest import write_deals
+from tests.desk.conftest import live_positions, write_deals
 from tests.trades.conftest import make_deals
 
 # Seconds or more: the desk service beside Dagster runs in a real instance.
@@ -101,7 +101,7 @@ def test_every_live_cell_equals_trader_exposure(dagster_home, energy_env, tmp_pa
         desk.refresh()
         with duckdb.connect(database, read_only=True) as conn:
             batch = conn.execute("SELECT * FROM energy.trader_exposure").pl()
-        _compare(desk.live_positions(), batch)
+        _compare(live_positions(desk), batch)
 
         # More deals (and resends of old ones), a price revision and new prices.
         write_deals(capture, second + rng.sample(first, 40))
@@ -122,7 +122,7 @@ def test_every_live_cell_equals_trader_exposure(dagster_home, energy_env, tmp_pa
 
     assert batch["trades"].sum() == len({d.id for d in deals})
     assert batch["reference_price"].null_count() > 0  # unpriced periods compared too
-    _compare(desk.live_positions(), batch)
+    _compare(live_positions(desk), batch)
     rows = desk.view().rows
     assert rows["status"].to_list() == [CONFIRMED] * rows.height
     _compare(rows.select(EXPOSURE_COLUMNS), batch)

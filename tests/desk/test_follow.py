@@ -6,7 +6,7 @@ import os
 
 from energy_assets.desk.live import LiveDesk
 from energy_assets.trades.buffer import BufferFollower, Gap, archive, sealed_files
-from tests.desk.conftest import deal, write_deals
+from tests.desk.conftest import deal, live_positions, write_deals
 
 
 def test_every_file_is_read_once_in_seal_order_whatever_moves_meanwhile(tmp_path):
@@ -39,7 +39,7 @@ def test_the_first_receipt_of_an_id_wins_as_in_the_drain(tmp_path):
     write_deals(capture, [deal(1, quantity=5.0), deal(2, quantity=1.0)])
     desk = LiveDesk(capture, tmp_path / "dashboard")
     desk.refresh()
-    live = desk.live_positions()
+    live = live_positions(desk)
     assert live["trades"].to_list() == [2]
     assert live["bought_mwh"].to_list() == [3.0]
 
