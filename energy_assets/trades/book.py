@@ -18,22 +18,26 @@ from pathlib import Path
 
 import polars as pl
 
-from energy_assets.trades.buffer import deal_files, whole_lines
+from energy_assets.trades.buffer import SEGMENT_SCHEMA, deal_files, whole_lines
 from energy_assets.trades.drain import with_periods
 
 #: Deals older than this cannot be for a period still open (to the end of the next day).
 LOOKBACK = timedelta(hours=50)
 
+#: The fields of a segment line the book needs, as the drain reads them.
 _COLUMNS = {
-    "id": pl.String,
-    "quantity": pl.Float64,
-    "direction": pl.String,
-    "delivery_day": pl.String,
-    "delivery_hour": pl.String,
-    "trader_id": pl.String,
-    "market": pl.String,
-    "delivery_start": pl.String,
-    "delivery_end": pl.String,
+    name: SEGMENT_SCHEMA[name]
+    for name in (
+        "id",
+        "quantity",
+        "direction",
+        "delivery_day",
+        "delivery_hour",
+        "trader_id",
+        "market",
+        "delivery_start",
+        "delivery_end",
+    )
 }
 
 
