@@ -51,11 +51,6 @@ def delivery_to_partition_key(day: date, delivery_hour: str) -> str:
     return delivery_start(day, parse_hour_label(delivery_hour)).strftime(KEY_FORMAT)
 
 
-def partition_key_start(key: str) -> datetime:
-    """When the hour of `key` starts (UTC): its gate closure in this project."""
-    return datetime.strptime(key, KEY_FORMAT).replace(tzinfo=UTC)
-
-
 def start_date_from_env(environ: dict[str, str] | None = None) -> str:
     """The first partition key: `ENERGY_PRICES_START` (a day or an hour key) or 2023-01-01."""
     env = os.environ if environ is None else environ

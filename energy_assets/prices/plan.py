@@ -87,11 +87,6 @@ def holds_latest(held: datetime | None, now: datetime, gate_closure: datetime) -
     return held is not None and held >= settled_revision_slot(now, gate_closure)
 
 
-def is_stale(held: datetime | None, now: datetime, gate_closure: datetime) -> bool:
-    """A price older than its period's last revision slot (what the desk marks stale)."""
-    return not holds_latest(held, now, gate_closure)
-
-
 def behind_s(held: datetime | None, now: datetime, gate_closure: datetime) -> float:
     """How long the vendor has had a revision newer than ours (by its grid instant), as far
     as the grid tells; 0 when we hold the newest one certainly out."""
