@@ -25,7 +25,7 @@ incremental tables are checked against a full recompute.
 Guards: the full refresh at 10 M trades >= 10x faster than the pandas baseline, within 2 GB;
 a one-day update per run <= 0.2 s, a tenth of the 2-4 s Dagster takes to start the run that
 holds it, so a trader never waits on it. Its ratio to the full refresh is printed beside it: the
-update recounts every market day's deals to find what changed, so it grows with the history as
+update counts every deal's local date to find what changed, so it grows with the history as
 the full refresh does (benchmarks/README.md says where its time goes).
 """
 
