@@ -223,8 +223,10 @@ _OBSERVER = """() => {
   window.benchLog = [];
   const record = () => {
     const counts = {};
+    // A row per trader and currency: a trader's deals are the sum of their rows.
     document.querySelectorAll('tr[data-trader]').forEach(r => {
-      counts[r.dataset.trader] = Number(r.children[1].textContent);
+      const t = r.dataset.trader;
+      counts[t] = (counts[t] || 0) + Number(r.children[1].textContent);
     });
     window.benchLog.push([Date.now() / 1000, counts]);
   };

@@ -19,9 +19,10 @@ import polars as pl
 
 from energy_assets.markets import MARKETS, Invalid, Market, Period, open_periods
 
-#: The board shows the steps starting from this long before now ...
+#: The board shows the steps starting from this long before now to `AHEAD` after it: the
+#: trading that is urgent. Positions further out are in the period table; a board of every
+#: held step to the end of the next day (~100 rows a market) made each push 4x slower to lay out.
 BEFORE = timedelta(hours=1)
-#: ... to this long after it, and beyond, every open step holding a position.
 AHEAD = timedelta(hours=3)
 #: An open position this close to its gate closure stands out.
 CLOSING_SOON = timedelta(minutes=15)
@@ -114,10 +115,8 @@ class Boards:
     ):
         self.now = now
         self.markets = list(MARKETS.values() if markets is None else markets)
-        # No board reaches before now − BEFORE nor past the end of the next local day.
-        near = (pl.col("delivery_end") > now - BEFORE) & (
-            pl.col("delivery_start") < now + timedelta(days=2, hours=2)
-        )
+        # No board reaches outside [now − BEFORE, now + AHEAD).
+        near = (pl.col("delivery_end") > now - BEFORE) & (pl.col("delivery_start") < now + AHEAD)
         columns = ["trader_id", "market", "delivery_start", "delivery_end"]
         self._positions: dict[str | None, dict[tuple, float]] = {}
         for trader, market, start, end, mw in (
@@ -160,17 +159,15 @@ class Boards:
 
 
 @lru_cache(maxsize=16)
-def _window(market: Market, now: datetime) -> tuple[tuple[Period, ...], datetime]:
-    """The steps starting in [now − BEFORE, now + AHEAD), and the end of the next local day
-    (where trading stops, contract §2). Once per market and view: every page's board asks."""
+def _window(market: Market, now: datetime) -> tuple[Period, ...]:
+    """The steps starting in [now − BEFORE, now + AHEAD). Once per market and view: every
+    page's board asks."""
     since = now - BEFORE - timedelta(minutes=market.gate_closure_minutes, microseconds=1)
     found: set[Period] = set()
     for periods in (open_periods(market, since), open_periods(market, now)):
         if not isinstance(periods, Invalid):
-            found.update(periods)
-    ordered = sorted(found)
-    last = ordered[-1].delivery_end if ordered else now
-    return tuple(p for p in ordered if p.delivery_start < now + AHEAD), last
+            found.update(p for p in periods if p.delivery_start < now + AHEAD)
+    return tuple(sorted(found))
 
 
 def _board(
@@ -180,18 +177,9 @@ def _board(
     held: dict[tuple, int],
     flagged: dict[tuple, int],
 ) -> Board:
-    window, last = _window(market, now)
-    # Beyond the window, the open steps holding a position (on the grid: net_positions' steps).
-    beyond = [
-        Period(code, start, end)
-        for (code, start, end) in held
-        if code == market.code
-        and start >= now + AHEAD
-        and end <= last
-        and now < market.gate_closure(start)
-    ]
+    window = _window(market, now)
     steps = []
-    for period in [*window, *sorted(beyond)]:
+    for period in window:
         key = (market.code, period.delivery_start, period.delivery_end)
         traders = held.get(key, 0)
         state = state_at(period.gate_closure, traders > 0, now)

@@ -208,13 +208,14 @@ def test_opposite_positions_flat_on_the_desk_still_stand_out_on_its_board(tmp_pa
     assert (bobs["mw"], bobs["data-state"]) == ("-5.0", "closing")
 
 
-def test_an_open_position_beyond_the_window_is_on_the_board_until_its_gate_closes(tmp_path):
-    # Tomorrow 18:00-18:15 CET: far beyond three hours, but open and held.
+def test_a_position_beyond_three_hours_is_left_to_the_period_table(tmp_path):
+    # Tomorrow 18:00-18:15 CET: no urgency yet; the board stays the next three hours.
     desk = desk_at(
         tmp_path, "2026-12-04T09:47:00Z", [deal(1, "2026-12-05T17:00:00Z", "2026-12-05T17:15:00Z")]
     )
-    row = step(boards(trader_html(desk))["DE"], "2026-12-05T17:00:00Z")
-    assert (row["data-gate-closure"], row["data-state"]) == ("2026-12-05T16:55:00+00:00", "open")
+    html = trader_html(desk)
+    assert all(r["data-start"] < "2026-12-04T12:47" for r in boards(html)["DE"]["rows"])
+    assert 'data-period="2026-12-05 18:00-18:15"' in html
 
 
 def test_the_fall_back_night_shows_both_two_oclock_quarter_hours_with_their_offsets(tmp_path):
@@ -390,9 +391,6 @@ def test_any_book_at_any_instant_gives_boards_that_keep_the_rules(now, positions
             assert starts == sorted(set(starts))
             for s in board.steps:
                 assert s.state == gate.state_at(s.gate_closure, s.has_position, now)
-                assert s.period.delivery_start >= now - gate.BEFORE
-                # Beyond the window only open steps holding a position.
-                if s.period.delivery_start >= now + gate.AHEAD:
-                    assert s.has_position and s.state != gate.CLOSED
+                assert now - gate.BEFORE <= s.period.delivery_start < now + gate.AHEAD
             # Rendering never fails either.
             assert render.board_cells(board)["market"] == board.market.code
