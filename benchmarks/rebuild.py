@@ -39,7 +39,8 @@ sys.path.insert(0, str(REPO))
 from energy_assets.journals.deals import archive_capture  # noqa: E402
 from energy_assets.journals.prices import append_answers  # noqa: E402
 from energy_assets.journals.replay import view_at  # noqa: E402
-from energy_assets.prices.client import ReferencePrice  # noqa: E402
+from energy_assets.markets import day_periods  # noqa: E402
+from energy_assets.prices.period_prices import PeriodPrice  # noqa: E402
 from energy_assets.trades.buffer import GAPS, SEGMENTS  # noqa: E402
 from energy_assets.trades.drain import drain  # noqa: E402
 
@@ -145,22 +146,21 @@ def write_day(
 
 
 def journal_prices(archive: Path, days: int, rng: random.Random) -> int:
-    """`days` x 24 hours x REVISIONS answers, one journal file per (day, revision) run."""
+    """`days` x Berlin's hours (23 to 25 a day) x REVISIONS answers, one journal file per (day, revision) run."""
     answers = 0
     for d in range(days):
         day = (START + timedelta(days=d)).date()
         for revision in range(REVISIONS):
             stored = START + timedelta(days=d - 1, hours=8 + 2 * revision)
             batch = [
-                ReferencePrice(
-                    delivery_day=day,
-                    delivery_hour=f"{hour:02d}-{hour + 1:02d}",
+                PeriodPrice(
+                    period=period,
                     value=round(rng.uniform(20, 200), 2),
                     unit="euro/mwh",
                     last_update=stored - timedelta(minutes=5),
                     fetched_at=stored - timedelta(seconds=1),
                 )
-                for hour in range(24)
+                for period in day_periods("DE", day, 60)
             ]
             append_answers(archive, batch, f"run{d:04d}{revision}", now=stored)
             answers += len(batch)

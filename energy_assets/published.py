@@ -6,7 +6,7 @@ files in `ENERGY_DASHBOARD_DIR` (default `data/dashboard/`):
 
 | file | written by | holds |
 | --- | --- | --- |
-| `prices.parquet` | the `reference_prices` run that stored them | the current reference price of every delivery hour (`PRICE_SCHEMA`) |
+| `prices.parquet` | the `reference_prices` run that stored them | the current reference price of every delivery period of every market (`tables.REFERENCE_PRICES`) |
 | `confirmed.parquet` | `exposure_dashboard` | `trader_exposure` as of its last refresh (`tables.TRADER_EXPOSURE`) |
 | `pnl_history.parquet` | `exposure_dashboard` | `trader_pnl_history`: one row per trader, currency and refresh (`tables.TRADER_PNL_HISTORY`) |
 
@@ -26,25 +26,22 @@ from pathlib import Path
 import polars as pl
 
 from energy_assets.storage import write_atomically
-from energy_assets.tables import TRADER_EXPOSURE, TRADER_PNL_HISTORY, Table
+from energy_assets.tables import REFERENCE_PRICES, TRADER_EXPOSURE, TRADER_PNL_HISTORY, Table
 
 PRICES = "prices.parquet"
 CONFIRMED = "confirmed.parquet"
 PNL_HISTORY = "pnl_history.parquet"
 
-#: `prices.parquet`: one row per delivery hour, the latest revision we hold.
-PRICE_SCHEMA = {
-    "delivery_day": pl.Date,
-    "delivery_hour": pl.String,
-    "reference_price": pl.Float64,
-    "unit": pl.String,
-    "last_update": pl.Datetime("us", "UTC"),
-    "fetched_at": pl.Datetime("us", "UTC"),
-}
+#: `prices.parquet`: one row per delivery period, the latest revision we hold.
+PRICE_SCHEMA = REFERENCE_PRICES.polars_schema()
 
 
 #: The files that mirror a table, and the table.
-SHAPES: dict[str, Table] = {CONFIRMED: TRADER_EXPOSURE, PNL_HISTORY: TRADER_PNL_HISTORY}
+SHAPES: dict[str, Table] = {
+    PRICES: REFERENCE_PRICES,
+    CONFIRMED: TRADER_EXPOSURE,
+    PNL_HISTORY: TRADER_PNL_HISTORY,
+}
 
 
 def _shaped(frame: pl.DataFrame, name: str) -> pl.DataFrame:

@@ -124,23 +124,29 @@ CAPTURE_SEGMENTS = Table(
     primary_key=("segment",),
 )
 
+#: The price row, declared once: the tables below, the store, the journal of vendor answers,
+#: `prices.parquet` and the live desk take its columns from here (`PRICE_ROW`). A period of a
+#: market, its local day and label are derived for display (`markets.Period`), never stored.
 _PRICE_COLUMNS = (
-    Column("delivery_day", "DATE", "the delivery day (UTC)"),
-    Column("delivery_hour", "VARCHAR", "`00-01` … `23-24`"),
-    Column("value", "DOUBLE", "the reference price"),
-    Column("unit", "VARCHAR", "the vendor's unit, `euro/mwh`"),
+    Column("market", "VARCHAR", "the market's code (`DE`, `GB`)"),
+    Column("delivery_start", "TIMESTAMPTZ", "the delivery period starts (UTC)"),
+    Column("delivery_end", "TIMESTAMPTZ", "the delivery period ends (UTC), exclusive"),
+    Column("value", "DOUBLE", "the vendor's reference price per MWh, in `currency`"),
+    Column("currency", "VARCHAR", "the market's currency (`EUR`, `GBP`)"),
     Column("last_update", "TIMESTAMPTZ", "when the vendor last revised the price"),
     Column("fetched_at", "TIMESTAMPTZ", "when this platform first fetched that revision"),
 )
-REFERENCE_PRICES = Table(
-    "reference_prices", _PRICE_COLUMNS, primary_key=("delivery_day", "delivery_hour")
-)
-#: A revision is a distinct (hour, last_update, value, unit); fetched_at says when we first saw it.
+#: The key of a price row: one delivery period of one market.
+PRICE_KEY = ("market", "delivery_start", "delivery_end")
+REFERENCE_PRICES = Table("reference_prices", _PRICE_COLUMNS, primary_key=PRICE_KEY)
+#: A revision is a distinct (period, last_update, value); fetched_at says when we first saw it.
 REFERENCE_PRICE_REVISIONS = Table(
     "reference_price_revisions",
     _PRICE_COLUMNS,
-    primary_key=("delivery_day", "delivery_hour", "last_update", "value", "unit"),
+    primary_key=(*PRICE_KEY, "last_update", "value"),
 )
+#: The price row as polars types, for frames, journal lines and `prices.parquet`.
+PRICE_ROW = REFERENCE_PRICES.polars_schema()
 
 # The exposure tables. Energy is in MWh (MW over the period × its hours), money in the market's
 # currency (the `currency` column beside it: amounts of different currencies are never added).
@@ -263,6 +269,8 @@ def ensure_trade_tables(conn: duckdb.DuckDBPyConnection) -> None:
 
 def ensure_price_tables(conn: duckdb.DuckDBPyConnection) -> None:
     create(conn, *PRICE_TABLES)
+    for table in PRICE_TABLES:
+        require_current(conn, table)
 
 
 class OutdatedTable(RuntimeError):

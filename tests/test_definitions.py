@@ -65,13 +65,19 @@ def test_lineage_starts_at_the_exchange_and_the_vendor_and_the_desk_assets_have_
     graph = defs.resolve_asset_graph()
     node = graph.get
     assert node(dg.AssetKey("raw_trades")).parent_keys == {dg.AssetKey("exchange_feed")}
-    assert node(dg.AssetKey("reference_prices")).parent_keys == {dg.AssetKey("market_data_api")}
+    # One price asset per market, each writing its rows of the one table.
+    prices = [dg.AssetKey(["reference_prices", code]) for code in ("DE", "GB")]
+    for key in prices:
+        assert node(key).parent_keys == {dg.AssetKey("market_data_api")}
     for key in ("exchange_feed", "market_data_api"):
         assert not node(dg.AssetKey(key)).is_materializable
-    for key in ("raw_trades", "reference_prices", "trader_exposure"):
-        assert node(dg.AssetKey(key)).freshness_policy is not None, key
-    for table in (RAW_TRADES, REFERENCE_PRICES):
-        metadata = node(dg.AssetKey(table.name)).metadata
+    for key in (dg.AssetKey("raw_trades"), *prices, dg.AssetKey("trader_exposure")):
+        assert node(key).freshness_policy is not None, key
+    for table, key in (
+        (RAW_TRADES, dg.AssetKey("raw_trades")),
+        *((REFERENCE_PRICES, k) for k in prices),
+    ):
+        metadata = node(key).metadata
         assert metadata["dagster/table_name"] == f"energy.{table.name}"
         columns = [column.name for column in metadata["dagster/column_schema"].columns]
         assert columns == table.column_names

@@ -37,13 +37,13 @@ from energy_assets.exposure.positions import (
     book,
     daily_totals,
     desk_positions,
-    hourly_periods,
     legs,
     mark,
     net_positions,
     rebook,
     trader_totals,
 )
+from energy_assets.tables import PRICE_ROW
 from energy_assets.trades.buffer import BufferFollower, Gap, Update
 from energy_assets.trades.drain import bookable, typed
 
@@ -60,11 +60,12 @@ LIVE = "live"
 CONFIRMED = "confirmed"
 
 _EMPTY_BOOK = pl.DataFrame(schema={c: EXPOSURE_SCHEMA[c] for c in BOOK_COLUMNS})
+#: `prices.parquet`'s row (`tables.PRICE_ROW`) as the marking reads it: `value` named
+#: `reference_price`, as in `trader_exposure`.
 _PRICE_COLUMNS = {
-    **{c: EXPOSURE_SCHEMA[c] for c in PERIOD},
-    "reference_price": pl.Float64,
-    "last_update": pl.Datetime("us", "UTC"),
-    "fetched_at": pl.Datetime("us", "UTC"),
+    ("reference_price" if name == "value" else name): kind
+    for name, kind in PRICE_ROW.items()
+    if name != "currency"
 }
 _EMPTY_PRICES = pl.DataFrame(schema=_PRICE_COLUMNS)
 
@@ -207,11 +208,11 @@ def _midnight(day: date) -> datetime:
 def _prices_for_marking(prices: pl.DataFrame | None) -> pl.DataFrame:
     if prices is None:
         return _EMPTY_PRICES
-    if "delivery_start" not in prices.columns:  # hourly prices of the default market
-        prices = hourly_periods(prices).collect()
-    return prices.select(
-        *(pl.col(name).cast(dtype) for name, dtype in _PRICE_COLUMNS.items())
-    ).filter(pl.col("reference_price").is_not_null())
+    return (
+        prices.rename({"value": "reference_price"})
+        .select(*(pl.col(name).cast(dtype) for name, dtype in _PRICE_COLUMNS.items()))
+        .filter(pl.col("reference_price").is_not_null())
+    )
 
 
 class LiveDesk:

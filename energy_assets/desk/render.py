@@ -19,7 +19,6 @@ from energy_assets.exposure.positions import (
     PERIOD,
     daily_totals,
     desk_positions,
-    hourly_periods,
 )
 from energy_assets.journals.replay import ReplayView
 from energy_assets.markets import DEFAULT_MARKET, MARKETS
@@ -361,10 +360,7 @@ def page(
 
 def replay_page(view: ReplayView) -> str:
     """The desk as the journals show it at `view.at` (energy_assets/journals/replay.py)."""
-    prices = view.prices
-    if "delivery_start" not in prices.columns:  # hourly prices of the default market
-        prices = hourly_periods(prices).collect()
-    ages = prices.select(*PERIOD, pl.col("last_update").alias("price_updated_at"))
+    ages = view.prices.select(*PERIOD, pl.col("last_update").alias("price_updated_at"))
     desk_rows = desk_positions(view.positions).join(ages, on=PERIOD, how="left")
     totals = view.totals()
     fetched = view.prices["fetched_at"].max() if view.prices.height else None

@@ -8,6 +8,8 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from energy_assets.exposure import publish, store
+from energy_assets.markets import MARKETS
+from energy_assets.prices.assets import ASSET_PREFIX, price_asset_key
 from energy_assets.settings import settings
 from energy_assets.tables import TRADER_EXPOSURE, table_value
 from energy_assets.warehouse import DUCKDB_POOL
@@ -36,7 +38,7 @@ EXPOSURE_CONDITION = (
         # committed resets `since_last_handled` in the same tick, and the revision would wait
         # for the next drain (tests/exposure/test_assets.py reproduces it).
         | dg.AutomationCondition.any_deps_updated()
-        .allow(dg.AssetSelection.assets("reference_prices"))
+        .allow(dg.AssetSelection.key_prefixes([ASSET_PREFIX]))
         .since(
             dg.AutomationCondition.newly_requested() | dg.AutomationCondition.initial_evaluation()
         )
@@ -63,8 +65,11 @@ class ExposureConfig(dg.Config):
     group_name=GROUP,
     deps=[
         dg.AssetDep("raw_trades"),
-        # Every hourly price partition feeds the one unpartitioned exposure table.
-        dg.AssetDep("reference_prices", partition_mapping=dg.AllPartitionMapping()),
+        # Every partition of every market's prices feeds the one unpartitioned exposure table.
+        *(
+            dg.AssetDep(price_asset_key(code), partition_mapping=dg.AllPartitionMapping())
+            for code in MARKETS
+        ),
     ],
     pool=DUCKDB_POOL,
     automation_condition=EXPOSURE_CONDITION,

@@ -37,7 +37,7 @@ from typing import Protocol
 
 import polars as pl
 
-from energy_assets.markets import DEFAULT_MARKET, MARKETS
+from energy_assets.markets import MARKETS
 from energy_assets.tables import (
     TRADER_EXPOSURE,
     TRADER_EXPOSURE_DAILY,
@@ -232,33 +232,7 @@ def _priced(frame: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _prices(prices: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    frame = _lazy(prices)
-    if "delivery_start" not in frame.collect_schema().names():
-        frame = hourly_periods(frame)
-    return _period_types(frame).select(*PERIOD, pl.col("reference_price").cast(pl.Float64))
-
-
-def hourly_periods(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    """Prices of the older form, named by `delivery_day` + `delivery_hour` alone, -> the
-    default market's hours as periods: the label is the local hour of that market (contract
-    §5). Read so until the prices domain publishes instants; a label of the fall-back night's
-    repeated hour is taken as its first occurrence, one of a missing hour names nothing and is
-    dropped."""
-    local = pl.col("delivery_day").cast(pl.Date).cast(pl.Datetime("us")) + pl.duration(
-        hours=pl.col("delivery_hour").str.slice(0, 2).cast(pl.Int64, strict=False)
-    )
-    start = local.dt.replace_time_zone(
-        MARKETS[DEFAULT_MARKET].time_zone, ambiguous="earliest", non_existent="null"
-    ).dt.convert_time_zone("UTC")
-    return (
-        _lazy(frame)
-        .with_columns(
-            pl.lit(DEFAULT_MARKET).alias("market"),
-            start.alias("delivery_start"),
-            (start + pl.duration(hours=1)).alias("delivery_end"),
-        )
-        .drop_nulls("delivery_start")
-    )
+    return _period_types(_lazy(prices)).select(*PERIOD, pl.col("reference_price").cast(pl.Float64))
 
 
 def mark(

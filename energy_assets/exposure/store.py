@@ -50,7 +50,6 @@ from energy_assets.exposure.positions import (
     pnl_attribution,
     positions_of_legs,
 )
-from energy_assets.markets import DEFAULT_MARKET, MARKETS
 from energy_assets.tables import (
     EXPOSURE_TABLES,
     RAW_TRADES,
@@ -62,6 +61,7 @@ from energy_assets.tables import (
     TRADER_NET_POSITION,
     TRADER_PNL_HISTORY,
     create,
+    require_current,
 )
 
 EXPOSURE = str(TRADER_EXPOSURE)
@@ -99,17 +99,6 @@ PRICES_SQL = """
     SELECT market, delivery_start, delivery_end, value AS reference_price
     FROM {prices} WHERE value IS NOT NULL
 """
-#: A price row of `delivery_day` + `delivery_hour` alone (prices from before periods) is the
-#: default market's hour, labelled in its local time (contract §5); read so until the prices
-#: domain stores instants.
-_HOUR_START = f"""timezone('{MARKETS[DEFAULT_MARKET].time_zone}',
-    delivery_day + to_hours(left(delivery_hour, 2)::INTEGER))"""
-_HOURLY_PRICES_SQL = f"""
-    SELECT '{DEFAULT_MARKET}' AS market, {_HOUR_START} AS delivery_start,
-           delivery_start + INTERVAL 1 HOUR AS delivery_end, value AS reference_price
-    FROM {{prices}} WHERE value IS NOT NULL
-"""
-
 #: The market days whose deals or prices differ from what the exposure tables hold. The deals
 #: are counted per local date first (one DATE column of every deal, no string to read); only
 #: the dates whose count moved are counted per market, and a filter on one date skips the rest
@@ -239,8 +228,9 @@ def refresh(
     missing = [str(t) for t in (RAW_TRADES, REFERENCE_PRICES) if t.name not in present]
     trades = str(RAW_TRADES) if RAW_TRADES.name in present else _NO_TRADES
     prices = str(REFERENCE_PRICES) if REFERENCE_PRICES.name in present else _NO_PRICES
-    hourly = "delivery_start" not in present.get(REFERENCE_PRICES.name, {"delivery_start"})
-    latest = (_HOURLY_PRICES_SQL if hourly else PRICES_SQL).format(prices=prices)
+    if REFERENCE_PRICES.name in present:
+        require_current(conn, REFERENCE_PRICES)
+    latest = PRICES_SQL.format(prices=prices)
 
     conn.begin()
     try:

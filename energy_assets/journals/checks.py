@@ -17,12 +17,18 @@ from dagster_duckdb import DuckDBResource
 from energy_assets.journals.deals import archived_lines
 from energy_assets.journals.prices import read_answers
 from energy_assets.journals.resources import ArchiveResource
-from energy_assets.tables import CAPTURE_SEGMENTS, RAW_TRADES, REFERENCE_PRICE_REVISIONS, exists
+from energy_assets.tables import (
+    CAPTURE_SEGMENTS,
+    PRICE_KEY,
+    RAW_TRADES,
+    REFERENCE_PRICE_REVISIONS,
+    exists,
+)
 from energy_assets.warehouse import DUCKDB_POOL
 
 #: The days compared: yesterday and today (UTC).
 DAYS_COMPARED = 2
-_REVISION = ["delivery_day", "delivery_hour", "last_update", "value", "unit", "fetched_at"]
+_REVISION = [*PRICE_KEY, "last_update", "value", "fetched_at"]
 
 
 def _stamp(day: date) -> str:

@@ -86,7 +86,7 @@ def run_replay(args: argparse.Namespace) -> int:
         return 2
     print(
         f"the desk at {args.at.isoformat()}: {view.deals:,} deals received, "
-        f"{view.prices.height:,} delivery hours priced"
+        f"{view.prices.height:,} delivery periods priced"
     )
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True):
         if args.trader:

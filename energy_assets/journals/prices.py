@@ -27,35 +27,28 @@ from energy_assets.journals.archive import (
     read_checked,
     write_checked,
 )
-from energy_assets.prices.client import ReferencePrice
+from energy_assets.markets import DEFAULT_MARKET, MARKETS, Period, hour_period
+from energy_assets.prices.period_prices import PeriodPrice
+from energy_assets.prices.store import price_row
+from energy_assets.tables import PRICE_KEY, PRICE_ROW
 from energy_assets.trades.buffer import iso
 
 SUFFIX = ".jsonl.zst"
-#: One journal line: the answer's fields, instants in UTC.
-ANSWER_SCHEMA = {
-    "delivery_day": pl.Date,
-    "delivery_hour": pl.String,
-    "value": pl.Float64,
-    "unit": pl.String,
-    "last_update": pl.Datetime("us", "UTC"),
-    "fetched_at": pl.Datetime("us", "UTC"),
-}
+#: One journal line: the price row (`tables.PRICE_ROW`), instants in UTC.
+ANSWER_SCHEMA = PRICE_ROW
+_INSTANTS = [name for name, kind in PRICE_ROW.items() if isinstance(kind, pl.Datetime)]
 _INSTANT = "%Y-%m-%dT%H:%M:%S%.f%:z"
+#: Lines written before markets: the default market's hour by its local day and label (§5).
+_HOURLY = ("delivery_day", "delivery_hour")
 
 
-def answer_line(price: ReferencePrice) -> dict:
-    return {
-        "delivery_day": price.delivery_day.isoformat(),
-        "delivery_hour": price.delivery_hour,
-        "value": price.value,
-        "unit": price.unit,
-        "last_update": iso(price.last_update),
-        "fetched_at": iso(price.fetched_at),
-    }
+def answer_line(price: PeriodPrice) -> dict:
+    row = price_row(price)
+    return {name: iso(row[name]) if name in _INSTANTS else row[name] for name in PRICE_ROW}
 
 
 def append_answers(
-    root: UPath, prices: Sequence[ReferencePrice], run_id: str, now: datetime | None = None
+    root: UPath, prices: Sequence[PeriodPrice], run_id: str, now: datetime | None = None
 ) -> UPath | None:
     """Append one price batch to the journal; returns the file written (None if empty)."""
     root = archive_root(root)
@@ -78,49 +71,76 @@ def journal_files(root: UPath, days: Collection[date] | None = None) -> Iterator
                 yield path
 
 
+def _hourly_as_periods(frame: pl.DataFrame) -> pl.DataFrame:
+    """Old-form lines (`delivery_day`, `delivery_hour`, `unit`) as the default market's periods:
+    the label read in its local time, as the trades' rebuild reads them. The label the clocks
+    skip names no period; the one they repeat is ambiguous: both are left out, never guessed."""
+    market = MARKETS[DEFAULT_MARKET]
+    starts, ends = [], []
+    for day, label in frame.select(*_HOURLY).iter_rows():
+        period = hour_period(market, day or "", label or "")
+        ok = isinstance(period, Period)
+        starts.append(period.delivery_start if ok else None)
+        ends.append(period.delivery_end if ok else None)
+    return frame.with_columns(
+        pl.lit(market.code).alias("market"),
+        pl.Series("delivery_start", starts, dtype=pl.Datetime("us", "UTC")).dt.strftime(
+            "%Y-%m-%dT%H:%M:%S%.f%:z"
+        ),
+        pl.Series("delivery_end", ends, dtype=pl.Datetime("us", "UTC")).dt.strftime(
+            "%Y-%m-%dT%H:%M:%S%.f%:z"
+        ),
+        pl.lit(market.currency).alias("currency"),
+    ).filter(pl.col("delivery_start").is_not_null())
+
+
+def _lines(text: bytes) -> pl.DataFrame:
+    """One journal file's lines as strings of the price row; old-form lines as periods."""
+    strings = {name: pl.String for name in PRICE_ROW} | {"value": pl.Float64}
+    if not text.startswith(b'{"delivery_day"'):
+        return pl.read_ndjson(text, schema=strings)
+    hourly = pl.read_ndjson(
+        text, schema={"delivery_day": pl.String, "delivery_hour": pl.String, **strings}
+    )
+    return _hourly_as_periods(hourly).select(list(strings))
+
+
 def read_answers(root: UPath, days: Collection[date] | None = None) -> pl.DataFrame:
     """Every answer of the journal in the order it was stored (`journal_order`) with the
     journal file it came from (`batch`: one per store step), every file verified against its
-    checksum (`ArchiveCorrupt` names the file). `days`: only the files stored on those days."""
+    checksum (`ArchiveCorrupt` names the file). `days`: only the files stored on those days.
+    Files written before markets hold the default market's hours by local day and label: read
+    as its periods, the DST night's skipped and repeated labels left out."""
     root = archive_root(root)
     chunks, names, counts = [], [], []
     for path in journal_files(root, days):
         data, _ = read_checked(path)
-        text = decompress(data)
-        chunks.append(text)
+        frame = _lines(decompress(data))
+        chunks.append(frame)
         names.append(path.name)
-        counts.append(text.count(b"\n"))
+        counts.append(frame.height)
     if not sum(counts):
         return pl.DataFrame(schema=ANSWER_SCHEMA | {"batch": pl.String, "journal_order": pl.Int64})
-    strings = {name: pl.String for name in ANSWER_SCHEMA} | {"value": pl.Float64}
-    frame = pl.read_ndjson(b"".join(chunks), schema=strings)
+    frame = pl.concat(chunks)
     batch = pl.Series("batch", names).repeat_by(pl.Series(counts)).explode()
     return frame.with_columns(
         batch,
-        pl.col("delivery_day").str.to_date("%Y-%m-%d"),
-        pl.col("last_update").str.to_datetime(_INSTANT, time_zone="UTC"),
-        pl.col("fetched_at").str.to_datetime(_INSTANT, time_zone="UTC"),
+        *(pl.col(name).str.to_datetime(_INSTANT, time_zone="UTC") for name in _INSTANTS),
         pl.int_range(pl.len(), dtype=pl.Int64).alias("journal_order"),
     )
 
 
-def as_prices(frame: pl.DataFrame) -> list[ReferencePrice]:
-    return [
-        ReferencePrice(**row) for row in frame.select(list(ANSWER_SCHEMA)).iter_rows(named=True)
-    ]
-
-
 def store_batches(answers: pl.DataFrame) -> Iterator[pl.DataFrame]:
     """The journal as batches `store_prices` can take, replaying it exactly: batch k holds the
-    k-th answer of every hour. The store's rules act hour by hour (a revision's first
+    k-th answer of every period. The store's rules act period by period (a revision's first
     `fetched_at` wins; the current row takes a later answer unless it is an older revision),
-    so storing each hour's answers in their journal order gives what storing the journal's
-    batches in order gave, in as many transactions as an hour has answers."""
+    so storing each period's answers in their journal order gives what storing the journal's
+    batches in order gave, in as many transactions as a period has answers."""
     if answers.is_empty():
         return
     ranked = (
         answers.sort("journal_order")
-        .with_columns(pl.int_range(pl.len()).over("delivery_day", "delivery_hour").alias("_k"))
+        .with_columns(pl.int_range(pl.len()).over(*PRICE_KEY).alias("_k"))
         .sort("_k", "journal_order")
     )
     for batch in ranked.partition_by("_k", maintain_order=True):

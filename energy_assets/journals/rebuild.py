@@ -29,7 +29,7 @@ import polars as pl
 
 from energy_assets.journals.archive import DEALS, PRICES, archive_root, day_folders
 from energy_assets.journals.deals import read_days
-from energy_assets.journals.prices import as_prices, read_answers, store_batches
+from energy_assets.journals.prices import read_answers, store_batches
 from energy_assets.prices.store import store_prices
 from energy_assets.storage import fsync_dir
 from energy_assets.tables import (
@@ -192,7 +192,7 @@ def rebuild(
         f"({result.duplicates_dropped:,} duplicates dropped, {result.unbookable:,} unbookable) "
         f"from {result.lines:,} captured lines "
         f"in {result.bundles:,} bundles over {result.capture_days} days, "
-        f"{result.feed_gaps} feed gaps, {result.prices:,} hourly prices with "
+        f"{result.feed_gaps} feed gaps, {result.prices:,} period prices with "
         f"{result.revisions:,} revisions from {result.answers:,} vendor answers"
     )
     return result
@@ -257,12 +257,12 @@ def _load_prices(conn, root, result: RebuildResult, progress) -> None:
     answers = read_answers(root)
     result.answers = answers.height
     for batch in store_batches(answers):
-        store_prices(conn, as_prices(batch))
+        store_prices(conn, batch)
     result.prices = conn.execute(f"SELECT count(*) FROM {REFERENCE_PRICES}").fetchone()[0]
     result.revisions = conn.execute(f"SELECT count(*) FROM {REFERENCE_PRICE_REVISIONS}").fetchone()[
         0
     ]
     progress(
-        f"prices: {result.answers:,} vendor answers -> {result.prices:,} hours in "
+        f"prices: {result.answers:,} vendor answers -> {result.prices:,} periods in "
         f"{time.perf_counter() - started:.1f} s"
     )

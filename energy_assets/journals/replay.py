@@ -1,7 +1,7 @@
 """Replay: the desk's view at a past instant, from the journals alone.
 
 What the desk knew at instant `at`: the deals the listener had received by then
-(`received_at <= at`, the first receipt of each id) and, for each delivery hour, the price the
+(`received_at <= at`, the first receipt of each id) and, for each delivery period, the price the
 warehouse held after the answers fetched by then (`fetched_at <= at`: the latest revision, a
 later answer of the same revision winning, as `store_prices` keeps it). The positions are the
 one maths implementation, `energy_assets.exposure.positions`.
@@ -19,6 +19,7 @@ from energy_assets.exposure.positions import positions, trader_totals
 from energy_assets.journals.archive import archive_root
 from energy_assets.journals.deals import read_days
 from energy_assets.journals.prices import read_answers
+from energy_assets.tables import PRICE_KEY
 from energy_assets.trades.drain import bookable, read_segment_data, typed
 
 
@@ -44,9 +45,9 @@ def deals_at(deals: pl.DataFrame, at: datetime) -> pl.DataFrame:
 
 
 def prices_at(answers: pl.DataFrame, at: datetime) -> pl.DataFrame:
-    """Per delivery hour, the price held after the answers fetched at or before `at`:
-    `delivery_day`, `delivery_hour`, `reference_price`, `last_update`, `fetched_at`."""
-    hour = ["delivery_day", "delivery_hour"]
+    """Per delivery period, the price held after the answers fetched at or before `at`:
+    `market`, `delivery_start`, `delivery_end`, `reference_price`, `last_update`, `fetched_at`."""
+    hour = list(PRICE_KEY)
     return (
         answers.filter(pl.col("fetched_at") <= at)
         .filter(pl.col("last_update") == pl.col("last_update").max().over(hour))

@@ -8,9 +8,10 @@ the budget waits, it never overspends.
 
 Two priorities share it:
 
-- `fresh` (the schedule's re-fetch of open hours) may use the whole budget;
+- `fresh` (the planner's re-fetch of open periods) may use the whole budget;
 - `bulk` (backfills) leaves room for the schedule's bursts: a bulk request is sent only if
-  every burst of the coming hour (each the number of hours open at its slot, at most
+  every burst of the coming hour (each the number of periods open at its slot, every
+  market's, at most
   `reserve`) still fits the vendor's hour window with it, and around each 10-minute slot,
   when a burst is due, bulk leaves `reserve` requests of the minute window free too. So a
   backfill never starves the schedule, and takes the rest.
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from energy_assets.prices.partitions import open_hours
+from energy_assets.markets import MARKETS, Invalid, open_periods
 from energy_assets.prices.plan import PUBLICATION_DELAY_S, REVISION_GRID_S
 from energy_assets.storage import transaction
 
@@ -238,5 +239,12 @@ class RequestBudget:
 
 
 def burst_size(slot: float) -> int:
-    """Requests of the schedule's burst at grid instant `slot`: the hours open then."""
-    return len(open_hours(datetime.fromtimestamp(slot, UTC)))
+    """Requests of the schedule's burst at grid instant `slot`: the periods open then, every
+    product of every market (one account for all of them)."""
+    now = datetime.fromtimestamp(slot, UTC)
+    count = 0
+    for market in MARKETS.values():
+        for minutes in market.products_minutes:
+            found = open_periods(market, now, minutes)
+            count += 0 if isinstance(found, Invalid) else len(found)
+    return count

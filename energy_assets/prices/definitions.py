@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from energy_assets.prices.assets import MARKET_DATA_API, reference_prices
-from energy_assets.prices.checks import reference_price_checks
+from energy_assets.prices.assets import MARKET_DATA_API, REFERENCE_PRICES_ASSETS
+from energy_assets.prices.checks import REFERENCE_PRICE_CHECKS
 from energy_assets.prices.client import MarketDataClient
 from energy_assets.prices.refresh import reference_prices_planned, reference_prices_planner
 from energy_assets.settings import (
@@ -29,8 +29,8 @@ def market_data_resource(settings: Settings) -> MarketDataClient:
 
 
 defs = dg.Definitions(
-    assets=[MARKET_DATA_API, reference_prices],
-    asset_checks=[reference_price_checks],
+    assets=[MARKET_DATA_API, *REFERENCE_PRICES_ASSETS],
+    asset_checks=REFERENCE_PRICE_CHECKS,
     jobs=[reference_prices_planned],
     sensors=[reference_prices_planner],
     resources={"market_data": market_data_resource(settings())},

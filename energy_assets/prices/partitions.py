@@ -1,10 +1,10 @@
-"""Hourly partitions of `reference_prices` and the vendor's time grid, as pure functions.
+"""Partitions of reference prices and the vendor's time grid, as pure functions.
 
-Time zone: UTC. A delivery day is a UTC calendar day with 24 labelled hours, `00-01` …
-`23-24` (the same convention as the trade feed, see `energy_assets.delivery`). Partition key
-`2023-02-20-15:00` (Dagster's default hourly format) is delivery day 2023-02-20, hour `15-16`.
-Daylight-saving days of a local market would have 23 or 25 hours; UTC keeps every day at 24,
-which is what the contract's labels can express.
+Each market's `reference_prices/<code>` is partitioned by its local hours with the UTC offset
+in the key (`market_price_partitions`, below), each partition holding the periods that start
+in it. The UTC hourly keys above it (`reference_price_partitions`, `open_hours`, the
+`HH-HH` label mapping) are the first revision's calendar: what `benchmarks/prices.py` measures
+the budget policy on, no asset's partitions.
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ stored. A period whose newest revision we hold is not planned again until the ne
 revision is certainly out (slot + 31 s); so at start-up the first tick plans the traded open
 periods first, and after that each slot's revisions are fetched once, positions first.
 
-The table holds the default market's hours (`reference_prices` partitions, whose day and
-label the vendor is asked in the contract's hourly form: Berlin's local hours); the planner is
-given those periods, each closing at its market's gate closure (5 minutes before delivery).
+The planner is given every open period of every market, each product (DE's hours and
+quarter-hours, GB's half-hours), each closing at its market's gate closure, inside the one
+account's budget; each is asked by its instants (`period_request`) and the run materialises
+the partitions of `reference_prices/<market>` (local hours) whose periods it stored.
 """
 
 from collections import Counter
@@ -24,23 +25,21 @@ import dagster as dg
 import polars as pl
 
 from energy_assets import published
-from energy_assets.markets import DEFAULT_MARKET, MARKETS, Period, hour_period
+from energy_assets.markets import MARKETS, Invalid, Period, open_periods
 from energy_assets.prices.assets import (
-    ASSET_KEY,
     PRIORITY_TAG,
     FetchedPrices,
     StoredPrices,
+    fetch_periods,
+    price_asset_key,
     store_reference_prices,
 )
 from energy_assets.prices.budget import FRESH, RequestBudget
 from energy_assets.prices.client import MarketDataClient
-from energy_assets.prices.partitions import (
-    delivery_to_partition_key,
-    open_hours,
-    partition_key_to_delivery,
-)
+from energy_assets.prices.partitions import period_partition_key
 from energy_assets.prices.plan import BudgetLeft, PlannedFetch, grid_slot, period_key, plan_fetches
 from energy_assets.settings import settings
+from energy_assets.tables import PRICE_KEY
 from energy_assets.trades.book import Book, read_book
 
 JOB_NAME = "reference_prices_planned"
@@ -51,31 +50,14 @@ SLOTS_PER_HOUR = 6
 INTERVAL_S = 15
 
 
-def key_period(key: str) -> Period | None:
-    """The period a `reference_prices` partition key names: its day and `HH-HH` label, asked
-    of the vendor in the contract's hourly form, are the default market's local hour (the
-    trades book them so). None for the label Berlin skips or repeats on a DST night."""
-    period = hour_period(DEFAULT_MARKET, *partition_key_to_delivery(key))
-    return period if isinstance(period, Period) else None
-
-
-def period_key_of(period: Period) -> str:
-    """The `reference_prices` partition key of a default-market hour: its local day and hour."""
-    return delivery_to_partition_key(period.local_day, period.label)
-
-
 def held_revisions(prices: pl.DataFrame | None) -> dict:
     """`last_update` of the revision we hold, per period, from `prices.parquet`."""
     if prices is None or prices.is_empty():
         return {}
-    held = {}
-    for day, label, last_update in prices.select(
-        "delivery_day", "delivery_hour", "last_update"
-    ).iter_rows():
-        period = hour_period(DEFAULT_MARKET, day, label)
-        if isinstance(period, Period):
-            held[period_key(period)] = last_update
-    return held
+    return {
+        (market, start, end): last_update
+        for market, start, end, last_update in prices.select(*PRICE_KEY, "last_update").iter_rows()
+    }
 
 
 def budget_left(budget: RequestBudget | None, now: datetime, per_minute: int, per_hour: int):
@@ -94,13 +76,17 @@ def budget_left(budget: RequestBudget | None, now: datetime, per_minute: int, pe
 
 
 def plan_batch(now: datetime, book: Book, held: dict, budget: BudgetLeft) -> list[PlannedFetch]:
-    """The next batch: the default market's open hours, planned by value."""
-    market = MARKETS[DEFAULT_MARKET]
-    periods = [key_period(key) for key in open_hours(now)]
+    """The next batch: every open period of every market (each product), planned by value in
+    one budget."""
+    periods = []
+    for market in MARKETS.values():
+        for minutes in market.products_minutes:
+            found = open_periods(market, now, minutes)
+            periods += [] if isinstance(found, Invalid) else found
     return plan_fetches(
-        [period for period in periods if period is not None],
+        periods,
         now=now,
-        gate_closure=lambda period: market.gate_closure(period.delivery_start),
+        gate_closure=lambda period: period.gate_closure,
         open_mw=book.open_mw,
         traded=book.traded,
         held=held,
@@ -109,15 +95,28 @@ def plan_batch(now: datetime, book: Book, held: dict, budget: BudgetLeft) -> lis
 
 
 class PlannedBatch(dg.Config):
-    """The batch the planner chose: partition keys, and why each one."""
+    """The batch the planner chose: each period (market, ISO start and end), and why."""
 
-    keys: list[str]
+    markets: list[str]
+    starts: list[str]
+    ends: list[str]
     reasons: list[str]
+
+    def periods(self) -> list[Period]:
+        return [
+            Period(market, datetime.fromisoformat(start), datetime.fromisoformat(end))
+            for market, start, end in zip(self.markets, self.starts, self.ends, strict=True)
+        ]
 
 
 def batch_run_request(plan: list[PlannedFetch], now: datetime) -> dg.RunRequest:
-    keys = [period_key_of(fetch.period) for fetch in plan]
-    batch = {"keys": keys, "reasons": [f.reason(now) for f in plan]}
+    keys = [period_key(fetch.period) for fetch in plan]
+    batch = {
+        "markets": [market for market, _, _ in keys],
+        "starts": [start.isoformat() for _, start, _ in keys],
+        "ends": [end.isoformat() for _, _, end in keys],
+        "reasons": [f.reason(now) for f in plan],
+    }
     tiers = Counter(f.tier for f in plan)
     return dg.RunRequest(
         run_key=f"prices-plan-{now.isoformat()}",
@@ -136,60 +135,65 @@ def fetch_planned_prices(
     context: dg.OpExecutionContext, config: PlannedBatch, market_data: MarketDataClient
 ) -> FetchedPrices:
     """Fetch the planned periods at once, with the schedule's (`fresh`) budget priority."""
-    report = market_data.fetch_many(
-        [(key, *partition_key_to_delivery(key)) for key in config.keys], priority=FRESH
-    )
+    periods = config.periods()
+    fetched = fetch_periods(market_data, periods, FRESH)
     context.log.info(
-        f"fetched {len(report.prices)} of {len(config.keys)} planned hours with "
-        f"{report.requests} requests"
+        f"fetched {len(fetched.prices)} of {len(periods)} planned periods with "
+        f"{fetched.requests} requests"
     )
-    return FetchedPrices(
-        prices=[report.prices[key] for key in config.keys if key in report.prices],
-        errors={key: str(error) for key, error in report.errors.items()},
-        requests=report.requests,
-        retries=report.retries,
-        budget_wait_s=report.budget_wait_s,
-    )
+    return fetched
 
 
 @dg.op(out=dg.Out(dg.Nothing))
 def report_planned_prices(
     context: dg.OpExecutionContext, config: PlannedBatch, stored: StoredPrices
 ):
-    """One materialisation per stored partition, each saying why it was fetched; the output's
-    metadata lists the whole plan. Hours that failed fail the run, naming them."""
-    why = dict(zip(config.keys, config.reasons, strict=True))
-    got = {delivery_to_partition_key(p.delivery_day, p.delivery_hour): p for p in stored.prices}
-    for key, price in got.items():
+    """One materialisation per partition touched, naming its periods and why each was fetched;
+    the output's metadata lists the whole plan. Periods that failed fail the run, naming them."""
+    periods = config.periods()
+    why = dict(zip(map(str, periods), config.reasons, strict=True))
+    got = {str(p.period): p for p in stored.prices}
+    # The partitions the batch touched: each market's local hours whose periods it stored,
+    # none of them failed.
+    touched: dict[tuple[str, str], list[str]] = {}
+    for price in stored.prices:
+        part = (price.period.market, period_partition_key(price.period))
+        touched.setdefault(part, []).append(str(price.period))
+    failed = set(stored.failed_partitions)
+    for (market, key), names in touched.items():
+        if key in failed:
+            continue
         yield dg.AssetMaterialization(
-            asset_key=ASSET_KEY,
+            asset_key=price_asset_key(market),
             partition=key,
             metadata={
-                "value": price.value,
-                "unit": price.unit,
-                "last_update": price.last_update.isoformat(),
-                "why": why.get(key, ""),
+                "periods": dg.MetadataValue.json(names),
+                "why": dg.MetadataValue.json({name: why.get(name, "") for name in names}),
             },
         )
     rows = "\n".join(
-        f"| {key} | {why[key]} | "
-        + (f"{got[key].value:.2f} (revised {got[key].last_update:%H:%M:%S}Z)" if key in got else "")
-        + f" | {stored.errors.get(key, '')[:80]} |"
-        for key in config.keys
+        f"| {name} | {why[name]} | "
+        + (
+            f"{got[name].value:.2f} (revised {got[name].last_update:%H:%M:%S}Z)"
+            if name in got
+            else ""
+        )
+        + f" | {stored.errors.get(name, '')[:80]} |"
+        for name in map(str, periods)
     )
     metadata = {
         **stored.metadata,
         "plan": dg.MetadataValue.md(
-            "| hour | why | stored | error |\n| --- | --- | --- | --- |\n" + rows
+            "| period | why | stored | error |\n| --- | --- | --- | --- |\n" + rows
         ),
     }
     yield dg.Output(None, metadata=metadata)
     if stored.errors:
         failed = sorted(stored.errors)
         raise dg.Failure(
-            description=f"{len(failed)} of {len(config.keys)} planned hours failed: "
+            description=f"{len(failed)} of {len(periods)} planned periods failed: "
             + ", ".join(failed[:20]),
-            metadata={"failed_partitions": dg.MetadataValue.json(failed)},
+            metadata={"failed_partitions": dg.MetadataValue.json(stored.failed_partitions)},
         )
 
 
@@ -197,7 +201,7 @@ def report_planned_prices(
     name=JOB_NAME,
     executor_def=dg.in_process_executor,
     description="One batch of reference prices the planner chose: fetched, stored and "
-    "published at once, one materialisation per hour; the output lists why each was fetched.",
+    "published at once, one materialisation per hour it touched; the output lists why each was fetched.",
     tags={PRIORITY_TAG: FRESH},
 )
 def reference_prices_planned():
@@ -237,7 +241,7 @@ def reference_prices_planner(context: dg.SensorEvaluationContext, market_data: M
     plan = plan_batch(now, book, held, budget)
     if not plan:
         return dg.SkipReason(
-            f"nothing to fetch: {len(held)} hours held, {len(book.open_mw)} periods with open "
+            f"nothing to fetch: {len(held)} periods held, {len(book.open_mw)} periods with open "
             f"positions, budget left {budget.minute}/min {budget.hour} this slot"
         )
     return batch_run_request(plan, now)

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC
 
 import duckdb
 import polars as pl
 
 from energy_assets import published
+from energy_assets.markets import MARKETS
 from energy_assets.prices.answer import CLOCK_SKEW
-from energy_assets.prices.client import ReferencePrice
-from energy_assets.tables import REFERENCE_PRICE_REVISIONS, REFERENCE_PRICES, ensure_price_tables
+from energy_assets.prices.period_prices import PeriodPrice
+from energy_assets.tables import (
+    PRICE_KEY,
+    PRICE_ROW,
+    REFERENCE_PRICE_REVISIONS,
+    REFERENCE_PRICES,
+    ensure_price_tables,
+)
 
 
 @dataclass(frozen=True)
@@ -20,39 +28,39 @@ class StoreResult:
     new_revisions: int
 
 
-def prices_frame(prices: Sequence[ReferencePrice]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "delivery_day": [p.delivery_day for p in prices],
-            "delivery_hour": [p.delivery_hour for p in prices],
-            "value": [p.value for p in prices],
-            "unit": [p.unit for p in prices],
-            "last_update": [p.last_update for p in prices],
-            "fetched_at": [p.fetched_at for p in prices],
-        },
-        schema={
-            "delivery_day": pl.Date,
-            "delivery_hour": pl.String,
-            "value": pl.Float64,
-            "unit": pl.String,
-            "last_update": pl.Datetime("us", "UTC"),
-            "fetched_at": pl.Datetime("us", "UTC"),
-        },
-    )
+def price_row(price: PeriodPrice) -> dict:
+    """One `PRICE_ROW` of a fetched period price: its value in the market's currency."""
+    period = price.period
+    return {
+        "market": period.market,
+        "delivery_start": period.delivery_start.astimezone(UTC),
+        "delivery_end": period.delivery_end.astimezone(UTC),
+        "value": price.value,
+        "currency": MARKETS[period.market].currency,
+        "last_update": price.last_update,
+        "fetched_at": price.fetched_at,
+    }
 
 
-def store_prices(conn: duckdb.DuckDBPyConnection, prices: Sequence[ReferencePrice]) -> StoreResult:
+def prices_frame(prices: Sequence[PeriodPrice]) -> pl.DataFrame:
+    return pl.DataFrame([price_row(p) for p in prices], schema=PRICE_ROW, orient="row")
+
+
+def store_prices(
+    conn: duckdb.DuckDBPyConnection, prices: Sequence[PeriodPrice] | pl.DataFrame
+) -> StoreResult:
     """Write a batch in ONE transaction: every distinct revision into the history, and the
-    current row of each hour replaced, unless the stored row is a newer revision (a slow
+    current row of each period replaced, unless the stored row is a newer revision (a slow
     backfill finishing after the schedule must not put an old price back). A stored row whose
     `last_update` lies after its own `fetched_at` by more than the clock skew was never a
     plausible revision (stored before the client refused such answers): it blocks nothing."""
     ensure_price_tables(conn)
-    if not prices:
+    if len(prices) == 0:
         return StoreResult(rows=0, new_revisions=0)
     current, revisions = REFERENCE_PRICES, REFERENCE_PRICE_REVISIONS
     skew_s = int(CLOCK_SKEW.total_seconds())
-    batch = prices_frame(prices)
+    batch = prices if isinstance(prices, pl.DataFrame) else prices_frame(prices)
+    batch = batch.select(list(PRICE_ROW)).cast(PRICE_ROW)
     conn.register("price_batch", batch.to_arrow())
     try:
         conn.execute("BEGIN TRANSACTION")
@@ -65,9 +73,9 @@ def store_prices(conn: duckdb.DuckDBPyConnection, prices: Sequence[ReferencePric
             conn.execute(
                 f"""
                 INSERT INTO {current} AS cur SELECT * FROM price_batch
-                ON CONFLICT (delivery_day, delivery_hour) DO UPDATE SET
+                ON CONFLICT ({", ".join(PRICE_KEY)}) DO UPDATE SET
                     value = excluded.value,
-                    unit = excluded.unit,
+                    currency = excluded.currency,
                     last_update = excluded.last_update,
                     fetched_at = excluded.fetched_at
                 WHERE excluded.last_update >= cur.last_update
@@ -84,17 +92,17 @@ def store_prices(conn: duckdb.DuckDBPyConnection, prices: Sequence[ReferencePric
 
 
 def current_prices(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """The current row of every delivery hour, as `published.PRICE_SCHEMA`."""
+    """The current row of every delivery period, as `published.PRICE_SCHEMA`."""
     ensure_price_tables(conn)
+    columns = ", ".join(PRICE_ROW)
     frame = conn.execute(
-        "SELECT delivery_day, delivery_hour, value AS reference_price, unit, last_update, "
-        f"fetched_at FROM {REFERENCE_PRICES} ORDER BY delivery_day, delivery_hour"
+        f"SELECT {columns} FROM {REFERENCE_PRICES} ORDER BY {', '.join(PRICE_KEY)}"
     ).pl()
     return frame.cast(published.PRICE_SCHEMA)  # DuckDB's TIMESTAMPTZ reads in the session zone
 
 
 def publish_prices(conn: duckdb.DuckDBPyConnection, directory) -> int:
-    """Write `prices.parquet` (every hour's current price) into `directory`, atomically."""
+    """Write `prices.parquet` (every period's current price) into `directory`, atomically."""
     frame = current_prices(conn)
     published.write(frame, directory, published.PRICES)
     return frame.height

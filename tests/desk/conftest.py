@@ -20,6 +20,8 @@ import pytest
 
 from energy_assets.desk.live import LiveDesk, _prices_for_marking
 from energy_assets.exposure.positions import EXPOSURE_SCHEMA, PERIOD_KEY, mark
+from energy_assets.markets import hour_period
+from energy_assets.published import PRICE_SCHEMA
 from energy_assets.trades.buffer import CaptureBuffer
 from energy_assets.trades.deal import Deal, InvalidFrame, validate_deal
 from tests.conftest import REPO, free_port
@@ -233,3 +235,21 @@ def oidc_provider(tmp_path_factory) -> Iterator[OidcProvider]:
     provider = OidcProvider(tmp_path_factory.mktemp("oidc") / "provider.log")
     yield provider
     provider.stop()
+
+
+def hour_prices(rows: list[tuple]) -> pl.DataFrame:
+    """`prices.parquet` of default-market hours: `(day, label, value, last_update, fetched_at)`
+    each, the label Berlin's local hour, as the desk's deals name them."""
+    periods = [hour_period("DE", day, label) for day, label, *_ in rows]
+    return pl.DataFrame(
+        {
+            "market": [p.market for p in periods],
+            "delivery_start": [p.delivery_start for p in periods],
+            "delivery_end": [p.delivery_end for p in periods],
+            "value": [r[2] for r in rows],
+            "currency": ["EUR"] * len(rows),
+            "last_update": [r[3] for r in rows],
+            "fetched_at": [r[4] for r in rows],
+        },
+        schema=PRICE_SCHEMA,
+    )

@@ -20,7 +20,8 @@ from energy_assets.desk.live import CONFIRMED, LiveDesk
 from energy_assets.exposure.assets import exposure_dashboard, trader_exposure
 from energy_assets.exposure.positions import EXPOSURE_COLUMNS, EXPOSURE_SCHEMA, PERIOD_KEY
 from energy_assets.journals.resources import archive_resource
-from energy_assets.prices.client import ReferencePrice
+from energy_assets.markets import hour_period
+from energy_assets.prices.period_prices import PeriodPrice
 from energy_assets.prices.store import publish_prices, store_prices
 from energy_assets.settings import settings
 from energy_assets.trades.assets import raw_trades
@@ -41,9 +42,16 @@ def reference_prices_stand_in() -> None:
     """Stands for the prices domain's asset: the test stores prices with its store directly."""
 
 
-def _prices(values: dict[tuple[date, str], float], revised: datetime) -> list[ReferencePrice]:
+def _prices(values: dict[tuple[date, str], float], revised: datetime) -> list[PeriodPrice]:
+    """Default-market hours by day and label (Berlin's, as the deals name them)."""
     return [
-        ReferencePrice(day, hour, value, "euro/mwh", revised, revised + timedelta(seconds=20))
+        PeriodPrice(
+            hour_period("DE", day, hour),
+            value,
+            "euro/mwh",
+            revised,
+            revised + timedelta(seconds=20),
+        )
         for (day, hour), value in values.items()
     ]
 

@@ -14,7 +14,7 @@ import pytest
 from energy_assets import published
 from energy_assets.trades.buffer import deal_record
 from tests.conftest import REPO
-from tests.desk.conftest import deal, write_deals, write_listener_state
+from tests.desk.conftest import deal, hour_prices, write_deals, write_listener_state
 
 ARTIFACTS = REPO / "test-artifacts"
 
@@ -132,16 +132,12 @@ def test_prices_confirmed_rows_gaps_and_colours(desk_dirs, start_desk, browser):
     assert "open since" in banner.inner_text() and "connection lost" in banner.inner_text()
 
     # The batch layer publishes prices (12-13 at 45, 13-14 at -4) and confirms 12-13 only.
-    prices = pl.DataFrame(
-        {
-            "delivery_day": [datetime(2026, 12, 2).date()] * 2,
-            "delivery_hour": ["12-13", "13-14"],
-            "reference_price": [45.0, -4.0],
-            "unit": ["euro/mwh"] * 2,
-            "last_update": [now - timedelta(minutes=12)] * 2,
-            "fetched_at": [now - timedelta(minutes=1)] * 2,
-        },
-        schema=published.PRICE_SCHEMA,
+    day = datetime(2026, 12, 2).date()
+    prices = hour_prices(
+        [
+            (day, "12-13", 45.0, now - timedelta(minutes=12), now - timedelta(minutes=1)),
+            (day, "13-14", -4.0, now - timedelta(minutes=12), now - timedelta(minutes=1)),
+        ]
     )
     published.write(prices, published_dir, published.PRICES)
     row = page.locator('tr[data-period="2026-12-02 12-13"]')

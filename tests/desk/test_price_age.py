@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import polars as pl
 import pytest
 
 from energy_assets import published
 from energy_assets.prices.plan import grid_slot, stale_after
-from tests.desk.conftest import deal, write_deals
+from tests.desk.conftest import deal, hour_prices, write_deals
 
 # Seconds: a real desk process and Chromium.
 pytestmark = pytest.mark.slow
@@ -35,22 +34,15 @@ def test_a_price_older_than_the_latest_revision_is_marked_stale(desk_dirs, start
     current = grid_slot(now) + timedelta(seconds=5)
     if now < current:  # within the first seconds of a slot: the previous slot's revision
         current -= timedelta(minutes=10)
-    prices = pl.DataFrame(
-        {
-            "delivery_day": [tomorrow, tomorrow, past],
-            "delivery_hour": ["10-11", "11-12", "10-11"],
-            "reference_price": [45.0, 46.0, 47.0],
-            "unit": ["euro/mwh"] * 3,
-            "last_update": [
-                now - timedelta(minutes=12),
-                current,
-                datetime.combine(past, datetime.min.time(), UTC).replace(
-                    hour=9, minute=50, second=10
-                ),
-            ],
-            "fetched_at": [now] * 3,
-        },
-        schema=published.PRICE_SCHEMA,
+    past_final = datetime.combine(past, datetime.min.time(), UTC).replace(
+        hour=9, minute=50, second=10
+    )
+    prices = hour_prices(
+        [
+            (tomorrow, "10-11", 45.0, now - timedelta(minutes=12), now),
+            (tomorrow, "11-12", 46.0, current, now),
+            (past, "10-11", 47.0, past_final, now),
+        ]
     )
     published.write(prices, published_dir, published.PRICES)
     desk = start_desk()

@@ -9,13 +9,15 @@ import duckdb
 import pytest
 
 from energy_assets.journals.prices import append_answers
-from energy_assets.prices.client import ReferencePrice
+from energy_assets.markets import hour_period
+from energy_assets.prices.period_prices import PeriodPrice
 from energy_assets.trades.drain import drain
 from tests.desk.conftest import deal, write_deals
 
 
-def price(value: float, last_update: datetime, fetched_at: datetime) -> ReferencePrice:
-    return ReferencePrice(date(2026, 12, 2), "12-13", value, "euro/mwh", last_update, fetched_at)
+def price(value: float, last_update: datetime, fetched_at: datetime) -> PeriodPrice:
+    period = hour_period("DE", date(2026, 12, 2), "12-13")
+    return PeriodPrice(period, value, "euro/mwh", last_update, fetched_at)
 
 
 @pytest.mark.slow
@@ -37,7 +39,9 @@ def test_the_replay_page_shows_the_price_known_at_that_instant(
     page = browser.new_page()
     between = (t0 + timedelta(seconds=2)).isoformat()
     page.goto(f"{desk.url}/replay?at={quote(between)}")
-    assert "2 deals received and 1 delivery hours priced" in page.locator("#replayed").inner_text()
+    assert (
+        "2 deals received and 1 delivery periods priced" in page.locator("#replayed").inner_text()
+    )
     row = page.locator('tr[data-period="2026-12-02 12-13"]')
     assert row.locator("td.ref").inner_text() == "45.00"
     alice = page.locator('tr[data-trader="alice"]')

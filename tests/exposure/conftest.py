@@ -12,10 +12,10 @@ import duckdb
 import pytest
 from dagster_duckdb import DuckDBResource
 
+from energy_assets.markets import MARKETS
 from energy_assets.tables import (
     FEED_GAPS,
     PRICE_TABLES,
-    REFERENCE_PRICES,
     SCHEMA,
     TRADE_TABLES,
     create,
@@ -100,7 +100,7 @@ class Warehouse:
                 "delivery_start": begin,
                 "delivery_end": end,
                 "value": value,
-                "unit": "per MWh",
+                "currency": MARKETS[market].currency,
                 "last_update": last_update or now,
                 "fetched_at": fetched_at or now,
             }
@@ -124,18 +124,9 @@ def _insert(conn: duckdb.DuckDBPyConnection, table: str, row: dict) -> None:
     conn.execute(f"INSERT INTO {q(table)} ({names}) VALUES ({marks})", list(row.values()))
 
 
-#: Until the prices domain stores instants, `reference_prices` as it will have them.
-_PERIOD_PRICES = f"""CREATE OR REPLACE TABLE {q("reference_prices")} (
-    market VARCHAR NOT NULL, delivery_start TIMESTAMPTZ NOT NULL,
-    delivery_end TIMESTAMPTZ NOT NULL, value DOUBLE, unit VARCHAR,
-    last_update TIMESTAMPTZ, fetched_at TIMESTAMPTZ)"""
-
-
 @pytest.fixture
 def warehouse(tmp_path: Path) -> Warehouse:
     path = tmp_path / "warehouse.duckdb"
     with duckdb.connect(str(path)) as conn:
         create(conn, *TRADE_TABLES, *PRICE_TABLES)
-        if "delivery_start" not in REFERENCE_PRICES.column_names:
-            conn.execute(_PERIOD_PRICES)
     return Warehouse(path)

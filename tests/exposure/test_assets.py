@@ -21,8 +21,8 @@ from energy_assets.exposure.assets import (
 from energy_assets.tables import TRADER_EXPOSURE
 from tests.exposure.conftest import q
 
-# Stand-ins with the upstream keys and shapes: `raw_trades` unpartitioned, `reference_prices`
-# hourly. Their own code is the trades and prices domains'; the automation only needs keys,
+# Stand-ins with the upstream keys and shapes: `raw_trades` unpartitioned, each market's
+# `reference_prices/<code>` hourly. Their own code is the trades and prices domains'; the automation only needs keys,
 # partitions and materialisation events.
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 HOURLY = dg.HourlyPartitionsDefinition(
@@ -34,8 +34,12 @@ HOURLY = dg.HourlyPartitionsDefinition(
 def raw_trades_stand_in() -> None: ...
 
 
-@dg.asset(key="reference_prices", group_name="prices", partitions_def=HOURLY)
+@dg.asset(key=["reference_prices", "DE"], group_name="prices", partitions_def=HOURLY)
 def reference_prices_stand_in() -> None: ...
+
+
+@dg.asset(key=["reference_prices", "GB"], group_name="prices", partitions_def=HOURLY)
+def gb_prices_stand_in() -> None: ...
 
 
 def materialize(instance: dg.DagsterInstance, warehouse, selection=None) -> dg.ExecuteInJobResult:
@@ -171,6 +175,7 @@ def automation_ticks(instance: dg.DagsterInstance, warehouse):
         assets=[
             raw_trades_stand_in,
             reference_prices_stand_in,
+            gb_prices_stand_in,
             trader_exposure,
             exposure_dashboard,
         ],
@@ -213,7 +218,9 @@ def test_automation_requests_a_refresh_after_new_trades_and_after_a_price_revisi
     # partition, which eager() would insist on).
     hour = NOW - timedelta(hours=20)
     instance.report_runless_asset_event(
-        dg.AssetMaterialization("reference_prices", partition=hour.strftime("%Y-%m-%d-%H:%M"))
+        dg.AssetMaterialization(
+            ["reference_prices", "DE"], partition=hour.strftime("%Y-%m-%d-%H:%M")
+        )
     )
     after_price = tick(quiet.cursor)
     assert requested(after_price, "trader_exposure") == 1
@@ -260,7 +267,9 @@ def test_a_price_stored_just_after_a_drain_runs_refresh_gets_its_own_refresh(ins
     assert drained.success
     warehouse.price("DE", hour, 60, 70.0)
     instance.report_runless_asset_event(
-        dg.AssetMaterialization("reference_prices", partition=hour.strftime("%Y-%m-%d-%H:%M"))
+        dg.AssetMaterialization(
+            ["reference_prices", "DE"], partition=hour.strftime("%Y-%m-%d-%H:%M")
+        )
     )
     after = tick(quiet.cursor)
     assert requested(after, "trader_exposure") == 1
@@ -277,7 +286,7 @@ def test_eager_alone_would_never_fire_below_hourly_prices(instance):
         lambda spec: spec.replace_attributes(automation_condition=dg.AutomationCondition.eager())
     )
     defs = dg.Definitions(
-        assets=[raw_trades_stand_in, reference_prices_stand_in, eager],
+        assets=[raw_trades_stand_in, reference_prices_stand_in, gb_prices_stand_in, eager],
         resources={"warehouse": DuckDBResource(database=":memory:")},
     )
     selection = dg.AssetSelection.assets("trader_exposure")
@@ -287,7 +296,9 @@ def test_eager_alone_would_never_fire_below_hourly_prices(instance):
     instance.report_runless_asset_event(dg.AssetMaterialization("raw_trades"))
     hour = NOW - timedelta(hours=20)
     instance.report_runless_asset_event(
-        dg.AssetMaterialization("reference_prices", partition=hour.strftime("%Y-%m-%d-%H:%M"))
+        dg.AssetMaterialization(
+            ["reference_prices", "DE"], partition=hour.strftime("%Y-%m-%d-%H:%M")
+        )
     )
     result = dg.evaluate_automation_conditions(
         defs=defs, instance=instance, asset_selection=selection, cursor=first.cursor
@@ -300,7 +311,11 @@ def test_code_location_wires_the_exposure_assets():
 
     graph = defs.resolve_asset_graph()
     exposure = graph.get(dg.AssetKey("trader_exposure"))
-    assert exposure.parent_keys == {dg.AssetKey("raw_trades"), dg.AssetKey("reference_prices")}
+    assert exposure.parent_keys == {
+        dg.AssetKey("raw_trades"),
+        dg.AssetKey(["reference_prices", "DE"]),
+        dg.AssetKey(["reference_prices", "GB"]),
+    }
     assert exposure.automation_condition == EXPOSURE_CONDITION
     assert graph.get(dg.AssetKey("exposure_dashboard")).parent_keys == {
         dg.AssetKey("trader_exposure")

@@ -21,7 +21,8 @@ from energy_assets.exposure.positions import (
     positions,
     trader_totals,
 )
-from energy_assets.tables import TRADER_NET_POSITION
+from energy_assets.markets import MARKETS
+from energy_assets.tables import TRADER_NET_POSITION, OutdatedTable
 from tests.exposure.conftest import q
 from tests.exposure.periods import PRODUCTS, local_day, utc
 
@@ -272,9 +273,10 @@ def test_withdrawn_price_leaves_its_period_unpriced(book):
     assert alice["cash"] == pytest.approx(-40.0)
 
 
-def test_hourly_price_labels_are_the_default_markets_local_hours(warehouse):
+def test_an_hourly_price_table_from_before_periods_asks_for_a_rebuild(warehouse):
     """A `reference_prices` table of `delivery_day` + `delivery_hour` (before prices per
-    period) marks the default market's hours, labelled in Berlin time (contract §5)."""
+    period) is refused, naming the way out: `energy-assets rebuild` makes it again from the
+    prices' journal, its labels read as Berlin's hours (tests/journals/test_rebuild.py)."""
     with warehouse.connect() as conn:
         conn.execute(
             f"""CREATE OR REPLACE TABLE {q("reference_prices")} (delivery_day DATE,
@@ -286,8 +288,8 @@ def test_hourly_price_labels_are_the_default_markets_local_hours(warehouse):
             [MON, T0, T0],
         )
     warehouse.trade("alice", "DE", M12, 60, "buy", 1.0, 40.0)
-    refresh(warehouse)
-    assert exposure_rows(warehouse)[key("alice", M12)]["pnl"] == pytest.approx(5.0)
+    with pytest.raises(OutdatedTable, match="run `energy-assets rebuild`"):
+        refresh(warehouse)
 
 
 def test_history_appends_one_row_per_trader_per_refresh_and_adds_up(book):
@@ -453,8 +455,8 @@ def _random_step(conn, rng, step: int) -> None:
     if value is not None:
         conn.execute(
             f"""INSERT INTO {q("reference_prices")} (market, delivery_start, delivery_end, value,
-                unit, last_update, fetched_at) VALUES (?, ?, ?, ?, 'per MWh', ?, ?)""",
-            [market, start, end, value, now, now],
+                currency, last_update, fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            [market, start, end, value, MARKETS[market].currency, now, now],
         )
 
 

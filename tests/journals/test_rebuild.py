@@ -19,26 +19,34 @@ import dagster as dg
 import duckdb
 import pytest
 from dagster_duckdb import DuckDBResource
+from upath import UPath
 
 from energy_assets.exposure.assets import trader_exposure
+from energy_assets.journals.archive import compress, write_checked
 from energy_assets.journals.deals import archive_capture
 from energy_assets.journals.replay import view_at
 from energy_assets.journals.resources import ArchiveResource
 from energy_assets.playground.server import ExchangeOptions
-from energy_assets.prices.assets import reference_prices
+from energy_assets.prices.assets import REFERENCE_PRICES_ASSETS
 from energy_assets.prices.client import MarketDataClient
 from energy_assets.prices.partitions import RANGE_END_TAG, RANGE_START_TAG
 from energy_assets.trades.drain import drain
 from tests.conftest import REPO
 from tests.journals.conftest import fill_and_drain, run_check
-from tests.prices.conftest import Answer, valid_price
+from tests.prices.conftest import Answer, valid_period_price
 from tests.trades.conftest import wait_until
 
 # Seconds or more: Dagster runs and the rebuild command as a process.
 pytestmark = pytest.mark.slow
 
 START = datetime(2026, 11, 29, 0, 30, tzinfo=UTC)
-FIRST_HOUR, LAST_HOUR = "2026-11-29-00:00", "2026-11-30-23:00"
+#: Two local days of each market: (first, last) partition.
+RANGES = {
+    "DE": ("2026-11-29-00:00+0100", "2026-11-30-23:00+0100"),
+    "GB": ("2026-11-29-00:00+0000", "2026-11-30-23:00+0000"),
+}
+#: Their periods: DE's 48 hours and 192 quarter-hours, GB's 96 half-hours.
+PERIODS = 48 + 192 + 96
 #: The vendor's revisions: (last_update, value added to every hour's base).
 REVISIONS = [
     ("2026-11-28T12:00:00+00:00", 0.0),
@@ -49,8 +57,8 @@ TABLES = {
     "raw_trades": "id",
     "feed_gaps": "source",
     "capture_segments": "segment",
-    "reference_prices": "delivery_day, delivery_hour",
-    "reference_price_revisions": "delivery_day, delivery_hour, last_update",
+    "reference_prices": "market, delivery_start, delivery_end",
+    "reference_price_revisions": "market, delivery_start, delivery_end, last_update",
 }
 
 
@@ -109,20 +117,19 @@ def refresh_exposure(db: Path) -> None:
 
 
 def price_run(vendor_url: str, db: Path, archive: Path) -> None:
-    result = dg.materialize(
-        [reference_prices],
-        instance=dg.DagsterInstance.get(),
-        resources={
-            "warehouse": DuckDBResource(database=str(db)),
-            "archive": ArchiveResource(url=str(archive), retention_days=2557),
-            "market_data": MarketDataClient(base_url=vendor_url, budget_enabled=False),
-        },
-        tags={
-            RANGE_START_TAG: FIRST_HOUR,
-            RANGE_END_TAG: LAST_HOUR,
-        },
-    )
-    assert result.success
+    for asset in REFERENCE_PRICES_ASSETS:
+        first, last = RANGES[asset.key.path[-1]]
+        result = dg.materialize(
+            [asset],
+            instance=dg.DagsterInstance.get(),
+            resources={
+                "warehouse": DuckDBResource(database=str(db)),
+                "archive": ArchiveResource(url=str(archive), retention_days=2557),
+                "market_data": MarketDataClient(base_url=vendor_url, budget_enabled=False),
+            },
+            tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+        )
+        assert result.success
 
 
 @pytest.fixture
@@ -160,10 +167,10 @@ def realistic_run(
     vendor = scripted_market_data()
     revision = {"n": 0}
 
-    def answer(day: str, hour: str) -> Answer:
+    def answer(params: dict) -> Answer:
         last_update, shift = REVISIONS[revision["n"]]
-        base = valid_price(day, hour)["value"]
-        return Answer(body=valid_price(day, hour, value=base + shift, last_update=last_update))
+        base = valid_period_price(params)["value"]
+        return Answer(body=valid_period_price(params, value=base + shift, last_update=last_update))
 
     vendor.default = answer
     moments = {}
@@ -187,15 +194,16 @@ def test_a_lost_warehouse_is_rebuilt_from_the_journals(realistic_run):
             conn.execute("SELECT trader_id, pnl FROM energy.trader_pnl_history").fetchall()
         )
     assert len(before["raw_trades"]) == 800
-    assert len(before["reference_price_revisions"]) == 48 * 3
+    assert len(before["reference_price_revisions"]) == PERIODS * 3
     integrity = run_check(db, Path(env["ENERGY_CAPTURE_DIR"]) / "archive")
-    assert integrity.passed and "| 0 of 144 |" in integrity.metadata["days"].value
+    assert integrity.passed and f"| 0 of {PERIODS * 3} |" in integrity.metadata["days"].value
     db.unlink()
     Path(str(db) + ".wal").unlink(missing_ok=True)
 
     done = cli("rebuild", env=env)
     assert done.returncode == 0, done.stderr
-    assert "800 deals" in done.stdout and "48 hourly prices with 144 revisions" in done.stdout
+    assert "800 deals" in done.stdout
+    assert f"{PERIODS} period prices with {PERIODS * 3:,} revisions" in done.stdout
     assert snapshot(db) == before
     refresh_exposure(db)
     # The same rows; sums of floats may differ in their last bits (DuckDB adds in parallel).
@@ -204,19 +212,18 @@ def test_a_lost_warehouse_is_rebuilt_from_the_journals(realistic_run):
     # Replay: between the first and the second revision the desk saw the first one.
     at = moments["after_first"]
     view = view_at(at, Path(env["ENERGY_CAPTURE_DIR"]) / "archive")
-    seen = dict(
-        zip(
-            zip(view.prices["delivery_day"], view.prices["delivery_hour"], strict=True),
-            view.prices["reference_price"],
-            strict=True,
-        )
-    )
+    seen = {
+        (market, start, end): value
+        for market, start, end, value in view.prices.select(
+            "market", "delivery_start", "delivery_end", "reference_price"
+        ).iter_rows()
+    }
     expected = {
-        (day, hour): value
-        for day, hour, value, _, last_update, _ in before["reference_price_revisions"]
+        (market, start.astimezone(UTC), end.astimezone(UTC)): value
+        for market, start, end, value, _, last_update, _ in before["reference_price_revisions"]
         if last_update == datetime.fromisoformat(REVISIONS[0][0])
     }
-    assert seen == expected and len(seen) == 48
+    assert seen == expected and len(seen) == PERIODS
     assert view.deals == 800
     # The PnL the one refresh (after every price run) recorded in trader_pnl_history, replayed
     # from the journals at an instant after it.
@@ -224,7 +231,7 @@ def test_a_lost_warehouse_is_rebuilt_from_the_journals(realistic_run):
     assert dict(zip(totals["trader_id"], totals["pnl"], strict=True)) == pytest.approx(refreshed)
     shown = cli("replay", "--at", at.isoformat(), "--trader", "flex_trader_1", env=env)
     assert shown.returncode == 0, shown.stderr
-    assert "800 deals received, 48 delivery hours priced" in shown.stdout
+    assert f"800 deals received, {PERIODS} delivery periods priced" in shown.stdout
 
 
 def test_a_corrupted_archive_file_is_named_and_the_warehouse_kept(tmp_path, energy_env):
@@ -337,6 +344,28 @@ def test_a_warehouse_from_before_markets_comes_to_the_new_schema_by_rebuild(tmp_
     segment.parent.mkdir()
     segment.write_text("".join(json.dumps(line) + "\n" for line in lines))
     archive_capture([segment], capture / "archive")
+    # The prices' journal of that main: the hourly form's answers, by day and label.
+    answers = [
+        {
+            "delivery_day": day,
+            "delivery_hour": label,
+            "value": value,
+            "unit": "euro/mwh",
+            "last_update": "2026-10-24T05:50:00.000000+00:00",
+            "fetched_at": "2026-10-24T05:55:00.000000+00:00",
+        }
+        for day, label, value in [
+            ("2026-10-24", "12-13", 41.5),
+            ("2026-10-25", "03-04", 43.5),
+            ("2026-10-25", "02-03", 99.0),  # which 02-03? left out, never guessed
+        ]
+    ]
+    journal = capture / "archive" / "prices" / "2026-10-24" / "20261024T055500000000Z-1-r.jsonl.zst"
+    write_checked(
+        UPath(journal),
+        compress("".join(json.dumps(a) + "\n" for a in answers).encode()),
+        {"answers": len(answers)},
+    )
     with duckdb.connect(str(db)) as conn:
         conn.execute("CREATE SCHEMA energy")
         conn.execute(
@@ -362,9 +391,30 @@ def test_a_warehouse_from_before_markets_comes_to_the_new_schema_by_rebuild(tmp_
             "SELECT id, market, delivery_start, delivery_end, delivery_day, delivery_hour "
             "FROM energy.raw_trades ORDER BY id"
         ).fetchall()
+        prices = conn.execute(
+            "SELECT market, delivery_start, delivery_end, value, currency "
+            "FROM energy.reference_prices ORDER BY ALL"
+        ).fetchall()
     assert [(r[0][0], r[1], r[2].astimezone(UTC), r[3].astimezone(UTC)) for r in rows] == [
         ("a", "DE", datetime(2026, 10, 24, 10, tzinfo=UTC), datetime(2026, 10, 24, 11, tzinfo=UTC)),
         ("b", "DE", datetime(2026, 10, 25, 2, tzinfo=UTC), datetime(2026, 10, 25, 3, tzinfo=UTC)),
+    ]
+    # The old answers are Berlin's hours too, each marking exactly its own period.
+    assert [(m, a.astimezone(UTC), b.astimezone(UTC), v, c) for m, a, b, v, c in prices] == [
+        (
+            "DE",
+            datetime(2026, 10, 24, 10, tzinfo=UTC),
+            datetime(2026, 10, 24, 11, tzinfo=UTC),
+            41.5,
+            "EUR",
+        ),
+        (
+            "DE",
+            datetime(2026, 10, 25, 2, tzinfo=UTC),
+            datetime(2026, 10, 25, 3, tzinfo=UTC),
+            43.5,
+            "EUR",
+        ),
     ]
     # The drain works on the rebuilt warehouse.
     with duckdb.connect(str(db)) as conn:

@@ -68,7 +68,13 @@ def test_dg_check_and_list_defs_work_on_a_fresh_clone(fresh_clone: Path, tmp_pat
         timeout=180,
     )
     assert listed.returncode == 0, listed.stderr
-    for name in ("raw_trades", "reference_prices", "trader_exposure", "raw_trades_sensor"):
+    for name in (
+        "raw_trades",
+        "reference_prices/DE",
+        "reference_prices/GB",
+        "trader_exposure",
+        "raw_trades_sensor",
+    ):
         assert f'"{name}"' in listed.stdout, name
 
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -25,7 +25,8 @@ from dagster import DagsterInstance
 from energy_assets.markets import MARKETS
 from energy_assets.operations.instance import REPO
 from energy_assets.playground.server import ExchangeOptions
-from energy_assets.prices.assets import NOT_BEFORE_TAG
+from energy_assets.prices.assets import NOT_BEFORE_TAG, price_asset_key
+from energy_assets.prices.partitions import period_partition_key
 from energy_assets.warehouse import connect
 
 #: Runs not finished yet (queued ones included).
@@ -40,8 +41,7 @@ IN_PROGRESS_RUN_STATUSES = [
 pytestmark = pytest.mark.slow
 
 DEALS = 60
-#: The default market's zone: the hourly prices' labels are its local hours (contract §5).
-BERLIN = MARKETS["DE"].tz
+
 #: Whole pipeline, from the first deal to the exposure that includes the last one.
 DEADLINE_S = 230
 
@@ -55,14 +55,15 @@ def _daemon_argv() -> list[str]:
     ]
 
 
-def _partition_key(day: str, hour_label: str) -> str:
-    start = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(hours=int(hour_label[:2]))
-    return start.strftime("%Y-%m-%d-%H:%M")
-
-
-def _latest(instance: DagsterInstance, key: str):
-    records = instance.fetch_materializations(dg.AssetKey(key), limit=1).records
+def _latest(instance: DagsterInstance, key: str | dg.AssetKey):
+    records = instance.fetch_materializations(dg.AssetKey.from_coercible(key), limit=1).records
     return records[0] if records else None
+
+
+def _latest_price(instance: DagsterInstance):
+    """The newest materialisation of any market's prices."""
+    found = [_latest(instance, price_asset_key(code)) for code in MARKETS]
+    return max((r for r in found if r), key=lambda r: r.storage_id, default=None)
 
 
 def _in_flight(instance: DagsterInstance) -> list[str]:
@@ -99,8 +100,8 @@ def _wait(what: str, predicate, deadline: float, status) -> None:
 
 def independent_exposure(trades, prices) -> dict[tuple, dict]:
     """Per (trader, market, delivery start, delivery end), straight from the contract's
-    definitions: a deal is MW over its period (MWh = MW × hours); `prices` are the default
-    market's hours by local day and label, so only its hourly periods have one."""
+    definitions: a deal is MW over its period (MWh = MW × hours), marked with the price of
+    exactly its period (`prices` by market, start and end)."""
     groups: dict[tuple, dict] = defaultdict(
         lambda: {"trades": 0, "bought": 0.0, "sold": 0.0, "paid": 0.0, "received": 0.0}
     )
@@ -118,11 +119,7 @@ def independent_exposure(trades, prices) -> dict[tuple, dict]:
     for (trader, market, start, end), g in groups.items():
         net = g["bought"] - g["sold"]
         cash = g["received"] - g["paid"]
-        local = start.astimezone(BERLIN)
-        hourly = market == "DE" and end - start == timedelta(hours=1)
-        reference = (
-            prices.get((local.date(), f"{local.hour:02d}-{local.hour + 1:02d}")) if hourly else None
-        )
+        reference = prices.get((market, start, end))
         out[(trader, market, start, end)] = {
             "trades": g["trades"],
             "bought_mwh": g["bought"],
@@ -184,7 +181,15 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
     try:
         _wait("every deal sent", lambda: len(playground.sent_deals) == DEALS, deadline, lambda: "")
         sent = {deal.id: deal for deal in playground.sent_deals}
-        wanted_partitions = {_partition_key(d.delivery_day, d.delivery_hour) for d in sent.values()}
+        # Each traded period's partition: its market's local hour.
+        wanted_partitions = {(d.market, period_partition_key(d.period)) for d in sent.values()}
+
+        def missing_partitions(instance: DagsterInstance) -> set:
+            return {
+                (market, key)
+                for market, key in wanted_partitions
+                if key not in instance.get_materialized_partitions(price_asset_key(market))
+            }
 
         with DagsterInstance.get() as instance:
 
@@ -194,7 +199,7 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
                     f"raw_trades total_rows="
                     f"{trades.asset_materialization.metadata['total_rows'].value if trades else None}, "
                     f"price partitions missing="
-                    f"{len(wanted_partitions - instance.get_materialized_partitions(dg.AssetKey('reference_prices')))}, "
+                    f"{len(missing_partitions(instance))}, "
                     f"exposure={_latest(instance, 'trader_exposure') is not None}, "
                     f"in flight={_in_flight(instance)}, logs in {logs}"
                 )
@@ -206,19 +211,18 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
                 )
 
             def prices_stored() -> bool:
-                done = instance.get_materialized_partitions(dg.AssetKey("reference_prices"))
-                return wanted_partitions <= done
+                return not missing_partitions(instance)
 
             def exposure_caught_up() -> bool:
                 exposure = _latest(instance, "trader_exposure")
                 if exposure is None or _may_store_soon(instance):
                     return False
-                upstream = [_latest(instance, "raw_trades"), _latest(instance, "reference_prices")]
+                upstream = [_latest(instance, "raw_trades"), _latest_price(instance)]
                 return all(exposure.storage_id > record.storage_id for record in upstream)
 
             _wait("the drain of every deal", all_trades_drained, deadline, status)
             trades_at = time.monotonic() - began
-            _wait("the prices of every traded hour", prices_stored, deadline, status)
+            _wait("the prices of every traded period", prices_stored, deadline, status)
             _wait(
                 "an exposure refresh after the last trades and prices",
                 exposure_caught_up,
@@ -248,8 +252,8 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
     with DagsterInstance.get() as instance:
         # Nothing stored after the exposure we compare against.
         exposure = _latest(instance, "trader_exposure")
-        for upstream in ("raw_trades", "reference_prices"):
-            assert _latest(instance, upstream).storage_id < exposure.storage_id, upstream
+        for upstream in (_latest(instance, "raw_trades"), _latest_price(instance)):
+            assert upstream.storage_id < exposure.storage_id, upstream
     assert listener.returncode == 0, (logs / "listener.log").read_text()
     print(
         f"{kind}: trades drained after {trades_at:.1f}s, exposure after {elapsed:.1f}s, {run_count} runs"
@@ -262,9 +266,9 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
             "execution_time, market, delivery_start, delivery_end FROM energy.raw_trades"
         ).fetchall()
         prices = {
-            (day, hour): value
-            for day, hour, value in conn.execute(
-                "SELECT delivery_day, delivery_hour, value FROM energy.reference_prices"
+            (market, start, end): value
+            for market, start, end, value in conn.execute(
+                "SELECT market, delivery_start, delivery_end, value FROM energy.reference_prices"
             ).fetchall()
         }
         exposure_rows = conn.execute(
@@ -287,10 +291,11 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
         assert day == date.fromisoformat(deal.delivery_day)
         assert executed == datetime.fromisoformat(deal.execution_time.replace("Z", "+00:00"))
 
-    # Every traded hour has its reference price, as the vendor serves it.
-    for key in wanted_partitions:
-        start = datetime.strptime(key, "%Y-%m-%d-%H:%M")
-        assert (start.date(), f"{start.hour:02d}-{start.hour + 1:02d}") in prices
+    # Every traded period has its own reference price: DE hours and quarter-hours, GB
+    # half-hours.
+    for deal in sent.values():
+        period = deal.period
+        assert (period.market, period.delivery_start, period.delivery_end) in prices, period
 
     expected = independent_exposure([(r[6], *r[8:11], r[3], r[1], r[2]) for r in rows], prices)
     columns = (
@@ -301,9 +306,5 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
     for key, figures in expected.items():
         for column, value in figures.items():
             assert _close(got[key][column], value), (key, column, got[key][column], value)
-    # Every DE hour is priced (the vendor's hourly form); a quarter-hour or a GB half-hour waits
-    # for prices per period, and stays unpriced (null), never marked with its hour's price.
-    hours = {
-        k: f for k, f in expected.items() if k[1] == "DE" and k[3] - k[2] == timedelta(hours=1)
-    }
-    assert hours and all(f["reference_price"] is not None for f in hours.values())
+    # Every period is priced, each with exactly its own price (never its hour's).
+    assert expected and all(f["reference_price"] is not None for f in expected.values())

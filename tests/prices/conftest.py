@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -46,9 +47,41 @@ def valid_price(
     }
 
 
+def period_value(start: str, end: str) -> float:
+    """A value that tells the period: UTC hour + minute / 100 + length in minutes / 10,000
+    (`2023-03-01T02:15Z`..`02:30Z` -> 2.1515)."""
+    first, last = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (start, end))
+    minutes = int((last - first).total_seconds() // 60)
+    return round(first.hour + first.minute / 100 + minutes / 10000, 4)
+
+
+def valid_period_price(
+    params: dict, value: float | None = None, last_update: str | None = None
+) -> dict:
+    """The newer form's answer: the period asked echoed, in its market's unit."""
+    market = params.get("market", "")
+    start, end = params.get("delivery_start", ""), params.get("delivery_end", "")
+    return {
+        "market": market,
+        "delivery_start": start,
+        "delivery_end": end,
+        "last_update": last_update or "2023-02-21T07:10:20+00:00",
+        "unit": "gbp/mwh" if market == "GB" else "euro/mwh",
+        "value": value if value is not None else period_value(start, end),
+    }
+
+
+def _answer_body(params: dict) -> dict:
+    if "delivery_start" in params:
+        return valid_period_price(params)
+    return valid_price(params.get("delivery_day", ""), params.get("delivery_hour", ""))
+
+
 class ScriptedMarketData:
-    """Serves `GET <prefix>/reference-price`. Each request takes the next scripted Answer of its
-    (day, hour) if any, else of the shared script, else a valid price. Every request is logged."""
+    """Serves `GET <prefix>/reference-price`, both request forms. Each request takes the next
+    scripted Answer of its (day, hour), or of its (market, delivery_start, delivery_end) as
+    sent, if any, else of the shared script, else a valid price. `default(params)` answers
+    what nothing scripted. Every request is logged."""
 
     def __init__(self, prefix: str = ""):
         self.prefix = prefix.rstrip("/")
@@ -56,7 +89,8 @@ class ScriptedMarketData:
         self.url = f"http://127.0.0.1:{self.port}{self.prefix}"
         self.script: list[Answer] = []
         self.by_hour: dict[tuple[str, str], list[Answer]] = {}
-        self.default: Callable[[str, str], Answer] | None = None
+        self.by_period: dict[tuple[str, str, str], list[Answer]] = {}
+        self.default: Callable[[dict], Answer] | None = None
         self.requests: list[tuple[float, str, dict]] = []
         #: Bytes written of each hostile (trickled or sized) answer, once it ended.
         self.sent: list[int] = []
@@ -80,9 +114,7 @@ class ScriptedMarketData:
                     return
                 body = answer.body
                 if body is None:
-                    body = valid_price(
-                        params.get("delivery_day", ""), params.get("delivery_hour", "")
-                    )
+                    body = _answer_body(params)
                 if isinstance(body, dict | list):
                     body = json.dumps(body)
                 data = body.encode() if isinstance(body, str) else body
@@ -100,9 +132,7 @@ class ScriptedMarketData:
             def _send_hostile(self, answer, params):
                 body = b" " * (answer.size or 0)
                 if answer.size is None:
-                    body = json.dumps(
-                        valid_price(params.get("delivery_day", ""), params.get("delivery_hour", ""))
-                    ).encode()
+                    body = json.dumps(_answer_body(params)).encode()
                 length = len(body)
                 head = f"HTTP/1.1 {answer.status} OK\r\nContent-Type: application/json\r\n"
                 if answer.declare_length:
@@ -150,15 +180,19 @@ class ScriptedMarketData:
             self.requests.append((time.time(), path, params))
             if path != f"{self.prefix}/reference-price":
                 return Answer(status=404, body={"error_message": "not found"})
-            if "delivery_day" not in params or "delivery_hour" not in params:
+            newer = ("market", "delivery_start", "delivery_end")
+            if all(name in params for name in newer):
+                queue = self.by_period.get(tuple(params[name] for name in newer))
+            elif "delivery_day" not in params or "delivery_hour" not in params:
                 return Answer(status=400, body={"error_message": "missing parameter"})
-            queue = self.by_hour.get((params["delivery_day"], params["delivery_hour"]))
+            else:
+                queue = self.by_hour.get((params["delivery_day"], params["delivery_hour"]))
             if queue:
                 return queue.pop(0)
             if self.script:
                 return self.script.pop(0)
         if self.default is not None:
-            return self.default(params["delivery_day"], params["delivery_hour"])
+            return self.default(params)
         return Answer()
 
     def start(self) -> ScriptedMarketData:

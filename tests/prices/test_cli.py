@@ -1,35 +1,27 @@
-"""A partition range through Dagster's own CLI: one run, exactly the expected rows."""
+"""Partition ranges through Dagster's own CLI: one run each, exactly the expected rows."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import time
-from datetime import date
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
 import pytest
 
-from energy_assets.markets import hour_period
+from energy_assets.markets import Period
 from energy_assets.playground.pricing import published_price
 from energy_assets.playground.server import MarketDataOptions
-from energy_assets.prices.assets import ASSET_KEY
+from energy_assets.prices.assets import price_asset_key
 from tests.conftest import REPO
 
 # Seconds or more: `dagster asset materialize` as a process.
 pytestmark = pytest.mark.slow
 
 
-def test_partition_range_through_the_cli(start_playground, dagster_home, energy_env):
-    playground = start_playground(market_data=MarketDataOptions(seed=11))
-    env = {
-        **os.environ,
-        **energy_env,
-        "DAGSTER_HOME": str(dagster_home),
-        "ENERGY_MARKET_DATA_URL": playground.market_data_url,
-    }
-    started = time.time()
+def materialize(env: dict, asset: str, partition_range: str) -> None:
     result = subprocess.run(
         [
             str(REPO / ".venv/bin/dagster"),
@@ -38,9 +30,9 @@ def test_partition_range_through_the_cli(start_playground, dagster_home, energy_
             "-m",
             "energy_assets.definitions",
             "--select",
-            "reference_prices",
+            asset,
             "--partition-range",
-            "2023-12-31-22:00...2024-01-01-01:00",
+            partition_range,
         ],
         cwd=REPO,
         env=env,
@@ -50,45 +42,68 @@ def test_partition_range_through_the_cli(start_playground, dagster_home, energy_
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
+
+def test_partition_ranges_through_the_cli_store_quarter_hours_and_half_hours(
+    start_playground, dagster_home, energy_env
+):
+    # The real vendor stand-in answers the newer form: Berlin's two 02-03 hours of its
+    # fall-back night (the hour and four quarter-hours each), London's two 01-02 hours.
+    playground = start_playground(market_data=MarketDataOptions(seed=11))
+    env = {
+        **os.environ,
+        **energy_env,
+        "DAGSTER_HOME": str(dagster_home),
+        "ENERGY_MARKET_DATA_URL": playground.market_data_url,
+    }
+    started = time.time()
+    materialize(env, "reference_prices/DE", "2026-10-25-02:00+0200...2026-10-25-02:00+0100")
+    materialize(env, "reference_prices/GB", "2026-10-25-01:00+0100...2026-10-25-01:00+0000")
+
+    midnight = datetime(2026, 10, 25, tzinfo=UTC)
+    periods = [
+        Period(market, midnight + timedelta(minutes=start), midnight + timedelta(minutes=end))
+        for market, start, end in [
+            ("DE", 0, 60),
+            ("DE", 60, 120),
+            *(("DE", q, q + 15) for q in range(0, 120, 15)),
+            *(("GB", h, h + 30) for h in range(0, 120, 30)),
+        ]
+    ]
     expected = []
-    for day, hour in [
-        (date(2023, 12, 31), 22),
-        (date(2023, 12, 31), 23),
-        (date(2024, 1, 1), 0),
-        (date(2024, 1, 1), 1),
-    ]:
-        # Past hours: the vendor's price is final, so any instant gives the stored revision.
-        # The stand-in reads the older form's labels as Berlin's hours.
-        period = hour_period("DE", day, f"{hour:02d}-{hour + 1:02d}")
+    for period in periods:
+        # Past periods: the vendor's price is final, so any instant gives the stored revision.
         publication = published_price(11, period, time.time())
         expected.append(
             (
-                day,
-                f"{hour:02d}-{hour + 1:02d}",
+                period.market,
+                period.delivery_start,
+                period.delivery_end,
                 publication.value,
-                "euro/mwh",
+                {"DE": "EUR", "GB": "GBP"}[period.market],
                 publication.last_update,
             )
         )
     with duckdb.connect(energy_env["ENERGY_DUCKDB_PATH"], read_only=True) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
         stored = conn.execute(
-            "SELECT delivery_day, delivery_hour, value, unit, last_update, fetched_at "
-            "FROM energy.reference_prices ORDER BY ALL"
+            "SELECT market, delivery_start, delivery_end, value, currency, last_update, "
+            "fetched_at FROM energy.reference_prices ORDER BY ALL"
         ).fetchall()
         revisions = conn.execute(
             "SELECT count(*) FROM energy.reference_price_revisions"
         ).fetchone()[0]
-    assert [row[:5] for row in stored] == expected
-    assert all(row[5].timestamp() >= started for row in stored)
-    assert revisions == 4
-    assert playground.requests_served == 4  # one request per hour, no more
+    assert [row[:6] for row in stored] == sorted(expected)
+    assert all(row[6].timestamp() >= started for row in stored)
+    assert revisions == 14
+    assert playground.requests_served == 14  # one request per period, no more
 
     instance = dg.DagsterInstance.get()
-    runs = instance.get_runs()
-    assert len(runs) == 1  # the range was one run
-    assert instance.get_materialized_partitions(ASSET_KEY) == {
-        "2023-12-31-22:00",
-        "2023-12-31-23:00",
-        "2024-01-01-00:00",
-        "2024-01-01-01:00",
+    assert len(instance.get_runs()) == 2  # each range was one run
+    assert instance.get_materialized_partitions(price_asset_key("DE")) == {
+        "2026-10-25-02:00+0200",
+        "2026-10-25-02:00+0100",
+    }
+    assert instance.get_materialized_partitions(price_asset_key("GB")) == {
+        "2026-10-25-01:00+0100",
+        "2026-10-25-01:00+0000",
     }

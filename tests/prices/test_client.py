@@ -95,7 +95,7 @@ def test_503s_are_retried_then_succeed(scripted_market_data):
 
 def test_503_forever_fails_naming_the_request(scripted_market_data):
     vendor = scripted_market_data()
-    vendor.default = lambda day, hour: Answer(status=503, body="down")
+    vendor.default = lambda params: Answer(status=503, body="down")
     with pytest.raises(MarketDataUnavailable) as raised:
         client(vendor.url, max_retries=2).fetch_price(DAY, "08-09")
     assert "delivery_day=2023-05-12&delivery_hour=08-09" in str(raised.value)
@@ -189,7 +189,7 @@ def test_429_honours_retry_after(scripted_market_data, tmp_path):
 
 def test_many_hours_fetch_concurrently(scripted_market_data):
     vendor = scripted_market_data()
-    vendor.default = lambda day, hour: Answer(delay=0.5)
+    vendor.default = lambda params: Answer(delay=0.5)
     hours = [(f"k{h}", DAY, f"{h:02d}-{h + 1:02d}") for h in range(24)]
     started = time.monotonic()
     report = client(vendor.url, max_concurrency=8).fetch_many(hours)

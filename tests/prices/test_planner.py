@@ -13,17 +13,16 @@ from dagster_duckdb import DuckDBResource
 
 from energy_assets import published
 from energy_assets.journals.resources import ArchiveResource
+from energy_assets.markets import Period, open_periods
 from energy_assets.playground.server import MarketDataOptions
-from energy_assets.prices.assets import ASSET_KEY
+from energy_assets.prices.assets import price_asset_key
 from energy_assets.prices.budget import RequestBudget
 from energy_assets.prices.client import MarketDataClient
-from energy_assets.prices.partitions import open_hours
-from energy_assets.prices.plan import BudgetLeft
+from energy_assets.prices.partitions import period_partition_key
+from energy_assets.prices.plan import BudgetLeft, period_key
 from energy_assets.prices.refresh import (
     budget_left,
     held_revisions,
-    key_period,
-    period_key_of,
     plan_batch,
     reference_prices_planned,
     reference_prices_planner,
@@ -35,27 +34,34 @@ from energy_assets.trades.buffer import CaptureBuffer
 pytestmark = pytest.mark.slow
 
 
-def open_keys() -> list[str]:
-    """Partition keys of hours open for at least the test's minutes: their day and label are
-    Berlin's, so the first UTC-keyed hours may already be closed."""
-    soon = datetime.now(UTC) + timedelta(minutes=10)
-    periods = [(key, key_period(key)) for key in open_hours(soon)]
-    return [key for key, period in periods if period and period.gate_closure > soon]
+def open_for_a_while(market: str = "DE", minutes: int = 60) -> list[Period]:
+    """`market`'s periods of `minutes` open for at least the test's ten minutes."""
+    return open_periods(market, datetime.now(UTC) + timedelta(minutes=10), minutes)
 
 
-def deal(n: int, trader: str, key: str, direction: str, mw: float) -> dict:
-    day, hour = key[:10], int(key[11:13])
+def deal(n: int, trader: str, period: Period, direction: str, mw: float) -> dict:
+    """A newer confirmation (contract §5): the period's market and instants, and its labels."""
     return {
         "id": f"{n:032x}",
         "price": 50.0,
         "quantity": mw,
         "direction": direction,
-        "delivery_day": day,
-        "delivery_hour": f"{hour:02d}-{hour + 1:02d}",
+        "delivery_day": period.local_day.isoformat(),
+        "delivery_hour": period.label,
+        "market": period.market,
+        "delivery_start": period.delivery_start.isoformat(),
+        "delivery_end": period.delivery_end.isoformat(),
         "trader_id": trader,
         "execution_time": datetime.now(UTC).isoformat(),
         "received_at": datetime.now(UTC).isoformat(),
     }
+
+
+def planned(batch: dict) -> list[tuple]:
+    return [
+        period_key(Period(m, datetime.fromisoformat(a), datetime.fromisoformat(b)))
+        for m, a, b in zip(batch["markets"], batch["starts"], batch["ends"], strict=True)
+    ]
 
 
 def test_a_batch_prices_positions_first_and_explains_itself(
@@ -67,14 +73,19 @@ def test_a_batch_prices_positions_first_and_explains_itself(
             vendor_grid=True, rate_limit_per_minute=50, rate_limit_per_hour=1000
         )
     )
-    hours = open_keys()
+    hours = open_for_a_while("DE", 60)
     near, far, flat = hours[1], hours[-1], hours[5]
+    # A GB half-hour and a DE quarter-hour with positions too: one plan, one budget.
+    half = open_for_a_while("GB", 30)[-2]
+    quarter = open_for_a_while("DE", 15)[-3]
     buffer = CaptureBuffer(energy_env["ENERGY_CAPTURE_DIR"])
     for line in [
         deal(1, "ann", far, "buy", 40.0),  # big, a day away
         deal(2, "bob", near, "sell", 3.0),  # small, an hour or two away
         deal(3, "ann", flat, "buy", 2.0),
         deal(4, "ann", flat, "sell", 2.0),  # traded, no open position
+        deal(5, "cy", half, "buy", 10.0),
+        deal(6, "cy", quarter, "sell", 20.0),
     ]:
         buffer.append_record(line)
     buffer.seal()
@@ -88,12 +99,15 @@ def test_a_batch_prices_positions_first_and_explains_itself(
     planned_at = datetime.now(UTC)
     assert isinstance(request, dg.RunRequest)
     batch = request.run_config["ops"]["fetch_planned_prices"]["config"]
-    # The positions first (40 MW a day away, 3 MW in two hours: both beyond the half-hour
-    # before gate closure, where the nearest would come first), then the traded hour.
-    assert batch["keys"][:3] == [far, near, flat]
-    assert batch["reasons"][1].startswith("3 MW open, gate closure in")
-    assert batch["reasons"][2].startswith("traded, gate closure in")
-    assert len(batch["keys"]) == len(set(batch["keys"])) <= 50
+    # The positions first, by open MW x how far behind x urgency (40 MW a day away, 20 and 10
+    # MW late tomorrow, 3 MW in two hours: all beyond the half-hour before gate closure, where
+    # the nearest would come first), then the traded hour.
+    keys = planned(batch)
+    assert set(keys[:4]) == {period_key(p) for p in (far, near, half, quarter)}
+    assert keys[4] == period_key(flat)
+    assert batch["reasons"][keys.index(period_key(near))].startswith("3 MW open, gate closure in")
+    assert batch["reasons"][4].startswith("traded, gate closure in")
+    assert len(keys) == len(set(keys)) <= 50
 
     result = reference_prices_planned.execute_in_process(
         run_config=request.run_config,
@@ -108,15 +122,24 @@ def test_a_batch_prices_positions_first_and_explains_itself(
     assert result.success
     # Stored, published for the desk and materialised partition by partition, with the reason.
     prices = published.read(energy_env["ENERGY_DASHBOARD_DIR"], published.PRICES)
-    assert prices.height == len(batch["keys"])
+    assert prices.height == len(keys)
     with duckdb.connect(energy_env["ENERGY_DUCKDB_PATH"], read_only=True) as conn:
-        stored = conn.execute("SELECT count(*) FROM energy.reference_prices").fetchone()[0]
-    assert stored == len(batch["keys"])
-    near_event = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=ASSET_KEY, asset_partitions=[near]), limit=1
-    ).records[0]
-    why = near_event.asset_materialization.metadata["why"].value
-    assert why.startswith("3 MW open")
+        conn.execute("SET TimeZone = 'UTC'")
+        stored = conn.execute(
+            "SELECT market, delivery_start, delivery_end, currency FROM energy.reference_prices"
+        ).fetchall()
+    assert sorted(row[:3] for row in stored) == sorted(keys)
+    assert {(row[0], row[3]) for row in stored} == {("DE", "EUR"), ("GB", "GBP")}
+    # Each market's local-hour partitions it touched are materialised, naming their periods.
+    for period in (near, half, quarter):
+        event = instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=price_asset_key(period.market),
+                asset_partitions=[period_partition_key(period)],
+            ),
+            limit=1,
+        ).records[0]
+        assert str(period) in event.asset_materialization.metadata["periods"].value
     output = result.get_step_success_events()[-1]
     assert output.step_key == "report_planned_prices"
     assert playground.rate_limited == 0
@@ -125,7 +148,7 @@ def test_a_batch_prices_positions_first_and_explains_itself(
     held = held_revisions(prices)
     book = read_book(energy_env["ENERGY_CAPTURE_DIR"], planned_at)
     again = plan_batch(planned_at, book, held, BudgetLeft(minute=50, hour=1000))
-    assert not {period_key_of(f.period) for f in again} & set(batch["keys"])
+    assert not {period_key(f.period) for f in again} & set(keys)
     now = datetime.now(UTC)
     budget = budget_left(RequestBudget(Path(tmp_path / "budget.sqlite")), now, 50, 1000)
-    assert budget.minute == 50 - len(batch["keys"])
+    assert budget.minute == 50 - len(keys)

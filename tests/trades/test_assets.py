@@ -165,11 +165,19 @@ def test_two_drains_launched_at_once_end_exact(dagster_home, energy_env, tmp_pat
 
 
 @dg.asset(
-    key="reference_prices",
+    key=["reference_prices", "DE"],
     group_name="prices",
     partitions_def=dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00"),
 )
 def _reference_prices_stand_in() -> None: ...
+
+
+@dg.asset(
+    key=["reference_prices", "GB"],
+    group_name="prices",
+    partitions_def=dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00"),
+)
+def _gb_prices_stand_in() -> None: ...
 
 
 def test_a_failed_blocking_check_stops_the_exposure_automation_and_a_good_drain_starts_it(
@@ -179,7 +187,8 @@ def test_a_failed_blocking_check_stops_the_exposure_automation_and_a_good_drain_
 
     instance = dg.DagsterInstance.get()
     defs = dg.Definitions(
-        assets=[raw_trades, _reference_prices_stand_in, trader_exposure], resources=resources()
+        assets=[raw_trades, _reference_prices_stand_in, _gb_prices_stand_in, trader_exposure],
+        resources=resources(),
     )
 
     def tick(cursor):

@@ -33,9 +33,10 @@ def confirmed_trades(energy_env) -> int:
 
 def _prices_only(run) -> bool:
     """A run of the price side (the planner's batches, recent_prices_sensor's ranges)."""
-    return run.job_name == "reference_prices_planned" or run.asset_selection == {
-        dg.AssetKey("reference_prices")
-    }
+    return run.job_name == "reference_prices_planned" or bool(
+        run.asset_selection
+        and all(key.path[0] == "reference_prices" for key in run.asset_selection)
+    )
 
 
 def test_daemon_sensor_drains_the_listeners_deals(
