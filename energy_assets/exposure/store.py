@@ -320,18 +320,18 @@ def _replace(
     rows that are no longer so, insert the new ones, and return both (stale, fresh). A row
     recomputed to the same values is not written again: writing (DuckDB compresses each row
     group it writes) was most of a full refresh, where nearly every row comes out as it was.
-    Rows are matched by two 64-bit hashes of every column (a join on two integers is a fraction
-    of one on sixteen columns; a false match of 128 bits is out of reach)."""
-    on = ["_h0", "_h1"]
+    Rows are matched by a 128-bit hash of every column, one integer (a join on it is a fraction
+    of one on sixteen columns; a false match is out of reach)."""
+    halves = [pl.col(f"_h{seed}").cast(pl.Int128) for seed in (0, 1)]
+    row = ((halves[0] - 2**63) * 2**64 + halves[1]).alias("_row")  # exact: no overflow
 
     def hashed(frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.with_columns(
-            frame.hash_rows(seed=0).alias(on[0]), frame.hash_rows(seed=1).alias(on[1])
-        )
+        seeds = [frame.hash_rows(seed=seed).alias(f"_h{seed}") for seed in (0, 1)]
+        return frame.with_columns(seeds).with_columns(row).drop("_h0", "_h1")
 
     before, after = hashed(before.cast(after.schema)), hashed(after)
-    stale = before.join(after.select(on), on=on, how="anti").drop(on)
-    fresh = after.join(before.select(on), on=on, how="anti").drop(on)
+    stale = before.join(after.select("_row"), on="_row", how="anti").drop("_row")
+    fresh = after.join(before.select("_row"), on="_row", how="anti").drop("_row")
     if stale.height:
         conn.register("exposure_stale", stale.select(PERIOD_KEY))
         try:
