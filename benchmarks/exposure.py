@@ -65,11 +65,6 @@ PRODUCTS = (
     ("DE", "Europe/Berlin", 60, 3),
     ("GB", "Europe/London", 30, 2),
 )
-#: `reference_prices` keyed by period, as the prices domain stores it once it fetches per period.
-PERIOD_PRICES = """CREATE TABLE IF NOT EXISTS energy.reference_prices (
-    market VARCHAR NOT NULL, delivery_start TIMESTAMPTZ NOT NULL,
-    delivery_end TIMESTAMPTZ NOT NULL, value DOUBLE, unit VARCHAR,
-    last_update TIMESTAMPTZ, fetched_at TIMESTAMPTZ)"""
 
 
 def _product_sql(i: str) -> str:
@@ -115,6 +110,7 @@ def build_warehouse(path: Path, n: int, per_day: int) -> None:
     yet. The values are generated in SQL from the script's own constants."""
     import duckdb
 
+    from energy_assets.markets import MARKETS
     from energy_assets.tables import RAW_TRADES, REFERENCE_PRICES, create
 
     days = days_for(n, per_day)
@@ -127,10 +123,7 @@ def build_warehouse(path: Path, n: int, per_day: int) -> None:
         conn.execute(
             "ALTER TABLE energy.raw_trades ADD COLUMN IF NOT EXISTS after_gate_closure BOOLEAN"
         )
-        if "delivery_start" in REFERENCE_PRICES.column_names:
-            create(conn, REFERENCE_PRICES)
-        else:
-            conn.execute(PERIOD_PRICES)
+        create(conn, REFERENCE_PRICES)
         _insert_deals(
             conn,
             _deals_sql(
@@ -144,9 +137,9 @@ def build_warehouse(path: Path, n: int, per_day: int) -> None:
         for market, zone, minutes, _ in PRODUCTS:
             conn.execute(
                 f"""INSERT INTO energy.reference_prices
-                    (market, delivery_start, delivery_end, value, unit, last_update, fetched_at)
+                    (market, delivery_start, delivery_end, value, currency, last_update, fetched_at)
                 SELECT '{market}', s, s + to_minutes({minutes}), round(random() * 170 - 10, 2),
-                       'per MWh', now(), now()
+                       '{MARKETS[market].currency}', now(), now()
                 FROM (SELECT DISTINCT timezone('{zone}', DATE '{START}' + d::INTEGER
                                                + to_minutes(k * {minutes})) AS s
                       FROM range({days}) a(d), range(1440 // {minutes}) b(k))
