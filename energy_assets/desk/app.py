@@ -203,8 +203,12 @@ class DeskService:
         login: bool = False,
         streams_per_client: int = STREAMS_PER_CLIENT,
         max_streams: int = MAX_STREAMS,
+        books: tuple[str, ...] = (),
     ):
         self.desk = desk
+        # The users file's books: each has its page before its first deal, so a trader who
+        # logs in before dealing sees their empty book, not "no such trader".
+        self.books = books
         self.login = login  # pages carry a logout button
         self.archive = archive
         self.poll_seconds = poll_seconds
@@ -220,11 +224,12 @@ class DeskService:
     def compute(self) -> tuple[dict[str, str], str, list[str]]:
         """One view, every fragment rendered once (runs in a worker thread)."""
         view = self.desk.view()
+        traders = view.traders + [book for book in self.books if book not in view.traders]
         fragments = {render.DESK_TOPIC: render.desk_fragment(view)}
-        for trader in view.traders:
+        for trader in traders:
             fragments[render.trader_topic(trader)] = self.trader_pages.fragment(view, trader)
-        self.trader_pages.forget(view.traders)
-        return fragments, render.nav_fragment(view.traders), view.traders
+        self.trader_pages.forget(traders)
+        return fragments, render.nav_fragment(traders), traders
 
     def install(self, fragments: dict[str, str], nav: str, traders: list[str]) -> None:
         """Swap the new fragments in and push those that changed (on the event loop)."""
@@ -489,6 +494,7 @@ def create_app(
         login=login is not None,
         streams_per_client=streams_per_client,
         max_streams=max_streams,
+        books=login.books() if login else (),
     )
     guard = login.guard if login else lambda endpoint, home=False, books=None: endpoint
 

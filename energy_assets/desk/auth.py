@@ -242,6 +242,10 @@ class DeskAuth:
         )
 
     # -- the app's parts ----------------------------------------------------------------------
+    def books(self) -> tuple[str, ...]:
+        """Every trader's book the users file names, in its order."""
+        return tuple(dict.fromkeys(a.trader_id for a in self.users.values() if a.trader_id))
+
     def middleware(self) -> list[Middleware]:
         max_age = max(1, math.ceil(self.session_seconds))
         return [Middleware(_Sessions, secret=self.session_secret, max_age=max_age)]

@@ -31,6 +31,10 @@ trader_id = "alice"
 role = "trader"
 trader_id = "bob"
 
+[users."carol@desk.example"]
+role = "trader"
+trader_id = "carol"
+
 [users."head@desk.example"]
 role = "head"
 """
@@ -105,13 +109,25 @@ def test_each_trader_sees_their_own_book_and_the_head_sees_every_book(
     page.goto(desk.url + "/trader/bob")
     assert picker(page) == ["bob"]
 
+    carol = browser.new_context()  # on the list, no deal yet: her empty book, live
+    page = log_in(carol, desk.url + "/", "carol@desk.example")
+    assert page.url == desk.url + "/trader/carol"
+    assert picker(page) == ["carol"]
+    assert status(carol, desk.url + "/trader/carol") == 200
+    write_deals(capture, [deal(4, trader="carol")])
+    page.wait_for_function(
+        """() => document.querySelector('tr[data-period="2026-12-02 12-13"]') !== null""",
+        timeout=10_000,
+    )
+
     head = browser.new_context()
     page = log_in(head, desk.url + "/", "head@desk.example")
     assert page.url == desk.url + "/"
-    assert picker(page) == ["Desk (all traders)", "alice", "bob"]
+    assert picker(page) == ["Desk (all traders)", "alice", "bob", "carol"]
     assert {r.get_attribute("data-trader") for r in page.locator("tr[data-trader]").all()} == {
         "alice",
         "bob",
+        "carol",
     }
     assert status(head, desk.url + "/trader/bob") == 200
     assert status(head, desk.url + "/replay") == 200
@@ -127,10 +143,10 @@ def test_each_trader_sees_their_own_book_and_the_head_sees_every_book(
     assert 'event=access who=anna@desk.example what="/events?topic=trader/bob" allowed=False' in log
     assert "event=access who=bert@desk.example what=/trader/alice allowed=False" in log
     assert "event=login who=eve@desk.example allowed=False" in log
-    cookies = [c["value"] for ctx in (anna, bert, head) for c in ctx.cookies()]
+    cookies = [c["value"] for ctx in (anna, bert, carol, head) for c in ctx.cookies()]
     assert cookies and not any(value in log for value in cookies)
     assert "code=" not in log and env["ENERGY_DESK_OIDC_CLIENT_SECRET"] not in log
-    for context in (anna, bert, head, eve):
+    for context in (anna, bert, carol, head, eve):
         context.close()
 
 
