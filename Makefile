@@ -28,7 +28,7 @@ demo: setup
 
 # Two pytest workers, one per core of the 2-core machine, each taking whole test files (a
 # file's fixtures, e.g. its playground, start once): most tests wait on processes they
-# started, so two at a time take the suite from ~5:20 to ~3:15 here.
+# started, so two at a time run the suite in about half the time of one (README.md: figures).
 PYTEST := $(VENV)/bin/pytest -n 2 --dist loadfile
 
 # The README's test command, and exactly what CI runs (.ci/run): lint, then the whole suite.
