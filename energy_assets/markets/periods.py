@@ -139,12 +139,8 @@ def parse_instant(text: object) -> datetime | Invalid:
     return instant
 
 
-def hour_period(market: Market | str, day: date | str, label: str) -> Period | Invalid:
-    """The hourly period a local day and `HH-HH` label name in `market`.
-
-    Invalid when the label names no local hour that day (the spring-forward gap) or two (the
-    repeated hour of a fall-back night): neither can be booked without guessing.
-    """
+def _market_and_day(market: Market | str, day: date | str) -> tuple[Market, date] | Invalid:
+    """A market (or its code) and a local day (or its text), or the reason either is bad."""
     market = market_of(market) if isinstance(market, str) else market
     if isinstance(market, Invalid):
         return market
@@ -153,6 +149,19 @@ def hour_period(market: Market | str, day: date | str, label: str) -> Period | I
         return day
     if not isinstance(day, date) or not EARLIEST.date() <= day < LATEST.date():
         return Invalid(f"delivery day {day!r} is outside 2000..2099")
+    return market, day
+
+
+def hour_period(market: Market | str, day: date | str, label: str) -> Period | Invalid:
+    """The hourly period a local day and `HH-HH` label name in `market`.
+
+    Invalid when the label names no local hour that day (the spring-forward gap) or two (the
+    repeated hour of a fall-back night): neither can be booked without guessing.
+    """
+    found = _market_and_day(market, day)
+    if isinstance(found, Invalid):
+        return found
+    market, day = found
     hour = parse_hour_label(label)
     if isinstance(hour, Invalid):
         return hour
@@ -213,14 +222,10 @@ def day_periods(
 ) -> list[Period] | Invalid:
     """Every period of `minutes` (default: the finest grid) of a local delivery day, in order:
     on the fall-back day 100 quarter-hours in DE, 23 hours on the spring-forward day."""
-    market = market_of(market) if isinstance(market, str) else market
-    if isinstance(market, Invalid):
-        return market
-    day = parse_day(day) if isinstance(day, str) else day
-    if isinstance(day, Invalid):
-        return day
-    if not isinstance(day, date) or not EARLIEST.date() <= day < LATEST.date():
-        return Invalid(f"delivery day {day!r} is outside 2000..2099")
+    found = _market_and_day(market, day)
+    if isinstance(found, Invalid):
+        return found
+    market, day = found
     minutes = market.grid_minutes if minutes is None else minutes
     if minutes not in market.products_minutes:
         return Invalid(f"{market.code} does not trade {minutes!r}-minute periods")
