@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 from energy_assets.playground.server import ExchangeOptions, Playground  # noqa: E402
 from energy_assets.tables import RAW_TRADES  # noqa: E402
 from energy_assets.trades.buffer import SEGMENTS  # noqa: E402
-from energy_assets.trades.deal import Refused, parse_frame  # noqa: E402
+from energy_assets.trades.deal import FIELDS, Refused, parse_frame  # noqa: E402
 from energy_assets.trades.drain import drain, read_segments, typed  # noqa: E402
 
 PYTHON = str(REPO / ".venv/bin/python")
@@ -115,11 +115,10 @@ async def _insert_each(url: str, database: Path, deals: int) -> float:
     from websockets.asyncio.client import connect
 
     conn = duckdb.connect(str(database))
-    conn.execute(
-        "CREATE TABLE t (id VARCHAR, price DOUBLE, quantity DOUBLE, direction VARCHAR, "
-        "delivery_day DATE, delivery_hour VARCHAR, trader_id VARCHAR, "
-        "execution_time TIMESTAMPTZ, received_at TIMESTAMPTZ)"
-    )
+    # The deal's fields and received_at, typed as energy.raw_trades declares them.
+    columns = [c for c in RAW_TRADES.columns if c.name in FIELDS or c.name == "received_at"]
+    conn.execute(f"CREATE TABLE t ({', '.join(f'{c.name} {c.type}' for c in columns)})")
+    placeholders = ", ".join("?" for _ in columns)
     count, started = 0, None
     async with connect(url, max_queue=None) as ws:
         async for message in ws:
@@ -128,7 +127,7 @@ async def _insert_each(url: str, database: Path, deals: int) -> float:
             if isinstance(deal, Refused):
                 continue
             conn.execute(
-                "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO t VALUES ({placeholders})",
                 [*deal.to_dict().values(), datetime.now(UTC)],
             )
             count += 1
