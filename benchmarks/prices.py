@@ -6,8 +6,9 @@ Market Data API in this process adding `--latency` to every answer, the budget l
 (ENERGY_MARKET_DATA_BUDGET=off):
 
 - floor:      an asset with the same partitions and single-run policy that fetches nothing;
-- one run:    `reference_prices`, the range in one run, fetched concurrently;
-- one by one: the same range in one run, fetched one hour at a time (concurrency 1);
+- one run:    `reference_prices/DE`, the range in one run, fetched concurrently (each local
+              hour is five periods: the hour and its four quarter-hours);
+- one by one: the same range in one run, fetched one period at a time (concurrency 1);
 - per run:    Dagster's default of one run per partition, timed on `--per-run` hours, scaled.
 
     .venv/bin/python benchmarks/prices.py --hours 8760 --one-by-one --per-run 24
@@ -30,19 +31,27 @@ import duckdb
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from energy_assets.markets import MARKETS  # noqa: E402
 from energy_assets.playground.server import MarketDataOptions, Playground  # noqa: E402
+from energy_assets.prices.partitions import LOCAL_KEY_FORMAT, partition_periods  # noqa: E402
 
-START = datetime(2023, 1, 1)
-FMT = "%Y-%m-%d-%H:%M"
+MARKET = MARKETS["DE"]
+#: Local midnight of 2023-01-01 in Berlin, the first partition (`ENERGY_PRICES_START`'s default).
+START = datetime(2023, 1, 1, tzinfo=MARKET.tz).astimezone(UTC)
+ASSET = "reference_prices/DE"
 DAGSTER = str(REPO / ".venv" / "bin" / "dagster")
 
 FLOOR_DEFS = '''
 import dagster as dg
 
-from energy_assets.prices.partitions import reference_price_partitions
+from energy_assets.markets import MARKETS
+from energy_assets.prices.partitions import market_price_partitions
 
 
-@dg.asset(partitions_def=reference_price_partitions(), backfill_policy=dg.BackfillPolicy.single_run())
+@dg.asset(
+    partitions_def=market_price_partitions(MARKETS["DE"]),
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
 def empty_hourly(context) -> dg.MaterializeResult:
     """Fetches nothing: Dagster's bookkeeping of a single-run backfill, alone."""
     return dg.MaterializeResult(metadata={"partitions": len(context.partition_keys)})
@@ -54,7 +63,17 @@ defs = dg.Definitions(assets=[empty_hourly], executor=dg.in_process_executor)
 
 
 def key(hours_after_start: int) -> str:
-    return (START + timedelta(hours=hours_after_start)).strftime(FMT)
+    """The partition key of Berlin's local hour `hours_after_start` hours after the first."""
+    return (
+        (START + timedelta(hours=hours_after_start))
+        .astimezone(MARKET.tz)
+        .strftime(LOCAL_KEY_FORMAT)
+    )
+
+
+def periods_in(hours: int) -> int:
+    """The periods of the first `hours` partitions: what one backfill of them stores."""
+    return sum(len(partition_periods(MARKET, key(n))) for n in range(hours))
 
 
 class Workspace:
@@ -130,15 +149,15 @@ def measure_one_run(root: Path, url: str, hours: int, concurrency: int, name: st
             "-m",
             "energy_assets.definitions",
             "--select",
-            "reference_prices",
+            ASSET,
             "--partition-range",
             f"{key(0)}...{key(hours - 1)}",
         ],
         ENERGY_MARKET_DATA_CONCURRENCY=str(concurrency),
     )
     stored = space.rows()
-    if stored != hours:
-        raise SystemExit(f"{name}: {stored} rows stored, expected {hours}")
+    if stored != periods_in(hours):
+        raise SystemExit(f"{name}: {stored} rows stored, expected {periods_in(hours)}")
     return elapsed
 
 
@@ -151,28 +170,26 @@ def measure_per_run(root: Path, url: str, hours: int) -> float:
                 "-m",
                 "energy_assets.definitions",
                 "--select",
-                "reference_prices",
+                ASSET,
                 "--partition",
                 key(n),
             ]
         )
     stored = space.rows()
-    if stored != hours:
-        raise SystemExit(f"per run: {stored} rows stored, expected {hours}")
+    if stored != periods_in(hours):
+        raise SystemExit(f"per run: {stored} rows stored, expected {periods_in(hours)}")
     return total
 
 
 def measure_under_budget(root: Path, minutes: float, seed: int = 5) -> None:
-    """The real daemon with the schedule on, and a year's backfill beside it, against a
-    playground that enforces the vendor's budget (50/min, 1,000/h) and publishes on the grid."""
+    """The real daemon with the price planner on, and a year's backfill beside it, against a
+    playground that enforces the vendor's budget (50/min, 1,000/h) and publishes on the grid.
+    How current the planner keeps the book's prices is benchmarks/pricing.py's figure."""
     import signal
 
     import dagster as dg
 
-    from energy_assets.markets import DEFAULT_MARKET, hour_period
-    from energy_assets.playground.pricing import publication_delay
     from energy_assets.prices.budget import RequestBudget
-    from energy_assets.prices.partitions import partition_key_to_delivery
 
     options = MarketDataOptions(
         seed=seed, vendor_grid=True, rate_limit_per_minute=50, rate_limit_per_hour=1000
@@ -201,7 +218,7 @@ def measure_under_budget(root: Path, minutes: float, seed: int = 5) -> None:
                 "-m",
                 "energy_assets.definitions",
                 "--select",
-                "reference_prices",
+                ASSET,
                 "--partition-range",
                 f"{key(0)}...{key(8759)}",
             ],
@@ -240,45 +257,12 @@ def measure_under_budget(root: Path, minutes: float, seed: int = 5) -> None:
     span_min = (ended - started) / 60
     print(
         f"{served} requests served, {refused} refused with 429 (goal 0); recorded: "
-        f"{len(fresh)} schedule, {len(bulk)} backfill over {span_min:.1f} min; "
+        f"{len(fresh)} planner, {len(bulk)} backfill over {span_min:.1f} min; "
         f"max in any 60 s: {max_in_window(times, 60.0)}, in any 3,600 s: {max_in_window(times, 3600.0)}"
     )
 
-    # Latency: for every scheduled run, each open hour's revision of its slot, from the
-    # vendor's publication instant to the materialisation of its partition.
-    os.environ["DAGSTER_HOME"] = str(space.home)
-    instance = dg.DagsterInstance.get()
-    latencies = []
-    slots = 0
-    for run in instance.get_runs():
-        if run.tags.get("energy/price_priority") != "fresh":
-            continue
-        slots += 1
-        not_before = datetime.fromisoformat(run.tags["energy/fetch_not_before"])
-        slot_ts = not_before.timestamp() - 31
-        revision = int(slot_ts // 600)
-        records = instance.get_records_for_run(
-            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-        ).records
-        print(
-            f"  slot {datetime.fromtimestamp(slot_ts, UTC):%H:%M}: run {run.status.value}, {len(records)} partitions"
-        )
-        for record in records:
-            partition = record.event_log_entry.dagster_event.partition
-            day, label = partition_key_to_delivery(partition)
-            # The older request form names the default market's local hour (contract §5).
-            period = hour_period(DEFAULT_MARKET, day, label)
-            published = slot_ts + publication_delay(seed, period, revision)
-            latencies.append(record.event_log_entry.timestamp - published)
-    if latencies:
-        latencies.sort()
-        p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
-        print(
-            f"schedule: {slots} slot runs, {len(latencies)} hour revisions; publication -> DuckDB "
-            f"p50 {latencies[len(latencies) // 2]:.1f} s, p95 {p95:.1f} s, max {latencies[-1]:.1f} s (goal p95 <= 60 s)"
-        )
     # The vendor's hour window binds after ~20 min of backfill: in every full 3,600-s window
-    # that starts once the hour budget is in force, the backfill should take what the schedule
+    # that starts once the hour budget is in force, the backfill should take what the planner
     # left (goal >= 90 %). Windows step by a minute; the worst one is reported.
     shares = []
     window_start = started + 20 * 60
@@ -293,19 +277,20 @@ def measure_under_budget(root: Path, minutes: float, seed: int = 5) -> None:
         best = max(shares)
         print(
             f"hour windows from minute 20 on ({len(shares)}): backfill took "
-            f"{worst[0]:.1%} (worst: {worst[3]} backfill + {worst[2]} schedule, window from "
-            f"minute {(worst[1] - started) / 60:.0f}) to {best[0]:.1%} of the 1,000 - schedule "
+            f"{worst[0]:.1%} (worst: {worst[3]} backfill + {worst[2]} planner, window from "
+            f"minute {(worst[1] - started) / 60:.0f}) to {best[0]:.1%} of the 1,000 - planner "
             f"the vendor's hour left (goal >= 90 %)"
         )
     else:
         print("no full hour window after minute 20: run with --daemon-minutes >= 80")
     capacity_left = 50 * span_min - len(fresh)
+    year = periods_in(8760)
     print(
         f"backfill: {len(bulk)} requests = {len(bulk) / span_min:.1f}/min; "
-        f"{len(bulk) / max(1, capacity_left):.0%} of the minute budget the schedule left "
+        f"{len(bulk) / max(1, capacity_left):.0%} of the minute budget the planner left "
         f"(the hour budget binds only after ~20 min); projected year: "
-        f"8,760 / (1,000 - {len(fresh) / span_min * 60:.0f} schedule/h) = "
-        f"{8760 / max(1, 1000 - len(fresh) / span_min * 60):.1f} h"
+        f"{year:,} periods / (1,000 - {len(fresh) / span_min * 60:.0f} planner/h) = "
+        f"{year / max(1, 1000 - len(fresh) / span_min * 60):.1f} h"
     )
 
 
@@ -313,8 +298,8 @@ def simulate_budget(hours: float, root: Path) -> None:
     """The budget's policy over hours of simulated time (a fake clock, the real SQLite file):
     the schedule's burst of the open hours at every slot + 31 s, and a backfill taking every
     slot it is granted. Shows the hour-window regime the 21-minute daemon run cannot reach."""
+    from energy_assets.markets import open_periods
     from energy_assets.prices.budget import BULK, FRESH, BudgetLimits, RequestBudget
-    from energy_assets.prices.partitions import open_hours
 
     class Clock:
         now = datetime(2026, 11, 25, 0, 0, tzinfo=UTC).timestamp()
@@ -335,7 +320,8 @@ def simulate_budget(hours: float, root: Path) -> None:
     while clock.now < start + hours * 3600:
         if clock.now >= next_burst:
             began = clock.now
-            hours_open = len(open_hours(datetime.fromtimestamp(next_burst - 31, UTC)))
+            slot = datetime.fromtimestamp(next_burst - 31, UTC)
+            hours_open = len(open_periods(MARKET, slot, 60))
             for _ in range(hours_open):
                 budget.acquire(FRESH)
                 sent.append((clock.now, FRESH))
@@ -377,7 +363,7 @@ def main() -> int:
     )
     parser.add_argument("--concurrency", type=int, default=16, help="fetches at a time in one run")
     parser.add_argument(
-        "--one-by-one", action="store_true", help="also time the range fetched one hour at a time"
+        "--one-by-one", action="store_true", help="also time the range fetched one period at a time"
     )
     parser.add_argument(
         "--per-run", type=int, default=0, help="also time this many one-partition runs, scaled"
@@ -386,7 +372,7 @@ def main() -> int:
         "--daemon-minutes",
         type=float,
         default=0,
-        help="instead: run the daemon (schedule on) and a year's backfill under the vendor's budget this long",
+        help="instead: run the daemon (price planner on) and a year's backfill under the vendor's budget this long",
     )
     parser.add_argument(
         "--simulate-hours",
@@ -405,7 +391,7 @@ def main() -> int:
         return 0
 
     print(
-        f"# {args.hours} hourly partitions, playground latency {args.latency * 1000:.0f} ms, "
+        f"# {args.hours} local-hour partitions of DE, playground latency {args.latency * 1000:.0f} ms, "
         "budget lifted"
     )
     with (
@@ -423,14 +409,14 @@ def main() -> int:
         before = playground.requests_served
         one_run = measure_one_run(root, url, args.hours, args.concurrency, "one-run")
         print(
-            f"reference_prices, one run, {args.concurrency} at a time: {one_run:.1f} s = "
+            f"reference_prices/DE, one run, {args.concurrency} at a time: {one_run:.1f} s = "
             f"{one_run / floor:.2f}x floor (goal <= 1.3x); "
             f"{playground.requests_served - before} requests, {playground.rate_limited} refused"
         )
         if args.one_by_one:
             by_one = measure_one_run(root, url, args.hours, 1, "one-by-one")
             print(
-                f"reference_prices, one run, one hour at a time: {by_one:.1f} s; "
+                f"reference_prices/DE, one run, one period at a time: {by_one:.1f} s; "
                 f"one run concurrent is {by_one / one_run:.1f}x faster (goal >= 5x)"
             )
         if args.per_run:

@@ -18,10 +18,10 @@ import asyncio
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,7 @@ import httpx
 import tenacity
 from pydantic import PrivateAttr
 
-from energy_assets.delivery import hour_label, parse_hour_label
-from energy_assets.prices.answer import EURO_MWH, PriceRules, Refused, judge_answer
+from energy_assets.prices.answer import Refused
 from energy_assets.prices.budget import BULK, BudgetLimits, RequestBudget
 from energy_assets.settings import DEFAULT_MARKET_DATA_URL
 
@@ -67,20 +66,10 @@ class _Transient(Exception):
 
 
 @dataclass(frozen=True)
-class ReferencePrice:
-    delivery_day: date
-    delivery_hour: str
-    value: float
-    unit: str
-    last_update: datetime
-    fetched_at: datetime
-
-
-@dataclass(frozen=True)
 class PriceRequest:
     """One period to fetch: `params` of `GET reference-price`, and `accept`, which turns the
-    200 body (and when it was read) into the price or a `Refused` and must never raise. Both
-    request forms of the contract are a `PriceRequest`: `hourly_request` builds the hourly one."""
+    200 body (and when it was read) into the price or a `Refused` and must never raise
+    (`period_prices.period_request` builds one for a period)."""
 
     key: str
     params: dict[str, str]
@@ -102,39 +91,6 @@ def join_url(base_url: str, path: str) -> str:
     """`http://h:1` + `reference-price` -> `http://h:1/reference-price`; keeps a base path
     such as `/v1` (`https://h/v1/` or `https://h/v1` -> `https://h/v1/reference-price`)."""
     return base_url.rstrip("/") + "/" + path.lstrip("/")
-
-
-def parse_price_answer(
-    body: bytes | str, day: date, label: str, fetched_at: datetime, rules: PriceRules = EURO_MWH
-) -> ReferencePrice | Refused:
-    """One 200 answer for the hourly request form, judged alone (`answer.judge_answer`): the
-    price of the hour asked, or why it is refused. Never raises."""
-    judged = judge_answer(
-        body, {"delivery_day": day.isoformat(), "delivery_hour": label}, rules, now=fetched_at
-    )
-    if isinstance(judged, Refused):
-        return judged
-    return ReferencePrice(
-        delivery_day=day,
-        delivery_hour=label,
-        value=judged.value,
-        unit=judged.unit,
-        last_update=judged.last_update,
-        fetched_at=fetched_at,
-    )
-
-
-def hourly_request(key: str, day: date, delivery_hour: str | int) -> PriceRequest:
-    """The contract's hourly form (`delivery_day`, `delivery_hour`) of one default-market hour.
-    Raises ValueError on a label that is not `HH-HH`: the vendor must never be sent garbage
-    (the original playground answers 200 to anything)."""
-    label = hour_label(delivery_hour) if isinstance(delivery_hour, int) else delivery_hour
-    parse_hour_label(label)
-    return PriceRequest(
-        key=key,
-        params={"delivery_day": day.isoformat(), "delivery_hour": label},
-        accept=lambda body, fetched_at: parse_price_answer(body, day, label, fetched_at),
-    )
 
 
 def retry_after_s(header: str | None, cap_s: float = VENDOR_WINDOW_S) -> float | None:
@@ -214,39 +170,6 @@ class MarketDataClient(dg.ConfigurableResource):
     @property
     def price_url(self) -> str:
         return join_url(self.base_url, PRICE_PATH)
-
-    def fetch_price(
-        self,
-        day: date,
-        delivery_hour: str | int,
-        priority: str = BULK,
-        report: FetchReport | None = None,
-    ) -> ReferencePrice:
-        """The vendor's current price of one delivery hour. Raises MarketDataError (and
-        ValueError, before any request, for a label that is not `HH-HH`)."""
-        request = hourly_request("price", day, delivery_hour)
-        report = report if report is not None else FetchReport()
-        self.fetch_requests([request], priority=priority, report=report)
-        if request.key in report.errors:
-            raise report.errors[request.key]
-        return report.prices[request.key]
-
-    def fetch_many(
-        self,
-        hours: Sequence[tuple[str, date, str]] | Iterable[tuple[str, date, str]],
-        priority: str = BULK,
-        max_workers: int | None = None,
-    ) -> FetchReport:
-        """Fetch `(key, day, hour)` items of the hourly form concurrently, in the order given
-        (the budget is granted roughly first come, first served). Failures are collected per
-        key, never raised."""
-        report, requests = FetchReport(), []
-        for key, day, label in hours:
-            try:
-                requests.append(hourly_request(key, day, label))
-            except ValueError as error:  # never sent: that hour fails, the others go on
-                report.errors[key] = MarketDataRequestRefused(f"{key}: not sent: {error}")
-        return self.fetch_requests(requests, priority, max_workers, report)
 
     def fetch_requests(
         self,

@@ -21,7 +21,7 @@ from tests.conftest import free_port
 @dataclass
 class Answer:
     status: int = 200
-    body: bytes | str | dict | None = None  # None: a valid price for the hour asked
+    body: bytes | str | dict | None = None  # None: a valid price for the period asked
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     #: Seconds between bytes: the whole answer (status line, headers, body) one byte at a time.
@@ -32,19 +32,6 @@ class Answer:
     size: int | None = None
     #: With `size`: declare it in Content-Length (else the body ends with the connection).
     declare_length: bool = True
-
-
-def valid_price(
-    day: str, hour: str, value: float | None = None, last_update: str | None = None
-) -> dict:
-    # A value that depends on the hour, so a test can tell which answer went where.
-    return {
-        "delivery_day": day,
-        "delivery_hour": hour,
-        "last_update": last_update or "2023-02-21T07:10:20+00:00",
-        "unit": "euro/mwh",
-        "value": value if value is not None else float(int(hour[:2]) + int(day[-2:]) / 100),
-    }
 
 
 def period_value(start: str, end: str) -> float:
@@ -71,16 +58,10 @@ def valid_period_price(
     }
 
 
-def _answer_body(params: dict) -> dict:
-    if "delivery_start" in params:
-        return valid_period_price(params)
-    return valid_price(params.get("delivery_day", ""), params.get("delivery_hour", ""))
-
-
 class ScriptedMarketData:
-    """Serves `GET <prefix>/reference-price`, both request forms. Each request takes the next
-    scripted Answer of its (day, hour), or of its (market, delivery_start, delivery_end) as
-    sent, if any, else of the shared script, else a valid price. `default(params)` answers
+    """Serves `GET <prefix>/reference-price` in the newer request form. Each request takes the
+    next scripted Answer of its (market, delivery_start, delivery_end) as sent, if any, else of
+    the shared script, else a valid price. `default(params)` answers
     what nothing scripted. Every request is logged."""
 
     def __init__(self, prefix: str = ""):
@@ -88,7 +69,6 @@ class ScriptedMarketData:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}{self.prefix}"
         self.script: list[Answer] = []
-        self.by_hour: dict[tuple[str, str], list[Answer]] = {}
         self.by_period: dict[tuple[str, str, str], list[Answer]] = {}
         self.default: Callable[[dict], Answer] | None = None
         self.requests: list[tuple[float, str, dict]] = []
@@ -114,7 +94,7 @@ class ScriptedMarketData:
                     return
                 body = answer.body
                 if body is None:
-                    body = _answer_body(params)
+                    body = valid_period_price(params)
                 if isinstance(body, dict | list):
                     body = json.dumps(body)
                 data = body.encode() if isinstance(body, str) else body
@@ -132,7 +112,7 @@ class ScriptedMarketData:
             def _send_hostile(self, answer, params):
                 body = b" " * (answer.size or 0)
                 if answer.size is None:
-                    body = json.dumps(_answer_body(params)).encode()
+                    body = json.dumps(valid_period_price(params)).encode()
                 length = len(body)
                 head = f"HTTP/1.1 {answer.status} OK\r\nContent-Type: application/json\r\n"
                 if answer.declare_length:
@@ -181,12 +161,9 @@ class ScriptedMarketData:
             if path != f"{self.prefix}/reference-price":
                 return Answer(status=404, body={"error_message": "not found"})
             newer = ("market", "delivery_start", "delivery_end")
-            if all(name in params for name in newer):
-                queue = self.by_period.get(tuple(params[name] for name in newer))
-            elif "delivery_day" not in params or "delivery_hour" not in params:
+            if not all(name in params for name in newer):
                 return Answer(status=400, body={"error_message": "missing parameter"})
-            else:
-                queue = self.by_hour.get((params["delivery_day"], params["delivery_hour"]))
+            queue = self.by_period.get(tuple(params[name] for name in newer))
             if queue:
                 return queue.pop(0)
             if self.script:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from energy_assets.markets import Period
 from energy_assets.prices.client import (
+    FetchReport,
     InvalidPriceAnswer,
     MarketDataClient,
     MarketDataRequestRefused,
@@ -17,9 +19,10 @@ from energy_assets.prices.client import (
     join_url,
     retry_after_s,
 )
-from tests.prices.conftest import Answer, valid_price
+from energy_assets.prices.period_prices import PeriodPrice, period_request
+from tests.prices.conftest import Answer, period_value, valid_period_price
 
-DAY = date(2023, 5, 12)
+DAY = datetime(2023, 5, 12, tzinfo=UTC)
 RETRY_AFTERS = [
     "100000",
     "1e999",
@@ -32,6 +35,24 @@ RETRY_AFTERS = [
     "Wed, 21 Oct 2015 07:28:00 +9999",
     "１２０",
 ]
+
+
+def hour(h: int) -> Period:
+    """DE's hour product starting `h` hours after 2023-05-12 00:00 UTC."""
+    return Period("DE", DAY + timedelta(hours=h), DAY + timedelta(hours=h + 1))
+
+
+def sent(period: Period) -> tuple[str, str, str]:
+    """The period as the request names it, the scripted vendor's `by_period` key."""
+    start, end = (
+        t.isoformat().replace("+00:00", "Z") for t in (period.delivery_start, period.delivery_end)
+    )
+    return (period.market, start, end)
+
+
+def fetch(market: MarketDataClient, *hours: int) -> FetchReport:
+    """Fetch DE's hours `hours` of the day, keyed `k<hour>`."""
+    return market.fetch_requests([period_request(hour(h), f"k{h}") for h in hours])
 
 
 def client(url: str, **overrides) -> MarketDataClient:
@@ -69,37 +90,35 @@ def test_join_url_keeps_the_base_path(base, expected):
 @pytest.mark.parametrize("prefix", ["", "/v1"])
 def test_fetch_validates_and_parses(scripted_market_data, prefix):
     vendor = scripted_market_data(prefix)
-    vendor.by_hour[("2023-05-12", "08-09")] = [
-        Answer(
-            body=valid_price("2023-05-12", "08-09", value=-3.5, last_update="2023-05-11T07:10:20Z")
-        )
+    params = dict(zip(("market", "delivery_start", "delivery_end"), sent(hour(8)), strict=True))
+    vendor.by_period[sent(hour(8))] = [
+        Answer(body=valid_period_price(params, value=-3.5, last_update="2023-05-11T07:10:20Z"))
     ]
-    price = client(vendor.url).fetch_price(DAY, "08-09")
+    price = fetch(client(vendor.url), 8).prices["k8"]
+    assert isinstance(price, PeriodPrice) and price.period == hour(8)
     assert price.value == -3.5  # negative prices are prices
     assert price.unit == "euro/mwh"
     assert price.last_update == datetime(2023, 5, 11, 7, 10, 20, tzinfo=UTC)
-    assert (price.delivery_day, price.delivery_hour) == (DAY, "08-09")
-    ((_, path, params),) = vendor.requests
+    ((_, path, params_sent),) = vendor.requests
     assert path == f"{prefix}/reference-price"
-    assert params == {"delivery_day": "2023-05-12", "delivery_hour": "08-09"}
+    assert params_sent == params
 
 
 def test_503s_are_retried_then_succeed(scripted_market_data):
     vendor = scripted_market_data()
     vendor.script = [Answer(status=503, body="busy"), Answer(status=502, body="")]
-    market = client(vendor.url)
-    report = market.fetch_many([("k", DAY, "08-09")])
-    assert report.prices["k"].value == valid_price("2023-05-12", "08-09")["value"]
+    report = fetch(client(vendor.url), 8)
+    assert report.prices["k8"].value == period_value(*sent(hour(8))[1:])
     assert (report.requests, report.retries, len(vendor.requests)) == (3, 2, 3)
 
 
 def test_503_forever_fails_naming_the_request(scripted_market_data):
     vendor = scripted_market_data()
     vendor.default = lambda params: Answer(status=503, body="down")
-    with pytest.raises(MarketDataUnavailable) as raised:
-        client(vendor.url, max_retries=2).fetch_price(DAY, "08-09")
-    assert "delivery_day=2023-05-12&delivery_hour=08-09" in str(raised.value)
-    assert "HTTP 503" in str(raised.value)
+    error = fetch(client(vendor.url, max_retries=2), 8).errors["k8"]
+    assert isinstance(error, MarketDataUnavailable)
+    assert "market=DE&delivery_start=2023-05-12T08:00:00Z" in str(error)
+    assert "HTTP 503" in str(error)
     assert len(vendor.requests) == 3  # bounded: 1 + max_retries
 
 
@@ -107,33 +126,31 @@ def test_slow_answer_times_out_and_is_retried(scripted_market_data):
     vendor = scripted_market_data()
     vendor.script = [Answer(delay=1.5)]
     started = time.monotonic()
-    price = client(vendor.url, read_timeout_s=0.3).fetch_price(DAY, "23-24")
-    assert price.delivery_hour == "23-24"
+    report = fetch(client(vendor.url, read_timeout_s=0.3), 23)
+    assert report.prices["k23"].period == hour(23)
     assert len(vendor.requests) == 2
     assert time.monotonic() - started < 1.5  # did not wait for the slow answer
 
 
 def test_refused_connection_is_retried_then_fails(refused_url):
-    with pytest.raises(MarketDataUnavailable) as raised:
-        client(refused_url, max_retries=2).fetch_price(DAY, "00-01")
-    assert "3 attempts" in str(raised.value)
-    assert "connection failed" in str(raised.value)
+    error = fetch(client(refused_url, max_retries=2), 0).errors["k0"]
+    assert isinstance(error, MarketDataUnavailable)
+    assert "3 attempts" in str(error)
+    assert "connection failed" in str(error)
 
 
 def test_400_fails_at_once(scripted_market_data):
     vendor = scripted_market_data()
-    vendor.script = [Answer(status=400, body={"error_message": "bad delivery_hour"})]
-    with pytest.raises(MarketDataRequestRefused) as raised:
-        client(vendor.url).fetch_price(DAY, "08-09")
-    assert "HTTP 400" in str(raised.value) and "delivery_hour=08-09" in str(raised.value)
+    vendor.script = [Answer(status=400, body={"error_message": "bad delivery_start"})]
+    error = fetch(client(vendor.url), 8).errors["k8"]
+    assert isinstance(error, MarketDataRequestRefused)
+    assert "HTTP 400" in str(error) and "delivery_start=2023-05-12T08:00:00Z" in str(error)
     assert len(vendor.requests) == 1
 
 
-def test_garbage_is_never_sent(scripted_market_data):
-    vendor = scripted_market_data()
-    with pytest.raises(ValueError):
-        client(vendor.url).fetch_price(DAY, "8-9")
-    assert vendor.requests == []
+def _answer(**changes) -> dict:
+    params = dict(zip(("market", "delivery_start", "delivery_end"), sent(hour(8)), strict=True))
+    return {**valid_period_price(params), **changes}
 
 
 @pytest.mark.parametrize(
@@ -142,39 +159,33 @@ def test_garbage_is_never_sent(scripted_market_data):
         ("{not json", "not JSON"),
         ("[1, 2]", "not a JSON object"),
         (
-            {
-                "delivery_day": "2023-05-12",
-                "delivery_hour": "08-09",
-                "unit": "euro/mwh",
-                "value": 1.0,
-            },
+            {key: value for key, value in _answer().items() if key != "last_update"},
             "lacks last_update",
         ),
-        ({**valid_price("2023-05-12", "08-09"), "value": None}, "value is not a number"),
-        ({**valid_price("2023-05-12", "08-09"), "value": "27.74"}, "value is not a number"),
-        ({**valid_price("2023-05-12", "08-09"), "value": True}, "value is not a number"),
+        (_answer(value=None), "value is not a number"),
+        (_answer(value="27.74"), "value is not a number"),
+        (_answer(value=True), "value is not a number"),
         (
-            '{"delivery_day": "2023-05-12", "delivery_hour": "08-09", "last_update": "2023-02-21T07:10:20+00:00", "unit": "euro/mwh", "value": NaN}',
+            '{"market": "DE", "delivery_start": "2023-05-12T08:00:00Z", '
+            '"delivery_end": "2023-05-12T09:00:00Z", '
+            '"last_update": "2023-02-21T07:10:20+00:00", "unit": "euro/mwh", "value": NaN}',
             "not finite",
         ),
-        ({**valid_price("2023-05-12", "08-09"), "delivery_hour": "09-10"}, "not '08-09'"),
-        ({**valid_price("2023-05-13", "08-09")}, "not '2023-05-12'"),
-        ({**valid_price("2023-05-12", "08-09"), "last_update": "yesterday"}, "last_update"),
-        (
-            {**valid_price("2023-05-12", "08-09"), "last_update": "2023-02-21T07:10:20"},
-            "with offset",
-        ),
-        ({**valid_price("2023-05-12", "08-09"), "unit": ""}, "unit"),
+        (_answer(delivery_start="2023-05-12T09:00:00Z"), "delivery_start"),
+        (_answer(market="GB"), "not 'DE'"),
+        (_answer(last_update="yesterday"), "last_update"),
+        (_answer(last_update="2023-02-21T07:10:20"), "with offset"),
+        (_answer(unit=""), "unit"),
     ],
 )
 def test_invalid_answers_are_errors_never_zero(scripted_market_data, body, reason):
     vendor = scripted_market_data()
     vendor.script = [Answer(body=body)]
-    report = client(vendor.url).fetch_many([("k", DAY, "08-09")])
+    report = fetch(client(vendor.url), 8)
     assert report.prices == {}
-    error = report.errors["k"]
+    error = report.errors["k8"]
     assert isinstance(error, InvalidPriceAnswer)
-    assert reason in str(error) and "delivery_hour=08-09" in str(error)
+    assert reason in str(error) and "delivery_start=2023-05-12T08:00:00Z" in str(error)
     assert len(vendor.requests) == 1  # not transient: not retried
 
 
@@ -182,17 +193,16 @@ def test_429_honours_retry_after(scripted_market_data, tmp_path):
     vendor = scripted_market_data()
     vendor.script = [Answer(status=429, body="slow down", headers={"Retry-After": "1"})]
     market = client(vendor.url, budget_enabled=True, budget_path=str(tmp_path / "budget.sqlite"))
-    market.fetch_price(DAY, "08-09")
+    assert "k8" in fetch(market, 8).prices
     (first, *_), (second, *_) = vendor.requests
     assert second - first >= 1.0
 
 
-def test_many_hours_fetch_concurrently(scripted_market_data):
+def test_many_periods_fetch_concurrently(scripted_market_data):
     vendor = scripted_market_data()
     vendor.default = lambda params: Answer(delay=0.5)
-    hours = [(f"k{h}", DAY, f"{h:02d}-{h + 1:02d}") for h in range(24)]
     started = time.monotonic()
-    report = client(vendor.url, max_concurrency=8).fetch_many(hours)
+    report = fetch(client(vendor.url, max_concurrency=8), *range(24))
     elapsed = time.monotonic() - started
     assert len(report.prices) == 24 and not report.errors
     # 8 at a time take 1.5 s, one by one 12 s; the margin holds on a loaded 2-core machine
@@ -201,17 +211,17 @@ def test_many_hours_fetch_concurrently(scripted_market_data):
 
 
 @pytest.mark.parametrize("what", ["headers and body", "body"])
-def test_a_trickling_vendor_is_cut_at_the_deadline_and_the_other_hours_are_had(
+def test_a_trickling_vendor_is_cut_at_the_deadline_and_the_other_periods_are_had(
     scripted_market_data, what
 ):
     # One byte every 0.2 s: each read returns long before the read timeout, so only a deadline
-    # on the whole answer ends it. The hour fails after its retry; the others are stored.
+    # on the whole answer ends it. The period fails after its retry; the others are stored.
     vendor = scripted_market_data()
     slow = Answer(trickle=0.2, trickle_body_only=what == "body")
-    vendor.by_hour[("2023-05-12", "08-09")] = [slow, slow]
+    vendor.by_period[sent(hour(8))] = [slow, slow]
     market = client(vendor.url, request_deadline_s=1.0, read_timeout_s=5.0, max_retries=1)
     started = time.monotonic()
-    report = market.fetch_many([(f"k{h}", DAY, f"{h:02d}-{h + 1:02d}") for h in range(7, 10)])
+    report = fetch(market, 7, 8, 9)
     elapsed = time.monotonic() - started
     assert sorted(report.prices) == ["k7", "k9"]
     error = report.errors["k8"]
@@ -224,9 +234,9 @@ def test_a_trickling_vendor_is_cut_at_the_deadline_and_the_other_hours_are_had(
 def test_a_50_mb_body_is_refused_without_being_read_whole(scripted_market_data, declare_length):
     vendor = scripted_market_data()
     size = 50 * 1024 * 1024
-    vendor.by_hour[("2023-05-12", "08-09")] = [Answer(size=size, declare_length=declare_length)]
+    vendor.by_period[sent(hour(8))] = [Answer(size=size, declare_length=declare_length)]
     started = time.monotonic()
-    report = client(vendor.url).fetch_many([("k8", DAY, "08-09"), ("k9", DAY, "09-10")])
+    report = fetch(client(vendor.url), 8, 9)
     assert time.monotonic() - started < 3.0
     assert list(report.prices) == ["k9"]
     error = report.errors["k8"]
@@ -255,8 +265,7 @@ def test_retry_after_is_honoured_up_to_the_vendors_window_never_past_it(
         retry_after_max_s=0.5,
     )
     started = time.time()
-    price = market.fetch_price(DAY, "08-09")
-    assert price.delivery_hour == "08-09"
+    assert fetch(market, 8).prices["k8"].period == hour(8)
     (first, *_), (second, *_) = vendor.requests
     assert 0.5 <= second - first < 3.0
     assert market.budget.paused_until() <= started + 0.5 + 1.0
@@ -266,12 +275,3 @@ def test_retry_after_is_honoured_up_to_the_vendors_window_never_past_it(
 def test_retry_after_is_read_within_the_vendors_window_or_ignored(header):
     seconds = retry_after_s(header, cap_s=3600.0)
     assert seconds is None or 0.0 <= seconds <= 3600.0
-
-
-def test_a_label_that_is_not_an_hour_fails_its_key_only(scripted_market_data):
-    vendor = scripted_market_data()
-    report = client(vendor.url).fetch_many([("bad", DAY, "8-9"), ("good", DAY, "08-09")])
-    assert list(report.prices) == ["good"] and "not sent" in str(report.errors["bad"])
-    assert [params for _, _, params in vendor.requests] == [
-        {"delivery_day": "2023-05-12", "delivery_hour": "08-09"}
-    ]

@@ -14,7 +14,9 @@ from energy_assets.prices.partitions import (
     market_price_partitions,
     partition_periods,
     period_partition_key,
+    start_date_from_env,
 )
+from energy_assets.prices.plan import grid_slot
 
 LATER = datetime(2027, 1, 1, tzinfo=UTC)
 
@@ -113,3 +115,19 @@ def test_a_dst_day_backfills_as_one_range():
         dg.PartitionKeyRange("2026-10-25-00:00+0200", "2026-10-25-23:00+0100")
     )
     assert len(keys) == 25
+
+
+def test_the_first_partition_is_local_midnight_of_the_configured_day():
+    assert start_date_from_env({}) == "2023-01-01"
+    assert start_date_from_env({"ENERGY_PRICES_START": "2024-06-01"}) == "2024-06-01"
+    assert start_date_from_env({"ENERGY_PRICES_START": "2024-06-01-05:00"}) == "2024-06-01"
+    with pytest.raises(ValueError):
+        start_date_from_env({"ENERGY_PRICES_START": "June"})
+    first = market_price_partitions(MARKETS["GB"], "2024-06-01").get_first_partition_key()
+    assert first == "2024-06-01-00:00+0100"
+
+
+def test_the_vendors_revision_grid_is_ten_minutes():
+    slot = datetime(2023, 2, 20, 15, 10, tzinfo=UTC)
+    assert grid_slot(datetime(2023, 2, 20, 15, 19, 59, tzinfo=UTC)) == slot
+    assert grid_slot(slot) == slot
