@@ -36,12 +36,16 @@ EXPOSURE_CONDITION = (
         # A price update is handled only by a request of this sensor. Above, a
         # `drain_and_refresh` run whose exposure step read the prices just before a price run
         # committed resets `since_last_handled` in the same tick, and the revision would wait
-        # for the next drain (tests/exposure/test_assets.py reproduces it).
-        | dg.AutomationCondition.any_deps_updated()
+        # for the next drain. When a tick sees both the previous tick's request and a price
+        # stored after it (the requested run may have read the prices before), `since` keeps
+        # the later of the two by the timestamps that `newly_updated` and `newly_requested`
+        # carry. `&`, `|` and so `any_deps_updated()` carry none, and then the reset wins: the
+        # revision was lost for good. Hence `newly_updated` of the prices (no run of theirs
+        # targets this asset) and `newly_requested` alone (tests/exposure/test_assets.py
+        # reproduces both races).
+        | dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated())
         .allow(dg.AssetSelection.key_prefixes([ASSET_PREFIX]))
-        .since(
-            dg.AutomationCondition.newly_requested() | dg.AutomationCondition.initial_evaluation()
-        )
+        .since(dg.AutomationCondition.newly_requested())
         .with_label("prices_updated_since_requested")
     )
     & ~dg.AutomationCondition.in_progress()
@@ -266,11 +270,9 @@ def exposure_dashboard(
 #: Evaluates the two assets' conditions every 10 s, so a stored price revision reaches the
 #: exposure about as soon as a drain's deals do. Every tick stores its evaluations (~34 KB),
 #: which Dagster keeps 30 days whatever the instance's retention says (EVALUATIONS_TTL_DAYS in
-#: its asset daemon). At 30 s the PostgreSQL end-to-end test saw the exposure never catch up
-#: with the last price revision (tests/operations/test_end_to_end.py, 2026-12-04): the
-#: condition has a race a slower tick exposes, not yet understood, so 10 s stays (the skipped
-#: ticks are purged after a day, dagster.yaml); switched on from the start: the default automation sensor Dagster would
-#: otherwise create starts stopped (checked in 1.13.27).
+#: its asset daemon; the skipped ticks are purged after a day, dagster.yaml). Switched on from
+#: the start: the default automation sensor Dagster would otherwise create starts stopped
+#: (checked in 1.13.27).
 exposure_automation_sensor = dg.AutomationConditionSensorDefinition(
     "exposure_automation_sensor",
     target=dg.AssetSelection.assets(trader_exposure, exposure_dashboard),

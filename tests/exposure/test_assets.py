@@ -249,13 +249,28 @@ def test_a_drain_run_that_refreshed_exposure_itself_causes_no_second_refresh(ins
 
 
 @pytest.mark.slow
-def test_a_price_stored_just_after_a_drain_runs_refresh_gets_its_own_refresh(instance, warehouse):
-    # The race of a busy desk: a drain_and_refresh run's exposure step reads the prices, a
-    # price run then commits a revision, and both materialisations land before the
-    # automation's next tick. The revision must still reach the exposure.
+def test_a_price_stored_just_after_a_refresh_read_the_prices_gets_its_own_refresh(
+    instance, warehouse
+):
+    # The races of a busy desk: a refresh reads the prices, a price run then commits a
+    # revision, and both materialisations land before the automation's next tick. The
+    # revision must still reach the exposure, whether the refresh was a drain_and_refresh
+    # run's or the one the automation requested at the tick before (the race a 30 s tick
+    # exposed: the end-to-end test saw the exposure never catch up).
     tick = automation_ticks(instance, warehouse)
-
     hour = NOW - timedelta(hours=20)
+
+    def revise(value: float) -> None:
+        warehouse.price("DE", hour, 60, value)
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                ["reference_prices", "DE"], partition=hour.strftime("%Y-%m-%d-%H:%M")
+            )
+        )
+
+    def marked() -> list[tuple]:
+        return warehouse.query(f"SELECT reference_price, pnl FROM {q('trader_exposure')}")
+
     warehouse.price("DE", hour, 60, 60.0)
     quiet = tick()
     warehouse.trade("alice", "DE", hour, 60, "buy", 1.0, 50.0)
@@ -265,17 +280,19 @@ def test_a_price_stored_just_after_a_drain_runs_refresh_gets_its_own_refresh(ins
         resources={"warehouse": warehouse.resource()},
     )
     assert drained.success
-    warehouse.price("DE", hour, 60, 70.0)
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(
-            ["reference_prices", "DE"], partition=hour.strftime("%Y-%m-%d-%H:%M")
-        )
-    )
-    after = tick(quiet.cursor)
-    assert requested(after, "trader_exposure") == 1
+    revise(70.0)
+    after_drain = tick(quiet.cursor)
+    assert requested(after_drain, "trader_exposure") == 1
+
+    materialize(instance, warehouse)  # the requested run, reading 70
+    assert marked() == [(70.0, pytest.approx(20.0))]
+    revise(80.0)  # before the next tick, which sees the request and this revision at once
+    after_request = tick(after_drain.cursor)
+    assert requested(after_request, "trader_exposure") == 1
     materialize(instance, warehouse)
-    marked = warehouse.query(f"SELECT reference_price, pnl FROM {q('trader_exposure')}")
-    assert marked == [(70.0, pytest.approx(20.0))]
+    assert marked() == [(80.0, pytest.approx(30.0))]
+    # Handled: the next quiet tick asks for nothing more.
+    assert requested(tick(after_request.cursor), "trader_exposure") == 0
 
 
 @pytest.mark.slow
