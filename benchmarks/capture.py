@@ -8,7 +8,8 @@
 Every figure is printed beside its baseline measured in the same run:
 - listener: deals/s of `energy-assets listen` (a subprocess) against the playground at full
   speed (rate 0), vs the sender's own rate, vs a client inserting each message into DuckDB
-  as it arrives; the listener's peak RSS.
+  as it arrives; the listener's CPU per deal vs the sender's (what the ratio would be on an
+  idle machine, whatever the load); the listener's peak RSS.
 - drain: rows/s of the `raw_trades` drain for N captured deals, vs DuckDB's own ceiling
   (`INSERT ... SELECT FROM read_json` into a table without index), vs the same with a
   PRIMARY KEY on id, vs polars parse + insert into a keyed table; and the drain of a second
@@ -63,6 +64,12 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _received_times(capture: Path) -> list[str]:
     times = []
     for path in sorted((capture / SEGMENTS).glob("*.jsonl")):
@@ -88,10 +95,13 @@ def bench_listener(deals: int, work: Path) -> float:
         while pg.connections == 0:
             time.sleep(0.001)
         connected = time.perf_counter()
+        listener_cpu, sender_cpu = _cpu_seconds(proc.pid), time.process_time()
         pg.finished.wait(600)
         sender_seconds = time.perf_counter() - connected
+        sender_cpu = time.process_time() - sender_cpu
         sent = pg.frames_sent
         time.sleep(2.5)  # the last frames are read and sealed
+        listener_cpu = _cpu_seconds(proc.pid) - listener_cpu
         rss = _peak_rss_mb(proc.pid)
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -106,6 +116,13 @@ def bench_listener(deals: int, work: Path) -> float:
         "listener: capture rate (first -> last received)",
         f"{listener_rate:,.0f}/s",
         f"ratio to sender {listener_rate / sender_rate:.3f} (goal >= 0.95)",
+    )
+    # CPU per deal does not depend on how busy the machine is: the ratio under load is bound by
+    # a slowed sender, this one says whether the listener keeps up with a sender at full speed.
+    line(
+        "listener: CPU per deal (sender's: the playground)",
+        f"{listener_cpu / sent * 1e6:,.1f} us",
+        f"sender {sender_cpu / sent * 1e6:,.1f} us, {sender_cpu / listener_cpu:.2f}x the listener",
     )
     line("listener: peak RSS", f"{rss:,.1f} MB")
     return listener_rate

@@ -58,6 +58,8 @@ SEGMENT_SCHEMA = {name: (pl.Float64 if name in _FLOATS else pl.String) for name 
 }
 
 log = event_logger("trades")
+#: One encoder for every segment line: `json.dumps` with `separators` builds a new one a call.
+_LINE = json.JSONEncoder(separators=(",", ":"))
 
 
 def utc_now() -> datetime:
@@ -214,7 +216,7 @@ class CaptureBuffer:
             self._opened_at = time.monotonic()
             self._frames = 0
         # One write per line, straight to the OS: a kill -9 loses at most the line in flight.
-        os.write(self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+        os.write(self._fd, (_LINE.encode(record) + "\n").encode())
         self._frames += 1
         if self._frames >= self.seal_frames:
             self.seal()

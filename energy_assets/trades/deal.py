@@ -12,6 +12,7 @@ limits; instants an exchange can have meant.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -157,19 +158,55 @@ def _instant(payload: dict[str, Any], name: str, latest: datetime) -> datetime:
     """An instant field -> aware datetime in UTC, between `EARLIEST` and `latest`. The year
     is checked before any arithmetic: near year 1 or 9999 a time zone shift overflows."""
     text = _string(payload, name, _INSTANT, "an ISO-8601 instant with an offset")
-    refused = InvalidFrame(
-        f"{name} must be between {EARLIEST:%Y-%m-%d} and {latest:%Y-%m-%dT%H:%MZ}, got {text!r}"
-    )
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as err:  # the grammar's digits, out of range (month 13, offset 25:00)
         raise InvalidFrame(f"{name} is not a valid instant ({err}), got {text!r}") from None
-    if not EARLIEST.year - 1 <= moment.year <= latest.year:
-        raise refused
-    moment = moment.astimezone(UTC)
-    if not EARLIEST <= moment <= latest:
-        raise refused
-    return moment
+    if EARLIEST.year - 1 <= moment.year <= latest.year:
+        moment = moment.astimezone(UTC)
+        if EARLIEST <= moment <= latest:
+            return moment
+    raise InvalidFrame(
+        f"{name} must be between {EARLIEST:%Y-%m-%d} and {latest:%Y-%m-%dT%H:%MZ}, got {text!r}"
+    )
+
+
+#: The fields a delivery period is resolved from (contract §5), and the mark of one left out.
+_DELIVERY_FIELDS = ("market", "delivery_day", "delivery_hour", "delivery_start", "delivery_end")
+_ABSENT = object()
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved(*values: object) -> tuple[str, str, str, str, str] | Invalid:
+    """`markets.delivery_of` for the delivery fields' values (`_ABSENT` where a field is left
+    out) -> (market, local day, label, start, end) as the deal writes them, or why not. A feed
+    names the same few hundred open periods over and over: resolving each once, not once a
+    frame, is most of what keeps the listener up with the exchange (benchmarks/README.md)."""
+    fields = {name: v for name, v in zip(_DELIVERY_FIELDS, values, strict=True) if v is not _ABSENT}
+    period = delivery_of(fields)
+    if isinstance(period, Invalid):
+        return period
+    return (
+        period.market,
+        period.local_day.isoformat(),
+        period.label,
+        period.delivery_start.isoformat(),
+        period.delivery_end.isoformat(),
+    )
+
+
+def _delivery(payload: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    """The deal's delivery period as (market, local day, label, start, end), or InvalidFrame."""
+    values = tuple(payload.get(name, _ABSENT) for name in _DELIVERY_FIELDS)
+    # Only strings are cached: any other value is refused anyway, and 1, 1.0 and True, or 0.0
+    # and -0.0, are one key to a cache but quoted differently in the reason.
+    if all(type(v) is str or v is _ABSENT for v in values):
+        resolved = _resolved(*values)
+    else:
+        resolved = _resolved.__wrapped__(*values)
+    if isinstance(resolved, Invalid):
+        raise InvalidFrame(resolved.reason)
+    return resolved
 
 
 def validate_deal(payload: Any, now: datetime | None = None) -> Deal:
@@ -190,9 +227,7 @@ def validate_deal(payload: Any, now: datetime | None = None) -> Deal:
     if not isinstance(direction, str) or direction not in DIRECTIONS:
         raise InvalidFrame(f"direction must be 'buy' or 'sell', got {show(direction)}")
     # Market, instants and labels (contract §5), with the same 2000..2099 bounds.
-    period = delivery_of(payload)
-    if isinstance(period, Invalid):
-        raise InvalidFrame(period.reason)
+    market, delivery_day, delivery_hour, delivery_start, delivery_end = _delivery(payload)
     trader_id = _string(
         payload,
         "trader_id",
@@ -205,13 +240,13 @@ def validate_deal(payload: Any, now: datetime | None = None) -> Deal:
         price=price,
         quantity=quantity,
         direction=direction,
-        delivery_day=period.local_day.isoformat(),
-        delivery_hour=period.label,
+        delivery_day=delivery_day,
+        delivery_hour=delivery_hour,
         trader_id=trader_id,
         execution_time=payload["execution_time"],
-        market=period.market,
-        delivery_start=period.delivery_start.isoformat(),
-        delivery_end=period.delivery_end.isoformat(),
+        market=market,
+        delivery_start=delivery_start,
+        delivery_end=delivery_end,
     )
 
 
