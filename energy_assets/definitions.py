@@ -11,12 +11,13 @@ from energy_assets.operations.retention import run_retention_job, run_retention_
 from energy_assets.prices import definitions as prices
 from energy_assets.settings import settings
 from energy_assets.trades import definitions as trades
-from energy_assets.warehouse import warehouse_resource
+from energy_assets.warehouse import dashboard_resource, warehouse_resource
 
 defs = dg.Definitions.merge(
     dg.Definitions(
         resources={
             "warehouse": warehouse_resource(),
+            "dashboard": dashboard_resource(),
             "archive": archive_resource(settings()),
         },
         # Every step here is small next to a process start (benchmarks/README.md): runs launched from the UI,

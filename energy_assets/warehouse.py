@@ -6,7 +6,8 @@ Dagster queues them and runs one at a time across runs and processes. (Two steps
 the free slot in the same few milliseconds can both get it on Dagster's SQLite storage; the
 second then waits on DuckDB's own file lock, which `DuckDBResource.get_connection` and
 `connect` below retry with backoff.) The listener and the dashboard server never open the
-file. Its tables are declared in `energy_assets/tables.py`.
+file. Its tables are declared in `energy_assets/tables.py`. What the batch layer publishes
+for the live desk goes to the `dashboard` resource's directory.
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from energy_assets.settings import DEFAULT_DUCKDB_PATH, from_env
+from energy_assets.settings import DEFAULT_DASHBOARD_DIR, DEFAULT_DUCKDB_PATH, from_env
 from energy_assets.tables import SCHEMA, ensure_schema
 
 __all__ = [
     "DUCKDB_POOL",
     "SCHEMA",
+    "DashboardResource",
     "WarehouseResource",
     "connect",
     "ensure_schema",
+    "dashboard_resource",
     "warehouse_resource",
 ]
 
@@ -49,6 +52,17 @@ class WarehouseResource(DuckDBResource):
 
 def warehouse_resource() -> WarehouseResource:
     return WarehouseResource(database=from_env("ENERGY_DUCKDB_PATH", DEFAULT_DUCKDB_PATH))
+
+
+class DashboardResource(dg.ConfigurableResource):
+    """The `dashboard` resource: the directory where runs publish the live desk's files
+    (`ENERGY_DASHBOARD_DIR`, `energy_assets/published.py`)."""
+
+    directory: str
+
+
+def dashboard_resource() -> DashboardResource:
+    return DashboardResource(directory=from_env("ENERGY_DASHBOARD_DIR", DEFAULT_DASHBOARD_DIR))
 
 
 @contextmanager

@@ -10,9 +10,8 @@ from dagster_duckdb import DuckDBResource
 from energy_assets.exposure import publish, store
 from energy_assets.markets import MARKETS
 from energy_assets.prices.assets import ASSET_PREFIX, price_asset_key
-from energy_assets.settings import settings
 from energy_assets.tables import TRADER_EXPOSURE, table_value
-from energy_assets.warehouse import DUCKDB_POOL
+from energy_assets.warehouse import DUCKDB_POOL, DashboardResource
 
 GROUP = "exposure"
 
@@ -242,14 +241,17 @@ class DashboardConfig(dg.Config):
     kinds={"parquet"},
 )
 def exposure_dashboard(
-    context: dg.AssetExecutionContext, config: DashboardConfig, warehouse: DuckDBResource
+    context: dg.AssetExecutionContext,
+    config: DashboardConfig,
+    warehouse: DuckDBResource,
+    dashboard: DashboardResource,
 ):
     """What the live desk (`energy-assets dashboard`) shows as confirmed: every row of
     `trader_exposure` in `confirmed.parquet` and the latest PnL snapshots of
     `trader_pnl_history` in `pnl_history.parquet`, in `ENERGY_DASHBOARD_DIR` (default
     `data/dashboard/`), each file replaced atomically. Published after every
     `trader_exposure` refresh, in the same run."""
-    out_dir = settings().dashboard_dir
+    out_dir = dashboard.directory
     with warehouse.get_connection() as conn:
         result = publish.publish(conn, out_dir, history_snapshots=config.history_snapshots)
     context.log.info(

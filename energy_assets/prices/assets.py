@@ -31,9 +31,8 @@ from energy_assets.prices.partitions import (
 from energy_assets.prices.period_prices import PeriodPrice, period_request
 from energy_assets.prices.plan import PeriodKey, period_key
 from energy_assets.prices.store import publish_prices, store_prices
-from energy_assets.settings import settings
 from energy_assets.tables import RAW_TRADES, REFERENCE_PRICES, exists
-from energy_assets.warehouse import DUCKDB_POOL
+from energy_assets.warehouse import DUCKDB_POOL, DashboardResource
 
 #: `reference_prices/DE`, `reference_prices/GB`: one asset per market, one table for all.
 ASSET_PREFIX = "reference_prices"
@@ -163,6 +162,7 @@ def store_reference_prices(
     context: dg.OpExecutionContext,
     warehouse: DuckDBResource,
     archive: ArchiveResource,
+    dashboard: DashboardResource,
     fetched: FetchedPrices,
 ) -> StoredPrices:
     """Append the fetched prices to the prices' journal, then write them in one transaction
@@ -174,7 +174,7 @@ def store_reference_prices(
         stored = store_prices(conn, fetched.prices)
         # After the commit, from the table: what the desk sees is what DuckDB holds, a
         # newer stored revision included.
-        published_periods = publish_prices(conn, settings().dashboard_dir)
+        published_periods = publish_prices(conn, dashboard.directory)
     values = [p.value for p in fetched.prices]
     metadata = {
         # publish_prices writes every current row of the table.

@@ -38,9 +38,10 @@ from energy_assets.prices.budget import FRESH, RequestBudget
 from energy_assets.prices.client import MarketDataClient
 from energy_assets.prices.partitions import period_partition_key
 from energy_assets.prices.plan import BudgetLeft, PlannedFetch, grid_slot, period_key, plan_fetches
-from energy_assets.settings import settings
 from energy_assets.tables import PRICE_KEY
 from energy_assets.trades.book import Book, read_book
+from energy_assets.trades.resources import CaptureBufferResource
+from energy_assets.warehouse import DashboardResource
 
 JOB_NAME = "reference_prices_planned"
 #: Run tag: how many periods of each tier the batch fetches (`closing=2,position=31,...`).
@@ -216,7 +217,12 @@ def reference_prices_planned():
     description="Plans the next batch of reference prices by value (open positions near gate "
     "closure first) from the live book, the revisions held and the vendor's budget left.",
 )
-def reference_prices_planner(context: dg.SensorEvaluationContext, market_data: MarketDataClient):
+def reference_prices_planner(
+    context: dg.SensorEvaluationContext,
+    market_data: MarketDataClient,
+    capture: CaptureBufferResource,
+    dashboard: DashboardResource,
+):
     running = context.instance.get_run_records(
         dg.RunsFilter(
             job_name=JOB_NAME,
@@ -232,9 +238,8 @@ def reference_prices_planner(context: dg.SensorEvaluationContext, market_data: M
     if running:
         return dg.SkipReason(f"batch {running[0].dagster_run.run_id} is still running")
     now = datetime.now(UTC)
-    current = settings()
-    book = read_book(current.capture_dir, now)
-    held = held_revisions(published.read(current.dashboard_dir, published.PRICES))
+    book = read_book(capture.path, now)
+    held = held_revisions(published.read(dashboard.directory, published.PRICES))
     budget = budget_left(
         market_data.budget, now, market_data.requests_per_minute, market_data.requests_per_hour
     )

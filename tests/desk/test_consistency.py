@@ -26,7 +26,7 @@ from energy_assets.prices.store import publish_prices, store_prices
 from energy_assets.settings import settings
 from energy_assets.trades.assets import raw_trades
 from energy_assets.trades.resources import capture_resource
-from energy_assets.warehouse import warehouse_resource
+from energy_assets.warehouse import dashboard_resource, warehouse_resource
 from tests.desk.conftest import live_positions, write_deals
 from tests.trades.conftest import make_deals
 
@@ -66,6 +66,7 @@ def _materialize(instance) -> None:
             "warehouse": warehouse_resource(),
             "archive": archive_resource(current),
             "capture": capture_resource(current),
+            "dashboard": dashboard_resource(),
         },
     )
     assert result.success

@@ -19,6 +19,7 @@ from energy_assets.exposure.assets import (
     trader_exposure,
 )
 from energy_assets.tables import TRADER_EXPOSURE
+from energy_assets.warehouse import dashboard_resource
 from tests.exposure.conftest import q
 
 # Stand-ins with the upstream keys and shapes: `raw_trades` unpartitioned, each market's
@@ -46,7 +47,7 @@ def materialize(instance: dg.DagsterInstance, warehouse, selection=None) -> dg.E
     result = dg.materialize(
         [trader_exposure, exposure_dashboard],
         instance=instance,
-        resources={"warehouse": warehouse.resource()},
+        resources={"warehouse": warehouse.resource(), "dashboard": dashboard_resource()},
         selection=selection,
     )
     assert result.success
@@ -146,7 +147,7 @@ def test_pnl_history_holds_the_latest_snapshots(instance, warehouse, energy_env)
     dg.materialize(
         [exposure_dashboard],
         instance=instance,
-        resources={"warehouse": warehouse.resource()},
+        resources={"warehouse": warehouse.resource(), "dashboard": dashboard_resource()},
         run_config={"ops": {"exposure_dashboard": {"config": {"history_snapshots": 2}}}},
     )
     history = published.read(energy_env["ENERGY_DASHBOARD_DIR"], published.PNL_HISTORY)
@@ -180,7 +181,7 @@ def automation_ticks(instance: dg.DagsterInstance, warehouse):
             exposure_dashboard,
         ],
         sensors=[exposure_automation_sensor],
-        resources={"warehouse": warehouse.resource()},
+        resources={"warehouse": warehouse.resource(), "dashboard": dashboard_resource()},
     )
     selection = dg.AssetSelection.assets("trader_exposure", "exposure_dashboard")
 
@@ -237,7 +238,7 @@ def test_a_drain_run_that_refreshed_exposure_itself_causes_no_second_refresh(ins
     result = dg.materialize(
         [raw_trades_stand_in, trader_exposure, exposure_dashboard],
         instance=instance,
-        resources={"warehouse": warehouse.resource()},
+        resources={"warehouse": warehouse.resource(), "dashboard": dashboard_resource()},
     )
     assert result.success
     after_drain = tick(quiet.cursor)
@@ -277,7 +278,7 @@ def test_a_price_stored_just_after_a_refresh_read_the_prices_gets_its_own_refres
     drained = dg.materialize(
         [raw_trades_stand_in, trader_exposure, exposure_dashboard],
         instance=instance,
-        resources={"warehouse": warehouse.resource()},
+        resources={"warehouse": warehouse.resource(), "dashboard": dashboard_resource()},
     )
     assert drained.success
     revise(70.0)
@@ -352,7 +353,7 @@ def test_full_recompute_on_request(instance, warehouse):
     full = dg.materialize(
         [trader_exposure],
         instance=instance,
-        resources={"warehouse": warehouse.resource()},
+        resources={"warehouse": warehouse.resource(), "dashboard": dashboard_resource()},
         run_config={"ops": {"trader_exposure": {"config": {"full_recompute": True}}}},
     )
     assert metadata_of(full)["days_recomputed"].value == 2

@@ -31,6 +31,7 @@ from energy_assets.prices.assets import REFERENCE_PRICES_ASSETS
 from energy_assets.prices.client import MarketDataClient
 from energy_assets.prices.partitions import RANGE_END_TAG, RANGE_START_TAG
 from energy_assets.trades.drain import drain
+from energy_assets.warehouse import dashboard_resource
 from tests.conftest import REPO
 from tests.journals.conftest import fill_and_drain, run_check
 from tests.prices.conftest import Answer, valid_period_price
@@ -126,6 +127,7 @@ def price_run(vendor_url: str, db: Path, archive: Path) -> None:
                 "warehouse": DuckDBResource(database=str(db)),
                 "archive": ArchiveResource(url=str(archive), retention_days=2557),
                 "market_data": MarketDataClient(base_url=vendor_url, budget_enabled=False),
+                "dashboard": dashboard_resource(),
             },
             tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
         )

@@ -21,6 +21,7 @@ from energy_assets.prices.client import MarketDataClient
 from energy_assets.prices.partitions import RANGE_END_TAG, RANGE_START_TAG
 from energy_assets.prices.period_prices import PeriodPrice
 from energy_assets.prices.store import store_prices
+from energy_assets.warehouse import dashboard_resource
 from tests.prices.conftest import Answer, valid_period_price
 
 # Seconds or more: Dagster runs in a real instance.
@@ -40,6 +41,7 @@ def resources(vendor_url: str, db: str, **client) -> dict:
     return {
         "warehouse": DuckDBResource(database=db),
         "archive": archive(db),
+        "dashboard": dashboard_resource(),
         "market_data": MarketDataClient(
             base_url=vendor_url, budget_enabled=False, backoff_base_s=0.01, max_retries=1, **client
         ),
@@ -333,6 +335,7 @@ def test_a_fresh_run_waits_for_publication_and_spends_fresh_budget(
             "warehouse": DuckDBResource(database=db),
             "archive": archive(db),
             "market_data": MarketDataClient(base_url=vendor.url, budget_path=str(budget)),
+            "dashboard": dashboard_resource(),
         },
         tags=tags,
     )

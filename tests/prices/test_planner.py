@@ -27,8 +27,11 @@ from energy_assets.prices.refresh import (
     reference_prices_planned,
     reference_prices_planner,
 )
+from energy_assets.settings import Settings
 from energy_assets.trades.book import read_book
 from energy_assets.trades.buffer import CaptureBuffer
+from energy_assets.trades.resources import capture_resource
+from energy_assets.warehouse import dashboard_resource
 
 # Seconds: Dagster runs in a real instance.
 pytestmark = pytest.mark.slow
@@ -94,7 +97,12 @@ def test_a_batch_prices_positions_first_and_explains_itself(
     )
     instance = dg.DagsterInstance.get()
 
-    with dg.build_sensor_context(instance=instance, resources={"market_data": client}) as context:
+    resources = {
+        "market_data": client,
+        "capture": capture_resource(Settings.from_env()),
+        "dashboard": dashboard_resource(),
+    }
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
         request = reference_prices_planner(context)
     planned_at = datetime.now(UTC)
     assert isinstance(request, dg.RunRequest)
@@ -117,6 +125,7 @@ def test_a_batch_prices_positions_first_and_explains_itself(
             "warehouse": DuckDBResource(database=energy_env["ENERGY_DUCKDB_PATH"]),
             "archive": ArchiveResource(url=str(tmp_path / "archive"), retention_days=7),
             "market_data": client,
+            "dashboard": dashboard_resource(),
         },
     )
     assert result.success

@@ -16,7 +16,7 @@ from energy_assets.settings import Settings
 from energy_assets.trades.assets import raw_trades
 from energy_assets.trades.buffer import CaptureBuffer, Gap
 from energy_assets.trades.resources import capture_resource
-from energy_assets.warehouse import DUCKDB_POOL, warehouse_resource
+from energy_assets.warehouse import DUCKDB_POOL, dashboard_resource, warehouse_resource
 from tests.conftest import REPO
 from tests.trades.conftest import expected, make_deals, pending, stored_deals
 
@@ -30,6 +30,7 @@ def resources():
         "warehouse": warehouse_resource(),
         "capture": capture_resource(settings),
         "archive": archive_resource(settings),
+        "dashboard": dashboard_resource(),
     }
 
 
