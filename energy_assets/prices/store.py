@@ -13,6 +13,7 @@ from energy_assets import published
 from energy_assets.markets import MARKETS
 from energy_assets.prices.answer import CLOCK_SKEW
 from energy_assets.prices.period_prices import PeriodPrice
+from energy_assets.storage import transaction
 from energy_assets.tables import (
     PRICE_KEY,
     PRICE_ROW,
@@ -63,8 +64,7 @@ def store_prices(
     batch = batch.select(list(PRICE_ROW)).cast(PRICE_ROW)
     conn.register("price_batch", batch.to_arrow())
     try:
-        conn.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(conn):
             before = conn.execute(f"SELECT count(*) FROM {revisions}").fetchone()[0]
             conn.execute(
                 f"INSERT INTO {revisions} SELECT * FROM price_batch ON CONFLICT DO NOTHING"
@@ -82,10 +82,6 @@ def store_prices(
                    OR cur.last_update > cur.fetched_at + INTERVAL {skew_s} SECOND
                 """
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     finally:
         conn.unregister("price_batch")
     return StoreResult(rows=batch.height, new_revisions=after - before)
