@@ -277,17 +277,21 @@ class OutdatedTable(RuntimeError):
     """A table made by an older version, without columns this one declares."""
 
 
-def require_current(conn: duckdb.DuckDBPyConnection, table: Table) -> None:
+def require_current(
+    conn: duckdb.DuckDBPyConnection, table: Table, have: set[str] | None = None
+) -> None:
     """Raise OutdatedTable when `table` exists without every declared column: the warehouse of
-    an older version comes to this schema by `energy-assets rebuild`, not by a writer guessing."""
-    have = {
-        row[0]
-        for row in conn.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
-            "AND schema_name = ? AND table_name = ?",
-            [SCHEMA, table.name],
-        ).fetchall()
-    }
+    an older version comes to this schema by `energy-assets rebuild`, not by a writer guessing.
+    `have`: the table's columns when the caller has read them already."""
+    if have is None:
+        have = {
+            row[0]
+            for row in conn.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+                "AND schema_name = ? AND table_name = ?",
+                [SCHEMA, table.name],
+            ).fetchall()
+        }
     missing = [name for name in table.column_names if name not in have]
     if have and missing:
         raise OutdatedTable(
