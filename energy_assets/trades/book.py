@@ -7,6 +7,11 @@ From the buffer rather than `raw_trades`: a deal just made is in the buffer with
 in DuckDB only after the next drain, and the planner runs in the daemon, which never opens the
 warehouse. Only files written in the last `lookback` are read: a deal for a period still open
 is made at most two days before its delivery.
+
+Netted per product period, not per grid step (`exposure.positions.net_positions`, the gate
+board's open MW): a price marks exactly its own period (contract §5), so what fetching it is
+worth is the MW of that product held open; an hourly buy against four quarter-hour sells is
+flat in every quarter-hour yet marked with five prices.
 """
 
 from __future__ import annotations
