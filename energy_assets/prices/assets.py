@@ -13,7 +13,7 @@ nor while Dagster records the run's materialisations:
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -38,8 +38,6 @@ from energy_assets.warehouse import DUCKDB_POOL, DashboardResource
 ASSET_PREFIX = "reference_prices"
 #: Run tag: `fresh` (the planner's batches) may use the whole request budget, anything else is `bulk`.
 PRIORITY_TAG = "energy/price_priority"
-#: Run tag: ISO time before which the run must not fetch (a slot's revisions are not all out).
-NOT_BEFORE_TAG = "energy/fetch_not_before"
 
 
 def price_asset_key(market: str) -> dg.AssetKey:
@@ -126,14 +124,7 @@ def fetch_reference_prices(
     context: dg.OpExecutionContext, market_data: MarketDataClient, ordered: list
 ) -> FetchedPrices:
     """Fetch every period of the run from the vendor, concurrently and within the budget."""
-    tags = context.run.tags
-    priority = FRESH if tags.get(PRIORITY_TAG) == FRESH else BULK
-    not_before = tags.get(NOT_BEFORE_TAG)
-    if not_before:
-        wait = datetime.fromisoformat(not_before).timestamp() - time.time()
-        if wait > 0:
-            context.log.info(f"waiting {wait:.1f} s until the slot's revisions are published")
-            time.sleep(wait)
+    priority = FRESH if context.run.tags.get(PRIORITY_TAG) == FRESH else BULK
     fetched = fetch_periods(market_data, ordered, priority)
     context.log.info(
         f"fetched {len(fetched.prices)} of {len(ordered)} periods ({priority}) with "

@@ -25,7 +25,7 @@ from dagster import DagsterInstance
 from energy_assets.markets import MARKETS
 from energy_assets.operations.instance import REPO
 from energy_assets.playground.server import ExchangeOptions
-from energy_assets.prices.assets import NOT_BEFORE_TAG, price_asset_key
+from energy_assets.prices.assets import price_asset_key
 from energy_assets.prices.partitions import period_partition_key
 from energy_assets.warehouse import connect
 
@@ -71,23 +71,6 @@ def _in_flight(instance: DagsterInstance) -> list[str]:
         f"{run.job_name}:{run.status.value}"
         for run in instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES))
     ]
-
-
-def _may_store_soon(instance: DagsterInstance, margin_s: float = 15.0) -> list[str]:
-    """In-flight runs that could change the warehouse within `margin_s`.
-
-    A run of `reference_prices_schedule` starts before its 10-minute slot and waits, without
-    touching DuckDB, until the slot's revisions are published (its `NOT_BEFORE_TAG`). Such a
-    run cannot store anything before then, so the warehouse is quiescent enough to stop the
-    daemon and compare; waiting for it instead would add up to two minutes.
-    """
-    busy = []
-    for run in instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES)):
-        not_before = run.tags.get(NOT_BEFORE_TAG)
-        if not_before and datetime.fromisoformat(not_before).timestamp() > time.time() + margin_s:
-            continue
-        busy.append(f"{run.job_name}:{run.status.value}")
-    return busy
 
 
 def _wait(what: str, predicate, deadline: float, status) -> None:
@@ -215,7 +198,7 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
 
             def exposure_caught_up() -> bool:
                 exposure = _latest(instance, "trader_exposure")
-                if exposure is None or _may_store_soon(instance):
+                if exposure is None or _in_flight(instance):
                     return False
                 upstream = [_latest(instance, "raw_trades"), _latest_price(instance)]
                 return all(exposure.storage_id > record.storage_id for record in upstream)

@@ -15,7 +15,7 @@ from dagster_duckdb import DuckDBResource
 from energy_assets import published
 from energy_assets.journals.resources import ArchiveResource
 from energy_assets.markets import MARKETS, Period
-from energy_assets.prices.assets import REFERENCE_PRICES_ASSETS, price_asset_key
+from energy_assets.prices.assets import PRIORITY_TAG, REFERENCE_PRICES_ASSETS, price_asset_key
 from energy_assets.prices.checks import REFERENCE_PRICE_CHECKS
 from energy_assets.prices.client import MarketDataClient
 from energy_assets.prices.partitions import RANGE_END_TAG, RANGE_START_TAG
@@ -310,24 +310,15 @@ def test_partial_failure_names_the_failed_hours_and_keeps_the_good_ones(
     assert len(rows(db)) == 30
 
 
-def test_a_fresh_run_waits_for_publication_and_spends_fresh_budget(
-    scripted_market_data, dagster_home, tmp_path
-):
+def test_a_fresh_run_spends_fresh_budget(scripted_market_data, dagster_home, tmp_path):
     import sqlite3
-    import time
 
     vendor = scripted_market_data()
     db = str(tmp_path / "warehouse.duckdb")
     budget = tmp_path / "budget.sqlite"
     now = datetime.now(UTC)
     keys = GB_PRICES.partitions_def.get_partition_keys(current_time=now)[-3:]
-    not_before = time.time() + 1.5
-    tags = {
-        RANGE_START_TAG: keys[0],
-        RANGE_END_TAG: keys[-1],
-        "energy/price_priority": "fresh",
-        "energy/fetch_not_before": datetime.fromtimestamp(not_before, UTC).isoformat(),
-    }
+    tags = {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1], PRIORITY_TAG: "fresh"}
     result = dg.materialize(
         [GB_PRICES],
         instance=dg.DagsterInstance.get(),
@@ -340,7 +331,6 @@ def test_a_fresh_run_waits_for_publication_and_spends_fresh_budget(
         tags=tags,
     )
     assert result.success
-    assert min(ts for ts, *_ in vendor.requests) >= not_before
     assert len(rows(db)) == 6 == len(vendor.requests)
     with sqlite3.connect(budget) as conn:
         assert conn.execute("SELECT priority, count(*) FROM requests GROUP BY 1").fetchall() == [
