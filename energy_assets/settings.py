@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field
@@ -100,10 +99,6 @@ class Settings(BaseSettings):
     def archive(self) -> str:
         """Where the journals' archive lives."""
         return self.archive_url or str(self.capture_dir / "archive")
-
-    @property
-    def capture_retention(self) -> timedelta:
-        return timedelta(hours=self.capture_retention_hours)
 
     @property
     def market_data_budget_enabled(self) -> bool:

@@ -130,21 +130,3 @@ def published_price(
         last_update=datetime.fromtimestamp(published, UTC),
         final=revision == last and now >= period.gate_closure.timestamp(),
     )
-
-
-def next_publication(
-    seed: int,
-    period: Period,
-    now: float,
-    every: float = VENDOR_PERIOD_S,
-    vendor_grid: bool = False,
-) -> datetime | None:
-    """When a period next gets a new revision after `now`, or None once its price is final."""
-    if vendor_grid:
-        every = VENDOR_PERIOD_S
-    current = published_price(seed, period, now, every, vendor_grid).revision
-    following = current + 1
-    if following > last_revision(period, every):
-        return None
-    delay = publication_delay(seed, period, following) if vendor_grid else 0
-    return datetime.fromtimestamp(following * every + delay, UTC)

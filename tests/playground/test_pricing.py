@@ -8,7 +8,6 @@ from energy_assets.markets import day_periods, hour_period
 from energy_assets.playground.pricing import (
     MAX_PUBLICATION_DELAY_S,
     VENDOR_PERIOD_S,
-    next_publication,
     publication_delay,
     published_price,
     revision_value,
@@ -102,17 +101,6 @@ def test_vendor_grid_shows_the_previous_revision_until_the_new_one_is_published(
     assert out.revision == revision
     assert out.last_update == datetime.fromtimestamp(grid + delay, UTC)
     assert publication_delay(0, hour(h), revision) == delay  # deterministic
-
-
-def test_next_publication_is_when_the_next_revision_shows():
-    now = ts("2026-03-14T09:13:00+00:00")
-    for vendor_grid in (False, True):
-        shown = published_price(0, hour(15), now, vendor_grid=vendor_grid)
-        upcoming = next_publication(0, hour(15), now, vendor_grid=vendor_grid)
-        assert upcoming.timestamp() > now
-        then = published_price(0, hour(15), upcoming.timestamp(), vendor_grid=vendor_grid)
-        assert then.revision == shown.revision + 1 and then.last_update == upcoming
-    assert next_publication(0, hour(3), now) is None  # 03-04 closed at 01:55 UTC
 
 
 def test_every_product_has_its_own_price_in_its_markets_unit_until_its_gate_closure():
