@@ -25,11 +25,6 @@ DEFAULT_START = "2023-01-01"
 #: `YYYY-MM-DD-HH:MM` counts from its day).
 START_ENV = "ENERGY_PRICES_START"
 
-#: Run tags that make one run of a partition range (`dg.RunRequest` takes no range; these are
-#: the tags Dagster's own single-run backfills carry: dagster-io/dagster discussion #11653).
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
-
 
 def start_date_from_env(environ: dict[str, str] | None = None) -> str:
     """The local day of every market's first partition: `ENERGY_PRICES_START` or 2023-01-01."""

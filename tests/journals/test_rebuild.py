@@ -29,10 +29,9 @@ from energy_assets.journals.resources import ArchiveResource
 from energy_assets.playground.server import ExchangeOptions
 from energy_assets.prices.assets import REFERENCE_PRICES_ASSETS
 from energy_assets.prices.client import MarketDataClient
-from energy_assets.prices.partitions import RANGE_END_TAG, RANGE_START_TAG
 from energy_assets.trades.drain import drain
 from energy_assets.warehouse import dashboard_resource
-from tests.conftest import REPO
+from tests.conftest import RANGE_END_TAG, RANGE_START_TAG, REPO
 from tests.journals.conftest import fill_and_drain, run_check
 from tests.prices.conftest import Answer, valid_period_price
 from tests.trades.conftest import wait_until

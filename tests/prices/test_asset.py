@@ -18,10 +18,10 @@ from energy_assets.markets import MARKETS, Period
 from energy_assets.prices.assets import PRIORITY_TAG, REFERENCE_PRICES_ASSETS, price_asset_key
 from energy_assets.prices.checks import REFERENCE_PRICE_CHECKS
 from energy_assets.prices.client import MarketDataClient
-from energy_assets.prices.partitions import RANGE_END_TAG, RANGE_START_TAG
 from energy_assets.prices.period_prices import PeriodPrice
 from energy_assets.prices.store import store_prices
 from energy_assets.warehouse import dashboard_resource
+from tests.conftest import RANGE_END_TAG, RANGE_START_TAG
 from tests.prices.conftest import Answer, valid_period_price
 
 # Seconds or more: Dagster runs in a real instance.
