@@ -16,10 +16,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-#: Run tags that make one run of a partition range, as Dagster's own single-run backfills
-#: carry them (dagster-io/dagster discussion #11653).
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def pytest_configure(config: pytest.Config) -> None:

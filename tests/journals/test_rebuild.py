@@ -26,12 +26,13 @@ from energy_assets.journals.archive import compress, write_checked
 from energy_assets.journals.deals import archive_capture
 from energy_assets.journals.replay import view_at
 from energy_assets.journals.resources import ArchiveResource
+from energy_assets.operations.recent_prices import RANGE_END, RANGE_START
 from energy_assets.playground.server import ExchangeOptions
 from energy_assets.prices.assets import REFERENCE_PRICES_ASSETS
 from energy_assets.prices.client import MarketDataClient
 from energy_assets.trades.drain import drain
 from energy_assets.warehouse import dashboard_resource
-from tests.conftest import RANGE_END_TAG, RANGE_START_TAG, REPO
+from tests.conftest import REPO
 from tests.journals.conftest import fill_and_drain, run_check
 from tests.prices.conftest import Answer, valid_period_price
 from tests.trades.conftest import wait_until
@@ -128,7 +129,7 @@ def price_run(vendor_url: str, db: Path, archive: Path) -> None:
                 "market_data": MarketDataClient(base_url=vendor_url, budget_enabled=False),
                 "dashboard": dashboard_resource(),
             },
-            tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+            tags={RANGE_START: first, RANGE_END: last},
         )
         assert result.success
 

@@ -15,13 +15,13 @@ from dagster_duckdb import DuckDBResource
 from energy_assets import published
 from energy_assets.journals.resources import ArchiveResource
 from energy_assets.markets import MARKETS, Period
+from energy_assets.operations.recent_prices import RANGE_END, RANGE_START
 from energy_assets.prices.assets import PRIORITY_TAG, REFERENCE_PRICES_ASSETS, price_asset_key
 from energy_assets.prices.checks import REFERENCE_PRICE_CHECKS
 from energy_assets.prices.client import MarketDataClient
 from energy_assets.prices.period_prices import PeriodPrice
 from energy_assets.prices.store import store_prices
 from energy_assets.warehouse import dashboard_resource
-from tests.conftest import RANGE_END_TAG, RANGE_START_TAG
 from tests.prices.conftest import Answer, valid_period_price
 
 # Seconds or more: Dagster runs in a real instance.
@@ -53,7 +53,7 @@ def run_range(vendor_url, db, start, end, assets=(DE_PRICES,), raise_on_error=Tr
         list(assets),
         instance=dg.DagsterInstance.get(),
         resources=resources(vendor_url, db, **client),
-        tags={RANGE_START_TAG: start, RANGE_END_TAG: end},
+        tags={RANGE_START: start, RANGE_END: end},
         raise_on_error=raise_on_error,
     )
 
@@ -318,7 +318,7 @@ def test_a_fresh_run_spends_fresh_budget(scripted_market_data, dagster_home, tmp
     budget = tmp_path / "budget.sqlite"
     now = datetime.now(UTC)
     keys = GB_PRICES.partitions_def.get_partition_keys(current_time=now)[-3:]
-    tags = {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1], PRIORITY_TAG: "fresh"}
+    tags = {RANGE_START: keys[0], RANGE_END: keys[-1], PRIORITY_TAG: "fresh"}
     result = dg.materialize(
         [GB_PRICES],
         instance=dg.DagsterInstance.get(),
