@@ -4,16 +4,17 @@ supervisord starts the programs, restarts one that exits (with backoff while it 
 at start), keeps their logs and, on Ctrl-C, stops them in reverse priority order, each with
 its signal sent to its whole process group. This module does what supervisord cannot: refuse
 taken ports before anything starts, prepare the Dagster instance (and a private PostgreSQL
-cluster), write the configuration, hold a program until the one it needs listens
-(`python -m energy_assets.operations.demo after HOST:PORT -- COMMAND`), and kill what
-`dagster dev` leaves in its group when it exits (`... reap -- COMMAND`).
-
+cluster), write the configuration, hold a program until the port it needs listens (`after`),
+and stop what `dagster dev` leaves in its group when it exits (`reap`).
 The programs, their order and signals: docs/operations.md, "Start and stop".
 """
 
 from __future__ import annotations
 
+import argparse
+import glob
 import hashlib
+import json
 import os
 import shlex
 import signal
@@ -21,53 +22,116 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, CliSettingsSource, SettingsConfigDict
+
+import energy_assets.settings as defaults
 from energy_assets.logs import event_logger
-from energy_assets.operations.instance import (
-    REPO,
-    instance_kind,
-    missing_postgres_env,
-    prepare_dagster_home,
-)
-from energy_assets.settings import (
-    DEFAULT_DASHBOARD_HOST,
-    DEFAULT_DASHBOARD_PORT,
-    DEFAULT_EXCHANGE_PORT,
-    DEFAULT_MARKET_DATA_PORT,
-    DEFAULT_PRICES_BACKFILL_DAYS,
-    DEFAULT_UI_PORT,
-    Settings,
-)
 
 log = event_logger("demo")
+REPO = Path(__file__).resolve().parents[2]
+#: The Dagster instance files at the repository root, by `DAGSTER_INSTANCE`.
+INSTANCE_FILES = {"sqlite": "dagster.yaml", "postgres": "dagster.postgres.yaml"}
+#: What `dagster.postgres.yaml` reads, `DAGSTER_PG_<name>`.
+POSTGRES_ENV = ("HOST", "PORT", "USERNAME", "PASSWORD", "DB")
+#: supervisord's own lines (spawned, exited, stopped) go to its file; the terminal keeps the
+#: programs' key=value lines.
+SUPERVISORD = """\
+[supervisord]
+nodaemon=true
+silent=true
+logfile={logs}/supervisord.log
+pidfile={run}/supervisord.pid
+childlogdir={logs}
+[unix_http_server]
+file={run}/supervisor.sock
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory=supervisor.rpcinterface:make_main_rpcinterface
+[supervisorctl]
+serverurl=unix://{run}/supervisor.sock
+"""
+#: Each signal goes to the program's whole process group, SIGKILL after `stopwaitsecs`. One
+#: that exits is started again at once if it ran `startsecs`, else after 1, 2, 3 ... s,
+#: `startretries` times, then left stopped (FATAL).
+PROGRAM = """\
+[program:{name}]
+command={command}
+priority={priority}
+stopsignal={stopsignal}
+stdout_logfile={out}
+stdout_logfile_maxbytes={max_bytes}
+directory={repo}
+redirect_stderr=true
+stopasgroup=true
+killasgroup=true
+stopwaitsecs=30
+autorestart=true
+startsecs=5
+startretries=10
+"""
 
-#: The playground behaves like the real vendor: revisions on the 10-minute grid, published
-#: 0-30 s late, and 429s past 50 requests a minute or 1,000 an hour.
-DEFAULT_PLAYGROUND_ARGS = "--vendor-grid --rate-limit-per-minute 50 --rate-limit-per-hour 1000"
-#: supervisord's restart policy: a program that exits within `startsecs` of its start is
-#: started again after 1, 2, 3 ... s, `startretries` times, then left stopped (FATAL); one
-#: that ran longer is restarted at once, however often.
-RESTART = {"autorestart": "true", "startsecs": "5", "startretries": "10"}
 
+class DemoOptions(BaseSettings):
+    """Write supervisord's configuration for the playground, the listener, `dagster dev` (UI
+    and daemon: the sensors and schedules run by themselves, the recent prices included) and
+    the dashboard, then run supervisord in the foreground. Ctrl-C or SIGTERM stops every
+    program cleanly (the listener first, sealing its segment)."""
 
-@dataclass
-class DemoOptions:
-    host: str = DEFAULT_DASHBOARD_HOST
-    ui_port: int = DEFAULT_UI_PORT
-    exchange_port: int = DEFAULT_EXCHANGE_PORT
-    market_data_port: int = DEFAULT_MARKET_DATA_PORT
-    dashboard_port: int | None = DEFAULT_DASHBOARD_PORT
-    playground: bool = True
-    playground_args: str = DEFAULT_PLAYGROUND_ARGS
-    backfill_days: int = DEFAULT_PRICES_BACKFILL_DAYS
-    dagster_home: str | Path = "data/dagster_home"
-    instance: str | None = None
+    model_config = SettingsConfigDict(
+        env_prefix="ENERGY_DEMO_",
+        env_ignore_empty=True,
+        use_attribute_docstrings=True,
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+    )
+
+    host: str = defaults.DEFAULT_DASHBOARD_HOST
+    """the interface every program binds"""
+    ui_port: int = defaults.DEFAULT_UI_PORT
+    exchange_port: int = defaults.DEFAULT_EXCHANGE_PORT
+    market_data_port: int = defaults.DEFAULT_MARKET_DATA_PORT
+    dashboard_port: int = defaults.DEFAULT_DASHBOARD_PORT
     postgres_port: int = 5433
-    log_dir: str | Path | None = None
-    dagster_output: str = "file"  # "file": data/logs/dagster.log; "terminal": mixed in
-    stop_timeout_s: float = 30.0
+    """the private PostgreSQL server's"""
+    playground: bool = True
+    """--no-playground: use the services at ENERGY_EXCHANGE_URL / ENERGY_MARKET_DATA_URL"""
+    playground_args: str = "--vendor-grid --rate-limit-per-minute 50 --rate-limit-per-hour 1000"
+    """`energy-assets playground`'s besides its address: the vendor's grid and limits"""
+    dashboard: bool = True
+    dagster_home: Path = Field(Path("data/dagster_home"), validation_alias="dagster_home")
+    """the Dagster instance's directory ($DAGSTER_HOME)"""
+    dagster_instance: Literal["sqlite", "postgres"] = Field(
+        "sqlite", validation_alias="dagster_instance"
+    )
+    """$DAGSTER_INSTANCE; postgres without DAGSTER_PG_HOST runs a private PostgreSQL server"""
+    log_dir: Path | None = None
+    """each program's output to DIR/<program>.log instead of the terminal"""
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("demo", help="Run the whole demo", description=DemoOptions.__doc__)
+    options = CliSettingsSource(DemoOptions, root_parser=parser)  # its fields are the options
+    parser.set_defaults(
+        run=lambda args: run(DemoOptions(_cli_settings_source=options(parsed_args=args)))
+    )
+
+
+def prepare_dagster_home(home: Path, kind: str) -> None:
+    """Writes the `kind` instance's file as `home`/dagster.yaml, at every start so an edit
+    reaches the demo. For SQLite it adds the one setting that needs a path (the root's file
+    names none, so `dg` reads it from any shell): every run's events in one file instead of
+    Dagster's default of a file per run, each a whole empty schema."""
+    home = Path(home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    text = (REPO / INSTANCE_FILES[kind]).read_text()
+    if kind == "sqlite":
+        text += "\nevent_log_storage:\n  module: dagster.core.storage.event_log\n"
+        text += "  class: ConsolidatedSqliteEventLogStorage\n"
+        text += f"  config:\n    base_dir: {json.dumps(str(home))}\n"
+    (home / "dagster.yaml").write_text(text)
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -76,234 +140,173 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _cli(*args: str) -> str:
-    return shlex.join([sys.executable, "-m", "energy_assets.cli", *args])
+def data_dir() -> Path:
+    return defaults.settings().duckdb_path.resolve().parent
 
 
-def _after(host: str, port: int, command: str) -> str:
-    return (
-        f"{shlex.join([sys.executable, '-m', __name__, 'after', f'{host}:{port}', '--'])} {command}"
-    )
+def postgres_root() -> Path:
+    if os.geteuid() == 0:  # the server runs as `postgres`, which may not reach data/
+        digest = hashlib.sha1(str(data_dir()).encode()).hexdigest()[:10]
+        return Path("/var/tmp/energy-assets-postgres") / digest
+    return data_dir() / "postgres"
 
 
-class Demo:
-    def __init__(self, options: DemoOptions):
-        self.options = options
-        self.private_postgres = False
-        data = Path(Settings.from_env().duckdb_path).resolve().parent
-        self.logs, self.run_dir = data / "logs", data / "supervisor"
-        self.postgres_root = data / "postgres"
-        if os.geteuid() == 0:  # the server runs as `postgres`, which may not reach data/
-            digest = hashlib.sha1(str(data).encode()).hexdigest()[:10]
-            self.postgres_root = Path("/var/tmp/energy-assets-postgres") / digest
+def postgres_command(port: int) -> list[str]:
+    """Creates the private cluster once (`initdb`); its server's command."""
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[4]))
+    if not bins:
+        raise SystemExit("no PostgreSQL server (Debian's postgresql): run `make setup`")
+    root = postgres_root()
+    as_server = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if not (root / "data" / "PG_VERSION").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        if as_server:
+            subprocess.run(["chown", "postgres:", str(root)], check=True)
+        initdb = [f"{bins[-1]}/initdb", "-D", str(root / "data"), "-U", "postgres", "--auth=trust"]
+        subprocess.run([*as_server, *initdb, "--no-sync"], check=True, capture_output=True)
+        log.info("postgres_created", root=root)
+    server = [f"{bins[-1]}/postgres", "-D", str(root / "data"), "-p", str(port), "-k", str(root)]
+    return [*as_server, *server, "-h", "127.0.0.1"]
 
-    def environment(self) -> dict[str, str]:
-        """The programs' environment: ours, with absolute data paths and the service URLs."""
-        o = self.options
-        env = dict(os.environ)
-        current = Settings.from_env(env)
-        if o.playground:
-            env["ENERGY_EXCHANGE_URL"] = f"ws://{o.host}:{o.exchange_port}"
-            env["ENERGY_MARKET_DATA_URL"] = f"http://{o.host}:{o.market_data_port}"
-        # Absolute, so the run workers Dagster starts elsewhere see the same files.
-        env["ENERGY_CAPTURE_DIR"] = str(Path(current.capture_dir).resolve())
-        env["ENERGY_DUCKDB_PATH"] = str(Path(current.duckdb_path).resolve())
-        env["ENERGY_DASHBOARD_DIR"] = str(Path(current.dashboard_dir).resolve())
-        env["ENERGY_PRICES_BACKFILL_DAYS"] = str(o.backfill_days)
-        env["DAGSTER_HOME"] = str(Path(o.dagster_home).resolve())
-        env["DAGSTER_INSTANCE"] = o.instance or instance_kind(env)
-        env["PYTHONUNBUFFERED"] = "1"
-        self.private_postgres = env["DAGSTER_INSTANCE"] == "postgres" and not env.get(
-            "DAGSTER_PG_HOST"
+
+def plan(o: DemoOptions) -> tuple[dict[str, str], dict[str, str]]:
+    """The programs' environment and each one's `[program:NAME]` section, in start order
+    (creating the private PostgreSQL cluster if there is one)."""
+    current = defaults.settings()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", DAGSTER_INSTANCE=o.dagster_instance)
+    env["ENERGY_EXCHANGE_URL"] = f"ws://{o.host}:{o.exchange_port}"
+    env["ENERGY_MARKET_DATA_URL"] = f"http://{o.host}:{o.market_data_port}"
+    if not o.playground:
+        env["ENERGY_EXCHANGE_URL"] = current.exchange_url
+        env["ENERGY_MARKET_DATA_URL"] = current.market_data_url
+    # Absolute, so the run workers Dagster starts elsewhere see the same files.
+    for name in ("capture_dir", "duckdb_path", "dashboard_dir"):
+        env[f"ENERGY_{name.upper()}"] = str(getattr(current, name).resolve())
+    env["DAGSTER_HOME"] = str(o.dagster_home.resolve())
+    if private_postgres := o.dagster_instance == "postgres" and not env.get("DAGSTER_PG_HOST"):
+        pg = ("127.0.0.1", str(o.postgres_port), "postgres", "", "postgres")  # its own database
+        env.update({f"DAGSTER_PG_{k}": v for k, v in zip(POSTGRES_ENV, pg, strict=True)})
+
+    def cli(*args: str) -> list[str]:
+        return [sys.executable, "-m", "energy_assets.cli", *args]
+
+    def after(host: str, port: int, command: list[str]) -> list[str]:
+        return [sys.executable, "-m", __name__, "after", f"{host}:{port}", "--", *command]
+
+    dagster = [sys.executable, "-m", __name__, "reap", "--", sys.executable, "-m", "dagster"]
+    dagster += ["dev", "-w", str(REPO / "workspace.yaml"), "-h", o.host, "-p", str(o.ui_port)]
+    listener = cli("listen")
+    programs = []  # name, priority (start order), command, stop signal (TERM by default)
+    if private_postgres:
+        # SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for every client). Dagster
+        # retries its first connections, and supervisord restarts it, while the server starts.
+        programs.append(("postgres", 5, postgres_command(o.postgres_port), "INT"))
+    if o.playground:
+        address = ["--host", o.host, "--exchange-port", str(o.exchange_port)]
+        address += ["--market-data-port", str(o.market_data_port)]
+        playground = cli("playground", *address, *shlex.split(o.playground_args))
+        programs.append(("playground", 10, playground, "TERM"))
+        # Connecting before the exchange listens would record a feed gap at every start.
+        listener = after(o.host, o.exchange_port, listener)
+    # Ctrl-C in a terminal sends SIGINT to `dagster dev`'s group: its tested path.
+    programs.append(("dagster", 30, dagster, "INT"))
+    if o.dashboard:
+        dashboard = cli("dashboard", "--host", o.host, "--port", str(o.dashboard_port))
+        programs.append(("dashboard", 30, dashboard, "TERM"))
+    programs.append(("runs", 30, after(o.host, o.ui_port, cli("watch-runs")), "TERM"))
+    programs.append(("listener", 40, listener, "TERM"))
+    sections = {}
+    for name, priority, command, stopsignal in programs:
+        # `dagster dev` logs every daemon tick: to a file, so the terminal keeps one line per
+        # event (`supervisorctl tail -f dagster` follows it).
+        out = data_dir() / "logs" / "dagster.log" if name in ("dagster", "postgres") else None
+        out = o.log_dir.resolve() / f"{name}.log" if o.log_dir else out
+        sections[name] = PROGRAM.format(
+            name=name,
+            command=shlex.join(command),
+            priority=priority,
+            stopsignal=stopsignal,
+            out=out or "/dev/stdout",
+            max_bytes="50MB" if out else "0",
+            repo=REPO,
         )
-        if self.private_postgres:
-            env.update(
-                DAGSTER_PG_HOST="127.0.0.1",
-                DAGSTER_PG_PORT=str(o.postgres_port),
-                DAGSTER_PG_USERNAME="postgres",
-                DAGSTER_PG_PASSWORD="",
-                DAGSTER_PG_DB="dagster",
-            )
-        return env
-
-    def dagster_log(self, env: dict[str, str]) -> Path | None:
-        """`dagster dev` logs every daemon tick: into a file by default, so the terminal
-        keeps one line per event."""
-        if self.options.log_dir or self.options.dagster_output == "terminal":
-            return None
-        return Path(env["ENERGY_DUCKDB_PATH"]).parent / "logs" / "dagster.log"
-
-    def postgres_program(self) -> str:
-        """Creates the private cluster once (database `dagster`); its server's command."""
-        import glob
-
-        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[4]))
-        if not bins:
-            raise SystemExit("no PostgreSQL server (Debian's postgresql): run `make setup`")
-        bin_dir, data = Path(bins[-1]), self.postgres_root / "data"
-        as_server = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        if not (data / "PG_VERSION").exists():
-            self.postgres_root.mkdir(parents=True, exist_ok=True)
-            if as_server:
-                subprocess.run(["chown", "postgres:", str(self.postgres_root)], check=True)
-            init = [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
-            subprocess.run([*as_server, *init, "--no-sync"], check=True, capture_output=True)
-            subprocess.run(
-                [*as_server, str(bin_dir / "postgres"), "--single", "-D", str(data), "postgres"],
-                input=b"CREATE DATABASE dagster",
-                check=True,
-                capture_output=True,
-            )
-            log.info("postgres_created", root=self.postgres_root)
-        port = self.options.postgres_port
-        server = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1"]
-        return shlex.join([*as_server, *server, "-k", str(self.postgres_root)])
-
-    def programs(self, env: dict[str, str]) -> dict[str, dict[str, str]]:
-        """supervisord's `[program:NAME]` sections."""
-        o = self.options
-        programs: dict[str, dict[str, str]] = {}
-        dagster = shlex.join(
-            [sys.executable, "-m", __name__, "reap", "--", sys.executable, "-m", "dagster", "dev"]
-            + ["-w", str(REPO / "workspace.yaml"), "-h", o.host, "-p", str(o.ui_port)]
-        )
-        if self.private_postgres:
-            # SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for every client).
-            programs["postgres"] = {"command": self.postgres_program(), "priority": "5"}
-            programs["postgres"]["stopsignal"] = "INT"
-            dagster = _after("127.0.0.1", o.postgres_port, dagster)
-        listener = _cli("listen")
-        if o.playground:
-            playground = ["--host", o.host, "--exchange-port", str(o.exchange_port)]
-            playground += ["--market-data-port", str(o.market_data_port)]
-            args = [*playground, *shlex.split(o.playground_args)]
-            programs["playground"] = {"command": _cli("playground", *args), "priority": "10"}
-            # Connecting before the exchange listens would record a feed gap at every start.
-            listener = _after(o.host, o.exchange_port, listener)
-        # Ctrl-C in a terminal sends SIGINT to `dagster dev`'s group: its tested path.
-        programs["dagster"] = {"command": dagster, "priority": "30", "stopsignal": "INT"}
-        if o.dashboard_port is not None:
-            dashboard = _cli("dashboard", "--host", o.host, "--port", str(o.dashboard_port))
-            programs["dashboard"] = {"command": dashboard, "priority": "30"}
-        watcher = _after(o.host, o.ui_port, _cli("watch-runs"))
-        programs["runs"] = {"command": watcher, "priority": "30"}
-        programs["listener"] = {"command": listener, "priority": "40"}
-        for name, program in programs.items():
-            program.update(RESTART, directory=str(REPO), redirect_stderr="true")
-            program.update(stopasgroup="true", killasgroup="true")
-            program["stopwaitsecs"] = str(int(o.stop_timeout_s))
-            out = self.dagster_log(env) if name in ("dagster", "postgres") else None
-            if o.log_dir:
-                out = Path(o.log_dir).resolve() / f"{name}.log"
-            program["stdout_logfile"] = str(out or "/dev/stdout")
-            program["stdout_logfile_maxbytes"] = "50MB" if out else "0"
-        return programs
-
-    def config(self, env: dict[str, str]) -> str:
-        sock = self.run_dir / "supervisor.sock"
-        sections = {
-            "supervisord": {
-                "nodaemon": "true",
-                # Its own lines (spawned, exited, stopped) go to the file; the terminal keeps
-                # the programs' key=value lines.
-                "silent": "true",
-                "logfile": str(self.logs / "supervisord.log"),
-                "pidfile": str(self.run_dir / "supervisord.pid"),
-                "childlogdir": str(self.logs),
-            },
-            "unix_http_server": {"file": str(sock)},
-            "rpcinterface:supervisor": {
-                "supervisor.rpcinterface_factory": "supervisor.rpcinterface:make_main_rpcinterface"
-            },
-            "supervisorctl": {"serverurl": f"unix://{sock}"},
-            **{f"program:{name}": p for name, p in self.programs(env).items()},
-        }
-        return "".join(
-            f"[{name}]\n" + "".join(f"{k}={v.replace('%', '%%')}\n" for k, v in items.items())
-            for name, items in sections.items()
-        )
-
-    def run(self) -> int:
-        """Checks the ports, prepares the instance, then becomes supervisord."""
-        o = self.options
-        ports = {"ui": o.ui_port, "dashboard": o.dashboard_port}
-        if o.playground:
-            ports.update(exchange=o.exchange_port, market_data=o.market_data_port)
-        taken = {k: p for k, p in ports.items() if p is not None and port_in_use(o.host, p)}
-        for name, port in taken.items():
-            log.error("port_in_use", what=name, host=o.host, port=port)
-        if taken:
-            return 2
-        env = self.environment()
-        missing = missing_postgres_env(env) if env["DAGSTER_INSTANCE"] == "postgres" else []
-        if missing:
-            raise SystemExit(f"DAGSTER_INSTANCE=postgres needs {', '.join(missing)}")
-        prepare_dagster_home(Path(env["DAGSTER_HOME"]), env["DAGSTER_INSTANCE"])
-        for directory in (self.logs, self.run_dir, *([Path(o.log_dir)] if o.log_dir else [])):
-            directory.mkdir(parents=True, exist_ok=True)
-        conf = self.run_dir / "supervisord.conf"
-        conf.write_text(self.config(env))
-        where = {
-            "ui": f"http://{o.host}:{o.ui_port}",
-            "dashboard": f"http://{o.host}:{o.dashboard_port}" if o.dashboard_port else "off",
-            "exchange": env["ENERGY_EXCHANGE_URL"],
-            "market_data": env["ENERGY_MARKET_DATA_URL"],
-            "duckdb": env["ENERGY_DUCKDB_PATH"],
-            "dagster_home": env["DAGSTER_HOME"],
-            "instance": env["DAGSTER_INSTANCE"],
-            "logs": str(self.logs),
-            "supervisor": f"{Path(sys.executable).parent / 'supervisorctl'} -c {conf} status",
-        }
-        log.info("demo_starting", pid=os.getpid(), **where)
-        width = max(map(len, where))
-        lines = ["", "energy_assets demo (the UI answers in ~20 s; Ctrl-C stops everything):"]
-        lines += [f"  {name.replace('_', ' '):<{width}}  {value}" for name, value in where.items()]
-        print("\n".join(lines) + "\n", flush=True)
-        supervisord = str(Path(sys.executable).parent / "supervisord")
-        os.execve(supervisord, [supervisord, "-c", str(conf)], env)
+    return env, sections
 
 
-def group_members() -> list[int]:
-    """The other live processes of this process group."""
+def run(o: DemoOptions) -> int:
+    """Checks the ports, prepares the instance and the configuration, becomes supervisord."""
+    ports = {"ui": o.ui_port, "dashboard": o.dashboard_port if o.dashboard else None}
+    if o.playground:
+        ports.update(exchange=o.exchange_port, market_data=o.market_data_port)
+    taken = {k: p for k, p in ports.items() if p is not None and port_in_use(o.host, p)}
+    for name, port in taken.items():
+        log.error("port_in_use", what=name, host=o.host, port=port)
+    if taken:
+        return 2
+    env, programs = plan(o)
+    missing = [f"DAGSTER_PG_{n}" for n in POSTGRES_ENV if f"DAGSTER_PG_{n}" not in env]
+    if o.dagster_instance == "postgres" and missing:
+        raise SystemExit(f"DAGSTER_INSTANCE=postgres needs {', '.join(missing)}")
+    prepare_dagster_home(o.dagster_home, o.dagster_instance)
+    logs, run_dir = data_dir() / "logs", data_dir() / "supervisor"
+    for directory in (logs, run_dir, *([o.log_dir] if o.log_dir else [])):
+        directory.mkdir(parents=True, exist_ok=True)
+    conf = run_dir / "supervisord.conf"
+    text = SUPERVISORD.format(logs=logs, run=run_dir) + "".join(programs.values())
+    conf.write_text(text.replace("%", "%%"))  # supervisord expands %(name)s
+    where = {
+        "ui": f"http://{o.host}:{o.ui_port}",
+        "dashboard": f"http://{o.host}:{o.dashboard_port}" if o.dashboard else "off",
+        "exchange": env["ENERGY_EXCHANGE_URL"],
+        "market_data": env["ENERGY_MARKET_DATA_URL"],
+        "duckdb": env["ENERGY_DUCKDB_PATH"],
+        "dagster_home": env["DAGSTER_HOME"],
+        "instance": o.dagster_instance,
+        "logs": str(logs),
+        "supervisor": f"{Path(sys.executable).parent / 'supervisorctl'} -c {conf} status",
+    }
+    log.info("demo_starting", pid=os.getpid(), **where)
+    print("\nenergy_assets demo (the UI answers in ~20 s; Ctrl-C stops everything):")
+    print("".join(f"  {name.replace('_', ' '):<12}  {value}\n" for name, value in where.items()))
+    supervisord = str(Path(sys.executable).parent / "supervisord")
+    os.execve(supervisord, [supervisord, "-c", str(conf)], env)
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes of process group `pgid` (zombies are dead)."""
     members = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if (
-            int(fields[2]) == os.getpgrp()
-            and fields[0] != "Z"
-            and int(stat.parent.name) != os.getpid()
-        ):
+        if int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(stat.parent.name))
     return members
 
 
 def reap(command: list[str]) -> int:
-    """`reap -- COMMAND...`: runs COMMAND; once it exits, kills what it left in the group
-    (`dagster dev`'s code servers outlive it by up to a minute), after 5 s of grace."""
-    for signum in (signal.SIGINT, signal.SIGTERM):  # the group's signal reaches COMMAND
+    """`reap -- COMMAND...`: runs COMMAND; once it exits, stops what it left in its process
+    group (`dagster dev`'s code servers outlive it by a minute or more): SIGTERM, then SIGKILL
+    to what is left after 5 s."""
+    for signum in (signal.SIGINT, signal.SIGTERM):  # the group's signals are COMMAND's
         signal.signal(signum, lambda *_: None)
     code = subprocess.call(command)
+    os.killpg(os.getpgrp(), signal.SIGTERM)
     deadline = time.monotonic() + 5
-    while group_members() and time.monotonic() < deadline:
+    while (
+        left := set(group_members(os.getpgrp())) - {os.getpid()}
+    ) and time.monotonic() < deadline:
         time.sleep(0.1)
-    for pid in group_members():
+    for pid in left:
         os.kill(pid, signal.SIGKILL)
     return code if code >= 0 else 128 - code
 
 
-def after(argv: list[str]) -> None:
-    """`after HOST:PORT -- COMMAND...`: waits until HOST:PORT accepts, then runs COMMAND."""
-    address, _, command = argv[0], argv[1], argv[2:]
-    host, port = address.rsplit(":", 1)
+if __name__ == "__main__" and sys.argv[1] == "after":  # after HOST:PORT -- COMMAND...
+    host, port = sys.argv[2].rsplit(":", 1)
     while not port_in_use(host, int(port)):
         time.sleep(0.2)
-    os.execvp(command[0], command)
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["after"]:
-    after(sys.argv[2:])
-if __name__ == "__main__" and sys.argv[1:3] == ["reap", "--"]:
+    os.execvp(sys.argv[4], sys.argv[4:])
+if __name__ == "__main__" and sys.argv[1] == "reap":  # reap -- COMMAND...
     sys.exit(reap(sys.argv[3:]))

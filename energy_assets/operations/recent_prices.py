@@ -12,6 +12,7 @@ backfill policy fetches a range in one run).
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import groupby
 
 import dagster as dg
 
@@ -23,44 +24,15 @@ RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_p
 DONE = (dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.IN_PROGRESS)
 
 
-def window_start(now: datetime, days: int) -> datetime:
-    """Midnight UTC `days` days before `now`'s day (0 = today)."""
-    now = now.astimezone(UTC)
-    return datetime(now.year, now.month, now.day, tzinfo=UTC) - timedelta(days=days)
-
-
 def recent_partition_keys(partitions_def, now: datetime, days: int) -> list[str]:
-    """Keys of `partitions_def` from `window_start(now, days)` to the hour under way at `now`
-    (its delivery has started: past gate closure, its price final), in time order."""
-    keys = partitions_def.get_partition_keys(current_time=now)
-    if not keys:
-        return []
-    # Later hours are open: the price planner fetches them by value, fresh priority; a bulk
-    # request of them would spend the budget on periods nobody holds. Keys with a UTC offset
-    # do not sort as their times (Berlin's `02:00+0200` comes before `02:00+0100`): by index.
-    index = {key: n for n, key in enumerate(keys)}
-    under_way = partitions_def.get_partition_key_for_timestamp(now.timestamp())
-    last = index.get(under_way, len(keys) - 1)
-    wanted = window_start(now, days)
-    first = (
-        0
-        if wanted <= partitions_def.start
-        else index.get(partitions_def.get_partition_key_for_timestamp(wanted.timestamp()), 0)
-    )
-    return keys[first : last + 1]
-
-
-def ranges(wanted: list[str], missing: set[str]) -> list[tuple[str, str]]:
-    """The runs of consecutive keys of `wanted` that are in `missing`, as (first, last)."""
-    found: list[tuple[str, str]] = []
-    for index, key in enumerate(wanted):
-        if key not in missing:
-            continue
-        if index and wanted[index - 1] in missing:
-            found[-1] = (found[-1][0], key)
-        else:
-            found.append((key, key))
-    return found
+    """Keys of `partitions_def` from midnight UTC `days` days before `now`'s day to the hour
+    under way at `now` (its delivery has started: past gate closure, its price final), in
+    time order. Later hours are open: the price planner fetches them by value."""
+    now = now.astimezone(UTC)
+    since = datetime(now.year, now.month, now.day, tzinfo=UTC) - timedelta(days=days)
+    key = partitions_def.get_partition_key_for_timestamp
+    first, last = key(max(since, partitions_def.start).timestamp()), key(now.timestamp())
+    return partitions_def.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
 
 
 @dg.sensor(
@@ -81,12 +53,13 @@ def recent_prices_sensor(context: dg.SensorEvaluationContext):
         partitions_def = asset.partitions_def
         wanted = recent_partition_keys(partitions_def, datetime.now(UTC), days)
         wanted_count += len(wanted)
-        status = context.instance.get_status_by_partition(asset.key, wanted, partitions_def)
-        missing = {key for key in wanted if (status or {}).get(key) not in DONE}
-        requests += [
-            dg.RunRequest(asset_selection=[asset.key], tags={RANGE_START: a, RANGE_END: b})
-            for a, b in ranges(wanted, missing)
-        ]
+        status = context.instance.get_status_by_partition(asset.key, wanted, partitions_def) or {}
+        # One run per range of consecutive keys neither stored nor on their way.
+        for done, keys in groupby(wanted, lambda key, status=status: status.get(key) in DONE):
+            if not done:
+                keys = list(keys)
+                tags = {RANGE_START: keys[0], RANGE_END: keys[-1]}
+                requests.append(dg.RunRequest(asset_selection=[asset.key], tags=tags))
     if not requests:
         return dg.SkipReason(f"the {wanted_count} recent partitions are stored or on their way")
     return requests

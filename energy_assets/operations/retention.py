@@ -1,11 +1,10 @@
 """`run_retention_schedule`: once a day, delete the Dagster runs older than
 `ENERGY_RUN_RETENTION_DAYS` (default 7) with their event logs and captured logs, so the
-instance stays bounded; Dagster deletes none by itself. Only finished runs go, in batches,
-through the public `DagsterInstance` API, so it works the same on SQLite and PostgreSQL. What
-the runs wrote to DuckDB stays.
+instance stays bounded; Dagster deletes none by itself. Only finished runs go, through the
+public `DagsterInstance` API, so it works the same on SQLite and PostgreSQL. What the runs
+wrote to DuckDB stays.
 """
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -13,36 +12,22 @@ import dagster as dg
 from energy_assets.settings import settings
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
-#: Runs read and deleted per round trip: each round is one query, then a delete per run.
-BATCH = 200
 
 
-@dataclass(frozen=True)
-class Deleted:
-    runs: int
-    cutoff: datetime
-
-
-def delete_runs_before(
-    instance: dg.DagsterInstance, cutoff: datetime, batch: int = BATCH
-) -> Deleted:
-    """Delete every finished run created before `cutoff`, and its events, `batch` at a time."""
+def delete_runs_before(instance: dg.DagsterInstance, cutoff: datetime, batch: int = 200) -> int:
+    """Deletes every finished run created before `cutoff`, its events and its captured
+    stdout/stderr (which `delete_run` leaves), `batch` runs per query; returns how many."""
     deleted = 0
     while True:
         records = instance.get_run_records(
             filters=dg.RunsFilter(created_before=cutoff, statuses=FINISHED), limit=batch
         )
         for record in records:
-            delete_run(instance, record.dagster_run.run_id)
+            instance.delete_run(record.dagster_run.run_id)
+            instance.compute_log_manager.delete_logs(prefix=[record.dagster_run.run_id])
         deleted += len(records)
         if len(records) < batch:
-            return Deleted(runs=deleted, cutoff=cutoff)
-
-
-def delete_run(instance: dg.DagsterInstance, run_id: str) -> None:
-    """The run, its events, and its captured stdout/stderr (which `delete_run` leaves)."""
-    instance.delete_run(run_id)
-    instance.compute_log_manager.delete_logs(prefix=[run_id])
+            return deleted
 
 
 class RetentionConfig(dg.Config):
@@ -54,9 +39,9 @@ class RetentionConfig(dg.Config):
 def delete_old_runs(context: dg.OpExecutionContext, config: RetentionConfig):
     """Delete the finished runs older than the retention, with their event logs."""
     cutoff = datetime.now(UTC) - timedelta(days=config.retention_days)
-    result = delete_runs_before(context.instance, cutoff)
-    context.log.info(f"deleted {result.runs} run(s) created before {cutoff.isoformat()}")
-    return dg.Output(None, metadata={"runs_deleted": result.runs, "cutoff": cutoff.isoformat()})
+    deleted = delete_runs_before(context.instance, cutoff)
+    context.log.info(f"deleted {deleted} run(s) created before {cutoff.isoformat()}")
+    return dg.Output(None, metadata={"runs_deleted": deleted, "cutoff": cutoff.isoformat()})
 
 
 @dg.job(

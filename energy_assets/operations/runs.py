@@ -1,34 +1,61 @@
 """`energy-assets watch-runs`: one structured line per Dagster run event, for the terminal.
 
-The Dagster UI and its run logs hold every detail; an operator watching the demo's terminal
-(or a log shipper) wants the outline: which run started, why, for which assets and
-partitions, and how it ended. The watcher polls the instance (runs updated since the last
-poll) and writes, e.g.
+The UI holds every detail; an operator watching the demo's terminal (or a log shipper) wants
+the outline: which run started, why, for which assets and partitions, how it ended, e.g.
 
-    event=run_started run_id=3f0c… job=drain_and_refresh trigger=sensor:raw_trades_sensor assets=raw_trades,trader_exposure,…
-    event=run_succeeded run_id=3f0c… job=drain_and_refresh … duration_s=3.4 materialized=raw_trades,…
+    event=run_started run_id=3f0c… job=drain_and_refresh trigger=sensor:raw_trades_sensor assets=raw_trades,…
     event=run_failed run_id=9b1d… job=__ASSET_JOB trigger=backfill:jscpfjcj partitions=… error="…"
 
-It only reads the instance; it never launches or changes anything.
+It polls the instance for the runs updated since its last poll and changes nothing.
 """
 
 from __future__ import annotations
 
+import argparse
+import signal
 import threading
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from energy_assets.logs import EventLogger, event_logger
 
-_EVENTS = {
+#: The line of each run status (none for STARTING, between queued and started).
+EVENTS = {
     "QUEUED": "run_queued",
-    "STARTING": None,  # between queued and started: not worth a line
     "STARTED": "run_started",
     "SUCCESS": "run_succeeded",
     "FAILURE": "run_failed",
     "CANCELING": "run_canceling",
     "CANCELED": "run_canceled",
 }
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "watch-runs",
+        help="Print one structured line per Dagster run event (queued, started, succeeded, failed)",
+        description="Polls the Dagster instance at $DAGSTER_HOME and prints one key=value line "
+        "per run status change, with the run id, job, trigger, assets, partitions, duration and, "
+        "for a failure, the error. Read-only. The demo runs it; Ctrl-C stops it.",
+    )
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
+    parser.set_defaults(run=watch)
+
+
+def watch(args: argparse.Namespace) -> int:
+    from dagster import DagsterInstance
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with DagsterInstance.get() as instance:
+        watcher = RunWatcher(instance)
+        while not stop.is_set():
+            try:
+                watcher.poll()
+            except Exception as err:  # storage briefly unavailable: say so, keep watching
+                watcher.log.warning("watch_failed", error=repr(err)[:300])
+            stop.wait(args.interval)
+    return 0
 
 
 def run_trigger(tags: dict[str, str]) -> str:
@@ -51,21 +78,16 @@ def run_partitions(tags: dict[str, str]) -> str | None:
     return tags.get("dagster/partition")
 
 
-def _asset_names(keys: Iterable | None) -> str:
-    return ",".join(sorted(key.to_user_string() for key in keys or ())) or "-"
-
-
 def _materialized(instance, run_id: str) -> str:
     from dagster import DagsterEventType
 
-    records = instance.get_records_for_run(
-        run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION, limit=1000
-    ).records
     counts: dict[str, int] = {}
-    for record in records:
+    for record in instance.get_records_for_run(
+        run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION, limit=1000
+    ).records:
         key = record.event_log_entry.dagster_event.asset_key.to_user_string()
         counts[key] = counts.get(key, 0) + 1
-    # A partitioned asset materialises once per partition: name it once, with the count.
+    # A partitioned asset materialises once per partition: named once, with the count.
     return ",".join(f"{k}x{n}" if n > 1 else k for k, n in sorted(counts.items())) or "-"
 
 
@@ -74,30 +96,26 @@ def _failure_message(instance, run_id: str) -> str:
     from dagster import DagsterEventType
 
     for event_type in (DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE):
-        records = instance.get_records_for_run(run_id, of_type=event_type, limit=1).records
-        if not records:
-            continue
-        entry = records[0].event_log_entry
-        event = entry.dagster_event
-        error = getattr(event.event_specific_data, "error", None) if event else None
-        # Dagster wraps the asset's exception ("Error occurred while executing op …"): the
-        # innermost cause is what the operator needs.
-        while error is not None and getattr(error, "cause", None) is not None:
-            error = error.cause
-        text = error.message if error is not None else entry.user_message
-        first = (text or "").strip().splitlines()
-        step = f"{event.step_key}: " if event is not None and event.step_key else ""
-        return (step + first[0])[:300] if first else step.rstrip(": ")
+        for record in instance.get_records_for_run(run_id, of_type=event_type, limit=1).records:
+            entry = record.event_log_entry
+            event = entry.dagster_event
+            error = getattr(event.event_specific_data, "error", None) if event else None
+            # Dagster wraps the asset's exception ("Error occurred while executing op …"):
+            # the innermost cause is what the operator needs.
+            while error is not None and error.cause is not None:
+                error = error.cause
+            first = (error.message if error is not None else entry.user_message or "").split("\n")
+            step = f"{event.step_key}: " if event is not None and event.step_key else ""
+            return (step + first[0].strip())[:300].rstrip(": ")
     return ""
 
 
 class RunWatcher:
     """Polls `instance` and logs each run's status changes once."""
 
-    def __init__(self, instance, log: EventLogger | None = None, since: datetime | None = None):
-        self.instance = instance
-        self.log = log or event_logger("runs")
-        self.since = since or datetime.now(UTC) - timedelta(seconds=5)
+    def __init__(self, instance, log: EventLogger | None = None):
+        self.instance, self.log = instance, log or event_logger("runs")
+        self.since = datetime.now(UTC) - timedelta(seconds=5)
         self._status: dict[str, str] = {}
 
     def poll(self) -> int:
@@ -113,25 +131,19 @@ class RunWatcher:
         )
         written = 0
         for record in records:
-            run = record.dagster_run
-            status = run.status.value
+            run, status = record.dagster_run, record.dagster_run.status.value
             if self._status.get(run.run_id) == status:
                 continue
             self._status[run.run_id] = status
             self.since = max(self.since, record.update_timestamp.replace(tzinfo=UTC))
-            event = _EVENTS.get(status)
-            if event is None:
+            if status not in EVENTS:
                 continue
             # Every line stands alone: a short run may be seen only once it has ended.
-            fields: dict[str, object] = {
-                "run_id": run.run_id,
-                "job": run.job_name,
-                "trigger": run_trigger(run.tags),
-            }
+            fields: dict[str, object] = {"run_id": run.run_id, "job": run.job_name}
+            fields["trigger"] = run_trigger(run.tags)
             if run.asset_selection:  # else: every asset of the named job
-                fields["assets"] = _asset_names(run.asset_selection)
-            partitions = run_partitions(run.tags)
-            if partitions:
+                fields["assets"] = ",".join(sorted(k.to_user_string() for k in run.asset_selection))
+            if partitions := run_partitions(run.tags):
                 fields["partitions"] = partitions
             if record.start_time and record.end_time:
                 fields["duration_s"] = round(record.end_time - record.start_time, 1)
@@ -139,16 +151,6 @@ class RunWatcher:
                 fields["materialized"] = _materialized(self.instance, run.run_id)
             if status == "FAILURE":
                 fields["error"] = _failure_message(self.instance, run.run_id)
-                self.log.error(event, **fields)
-            else:
-                self.log.info(event, **fields)
+            (self.log.error if status == "FAILURE" else self.log.info)(EVENTS[status], **fields)
             written += 1
         return written
-
-    def run(self, stop: threading.Event, interval_s: float = 2.0) -> None:
-        while not stop.is_set():
-            try:
-                self.poll()
-            except Exception as err:  # storage briefly unavailable: say so, keep watching
-                self.log.warning("watch_failed", error=repr(err)[:300])
-            stop.wait(interval_s)

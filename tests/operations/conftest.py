@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from energy_assets.operations.instance import prepare_dagster_home
+from energy_assets.operations.demo import prepare_dagster_home
 from tests.conftest import free_port
 from tests.postgres import LocalPostgres
 

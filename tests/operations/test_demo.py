@@ -18,9 +18,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from energy_assets.operations.demo import Demo, DemoOptions
-from energy_assets.operations.instance import REPO
-from tests.conftest import free_port
+from energy_assets.operations.demo import (
+    DemoOptions,
+    group_members,
+    plan,
+    port_in_use,
+    postgres_root,
+    prepare_dagster_home,
+)
+from tests.conftest import REPO, free_port
 
 # Seconds or more: `energy-assets demo` with every program.
 pytestmark = pytest.mark.slow
@@ -28,17 +34,9 @@ pytestmark = pytest.mark.slow
 SPAWNED = re.compile(r"spawned: '(\w+)' with pid (\d+)")
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live processes of process group `pgid` (zombies are dead)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
+def option(section: str, name: str) -> str:
+    """A `name=value` line's value in a supervisord section."""
+    return re.search(rf"^{name}=(.*)$", section, re.M).group(1)
 
 
 def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen, log: Path):
@@ -64,6 +62,7 @@ def test_demo_comes_up_restarts_a_killed_program_and_one_ctrl_c_stops_everything
     ports = {name: free_port() for name in ("ui", "exchange", "market_data", "dashboard")}
     out = tmp_path / "demo.log"
     env = {**os.environ, **energy_env, "DAGSTER_INSTANCE": "sqlite", "PYTHONUNBUFFERED": "1"}
+    env["ENERGY_PRICES_BACKFILL_DAYS"] = "0"
     env.pop("DAGSTER_HOME", None)
     command = [
         sys.executable,
@@ -80,8 +79,6 @@ def test_demo_comes_up_restarts_a_killed_program_and_one_ctrl_c_stops_everything
         str(ports["dashboard"]),
         "--dagster-home",
         str(tmp_path / "dagster_home"),
-        "--backfill-days",
-        "0",
         "--log-dir",
         str(tmp_path / "children"),
     ]
@@ -216,18 +213,19 @@ def test_postgres_demo_without_a_server_runs_its_own(tmp_path: Path, monkeypatch
     for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_DB"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ENERGY_DUCKDB_PATH", str(tmp_path / "data" / "warehouse.duckdb"))
-    demo = Demo(
-        DemoOptions(instance="postgres", dagster_home=tmp_path / "home", postgres_port=free_port())
+    port = free_port()
+    options = DemoOptions(
+        dagster_instance="postgres", dagster_home=tmp_path / "home", postgres_port=port
     )
-    env = demo.environment()
-    programs = demo.programs(env)  # creates the cluster and its `dagster` database
-    assert env["DAGSTER_PG_PORT"] == str(demo.options.postgres_port)
-    assert env["DAGSTER_PG_DB"] == "dagster"
-    # Dagster waits for the server; the server stops after Dagster.
-    assert f"127.0.0.1:{demo.options.postgres_port}" in programs["dagster"]["command"]
-    assert int(programs["postgres"]["priority"]) < int(programs["dagster"]["priority"])
+    env, sections = plan(options)  # creates the cluster
+    assert env["DAGSTER_PG_PORT"] == str(port)
+    assert env["DAGSTER_PG_DB"] == "postgres"  # the cluster's own database
+    # The server starts before Dagster and stops after it.
+    assert int(option(sections["postgres"], "priority")) < int(
+        option(sections["dagster"], "priority")
+    )
     server = subprocess.Popen(
-        shlex.split(programs["postgres"]["command"]),
+        shlex.split(option(sections["postgres"], "command")),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -235,11 +233,8 @@ def test_postgres_demo_without_a_server_runs_its_own(tmp_path: Path, monkeypatch
     try:
         from dagster import DagsterInstance
 
-        from energy_assets.operations.demo import port_in_use
-        from energy_assets.operations.instance import prepare_dagster_home
-
         deadline = time.monotonic() + 60
-        while not port_in_use("127.0.0.1", demo.options.postgres_port):
+        while not port_in_use("127.0.0.1", port):
             assert time.monotonic() < deadline and server.poll() is None
             time.sleep(0.2)
         prepare_dagster_home(tmp_path / "home", "postgres")
@@ -252,7 +247,7 @@ def test_postgres_demo_without_a_server_runs_its_own(tmp_path: Path, monkeypatch
     finally:
         os.killpg(server.pid, signal.SIGINT)  # supervisord's stop signal for it
         assert server.wait(30) is not None
-        shutil.rmtree(demo.postgres_root, ignore_errors=True)
+        shutil.rmtree(postgres_root(), ignore_errors=True)
 
 
 def test_without_the_playground_the_demo_uses_the_configured_services(tmp_path: Path, monkeypatch):
@@ -262,16 +257,17 @@ def test_without_the_playground_the_demo_uses_the_configured_services(tmp_path: 
     monkeypatch.setenv("ENERGY_CAPTURE_DIR", "data/capture")
     monkeypatch.delenv("ENERGY_DUCKDB_PATH", raising=False)
     monkeypatch.delenv("DAGSTER_INSTANCE", raising=False)
-    demo = Demo(DemoOptions(playground=False, dashboard_port=None, dagster_home="data/home"))
-    env = demo.environment()
-    programs = demo.programs(env)
+    options = DemoOptions(playground=False, dashboard=False, dagster_home="data/home")
+    env, sections = plan(options)
 
-    assert set(programs) == {"listener", "dagster", "runs"}
-    assert programs["listener"]["command"].endswith("energy_assets.cli listen")
+    assert set(sections) == {"listener", "dagster", "runs"}
+    assert option(sections["listener"], "command").endswith("energy_assets.cli listen")
     assert env["ENERGY_EXCHANGE_URL"] == "ws://exchange.example.invalid:5050"
     assert env["ENERGY_MARKET_DATA_URL"] == "http://vendor.example.invalid/v1"
     # Absolute, so run workers started from another directory find the same files.
     assert env["ENERGY_CAPTURE_DIR"] == str(tmp_path / "data" / "capture")
     assert env["DAGSTER_HOME"] == str(tmp_path / "data" / "home")
     assert env["DAGSTER_INSTANCE"] == "sqlite"
-    assert demo.dagster_log(env) == tmp_path / "data" / "logs" / "dagster.log"
+    assert option(sections["dagster"], "stdout_logfile") == str(
+        tmp_path / "data" / "logs" / "dagster.log"
+    )

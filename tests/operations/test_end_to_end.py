@@ -23,11 +23,11 @@ import pytest
 from dagster import DagsterInstance
 
 from energy_assets.markets import MARKETS
-from energy_assets.operations.instance import REPO
 from energy_assets.playground.server import ExchangeOptions
 from energy_assets.prices.assets import price_asset_key
 from energy_assets.prices.partitions import period_partition_key
 from energy_assets.warehouse import connect
+from tests.conftest import REPO
 
 #: Runs not finished yet (queued ones included).
 IN_PROGRESS_RUN_STATUSES = [

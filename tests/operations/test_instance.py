@@ -9,11 +9,7 @@ import dagster as dg
 import pytest
 from dagster import DagsterInstance
 
-from energy_assets.operations.instance import (
-    INSTANCE_FILES,
-    instance_kind,
-    missing_postgres_env,
-)
+from energy_assets.operations.demo import INSTANCE_FILES
 from energy_assets.warehouse import DUCKDB_POOL
 from tests.conftest import free_port
 from tests.postgres import LocalPostgres
@@ -23,19 +19,6 @@ from tests.postgres import LocalPostgres
 def pooled_step(context) -> int:
     context.log.info("writing the warehouse")
     return 1
-
-
-def test_instance_kind_comes_from_the_environment():
-    assert instance_kind({}) == "sqlite"
-    assert instance_kind({"DAGSTER_INSTANCE": "Postgres"}) == "postgres"
-    with pytest.raises(ValueError, match="DAGSTER_INSTANCE"):
-        instance_kind({"DAGSTER_INSTANCE": "mysql"})
-    assert missing_postgres_env({"DAGSTER_PG_HOST": "db"}) == [
-        "DAGSTER_PG_PORT",
-        "DAGSTER_PG_USERNAME",
-        "DAGSTER_PG_PASSWORD",
-        "DAGSTER_PG_DB",
-    ]
 
 
 @pytest.mark.slow
