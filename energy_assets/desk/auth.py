@@ -204,19 +204,7 @@ class DeskAuth:
     @classmethod
     def from_settings(cls, current: Settings) -> DeskAuth | None | str:
         """The login as configured; None when nothing is; else why it cannot start."""
-        values = dict(
-            zip(
-                SETTINGS,
-                (
-                    current.desk_oidc_issuer,
-                    current.desk_oidc_client_id,
-                    current.desk_oidc_client_secret,
-                    current.desk_session_secret,
-                    current.desk_users,
-                ),
-                strict=True,
-            )
-        )
+        values = {name: getattr(current, name.removeprefix("ENERGY_").lower()) for name in SETTINGS}
         missing = [name for name, value in values.items() if not value]
         if len(missing) == len(SETTINGS):
             return None
