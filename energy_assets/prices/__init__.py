@@ -1,1 +1,1 @@
-"""Reference prices: the vendor Market Data API, hourly partitions in DuckDB."""
+"""Reference prices: the vendor Market Data API, each market's local-hour partitions in DuckDB."""

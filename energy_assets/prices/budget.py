@@ -9,12 +9,12 @@ the budget waits, it never overspends.
 Two priorities share it:
 
 - `fresh` (the planner's re-fetch of open periods) may use the whole budget;
-- `bulk` (backfills) leaves room for the schedule's bursts: a bulk request is sent only if
+- `bulk` (backfills) leaves room for the planner's bursts: a bulk request is sent only if
   every burst of the coming hour (each the number of periods open at its slot, every
   market's, at most
   `reserve`) still fits the vendor's hour window with it, and around each 10-minute slot,
   when a burst is due, bulk leaves `reserve` requests of the minute window free too. So a
-  backfill never starves the schedule, and takes the rest.
+  backfill never starves the planner, and takes the rest.
 
 A 429 from the vendor pauses every user of the file until its `Retry-After` has passed, an
 hour (the vendor's own window) at most.
@@ -41,7 +41,7 @@ BULK = "bulk"
 
 MINUTE_S = 60.0
 HOUR_S = 3600.0
-#: How long after a slot's publication deadline the schedule's burst is expected to last.
+#: How long after a slot's publication deadline the planner's burst is expected to last.
 BURST_LENGTH_S = 60.0
 
 
@@ -49,7 +49,7 @@ BURST_LENGTH_S = 60.0
 class BudgetLimits:
     per_minute: int = 50
     per_hour: int = 1000
-    #: Requests kept free for the schedule (one burst: at most 47 open hours).
+    #: Requests kept free for the planner's burst after each slot.
     reserve: int = 47
     #: Seconds added to each window: a request is recorded a moment before the vendor sees it.
     margin_s: float = 1.0
@@ -64,7 +64,7 @@ class BudgetLimits:
 
 
 def _bulk_guarded(now: float, margin_s: float) -> bool:
-    """Whether a bulk request sent at `now` would still count when the schedule's burst runs.
+    """Whether a bulk request sent at `now` would still count when the planner's burst runs.
 
     The burst starts when a slot's revisions are all published (slot + 30 s) and lasts up to
     BURST_LENGTH_S; a request counts for the vendor's minute window for 60 s after it is sent.
@@ -182,7 +182,7 @@ class RequestBudget:
             return 0.0
 
     def _hold_for_bursts(self, conn: sqlite3.Connection, now: float) -> float:
-        """0 if a bulk request now leaves every coming schedule burst its room in the hour
+        """0 if a bulk request now leaves every coming planner burst its room in the hour
         window, else how long to wait (until the next burst is over, when this changes).
 
         A request sent now counts in the vendor's hour window at each burst of the next hour;
@@ -239,7 +239,7 @@ class RequestBudget:
 
 
 def burst_size(slot: float) -> int:
-    """Requests of the schedule's burst at grid instant `slot`: the periods open then, every
+    """Requests of the planner's burst at grid instant `slot`: the periods open then, every
     product of every market (one account for all of them)."""
     now = datetime.fromtimestamp(slot, UTC)
     count = 0

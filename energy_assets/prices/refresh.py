@@ -135,7 +135,7 @@ def batch_run_request(plan: list[PlannedFetch], now: datetime) -> dg.RunRequest:
 def fetch_planned_prices(
     context: dg.OpExecutionContext, config: PlannedBatch, market_data: MarketDataClient
 ) -> FetchedPrices:
-    """Fetch the planned periods at once, with the schedule's (`fresh`) budget priority."""
+    """Fetch the planned periods at once, with the planner's (`fresh`) budget priority."""
     periods = config.periods()
     fetched = fetch_periods(market_data, periods, FRESH)
     context.log.info(

@@ -52,7 +52,7 @@ def store_prices(
 ) -> StoreResult:
     """Write a batch in ONE transaction: every distinct revision into the history, and the
     current row of each period replaced, unless the stored row is a newer revision (a slow
-    backfill finishing after the schedule must not put an old price back). A stored row whose
+    backfill finishing after the planner must not put an old price back). A stored row whose
     `last_update` lies after its own `fetched_at` by more than the clock skew was never a
     plausible revision (stored before the client refused such answers): it blocks nothing."""
     ensure_price_tables(conn)
