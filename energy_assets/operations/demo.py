@@ -1,12 +1,9 @@
 """`energy-assets demo` (what `make demo` runs): the whole platform on one machine, on supervisord.
 
-supervisord starts the programs, restarts one that exits (with backoff while it keeps failing
-at start), keeps their logs and, on Ctrl-C, stops them in reverse priority order, each with
-its signal sent to its whole process group. This module does what supervisord cannot: refuse
-taken ports before anything starts, prepare the Dagster instance (and a private PostgreSQL
-cluster), write the configuration, hold a program until the port it needs listens (`after`),
-and stop what `dagster dev` leaves in its group when it exits (`reap`).
-The programs, their order and signals: docs/operations.md, "Start and stop".
+supervisord starts, restarts (with backoff), logs and stops the programs (docs/operations.md,
+"Start and stop"). This module does what it cannot: refuse taken ports before anything starts,
+prepare the Dagster instance and a private PostgreSQL cluster, write the configuration, hold a
+program until the port it needs listens (`after`), stop what `dagster dev` leaves (`reap`).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from energy_assets.logs import EventLogger, event_logger
@@ -78,38 +79,6 @@ def run_partitions(tags: dict[str, str]) -> str | None:
     return tags.get("dagster/partition")
 
 
-def _materialized(instance, run_id: str) -> str:
-    from dagster import DagsterEventType
-
-    counts: dict[str, int] = {}
-    for record in instance.get_records_for_run(
-        run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION, limit=1000
-    ).records:
-        key = record.event_log_entry.dagster_event.asset_key.to_user_string()
-        counts[key] = counts.get(key, 0) + 1
-    # A partitioned asset materialises once per partition: named once, with the count.
-    return ",".join(f"{k}x{n}" if n > 1 else k for k, n in sorted(counts.items())) or "-"
-
-
-def _failure_message(instance, run_id: str) -> str:
-    """The root cause of the first failed step (or of the run), on one line."""
-    from dagster import DagsterEventType
-
-    for event_type in (DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE):
-        for record in instance.get_records_for_run(run_id, of_type=event_type, limit=1).records:
-            entry = record.event_log_entry
-            event = entry.dagster_event
-            error = getattr(event.event_specific_data, "error", None) if event else None
-            # Dagster wraps the asset's exception ("Error occurred while executing op …"):
-            # the innermost cause is what the operator needs.
-            while error is not None and error.cause is not None:
-                error = error.cause
-            first = (error.message if error is not None else entry.user_message or "").split("\n")
-            step = f"{event.step_key}: " if event is not None and event.step_key else ""
-            return (step + first[0].strip())[:300].rstrip(": ")
-    return ""
-
-
 class RunWatcher:
     """Polls `instance` and logs each run's status changes once."""
 
@@ -148,9 +117,39 @@ class RunWatcher:
             if record.start_time and record.end_time:
                 fields["duration_s"] = round(record.end_time - record.start_time, 1)
             if status in ("SUCCESS", "FAILURE", "CANCELED"):
-                fields["materialized"] = _materialized(self.instance, run.run_id)
+                fields["materialized"] = self.materialized(run.run_id)
             if status == "FAILURE":
-                fields["error"] = _failure_message(self.instance, run.run_id)
+                fields["error"] = self.failure(run.run_id)
             (self.log.error if status == "FAILURE" else self.log.info)(EVENTS[status], **fields)
             written += 1
         return written
+
+    def materialized(self, run_id: str) -> str:
+        """The assets the run stored, a partitioned one once with its count (`prices/DEx24`)."""
+        import dagster as dg
+
+        events = self.instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, limit=1000
+        ).records
+        counts = Counter(e.event_log_entry.dagster_event.asset_key.to_user_string() for e in events)
+        return ",".join(f"{k}x{n}" if n > 1 else k for k, n in sorted(counts.items())) or "-"
+
+    def failure(self, run_id: str) -> str:
+        """The root cause of the first failed step (or of the run), on one line."""
+        import dagster as dg
+
+        for event_type in (dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE):
+            for record in self.instance.get_records_for_run(
+                run_id, of_type=event_type, limit=1
+            ).records:
+                entry = record.event_log_entry
+                event = entry.dagster_event
+                error = getattr(event.event_specific_data, "error", None) if event else None
+                # Dagster wraps the asset's exception ("Error occurred while executing op …"):
+                # the innermost cause is what the operator needs.
+                while error is not None and error.cause is not None:
+                    error = error.cause
+                text = error.message if error is not None else entry.user_message or ""
+                step = f"{event.step_key}: " if event is not None and event.step_key else ""
+                return (step + text.strip().split("\n")[0])[:300].rstrip(": ")
+        return ""
