@@ -21,9 +21,10 @@ A *period* is one product of one market, `[delivery_start, delivery_end)` in UTC
 A period without a reference price has null `reference_price`, `pnl` and `exposure`: never 0,
 which would read as "flat" or "break-even".
 
-Trades -> `legs` (Σ per period and side, in MW) -> `book_legs` (the columns down to `cash`: a
-*book*) -> `mark` (the currency and the price columns). The warehouse sums the legs in SQL next
-to the data and hands them to `positions_of_legs`; `positions` does the same from the deals.
+Trades -> `legs` (Σ per period and side, in MW) -> `sides` (both sides of a period on its row)
+-> `book_legs` (the columns down to `cash`: a *book*) -> `mark` (the currency and the price
+columns). The warehouse sums each period's sides in SQL next to the data and hands them to
+`positions_of_sides`; `positions` does the same from the deals.
 `rebook` adds the legs of new deals to a book already made (the live desk's way of keeping up).
 `net_positions` spreads a book over each market's finest grid: an hourly deal counts in each of
 its quarter-hours, and every product covering a step nets there (`tables.TRADER_NET_POSITION`).
@@ -115,8 +116,7 @@ def legs(trades: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
 
     `trades` needs `trader_id`, `market`, `delivery_start`, `delivery_end`, `delivery_day`,
     `direction` (`buy`/`sell`), `price` (per MWh, may be ≤ 0) and `quantity` (MW, > 0). The
-    warehouse computes the same sums in SQL next to the data (`store.LEGS_SQL`) so that millions
-    of trades never cross into Python; the hours come in after the sums (`book_legs`).
+    hours come in after the sums (`book_legs`).
     """
     return (
         _period_types(trades)
@@ -129,33 +129,57 @@ def legs(trades: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def book_legs(legs_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    """Legs -> one row per period with `trades`, volumes, VWAPs and cash; no prices."""
-    return _booked(_side_sums(legs_frame))
+#: Columns of `sides` after the period and its day: deals, and Σ MW and Σ MW·p of each side.
+SIDE_COLUMNS = ["trades", "buy_mw", "sell_mw", "buy_price_mw", "sell_price_mw"]
 
 
-def _side_sums(legs_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    # Per period: deals, Σ MWh and Σ MWh·p of each side. Each side's columns are made before
-    # the group-by, so that every aggregate is a plain sum (polars' fast path).
+def sides(legs_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """Legs -> one row per period: `trades`, and of each side Σ MW (`buy_mw`, `sell_mw`) and
+    Σ MW·p (`buy_price_mw`, `sell_price_mw`), 0 for a side without deals.
+
+    The warehouse computes the same sums from the deals in SQL next to the data
+    (`store.SIDES_SQL`), so that millions of trades never cross into Python.
+    """
+    # Each side's columns are made before the group-by, so that every aggregate is a plain sum
+    # (polars' fast path).
     is_buy = pl.col("direction") == "buy"
     is_sell = pl.col("direction") == "sell"
-    mwh, money = pl.col("mw") * HOURS, pl.col("price_mw") * HOURS
     return (
         _period_types(legs_frame)
         .select(
             *PERIOD_KEY,
             "delivery_day",
             "trades",
-            pl.when(is_buy).then(mwh).otherwise(0.0).alias("bought_mwh"),
-            pl.when(is_sell).then(mwh).otherwise(0.0).alias("sold_mwh"),
-            pl.when(is_buy).then(money).otherwise(0.0).alias("_buy_money"),
-            pl.when(is_sell).then(money).otherwise(0.0).alias("_sell_money"),
+            pl.when(is_buy).then(pl.col("mw")).otherwise(0.0).alias("buy_mw"),
+            pl.when(is_sell).then(pl.col("mw")).otherwise(0.0).alias("sell_mw"),
+            pl.when(is_buy).then(pl.col("price_mw")).otherwise(0.0).alias("buy_price_mw"),
+            pl.when(is_sell).then(pl.col("price_mw")).otherwise(0.0).alias("sell_price_mw"),
         )
         .group_by(*PERIOD_KEY, "delivery_day")
-        .agg(
-            pl.col("trades").sum().cast(pl.Int64),
-            pl.col("bought_mwh", "sold_mwh", "_buy_money", "_sell_money").sum(),
-        )
+        .agg(pl.col("trades").sum().cast(pl.Int64), pl.col(SIDE_COLUMNS[1:]).sum())
+    )
+
+
+def book_legs(legs_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """Legs -> one row per period with `trades`, volumes, VWAPs and cash; no prices."""
+    return _booked(_side_sums(legs_frame))
+
+
+def _side_sums(legs_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    # Per period: deals, Σ MWh and Σ MWh·p of each side.
+    return _in_mwh(sides(legs_frame))
+
+
+def _in_mwh(sides_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    # Each side's Σ MW and Σ MW·p over the period's hours: MWh and money.
+    return _period_types(sides_frame).select(
+        *PERIOD_KEY,
+        "delivery_day",
+        pl.col("trades").cast(pl.Int64),
+        (pl.col("buy_mw") * HOURS).alias("bought_mwh"),
+        (pl.col("sell_mw") * HOURS).alias("sold_mwh"),
+        (pl.col("buy_price_mw") * HOURS).alias("_buy_money"),
+        (pl.col("sell_price_mw") * HOURS).alias("_sell_money"),
     )
 
 
@@ -262,18 +286,19 @@ def positions(
     markets: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Trades and reference prices -> one sorted row per period (`EXPOSURE_COLUMNS`)."""
-    return positions_of_legs(legs(trades), prices, markets)
+    return positions_of_sides(sides(legs(trades)), prices, markets)
 
 
-def positions_of_legs(
-    legs_frame: pl.DataFrame | pl.LazyFrame,
+def positions_of_sides(
+    sides_frame: pl.DataFrame | pl.LazyFrame,
     prices: pl.DataFrame | pl.LazyFrame,
     markets: pl.DataFrame | None = None,
     sort: bool = True,
 ) -> pl.DataFrame:
-    """Legs (as `legs` makes them) and reference prices -> what `positions` gives for the
-    deals beneath (in no particular order with `sort=False`: a table needs none)."""
-    marked = mark(book_legs(legs_frame), prices, markets)
+    """Each period's sides (as `sides` makes them) and reference prices -> what `positions`
+    gives for the deals beneath (in no particular order with `sort=False`: a table needs
+    none)."""
+    marked = mark(_booked(_in_mwh(sides_frame)), prices, markets)
     return (marked.sort(PERIOD_KEY) if sort else marked).cast(EXPOSURE_SCHEMA).collect()
 
 

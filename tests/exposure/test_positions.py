@@ -23,7 +23,7 @@ from energy_assets.exposure.positions import (
     net_positions,
     pnl_attribution,
     positions,
-    positions_of_legs,
+    positions_of_sides,
     rebook,
     trader_totals,
 )
@@ -439,26 +439,27 @@ def test_desk_positions_equal_the_positions_of_every_deal_booked_to_one_trader()
     assert desk.equals(pos(deals.with_columns(trader_id=pl.lit(DESK)), prices))
 
 
-def test_positions_of_legs_summed_elsewhere_equal_the_positions_of_the_deals():
+def test_positions_of_sides_summed_elsewhere_equal_the_positions_of_the_deals():
     # alice 12-13 as the warehouse sums it, in MW: buys 2 deals, 3 MW for Σ q·p 120; sells 1 @ 60.
     start, end = utc(H12), utc(H13)
     summed = pl.DataFrame(
         {
-            "trader_id": ["alice", "alice"],
-            "market": ["DE", "DE"],
-            "delivery_start": [start, start],
-            "delivery_end": [end, end],
-            "delivery_day": [MON, MON],
-            "direction": ["buy", "sell"],
-            "trades": [2, 1],
-            "mw": [3.0, 1.0],
-            "price_mw": [120.0, 60.0],
+            "trader_id": ["alice"],
+            "market": ["DE"],
+            "delivery_start": [start],
+            "delivery_end": [end],
+            "delivery_day": [MON],
+            "trades": [3],
+            "buy_mw": [3.0],
+            "sell_mw": [1.0],
+            "buy_price_mw": [120.0],
+            "sell_price_mw": [60.0],
         }
     )
     deals = TRADES.filter(pl.col("trader_id") == "alice", pl.col("delivery_start") == start)
-    from_legs = positions_of_legs(summed, PRICES, MARKETS)
-    assert from_legs.equals(pos(deals))
-    assert row(from_legs, trader_id="alice")["pnl"] == pytest.approx(30.0)
+    from_sides = positions_of_sides(summed, PRICES, MARKETS)
+    assert from_sides.equals(pos(deals))
+    assert row(from_sides, trader_id="alice")["pnl"] == pytest.approx(30.0)
 
 
 # -- the oracle ------------------------------------------------------------------------------
