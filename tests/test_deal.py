@@ -7,7 +7,7 @@ every deal it accepts passes the blocking checks on `raw_trades` once stored by 
 import itertools
 import json
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from energy_assets.markets import EARLIEST, LATEST, MARKETS
 from energy_assets.trades.assets import blocking_check_failures
 from energy_assets.trades.buffer import CaptureBuffer
 from energy_assets.trades.deal import ENVELOPES, FIELDS, Deal, Refused, parse_frame
@@ -123,9 +124,10 @@ def test_limits_zero_and_negative_prices_and_z_suffix_are_valid():
         (frame(execution_time="1999-12-31T23:59:59Z"), "execution_time must be between"),
         (frame(execution_time="2026-11-27T12:00:01Z"), "execution_time must be between"),
         (frame(execution_time="2023-02-21T06:13:43+24:00"), "valid instant"),
-        (frame(delivery_day="0001-01-01"), "delivery_day must be between"),
-        (frame(delivery_day="9999-12-31"), "delivery_day must be between"),
-        (frame(delivery_day="2999-01-01"), "delivery_day must be between"),
+        (frame(delivery_day="0001-01-01"), "delivery_day must be in the years 2000..8999"),
+        (frame(delivery_day="9999-12-31"), "delivery_day must be in the years 2000..8999"),
+        (frame(delivery_day="1999-12-31"), "delivery_day must be in the years 2000..8999"),
+        (frame(delivery_day="9000-01-01"), "delivery_day must be in the years 2000..8999"),
         (frame(delivery_hour="07-08\n"), "delivery hour"),
         (frame(delivery_hour="０７-０８"), "delivery hour"),
         (frame(delivery_hour="٠٧-٠٨"), "delivery hour"),
@@ -142,6 +144,46 @@ def test_limits_zero_and_negative_prices_and_z_suffix_are_valid():
 )
 def test_malformed_and_hostile_frames_are_refused_with_a_reason(text, why):
     assert why in reason(text)
+
+
+def by_instants(**fields) -> str:
+    """A frame of the newer form without labels: its period named by instants alone."""
+    labelled = ("delivery_day", "delivery_hour")
+    deal = {k: v for k, v in GOOD.items() if k not in labelled}
+    return json.dumps({"deal_confirmation": deal | fields})
+
+
+def test_a_far_delivery_is_booked_and_a_sentinel_or_pre_2000_one_quarantined():
+    """A confirmed deal is never refused for how far ahead it delivers (contract §5); only the
+    years no exchange can have meant are bad input: before 2000, from 9000 on."""
+    far = parse_frame(frame(delivery_day="2999-01-01"), NOW)
+    assert (far.delivery_start, far.delivery_end) == (
+        "2999-01-01T14:00:00+00:00",
+        "2999-01-01T15:00:00+00:00",
+    )
+    gb = parse_frame(
+        by_instants(
+            market="GB", delivery_start="2150-06-01T10:00Z", delivery_end="2150-06-01T10:30Z"
+        ),
+        NOW,
+    )
+    assert (gb.delivery_day, gb.delivery_hour) == ("2150-06-01", "11-12")  # London's summer
+    last = parse_frame(frame(delivery_day="8999-12-31", delivery_hour="23-24"), NOW)
+    assert last.delivery_end == "8999-12-31T23:00:00+00:00"
+    assert "in the years 2000..8999" in reason(frame(delivery_day="9999-12-31"))
+    assert "in the years 2000..8999" in reason(frame(delivery_day="1999-12-31"))
+    # Inside the years by one of day and instants, outside by the other: Berlin's first hour
+    # of 2000 starts in 1999 (UTC), the last UTC quarter-hours of 8999 are 9000 in Berlin.
+    first = frame(delivery_day="2000-01-01", delivery_hour="00-01")
+    assert "outside the years 2000..8999" in reason(first)
+    after = by_instants(delivery_start="8999-12-31T23:30:00Z", delivery_end="8999-12-31T23:45Z")
+    assert "outside the years 2000..8999" in reason(after)
+    assert "outside 2000..8999" in reason(
+        by_instants(delivery_start="9999-12-31T23:00Z", delivery_end="9999-12-31T23:15Z")
+    )
+    assert "outside 2000..8999" in reason(
+        by_instants(delivery_start="1999-12-31T22:00Z", delivery_end="1999-12-31T23:00Z")
+    )
 
 
 # -- properties ---------------------------------------------------------------------------
@@ -210,8 +252,16 @@ def hostile(good):
             "2999-01-01",
             "2999-01-01T00:00:00Z",
             "1999-12-31T23:30:00-01:00",
+            "1999-12-31T23:00:00Z",
             "2099-12-31",
+            "2000-01-01",
             "2000-01-01T00:00:00Z",
+            "8999-12-31",
+            "8999-12-31T23:00:00Z",
+            "8999-12-31T23:45:00+00:00",
+            "9000-01-01",
+            "9000-01-01T00:00:00Z",
+            "9000-01-01T00:30:00+01:00",
         ]
     )
     numbers = (
@@ -229,16 +279,45 @@ def hostile(good):
 
 
 @st.composite
+def edge_delivery(draw) -> dict:
+    """The delivery fields of a period of any market and product within 8 periods of the
+    years' bounds (2000-01-01, 9000-01-01 UTC), by instants, labels or both."""
+    code = draw(st.sampled_from(sorted(MARKETS)))
+    minutes = draw(st.sampled_from(MARKETS[code].products_minutes))
+    bound = draw(st.sampled_from([EARLIEST, LATEST]))
+    start = bound + timedelta(minutes=minutes * draw(st.integers(-8, 7)))
+    local = start.astimezone(MARKETS[code].tz)
+    labels = {
+        "delivery_day": local.date().isoformat(),
+        "delivery_hour": f"{local.hour:02d}-{local.hour + 1:02d}",
+    }
+    instants = {
+        "delivery_start": start.isoformat(),
+        "delivery_end": (start + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z"),
+    }
+    form = draw(st.sampled_from(["labels", "instants", "both"]))
+    return (
+        {"market": code}
+        | (instants if form != "labels" else {})
+        | (labels if form != "instants" else {})
+    )
+
+
+@st.composite
 def mutated_frames(draw) -> str:
     deal = dict(GOOD)
     # A recent execution and delivery, so good values survive beside the mutated ones.
     deal["execution_time"] = "2026-11-26T06:13:43.123+01:00"
     deal["delivery_day"] = "2026-11-27"
     deal["id"] = f"{draw(st.integers(0, 2**128 - 1)):032x}"
-    if draw(st.booleans()):  # the newer form (contract §5): Berlin's 15-16 by its instants
+    delivery = draw(st.sampled_from(["labels", "instants", "edge"]))
+    if delivery == "instants":  # the newer form (contract §5): Berlin's 15-16 by its instants
         deal["market"] = draw(st.sampled_from(["DE", "GB"]))
         deal["delivery_start"] = "2026-11-27T14:00:00Z"
         deal["delivery_end"] = draw(st.sampled_from(["2026-11-27T15:00:00Z", "2026-11-27T14:30Z"]))
+    elif delivery == "edge":  # a period next to the first or the last year a deal may be in
+        del deal["delivery_day"], deal["delivery_hour"]
+        deal |= draw(edge_delivery())
     for name in draw(st.lists(st.sampled_from(FIELDS), max_size=3, unique=True)):
         if draw(st.sampled_from(["mutate"] * 9 + ["delete"])) == "delete":
             deal.pop(name, None)

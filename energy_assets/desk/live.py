@@ -193,7 +193,7 @@ def warnings(
 def days_around(days: Iterable[date], today: date, per_side: int = DEFAULT_DAYS) -> list[date]:
     """The delivery days a period table shows: the first `per_side` from today on (open, or
     being delivered) and the last `per_side` before it (recently delivered). A far-away day
-    takes a place on its own side only, after every nearer one: deals for 2099 never push a
+    takes a place on its own side only, after every nearer one: deals for 2999 never push a
     real position off the page."""
     ordered = sorted(set(days))
     delivered = [d for d in ordered if d < today]

@@ -8,6 +8,7 @@ from energy_assets.markets.config import DEFAULT_MARKET, MARKETS, Market, Market
 from energy_assets.markets.periods import (
     EARLIEST,
     LATEST,
+    YEARS,
     Invalid,
     Period,
     day_bounds,
@@ -27,6 +28,7 @@ __all__ = [
     "EARLIEST",
     "LATEST",
     "MARKETS",
+    "YEARS",
     "Invalid",
     "Market",
     "MarketConfigError",

@@ -3,7 +3,7 @@
 A period is its instants; the local day and the `HH-HH` label (the local hour that contains
 the start) are derived for display and for the older wire form, never computed with. Every
 function here is total: any input gives a value or an `Invalid` with its reason. Days and
-instants outside 2000..2099 are refused, which also keeps every datetime operation far from
+instants outside 2000..8999 are refused, which also keeps every datetime operation far from
 year 1 and 9999.
 """
 
@@ -16,8 +16,15 @@ from datetime import UTC, date, datetime, time, timedelta
 from energy_assets.markets.config import DEFAULT_MARKET, MARKETS, Market
 
 #: The instants a period may start or end at; outside them no exchange can have meant it.
+#: Before 2000 there was no continuous power market. A confirmed deal is a fact however far
+#: ahead it delivers (contract §5: booked and flagged, a year 2999 typo included), but the
+#: years from 9000 on are where "no date" sentinels live (`9999-12-31`, `9998-12-31`,
+#: `9999-01-01`), and refusing them keeps a thousand years between any period and
+#: `datetime.max`: a day's bounds, the next day, gate closures, steps never overflow.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+#: The years a day or an instant may be in, for reasons.
+YEARS = f"{EARLIEST.year}..{LATEST.year - 1}"
 
 _DAY = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", re.ASCII)
 _LABEL = re.compile(r"([0-9]{2})-([0-9]{2})", re.ASCII)
@@ -103,7 +110,7 @@ def market_of(code: object) -> Market | Invalid:
 
 
 def parse_day(text: object) -> date | Invalid:
-    """`"2026-10-25"` -> date, ASCII `YYYY-MM-DD` in 2000..2099 only."""
+    """`"2026-10-25"` -> date, ASCII `YYYY-MM-DD` in 2000..8999 only."""
     match = _DAY.fullmatch(text) if isinstance(text, str) else None
     if not match:
         return Invalid(f"delivery day must be an ISO date YYYY-MM-DD, got {_show(text)}")
@@ -112,7 +119,7 @@ def parse_day(text: object) -> date | Invalid:
     except ValueError:
         return Invalid(f"delivery day {text!r} is not a calendar date")
     if not EARLIEST.date() <= day < LATEST.date():
-        return Invalid(f"delivery_day must be between 2000-01-01 and 2099-12-31, got {text!r}")
+        return Invalid(f"delivery_day must be in the years {YEARS}, got {text!r}")
     return day
 
 
@@ -127,7 +134,7 @@ def parse_hour_label(text: object) -> int | Invalid:
 
 
 def parse_instant(text: object) -> datetime | Invalid:
-    """An ISO-8601 instant with offset (`…Z` or `…+02:00`) -> UTC datetime, in 2000..2099."""
+    """An ISO-8601 instant with offset (`…Z` or `…+02:00`) -> UTC datetime, in 2000..8999."""
     if not isinstance(text, str) or not _INSTANT.fullmatch(text):
         return Invalid(f"instant must be ISO-8601 with an offset, got {_show(text)}")
     try:
@@ -135,7 +142,7 @@ def parse_instant(text: object) -> datetime | Invalid:
     except (ValueError, OverflowError):
         return Invalid(f"instant {text!r} is not a valid date and time")
     if not EARLIEST <= instant < LATEST:
-        return Invalid(f"instant {text!r} is outside 2000..2099")
+        return Invalid(f"instant {text!r} is outside {YEARS}")
     return instant
 
 
@@ -148,7 +155,7 @@ def _market_and_day(market: Market | str, day: date | str) -> tuple[Market, date
     if isinstance(day, Invalid):
         return day
     if not isinstance(day, date) or not EARLIEST.date() <= day < LATEST.date():
-        return Invalid(f"delivery day {day!r} is outside 2000..2099")
+        return Invalid(f"delivery day {day!r} is outside {YEARS}")
     return market, day
 
 
@@ -188,7 +195,7 @@ def period_between(market: Market | str, start: datetime, end: datetime) -> Peri
         return Invalid("delivery_start and delivery_end must carry an offset")
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     if not (EARLIEST <= start < LATEST and EARLIEST <= end <= LATEST):
-        return Invalid("delivery period is outside 2000..2099")
+        return Invalid(f"delivery period is outside {YEARS}")
     seconds = (end - start).total_seconds()
     if seconds <= 0:
         return Invalid("delivery_end must be after delivery_start")
@@ -248,7 +255,7 @@ def open_periods(
     if not isinstance(now, datetime) or now.tzinfo is None:
         return Invalid("now must be an instant with an offset")
     if not EARLIEST <= now < LATEST - timedelta(days=3):
-        return Invalid(f"now {now.isoformat()} is outside 2000..2099")
+        return Invalid(f"now {now.isoformat()} is outside {YEARS}")
     today = now.astimezone(market.tz).date()
     periods: list[Period] = []
     for day in (today, today + timedelta(days=1)):

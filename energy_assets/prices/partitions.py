@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from energy_assets.markets import EARLIEST, LATEST, Invalid, Market, Period
+from energy_assets.markets import EARLIEST, LATEST, YEARS, Invalid, Market, Period
 
 DEFAULT_START = "2023-01-01"
 #: Environment variable that moves the first partition (`YYYY-MM-DD`; an hour key
@@ -76,7 +76,7 @@ def partition_periods(market: Market, key: object) -> list[Period] | Invalid:
     except (ValueError, OverflowError):
         return Invalid(f"not a partition key ({LOCAL_KEY_FORMAT}): {key[:60]!r}")
     if not EARLIEST <= start < LATEST - timedelta(hours=1):
-        return Invalid(f"{key!r} is outside 2000..2099")
+        return Invalid(f"{key!r} is outside {YEARS}")
     local = start.astimezone(market.tz)
     if local.minute or local.strftime(LOCAL_KEY_FORMAT) != key:
         return Invalid(f"{key!r} is not the start of a local hour in {market.time_zone}")

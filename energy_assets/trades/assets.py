@@ -6,7 +6,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from energy_assets.journals.resources import ArchiveResource
-from energy_assets.markets import MARKETS
+from energy_assets.markets import LATEST, MARKETS, YEARS
 from energy_assets.tables import FEED_GAPS, RAW_TRADES, table_value
 from energy_assets.trades.buffer import QUARANTINE, open_feed_gap, read_listener_state
 from energy_assets.trades.deal import (
@@ -22,6 +22,12 @@ from energy_assets.warehouse import DUCKDB_POOL
 
 #: Gaps newer than this make the `no_recent_feed_gaps` check warn.
 RECENT_GAP_WINDOW = timedelta(hours=24)
+#: A delivery starting more than this after its execution makes `no_far_deliveries` warn: the
+#: exchange opens periods up to the end of the next day (contract §2), so a week leaves room
+#: for long weekends' auctions and still catches a mistyped year.
+FAR_DELIVERY = timedelta(days=7)
+#: How many of the far deliveries the check's metadata lists.
+FAR_DELIVERIES_SHOWN = 20
 VALID_HOURS = [f"{hour:02d}-{hour + 1:02d}" for hour in range(24)]
 #: The products every market trades, as a DuckDB predicate on a row of raw_trades.
 _PRODUCTS = " OR ".join(
@@ -51,10 +57,16 @@ CHECKS = {
         True,
     ),
     "plausible_dates": (
-        f"Every delivery_day is in {EARLIEST:%Y-%m-%d} … {LATEST_DELIVERY_DAY}, every "
-        f"execution_time after {EARLIEST:%Y-%m-%d} and at most {CLOCK_SKEW.days} day after "
-        "its receipt.",
+        f"Every delivery period and its delivery_day are in the years {YEARS} (before, no "
+        "exchange; after, the sentinels such as 9999-12-31), every execution_time after "
+        f"{EARLIEST:%Y-%m-%d} and at most {CLOCK_SKEW.days} day after its receipt.",
         True,
+    ),
+    "no_far_deliveries": (
+        f"No deal delivers more than {FAR_DELIVERY.days} days after its execution. Such deals "
+        "are facts (a year 2999 is more likely a typo than a product, but was confirmed), "
+        "booked and listed here for someone to look at; warns, does not block.",
+        False,
     ),
     "no_deals_after_gate_closure": (
         "No deal was executed at or after its period's gate closure (the market's lead before "
@@ -79,6 +91,8 @@ BAD_ROWS = {
     + f") OR NOT ({_PRODUCTS})",
     "plausible_dates": f"""NOT (
         delivery_day BETWEEN DATE '{EARLIEST:%Y-%m-%d}' AND DATE '{LATEST_DELIVERY_DAY}'
+        AND delivery_start >= TIMESTAMPTZ '{EARLIEST.isoformat()}'
+        AND delivery_end <= TIMESTAMPTZ '{LATEST.isoformat()}'
         AND execution_time >= TIMESTAMPTZ '{EARLIEST.isoformat()}'
         AND execution_time <= received_at + INTERVAL {CLOCK_SKEW.days} DAY)""",
 }
@@ -193,7 +207,34 @@ def _check_results(conn, capture: CaptureBufferResource):
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"deals_after_gate_closure": late},
     )
+    yield _far_delivery_check(conn)
     yield _feed_gap_check(conn, capture)
+
+
+def _far_delivery_check(conn) -> dg.AssetCheckResult:
+    far = f"delivery_start > execution_time + INTERVAL {FAR_DELIVERY.days} DAY"
+    count = _count(conn, f"SELECT count(*) FROM {RAW_TRADES} WHERE {far}")
+    rows = conn.execute(
+        "SELECT id, trader_id, market, "
+        "strftime(delivery_start AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%MZ'), "
+        "strftime(execution_time AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ'), "
+        "CAST((epoch(delivery_start) - epoch(execution_time)) // 86400 AS BIGINT) "
+        f"FROM {RAW_TRADES} WHERE {far} ORDER BY delivery_start DESC, id LIMIT ?",
+        [FAR_DELIVERIES_SHOWN],
+    ).fetchall()
+    columns = ("id", "trader_id", "market", "delivery_start_utc", "execution_time_utc", "days")
+    return dg.AssetCheckResult(
+        check_name="no_far_deliveries",
+        passed=count == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "far_deliveries": count,
+            "deals": table_value(
+                [dict(zip(columns, row, strict=True)) for row in rows],
+                dict.fromkeys(columns[:-1], "string") | {"days": "int"},
+            ),
+        },
+    )
 
 
 def _instant(epoch_us: int) -> datetime:

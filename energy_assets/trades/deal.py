@@ -17,10 +17,10 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from energy_assets.markets import Invalid, Period, delivery_of
+from energy_assets.markets import EARLIEST, LATEST, YEARS, Invalid, Period, delivery_of
 
 #: Envelope names the exchange uses; the second comes from a newer revision of its spec.
 ENVELOPES = ("deal_confirmation", "trade_confirmation")
@@ -48,11 +48,12 @@ PRICE_LIMIT = 9_999
 #: MW. Far above any real deal (intraday deals are single to a few hundred MW; the largest
 #: power station in Europe is ~5.7 GW), far below what breaks a sum of a year of deals.
 QUANTITY_LIMIT = 10_000
-#: No exchange booked a deal, nor will deliver one, outside these: before 2000 there was no
-#: continuous power intraday market, and a day after 2099 is a sentinel (`9999-12-31`) or a
-#: typo, not a product. Execution times also may not be more than `CLOCK_SKEW` ahead of us.
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-LATEST_DELIVERY_DAY = date(2099, 12, 31)
+#: A delivery period lies in `markets.EARLIEST` .. `markets.LATEST` (2000..8999), its local
+#: day too: before 2000 there was no continuous power market, from 9000 on are the sentinels
+#: (`9999-12-31`). A far day inside them (a year 2999 typo) is a confirmed deal all the same:
+#: booked, and flagged by the `no_far_deliveries` check. Execution times are 2000 or later
+#: and at most `CLOCK_SKEW` ahead of us.
+LATEST_DELIVERY_DAY = LATEST.date() - timedelta(days=1)
 CLOCK_SKEW = timedelta(days=1)
 #: Trader ids as the desk's systems write them (`flex_trader_4`): ASCII, no spaces or controls.
 TRADER_ID_MAX = 64
@@ -186,6 +187,14 @@ def _resolved(*values: object) -> tuple[str, str, str, str, str] | Invalid:
     period = delivery_of(fields)
     if isinstance(period, Invalid):
         return period
+    # The instants and the local day both inside the years, as `plausible_dates` checks them:
+    # Berlin's 2000-01-01 00-01 starts in 1999 UTC, a start at 8999-12-31T23:00Z is 9000 there.
+    if not (
+        EARLIEST <= period.delivery_start
+        and period.delivery_end <= LATEST
+        and EARLIEST.date() <= period.local_day <= LATEST_DELIVERY_DAY
+    ):
+        return Invalid(f"delivery period {period} is outside the years {YEARS}")
     return (
         period.market,
         period.local_day.isoformat(),
@@ -226,7 +235,7 @@ def validate_deal(payload: Any, now: datetime | None = None) -> Deal:
     direction = payload["direction"]
     if not isinstance(direction, str) or direction not in DIRECTIONS:
         raise InvalidFrame(f"direction must be 'buy' or 'sell', got {show(direction)}")
-    # Market, instants and labels (contract §5), with the same 2000..2099 bounds.
+    # Market, instants and labels (contract §5), inside the years 2000..8999.
     market, delivery_day, delivery_hour, delivery_start, delivery_end = _delivery(payload)
     trader_id = _string(
         payload,

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -23,7 +23,7 @@ from energy_assets.exposure.positions import EXPOSURE_SCHEMA, PERIOD_KEY, mark
 from energy_assets.markets import hour_period
 from energy_assets.published import PRICE_SCHEMA
 from energy_assets.trades.buffer import CaptureBuffer
-from energy_assets.trades.deal import Deal, InvalidFrame, validate_deal
+from energy_assets.trades.deal import Deal, validate_deal
 from tests.conftest import REPO, free_port
 
 
@@ -144,15 +144,7 @@ def deal(deal_id: int, trader: str = "alice", **fields) -> Deal:
         "trader_id": trader,
         "execution_time": "2026-12-01T10:00:00+00:00",
     } | fields
-    try:
-        return validate_deal(values)
-    except InvalidFrame:
-        # A line the parser refuses today (a delivery day in 2999), as an older buffer holds it.
-        start = datetime.fromisoformat(values["delivery_day"]).replace(
-            hour=int(values["delivery_hour"][:2]), tzinfo=UTC
-        )
-        period = {"delivery_start": start, "delivery_end": start + timedelta(hours=1)}
-        return Deal(**values, market="DE", **{k: v.isoformat() for k, v in period.items()})
+    return validate_deal(values)
 
 
 def write_deals(capture: Path, deals: list[Deal], seal: bool = True) -> CaptureBuffer:

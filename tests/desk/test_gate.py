@@ -354,7 +354,7 @@ def test_a_trader_page_is_rendered_again_when_a_gate_closes_not_every_second(tmp
 
 @given(
     now=st.datetimes(
-        min_value=datetime(1999, 1, 1), max_value=datetime(2101, 1, 1), timezones=st.just(UTC)
+        min_value=datetime(1999, 1, 1), max_value=datetime(9001, 1, 1), timezones=st.just(UTC)
     ),
     positions=st.lists(
         st.tuples(

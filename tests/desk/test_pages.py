@@ -263,9 +263,8 @@ def test_far_away_deals_never_push_real_positions_off_the_pages(desk_dirs, start
         "alice": [today - timedelta(days=1), today, today + timedelta(days=1)],
         "bob": [today - timedelta(days=3)],
     }
-    # Seven far-away delivery days, alice's too: 2999 is refused by the feed now (InvalidFrame),
-    # the last week of 2099 is the farthest it accepts.
-    far = [f"2099-12-{n}" for n in range(25, 32)]
+    # Seven far-away delivery days, alice's too: confirmed deals, booked (issue 35).
+    far = [f"2999-01-0{n}" for n in range(1, 8)]
     deals = [
         deal(10 * n + k, trader, delivery_day=day.isoformat())
         for n, (trader, days) in enumerate(real.items())

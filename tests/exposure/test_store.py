@@ -193,6 +193,22 @@ def test_deal_for_an_old_delivery_day_arriving_late_is_booked(book):
     assert (old["cash"], old["pnl"]) == pytest.approx((60.0, 10.0))
 
 
+def test_a_deal_delivering_in_2999_is_booked_on_its_own_day_and_grid(book):
+    """The feed books a confirmed deal however far ahead it delivers (contract §5): its day
+    is one more day, its hour four quarter-hours, nothing in between is filled in."""
+    refresh(book)
+    grid_rows = len(rows_of(book, "trader_net_position"))
+    far = "2999-01-01T14:00Z"
+    book.trade("alice", "DE", far, 60, "buy", 2.0, 40.0)
+    assert refresh(book).days_recomputed == 1
+    row = exposure_rows(book)[key("alice", far)]
+    assert (row["net_mwh"], row["cash"], row["pnl"]) == (2.0, -80.0, None)
+    nets = rows_of(book, "trader_net_position")
+    assert len(nets) == grid_rows + 4
+    refresh(book, full=True)
+    assert exposure_rows(book)[key("alice", far)] == row
+
+
 def test_a_day_whose_deals_are_gone_loses_its_rows(book):
     refresh(book)
     with book.connect() as conn:

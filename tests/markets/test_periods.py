@@ -131,7 +131,7 @@ def test_an_hour_covers_four_quarter_hours_and_a_half_hour_is_one_step():
         ("DE", "2026-06-01T08:15", "2026-06-01T09:15", "not on DE's 60-minute grid"),
         ("DE", "2026-06-01T09:00", "2026-06-01T08:00", "must be after"),
         ("FR", "2026-06-01T08:00", "2026-06-01T09:00", "unknown market 'FR'"),
-        ("DE", "1999-12-31T23:00", "2000-01-01T00:00", "outside 2000..2099"),
+        ("DE", "1999-12-31T23:00", "2000-01-01T00:00", "outside 2000..8999"),
     ],
 )
 def test_instants_that_name_no_product_of_the_market_are_refused(market, start, end, reason):

@@ -15,6 +15,7 @@ from energy_assets.journals.resources import archive_resource
 from energy_assets.settings import Settings
 from energy_assets.trades.assets import raw_trades
 from energy_assets.trades.buffer import CaptureBuffer, Gap
+from energy_assets.trades.deal import validate_deal
 from energy_assets.trades.resources import capture_resource
 from energy_assets.warehouse import DUCKDB_POOL, dashboard_resource, warehouse_resource
 from tests.conftest import REPO
@@ -51,19 +52,22 @@ def materialize():
 
 def test_materialize_drains_reports_and_checks(dagster_home, energy_env):
     deals = make_deals(100, seed=20)
+    # A confirmed deal for a day in 2999: booked, and flagged by a warning, never blocking.
+    far = deals[0].to_dict(legacy=True) | {"id": "f" * 32, "delivery_day": "2999-01-01"}
+    deals.append(validate_deal(far))
     now = datetime.now(UTC)
     fill(deals + deals[:10], Gap(now - timedelta(seconds=30), now, "connection dropped"))
     result = materialize()
     assert result.success
     (event,) = result.get_asset_materialization_events()
     meta = {key: value.value for key, value in event.materialization.metadata.items()}
-    assert meta["rows_added"] == 100 and meta["total_rows"] == 100
+    assert meta["rows_added"] == 101 and meta["total_rows"] == 101
     assert meta["duplicates_dropped"] == 10 and meta["segments_drained"] == 3
     assert meta["feed_gaps_recorded"] == 1
     newest = max(datetime.fromisoformat(deal.execution_time) for deal in deals)
     assert datetime.fromisoformat(meta["newest_execution_time"]) == newest
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    warnings = {"no_recent_feed_gaps", "no_deals_after_gate_closure"}
+    warnings = {"no_recent_feed_gaps", "no_deals_after_gate_closure", "no_far_deliveries"}
     assert all(checks[name].passed for name in checks if name not in warnings)
     late = sum(
         deal.period.gate_closure <= datetime.fromisoformat(deal.execution_time) for deal in deals
@@ -73,6 +77,14 @@ def test_materialize_drains_reports_and_checks(dagster_home, energy_env):
     assert checks["no_deals_after_gate_closure"].metadata["deals_after_gate_closure"].value == late
     assert not checks["no_recent_feed_gaps"].passed
     assert checks["no_recent_feed_gaps"].metadata["gaps_last_24h"].value == 1
+    flagged = checks["no_far_deliveries"]
+    assert flagged.passed is False and flagged.metadata["far_deliveries"].value == 1
+    (listed,) = flagged.metadata["deals"].value.records
+    start = datetime.fromisoformat(deals[-1].delivery_start)
+    assert (listed.data["id"], listed.data["delivery_start_utc"]) == (
+        "f" * 32,
+        f"{start:%Y-%m-%dT%H:%MZ}",
+    )
     assert stored_deals(energy_env["ENERGY_DUCKDB_PATH"]) == expected(deals)
 
     # Nothing new: a run adds nothing and the gap stays stored once.

@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from energy_assets.trades.assets import blocking_check_failures
+from energy_assets.trades.deal import validate_deal
 from tests.trades.conftest import (
     ThreadListener,
     drain_all,
@@ -36,7 +37,7 @@ HOSTILE = {
     "year-1 execution": hostile(execution_time="0001-01-01T00:30:00+01:00"),
     "year-9999 execution": hostile(execution_time="9999-12-31T23:30:00-01:00"),
     "year-9999 delivery day": hostile(delivery_day="9999-12-31"),
-    "year-2999 delivery day": hostile(delivery_day="2999-01-01"),
+    "year-1999 delivery day": hostile(delivery_day="1999-12-31"),
     "hour with newline": hostile(delivery_hour="07-08\n"),
     "fullwidth hour": hostile(delivery_hour="０７-０８"),
     "Arabic-Indic hour": hostile(delivery_hour="٠٧-٠٨"),
@@ -50,6 +51,10 @@ def test_hostile_frames_are_quarantined_and_the_listener_keeps_capturing(
     tmp_path, exchange, listener_process
 ):
     deals = make_deals(3 * len(HOSTILE), seed=36)
+    # A deal for a day in 2999 is not hostile: confirmed, it is booked (contract §5), and
+    # the no_far_deliveries check flags it.
+    far = deals[0].to_dict(legacy=True) | {"id": "f" * 32, "delivery_day": "2999-01-01"}
+    deals.append(validate_deal(far))
     # Two connections, each carrying every hostile frame between good deals: the listener
     # used to exit on the first one of each.
     scripts = []
