@@ -30,6 +30,7 @@ from energy_assets import published
 from energy_assets.desk import gate
 from energy_assets.exposure.positions import (
     BOOK_COLUMNS,
+    BOOK_SCHEMA,
     EXPOSURE_COLUMNS,
     EXPOSURE_SCHEMA,
     PERIOD,
@@ -59,7 +60,7 @@ RECENT_GAPS = timedelta(hours=72)
 LIVE = "live"
 CONFIRMED = "confirmed"
 
-_EMPTY_BOOK = pl.DataFrame(schema={c: EXPOSURE_SCHEMA[c] for c in BOOK_COLUMNS})
+_EMPTY_BOOK = pl.DataFrame(schema=BOOK_SCHEMA)
 #: `prices.parquet`'s row (`tables.PRICE_ROW`) as the marking reads it: `value` named
 #: `reference_price`, as in `trader_exposure`.
 _PRICE_COLUMNS = {
@@ -128,7 +129,7 @@ def merge(live: pl.DataFrame, confirmed: pl.DataFrame | None) -> pl.DataFrame:
     live_book = live.select(BOOK_COLUMNS)
     if confirmed is None or confirmed.height == 0:
         return live_book.with_columns(pl.lit(LIVE).alias("status"))
-    conf_book = confirmed.select(BOOK_COLUMNS).cast({c: EXPOSURE_SCHEMA[c] for c in BOOK_COLUMNS})
+    conf_book = confirmed.select(BOOK_COLUMNS).cast(BOOK_SCHEMA)
     joined = conf_book.join(
         live_book.select(*PERIOD_KEY, pl.col("trades").alias("_live_trades")),
         on=PERIOD_KEY,
@@ -294,7 +295,7 @@ class LiveDesk:
             self.book = book(deals).collect()
         else:
             self.book = rebook(self.book, legs(deals)).collect()
-        self.book = self.book.cast({c: EXPOSURE_SCHEMA[c] for c in BOOK_COLUMNS})
+        self.book = self.book.cast(BOOK_SCHEMA)
         # Per period: the last deal received, and the deals executed after gate closure
         # (booked like any other, flagged by the drain's rule: `typed`).
         newest = deals.group_by(PERIOD_KEY).agg(
