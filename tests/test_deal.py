@@ -7,6 +7,7 @@ every deal it accepts passes the blocking checks on `raw_trades` once stored by 
 import itertools
 import json
 import tempfile
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -184,6 +185,19 @@ def test_a_far_delivery_is_booked_and_a_sentinel_or_pre_2000_one_quarantined():
     assert "outside 2000..8999" in reason(
         by_instants(delivery_start="1999-12-31T22:00Z", delivery_end="1999-12-31T23:00Z")
     )
+
+
+def test_refused_frames_with_huge_fields_are_not_held_in_memory():
+    """The parser remembers the periods it resolved; a hostile feed's long fields must not be
+    kept with them (40 frames of 256 KiB would hold 10 MiB)."""
+    tracemalloc.start()
+    try:
+        for n in range(40):
+            assert "delivery day" in reason(frame(delivery_day=f"{n}" + "9" * 2**18))
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 2**20
 
 
 # -- properties ---------------------------------------------------------------------------

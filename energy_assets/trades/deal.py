@@ -175,6 +175,8 @@ def _instant(payload: dict[str, Any], name: str, latest: datetime) -> datetime:
 #: The fields a delivery period is resolved from (contract §5), and the mark of one left out.
 _DELIVERY_FIELDS = ("market", "delivery_day", "delivery_hour", "delivery_start", "delivery_end")
 _ABSENT = object()
+#: The longest field value cached: an instant with microseconds and offset is 32 characters.
+_CACHED_LENGTH = 40
 
 
 @functools.lru_cache(maxsize=4096)
@@ -207,9 +209,10 @@ def _resolved(*values: object) -> tuple[str, str, str, str, str] | Invalid:
 def _delivery(payload: dict[str, Any]) -> tuple[str, str, str, str, str]:
     """The deal's delivery period as (market, local day, label, start, end), or InvalidFrame."""
     values = tuple(payload.get(name, _ABSENT) for name in _DELIVERY_FIELDS)
-    # Only strings are cached: any other value is refused anyway, and 1, 1.0 and True, or 0.0
-    # and -0.0, are one key to a cache but quoted differently in the reason.
-    if all(type(v) is str or v is _ABSENT for v in values):
+    # Only short strings are cached: any other value is refused anyway; 1, 1.0 and True, or 0.0
+    # and -0.0, are one key to a cache but quoted differently in the reason; and a hostile
+    # feed's megabyte-long fields would otherwise be held, 4,096 of them.
+    if all(v is _ABSENT or (type(v) is str and len(v) <= _CACHED_LENGTH) for v in values):
         resolved = _resolved(*values)
     else:
         resolved = _resolved.__wrapped__(*values)
