@@ -1,9 +1,9 @@
 """`energy-assets demo` (what `make demo` runs): the whole platform on one machine, on supervisord.
 
-supervisord starts, restarts (with backoff), logs and stops the programs (docs/operations.md,
-"Start and stop"). This module does what it cannot: refuse taken ports before anything starts,
-prepare the Dagster instance and a private PostgreSQL cluster, write the configuration, hold a
-program until the port it needs listens (`after`), stop what `dagster dev` leaves (`reap`).
+supervisord starts, restarts (with backoff), logs and stops the programs, Dagster's webserver,
+daemon and code server among them (docs/operations.md, "Start and stop"). This module does what
+it cannot: refuse taken ports before anything starts, prepare the Dagster instance and a private
+PostgreSQL cluster, write the configuration, hold a program until the port it needs listens.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +34,8 @@ INSTANCE_FILES = {"sqlite": "dagster.yaml", "postgres": "dagster.postgres.yaml"}
 #: What `dagster.postgres.yaml` reads, `DAGSTER_PG_<name>`.
 POSTGRES_ENV = ("HOST", "PORT", "USERNAME", "PASSWORD", "DB")
 #: supervisord's own lines (spawned, exited, stopped) go to its file; the terminal keeps the
-#: programs' key=value lines.
+#: programs' key=value lines. Those started between the playground and the listener are one
+#: group: stopped together, after the listener, once it has sealed its segment.
 SUPERVISORD = """\
 [supervisord]
 nodaemon=true
@@ -49,6 +49,9 @@ file={run}/supervisor.sock
 supervisor.rpcinterface_factory=supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]
 serverurl=unix://{run}/supervisor.sock
+[group:platform]
+programs={platform}
+priority=30
 """
 #: Each signal goes to the program's whole process group, SIGKILL after `stopwaitsecs`. One
 #: that exits is started again at once if it ran `startsecs`, else after 1, 2, 3 ... s,
@@ -72,9 +75,9 @@ startretries=10
 
 
 class DemoOptions(BaseSettings):
-    """Write supervisord's configuration for the playground, the listener, `dagster dev` (UI
-    and daemon: the sensors and schedules run by themselves, the recent prices included) and
-    the dashboard, then run supervisord in the foreground. Ctrl-C or SIGTERM stops every
+    """Write supervisord's configuration for the playground, the listener, Dagster (code
+    server, UI and daemon: the sensors and schedules run by themselves, the recent prices
+    included) and the dashboard, then run supervisord in the foreground. Ctrl-C or SIGTERM stops every
     program cleanly (the listener first, sealing its segment)."""
 
     model_config = SettingsConfigDict(
@@ -168,7 +171,7 @@ def postgres_command(port: int) -> list[str]:
 
 def plan(o: DemoOptions) -> tuple[dict[str, str], dict[str, str]]:
     """The programs' environment and each one's `[program:NAME]` section, in start order
-    (creating the private PostgreSQL cluster if there is one)."""
+    (creating the private PostgreSQL cluster if there is one, and the UI's workspace file)."""
     current = defaults.settings()
     env = dict(os.environ, PYTHONUNBUFFERED="1", DAGSTER_INSTANCE=o.dagster_instance)
     env["ENERGY_EXCHANGE_URL"] = f"ws://{o.host}:{o.exchange_port}"
@@ -190,8 +193,20 @@ def plan(o: DemoOptions) -> tuple[dict[str, str], dict[str, str]]:
     def after(host: str, port: int, command: list[str]) -> list[str]:
         return [sys.executable, "-m", __name__, "after", f"{host}:{port}", "--", *command]
 
-    dagster = [sys.executable, "-m", __name__, "reap", "--", sys.executable, "-m", "dagster"]
-    dagster += ["dev", "-w", str(REPO / "workspace.yaml"), "-h", o.host, "-p", str(o.ui_port)]
+    with socket.socket() as sock:  # the code server's port: any free one
+        sock.bind(("127.0.0.1", 0))
+        code_port = sock.getsockname()[1]
+    # The UI and the daemon load the definitions from the code server, named as in the
+    # repository's workspace.yaml (which `dg dev` reads).
+    workspace = data_dir() / "supervisor" / "workspace.yaml"
+    workspace.parent.mkdir(parents=True, exist_ok=True)
+    grpc = f"{{host: 127.0.0.1, port: {code_port}, location_name: energy_assets}}"
+    workspace.write_text(f"load_from:\n  - grpc_server: {grpc}\n")
+    bin_dir = Path(sys.executable).parent
+    code = [f"{bin_dir}/dagster", "api", "grpc", "-m", "energy_assets.definitions", "-d", str(REPO)]
+    code += ["--location-name", "energy_assets", "-h", "127.0.0.1", "-p", str(code_port)]
+    ui = [f"{bin_dir}/dagster-webserver", "-w", str(workspace), "-h", o.host, "-p", str(o.ui_port)]
+    daemon = [f"{bin_dir}/dagster-daemon", "run", "-w", str(workspace)]
     listener = cli("listen")
     programs = []  # name, priority (start order), command, stop signal (TERM by default)
     if private_postgres:
@@ -205,8 +220,10 @@ def plan(o: DemoOptions) -> tuple[dict[str, str], dict[str, str]]:
         programs.append(("playground", 10, playground, "TERM"))
         # Connecting before the exchange listens would record a feed gap at every start.
         listener = after(o.host, o.exchange_port, listener)
-    # Ctrl-C in a terminal sends SIGINT to `dagster dev`'s group: its tested path.
-    programs.append(("dagster", 30, dagster, "INT"))
+    # SIGINT, as Ctrl-C in a terminal; the code server's group holds the run workers.
+    programs.append(("code", 20, code, "INT"))
+    programs.append(("webserver", 30, after("127.0.0.1", code_port, ui), "INT"))
+    programs.append(("daemon", 30, after("127.0.0.1", code_port, daemon), "INT"))
     if o.dashboard:
         dashboard = cli("dashboard", "--host", o.host, "--port", str(o.dashboard_port))
         programs.append(("dashboard", 30, dashboard, "TERM"))
@@ -214,9 +231,10 @@ def plan(o: DemoOptions) -> tuple[dict[str, str], dict[str, str]]:
     programs.append(("listener", 40, listener, "TERM"))
     sections = {}
     for name, priority, command, stopsignal in programs:
-        # `dagster dev` logs every daemon tick: to a file, so the terminal keeps one line per
-        # event (`supervisorctl tail -f dagster` follows it).
-        out = data_dir() / "logs" / "dagster.log" if name in ("dagster", "postgres") else None
+        # Dagster logs every daemon tick and run step: to files, so the terminal keeps one
+        # line per event (`supervisorctl tail -f daemon` follows one).
+        dagster = name in ("code", "webserver", "daemon", "postgres")
+        out = data_dir() / "logs" / f"{name}.log" if dagster else None
         out = o.log_dir.resolve() / f"{name}.log" if o.log_dir else out
         sections[name] = PROGRAM.format(
             name=name,
@@ -249,7 +267,9 @@ def run(o: DemoOptions) -> int:
     for directory in (logs, run_dir, *([o.log_dir] if o.log_dir else [])):
         directory.mkdir(parents=True, exist_ok=True)
     conf = run_dir / "supervisord.conf"
-    text = SUPERVISORD.format(logs=logs, run=run_dir) + "".join(programs.values())
+    platform = ",".join(n for n in programs if n not in ("postgres", "playground", "listener"))
+    text = SUPERVISORD.format(logs=logs, run=run_dir, platform=platform)
+    text += "".join(programs.values())
     conf.write_text(text.replace("%", "%%"))  # supervisord expands %(name)s
     where = {
         "ui": f"http://{o.host}:{o.ui_port}",
@@ -269,41 +289,8 @@ def run(o: DemoOptions) -> int:
     os.execve(supervisord, [supervisord, "-c", str(conf)], env)
 
 
-def group_members(pgid: int) -> list[int]:
-    """The live processes of process group `pgid` (zombies are dead)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
-
-
-def reap(command: list[str]) -> int:
-    """`reap -- COMMAND...`: runs COMMAND; once it exits, stops what it left in its process
-    group (`dagster dev`'s code servers outlive it by a minute or more): SIGTERM, then SIGKILL
-    to what is left after 5 s."""
-    for signum in (signal.SIGINT, signal.SIGTERM):  # the group's signals are COMMAND's
-        signal.signal(signum, lambda *_: None)
-    code = subprocess.call(command)
-    os.killpg(os.getpgrp(), signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    while (
-        left := set(group_members(os.getpgrp())) - {os.getpid()}
-    ) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    return code if code >= 0 else 128 - code
-
-
 if __name__ == "__main__" and sys.argv[1] == "after":  # after HOST:PORT -- COMMAND...
     host, port = sys.argv[2].rsplit(":", 1)
     while not port_in_use(host, int(port)):
         time.sleep(0.2)
     os.execvp(sys.argv[4], sys.argv[4:])
-if __name__ == "__main__" and sys.argv[1] == "reap":  # reap -- COMMAND...
-    sys.exit(reap(sys.argv[3:]))

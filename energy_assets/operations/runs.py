@@ -6,7 +6,8 @@ the outline: which run started, why, for which assets and partitions, how it end
     event=run_started run_id=3f0c… job=drain_and_refresh trigger=sensor:raw_trades_sensor assets=raw_trades,…
     event=run_failed run_id=9b1d… job=__ASSET_JOB trigger=backfill:jscpfjcj partitions=… error="…"
 
-It polls the instance for the runs updated since its last poll and changes nothing.
+It polls the instance at $DAGSTER_HOME for the runs updated since its last poll and changes
+nothing. The demo runs it; Ctrl-C stops it.
 """
 
 from __future__ import annotations
@@ -34,9 +35,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "watch-runs",
         help="Print one structured line per Dagster run event (queued, started, succeeded, failed)",
-        description="Polls the Dagster instance at $DAGSTER_HOME and prints one key=value line "
-        "per run status change, with the run id, job, trigger, assets, partitions, duration and, "
-        "for a failure, the error. Read-only. The demo runs it; Ctrl-C stops it.",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
     parser.set_defaults(run=watch)

@@ -20,7 +20,6 @@ import requests
 
 from energy_assets.operations.demo import (
     DemoOptions,
-    group_members,
     plan,
     port_in_use,
     postgres_root,
@@ -32,6 +31,19 @@ from tests.conftest import REPO, free_port
 pytestmark = pytest.mark.slow
 
 SPAWNED = re.compile(r"spawned: '(\w+)' with pid (\d+)")
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of process group `pgid` (zombies are dead)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 def option(section: str, name: str) -> str:
@@ -141,7 +153,8 @@ def test_demo_comes_up_restarts_a_killed_program_and_one_ctrl_c_stops_everything
         )
         _wait_for(lambda: requests.get(dashboard, timeout=5).ok, 60, "the dashboard", demo, out)
         pids = {name: int(pid) for name, pid in SPAWNED.findall(supervisord_log.read_text())}
-        assert {"playground", "listener", "dagster", "dashboard", "runs"} <= pids.keys()
+        programs = {"playground", "listener", "code", "webserver", "daemon", "dashboard", "runs"}
+        assert programs <= pids.keys()
 
         began = time.monotonic()
         demo.send_signal(signal.SIGINT)
@@ -221,9 +234,7 @@ def test_postgres_demo_without_a_server_runs_its_own(tmp_path: Path, monkeypatch
     assert env["DAGSTER_PG_PORT"] == str(port)
     assert env["DAGSTER_PG_DB"] == "postgres"  # the cluster's own database
     # The server starts before Dagster and stops after it.
-    assert int(option(sections["postgres"], "priority")) < int(
-        option(sections["dagster"], "priority")
-    )
+    assert int(option(sections["postgres"], "priority")) < int(option(sections["code"], "priority"))
     server = subprocess.Popen(
         shlex.split(option(sections["postgres"], "command")),
         start_new_session=True,
@@ -260,7 +271,7 @@ def test_without_the_playground_the_demo_uses_the_configured_services(tmp_path: 
     options = DemoOptions(playground=False, dashboard=False, dagster_home="data/home")
     env, sections = plan(options)
 
-    assert set(sections) == {"listener", "dagster", "runs"}
+    assert set(sections) == {"listener", "code", "webserver", "daemon", "runs"}
     assert option(sections["listener"], "command").endswith("energy_assets.cli listen")
     assert env["ENERGY_EXCHANGE_URL"] == "ws://exchange.example.invalid:5050"
     assert env["ENERGY_MARKET_DATA_URL"] == "http://vendor.example.invalid/v1"
@@ -268,6 +279,6 @@ def test_without_the_playground_the_demo_uses_the_configured_services(tmp_path: 
     assert env["ENERGY_CAPTURE_DIR"] == str(tmp_path / "data" / "capture")
     assert env["DAGSTER_HOME"] == str(tmp_path / "data" / "home")
     assert env["DAGSTER_INSTANCE"] == "sqlite"
-    assert option(sections["dagster"], "stdout_logfile") == str(
-        tmp_path / "data" / "logs" / "dagster.log"
+    assert option(sections["daemon"], "stdout_logfile") == str(
+        tmp_path / "data" / "logs" / "daemon.log"
     )
