@@ -60,6 +60,8 @@ TRADER_ID_MAX = 64
 
 _DEAL_ID = re.compile(r"[0-9a-f]{32}")
 _TRADER_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{TRADER_ID_MAX - 1}}}")
+_TRADER_ID_TEXT = f"1-{TRADER_ID_MAX} ASCII letters, digits or _.@- (not starting with a symbol)"
+_REQUIRED = frozenset(REQUIRED)
 #: ISO-8601 extended instant with an offset: `2023-02-21T06:13:43[.ffffff](Z|+HH:MM)`.
 _INSTANT = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})"
@@ -175,6 +177,7 @@ def _instant(payload: dict[str, Any], name: str, latest: datetime) -> datetime:
 #: The fields a delivery period is resolved from (contract §5), and the mark of one left out.
 _DELIVERY_FIELDS = ("market", "delivery_day", "delivery_hour", "delivery_start", "delivery_end")
 _ABSENT = object()
+_ALL_ABSENT = (_ABSENT,) * len(_DELIVERY_FIELDS)
 #: The longest field value cached: an instant with microseconds and offset is 32 characters.
 _CACHED_LENGTH = 40
 
@@ -208,14 +211,16 @@ def _resolved(*values: object) -> tuple[str, str, str, str, str] | Invalid:
 
 def _delivery(payload: dict[str, Any]) -> tuple[str, str, str, str, str]:
     """The deal's delivery period as (market, local day, label, start, end), or InvalidFrame."""
-    values = tuple(payload.get(name, _ABSENT) for name in _DELIVERY_FIELDS)
+    values = tuple(map(payload.get, _DELIVERY_FIELDS, _ALL_ABSENT))
     # Only short strings are cached: any other value is refused anyway; 1, 1.0 and True, or 0.0
     # and -0.0, are one key to a cache but quoted differently in the reason; and a hostile
     # feed's megabyte-long fields would otherwise be held, 4,096 of them.
-    if all(v is _ABSENT or (type(v) is str and len(v) <= _CACHED_LENGTH) for v in values):
-        resolved = _resolved(*values)
-    else:
-        resolved = _resolved.__wrapped__(*values)
+    resolve = _resolved
+    for value in values:
+        if value is not _ABSENT and (type(value) is not str or len(value) > _CACHED_LENGTH):
+            resolve = _resolved.__wrapped__
+            break
+    resolved = resolve(*values)
     if isinstance(resolved, Invalid):
         raise InvalidFrame(resolved.reason)
     return resolved
@@ -226,8 +231,8 @@ def validate_deal(payload: Any, now: datetime | None = None) -> Deal:
     default the clock) bounds how far ahead an execution time may be."""
     if not isinstance(payload, dict):
         raise InvalidFrame(f"deal must be a JSON object, got {type(payload).__name__}")
-    missing = [name for name in REQUIRED if name not in payload]
-    if missing:
+    if not _REQUIRED.issubset(payload):
+        missing = [name for name in REQUIRED if name not in payload]
         raise InvalidFrame(f"missing field(s): {', '.join(missing)}")
 
     deal_id = _string(payload, "id", _DEAL_ID, "32 lowercase hex characters")
@@ -240,12 +245,7 @@ def validate_deal(payload: Any, now: datetime | None = None) -> Deal:
         raise InvalidFrame(f"direction must be 'buy' or 'sell', got {show(direction)}")
     # Market, instants and labels (contract §5), inside the years 2000..8999.
     market, delivery_day, delivery_hour, delivery_start, delivery_end = _delivery(payload)
-    trader_id = _string(
-        payload,
-        "trader_id",
-        _TRADER_ID,
-        f"1-{TRADER_ID_MAX} ASCII letters, digits or _.@- (not starting with a symbol)",
-    )
+    trader_id = _string(payload, "trader_id", _TRADER_ID, _TRADER_ID_TEXT)
     _instant(payload, "execution_time", (now or datetime.now(UTC)) + CLOCK_SKEW)
     return Deal(
         id=deal_id,
