@@ -232,7 +232,7 @@ def plan(o: DemoOptions) -> tuple[dict[str, str], dict[str, str]]:
     sections = {}
     for name, priority, command, stopsignal in programs:
         # Dagster logs every daemon tick and run step: to files, so the terminal keeps one
-        # line per event (`supervisorctl tail -f daemon` follows one).
+        # line per event (`supervisorctl tail -f platform:daemon` follows one).
         dagster = name in ("code", "webserver", "daemon", "postgres")
         out = data_dir() / "logs" / f"{name}.log" if dagster else None
         out = o.log_dir.resolve() / f"{name}.log" if o.log_dir else out
@@ -263,6 +263,13 @@ def run(o: DemoOptions) -> int:
     if o.dagster_instance == "postgres" and missing:
         raise SystemExit(f"DAGSTER_INSTANCE=postgres needs {', '.join(missing)}")
     prepare_dagster_home(o.dagster_home, o.dagster_instance)
+    if "postgres" not in programs:  # (a private server is not up yet: Dagster retries there)
+        # Its storage made once, here: programs started together would race to create it.
+        from dagster import DagsterInstance
+
+        os.environ.update(env)
+        with DagsterInstance.get():
+            pass
     logs, run_dir = data_dir() / "logs", data_dir() / "supervisor"
     for directory in (logs, run_dir, *([o.log_dir] if o.log_dir else [])):
         directory.mkdir(parents=True, exist_ok=True)
