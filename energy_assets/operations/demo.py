@@ -34,8 +34,9 @@ INSTANCE_FILES = {"sqlite": "dagster.yaml", "postgres": "dagster.postgres.yaml"}
 #: What `dagster.postgres.yaml` reads, `DAGSTER_PG_<name>`.
 POSTGRES_ENV = ("HOST", "PORT", "USERNAME", "PASSWORD", "DB")
 #: supervisord's own lines (spawned, exited, stopped) go to its file; the terminal keeps the
-#: programs' key=value lines. Those started between the playground and the listener are one
-#: group: stopped together, after the listener, once it has sealed its segment.
+#: programs' key=value lines. Those started with the UI are one group, stopped together after
+#: the listener (once it has sealed its segment) and before the code server (else the daemon
+#: would still launch runs on a code server shutting down).
 SUPERVISORD = """\
 [supervisord]
 nodaemon=true
@@ -274,7 +275,9 @@ def run(o: DemoOptions) -> int:
     for directory in (logs, run_dir, *([o.log_dir] if o.log_dir else [])):
         directory.mkdir(parents=True, exist_ok=True)
     conf = run_dir / "supervisord.conf"
-    platform = ",".join(n for n in programs if n not in ("postgres", "playground", "listener"))
+    platform = ",".join(
+        n for n in programs if n not in ("postgres", "playground", "code", "listener")
+    )
     text = SUPERVISORD.format(logs=logs, run=run_dir, platform=platform)
     text += "".join(programs.values())
     conf.write_text(text.replace("%", "%%"))  # supervisord expands %(name)s
