@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--baseline", action="store_true", help="add the no-cadence demo")
     args = parser.parse_args(argv)
-    results = [run_demo("30 s cadence (default)", args.minutes, args.warmup, {})]
+    results = [run_demo("default cadence", args.minutes, args.warmup, {})]
     if args.baseline:
         results.append(
             run_demo(

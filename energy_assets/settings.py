@@ -33,6 +33,9 @@ DEFAULT_DASHBOARD_PORT = 8050
 DEFAULT_DRAIN_INTERVAL_SECONDS = 60.0
 #: ~4,000 deal frames (~260 B each): 30 s of deals at 135 deals/s, above the desk's 100/s peak.
 DEFAULT_DRAIN_EARLY_BYTES = 1024 * 1024
+#: `exposure_automation_sensor` evaluates its conditions at most this often: each tick that
+#: sees a change stores its evaluations, which Dagster keeps 30 days.
+DEFAULT_EXPOSURE_AUTOMATION_SECONDS = 60
 DEFAULT_RUN_RETENTION_DAYS = 7.0
 #: `recent_prices_sensor` asks for the reference prices never stored from this many days
 #: before today to the hour under way; -1: never.
@@ -75,6 +78,8 @@ class Settings(BaseSettings):
     drain_interval_seconds: float = DEFAULT_DRAIN_INTERVAL_SECONDS
     #: ... or at once when the sealed segments waiting hold this many bytes.
     drain_early_bytes: int = DEFAULT_DRAIN_EARLY_BYTES
+    #: The exposure's automation looks at most this often (read when the definitions load).
+    exposure_automation_seconds: int = Field(default=DEFAULT_EXPOSURE_AUTOMATION_SECONDS, ge=1)
     #: Dagster runs (and their event logs) older than this are deleted daily.
     run_retention_days: float = DEFAULT_RUN_RETENTION_DAYS
     prices_backfill_days: int = DEFAULT_PRICES_BACKFILL_DAYS

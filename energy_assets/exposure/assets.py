@@ -10,10 +10,14 @@ from dagster_duckdb import DuckDBResource
 from energy_assets.exposure import publish, store
 from energy_assets.markets import MARKETS
 from energy_assets.prices.assets import ASSET_PREFIX, price_asset_key
+from energy_assets.settings import settings
 from energy_assets.tables import TRADER_EXPOSURE, table_value
 from energy_assets.warehouse import DUCKDB_POOL, DashboardResource
 
 GROUP = "exposure"
+
+#: Every market's prices, the upstream the automation alone refreshes this asset for.
+PRICES = dg.AssetSelection.key_prefixes([ASSET_PREFIX])
 
 #: New trades refresh this asset inside the `drain_and_refresh` run that drained them; this
 #: condition covers the rest: any partition of `reference_prices` materialised (a price
@@ -29,21 +33,23 @@ GROUP = "exposure"
 #: `drain_and_refresh` run skips the step, and this keeps the next tick from running it.
 EXPOSURE_CONDITION = (
     (
-        (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated())
+        (
+            dg.AutomationCondition.newly_missing()
+            | dg.AutomationCondition.any_deps_updated().ignore(PRICES)
+        )
         .since_last_handled()
-        .with_label("upstream_updated_since_last_handled")
-        # A price update is handled only by a request of this sensor. Above, a
-        # `drain_and_refresh` run whose exposure step read the prices just before a price run
-        # committed resets `since_last_handled` in the same tick, and the revision would wait
-        # for the next drain. When a tick sees both the previous tick's request and a price
-        # stored after it (the requested run may have read the prices before), `since` keeps
-        # the later of the two by the timestamps that `newly_updated` and `newly_requested`
-        # carry. `&`, `|` and so `any_deps_updated()` carry none, and then the reset wins: the
-        # revision was lost for good. Hence `newly_updated` of the prices (no run of theirs
-        # targets this asset) and `newly_requested` alone (tests/exposure/test_assets.py
-        # reproduces both races).
+        .with_label("missing_or_trades_updated_since_last_handled")
+        # A price update is handled only by a request of this sensor: a `drain_and_refresh`
+        # run whose exposure step read the prices just before a price run committed is handled
+        # in the same tick as the price, and the revision would wait for the next drain. When
+        # a tick sees both the previous tick's request and a price stored after it (the
+        # requested run may have read the prices before), `since` keeps the later of the two
+        # by the timestamps that `newly_updated` and `newly_requested` carry. `&`, `|` and so
+        # `any_deps_updated()` carry none, and then the reset wins: the revision was lost for
+        # good. Hence `newly_updated` of the prices (no run of theirs targets this asset) and
+        # `newly_requested` alone (tests/exposure/test_assets.py reproduces both races).
         | dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated())
-        .allow(dg.AssetSelection.key_prefixes([ASSET_PREFIX]))
+        .allow(PRICES)
         .since(dg.AutomationCondition.newly_requested())
         .with_label("prices_updated_since_requested")
     )
@@ -269,17 +275,19 @@ def exposure_dashboard(
     )
 
 
-#: Evaluates the two assets' conditions every 10 s, so a stored price revision reaches the
-#: exposure about as soon as a drain's deals do. Every tick stores its evaluations (~34 KB),
-#: which Dagster keeps 30 days whatever the instance's retention says (EVALUATIONS_TTL_DAYS in
-#: its asset daemon; the skipped ticks are purged after a day, dagster.yaml). Switched on from
-#: the start: the default automation sensor Dagster would otherwise create starts stopped
-#: (checked in 1.13.27).
+#: Evaluates the two assets' conditions every `ENERGY_EXPOSURE_AUTOMATION_SECONDS` (60 s): a
+#: price revision reaches the batch exposure within about a minute, while the live desk shows
+#: deals and prices at once without it. A tick that sees a change (every drain does) stores the
+#: whole evaluation tree, which Dagster keeps 30 days whatever the instance's retention says
+#: (EVALUATIONS_TTL_DAYS in its asset daemon; the ticks themselves follow `retention:` in
+#: dagster.yaml): the interval is what bounds it (benchmarks/README.md, "Demo at the batch
+#: cadence"). Switched on from the start: the default automation sensor Dagster would
+#: otherwise create starts stopped (checked in 1.13.27).
 exposure_automation_sensor = dg.AutomationConditionSensorDefinition(
     "exposure_automation_sensor",
     target=dg.AssetSelection.assets(trader_exposure, exposure_dashboard),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=10,
+    minimum_interval_seconds=settings().exposure_automation_seconds,
     description="Refreshes trader_exposure and exposure_dashboard after new reference prices "
     "(new trades refresh them in the drain_and_refresh run).",
 )

@@ -143,6 +143,9 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
         "PYTHONUNBUFFERED": "1",
     }
     env["ENERGY_PRICES_BACKFILL_DAYS"] = "0"
+    # The exposure after the last price within 10 s instead of the demo's minute: the test's
+    # time, not the race (tests/exposure/test_assets.py drives that tick by tick).
+    env["ENERGY_EXPOSURE_AUTOMATION_SECONDS"] = "10"
     logs = tmp_path / "logs"
     logs.mkdir()
 
