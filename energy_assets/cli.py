@@ -13,13 +13,12 @@ def build_parser() -> argparse.ArgumentParser:
     from energy_assets.desk import cli as desk_cli
     from energy_assets.journals import cli as journals_cli
     from energy_assets.operations import demo as demo_cli
-    from energy_assets.operations import runs as runs_cli
     from energy_assets.playground import cli as playground_cli
     from energy_assets.trades import cli as trades_cli
 
     parser = argparse.ArgumentParser(prog="energy-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (playground_cli, trades_cli, desk_cli, journals_cli, demo_cli, runs_cli):
+    for module in (playground_cli, trades_cli, desk_cli, journals_cli, demo_cli):
         module.register(commands)
     return parser
 

@@ -228,7 +228,6 @@ def plan(o: DemoOptions) -> tuple[dict[str, str], dict[str, str]]:
     if o.dashboard:
         dashboard = cli("dashboard", "--host", o.host, "--port", str(o.dashboard_port))
         programs.append(("dashboard", 30, dashboard, "TERM"))
-    programs.append(("runs", 30, after(o.host, o.ui_port, cli("watch-runs")), "TERM"))
     programs.append(("listener", 40, listener, "TERM"))
     sections = {}
     for name, priority, command, stopsignal in programs:

@@ -51,6 +51,23 @@ def option(section: str, name: str) -> str:
     return re.search(rf"^{name}=(.*)$", section, re.M).group(1)
 
 
+RUNS = """query ($filter: RunsFilter) { runsOrError(filter: $filter) { ... on Runs {
+  results { runId status startTime tags { key } } } } }"""
+
+
+def sensor_runs(ui: str, sensor: str, job: str) -> list[dict]:
+    """The runs of `job` that `sensor` requested itself (not as a backfill), as the UI lists them."""
+    tags = [{"key": "dagster/sensor_name", "value": sensor}]
+    variables = {"filter": {"pipelineName": job, "tags": tags}}
+    answer = requests.post(
+        f"{ui}/graphql", json={"query": RUNS, "variables": variables}, timeout=10
+    )
+    runs = answer.json()["data"]["runsOrError"]["results"]
+    for run in runs:
+        assert re.fullmatch(r"[0-9a-f-]{36}", run["runId"]), run
+    return [run for run in runs if {"key": "dagster/backfill"} not in run["tags"]]
+
+
 def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen, log: Path):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -121,19 +138,20 @@ def test_demo_comes_up_restarts_a_killed_program_and_one_ctrl_c_stops_everything
         # Deals flow into the capture buffer.
         segments = Path(energy_env["ENERGY_CAPTURE_DIR"]) / "segments"
         _wait_for(lambda: any(segments.glob("*.jsonl.open")), 30, "an open segment", demo, out)
-        # The sensors drain the buffer and fetch the recent prices by themselves, and the run
-        # watcher says so, with the run id. The recent prices' run is seen started: two days of
-        # every market's periods (~340 requests) take minutes at the vendor's 50 a minute.
-        runs_log = children / "runs.log"
-        for trigger, job, event in (
-            ("sensor:raw_trades_sensor", "drain_and_refresh", "run_succeeded"),
-            ("sensor:recent_prices_sensor", "__ASSET_JOB", "run_started"),
+        # The sensors drain the buffer and fetch the recent prices by themselves, as the UI's
+        # Runs page shows (the same GraphQL): a drain succeeded, the recent prices' run started
+        # (two days of every market's periods, ~340 requests, take minutes at the vendor's 50
+        # a minute).
+        for sensor, job, seen in (
+            ("raw_trades_sensor", "drain_and_refresh", lambda run: run["status"] == "SUCCESS"),
+            ("recent_prices_sensor", "__ASSET_JOB", lambda run: run["startTime"] is not None),
         ):
-            line = rf"event={event} run_id=[0-9a-f-]{{36}} job={job} trigger={trigger}"
             _wait_for(
-                lambda line=line: runs_log.exists() and re.search(line, runs_log.read_text()),
+                lambda sensor=sensor, job=job, seen=seen: any(
+                    map(seen, sensor_runs(ui, sensor, job))
+                ),
                 120,
-                f"a run of {trigger} reported by the watcher",
+                f"a run of {sensor} in the UI",
                 demo,
                 out,
             )
@@ -153,7 +171,7 @@ def test_demo_comes_up_restarts_a_killed_program_and_one_ctrl_c_stops_everything
         )
         _wait_for(lambda: requests.get(dashboard, timeout=5).ok, 60, "the dashboard", demo, out)
         pids = {name: int(pid) for name, pid in SPAWNED.findall(supervisord_log.read_text())}
-        programs = {"playground", "listener", "code", "webserver", "daemon", "dashboard", "runs"}
+        programs = {"playground", "listener", "code", "webserver", "daemon", "dashboard"}
         assert programs <= pids.keys()
 
         began = time.monotonic()
@@ -271,7 +289,7 @@ def test_without_the_playground_the_demo_uses_the_configured_services(tmp_path: 
     options = DemoOptions(playground=False, dashboard=False, dagster_home="data/home")
     env, sections = plan(options)
 
-    assert set(sections) == {"listener", "code", "webserver", "daemon", "runs"}
+    assert set(sections) == {"listener", "code", "webserver", "daemon"}
     assert option(sections["listener"], "command").endswith("energy_assets.cli listen")
     assert env["ENERGY_EXCHANGE_URL"] == "ws://exchange.example.invalid:5050"
     assert env["ENERGY_MARKET_DATA_URL"] == "http://vendor.example.invalid/v1"
