@@ -20,7 +20,8 @@ Each refresh runs on a connection of its own, as a Dagster run has it (opening a
 the file not counted), and again on one long connection; every figure is the median of
 `--repeats` refreshes in a row, in wall-clock seconds and in the process's CPU seconds (all
 its threads: what the refresh costs, whatever else the shared machine runs). At the end the
-incremental tables are checked against a full recompute.
+incremental tables are checked against a full recompute, and the exposure and grid rows to the
+last bit.
 
 Guards: the full refresh at 10 M trades >= 10x faster than the pandas baseline, within 2 GB;
 a one-day update per run <= 0.2 s, a tenth of the 2-4 s Dagster takes to start the run that
@@ -226,9 +227,11 @@ def child_refresh(n: int, per_day: int, path: str, repeats: int) -> dict:
         store.refresh(conn, next(clock), full=True)
         full = [conn.execute(f"SELECT * FROM {t}").pl() for t in tables]
         out["exposure_rows"] = full[0].height
-    for key, exact in (("incremental_equals_full", False), ("to_the_last_bit", True)):
+    # The exposure and grid rows to the last bit too (the totals add periods up in no fixed
+    # order: equal within rounding).
+    for key, exact, upto in (("incremental_equals_full", False, 4), ("to_the_last_bit", True, 2)):
         try:
-            for a, b in zip(incremental, full, strict=True):
+            for a, b in zip(incremental[:upto], full[:upto], strict=True):
                 assert_frame_equal(a, b, check_exact=exact)
             out[key] = True
         except AssertionError:
@@ -406,7 +409,7 @@ def main() -> None:
         print(f"first refresh           {r['first_seconds']:.3f} s (empty exposure tables)")
         print(
             f"incremental == full     {r['incremental_equals_full']} "
-            f"(to the last bit: {r['to_the_last_bit']})"
+            f"(exposure and grid rows to the last bit: {r['to_the_last_bit']})"
         )
         print(f"load average after      {os.getloadavg()[0]:.1f}")
 

@@ -328,9 +328,10 @@ def _replace_days(
 def _in_order(conn: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
     """`sql` run on one thread. Each period's deals are then added up in the ledger's order,
     whether a full refresh reads every day or an update one: the sums come out the same to the
-    last bit, so a period recomputed unchanged is found unchanged and left in place (summed by
+    last bit, so a period recomputed unchanged is found unchanged and left in place. (Summed by
     two threads, the partial sums of ~6 % of the periods met in another order each time and
-    were rewritten). One thread also spends less CPU on the group-by than two (no partial
+    were rewritten; on one, only the few whose deals the group-by still adds in two parts on a
+    scan of every day.) One thread also spends less CPU on the group-by than two (no partial
     tables to merge); DuckDB's `threads` belongs to the database, so it is set back after."""
     threads = conn.execute("SELECT current_setting('threads')").fetchone()[0]
     conn.execute("SET threads = 1")
