@@ -34,23 +34,19 @@ def format_event(level: str, logger: str, event: str, fields: dict[str, Any]) ->
 
 
 class EventLogger:
-    """Writes one structured line per event to a stream (stderr by default)."""
+    """Writes one structured line per event to stderr."""
 
-    def __init__(self, name: str, stream=None, level: int = logging.INFO):
+    def __init__(self, name: str, level: int = logging.INFO):
         self.name = name
-        self.stream = stream
         self.level = level
 
     def _emit(self, level: int, event: str, fields: dict[str, Any]) -> None:
         if level < self.level:
             return
-        stream = self.stream or sys.stderr
+        stream = sys.stderr  # looked up at each event: pytest's capture replaces it
         stream.write(format_event(logging.getLevelName(level).lower(), self.name, event, fields))
         stream.write("\n")
         stream.flush()
-
-    def debug(self, event: str, **fields: Any) -> None:
-        self._emit(logging.DEBUG, event, fields)
 
     def info(self, event: str, **fields: Any) -> None:
         self._emit(logging.INFO, event, fields)
@@ -62,5 +58,5 @@ class EventLogger:
         self._emit(logging.ERROR, event, fields)
 
 
-def event_logger(name: str, stream=None) -> EventLogger:
-    return EventLogger(name, stream)
+def event_logger(name: str) -> EventLogger:
+    return EventLogger(name)
