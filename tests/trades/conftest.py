@@ -123,6 +123,11 @@ class ScriptedExchange:
                     await ws.close(step[1])
                     return
                 elif kind == "drop":
+                    # What was sent before the drop reaches the peer: abort() discards the
+                    # transport's unsent buffer, which on a busy machine still held frames.
+                    while ws.transport.get_write_buffer_size():
+                        await asyncio.sleep(0.005)
+                    await asyncio.sleep(0.05)
                     ws.transport.abort()
                     return
                 elif kind == "hold":
