@@ -46,6 +46,7 @@ from energy_assets.exposure.positions import (
     PERIOD,
     PERIOD_KEY,
     daily_totals,
+    market_frame,
     net_positions,
     pnl_attribution,
     positions_of_sides,
@@ -70,6 +71,8 @@ DAILY = str(TRADER_EXPOSURE_DAILY)
 TOTALS = str(TRADER_EXPOSURE_TOTALS)
 HISTORY = str(TRADER_PNL_HISTORY)
 
+#: A trader's market day: the grain of the grid's recomputation.
+TRADER_DAY = ["trader_id", "market", "delivery_day"]
 #: How many of the largest positions a refresh reports, per currency.
 LARGEST = 10
 
@@ -229,11 +232,14 @@ def refresh(
     """Bring the exposure tables up to date with `raw_trades` and `reference_prices`, and
     append one row per trader and currency to `energy.trader_pnl_history`.
 
-    `full=True` recomputes every market day: the repair after a correction in place.
+    `full=True` recomputes every market day: the repair after a correction in place, or after
+    a market's grid changed (its whole grid is then made again).
     `markets` (`positions.market_frame`) defaults to every configured market.
     """
     started = time.perf_counter()
     present = _present(conn)
+    # A grid table made in this refresh is filled whole, not only where periods moved.
+    grid_made = present.get(TRADER_NET_POSITION.name) != set(TRADER_NET_POSITION.column_names)
     if any(present.get(t.name) != set(t.column_names) for t in _SHAPES):
         _migrate(conn, present)
         present = _present(conn)
@@ -249,7 +255,10 @@ def refresh(
         attribution, recomputed = None, 0
         if full:
             # Every deal is read: no filter, and the days are those held before or now.
-            attribution, recomputed = _replace_days(conn, "true", trades, latest, markets)
+            whole_grid = grid_made or _grid_moved(conn, markets)
+            attribution, recomputed = _replace_days(
+                conn, "true", trades, latest, markets, whole_grid
+            )
         else:
             sql = CHANGED_DAYS_SQL.format(
                 exposure=EXPOSURE, daily=DAILY, trades=trades, prices=latest
@@ -258,7 +267,9 @@ def refresh(
             if days.height:
                 conn.register("exposure_days", days)
                 try:
-                    attribution, _ = _replace_days(conn, _THE_DAYS, trades, latest, markets)
+                    attribution, _ = _replace_days(
+                        conn, _THE_DAYS, trades, latest, markets, grid_made
+                    )
                 finally:
                     conn.unregister("exposure_days")
             recomputed = days.height
@@ -293,11 +304,13 @@ def _replace_days(
     trades: str,
     latest: str,
     markets: pl.DataFrame | None,
+    whole_grid: bool,
 ) -> tuple[pl.DataFrame, int]:
     """Recompute the market days matching `where` from their deals and the latest prices,
     replace their exposure rows, net positions and daily totals, and return each trader's PnL
     change per currency (`pnl_attribution`) and how many market days were held before or
-    now."""
+    now. A trader's grid on a market day follows from that day's periods alone: it is made
+    again only where one of them came out different, unless `whole_grid`."""
     before = conn.execute(f"SELECT * FROM {EXPOSURE} WHERE {where}").pl()
     sides = _in_order(conn, SIDES_SQL.format(trades=trades, days=where))
     # The latest prices of the periods held before or now, nothing else.
@@ -315,14 +328,55 @@ def _replace_days(
     prices_before = before.select(*PERIOD, "reference_price").unique()
 
     stale, fresh = _replace(conn, EXPOSURE, where, before, exposure)
-    net_before = conn.execute(f"SELECT * FROM {NET_POSITION} WHERE {where}").pl()
-    _replace(conn, NET_POSITION, where, net_before, net_positions(exposure, markets, sort=False))
+    if whole_grid:
+        _replace_grid(conn, where, exposure, markets)
+    else:
+        moved = pl.concat([stale.select(TRADER_DAY), fresh.select(TRADER_DAY)]).unique()
+        if moved.height:
+            conn.register("exposure_moved", moved)
+            try:
+                _replace_grid(
+                    conn,
+                    f"{where} AND ({', '.join(TRADER_DAY)}) IN "
+                    f"(SELECT {', '.join(TRADER_DAY)} FROM exposure_moved)",
+                    exposure.join(moved, on=TRADER_DAY, how="semi"),
+                    markets,
+                )
+            finally:
+                conn.unregister("exposure_moved")
     conn.execute(f"DELETE FROM {DAILY} WHERE {where}")
     _insert(conn, DAILY, daily_totals(exposure))
     day = ["market", "delivery_day"]
     days = pl.concat([before.select(day), exposure.select(day)]).unique().height
     # A row unchanged, its price with it, moved no PnL: the attribution needs the others only.
     return pnl_attribution(stale, fresh, prices_before, prices_now), days
+
+
+def _replace_grid(
+    conn: duckdb.DuckDBPyConnection,
+    where: str,
+    exposure: pl.DataFrame,
+    markets: pl.DataFrame | None,
+) -> None:
+    """Make the grid rows matching `where` again from those `exposure` rows."""
+    net_before = conn.execute(f"SELECT * FROM {NET_POSITION} WHERE {where}").pl()
+    _replace(conn, NET_POSITION, where, net_before, net_positions(exposure, markets, sort=False))
+
+
+def _grid_moved(conn: duckdb.DuckDBPyConnection, markets: pl.DataFrame | None) -> bool:
+    """Whether a stored grid step is not of its market's grid now (the grid changed, or the
+    market is configured or no longer): a full refresh then makes the grid again whole."""
+    grids = dict(
+        (market_frame() if markets is None else markets)
+        .select("market", "grid_minutes")
+        .iter_rows()
+    )
+    steps = conn.execute(
+        f"""SELECT DISTINCT market,
+                  (epoch_us(delivery_end) - epoch_us(delivery_start)) // 60000000
+           FROM {NET_POSITION}"""
+    ).fetchall()
+    return any(grids.get(market) != minutes for market, minutes in steps)
 
 
 def _in_order(conn: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:

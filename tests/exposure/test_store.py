@@ -17,6 +17,7 @@ from energy_assets.exposure.positions import (
     EXPOSURE_COLUMNS,
     PERIOD_KEY,
     daily_totals,
+    market_frame,
     net_positions,
     positions,
     trader_totals,
@@ -82,6 +83,38 @@ def test_tables_have_exactly_the_declared_columns(book):
 
         assert columns("trader_exposure") == EXPOSURE_COLUMNS
         assert columns("trader_net_position") == TRADER_NET_POSITION.column_names
+
+
+def _grid(conn) -> pl.DataFrame:
+    return _utc(conn.execute(f"SELECT * FROM {q('trader_net_position')}").pl()).sort(PERIOD_KEY)
+
+
+def test_a_full_recompute_makes_the_grid_again_when_a_market_grid_changes(book):
+    # alice's and bob's DE hours are four quarter-hours each on the grid; on an hourly grid
+    # they are one step each, though no period of theirs changed.
+    refresh(book)
+    hourly = market_frame().with_columns(
+        pl.when(pl.col("market") == "DE")
+        .then(60)
+        .otherwise(pl.col("grid_minutes"))
+        .alias("grid_minutes")
+    )
+    with book.resource().get_connection() as conn:
+        assert _grid(conn).height == 12
+        store.refresh(conn, datetime.now(UTC), full=True, markets=hourly)
+        exposure = conn.execute(f"SELECT * FROM {q('trader_exposure')}").pl()
+        assert_frame_equal(_grid(conn), net_positions(exposure, hourly), check_dtypes=False)
+        assert _grid(conn).height == 3
+
+
+def test_a_grid_table_made_again_is_filled_whole_by_a_full_recompute(book):
+    refresh(book)
+    with book.connect() as conn:
+        expected = _grid(conn)
+        conn.execute(f"DROP TABLE {q('trader_net_position')}")
+    refresh(book, full=True)
+    with book.connect() as conn:
+        assert_frame_equal(_grid(conn), expected)
 
 
 def test_first_refresh_matches_hand_computed_figures(book):
