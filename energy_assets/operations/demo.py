@@ -45,11 +45,11 @@ logfile={logs}/supervisord.log
 pidfile={run}/supervisord.pid
 childlogdir={logs}
 [unix_http_server]
-file={run}/supervisor.sock
+file={socket}
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory=supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]
-serverurl=unix://{run}/supervisor.sock
+serverurl=unix://{socket}
 [group:platform]
 programs={platform}
 priority=30
@@ -145,11 +145,20 @@ def data_dir() -> Path:
     return defaults.settings().duckdb_path.resolve().parent
 
 
+def data_digest() -> str:
+    return hashlib.sha1(str(data_dir()).encode()).hexdigest()[:10]
+
+
 def postgres_root() -> Path:
     if os.geteuid() == 0:  # the server runs as `postgres`, which may not reach data/
-        digest = hashlib.sha1(str(data_dir()).encode()).hexdigest()[:10]
-        return Path("/var/tmp/energy-assets-postgres") / digest
+        return Path("/var/tmp/energy-assets-postgres") / data_digest()
     return data_dir() / "postgres"
+
+
+def supervisor_socket() -> Path:
+    """supervisord's control socket, one per data directory, in /tmp: a Unix socket's path
+    may not exceed 107 bytes, and a data directory's (or $TMPDIR's) path may."""
+    return Path("/tmp") / f"energy-assets-{data_digest()}.sock"
 
 
 def postgres_command(port: int) -> list[str]:
@@ -277,7 +286,7 @@ def run(o: DemoOptions) -> int:
     platform = ",".join(
         n for n in programs if n not in ("postgres", "playground", "code", "listener")
     )
-    text = SUPERVISORD.format(logs=logs, run=run_dir, platform=platform)
+    text = SUPERVISORD.format(logs=logs, run=run_dir, socket=supervisor_socket(), platform=platform)
     text += "".join(programs.values())
     conf.write_text(text.replace("%", "%%"))  # supervisord expands %(name)s
     where = {
