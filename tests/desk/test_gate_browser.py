@@ -103,7 +103,7 @@ def test_the_page_counts_down_to_gate_closure_marks_closed_and_takes_new_deals(
     # Each market in its own local time, the zone named.
     page.wait_for_function(
         "() => document.querySelector('.board[data-market=DE] time.clock')"
-        ".textContent === '10:47 CET'"
+        "?.textContent === '10:47 CET'"
     )
     assert page.text_content(".board[data-market=GB] time.clock") == "09:47 GMT"
     assert page.text_content(".board[data-market=DE] h3").startswith("DE · Europe/Berlin")

@@ -90,7 +90,7 @@ def test_each_trader_sees_their_own_book_and_the_head_sees_every_book(
     assert row.get_attribute("data-trades") == "1"
     write_deals(capture, [deal(3)])  # live updates reach her page
     page.wait_for_function(
-        f"""() => document.querySelector('{ALICE_ROW}').dataset.trades === "2" """,
+        f"""() => document.querySelector('{ALICE_ROW}')?.dataset.trades === "2" """,
         timeout=10_000,
     )
     assert page.locator("#connection").inner_text() == "live"

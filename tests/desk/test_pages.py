@@ -99,7 +99,7 @@ def test_torn_last_line_is_skipped_then_shown_once_whole(desk_dirs, start_desk, 
     os.write(buffer._fd, line[70:].encode())  # the rest of the line lands
     page.wait_for_function(
         """() => document.querySelector('tr[data-period="2026-12-02 12-13"]')
-                 .dataset.trades === "2" """,
+                 ?.dataset.trades === "2" """,
         timeout=10_000,
     )
     buffer.seal()  # sealed under a new name: the same lines, counted once
@@ -199,7 +199,7 @@ def test_prices_confirmed_rows_gaps_and_colours(desk_dirs, start_desk, browser):
     published.write(confirmed, published_dir, published.CONFIRMED)
     page.wait_for_function(
         """() => document.querySelector('tr[data-period="2026-12-02 12-13"]')
-                 .dataset.status === "confirmed" """,
+                 ?.dataset.status === "confirmed" """,
         timeout=5_000,
     )
     assert short.get_attribute("data-status") == "live"

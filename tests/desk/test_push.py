@@ -92,13 +92,13 @@ def test_pages_resume_after_the_service_restarts(desk_dirs, start_desk, browser)
     desk.start()
     page.wait_for_function(
         """() => document.querySelector('tr[data-period="2026-12-02 12-13"]')
-                 .dataset.trades === "2" """,
+                 ?.dataset.trades === "2" """,
         timeout=15_000,
     )
     write_deals(capture, [deal(3)])  # and pushed on the new stream
     page.wait_for_function(
         """() => document.querySelector('tr[data-period="2026-12-02 12-13"]')
-                 .dataset.trades === "3" """,
+                 ?.dataset.trades === "3" """,
         timeout=10_000,
     )
     assert page.evaluate("window.marker") == "no reload"
