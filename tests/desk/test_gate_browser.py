@@ -8,8 +8,10 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
+import httpx
 import pytest
 import uvicorn
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from energy_assets.desk.app import create_app
 from tests.conftest import free_port
@@ -91,6 +93,12 @@ def test_the_page_counts_down_to_gate_closure_marks_closed_and_takes_new_deals(
         ],
     )
     url, clock = served
+    # Without a login the desk knows a trader from their first deal: wait for it to follow
+    # the buffer (a 404 page until then, as a person opening the page too early would see).
+    deadline = time.monotonic() + 15
+    while httpx.get(url + "/trader/alice").status_code != 200:
+        assert time.monotonic() < deadline, "the desk never showed alice's deals"
+        time.sleep(0.05)
     context = browser.new_context()
     problems: list[str] = []
     context.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
@@ -101,10 +109,19 @@ def test_the_page_counts_down_to_gate_closure_marks_closed_and_takes_new_deals(
     page.evaluate("window.marker = 'no reload'")
 
     # Each market in its own local time, the zone named.
-    page.wait_for_function(
-        "() => document.querySelector('.board[data-market=DE] time.clock')"
-        "?.textContent === '10:47 CET'"
-    )
+    try:
+        page.wait_for_function(
+            "() => document.querySelector('.board[data-market=DE] time.clock')"
+            "?.textContent === '10:47 CET'"
+        )
+    except PlaywrightTimeout:
+        # What the page showed instead: the board, the connection status, the page's errors.
+        shown = page.evaluate(
+            "() => [document.querySelector('.connection')?.textContent,"
+            " document.querySelector('.board')?.outerHTML?.slice(0, 600),"
+            " document.body.innerHTML.length]"
+        )
+        raise AssertionError(f"no DE clock at 10:47 CET: {shown}, errors {problems}") from None
     assert page.text_content(".board[data-market=GB] time.clock") == "09:47 GMT"
     assert page.text_content(".board[data-market=DE] h3").startswith("DE · Europe/Berlin")
 
