@@ -24,8 +24,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.run(args) or 0)
+    from pydantic import ValidationError
+
+    from energy_assets.settings import refusal
+
+    try:
+        # The parser's defaults are settings too: both inside.
+        args = build_parser().parse_args(argv)
+        return int(args.run(args) or 0)
+    except ValidationError as error:
+        # A bad ENERGY_* variable or demo option: refused by name before anything starts,
+        # with the usage error's exit status, not a traceback.
+        demo = error.title == "DemoOptions"
+        where = "energy-assets demo" if demo else "energy-assets"
+        prefix = "ENERGY_DEMO_" if demo else "ENERGY_"
+        print(f"{where}: {refusal(error, prefix, flags=demo)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

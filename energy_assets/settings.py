@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The playground's ports, which the default URLs point at, and the Dagster UI's.
@@ -56,12 +57,25 @@ BUDGET_FILE = "market_data_budget.sqlite"
 DEFAULT_DESK_SESSION_HOURS = 12.0
 
 
+#: A TCP port (0: any free one).
+Port = Annotated[int, Field(ge=0, le=65535)]
+#: A count or a duration that cannot be negative.
+Count = Annotated[int, Field(ge=0)]
+Seconds = Annotated[float, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+
+
 class Settings(BaseSettings):
     """Where the platform finds its two external services and keeps its data: each field read
     from `ENERGY_<FIELD>` (an empty variable counts as unset), typed and checked once."""
 
     model_config = SettingsConfigDict(
-        env_prefix="ENERGY_", env_ignore_empty=True, frozen=True, extra="ignore"
+        env_prefix="ENERGY_",
+        env_ignore_empty=True,
+        frozen=True,
+        extra="ignore",
+        # `nan` and `inf` are no interval, retention or limit.
+        allow_inf_nan=False,
     )
 
     exchange_url: str = DEFAULT_EXCHANGE_URL
@@ -72,32 +86,33 @@ class Settings(BaseSettings):
     #: The journals' archive: a local path or any fsspec URL (`s3://bucket/prefix`); empty
     #: means `<capture_dir>/archive`.
     archive_url: str = ""
-    archive_retention_days: int = DEFAULT_ARCHIVE_RETENTION_DAYS
+    archive_retention_days: Annotated[int, Field(ge=1)] = DEFAULT_ARCHIVE_RETENTION_DAYS
 
     #: The trade sensor drains at most this often ...
-    drain_interval_seconds: float = DEFAULT_DRAIN_INTERVAL_SECONDS
+    drain_interval_seconds: Seconds = DEFAULT_DRAIN_INTERVAL_SECONDS
     #: ... or at once when the sealed segments waiting hold this many bytes.
-    drain_early_bytes: int = DEFAULT_DRAIN_EARLY_BYTES
+    drain_early_bytes: Count = DEFAULT_DRAIN_EARLY_BYTES
     #: The exposure's automation looks at most this often (read when the definitions load).
     exposure_automation_seconds: int = Field(default=DEFAULT_EXPOSURE_AUTOMATION_SECONDS, ge=1)
     #: Dagster runs (and their event logs) older than this are deleted daily.
-    run_retention_days: float = DEFAULT_RUN_RETENTION_DAYS
-    prices_backfill_days: int = DEFAULT_PRICES_BACKFILL_DAYS
+    run_retention_days: Positive = DEFAULT_RUN_RETENTION_DAYS
+    #: -1: never.
+    prices_backfill_days: Annotated[int, Field(ge=-1)] = DEFAULT_PRICES_BACKFILL_DAYS
 
     dashboard_host: str = DEFAULT_DASHBOARD_HOST
-    dashboard_port: int = DEFAULT_DASHBOARD_PORT
+    dashboard_port: Port = DEFAULT_DASHBOARD_PORT
     #: The desk's login (energy_assets/desk/auth.py): all five set, or none (loopback only).
     desk_oidc_issuer: str = ""
     desk_oidc_client_id: str = ""
     desk_oidc_client_secret: str = Field(default="", repr=False)
     desk_session_secret: str = Field(default="", repr=False)
     desk_users: str = ""
-    desk_session_hours: float = DEFAULT_DESK_SESSION_HOURS
+    desk_session_hours: Positive = DEFAULT_DESK_SESSION_HOURS
 
-    capture_retention_hours: float = DEFAULT_CAPTURE_RETENTION_HOURS
-    capture_seal_seconds: float = DEFAULT_CAPTURE_SEAL_SECONDS
-    capture_seal_frames: int = DEFAULT_CAPTURE_SEAL_FRAMES
-    market_data_concurrency: int = DEFAULT_MARKET_DATA_CONCURRENCY
+    capture_retention_hours: Seconds = DEFAULT_CAPTURE_RETENTION_HOURS
+    capture_seal_seconds: Seconds = DEFAULT_CAPTURE_SEAL_SECONDS
+    capture_seal_frames: Annotated[int, Field(ge=1)] = DEFAULT_CAPTURE_SEAL_FRAMES
+    market_data_concurrency: Annotated[int, Field(ge=1)] = DEFAULT_MARKET_DATA_CONCURRENCY
     market_data_budget: str = ""
 
     @property
@@ -125,6 +140,22 @@ class Settings(BaseSettings):
         prefix = cls.model_config["env_prefix"]
         given = {name: environ.get(prefix + name.upper()) for name in cls.model_fields}
         return cls.model_validate({name: value for name, value in given.items() if value})
+
+
+def refusal(error: ValidationError, prefix: str = "ENERGY_", flags: bool = False) -> str:
+    """What a `ValidationError` of settings says, one line a bad value, each naming its
+    variable (and with `flags`, its option) and the value given, cut short."""
+    lines = []
+    for problem in error.errors(include_url=False):
+        field = ".".join(str(part) for part in problem["loc"]) or "?"
+        name = prefix + field.upper()
+        if flags:
+            name = f"--{field.replace('_', '-')} / {name}"
+        given = repr(problem.get("input"))
+        lines.append(
+            f"{name}: {problem['msg']} (given {given[:60]}{'…' if len(given) > 60 else ''})"
+        )
+    return "bad setting:\n  " + "\n  ".join(lines)
 
 
 def settings() -> Settings:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, CliSettingsSource, SettingsConfigDict
@@ -75,6 +75,10 @@ startretries=10
 """
 
 
+#: Each program's port: the demo's URLs name it, so not 0.
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
 class DemoOptions(BaseSettings):
     """Write supervisord's configuration for the playground, the listener, Dagster (code
     server, UI and daemon: the sensors and schedules run by themselves, the recent prices
@@ -91,11 +95,11 @@ class DemoOptions(BaseSettings):
 
     host: str = defaults.DEFAULT_DASHBOARD_HOST
     """the interface every program binds"""
-    ui_port: int = defaults.DEFAULT_UI_PORT
-    exchange_port: int = defaults.DEFAULT_EXCHANGE_PORT
-    market_data_port: int = defaults.DEFAULT_MARKET_DATA_PORT
-    dashboard_port: int = defaults.DEFAULT_DASHBOARD_PORT
-    postgres_port: int = 5433
+    ui_port: Port = defaults.DEFAULT_UI_PORT
+    exchange_port: Port = defaults.DEFAULT_EXCHANGE_PORT
+    market_data_port: Port = defaults.DEFAULT_MARKET_DATA_PORT
+    dashboard_port: Port = defaults.DEFAULT_DASHBOARD_PORT
+    postgres_port: Port = 5433
     """the private PostgreSQL server's"""
     playground: bool = True
     """--no-playground: use the services at ENERGY_EXCHANGE_URL / ENERGY_MARKET_DATA_URL"""
