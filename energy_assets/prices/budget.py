@@ -77,6 +77,10 @@ def _bulk_guarded(now: float, margin_s: float) -> bool:
     return into_slot >= REVISION_GRID_S + guard_start or into_slot <= burst_end
 
 
+class BudgetCancelled(Exception):
+    """`acquire` gave up waiting: its caller is stopping (Ctrl-C, a run terminated)."""
+
+
 class RequestBudget:
     """A sliding-window request budget persisted in SQLite at `path`."""
 
@@ -119,18 +123,25 @@ class RequestBudget:
                     )
             self._ready = True
 
-    def acquire(self, priority: str = BULK) -> float:
-        """Take one request slot, waiting as long as needed. Returns the seconds waited."""
+    def acquire(self, priority: str = BULK, cancel: threading.Event | None = None) -> float:
+        """Take one request slot, waiting as long as needed. Returns the seconds waited.
+        Once `cancel` is set (its caller is stopping) it stops waiting at once and raises
+        `BudgetCancelled` without taking a slot."""
         self._ensure()
         waited = 0.0
         while True:
+            if cancel is not None and cancel.is_set():
+                raise BudgetCancelled("the caller stopped waiting for the budget")
             wait = self._try_acquire(priority)
             if wait <= 0:
                 return waited
             # Small jitter so that threads and processes waiting on the same slot do not
             # all wake and contend for the write lock at once.
             pause = min(wait, 5.0) + random.uniform(0.0, 0.05)
-            self._sleep(pause)
+            if cancel is None:
+                self._sleep(pause)
+            else:
+                cancel.wait(pause)
             waited += pause
 
     def _try_acquire(self, priority: str) -> float:

@@ -205,29 +205,38 @@ class MarketDataClient(dg.ConfigurableResource):
         )
         gate = asyncio.Semaphore(workers)
         # The budget is SQLite and sleeps while it waits: its own threads, one per worker.
+        # An interrupted fetch (Ctrl-C, a run terminated) ends their waits at once, with no
+        # slot taken: the pool's exit would otherwise wait until each had its slot.
+        stop = threading.Event()
         with ThreadPoolExecutor(workers, thread_name_prefix="market-data-budget") as threads:
-            async with httpx.AsyncClient(
-                limits=limits,
-                timeout=timeout,
-                verify=self.tls,
-                headers={"Accept": "application/json"},
-            ) as http:
+            try:
+                async with httpx.AsyncClient(
+                    limits=limits,
+                    timeout=timeout,
+                    verify=self.tls,
+                    headers={"Accept": "application/json"},
+                ) as http:
 
-                async def one(request: PriceRequest) -> None:
-                    async with gate:
-                        try:
-                            price = await self._fetch_one(http, threads, request, priority, report)
-                        except MarketDataError as error:
-                            report.errors[request.key] = error
-                        except Exception as error:  # the last resort: one period fails, not all
-                            report.errors[request.key] = MarketDataError(
-                                f"{request.key}: unexpected {type(error).__name__}: "
-                                f"{str(error)[:200]}"
-                            )
-                        else:
-                            report.prices[request.key] = price
+                    async def one(request: PriceRequest) -> None:
+                        async with gate:
+                            try:
+                                price = await self._fetch_one(
+                                    http, threads, stop, request, priority, report
+                                )
+                            except MarketDataError as error:
+                                report.errors[request.key] = error
+                            # The last resort: one period fails, not all.
+                            except Exception as error:
+                                report.errors[request.key] = MarketDataError(
+                                    f"{request.key}: unexpected {type(error).__name__}: "
+                                    f"{str(error)[:200]}"
+                                )
+                            else:
+                                report.prices[request.key] = price
 
-                await asyncio.gather(*(one(request) for request in requests))
+                    await asyncio.gather(*(one(request) for request in requests))
+            finally:
+                stop.set()
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         """The pause before the next attempt: the vendor's `Retry-After` if it gave one
@@ -244,6 +253,7 @@ class MarketDataClient(dg.ConfigurableResource):
         self,
         http: httpx.AsyncClient,
         threads: ThreadPoolExecutor,
+        stop: threading.Event,
         request: PriceRequest,
         priority: str,
         report: FetchReport,
@@ -263,7 +273,7 @@ class MarketDataClient(dg.ConfigurableResource):
                 with attempt:
                     if budget is not None:
                         report.budget_wait_s += await loop.run_in_executor(
-                            threads, budget.acquire, priority
+                            threads, budget.acquire, priority, stop
                         )
                     report.requests += 1
                     report.retries += 1 if attempt.retry_state.attempt_number > 1 else 0

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
 import time
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -275,3 +282,50 @@ def test_retry_after_is_honoured_up_to_the_vendors_window_never_past_it(
 def test_retry_after_is_read_within_the_vendors_window_or_ignored(header):
     seconds = retry_after_s(header, cap_s=3600.0)
     assert seconds is None or 0.0 <= seconds <= 3600.0
+
+
+# A run worker as Dagster runs it: Ctrl-C (or a terminated run) raises in the main thread while
+# the fetch waits for the budget; the budget's full for the next minute.
+_INTERRUPTED_FETCH = """
+import signal, sys, threading
+from energy_assets.prices.budget import FRESH, BudgetLimits, RequestBudget
+from energy_assets.prices.client import MarketDataClient
+from energy_assets.prices.period_prices import period_request
+from tests.prices.test_client import hour
+
+def interrupted(*_):
+    raise KeyboardInterrupt
+signal.signal(signal.SIGINT, interrupted)
+path, url = sys.argv[1:]
+RequestBudget(path, BudgetLimits(per_minute=2, reserve=0)).acquire(FRESH)
+RequestBudget(path, BudgetLimits(per_minute=2, reserve=0)).acquire(FRESH)
+market = MarketDataClient(base_url=url, budget_path=path, requests_per_minute=2, schedule_reserve=0)
+print("fetching", flush=True)
+market.fetch_requests([period_request(hour(h), f"k{h}") for h in range(4)], priority=FRESH)
+"""
+
+
+def test_an_interrupted_fetch_stops_at_once_and_takes_no_more_of_the_budget(tmp_path, refused_url):
+    path = tmp_path / "budget.sqlite"
+    fetcher = subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTED_FETCH, str(path), refused_url],
+        cwd=Path(__file__).parents[2],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert fetcher.stdout.readline() == "fetching\n"
+        # Its four fetches wait in their own threads for a slot of the full minute window.
+        deadline = time.monotonic() + 30
+        while len(os.listdir(f"/proc/{fetcher.pid}/task")) < 5:
+            assert time.monotonic() < deadline, "the fetch's budget threads never started"
+            time.sleep(0.05)
+        fetcher.send_signal(signal.SIGINT)
+        began = time.monotonic()
+        fetcher.wait(30)
+        assert time.monotonic() - began < 3, "Ctrl-C waited on the budget"
+    finally:
+        fetcher.kill()
+        fetcher.wait()
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 2
