@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from datetime import datetime
 
 from energy_assets.settings import DEFAULT_EXCHANGE_PORT, DEFAULT_MARKET_DATA_PORT
@@ -16,28 +17,16 @@ Every misbehaviour the contract names is a switch below; with --seed the deal st
 the prices are reproducible."""
 
 
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1, got {text}")
-    return value
+def _number(kind, low: float = 0, high: float = math.inf, above: bool = False):
+    """An argparse type: a `kind` from `low` (or above it, `above`) to `high`; nan refused."""
 
-
-def _non_negative(kind):
     def parse(text: str):
         value = kind(text)
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-        return value
-
-    return parse
-
-
-def _positive(kind):
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not (low < value <= high if above else low <= value <= high):
+            bound = f"> {low}" if above else f">= {low}"
+            if high < math.inf:
+                bound += f" and <= {high}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         return value
 
     return parse
@@ -70,13 +59,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     where.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     where.add_argument(
         "--exchange-port",
-        type=_non_negative(int),
+        type=_number(int, high=65535),
         default=DEFAULT_EXCHANGE_PORT,
         help="exchange websocket port (default %(default)s; 0 = any free port)",
     )
     where.add_argument(
         "--market-data-port",
-        type=_non_negative(int),
+        type=_number(int, high=65535),
         default=DEFAULT_MARKET_DATA_PORT,
         help="Market Data API port (default %(default)s; 0 = any free port)",
     )
@@ -84,13 +73,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     feed = parser.add_argument_group("exchange feed")
     feed.add_argument(
         "--rate",
-        type=_non_negative(float),
+        type=_number(float),
         default=3.0,
         help="frames per second (default %(default)s; 0 = as fast as possible)",
     )
     feed.add_argument(
         "--traders",
-        type=_positive(int),
+        type=_number(int, above=True),
         default=5,
         help="traders flex_trader_1..N (default %(default)s)",
     )
@@ -110,13 +99,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     feed.add_argument(
         "--legacy-frames",
+        dest="legacy",
         action="store_true",
         help="frames of the contract's first revision: the default market's hours named by "
         "delivery_day and delivery_hour only, like the original playground",
     )
     feed.add_argument(
         "--max-deals",
-        type=_positive(int),
+        type=_number(int, above=True),
         default=None,
         help="stop sending after this many distinct good deals (default: never)",
     )
@@ -131,7 +121,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     prices = parser.add_argument_group("reference prices")
     prices.add_argument(
         "--revise-every",
-        type=_positive(float),
+        type=_number(float, above=True),
         default=600.0,
         help="seconds between revisions of every open hour (default %(default)s)",
     )
@@ -145,27 +135,27 @@ def register(commands: argparse._SubParsersAction) -> None:
     faults = parser.add_argument_group("fault switches (all off by default)")
     faults.add_argument(
         "--duplicate-rate",
-        type=_rate,
+        type=_number(float, high=1),
         default=0.0,
         help="share of deals sent a second time, within a few frames (0..1)",
     )
     faults.add_argument(
         "--malformed-rate",
-        type=_rate,
+        type=_number(float, high=1),
         default=0.0,
         help="share of frames that are malformed, taking every kind in turn: not JSON, not an "
         "object, another message type, a missing field, a mistyped field, an out-of-range field",
     )
     faults.add_argument(
         "--close-every",
-        type=_non_negative(int),
+        type=_number(int),
         default=0,
         metavar="N",
         help="close each connection cleanly (code 1000) after N frames",
     )
     faults.add_argument(
         "--drop-every",
-        type=_non_negative(int),
+        type=_number(int),
         default=0,
         metavar="N",
         help="drop each connection abruptly (TCP closed, no close frame) after N frames",
@@ -179,27 +169,27 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     faults.add_argument(
         "--error-rate",
-        type=_rate,
+        type=_number(float, high=1),
         default=0.0,
         help="share of Market Data answers that are 5xx (0..1)",
     )
     faults.add_argument(
         "--latency",
-        type=_non_negative(float),
+        type=_number(float),
         default=0.0,
         metavar="SECONDS",
         help="seconds added to every Market Data answer",
     )
     faults.add_argument(
         "--rate-limit-per-minute",
-        type=_positive(int),
+        type=_number(int, above=True),
         default=None,
         metavar="N",
         help="answer 429 (with Retry-After) past N requests in any 60 s",
     )
     faults.add_argument(
         "--rate-limit-per-hour",
-        type=_positive(int),
+        type=_number(int, above=True),
         default=None,
         metavar="M",
         help="answer 429 (with Retry-After) past M requests in any 3,600 s",
@@ -211,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
     import secrets
     import signal
     import threading
+    from dataclasses import fields
 
     from energy_assets.logs import event_logger
     from energy_assets.playground.feed import DEFAULT_PRODUCTS
@@ -221,31 +212,18 @@ def run(args: argparse.Namespace) -> int:
     deal_seed = args.seed if args.seed is not None else secrets.randbits(31)
     price_seed = args.seed if args.seed is not None else 0
     log = event_logger("playground")
+    given = vars(args)
+
+    def options(kind, **values):
+        """The switches named as `kind`'s fields, and `values`."""
+        return kind(**{f.name: given[f.name] for f in fields(kind) if f.name in given} | values)
+
     try:
         playground = Playground(
-            exchange=ExchangeOptions(
-                rate=args.rate,
-                traders=args.traders,
-                seed=deal_seed,
-                duplicate_rate=args.duplicate_rate,
-                malformed_rate=args.malformed_rate,
-                close_every=args.close_every,
-                drop_every=args.drop_every,
-                envelope=args.envelope,
-                max_deals=args.max_deals,
-                start_time=args.start_time,
-                products=args.products or DEFAULT_PRODUCTS,
-                legacy=args.legacy_frames,
+            exchange=options(
+                ExchangeOptions, seed=deal_seed, products=args.products or DEFAULT_PRODUCTS
             ),
-            market_data=MarketDataOptions(
-                seed=price_seed,
-                revise_every=args.revise_every,
-                vendor_grid=args.vendor_grid,
-                error_rate=args.error_rate,
-                latency=args.latency,
-                rate_limit_per_minute=args.rate_limit_per_minute,
-                rate_limit_per_hour=args.rate_limit_per_hour,
-            ),
+            market_data=options(MarketDataOptions, seed=price_seed),
             host=args.host,
             exchange_port=args.exchange_port,
             market_data_port=args.market_data_port,

@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from energy_assets.markets import DEFAULT_MARKET, MARKETS, Period, day_periods
 from energy_assets.playground.pricing import fair_price
-from energy_assets.trades.deal import ENVELOPES, FIELDS, LEGACY_FIELDS, REQUIRED, Deal
+from energy_assets.trades.deal import ENVELOPES, REQUIRED, Deal
 
 ENVELOPE_CHOICES = (*ENVELOPES, "mixed")
 MALFORMED_KINDS = (
@@ -157,27 +157,12 @@ class DealGenerator:
         )
 
 
-def frame_text(deal: Deal, envelope: str, legacy: bool = False) -> str:
-    """Exactly `deal.to_frame(envelope, legacy)`, without `dataclasses.asdict`'s deep copy,
-    which cost the feed more than half of its time per frame at full speed."""
-    fields = LEGACY_FIELDS if legacy else FIELDS
-    return json.dumps({envelope: {name: getattr(deal, name) for name in fields}})
-
-
-def _with(deal: Deal, **changes: object) -> dict:
-    payload = deal.to_dict()
-    payload.update(changes)
-    return payload
+def _with(deal: Deal, legacy: bool = False, **changes: object) -> dict:
+    return deal.to_dict(legacy) | changes
 
 
 def _later(instant: str, minutes: int) -> str:
     return (datetime.fromisoformat(instant) + timedelta(minutes=minutes)).isoformat()
-
-
-def _legacy(deal: Deal, **changes: object) -> dict:
-    payload = deal.to_dict(legacy=True)
-    payload.update(changes)
-    return payload
 
 
 def _envelope(payload: object, name: str = "deal_confirmation") -> str:
@@ -251,8 +236,12 @@ _VARIANTS: dict[str, list[Callable[[Deal], str]]] = {
             _with(d, delivery_hour="23-24" if d.delivery_hour != "23-24" else "00-01")
         ),
         lambda d: _envelope(_with(d, delivery_start="0001-01-01T00:00:00Z")),
-        lambda d: _envelope(_legacy(d, delivery_day="2026-10-25", delivery_hour="02-03")),
-        lambda d: _envelope(_legacy(d, delivery_day="2026-03-29", delivery_hour="02-03")),
+        lambda d: _envelope(
+            _with(d, legacy=True, delivery_day="2026-10-25", delivery_hour="02-03")
+        ),
+        lambda d: _envelope(
+            _with(d, legacy=True, delivery_day="2026-03-29", delivery_hour="02-03")
+        ),
         lambda d: _envelope(_with(d, direction="hold")),
         lambda d: _envelope(_with(d, direction=d.direction.upper())),
         lambda d: _envelope(_with(d, id="xyz")),
@@ -346,7 +335,7 @@ class FrameStream:
             return Frame(text=text, kind="malformed", malformed_kind=kind)
         name, zulu = self._pick_envelope()
         deal = self.deals.next_deal(now, zulu=zulu)
-        frame = Frame(text=frame_text(deal, name, self.legacy), kind="deal", deal=deal)
+        frame = Frame(text=deal.to_frame(name, self.legacy), kind="deal", deal=deal)
         if self.duplicate_rate and self._faults.random() < self.duplicate_rate:
             due = number + 1 + int(self._faults.random() * DUPLICATE_WINDOW)
             self._duplicates.append((due, frame))

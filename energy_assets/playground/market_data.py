@@ -118,7 +118,6 @@ class MarketDataServer(ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(self, options, host: str, port: int, log: EventLogger):
-        check_options(options)
         self.options = options
         self.log = log
         self.stats = MarketDataStats()
@@ -230,27 +229,10 @@ class ReferencePriceHandler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
-        self._answer("GET")
-
-    def do_HEAD(self):
-        self._answer("HEAD")
-
-    def do_POST(self):
-        self._answer("POST")
-
-    def do_PUT(self):
-        self._answer("PUT")
-
-    def do_DELETE(self):
-        self._answer("DELETE")
-
-    def do_PATCH(self):
-        self._answer("PATCH")
-
-    def _answer(self, method: str) -> None:
         server = self.server
-        head = method == "HEAD"
-        if method not in ("GET", "HEAD"):
+        head = self.command == "HEAD"
+        read = self.command in ("GET", "HEAD")
+        if not read:
             # Its body is never read: don't let it be taken for the next request.
             self.close_connection = True
         refusal, retry_after = server.admit()
@@ -272,7 +254,7 @@ class ReferencePriceHandler(BaseHTTPRequestHandler):
             server.count(404)
             self._send(404, {"error_message": f"no such path {url.path!r}"}, head=head)
             return
-        if method not in ("GET", "HEAD"):
+        if not read:
             server.count(405)
             self._send(405, {"error_message": "only GET is supported"}, {"Allow": "GET"}, head)
             return
@@ -284,6 +266,8 @@ class ReferencePriceHandler(BaseHTTPRequestHandler):
             return
         server.count(200)
         self._send(200, server.reference_price(period, newer), head=head)
+
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
 
     def _send(self, status: int, payload: dict, extra: dict | None = None, head=False) -> None:
         body = json.dumps(payload).encode()

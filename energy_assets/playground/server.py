@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from energy_assets.logs import EventLogger, event_logger
@@ -59,6 +59,19 @@ class MarketDataOptions:
     rate_limit_per_minute: int | None = None  # 429 past N requests in any 60 s
     rate_limit_per_hour: int | None = None  # 429 past M requests in any 3,600 s
     clock: Callable[[], float] | None = None  # Unix time the prices are read at; None = now
+
+
+#: Read through the playground from its exchange (`ExchangeServer`): every distinct good deal
+#: written to at least one client, in order (`sent_deals`), frame counts, connections accepted
+#: so far and connected now, `finished` (set once `max_deals` distinct deals were sent), and
+#: `pause()` (stop the feed between two frames, connections open) and `resume()`.
+EXCHANGE_FIGURES = frozenset(
+    (
+        "sent_deals", "frames_sent", "duplicates_sent", "malformed_sent", "malformed_by_kind",
+        "connections", "connected", "clean_closes", "drops", "finished", "pause", "resume",
+    )
+)  # fmt: skip
+MARKET_DATA_FIGURES = frozenset(field.name for field in fields(MarketDataStats))
 
 
 def _quiet_logger() -> EventLogger:
@@ -122,62 +135,15 @@ class Playground:
     def market_data_url(self) -> str:
         return f"http://{_connect_host(self.host)}:{self.market_data_port}"
 
-    # -- what the exchange sent ---------------------------------------------------------
-    @property
-    def sent_deals(self) -> list[Deal]:
-        """Every distinct good deal written to at least one client, in order."""
-        return self._exchange.sent_deals
-
-    @property
-    def max_deals(self) -> int | None:
-        return self.exchange_options.max_deals
-
-    @property
-    def frames_sent(self) -> int:
-        return self._exchange.frames_sent
-
-    @property
-    def duplicates_sent(self) -> int:
-        return self._exchange.duplicates_sent
-
-    @property
-    def malformed_sent(self) -> int:
-        return self._exchange.malformed_sent
-
-    @property
-    def malformed_by_kind(self) -> dict[str, int]:
-        return dict(self._exchange.malformed_by_kind)
-
-    @property
-    def connections(self) -> int:
-        """Connections the exchange has accepted so far."""
-        return self._exchange.connections
-
-    @property
-    def connected(self) -> int:
-        """Clients connected right now."""
-        return self._exchange.connected
-
-    @property
-    def clean_closes(self) -> int:
-        return self._exchange.clean_closes
-
-    @property
-    def drops(self) -> int:
-        return self._exchange.drops
-
-    @property
-    def finished(self) -> threading.Event:
-        """Set once `max_deals` distinct deals have been sent."""
-        return self._exchange.finished
-
-    def pause(self) -> None:
-        """Stop the feed between two frames (connections stay open); returns once the frame
-        in progress, if any, has been written. The stream resumes where it paused."""
-        self._exchange.pause()
-
-    def resume(self) -> None:
-        self._exchange.resume()
+    # -- what the exchange sent and the Market Data API answered -------------------------
+    def __getattr__(self, name: str):
+        """The exchange's figures and controls (`EXCHANGE_FIGURES`) and the Market Data API's
+        counters (`MarketDataStats`), read through the playground: `pg.sent_deals`."""
+        if name in EXCHANGE_FIGURES:
+            return getattr(self._exchange, name)
+        if name in MARKET_DATA_FIGURES:
+            return getattr(self.market_data_stats, name)
+        raise AttributeError(f"'Playground' object has no attribute {name!r}")
 
     def wait_for_deals(self, count: int, timeout: float = 10.0) -> list[Deal]:
         """Block until `count` distinct good deals have been sent; the first `count` of them."""
@@ -189,7 +155,6 @@ class Playground:
                 )
             return list(self.sent_deals[:count])
 
-    # -- what the Market Data API answered ---------------------------------------------
     @property
     def market_data_stats(self) -> MarketDataStats:
         """Requests received, 200s, 4xx, injected 5xx and 429s so far (live object)."""
@@ -198,14 +163,6 @@ class Playground:
     @property
     def requests_served(self) -> int:
         return self.market_data_stats.requests
-
-    @property
-    def server_errors(self) -> int:
-        return self.market_data_stats.server_errors
-
-    @property
-    def rate_limited(self) -> int:
-        return self.market_data_stats.rate_limited
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self) -> Playground:
