@@ -5,6 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+
+
+def instant(text: str) -> datetime:
+    """An argparse type: an ISO-8601 instant with its offset, in UTC."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: say the time zone, e.g. {text}Z")
+    return moment.astimezone(UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from datetime import date, timedelta
 from pathlib import Path
@@ -47,10 +46,6 @@ def decompress(data: bytes) -> bytes:
 
 class ArchiveCorrupt(RuntimeError):
     """An archived file that does not match its checksum, or has none: a rebuild refuses."""
-
-
-def archive_root(location: str | os.PathLike) -> UPath:
-    return UPath(location)
 
 
 def _is_local(path: UPath) -> bool:

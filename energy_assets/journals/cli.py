@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
+
+from energy_assets.cli import instant
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -34,17 +35,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Replay the deals received and the prices fetched at or before --at and "
         "print every trader's totals, or one trader's positions per delivery hour.",
     )
-    replay.add_argument("--at", required=True, type=_instant, help="e.g. 2026-12-01T10:00Z")
+    replay.add_argument("--at", required=True, type=instant, help="e.g. 2026-12-01T10:00Z")
     replay.add_argument("--trader", help="one trader's positions per delivery hour")
     replay.add_argument("--archive", help="journals' archive (default: ENERGY_ARCHIVE_URL)")
     replay.set_defaults(run=run_replay)
-
-
-def _instant(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r}: say the time zone, e.g. {text}Z")
-    return moment.astimezone(UTC)
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
@@ -68,13 +62,14 @@ def run_rebuild(args: argparse.Namespace) -> int:
 
 def run_replay(args: argparse.Namespace) -> int:
     import polars as pl
+    from upath import UPath
 
-    from energy_assets.journals.archive import DEALS, ArchiveCorrupt, archive_root, day_folders
+    from energy_assets.journals.archive import DEALS, ArchiveCorrupt, day_folders
     from energy_assets.journals.replay import view_at
     from energy_assets.settings import settings
 
     archive = args.archive or settings().archive
-    if not day_folders(archive_root(archive), DEALS):
+    if not day_folders(UPath(archive), DEALS):
         print(
             f"replay refused: no deals' journal in {archive} (ENERGY_ARCHIVE_URL?)", file=sys.stderr
         )

@@ -22,18 +22,7 @@ from pathlib import Path
 
 from upath import UPath
 
-from energy_assets.journals.archive import (
-    DEALS,
-    archive_root,
-    compress,
-    day_folders,
-    decompress,
-    files_of,
-    read_checked,
-    read_sidecar,
-    sidecar_of,
-    write_checked,
-)
+from energy_assets.journals import archive
 from energy_assets.storage import write_atomically
 from energy_assets.trades.buffer import (
     GAP_SUFFIX,
@@ -64,12 +53,12 @@ def bundle_data(files: Iterable[tuple[str, bytes]]) -> tuple[bytes, dict[str, in
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
             contents[name] = cut_torn_tail(data).count(b"\n") if is_segment(name) else 1
-    return compress(buffer.getvalue()), contents
+    return archive.compress(buffer.getvalue()), contents
 
 
 def archive_capture(paths: Iterable[Path], root: UPath) -> list[UPath]:
     """Archive committed capture files (segments and gaps), one bundle per capture day."""
-    root = archive_root(root)
+    root = UPath(root)
     read = []
     for path in sorted(paths, key=lambda p: (capture_day(p.name), p.name)):
         try:
@@ -81,8 +70,10 @@ def archive_capture(paths: Iterable[Path], root: UPath) -> list[UPath]:
     for day, group in groupby(read, key=lambda file: capture_day(file[0])):
         files = list(group)
         data, contents = bundle_data(files)
-        target = root / DEALS / day.isoformat() / (files[0][0].split(".")[0] + BUNDLE_SUFFIX)
-        write_checked(target, data, contents)
+        target = (
+            root / archive.DEALS / day.isoformat() / (files[0][0].split(".")[0] + BUNDLE_SUFFIX)
+        )
+        archive.write_checked(target, data, contents)
         written.append(target)
     return written
 
@@ -92,11 +83,11 @@ def compact(root: UPath, day: date) -> UPath | None:
     ~17,000 a day at 100 deals a minute), so a rebuild reads a year in ~365 files. The merged
     bundle is written and checked before the others are deleted, each file before its
     checksum; a crash in between leaves files in two bundles, which the reader takes once."""
-    root = archive_root(root)
-    folder = root / DEALS / day.isoformat()
+    root = UPath(root)
+    folder = root / archive.DEALS / day.isoformat()
     if not folder.exists():
         return None
-    bundles = [p for p in files_of(folder) if p.name.endswith(BUNDLE_SUFFIX)]
+    bundles = [p for p in archive.files_of(folder) if p.name.endswith(BUNDLE_SUFFIX)]
     if len(bundles) < 2:
         return None
     (merged_day,) = list(read_days(root, only=day))
@@ -104,12 +95,12 @@ def compact(root: UPath, day: date) -> UPath | None:
     files.sort()
     target = folder / f"{files[0][0].split('.')[0]}-{len(files)}{BUNDLE_SUFFIX}"
     data, contents = bundle_data(files)
-    write_checked(target, data, contents)
-    read_checked(target)
+    archive.write_checked(target, data, contents)
+    archive.read_checked(target)
     for old in bundles:
         if old.name != target.name:
             old.unlink()
-            sidecar_of(old).unlink(missing_ok=True)
+            archive.sidecar_of(old).unlink(missing_ok=True)
     return target
 
 
@@ -131,21 +122,21 @@ def read_days(
     (`ArchiveCorrupt` names the file). A file archived twice (a drain killed after its
     commit, or during a compaction) is read once. `until`: stop after that capture day;
     `only`: that day alone."""
-    root = archive_root(root)
-    for day, folder in day_folders(root, DEALS):
+    root = UPath(root)
+    for day, folder in archive.day_folders(root, archive.DEALS):
         if until is not None and day > until:
             return
         if only is not None and day != only:
             continue
         files: dict[str, tuple[bytes, str]] = {}
         result = CaptureDay(day)
-        for path in files_of(folder):
+        for path in archive.files_of(folder):
             if not path.name.endswith(BUNDLE_SUFFIX):
                 continue
-            data, _ = read_checked(path)
+            data, _ = archive.read_checked(path)
             result.bundles += 1
             result.archived_bytes += len(data)
-            with tarfile.open(fileobj=io.BytesIO(decompress(data)), mode="r:") as tar:
+            with tarfile.open(fileobj=io.BytesIO(archive.decompress(data)), mode="r:") as tar:
                 for member in tar:
                     if member.name not in files:
                         files[member.name] = (
@@ -164,16 +155,16 @@ def read_days(
 def archived_lines(root: UPath, days: Iterable[date]) -> dict[date, dict[str, int]]:
     """Per capture day in `days`, every archived file and its line count, from the checksum
     files alone (the bundles are not read)."""
-    root = archive_root(root)
+    root = UPath(root)
     wanted = set(days)
     result: dict[date, dict[str, int]] = {day: {} for day in wanted}
-    for day, folder in day_folders(root, DEALS):
+    for day, folder in archive.day_folders(root, archive.DEALS):
         if day not in wanted:
             continue
         names: dict[str, int] = {}
-        for path in files_of(folder):
+        for path in archive.files_of(folder):
             if path.name.endswith(BUNDLE_SUFFIX):
-                for name, lines in read_sidecar(path).get("contents", {}).items():
+                for name, lines in archive.read_sidecar(path).get("contents", {}).items():
                     names.setdefault(name, lines)
         result[day] = names
     return result
@@ -190,7 +181,7 @@ def archive_quarantine(directory: Path, root: UPath) -> list[UPath]:
     `quarantine/YYYY-MM-DD/<stamp>-<file>-<offset>.jsonl.zst`. A file the retention deleted
     and the listener started again (another first line) is archived from its start; a lost state
     file only archives lines a second time."""
-    root = archive_root(root)
+    root = UPath(root)
     state_path = directory / QUARANTINE_STATE
     try:
         state = json.loads(state_path.read_text())
@@ -219,7 +210,7 @@ def archive_quarantine(directory: Path, root: UPath) -> list[UPath]:
             / f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{path.stem}-{start}.jsonl.zst"
         )
         contents = {"source": path.name, "offset": start, "frames": whole.count(b"\n")}
-        write_checked(target, compress(whole), contents)
+        archive.write_checked(target, archive.compress(whole), contents)
         written.append(target)
     if seen != state:
         write_atomically(state_path, json.dumps(seen).encode(), durable=False)

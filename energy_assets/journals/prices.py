@@ -17,29 +17,16 @@ from datetime import UTC, date, datetime
 import polars as pl
 from upath import UPath
 
-from energy_assets.journals.archive import (
-    PRICES,
-    archive_root,
-    compress,
-    day_folders,
-    decompress,
-    files_of,
-    read_checked,
-    write_checked,
-)
-from energy_assets.markets import DEFAULT_MARKET, MARKETS, Period, hour_period
+from energy_assets.journals import archive
+from energy_assets.markets import DEFAULT_MARKET, MARKETS
 from energy_assets.prices.period_prices import PeriodPrice
 from energy_assets.prices.store import price_row
 from energy_assets.tables import PRICE_KEY, PRICE_ROW
 from energy_assets.trades.buffer import iso
+from energy_assets.trades.drain import INSTANT_FORMAT, with_periods
 
 SUFFIX = ".jsonl.zst"
-#: One journal line: the price row (`tables.PRICE_ROW`), instants in UTC.
-ANSWER_SCHEMA = PRICE_ROW
 _INSTANTS = [name for name, kind in PRICE_ROW.items() if isinstance(kind, pl.Datetime)]
-_INSTANT = "%Y-%m-%dT%H:%M:%S%.f%:z"
-#: Lines written before markets: the default market's hour by its local day and label (§5).
-_HOURLY = ("delivery_day", "delivery_hour")
 
 
 def answer_line(price: PeriodPrice) -> dict:
@@ -51,58 +38,34 @@ def append_answers(
     root: UPath, prices: Sequence[PeriodPrice], run_id: str, now: datetime | None = None
 ) -> UPath | None:
     """Append one price batch to the journal; returns the file written (None if empty)."""
-    root = archive_root(root)
+    root = UPath(root)
     if not prices:
         return None
     now = now or datetime.now(UTC)
     lines = "".join(json.dumps(answer_line(p), separators=(",", ":")) + "\n" for p in prices)
     name = f"{now:%Y%m%dT%H%M%S%fZ}-{os.getpid()}-{run_id}{SUFFIX}"
-    path = root / PRICES / now.date().isoformat() / name
-    write_checked(path, compress(lines.encode()), {"answers": len(prices)})
+    path = root / archive.PRICES / now.date().isoformat() / name
+    archive.write_checked(path, archive.compress(lines.encode()), {"answers": len(prices)})
     return path
 
 
-def journal_files(root: UPath, days: Collection[date] | None = None) -> Iterator[UPath]:
-    for day, folder in day_folders(root, PRICES):
-        if days is not None and day not in days:
-            continue
-        for path in files_of(folder):
-            if path.name.endswith(SUFFIX):
-                yield path
-
-
-def _hourly_as_periods(frame: pl.DataFrame) -> pl.DataFrame:
-    """Old-form lines (`delivery_day`, `delivery_hour`, `unit`) as the default market's periods:
-    the label read in its local time, as the trades' rebuild reads them. The label the clocks
-    skip names no period; the one they repeat is ambiguous: both are left out, never guessed."""
-    market = MARKETS[DEFAULT_MARKET]
-    starts, ends = [], []
-    for day, label in frame.select(*_HOURLY).iter_rows():
-        period = hour_period(market, day or "", label or "")
-        ok = isinstance(period, Period)
-        starts.append(period.delivery_start if ok else None)
-        ends.append(period.delivery_end if ok else None)
-    return frame.with_columns(
-        pl.lit(market.code).alias("market"),
-        pl.Series("delivery_start", starts, dtype=pl.Datetime("us", "UTC")).dt.strftime(
-            "%Y-%m-%dT%H:%M:%S%.f%:z"
-        ),
-        pl.Series("delivery_end", ends, dtype=pl.Datetime("us", "UTC")).dt.strftime(
-            "%Y-%m-%dT%H:%M:%S%.f%:z"
-        ),
-        pl.lit(market.currency).alias("currency"),
-    ).filter(pl.col("delivery_start").is_not_null())
-
-
 def _lines(text: bytes) -> pl.DataFrame:
-    """One journal file's lines as strings of the price row; old-form lines as periods."""
+    """One journal file's lines as strings of the price row. Lines written before markets
+    (`delivery_day`, `delivery_hour`, `unit`) are the default market's hours, read as the drain
+    reads such deal lines (`with_periods`): the label the clocks skip names no period, the one
+    they repeat is ambiguous, and both are left out, never guessed."""
     strings = {name: pl.String for name in PRICE_ROW} | {"value": pl.Float64}
     if not text.startswith(b'{"delivery_day"'):
         return pl.read_ndjson(text, schema=strings)
     hourly = pl.read_ndjson(
         text, schema={"delivery_day": pl.String, "delivery_hour": pl.String, **strings}
     )
-    return _hourly_as_periods(hourly).select(list(strings))
+    return (
+        with_periods(hourly)
+        .filter(pl.col("unbookable").is_null())
+        .with_columns(pl.col("currency").fill_null(MARKETS[DEFAULT_MARKET].currency))
+        .select(list(strings))
+    )
 
 
 def read_answers(root: UPath, days: Collection[date] | None = None) -> pl.DataFrame:
@@ -111,21 +74,28 @@ def read_answers(root: UPath, days: Collection[date] | None = None) -> pl.DataFr
     checksum (`ArchiveCorrupt` names the file). `days`: only the files stored on those days.
     Files written before markets hold the default market's hours by local day and label: read
     as its periods, the DST night's skipped and repeated labels left out."""
-    root = archive_root(root)
+    root = UPath(root)
     chunks, names, counts = [], [], []
-    for path in journal_files(root, days):
-        data, _ = read_checked(path)
-        frame = _lines(decompress(data))
+    paths = [
+        path
+        for day, folder in archive.day_folders(root, archive.PRICES)
+        if days is None or day in days
+        for path in archive.files_of(folder)
+        if path.name.endswith(SUFFIX)
+    ]
+    for path in paths:
+        data, _ = archive.read_checked(path)
+        frame = _lines(archive.decompress(data))
         chunks.append(frame)
         names.append(path.name)
         counts.append(frame.height)
     if not sum(counts):
-        return pl.DataFrame(schema=ANSWER_SCHEMA | {"batch": pl.String, "journal_order": pl.Int64})
+        return pl.DataFrame(schema=PRICE_ROW | {"batch": pl.String, "journal_order": pl.Int64})
     frame = pl.concat(chunks)
     batch = pl.Series("batch", names).repeat_by(pl.Series(counts)).explode()
     return frame.with_columns(
         batch,
-        *(pl.col(name).str.to_datetime(_INSTANT, time_zone="UTC") for name in _INSTANTS),
+        *(pl.col(name).str.to_datetime(INSTANT_FORMAT, time_zone="UTC") for name in _INSTANTS),
         pl.int_range(pl.len(), dtype=pl.Int64).alias("journal_order"),
     )
 

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+from upath import UPath
 
-from energy_assets.journals.archive import DEALS, PRICES, archive_root, day_folders
+from energy_assets.journals.archive import DEALS, PRICES, day_folders
 from energy_assets.journals.deals import read_days
 from energy_assets.journals.prices import read_answers, store_batches
 from energy_assets.prices.store import store_prices
@@ -49,19 +50,6 @@ from energy_assets.trades.drain import bookable, read_segment_data, typed
 STAGING = f"{SCHEMA}.rebuild_staging"
 #: DuckDB's memory cap for the rebuild (it spills to disk past it).
 REBUILD_MEMORY_LIMIT = "4GB"
-GAP_SCHEMA = {
-    "gap_start": pl.Datetime("us", "UTC"),
-    "gap_end": pl.Datetime("us", "UTC"),
-    "reason": pl.String,
-    "seconds": pl.Float64,
-    "source": pl.String,
-}
-MARK_SCHEMA = {
-    "segment": pl.String,
-    "kind": pl.String,
-    "lines": pl.Int64,
-    "ingested_at": pl.Datetime("us", "UTC"),
-}
 
 
 class RebuildRefused(RuntimeError):
@@ -73,7 +61,6 @@ class RebuildResult:
     target: Path
     capture_days: int = 0
     bundles: int = 0
-    archived_bytes: int = 0
     lines: int = 0
     deals: int = 0
     duplicates_dropped: int = 0
@@ -136,7 +123,7 @@ def rebuild(
     `allow_fewer`); either way, and if the process is killed, `target` is untouched."""
     started = time.perf_counter()
     target = Path(target)
-    root = archive_root(archive)
+    root = UPath(archive)
     if not day_folders(root, DEALS) and not day_folders(root, PRICES):
         raise RebuildRefused(
             f"no journal in {archive}: nothing to rebuild from (ENERGY_ARCHIVE_URL?)"
@@ -206,7 +193,6 @@ def _load_deals(conn, root, result: RebuildResult, progress) -> None:
     for day in read_days(root):
         result.capture_days += 1
         result.bundles += day.bundles
-        result.archived_bytes += day.archived_bytes
         batch, refused = bookable(typed(read_segment_data(day.segments)))
         batch = batch.select(columns)
         result.unbookable += refused.height
@@ -220,23 +206,16 @@ def _load_deals(conn, root, result: RebuildResult, progress) -> None:
                 for name, data, _ in day.segments
             ]
             + [(name, "gap", 1, now) for name, _ in day.gaps],
-            schema=MARK_SCHEMA,
+            schema=CAPTURE_SEGMENTS.polars_schema(),
             orient="row",
         )
         gaps = pl.DataFrame(
-            [Gap.parse(data).row(name) for name, data in day.gaps], schema=GAP_SCHEMA
+            [Gap.parse(data).row(name) for name, data in day.gaps],
+            schema=FEED_GAPS.polars_schema(),
         )
-        conn.register("deal_batch", batch.to_arrow())
-        conn.execute(f"INSERT INTO {STAGING} SELECT * FROM deal_batch")
-        conn.unregister("deal_batch")
-        if gaps.height:
-            conn.register("gap_batch", gaps.to_arrow())
-            conn.execute(f"INSERT INTO {FEED_GAPS} SELECT * FROM gap_batch")
-            conn.unregister("gap_batch")
-            result.feed_gaps += gaps.height
-        conn.register("mark_batch", marks.to_arrow())
-        conn.execute(f"INSERT INTO {CAPTURE_SEGMENTS} SELECT * FROM mark_batch")
-        conn.unregister("mark_batch")
+        for table, rows in ((STAGING, batch), (FEED_GAPS, gaps), (CAPTURE_SEGMENTS, marks)):
+            conn.from_arrow(rows.to_arrow()).insert_into(str(table))
+        result.feed_gaps += gaps.height
         progress(
             f"{day.day}: {batch.height:,} lines, {len(day.gaps)} gaps from {day.bundles} "
             f"bundles ({day.archived_bytes / 1e6:.1f} MB)"
@@ -247,7 +226,7 @@ def _load_deals(conn, root, result: RebuildResult, progress) -> None:
         "QUALIFY row_number() OVER (PARTITION BY id ORDER BY seq) = 1 ORDER BY seq"
     )
     conn.execute(f"DROP TABLE {STAGING}")
-    result.deals = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
+    result.deals = _count(conn, RAW_TRADES)
     result.duplicates_dropped = result.lines - result.unbookable - result.deals
     progress(f"deals: {result.deals:,} in {time.perf_counter() - started:.1f} s")
 
@@ -258,10 +237,8 @@ def _load_prices(conn, root, result: RebuildResult, progress) -> None:
     result.answers = answers.height
     for batch in store_batches(answers):
         store_prices(conn, batch)
-    result.prices = conn.execute(f"SELECT count(*) FROM {REFERENCE_PRICES}").fetchone()[0]
-    result.revisions = conn.execute(f"SELECT count(*) FROM {REFERENCE_PRICE_REVISIONS}").fetchone()[
-        0
-    ]
+    result.prices = _count(conn, REFERENCE_PRICES)
+    result.revisions = _count(conn, REFERENCE_PRICE_REVISIONS)
     progress(
         f"prices: {result.answers:,} vendor answers -> {result.prices:,} periods in "
         f"{time.perf_counter() - started:.1f} s"

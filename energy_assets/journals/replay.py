@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import polars as pl
+from upath import UPath
 
 from energy_assets.exposure.positions import positions, trader_totals
-from energy_assets.journals.archive import archive_root
 from energy_assets.journals.deals import read_days
 from energy_assets.journals.prices import read_answers
 from energy_assets.tables import PRICE_KEY
@@ -26,7 +26,7 @@ from energy_assets.trades.drain import bookable, read_segment_data, typed
 def journal_deals(archive: str | os.PathLike, until: datetime | None = None) -> pl.DataFrame:
     """Every deal line of the deals' journal (typed like `raw_trades`), in capture order; with
     `until`, only the capture days that can hold deals received by then."""
-    root = archive_root(archive)
+    root = UPath(archive)
     last_day = None if until is None else (until + timedelta(days=1)).date()
     frames = [
         bookable(typed(read_segment_data(day.segments)))[0]
@@ -86,7 +86,7 @@ def view_at(
     if deals is None:
         deals = journal_deals(archive, until=at)
     if answers is None:
-        answers = read_answers(archive_root(archive))
+        answers = read_answers(UPath(archive))
     received = deals_at(deals, at)
     prices = prices_at(answers, at)
     return ReplayView(at, positions(received, prices), prices, received.height)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dagster as dg
 from upath import UPath
 
-from energy_assets.journals.archive import archive_root
 from energy_assets.settings import Settings
 
 
@@ -19,7 +18,7 @@ class ArchiveResource(dg.ConfigurableResource):
 
     @property
     def root(self) -> UPath:
-        return archive_root(self.url)
+        return UPath(self.url)
 
 
 def archive_resource(settings: Settings) -> ArchiveResource:

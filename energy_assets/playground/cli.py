@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from datetime import datetime
 
+from energy_assets.cli import instant
 from energy_assets.settings import DEFAULT_EXCHANGE_PORT, DEFAULT_MARKET_DATA_PORT
 
 DESCRIPTION = """\
@@ -39,13 +39,6 @@ def _products(text: str) -> tuple[tuple[str, int], ...]:
         return parse_products(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _timestamp(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"needs an offset, e.g. {text}+00:00")
-    return moment
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -112,7 +105,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     feed.add_argument(
         "--start-time",
-        type=_timestamp,
+        type=instant,
         default=None,
         help="simulated clock for execution times, e.g. 2023-02-21T06:00:00+00:00 "
         "(default: the wall clock)",

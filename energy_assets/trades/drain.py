@@ -19,8 +19,9 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+from upath import UPath
 
-from energy_assets.journals.archive import archive_root, prune
+from energy_assets.journals.archive import prune
 from energy_assets.journals.deals import archive_capture, archive_quarantine, compact
 from energy_assets.markets import DEFAULT_MARKET, MARKETS, Invalid, hour_period
 from energy_assets.storage import transaction
@@ -321,7 +322,7 @@ def drain(
         result.newest_execution_time = datetime.fromtimestamp(newest_us / 1e6, UTC)
     # Only after the commit: a crash before these lines leaves marked files in place, and the
     # next drain archives them without reading them again.
-    journal = archive_root(archive_url or directory / "archive")
+    journal = UPath(archive_url or directory / "archive")
     result.bundles = archive_capture(ingested, journal)
     if result.bundles:
         compact(journal, datetime.now(UTC).date() - timedelta(days=1))
