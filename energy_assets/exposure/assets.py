@@ -151,75 +151,48 @@ def exposure_metadata(result: store.RefreshResult) -> dict[str, dg.MetadataValue
     return metadata
 
 
-def _round(value, digits: int = 2):
-    return None if value is None else round(value, digits)
+def _table(frame: pl.DataFrame) -> dg.TableMetadataValue:
+    """A frame as a small table of the run's metadata, its columns typed from the frame's."""
+    kinds = {
+        name: "int" if kind.is_integer() else "float" if kind.is_float() else "string"
+        for name, kind in frame.schema.items()
+    }
+    return table_value(frame.to_dicts(), kinds)
 
 
 def largest_exposures_table(top: pl.DataFrame) -> dg.TableMetadataValue:
     """The periods with the largest |exposure| of each currency (`store.LARGEST`)."""
-    rows = [
-        {
-            "trader_id": r["trader_id"],
-            "market": r["market"],
-            "delivery": f"{r['delivery_start']:%Y-%m-%d %H:%M}–{r['delivery_end']:%H:%M} UTC",
-            "net_mwh": _round(r["net_mwh"], 1),
-            "reference_price": _round(r["reference_price"]),
-            "exposure": _round(r["exposure"]),
-            "pnl": _round(r["pnl"]),
-            "currency": r["currency"],
-        }
-        for r in top.iter_rows(named=True)
-    ]
-    return table_value(
-        rows,
-        {
-            "trader_id": "string",
-            "market": "string",
-            "delivery": "string",
-            "net_mwh": "float",
-            "reference_price": "float",
-            "exposure": "float",
-            "pnl": "float",
-            "currency": "string",
-        },
+    delivery = pl.format(
+        "{}–{} UTC",
+        pl.col("delivery_start").dt.strftime("%Y-%m-%d %H:%M"),
+        pl.col("delivery_end").dt.strftime("%H:%M"),
+    )
+    return _table(
+        top.select(
+            "trader_id",
+            "market",
+            delivery.alias("delivery"),
+            pl.col("net_mwh").round(1),
+            pl.col("reference_price", "exposure", "pnl").round(2),
+            "currency",
+        )
     )
 
 
 def trader_totals_table(totals: pl.DataFrame, history: pl.DataFrame) -> dg.TableMetadataValue:
     """Per trader and currency: deals, net MWh, PnL, gross exposure, unpriced periods and this
     refresh's PnL change split into new trades and price moves."""
-    change = {(r["trader_id"], r["currency"]): r for r in history.iter_rows(named=True)}
-    rows = [
-        {
-            "trader_id": r["trader_id"],
-            "currency": r["currency"],
-            "trades": r["trades"],
-            "net_mwh": _round(r["net_mwh"], 1),
-            "pnl": _round(r["pnl"]),
-            "gross_exposure": _round(r["gross_exposure"]),
-            "unpriced_periods": r["unpriced_periods"],
-            **{
-                f"pnl_change_{part}": _round(
-                    change.get((r["trader_id"], r["currency"]), {}).get(f"pnl_change_{part}")
-                )
-                for part in ("trades", "prices")
-            },
-        }
-        for r in totals.iter_rows(named=True)
-    ]
-    return table_value(
-        rows,
-        {
-            "trader_id": "string",
-            "currency": "string",
-            "trades": "int",
-            "net_mwh": "float",
-            "pnl": "float",
-            "gross_exposure": "float",
-            "unpriced_periods": "int",
-            "pnl_change_trades": "float",
-            "pnl_change_prices": "float",
-        },
+    changes = ["pnl_change_trades", "pnl_change_prices"]
+    key = ["trader_id", "currency"]
+    return _table(
+        totals.join(history.select(*key, *changes), on=key, how="left", nulls_equal=True).select(
+            *key,
+            "trades",
+            pl.col("net_mwh").round(1),
+            pl.col("pnl", "gross_exposure").round(2),
+            "unpriced_periods",
+            pl.col(changes).round(2),
+        )
     )
 
 

@@ -22,7 +22,7 @@ A period without a reference price has null `reference_price`, `pnl` and `exposu
 which would read as "flat" or "break-even".
 
 Trades -> `legs` (Σ per period and side, in MW) -> `sides` (both sides of a period on its row)
--> `book_legs` (the columns down to `cash`: a *book*) -> `mark` (the currency and the price
+-> `book` (the columns down to `cash`: a *book*) -> `mark` (the currency and the price
 columns). The warehouse sums each period's sides in SQL next to the data and hands them to
 `positions_of_sides`; `positions` does the same from the deals.
 `rebook` adds the legs of new deals to a book already made (the live desk's way of keeping up).
@@ -34,11 +34,10 @@ Totals are per currency: amounts of different currencies are never added togethe
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
 
 import polars as pl
 
-from energy_assets.markets import MARKETS
+from energy_assets.markets import MARKETS, Market
 from energy_assets.tables import (
     TRADER_EXPOSURE,
     TRADER_EXPOSURE_DAILY,
@@ -53,13 +52,11 @@ PERIOD_KEY = ["trader_id", *PERIOD]
 #: Columns of `energy.trader_exposure`, in table order: the book, marked.
 EXPOSURE_COLUMNS = TRADER_EXPOSURE.column_names
 EXPOSURE_SCHEMA = TRADER_EXPOSURE.polars_schema()
-#: Columns of a book: a period's deals summed, before currency and price (`book_legs`).
+#: Columns of a book: a period's deals summed, before currency and price (`book`).
 BOOK_COLUMNS = [
     c for c in EXPOSURE_COLUMNS if c not in ("currency", "reference_price", "pnl", "exposure")
 ]
 BOOK_SCHEMA = {c: EXPOSURE_SCHEMA[c] for c in BOOK_COLUMNS}
-NET_POSITION_COLUMNS = TRADER_NET_POSITION.column_names
-NET_POSITION_SCHEMA = TRADER_NET_POSITION.polars_schema()
 #: Columns of the totals after their own key (per trader and currency; per trader, market
 #: and delivery day), `currency` first.
 TOTAL_COLUMNS = TRADER_EXPOSURE_DAILY.column_names[3:]
@@ -75,22 +72,12 @@ _UTC = pl.Datetime("us", "UTC")
 MARKET_SCHEMA = {"market": pl.String, "currency": pl.String, "grid_minutes": pl.Int64}
 
 
-class MarketLike(Protocol):
-    code: str
-    currency: str
-    grid_minutes: int
-
-
-def market_frame(markets: Iterable[MarketLike] | None = None) -> pl.DataFrame:
+def market_frame(markets: Iterable[Market] | None = None) -> pl.DataFrame:
     """The markets the maths knows (`MARKET_SCHEMA`): those given, else every configured one."""
     if markets is None:
         markets = MARKETS.values()
     rows = [(m.code, m.currency, m.grid_minutes) for m in markets]
     return pl.DataFrame(rows, schema=MARKET_SCHEMA, orient="row")
-
-
-def _lazy(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    return frame.lazy() if isinstance(frame, pl.DataFrame) else frame
 
 
 def _markets(markets: pl.DataFrame | None) -> pl.LazyFrame:
@@ -99,7 +86,7 @@ def _markets(markets: pl.DataFrame | None) -> pl.LazyFrame:
 
 def _period_types(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     # Instants compare and join only at one unit and zone: UTC microseconds, as tables.py says.
-    return _lazy(frame).with_columns(
+    return frame.lazy().with_columns(
         pl.col("market").cast(pl.String), pl.col("delivery_start", "delivery_end").cast(_UTC)
     )
 
@@ -107,30 +94,23 @@ def _period_types(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
 #: Length of the period in hours (0.25, 0.5, 1: the scalings are exact in binary floating point).
 HOURS = (pl.col("delivery_end") - pl.col("delivery_start")).dt.total_microseconds() / 3.6e9
 
-#: The grain of a leg: one side of one trader's book in one period.
-LEG_KEY = [*PERIOD_KEY, "delivery_day", "direction"]
-
 
 def legs(trades: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     """Trades -> one row per period and direction: `trades`, `mw` = Σ q, `price_mw` = Σ q·p.
 
     `trades` needs `trader_id`, `market`, `delivery_start`, `delivery_end`, `delivery_day`,
     `direction` (`buy`/`sell`), `price` (per MWh, may be ≤ 0) and `quantity` (MW, > 0). The
-    hours come in after the sums (`book_legs`).
+    hours come in after the sums (`book`).
     """
     return (
         _period_types(trades)
-        .group_by(LEG_KEY)
+        .group_by(*PERIOD_KEY, "delivery_day", "direction")
         .agg(
             pl.len().cast(pl.Int64).alias("trades"),
             pl.col("quantity").sum().cast(pl.Float64).alias("mw"),
             (pl.col("quantity") * pl.col("price")).sum().cast(pl.Float64).alias("price_mw"),
         )
     )
-
-
-#: Columns of `sides` after the period and its day: deals, and Σ MW and Σ MW·p of each side.
-SIDE_COLUMNS = ["trades", "buy_mw", "sell_mw", "buy_price_mw", "sell_price_mw"]
 
 
 def sides(legs_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
@@ -156,18 +136,11 @@ def sides(legs_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
             pl.when(is_sell).then(pl.col("price_mw")).otherwise(0.0).alias("sell_price_mw"),
         )
         .group_by(*PERIOD_KEY, "delivery_day")
-        .agg(pl.col("trades").sum().cast(pl.Int64), pl.col(SIDE_COLUMNS[1:]).sum())
+        .agg(
+            pl.col("trades").sum().cast(pl.Int64),
+            pl.col("buy_mw", "sell_mw", "buy_price_mw", "sell_price_mw").sum(),
+        )
     )
-
-
-def book_legs(legs_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    """Legs -> one row per period with `trades`, volumes, VWAPs and cash; no prices."""
-    return _booked(_side_sums(legs_frame))
-
-
-def _side_sums(legs_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    # Per period: deals, Σ MWh and Σ MWh·p of each side.
-    return _in_mwh(sides(legs_frame))
 
 
 def _in_mwh(sides_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
@@ -208,8 +181,8 @@ def _booked(sums: pl.LazyFrame) -> pl.LazyFrame:
 def rebook(
     book_frame: pl.DataFrame | pl.LazyFrame, new_legs: pl.DataFrame | pl.LazyFrame
 ) -> pl.LazyFrame:
-    """A book and the legs of the deals made since -> the book with them: what `book_legs`
-    gives for the legs of all the deals, without reading the earlier deals again.
+    """A book and the legs of the deals made since -> the book with them: what `book`
+    gives for all the deals, without reading the earlier deals again.
 
     Counts and volumes add up. Each side's Σ MWh·p is rebuilt from the book as VWAP × volume
     before the new deals' is added: a rounding or two more than summing every deal afresh
@@ -217,7 +190,7 @@ def rebook(
     they were, unrounded.
     """
     book_lazy = _period_types(book_frame).select(BOOK_COLUMNS)
-    added = _side_sums(new_legs)
+    added = _in_mwh(sides(new_legs))
     touched = added.select(PERIOD_KEY)
 
     def side_money(vwap: str, volume: str) -> pl.Expr:
@@ -245,7 +218,7 @@ def rebook(
 
 def book(trades: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     """Trades -> one row per period with `trades`, volumes, VWAPs and cash; no prices."""
-    return book_legs(legs(trades))
+    return _booked(_in_mwh(sides(legs(trades))))
 
 
 def _priced(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -256,7 +229,7 @@ def _priced(frame: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _prices(prices: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    return _period_types(_lazy(prices)).select(*PERIOD, pl.col("reference_price").cast(pl.Float64))
+    return _period_types(prices).select(*PERIOD, pl.col("reference_price").cast(pl.Float64))
 
 
 def mark(
@@ -308,7 +281,7 @@ def net_positions(
     sort: bool = True,
 ) -> pl.DataFrame:
     """A book (or exposure rows) -> the open MW of each trader on each market's finest grid
-    (`NET_POSITION_COLUMNS`, sorted): every product covering a step counts in it with its MW,
+    (`tables.TRADER_NET_POSITION`, sorted): every product covering a step counts in it with its MW,
     so an hourly buy of 10 MW and four quarter-hour sells of 10 MW are flat in each quarter.
 
     A step some deal covers keeps its row when the products net to 0 (closed out, not absent).
@@ -343,24 +316,25 @@ def net_positions(
         pl.concat([periods.filter(one_step).select(columns), spread.select(columns)])
         .group_by(*PERIOD_KEY, "delivery_day")
         .agg(pl.col("net_mw").sum())
-        .select(NET_POSITION_COLUMNS)
+        .select(TRADER_NET_POSITION.column_names)
     )
-    return (netted.sort(PERIOD_KEY) if sort else netted).cast(NET_POSITION_SCHEMA).collect()
+    return (
+        (netted.sort(PERIOD_KEY) if sort else netted)
+        .cast(TRADER_NET_POSITION.polars_schema())
+        .collect()
+    )
 
 
 def _totals(exposure: pl.DataFrame | pl.LazyFrame, key: list[str]) -> pl.LazyFrame:
     priced = pl.col("reference_price").is_not_null()
     return (
-        _lazy(exposure)
+        exposure.lazy()
         .group_by(key)
         .agg(
             pl.len().cast(pl.Int64).alias("periods"),
             (~priced).sum().cast(pl.Int64).alias("unpriced_periods"),
             pl.col("trades").sum().cast(pl.Int64),
-            pl.col("bought_mwh").sum(),
-            pl.col("sold_mwh").sum(),
-            pl.col("net_mwh").sum(),
-            pl.col("cash").sum(),
+            pl.col("bought_mwh", "sold_mwh", "net_mwh", "cash").sum(),
             # Sums over priced periods only; null when no period is priced yet.
             pl.when(priced.any()).then(pl.col("pnl").sum()).alias("pnl"),
             pl.when(priced.any()).then(pl.col("exposure").sum()).alias("exposure"),
@@ -400,7 +374,7 @@ def desk_positions(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     deals, rebuilt from the traders' VWAP × volume; the reference price is the period's."""
     volume_weighted = {"buy_vwap": "bought_mwh", "sell_vwap": "sold_mwh"}
     summed = (
-        _lazy(exposure)
+        exposure.lazy()
         .with_columns(
             (pl.col(vwap).fill_null(0.0) * pl.col(volume)).alias(f"_{vwap}_money")
             for vwap, volume in volume_weighted.items()

@@ -51,6 +51,7 @@ from energy_assets.exposure.positions import (
     pnl_attribution,
     positions_of_sides,
 )
+from energy_assets.storage import transaction
 from energy_assets.tables import (
     EXPOSURE_TABLES,
     RAW_TRADES,
@@ -61,6 +62,7 @@ from energy_assets.tables import (
     TRADER_EXPOSURE_TOTALS,
     TRADER_NET_POSITION,
     TRADER_PNL_HISTORY,
+    Table,
     create,
     require_current,
 )
@@ -137,13 +139,6 @@ CHANGED_DAYS_SQL = """
 LARGEST_SQL = f"""
     (SELECT * FROM {EXPOSURE} WHERE exposure IS NOT NULL AND currency = ?
      ORDER BY abs(exposure) DESC, trader_id, market, delivery_start, delivery_end LIMIT ?)"""
-#: Stand-ins for an upstream table that does not exist yet: counted as empty.
-_NO_TRADES = """(SELECT NULL::VARCHAR AS trader_id, NULL::VARCHAR AS market,
-    NULL::TIMESTAMPTZ AS delivery_start, NULL::TIMESTAMPTZ AS delivery_end,
-    NULL::DATE AS delivery_day, NULL::VARCHAR AS direction, NULL::DOUBLE AS quantity,
-    NULL::DOUBLE AS price WHERE false)"""
-_NO_PRICES = """(SELECT NULL::VARCHAR AS market, NULL::TIMESTAMPTZ AS delivery_start,
-    NULL::TIMESTAMPTZ AS delivery_end, NULL::DOUBLE AS value WHERE false)"""
 #: The market days to recompute, registered as a frame for one refresh.
 _THE_DAYS = "(market, delivery_day) IN (SELECT market, delivery_day FROM exposure_days)"
 
@@ -160,6 +155,12 @@ class RefreshResult:
     seconds: float
 
 
+def _empty(table: Table) -> str:
+    """A stand-in for an upstream table that does not exist yet: counted as empty."""
+    nulls = ", ".join(f"NULL::{c.type} AS {c.name}" for c in table.columns)
+    return f"(SELECT {nulls} WHERE false)"
+
+
 def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
     """Create this domain's tables and view if needed."""
     create(conn, *EXPOSURE_TABLES)
@@ -168,10 +169,10 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
 
 _SHAPES = (*EXPOSURE_TABLES, TRADER_EXPOSURE_TOTALS)
 #: `trader_pnl_history` columns of the hourly, euro-only warehouse, and their names now.
-_RENAMED = {f"{c}_eur": c for c in ("cash", "pnl", "exposure", "gross_exposure", "pnl_change")}
-_RENAMED |= {
-    "pnl_change_trades_eur": "pnl_change_trades",
-    "pnl_change_prices_eur": "pnl_change_prices",
+_RENAMED = {
+    f"{c}_eur": c
+    for c in TRADER_PNL_HISTORY.column_names
+    if c in ("cash", "pnl", "exposure", "gross_exposure") or c.startswith("pnl_change")
 }
 
 
@@ -179,8 +180,7 @@ def _migrate(conn: duckdb.DuckDBPyConnection, present: dict[str, set[str]]) -> N
     """Bring this domain's tables to their declared shape: a derived table of another shape
     (a warehouse from before markets) is dropped, and this refresh recomputes it whole; the PnL
     history, which no refresh can remake, keeps its rows, its amounts in EUR."""
-    conn.begin()
-    try:
+    with transaction(conn):
         for table in (TRADER_EXPOSURE_TOTALS, *EXPOSURE_TABLES):
             have = present.get(table.name)
             if have is None or have == set(table.column_names):
@@ -195,10 +195,6 @@ def _migrate(conn: duckdb.DuckDBPyConnection, present: dict[str, set[str]]) -> N
                 kind = "VIEW" if table is TRADER_EXPOSURE_TOTALS else "TABLE"
                 conn.execute(f"DROP {kind} {table}")
         ensure_tables(conn)
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
 
 
 def _present(conn: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
@@ -244,14 +240,13 @@ def refresh(
         _migrate(conn, present)
         present = _present(conn)
     missing = [str(t) for t in (RAW_TRADES, REFERENCE_PRICES) if t.name not in present]
-    trades = str(RAW_TRADES) if RAW_TRADES.name in present else _NO_TRADES
-    prices = str(REFERENCE_PRICES) if REFERENCE_PRICES.name in present else _NO_PRICES
+    trades = str(RAW_TRADES) if RAW_TRADES.name in present else _empty(RAW_TRADES)
+    prices = str(REFERENCE_PRICES) if REFERENCE_PRICES.name in present else _empty(REFERENCE_PRICES)
     if REFERENCE_PRICES.name in present:
         require_current(conn, REFERENCE_PRICES, present[REFERENCE_PRICES.name])
     latest = PRICES_SQL.format(prices=prices)
 
-    conn.begin()
-    try:
+    with transaction(conn):
         attribution, recomputed = None, 0
         if full:
             # Every deal is read: no filter, and the days are those held before or now.
@@ -277,10 +272,6 @@ def refresh(
         history = _history(totals, attribution, snapshot_at, run_id, recomputed)
         _insert(conn, HISTORY, history)
         largest = _largest(conn, totals["currency"].unique().sort().to_list())
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
     return RefreshResult(
         days_recomputed=recomputed,
         largest=largest,
