@@ -54,6 +54,7 @@ from energy_assets.desk.live import LiveDesk, utc_now
 from energy_assets.journals.archive import ArchiveCorrupt
 from energy_assets.journals.replay import view_at
 from energy_assets.logs import event_logger
+from energy_assets.markets import EARLIEST, LATEST, YEARS
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: How often the service looks at the buffer and the published files.
@@ -375,17 +376,11 @@ class DeskService:
         )
 
     async def replay_page(self, request: Request) -> HTMLResponse:
-        text = request.query_params.get("at", "")
+        at = replay_instant(request.query_params.get("at", ""), datetime.now(UTC))
+        if isinstance(at, str):
+            raise HTTPException(400, at)
         try:
-            at = datetime.fromisoformat(text) if text else datetime.now(UTC)
-        except ValueError:
-            raise HTTPException(
-                400, f"“{text}” is not an instant: e.g. 2026-12-01T10:00Z"
-            ) from None
-        if at.tzinfo is None:
-            raise HTTPException(400, f"“{text}” has no time zone: e.g. {text}Z")
-        try:
-            view = await asyncio.to_thread(view_at, at.astimezone(UTC), self.archive)
+            view = await asyncio.to_thread(view_at, at, self.archive)
         except ArchiveCorrupt as err:
             raise HTTPException(500, f"The journals cannot be replayed: {err}") from None
         return HTMLResponse(render.replay_page(view))
@@ -402,6 +397,29 @@ class DeskService:
                 "rebuild_seconds": round(self.rebuild_seconds, 3),
             }
         )
+
+
+def replay_instant(text: str, now: datetime) -> datetime | str:
+    """The UTC instant `/replay?at=` names (`now` when empty), or why it names none: ISO 8601
+    with a time zone, ASCII, inside the years the journals can hold."""
+    if not text:
+        return now
+    shown = f"“{text[:40]}{'…' if len(text) > 40 else ''}”"
+    try:
+        if not text.isascii() or len(text) > 40:
+            raise ValueError
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return f"{shown} is not an instant: e.g. 2026-12-01T10:00Z"
+    if at.tzinfo is None:
+        return f"{shown} has no time zone: e.g. {text}Z"
+    try:
+        at = at.astimezone(UTC)
+    except OverflowError:
+        at = None
+    if at is None or not EARLIEST <= at < LATEST:
+        return f"{shown} is outside the years the journals can hold ({YEARS})"
+    return at
 
 
 def change_of(event_id: str, boot: str) -> int | None:

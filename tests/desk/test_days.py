@@ -3,13 +3,14 @@ which change a stream's `Last-Event-ID` names: pure functions, for any input."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from energy_assets.desk.app import change_of
+from energy_assets.desk.app import change_of, replay_instant
 from energy_assets.desk.live import days_around
+from energy_assets.markets import EARLIEST, LATEST
 
 TODAY = date(2026, 12, 4)
 
@@ -46,3 +47,35 @@ def test_event_ids_of_this_run_and_of_others():
     assert change_of("0123abcd-42", "0123abcd") == 42
     for other in ["fedc0987-42", "0123abcd-42\n", "0123abcd-٤٢", "0123abcd-", "", "x" * 999]:
         assert change_of(other, "0123abcd") is None
+
+
+NOW = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+#: The instants near the ends of what Python and the journals hold, in every offset.
+_ISO_EDGES = st.builds(
+    lambda day, offset: f"{day}T00:00{offset}",
+    st.sampled_from(
+        ["0001-01-01", "1999-12-31", "2000-01-01", "8999-12-31", "9000-01-01", "9999-12-31"]
+    ),
+    st.sampled_from(["Z", "+14:00", "-14:00", "+00:00", "", "+23:59"]),
+)
+
+
+@given(st.one_of(st.text(), st.datetimes().map(lambda d: d.isoformat()), _ISO_EDGES))
+def test_any_replay_instant_is_an_instant_inside_the_journals_years_or_a_reason(text):
+    at = replay_instant(text, NOW)
+    if isinstance(at, str):
+        assert len(at) < 200  # the error page never echoes a long request back
+    else:
+        assert at.tzinfo is not None and at.utcoffset() == timedelta(0)
+        assert EARLIEST <= at < LATEST
+        assert text == "" or at == datetime.fromisoformat(text)
+
+
+def test_the_replay_instant_refuses_the_sentinel_dates_and_names_why():
+    assert replay_instant("", NOW) == NOW
+    assert replay_instant("2026-12-01T10:00+01:00", NOW) == datetime(2026, 12, 1, 9, tzinfo=UTC)
+    assert "outside the years" in replay_instant("0001-01-01T00:00+14:00", NOW)
+    assert "outside the years" in replay_instant("9999-12-31T23:59-14:00", NOW)
+    assert "no time zone" in replay_instant("2026-12-01T10:00", NOW)
+    assert "not an instant" in replay_instant("２０２６-12-01T00:00Z", NOW)
+    assert "not an instant" in replay_instant("x" * 10_000, NOW)
