@@ -175,7 +175,7 @@ def warnings(
                 )
             elif now - heartbeat > LISTENER_SILENT_AFTER:
                 found.append(GapWarning(heartbeat, None, "the listener has stopped reporting"))
-        except (AttributeError, KeyError, TypeError, ValueError):
+        except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
             found.append(GapWarning(None, None, "the listener's state file is unreadable"))
     for gap in sorted(gaps, key=lambda g: g.start, reverse=True):
         if now - gap.end <= RECENT_GAPS:
