@@ -98,8 +98,7 @@ def utc_instant(text: str) -> str:
 
 def deal_record(deal: Deal, received_at: datetime) -> dict:
     """One segment line: the deal's fields, `execution_time` in UTC, and `received_at`."""
-    # vars(), not Deal.to_dict(): dataclasses.asdict deep-copies (benchmarks/README.md, capture).
-    record = dict(vars(deal))
+    record = deal.to_dict()
     record["execution_time"] = utc_instant(deal.execution_time)
     record["received_at"] = iso(received_at)
     return record
@@ -248,12 +247,7 @@ class CaptureBuffer:
         return path
 
     def quarantine(self, raw: str | bytes, reason: str, received_at: datetime) -> None:
-        if isinstance(raw, bytes):
-            raw = raw.decode("utf-8", errors="backslashreplace")
-        line = json.dumps({"received_at": iso(received_at), "reason": reason, "raw": raw})
-        path = self.quarantine_dir / f"quarantine-{received_at.astimezone(UTC):%Y%m%d}.jsonl"
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+        quarantine(self.directory, [(raw, reason)], received_at)
 
     def close(self) -> None:
         self.seal()
@@ -265,9 +259,6 @@ class CaptureBuffer:
         write_atomically(
             self.directory / STATE_FILE, json.dumps(state).encode() + b"\n", durable=False
         )
-
-    def read_state(self) -> dict | None:
-        return read_listener_state(self.directory)
 
     # -- recovery --------------------------------------------------------------------------
     def recover(self) -> list[Path]:
@@ -293,6 +284,23 @@ class CaptureBuffer:
         if recovered:
             fsync_dir(self.segments_dir)
         return recovered
+
+
+def quarantine(
+    directory: str | Path, refused: Iterable[tuple[str | bytes, str]], received_at: datetime
+) -> None:
+    """Keep what cannot be booked, as evidence: per (raw text, reason), one line with both and
+    `received_at` in `quarantine/quarantine-YYYYMMDD.jsonl` (the listener's refused frames, the
+    drain's unbookable lines)."""
+    lines = []
+    for raw, reason in refused:
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", errors="backslashreplace")
+        line = {"received_at": iso(received_at), "reason": reason, "raw": raw}
+        lines.append(json.dumps(line) + "\n")
+    path = Path(directory) / QUARANTINE / f"quarantine-{received_at.astimezone(UTC):%Y%m%d}.jsonl"
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("".join(lines))
 
 
 # -- reading: the drain, the sensor, the price planner's book and the desk ---------------------

@@ -33,6 +33,7 @@ from energy_assets.trades.buffer import (
     apply_retention,
     archive,
     cut_torn_tail,
+    quarantine,
     sealed_files,
 )
 
@@ -41,10 +42,6 @@ INSERT INTO {RAW_TRADES} ({", ".join(RAW_TRADES.column_names)})
 SELECT {", ".join("b." + name for name in RAW_TRADES.column_names)}
 FROM drain_batch AS b
 WHERE NOT EXISTS (SELECT 1 FROM {RAW_TRADES} AS r WHERE r.id = b.id)
-"""
-_INSERT_MARKS = f"""
-INSERT INTO {CAPTURE_SEGMENTS}
-SELECT segment, kind, lines, ?::TIMESTAMPTZ FROM drain_marks
 """
 
 
@@ -56,19 +53,15 @@ class CorruptSegment(RuntimeError):
 class DrainResult:
     segments: list[str] = field(default_factory=list)
     gaps: list[dict] = field(default_factory=list)
-    lines_read: int = 0
     rows_added: int = 0
     duplicates_dropped: int = 0
     #: Captured lines that name no period safely (quarantined; `_with_periods`).
     unbookable: int = 0
     total_rows: int = 0
     newest_execution_time: datetime | None = None
-    archived: int = 0
     bundles: list = field(default_factory=list)
     deleted_by_retention: int = 0
-    archive_days_pruned: int = 0
     seconds: float = 0.0
-    attempts: int = 1
 
 
 def read_segments(paths: list[Path]) -> pl.DataFrame:
@@ -174,28 +167,6 @@ def bookable(deals: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return deals.filter(~refused), deals.filter(refused)
 
 
-def quarantine_unbookable(directory: Path, refused: pl.DataFrame) -> None:
-    """Captured lines the drain cannot book go to the capture buffer's quarantine, with their
-    reason, like the frames the listener refuses."""
-    if not refused.height:
-        return
-    now = datetime.now(UTC)
-    lines = [
-        json.dumps(
-            {
-                "received_at": now.isoformat(),
-                "reason": row.pop("unbookable"),
-                "raw": json.dumps(row, default=str),
-            }
-        )
-        for row in refused.drop("after_gate_closure").to_dicts()
-    ]
-    path = directory / QUARANTINE / f"quarantine-{now:%Y%m%d}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-
-
 def _which_segment(paths: list[str], chunks: list[bytes]) -> str:
     for path, data in zip(paths, chunks, strict=True):
         try:
@@ -206,14 +177,8 @@ def _which_segment(paths: list[str], chunks: list[bytes]) -> str:
     return "corrupt capture segments"
 
 
-def _read_gaps(paths: list[Path]) -> list[dict]:
-    return [Gap.parse(path.read_bytes()).row(path.name) for path in paths]
-
-
-# Frames go to DuckDB as Arrow scans of the polars frames (registered views), scalars as bound
-# parameters. A Parquet file in a scratch directory would save the run the import of pyarrow,
-# noise next to the run's start (benchmarks/README.md, capture).
-_MARKS_SCHEMA = {"segment": pl.String, "kind": pl.String, "lines": pl.Int64}
+# Frames go to DuckDB as Arrow scans of the polars frames, not through a Parquet file in a
+# scratch directory (benchmarks/README.md, capture).
 
 
 def _drain_once(
@@ -243,7 +208,7 @@ def _drain_once(
         return stale
 
     batch = read_segments(segment_paths)
-    gaps = _read_gaps(gap_paths)
+    gaps = [Gap.parse(path.read_bytes()).row(path.name) for path in gap_paths]
     lines = batch.group_by("segment").len() if batch.height else None
     per_segment = dict(lines.iter_rows()) if lines is not None else {}
     first_seen, refused = bookable(
@@ -253,32 +218,31 @@ def _drain_once(
     marks += [(p.name, "gap", 1) for p in gap_paths]
 
     conn.register("drain_batch", first_seen)
-    conn.register("drain_marks", pl.DataFrame(marks, schema=_MARKS_SCHEMA, orient="row"))
     try:
         with transaction(conn):
             before = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
             conn.execute(_INSERT_DEALS)
             after = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
-            if gaps:
-                conn.executemany(
-                    f"INSERT INTO {FEED_GAPS} VALUES (?, ?, ?, ?, ?)",
-                    [
-                        [g["gap_start"], g["gap_end"], g["reason"], g["seconds"], g["source"]]
-                        for g in gaps
-                    ],
-                )
-            conn.execute(_INSERT_MARKS, [datetime.now(UTC)])
+            now = datetime.now(UTC)
+            for table, rows in (
+                (FEED_GAPS, gaps),
+                (CAPTURE_SEGMENTS, [(*mark, now) for mark in marks]),
+            ):
+                frame = pl.DataFrame(rows, schema=table.polars_schema(), orient="row")
+                conn.from_arrow(frame.to_arrow()).insert_into(str(table))
             if before_commit is not None:
                 before_commit()
     finally:
         conn.unregister("drain_batch")
-        conn.unregister("drain_marks")
 
-    quarantine_unbookable(directory, refused)
+    if refused.height:  # lines it cannot book are quarantined with why, like refused frames
+        (directory / QUARANTINE).mkdir(exist_ok=True)
+        rows = refused.drop("after_gate_closure", "unbookable").to_dicts()
+        raw = [json.dumps(row, default=str) for row in rows]
+        quarantine(directory, zip(raw, refused["unbookable"], strict=True), now)
     result.segments = [p.name for p in segment_paths]
     result.unbookable = refused.height
     result.gaps = gaps
-    result.lines_read = batch.height
     result.rows_added = after - before
     result.duplicates_dropped = batch.height - result.rows_added - refused.height
     result.total_rows = after
@@ -302,7 +266,7 @@ def drain(
     directory = Path(directory)
     result = DrainResult()
     for attempt in range(1, max_attempts + 1):
-        result = DrainResult(attempts=attempt)
+        result = DrainResult()
         try:
             ensure_trade_tables(conn)
             ingested = _drain_once(conn, directory, result, before_commit)
@@ -326,14 +290,12 @@ def drain(
     result.bundles = archive_capture(ingested, journal)
     if result.bundles:
         compact(journal, datetime.now(UTC).date() - timedelta(days=1))
-    result.archived = archive(ingested, directory)
+    archive(ingested, directory)
     # Before the retention, which deletes quarantine files too.
     archive_quarantine(directory, journal)
     if retention is not None:
         result.deleted_by_retention = apply_retention(directory, retention)
     if archive_retention_days is not None:
-        result.archive_days_pruned = prune(
-            journal, archive_retention_days, datetime.now(UTC).date()
-        )
+        prune(journal, archive_retention_days, datetime.now(UTC).date())
     result.seconds = time.perf_counter() - started
     return result

@@ -27,7 +27,7 @@ from websockets.exceptions import (
 )
 
 from energy_assets.logs import EventLogger, event_logger
-from energy_assets.trades.buffer import CaptureBuffer, Gap, iso, utc_now
+from energy_assets.trades.buffer import CaptureBuffer, Gap, iso, read_listener_state, utc_now
 from energy_assets.trades.deal import Refused, parse_frame, show
 
 #: A connection that lived this long (or delivered a deal) resets the backoff.
@@ -130,7 +130,7 @@ class Listener:
 
     # -- gaps ------------------------------------------------------------------------------
     def _resume_gap_from_last_run(self) -> None:
-        state = self.buffer.read_state()
+        state = read_listener_state(self.buffer.directory)
         if not state:
             return  # first run on this buffer: nothing was promised before it
         if state.get("gap_since"):
