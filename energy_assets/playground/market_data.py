@@ -19,7 +19,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -80,8 +79,6 @@ class SlidingWindowLimiter:
     refused ones included (the vendor's rule)."""
 
     def __init__(self, limit: int, window: float):
-        if limit < 1:
-            raise ValueError(f"rate limit must be >= 1, got {limit!r}")
         self.limit = limit
         self.window = window
         self.times: deque[float] = deque()
@@ -195,24 +192,17 @@ class MarketDataServer(ThreadingHTTPServer):
         publication = published_price(
             options.seed, period, self.clock(), options.revise_every, options.vendor_grid
         )
-        answer = {"value": publication.value, "unit": publication.unit}
-        answer["last_update"] = publication.last_update.isoformat()
         if newer:
-            return {
-                "market": period.market,
-                "delivery_start": _zulu(period.delivery_start),
-                "delivery_end": _zulu(period.delivery_end),
-                **answer,
-            }
-        return {
-            "delivery_day": period.local_day.isoformat(),
-            "delivery_hour": period.label,
-            **answer,
+            bounds = (period.delivery_start, period.delivery_end)
+            start, end = (bound.isoformat().replace("+00:00", "Z") for bound in bounds)
+            answer = {"market": period.market, "delivery_start": start, "delivery_end": end}
+        else:
+            answer = {"delivery_day": period.local_day.isoformat(), "delivery_hour": period.label}
+        return answer | {
+            "value": publication.value,
+            "unit": publication.unit,
+            "last_update": publication.last_update.isoformat(),
         }
-
-
-def _zulu(instant: datetime) -> str:
-    return instant.isoformat().replace("+00:00", "Z")
 
 
 class ReferencePriceHandler(BaseHTTPRequestHandler):
