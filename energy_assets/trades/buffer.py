@@ -515,10 +515,12 @@ class BufferFollower:
 
 
 def read_listener_state(directory: str | Path) -> dict | None:
+    """`listener.json`'s object; None when there is none or it is not one."""
     try:
-        return json.loads((Path(directory) / STATE_FILE).read_text())
-    except (FileNotFoundError, ValueError):
+        state = json.loads((Path(directory) / STATE_FILE).read_text())
+    except (FileNotFoundError, ValueError, RecursionError):
         return None
+    return state if isinstance(state, dict) else None
 
 
 #: The listener writes its heartbeat every 0.2 s: one older than this means it is not running
@@ -531,7 +533,7 @@ def silent_heartbeat(state: dict | None, now: datetime) -> str | None:
     heartbeat = (state or {}).get("heartbeat")
     try:
         stale = now - datetime.fromisoformat(heartbeat) > LISTENER_SILENT_AFTER
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # year 1 or 9999 overflows the subtraction
         return None
     return heartbeat if stale else None
 
@@ -547,7 +549,10 @@ def open_feed_gap(state: dict | None, now: datetime) -> tuple[str, str] | None:
     heartbeat = silent_heartbeat(state, now)
     if heartbeat is None:
         return None
-    since = min(heartbeat, state.get("heard_at") or heartbeat, key=datetime.fromisoformat)
+    try:
+        since = min(heartbeat, state.get("heard_at") or heartbeat, key=datetime.fromisoformat)
+    except (TypeError, ValueError, OverflowError):
+        since = heartbeat
     return since, f"listener not reporting since {heartbeat} (frozen or killed)"
 
 

@@ -146,10 +146,9 @@ def typed(batch: pl.DataFrame) -> pl.DataFrame:
     lead = pl.col("market").replace_strict(_LEADS, default=None, return_dtype=pl.Int64)
     return batch.with_columns(
         pl.col("delivery_day").str.to_date("%Y-%m-%d"),
-        pl.col("execution_time").str.to_datetime(INSTANT_FORMAT, time_zone="UTC"),
-        pl.col("received_at").str.to_datetime(INSTANT_FORMAT, time_zone="UTC"),
-        pl.col("delivery_start").str.to_datetime(INSTANT_FORMAT, time_zone="UTC"),
-        pl.col("delivery_end").str.to_datetime(INSTANT_FORMAT, time_zone="UTC"),
+        pl.col("execution_time", "received_at", "delivery_start", "delivery_end").str.to_datetime(
+            INSTANT_FORMAT, time_zone="UTC"
+        ),
     ).with_columns(
         (pl.col("execution_time") >= pl.col("delivery_start") - pl.duration(minutes=lead)).alias(
             "after_gate_closure"

@@ -17,8 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import websockets
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -174,14 +173,13 @@ class Listener:
         )
 
     def _write_state(self, stopping: bool = False) -> None:
-        state = {"heartbeat": iso(utc_now()), "connected": self.connected, "url": self.url}
+        connected = self.connected and not stopping
+        state = {"heartbeat": iso(utc_now()), "connected": connected, "url": self.url}
         if self.heard_at is not None:
             state["heard_at"] = iso(self.heard_at)
         if self.gap_since is not None:
             state["gap_since"] = iso(self.gap_since)
             state["gap_reason"] = self.gap_reason
-        if stopping:
-            state["connected"] = False
         self.buffer.write_state(state)
 
     # -- frames ----------------------------------------------------------------------------
@@ -351,7 +349,7 @@ class Listener:
                     raise CaptureFailed(str(err)) from err
         except ConnectionClosedError as err:
             return f"connection dropped ({_close_text(err)})"
-        return f"connection closed cleanly ({_close_text_ws(ws)})"
+        return f"connection closed cleanly ({_close_text(ws)})"
 
     async def run(self) -> None:
         self.buffer.acquire()
@@ -386,20 +384,16 @@ class Listener:
             raise CaptureFailed(str(self.failure)) from self.failure
 
 
-def _close_text(err: websockets.exceptions.ConnectionClosed) -> str:
-    frame = err.rcvd or err.sent
-    if frame is None:
+def _close_text(closed: ConnectionClosed | ClientConnection) -> str:
+    """How a connection ended, for a gap's reason: the close code and reason, if any."""
+    if isinstance(closed, ConnectionClosed):
+        frame = closed.rcvd or closed.sent
+        code, reason = (frame.code, frame.reason) if frame else (None, "")
+    else:
+        code, reason = closed.close_code, closed.close_reason
+    if code is None:
         return "no close frame"
-    return f"code {frame.code}" + (f", {frame.reason}" if frame.reason else "")
-
-
-def _close_text_ws(ws) -> str:
-    code = ws.close_code
-    return (
-        "no close frame"
-        if code is None
-        else f"code {code}" + (f", {ws.close_reason}" if ws.close_reason else "")
-    )
+    return f"code {code}" + (f", {reason}" if reason else "")
 
 
 def run_listener(listener: Listener) -> int:

@@ -1,6 +1,7 @@
 """Feed gaps are honest: a silent (half-open) exchange is noticed within 15 s and its gap starts
 at the last thing heard from it, and a listener that stopped running leaves a gap record."""
 
+import json
 import signal
 import threading
 import time
@@ -8,7 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from energy_assets.trades.buffer import open_feed_gap, read_listener_state, silent_heartbeat
 from tests.trades.conftest import (
     drain_all,
     expected,
@@ -84,3 +88,41 @@ def test_a_frozen_listener_leaves_a_gap_covering_the_freeze(
     if not dropped:
         (gap,) = result.gaps
         assert gap["reason"].startswith("listener not running for")
+
+
+_INSTANTS = st.one_of(
+    st.text(max_size=40),
+    st.datetimes(timezones=st.timezones()).map(datetime.isoformat),
+    st.sampled_from(["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "9999-12-31T23:59"]),
+)
+_STATES = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "heartbeat": st.one_of(_INSTANTS, st.integers(), st.none()),
+            "heard_at": st.one_of(_INSTANTS, st.integers(), st.lists(st.integers())),
+            "gap_since": st.one_of(_INSTANTS, st.none()),
+            "gap_reason": st.text(max_size=10),
+            "connected": st.booleans(),
+        },
+    ),
+    st.recursive(st.none() | st.integers() | st.text(max_size=5), st.lists, max_leaves=5),
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(state=_STATES)
+def test_any_listener_state_file_gives_a_gap_or_none_never_an_exception(tmp_path, state):
+    """The sensor and the feed gap check read listener.json on every tick: whatever it holds
+    (a disk can corrupt it; instants at years 1 and 9999 overflow arithmetic), they get the
+    open gap or None, never a traceback."""
+    (tmp_path / "listener.json").write_text(json.dumps(state))
+    read = read_listener_state(tmp_path)
+    assert read is None or isinstance(read, dict)
+    now = datetime.now(UTC)
+    heartbeat = silent_heartbeat(read, now)
+    assert heartbeat is None or heartbeat == read["heartbeat"]
+    gap = open_feed_gap(read, now)
+    assert gap is None or (len(gap) == 2 and isinstance(gap[1], str))
