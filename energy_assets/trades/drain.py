@@ -270,9 +270,10 @@ def drain(
             ensure_trade_tables(conn)
             ingested = _drain_once(conn, directory, result, before_commit)
             break
-        except (duckdb.TransactionException, duckdb.ConstraintException):
+        except (duckdb.TransactionException, duckdb.ConstraintException, FileNotFoundError):
             # Another drain (in this process; other processes wait on the file lock and the
-            # pool) committed the same tables or segments first: list again, skip its share.
+            # pool) committed the same tables or segments first, or archived a segment listed
+            # here before it was read: list again, skip its share.
             if attempt == max_attempts:
                 raise
             time.sleep(0.05 * attempt)
