@@ -1,5 +1,5 @@
 """The live desk service: a Starlette app that follows the capture buffer and pushes each change
-to every open page as a Server-Sent Event.
+to every open page as a Server-Sent Event (docs/desk.md, "Push").
 
     /                        the desk view
     /trader/<trader_id>      one trader's page (404 page for a trader we do not know)
@@ -9,18 +9,8 @@ to every open page as a Server-Sent Event.
     /replay?at=<instant>     the desk at a past instant, from the journals (not live)
     /login, /logout          with a login configured (auth.py): who sees which book
 
-One background task polls the buffer and the published files every `poll_seconds`. On a
-change it computes the view once, renders each page's changing part (its *fragment*) once, and
-hands the same event to the bounded queue of every stream following that page. A browser holds
-one stream for all its tabs (`static/desk-worker.js`). A stream whose queue is full (it does not
-read) is dropped: its stream ends, its queue is freed, and its browser reconnects with
-`Last-Event-ID` to the current state. Events carry ids `<boot>-<change>`: a stream (re)opened
-with an id gets the current fragment of each of its pages changed in or after that change, and
-with an id from before a restart (or none), every page's.
-
-Every response carries `security_headers()`; an error is a page saying what happened. A client
-address may hold `streams_per_client` event streams, the service `max_streams` in all; the
-connections' own limits (timeouts, how many) are `connections.py`'s, below the app.
+On a change the view is computed once and each page's changing part (its *fragment*) rendered
+once; the same event goes to the bounded queue of every stream following that page.
 """
 
 from __future__ import annotations
@@ -31,9 +21,8 @@ import json
 import re
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -83,23 +72,11 @@ def security_headers(submit_to: str = "") -> dict[str, str]:
     files (no inline script or style, no eval); nothing may frame the desk; no MIME sniffing;
     the referrer only to the desk itself; forms submit only to the desk, and to `submit_to`
     (the login's provider, where logging out ends) when given."""
-    forms = " ".join(
-        ["'self'", *([urlsplit(submit_to)._replace(path="").geturl()] if submit_to else [])]
-    )
+    forms = f"'self' {urlsplit(submit_to)._replace(path='').geturl()}" if submit_to else "'self'"
     return {
-        "content-security-policy": "; ".join(
-            [
-                "default-src 'none'",
-                "script-src 'self'",
-                "style-src 'self'",
-                "img-src 'self' data:",
-                "connect-src 'self'",
-                "worker-src 'self'",
-                f"form-action {forms}",
-                "base-uri 'none'",
-                "frame-ancestors 'none'",
-            ]
-        ),
+        "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+        "img-src 'self' data:; connect-src 'self'; worker-src 'self'; "
+        f"form-action {forms}; base-uri 'none'; frame-ancestors 'none'",
         "x-frame-options": "DENY",
         "x-content-type-options": "nosniff",
         "referrer-policy": "same-origin",
@@ -129,19 +106,18 @@ class Page:
     event_id: str
     event: bytes  # the fragment as its stream event, encoded once for every stream
     fragment: str
-    html: str | None = None  # the whole page, made on first request
-    own_html: str | None = None  # the same for a trader's own login: the picker lists them only
+    # The whole page, made on first request, by whether its login sees every book (a trader's
+    # own login's picker lists them only).
+    html: dict[bool, str] = field(default_factory=dict)
 
 
 class Broker:
-    """Per topic: the current fragment and the clients following it."""
+    """Per topic the current fragment, and the open event streams."""
 
     def __init__(self):
         self.pages: dict[str, Page] = {}
         self.nav = ""
         self.streams: set[Client] = set()
-        self.following: dict[str, set[Client]] = {}
-        self.per_address: Counter[str] = Counter()
         self.dropped = 0
 
     def subscribe(self, topics: frozenset[str], address: str, every_book: bool = True) -> Client:
@@ -149,31 +125,16 @@ class Broker:
         queue = asyncio.Queue(QUEUE_EVENTS * (len(topics) + 1))
         client = Client(topics, address, queue, every_book)
         self.streams.add(client)
-        for topic in topics:
-            self.following.setdefault(topic, set()).add(client)
-        self.per_address[address] += 1
         return client
 
-    def unsubscribe(self, client: Client) -> None:
-        if client not in self.streams:
-            return
-        self.streams.discard(client)
-        for topic in client.topics:
-            self.following[topic].discard(client)
-            if not self.following[topic]:
-                del self.following[topic]
-        self.per_address[client.address] -= 1
-        if not self.per_address[client.address]:
-            del self.per_address[client.address]
+    def held_by(self, address: str) -> int:
+        return sum(client.address == address for client in self.streams)
 
-    def publish(self, topic: str, event: bytes) -> None:
-        for client in list(self.following.get(topic, ())):
-            self._put(client, event)
-
-    def publish_nav(self, event: bytes) -> None:
-        """The trader list, to the streams whose login sees every book."""
+    def publish(self, event: bytes, topic: str | None = None) -> None:
+        """`event` to the streams following `topic`; None: the trader list, to the streams
+        whose login sees every book."""
         for client in list(self.streams):
-            if client.every_book:
+            if client.every_book if topic is None else topic in client.topics:
                 self._put(client, event)
 
     def _put(self, client: Client, event: bytes) -> None:
@@ -182,45 +143,32 @@ class Broker:
         except asyncio.QueueFull:
             # Free what it holds and end its stream; its browser reconnects to the current
             # state (the connection's own limits close a socket that stopped reading).
-            self.unsubscribe(client)
+            self.streams.discard(client)
             while not client.queue.empty():
                 client.queue.get_nowait()
             client.queue.put_nowait(None)
             self.dropped += 1
 
-    @property
-    def client_count(self) -> int:
-        return len(self.streams)
 
-
+@dataclass(eq=False)
 class DeskService:
     """The state, the renderer and the broker of one running service."""
 
-    def __init__(
-        self,
-        desk: LiveDesk,
-        poll_seconds: float = POLL_SECONDS,
-        archive: str | None = None,
-        login: bool = False,
-        streams_per_client: int = STREAMS_PER_CLIENT,
-        max_streams: int = MAX_STREAMS,
-        books: tuple[str, ...] = (),
-    ):
-        self.desk = desk
-        # The users file's books: each has its page before its first deal, so a trader who
-        # logs in before dealing sees their empty book, not "no such trader".
-        self.books = books
-        self.login = login  # pages carry a logout button
-        self.archive = archive
-        self.poll_seconds = poll_seconds
-        self.streams_per_client = streams_per_client
-        self.max_streams = max_streams
-        self.broker = Broker()
-        self.trader_pages = render.TraderPages()
-        self.boot = uuid.uuid4().hex[:8]
-        self.traders: list[str] = []
-        self.changed_at = 0.0
-        self.rebuild_seconds = 0.0
+    desk: LiveDesk
+    poll_seconds: float
+    archive: str  # the journals' archive `/replay` reads
+    login: bool  # pages carry a logout button
+    streams_per_client: int
+    max_streams: int
+    # The users file's books: each has its page before its first deal, so a trader who
+    # logs in before dealing sees their empty book, not "no such trader".
+    books: tuple[str, ...] = ()
+    broker: Broker = field(default_factory=Broker)
+    trader_pages: render.TraderPages = field(default_factory=render.TraderPages)
+    boot: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    traders: list[str] = field(default_factory=list)
+    changed_at: float = 0.0
+    rebuild_seconds: float = 0.0
 
     def compute(self) -> tuple[dict[str, str], str, list[str]]:
         """One view, every fragment rendered once (runs in a worker thread)."""
@@ -245,14 +193,14 @@ class DeskService:
             event = ServerSentEvent(data, event="live", id=event_id).encode()
             page = Page(change, event_id, event, fragment)
             broker.pages[topic] = page
-            broker.publish(topic, page.event)
+            broker.publish(page.event, topic)
         for topic in set(broker.pages) - set(fragments):  # a trader gone from the buffer
             del broker.pages[topic]
         if nav != broker.nav:
             broker.nav = nav
             for page in broker.pages.values():
-                page.html = None
-            broker.publish_nav(ServerSentEvent(nav, event="nav").encode())
+                page.html.clear()
+            broker.publish(ServerSentEvent(nav, event="nav").encode())
         self.traders = traders
         self.changed_at = time.time()
 
@@ -283,21 +231,15 @@ class DeskService:
     # -- HTTP --------------------------------------------------------------------------------
     def page_html(self, topic: str, title: str, selected: str, every_book: bool = True) -> str:
         page = self.broker.pages[topic]
-        made = page.html if every_book else page.own_html
-        if made is None:
+        if every_book not in page.html:
             nav = (
                 render.nav_fragment(self.traders, selected)
                 if every_book
                 else render.nav_fragment([selected], selected, desk=False)
             )
-            made = render.page(
-                title, topic, selected, nav, page.fragment, page.event_id, logout=self.login
-            )
-            if every_book:
-                page.html = made
-            else:
-                page.own_html = made
-        return made
+            made = render.page(title, topic, nav, page.fragment, page.event_id, self.login)
+            page.html[every_book] = made
+        return page.html[every_book]
 
     async def desk_page(self, request: Request) -> HTMLResponse:
         return HTMLResponse(self.page_html(render.DESK_TOPIC, "Desk", ""))
@@ -324,7 +266,7 @@ class DeskService:
         if not topics:
             raise HTTPException(404, f"No such page to follow: {', '.join(asked)}.")
         address = request.client.host if request.client else ""
-        held = self.broker.per_address[address]
+        held = self.broker.held_by(address)
         if held >= self.streams_per_client:
             raise HTTPException(
                 429,
@@ -332,7 +274,7 @@ class DeskService:
                 "(a browser needs one for all its tabs).",
                 headers={"Retry-After": "5"},
             )
-        if self.broker.client_count >= self.max_streams:
+        if len(self.broker.streams) >= self.max_streams:
             raise HTTPException(
                 503,
                 f"The desk is serving {self.max_streams} event streams, its most.",
@@ -366,7 +308,7 @@ class DeskService:
                         return
                     yield event
             finally:
-                self.broker.unsubscribe(client)
+                self.broker.streams.discard(client)
 
         return EventSourceResponse(
             stream(),
@@ -392,7 +334,7 @@ class DeskService:
                 "traders": len(self.traders),
                 "changes": self.desk.changes,
                 "changed_at": self.changed_at,
-                "clients": self.broker.client_count,
+                "clients": len(self.broker.streams),
                 "dropped_clients": self.broker.dropped,
                 "rebuild_seconds": round(self.rebuild_seconds, 3),
             }
@@ -504,15 +446,14 @@ def create_app(
     `clock`: the desk's now (gate closures, the days around now); tests fix it.
     `login`: who may see which book (auth.py); None serves every page to anyone who can
     connect, so the command binds loopback only then."""
-    archive = archive or str(Path(capture_dir) / "archive")
     service = DeskService(
         LiveDesk(capture_dir, dashboard_dir, clock=clock),
         poll_seconds,
-        archive,
-        login=login is not None,
-        streams_per_client=streams_per_client,
-        max_streams=max_streams,
-        books=login.books() if login else (),
+        archive or str(Path(capture_dir) / "archive"),
+        login is not None,
+        streams_per_client,
+        max_streams,
+        login.books() if login else (),
     )
     guard = login.guard if login else lambda endpoint, home=False, books=None: endpoint
 

@@ -1,20 +1,12 @@
 """Who may see what on the desk: login with the company's OpenID Connect provider, a signed
-session cookie, and a check on every route that shows figures (docs/desk.md, "Login").
+session cookie, and a check on every route that shows figures (docs/desk.md, "Login", says
+what each of `SETTINGS` holds).
 
-    ENERGY_DESK_OIDC_ISSUER         the provider (discovery at <issuer>/.well-known/openid-configuration)
-    ENERGY_DESK_OIDC_CLIENT_ID      the desk's client at the provider ...
-    ENERGY_DESK_OIDC_CLIENT_SECRET  ... and its secret
-    ENERGY_DESK_SESSION_SECRET      signs the session cookie (at least 32 characters)
-    ENERGY_DESK_USERS               a TOML file: [users."<email>"] role = "trader" | "head" | "risk",
-                                    trader_id = "<book>" (a trader's own book)
-
-All five set: every page and stream needs a login. None set: no login, and the desk binds
-loopback only (`refuse_to_bind`). A route whose path has a `trader_id` shows that trader's book;
-any other guarded route shows the whole desk. A trader sees their own book only; head and
-risk see every book; a login not in the file sees nothing. The session holds the login's
-email and when it ends, nothing else (no token); the role is looked up in the file loaded at
-start, so a change to the file applies at the desk's next start. Each decision is logged
-(who, what path, allowed or not), never a token, a code or a cookie.
+All of `SETTINGS` set: every page and stream needs a login. None set: no login, and the desk
+binds loopback only (`refuse_to_bind`). A trader sees their own book only; head and risk see
+every book; a login not in the users file sees nothing. The session holds the login's email
+and when it ends, no token; the role is looked up in the file loaded at start. Each decision
+is logged, never a token, a code or a cookie.
 """
 
 from __future__ import annotations

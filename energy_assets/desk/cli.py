@@ -17,24 +17,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "nor calls the market-data vendor. With ENERGY_DESK_OIDC_* set, every page needs a "
         "login (docs/desk.md, Login); without, it serves loopback only.",
     )
-    parser.add_argument(
-        "--host", default=None, help="address to bind (default: ENERGY_DASHBOARD_HOST, 127.0.0.1)"
-    )
-    parser.add_argument(
-        "--port", type=int, default=None, help="port (default: ENERGY_DASHBOARD_PORT, 8050)"
-    )
-    parser.add_argument(
-        "--dir", default=None, help="published files (default: ENERGY_DASHBOARD_DIR)"
-    )
-    parser.add_argument(
-        "--capture-dir", default=None, help="the capture buffer (default: ENERGY_CAPTURE_DIR)"
-    )
-    parser.add_argument(
-        "--streams-per-client",
-        type=int,
-        default=None,
-        help="event streams one client address may hold (default 8; a browser needs one)",
-    )
+    for flag, kind, text in (
+        ("--host", str, "address to bind (default: ENERGY_DASHBOARD_HOST, 127.0.0.1)"),
+        ("--port", int, "port (default: ENERGY_DASHBOARD_PORT, 8050)"),
+        ("--dir", str, "published files (default: ENERGY_DASHBOARD_DIR)"),
+        ("--capture-dir", str, "the capture buffer (default: ENERGY_CAPTURE_DIR)"),
+        ("--streams-per-client", int, "event streams one client address may hold (default 8)"),
+    ):
+        parser.add_argument(flag, type=kind, help=text)
     parser.set_defaults(run=run)
 
 

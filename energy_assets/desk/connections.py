@@ -1,23 +1,13 @@
-"""The desk's HTTP connections: uvicorn's protocol with the limits uvicorn does not have.
+"""The desk's HTTP connections: uvicorn's protocol with the limits uvicorn does not have
+(docs/desk.md, "Connections").
 
-uvicorn (0.54) times a connection out only between requests (`timeout_keep_alive`, armed when
-a response ends and cancelled by any byte received): a connection that never sends, or sends a
-request's head one byte at a time, is held forever (Kludex/uvicorn#160, #1192). Its
-`limit_concurrency` answers 503 only once a head is complete, so half-sent requests still hold
-their descriptors, and `h11_max_incomplete_event_size` exists only for the h11 parser. At a
-1,024-descriptor limit, 1,100 half-sent requests take every descriptor: no page, no stream,
-and the buffer follower fails with "Too many open files". uvicorn takes its protocol class as
-a public option (`http=`), so the fix is a small subclass of its httptools protocol:
-
-- a request's head must arrive whole within `head_timeout` of the connection opening or of
-  the previous response ending (the time, not the gap between bytes), and be at most
-  `max_head_bytes`;
-- at most `max_connections` are open: one more evicts the oldest connection still waiting
-  for a head (half-sent or idle); when every connection is answering (streams), the new one
-  is closed at once. Descriptors never run out, and a real client always gets in;
-- a connection whose peer stops reading (writes paused: the transport's buffer is full) for
-  `stall_timeout` is aborted: closing it would wait for the buffer to drain, which it never
-  does, so its socket and buffered bytes are freed at once.
+uvicorn (0.54) times a connection out only between requests, so one that never sends, or sends
+a request's head a byte at a time, is held forever (Kludex/uvicorn#160, #1192) until the
+descriptors run out. uvicorn takes its protocol class as a public option (`http=`), so the fix
+is a small subclass of its httptools protocol: a head must arrive whole within `head_timeout`
+and be at most `max_head_bytes`; at most `max_connections` are open, one more evicting the
+oldest still waiting for a head; a peer that stops reading for `stall_timeout` is aborted
+(closing would wait for its buffer to drain, which it never does).
 """
 
 from __future__ import annotations

@@ -1,16 +1,13 @@
 """Gate closure on screen: per market, the periods around now on its finest grid, each with its
 gate closure, whether it is still open, and the open MW that must be closed before it.
 
-The board is computed at the view's instant (the desk's clock) and rendered once per change;
-the page counts down from each row's gate-closure instant by itself (`static/desk.js`), so
-the server pushes nothing for the countdown: a row's state changes on the server only at
-gate closures and as the window moves on (a few times an hour), which the service's periodic
-recheck pushes.
+The board is computed at the view's instant and rendered once per change; the page counts
+down to each row's gate closure by itself (`static/desk.js`), so the server pushes only when a
+row's state changes (at gate closures, as the window moves on: the service's periodic recheck).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -57,11 +54,6 @@ class Step:
         """Some trader holds an open position in the step (this trader, on their board)."""
         return self.open_traders > 0
 
-    @property
-    def ambiguous(self) -> bool:
-        """The local wall time of the start happens twice (a fall-back night)."""
-        return ambiguous(self.period.local_start)
-
 
 @dataclass(frozen=True)
 class Board:
@@ -106,37 +98,28 @@ class Boards:
     executed after gate closure (`late_deals`), counted on each step the product covers.
     """
 
-    def __init__(
-        self,
-        net: pl.DataFrame,
-        late: pl.DataFrame,
-        now: datetime,
-        markets: Iterable[Market] | None = None,
-    ):
+    def __init__(self, net: pl.DataFrame, late: pl.DataFrame, now: datetime):
         self.now = now
-        self.markets = list(MARKETS.values() if markets is None else markets)
         # No board reaches outside [now − BEFORE, now + AHEAD).
         near = (pl.col("delivery_end") > now - BEFORE) & (pl.col("delivery_start") < now + AHEAD)
-        columns = ["trader_id", "market", "delivery_start", "delivery_end"]
-        self._positions: dict[str | None, dict[tuple, float]] = {}
-        for trader, market, start, end, mw in (
-            net.filter(near).select(*columns, "net_mw").iter_rows()
-        ):
-            for who in (trader, None):
-                book = self._positions.setdefault(who, {})
-                book[market, start, end] = book.get((market, start, end), 0.0) + mw
-        # Per step, how many traders hold an open position: one or none on a trader's board.
-        self._open: dict[str | None, dict[tuple, int]] = {None: {}}
-        for trader, book in self._positions.items():
-            if trader is None:
-                continue
-            held = {key: 1 for key, mw in book.items() if abs(mw) > FLAT_MW}
-            self._open[trader] = held
-            for key in held:
-                self._open[None][key] = self._open[None].get(key, 0) + 1
+        period = ["market", "delivery_start", "delivery_end"]
+        mine = (
+            net.filter(near)
+            .group_by("trader_id", *period, maintain_order=True)
+            .agg(pl.col("net_mw").sum())
+            .with_columns((pl.col("net_mw").abs() > FLAT_MW).cast(pl.Int64).alias("open"))
+        )
+        # The desk's: every trader's MW netted, and how many traders hold an open position.
+        desk = mine.group_by(period, maintain_order=True).agg(pl.col("net_mw", "open").sum())
+        # Per trader (None: the desk) and step: (net MW, traders with an open position).
+        self._steps: dict[str | None, dict[tuple, tuple[float, int]]] = {
+            None: {(m, s, e): (mw, held) for m, s, e, mw, held in desk.iter_rows()}
+        }
+        for trader, market, start, end, mw, held in mine.iter_rows():
+            self._steps.setdefault(trader, {})[market, start, end] = (mw, held)
         self._flagged: dict[str | None, dict[tuple, int]] = {}
         for trader, market, start, end, count in (
-            late.filter(near).select(*columns, "late_deals").iter_rows()
+            late.filter(near).select("trader_id", *period, "late_deals").iter_rows()
         ):
             if market not in MARKETS or not count:
                 continue
@@ -149,12 +132,9 @@ class Boards:
 
     def of(self, trader_id: str | None = None) -> list[Board]:
         if trader_id not in self._made:
-            positions = self._positions.get(trader_id, {})
-            held = self._open.get(trader_id, {})
+            steps = self._steps.get(trader_id, {})
             flagged = self._flagged.get(trader_id, {})
-            self._made[trader_id] = [
-                _board(m, self.now, positions, held, flagged) for m in self.markets
-            ]
+            self._made[trader_id] = [_board(m, self.now, steps, flagged) for m in MARKETS.values()]
         return self._made[trader_id]
 
 
@@ -173,15 +153,13 @@ def _window(market: Market, now: datetime) -> tuple[Period, ...]:
 def _board(
     market: Market,
     now: datetime,
-    positions: dict[tuple, float],
-    held: dict[tuple, int],
+    held: dict[tuple, tuple[float, int]],
     flagged: dict[tuple, int],
 ) -> Board:
-    window = _window(market, now)
     steps = []
-    for period in window:
+    for period in _window(market, now):
         key = (market.code, period.delivery_start, period.delivery_end)
-        traders = held.get(key, 0)
+        net_mw, traders = held.get(key, (None, 0))
         state = state_at(period.gate_closure, traders > 0, now)
-        steps.append(Step(period, positions.get(key), flagged.get(key, 0), state, traders))
+        steps.append(Step(period, net_mw, flagged.get(key, 0), state, traders))
     return Board(market, now, steps)

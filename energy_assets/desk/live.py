@@ -1,26 +1,17 @@
 """The live desk's state: positions from the capture buffer, marked with the published prices,
-beside what the batch layer confirmed.
+beside what the batch layer confirmed (docs/desk.md, "Live and confirmed").
 
-Every figure comes from `energy_assets.exposure.positions`, the maths `trader_exposure` uses:
-`book`/`rebook` for the deals, `mark` for the prices, `daily_totals`, `trader_totals` and
-`desk_positions` for the aggregates. A new deal costs one `rebook` of the periods it touches
-and a `mark` of the book (one row per trader and period: small), never a pass over every deal.
-
-Per period a row is
-
-- **confirmed** when `confirmed.parquet` (trader_exposure as of its last refresh) holds as many
-  deals for it as the buffer, or more: more means its older deals have left the buffer (72 h),
-  and the confirmed row is the whole one;
-- **live** when the buffer holds deals the last refresh has not seen yet.
-
-Periods only in `confirmed.parquet` (older delivery days) show as confirmed.
+Every figure comes from `energy_assets.exposure.positions`, the maths `trader_exposure` uses;
+a new deal costs one `rebook` of the periods it touches and a `mark` of the book, never a pass
+over every deal. A period's row is **confirmed** when `confirmed.parquet` holds as many deals
+for it as the buffer or more (older deals leave the buffer after 72 h), else **live**.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property
 from pathlib import Path
 
@@ -44,7 +35,7 @@ from energy_assets.exposure.positions import (
     rebook,
     trader_totals,
 )
-from energy_assets.tables import PRICE_ROW
+from energy_assets.tables import PRICE_ROW, TRADER_PNL_HISTORY
 from energy_assets.trades.buffer import BufferFollower, Gap, Update
 from energy_assets.trades.drain import bookable, typed
 
@@ -69,6 +60,14 @@ _PRICE_COLUMNS = {
     if name != "currency"
 }
 _EMPTY_PRICES = pl.DataFrame(schema=_PRICE_COLUMNS)
+
+
+#: The published files the desk reads, and the attribute that holds each.
+_PUBLISHED = {
+    published.PRICES: "prices",
+    published.CONFIRMED: "confirmed",
+    published.PNL_HISTORY: "history",
+}
 
 
 def utc_now() -> datetime:
@@ -126,28 +125,15 @@ class DeskView:
 def merge(live: pl.DataFrame, confirmed: pl.DataFrame | None) -> pl.DataFrame:
     """Live book rows and confirmed exposure rows -> one book row per period with `status`:
     the confirmed row where it holds at least the live row's deals, else the live row."""
-    live_book = live.select(BOOK_COLUMNS)
-    if confirmed is None or confirmed.height == 0:
-        return live_book.with_columns(pl.lit(LIVE).alias("status"))
-    conf_book = confirmed.select(BOOK_COLUMNS).cast(BOOK_SCHEMA)
-    joined = conf_book.join(
-        live_book.select(*PERIOD_KEY, pl.col("trades").alias("_live_trades")),
-        on=PERIOD_KEY,
-        how="full",
-        coalesce=True,
-    )
-    take_confirmed = pl.col("trades").is_not_null() & (
-        pl.col("_live_trades").is_null() | (pl.col("trades") >= pl.col("_live_trades"))
-    )
-    from_confirmed = joined.filter(take_confirmed).select(BOOK_COLUMNS)
-    from_live = live_book.join(
-        joined.filter(~take_confirmed).select(PERIOD_KEY), on=PERIOD_KEY, how="semi"
-    )
-    return pl.concat(
-        [
-            from_confirmed.with_columns(pl.lit(CONFIRMED).alias("status")),
-            from_live.with_columns(pl.lit(LIVE).alias("status")),
-        ]
+    parts = [live.select(BOOK_COLUMNS).with_columns(pl.lit(LIVE).alias("status"))]
+    if confirmed is not None:
+        conf_book = confirmed.select(BOOK_COLUMNS).cast(BOOK_SCHEMA)
+        parts.append(conf_book.with_columns(pl.lit(CONFIRMED).alias("status")))
+    # Most deals first, and of as many the confirmed row ("confirmed" < "live").
+    return (
+        pl.concat(parts)
+        .sort("trades", "status", descending=[True, False])
+        .unique(PERIOD_KEY, keep="first", maintain_order=True)
     )
 
 
@@ -203,7 +189,7 @@ def days_around(days: Iterable[date], today: date, per_side: int = DEFAULT_DAYS)
 
 
 def _midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return datetime.combine(day, time(), UTC)
 
 
 def _prices_for_marking(prices: pl.DataFrame | None) -> pl.DataFrame:
@@ -223,14 +209,10 @@ class LiveDesk:
         self,
         capture_dir: str | Path,
         dashboard_dir: str | Path,
-        days: int = DEFAULT_DAYS,
-        history_points: int = DEFAULT_HISTORY_POINTS,
         clock=utc_now,
     ):
         self.follower = BufferFollower(capture_dir)
         self.dashboard_dir = Path(dashboard_dir)
-        self.days = days
-        self.history_points = history_points
         self.clock = clock
         self.ids: set[str] = set()
         self.book = _EMPTY_BOOK
@@ -258,17 +240,11 @@ class LiveDesk:
             changed |= self.apply(update)
             if not update.more:
                 break
-        for name in (published.PRICES, published.CONFIRMED, published.PNL_HISTORY):
+        for name, attribute in _PUBLISHED.items():
             stamp = published.changed_at(self.dashboard_dir, name)
             if stamp != self._changed_at.get(name, -1):
                 self._changed_at[name] = stamp
-                frame = published.read(self.dashboard_dir, name)
-                if name == published.PRICES:
-                    self.prices = frame
-                elif name == published.CONFIRMED:
-                    self.confirmed = frame
-                else:
-                    self.history = frame
+                setattr(self, attribute, published.read(self.dashboard_dir, name))
                 changed = True
         if changed:
             self.changes += 1
@@ -338,13 +314,13 @@ class LiveDesk:
             [
                 (trader, day)
                 for (trader,), days in rows.group_by("trader_id")
-                for day in days_around(days["delivery_day"], today, self.days)
+                for day in days_around(days["delivery_day"], today)
             ],
             schema={"trader_id": pl.String, "delivery_day": pl.Date},
             orient="row",
         )
         shown = rows.join(trader_days, on=["trader_id", "delivery_day"], how="semi")
-        desk_days = days_around(rows["delivery_day"], today, self.days)
+        desk_days = days_around(rows["delivery_day"], today)
         desk_rows = desk_positions(
             rows.filter(pl.col("delivery_day").is_in(desk_days)).select(EXPOSURE_COLUMNS)
         ).join(ages, on=PERIOD, how="left")
@@ -377,18 +353,10 @@ class LiveDesk:
         )
 
     def _history(self) -> pl.DataFrame:
-        if self.history is None or self.history.height == 0:
-            return pl.DataFrame(
-                schema={
-                    "snapshot_at": pl.Datetime("us", "UTC"),
-                    "trader_id": pl.String,
-                    "currency": pl.String,
-                    "pnl": pl.Float64,
-                    "pnl_change_trades": pl.Float64,
-                    "pnl_change_prices": pl.Float64,
-                }
-            )
-        snapshots = self.history["snapshot_at"].unique().sort().tail(self.history_points)
-        return self.history.filter(pl.col("snapshot_at").is_in(snapshots.implode())).sort(
+        history = self.history
+        if history is None:
+            history = pl.DataFrame(schema=TRADER_PNL_HISTORY.polars_schema())
+        snapshots = history["snapshot_at"].unique().sort().tail(DEFAULT_HISTORY_POINTS)
+        return history.filter(pl.col("snapshot_at").is_in(snapshots.implode())).sort(
             "snapshot_at", "trader_id", "currency"
         )

@@ -4,7 +4,6 @@ service renders each fragment once per change and pushes the same text to every 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from urllib.parse import quote
@@ -98,20 +97,14 @@ def period_label(market: str, start: datetime, end: datetime) -> str:
         text = f"{local_start.hour:02d}-{local_start.hour + 1:02d}"
     else:
         text = f"{local_start:%H:%M}-{local_end:%H:%M}"
-    if local_start.replace(fold=1 - local_start.fold).utcoffset() != local_start.utcoffset():
-        offset = int(local_start.utcoffset().total_seconds()) // 60
-        text += f"{'+' if offset >= 0 else '-'}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}"
+    if gate.ambiguous(local_start):
+        text += _offset(local_start)
     return text if market == DEFAULT_MARKET else f"{market} {text}"
 
 
 def _offset(moment: datetime) -> str:
     minutes = int(moment.utcoffset().total_seconds()) // 60
     return f"{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-
-
-def gate_boards(view: DeskView, trader_id: str | None = None) -> list[gate.Board]:
-    """The gate-closure boards of one trader's book, or of the desk's (every trader's MW)."""
-    return view.boards.of(trader_id)
 
 
 def board_cells(board: gate.Board, desk: bool = False) -> dict:
@@ -125,7 +118,7 @@ def board_cells(board: gate.Board, desk: bool = False) -> dict:
                 "day": f"{start:%a %Y-%m-%d}",
                 "label": f"{start:%H:%M}–{end:%H:%M}",
                 # The fall-back night's repeated wall times, told apart by their offset.
-                "offset": _offset(start) if step.ambiguous else "",
+                "offset": _offset(start) if gate.ambiguous(start) else "",
                 "start": _ts(step.period.delivery_start),
                 "gate_closure": _ts(step.gate_closure),
                 "closes": f"{closes:%H:%M}"
@@ -149,44 +142,31 @@ def board_cells(board: gate.Board, desk: bool = False) -> dict:
     }
 
 
-def edge_cells(row: dict) -> dict:
-    """ "How are we doing so far?" per side, per MWh in our favour: buys reference − our
-    average, sells our average − reference; None without a price or a side. With the
-    period's label (`period_label`) for display."""
-    ref = row["reference_price"]
-    buy = None if ref is None or row["buy_vwap"] is None else ref - row["buy_vwap"]
-    sell = None if ref is None or row["sell_vwap"] is None else row["sell_vwap"] - ref
-    label = period_label(row["market"], row["delivery_start"], row["delivery_end"])
-    return {**row, "buy_edge": buy, "sell_edge": sell, "label": label}
-
-
 def _rows(frame: pl.DataFrame) -> list[dict]:
-    return [edge_cells(r) for r in frame.iter_rows(named=True)]
+    """The period rows with their label (`period_label`) and "how are we doing so far?" per
+    side, per MWh in our favour: buys reference − our average, sells our average − reference
+    (null without a price or a side)."""
+    edges = frame.with_columns(
+        (pl.col("reference_price") - pl.col("buy_vwap")).alias("buy_edge"),
+        (pl.col("sell_vwap") - pl.col("reference_price")).alias("sell_edge"),
+    )
+    return [
+        {**r, "label": period_label(r["market"], r["delivery_start"], r["delivery_end"])}
+        for r in edges.iter_rows(named=True)
+    ]
 
 
-@dataclass
-class Chart:
-    width: int
-    height: int
-    series: list[dict]
-    zero_y: float
-    labels: dict
-    currency: str = ""
-
-
-def charts(history: pl.DataFrame) -> list[Chart]:
+def charts(history: pl.DataFrame) -> list[dict]:
     """One PnL chart per currency: amounts of different currencies are never added."""
     return [
-        chart(part, str(currency))
+        _chart(part, str(currency))
         for (currency,), part in history.sort("currency").group_by("currency", maintain_order=True)
     ]
 
 
-def chart(history: pl.DataFrame, currency: str = "") -> Chart | None:
+def _chart(history: pl.DataFrame, currency: str) -> dict:
     """PnL over time with the cumulative part moved by new trades and by prices, as SVG
     coordinates (the template draws them); `history` of one currency."""
-    if history.height == 0:
-        return None
     width, height, pad = 900, 220, 48
     per_snapshot = (
         history.group_by("snapshot_at")
@@ -233,7 +213,9 @@ def chart(history: pl.DataFrame, currency: str = "") -> Chart | None:
         "left": pad,
         "right": width - pad,
     }
-    return Chart(width, height, drawn, y(0.0), labels, currency)
+    return dict(
+        width=width, height=height, series=drawn, zero_y=y(0.0), labels=labels, currency=currency
+    )
 
 
 def _sum(frame: pl.DataFrame, column: str):
@@ -278,30 +260,7 @@ def desk_fragment(view: DeskView) -> str:
         periods=_rows(view.desk_rows),
         daily=list(view.desk_daily.iter_rows(named=True)),
         charts=charts(view.history),
-        boards=[board_cells(b, desk=True) for b in gate_boards(view)],
-    )
-
-
-def _trader_parts(view: DeskView, trader_id: str) -> tuple[pl.DataFrame, ...]:
-    mine = pl.col("trader_id") == trader_id
-    return (
-        view.totals.filter(mine),
-        view.rows.filter(mine),
-        view.daily.filter(mine),
-        view.history.filter(mine),
-    )
-
-
-def _render_trader(view, totals, rows, daily, history, boards, trader_id: str) -> str:
-    return env.get_template("trader_live.html").render(
-        boards=[board_cells(b) for b in boards],
-        fresh=_freshness(view),
-        warnings=view.warnings,
-        cards=_cards(totals),
-        periods=_rows(rows),
-        daily=list(daily.iter_rows(named=True)),
-        charts=charts(history),
-        trader=trader_id,
+        boards=[board_cells(b, desk=True) for b in view.boards.of(None)],
     )
 
 
@@ -314,8 +273,14 @@ class TraderPages:
         self._made: dict[str, tuple[tuple, str]] = {}
 
     def fragment(self, view: DeskView, trader_id: str) -> str:
-        parts = _trader_parts(view, trader_id)
-        boards = gate_boards(view, trader_id)
+        mine = pl.col("trader_id") == trader_id
+        parts = totals, rows, daily, history = (
+            view.totals.filter(mine),
+            view.rows.filter(mine),
+            view.daily.filter(mine),
+            view.history.filter(mine),
+        )
+        boards = view.boards.of(trader_id)
         key = (
             repr(_freshness(view)),
             repr(view.warnings),
@@ -325,7 +290,17 @@ class TraderPages:
         )
         made = self._made.get(trader_id)
         if made is None or made[0] != key:
-            made = (key, _render_trader(view, *parts, boards, trader_id))
+            html = env.get_template("trader_live.html").render(
+                boards=[board_cells(b) for b in boards],
+                fresh=_freshness(view),
+                warnings=view.warnings,
+                cards=_cards(totals),
+                periods=_rows(rows),
+                daily=list(daily.iter_rows(named=True)),
+                charts=charts(history),
+                trader=trader_id,
+            )
+            made = (key, html)
             self._made[trader_id] = made
         return made[1]
 
@@ -339,22 +314,9 @@ def nav_fragment(traders: list[str], selected: str = "", desk: bool = True) -> s
     return env.get_template("nav.html").render(traders=traders, selected=selected, desk=desk)
 
 
-def page(
-    title: str,
-    topic: str,
-    selected: str,
-    nav: str,
-    fragment: str,
-    event_id: str,
-    logout: bool = False,
-) -> str:
+def page(title: str, topic: str, nav: str, fragment: str, event_id: str, logout: bool) -> str:
     return env.get_template("page.html").render(
-        title=title,
-        topic=topic,
-        nav=nav,
-        fragment=fragment,
-        event_id=event_id,
-        logout=logout,
+        title=title, topic=topic, nav=nav, fragment=fragment, event_id=event_id, logout=logout
     )
 
 

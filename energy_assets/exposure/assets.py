@@ -20,17 +20,12 @@ GROUP = "exposure"
 PRICES = dg.AssetSelection.key_prefixes([ASSET_PREFIX])
 
 #: New trades refresh this asset inside the `drain_and_refresh` run that drained them; this
-#: condition covers the rest: any partition of `reference_prices` materialised (a price
-#: revision, a backfill), `raw_trades` materialised by a run that did not also refresh this
-#: asset (`any_deps_updated` ignores an update from a run that targeted this asset too, so a
-#: drain run never causes a second refresh), and once when it is missing. `eager()` would
-#: never fire here: its "no dependency missing" clause looks at every hourly partition of
-#: `reference_prices`, and past or future hours that were never fetched are always missing.
-#: It does not wait for upstream runs in flight: a year's price backfill runs for hours and
-#: would freeze the desk's exposure. Both upstreams commit in one transaction, so a refresh
-#: always reads a consistent state; it only never stacks. Nor does it refresh from data a
-#: blocking check has failed on (a duplicated or malformed deal in `raw_trades`): the
-#: `drain_and_refresh` run skips the step, and this keeps the next tick from running it.
+#: covers the rest: a price partition materialised, `raw_trades` materialised by a run that did
+#: not also refresh this asset (`any_deps_updated` ignores those, so a drain never causes a
+#: second refresh), and once when missing. Not `eager()`: it waits for every hourly price
+#: partition, and past or future hours never fetched are always missing. Not waiting for runs
+#: in flight: a year's price backfill would freeze the desk's exposure (both upstreams commit in
+#: one transaction, so a refresh reads a consistent state). Never past a failed blocking check.
 EXPOSURE_CONDITION = (
     (
         (
@@ -39,15 +34,11 @@ EXPOSURE_CONDITION = (
         )
         .since_last_handled()
         .with_label("missing_or_trades_updated_since_last_handled")
-        # A price update is handled only by a request of this sensor: a `drain_and_refresh`
-        # run whose exposure step read the prices just before a price run committed is handled
-        # in the same tick as the price, and the revision would wait for the next drain. When
-        # a tick sees both the previous tick's request and a price stored after it (the
-        # requested run may have read the prices before), `since` keeps the later of the two
-        # by the timestamps that `newly_updated` and `newly_requested` carry. `&`, `|` and so
-        # `any_deps_updated()` carry none, and then the reset wins: the revision was lost for
-        # good. Hence `newly_updated` of the prices (no run of theirs targets this asset) and
-        # `newly_requested` alone (tests/exposure/test_assets.py reproduces both races).
+        # A price update is handled only by a request of this sensor: a drain run that read
+        # the prices just before a price run committed is handled in the same tick as the
+        # price. `since` keeps the later of the two by the timestamps `newly_updated` and
+        # `newly_requested` carry; `&`, `|` and `any_deps_updated()` carry none, and the reset
+        # won: the revision was lost (tests/exposure/test_assets.py reproduces both races).
         | dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated())
         .allow(PRICES)
         .since(dg.AutomationCondition.newly_requested())
@@ -88,22 +79,13 @@ class ExposureConfig(dg.Config):
 def trader_exposure(
     context: dg.AssetExecutionContext, config: ExposureConfig, warehouse: DuckDBResource
 ):
-    """Per trader and delivery period of each market (`market`, `delivery_start`,
-    `delivery_end` in UTC: DE hours and quarter-hours, GB half-hours): deals, MWh bought and
-    sold (MW × the period's hours), net MWh, average buy and sell prices, cash, the latest
-    reference price of exactly that period, PnL (cash + net × reference) and exposure
-    (net × reference), all money in the market's `currency`, in `energy.trader_exposure`; PnL
-    and exposure stay empty for a period with no reference price yet. The open MW on each
-    market's finest grid, every product covering a step netted, in
-    `energy.trader_net_position`. Totals per trader and currency
-    (`energy.trader_exposure_totals`) and per trader, market and local delivery day
-    (`energy.trader_exposure_daily`); each refresh appends one row per trader and currency to
-    `energy.trader_pnl_history`, its PnL change split into new trades and price moves.
-    Refreshed in the `drain_and_refresh` run after new trades and by automation after new
-    reference prices, recomputing only the market days whose deals or prices differ from what
-    the tables hold. Fresh while refreshed in the last 15 minutes, failing after 30: it
-    follows every drain and every 10-minute price revision, so it goes stale only when both
-    inputs do (their own freshness says which)."""
+    """Per trader and delivery period of each market: deals, MWh bought, sold and net, average
+    prices, cash, the period's latest reference price, PnL and exposure, in the market's
+    currency (`energy.trader_exposure`; PnL and exposure empty until the period is priced).
+    Beside it the open MW on each market's finest grid (`energy.trader_net_position`), totals
+    per trader and currency and per market day, and each refresh's PnL change split into new
+    trades and price moves (`energy.trader_pnl_history`). Recomputes only the market days whose
+    deals or prices changed; stale after 15 minutes without a refresh, failing after 30."""
     with warehouse.get_connection() as conn:
         result = store.refresh(
             conn, datetime.now(UTC), run_id=context.run_id, full=config.full_recompute
@@ -248,14 +230,11 @@ def exposure_dashboard(
     )
 
 
-#: Evaluates the two assets' conditions every `ENERGY_EXPOSURE_AUTOMATION_SECONDS` (60 s): a
-#: price revision reaches the batch exposure within about a minute, while the live desk shows
-#: deals and prices at once without it. A tick that sees a change (every drain does) stores the
-#: whole evaluation tree, which Dagster keeps 30 days whatever the instance's retention says
-#: (EVALUATIONS_TTL_DAYS in its asset daemon; the ticks themselves follow `retention:` in
-#: dagster.yaml): the interval is what bounds it (benchmarks/README.md, "Demo at the batch
-#: cadence"). Switched on from the start: the default automation sensor Dagster would
-#: otherwise create starts stopped (checked in 1.13.27).
+#: Every `ENERGY_EXPOSURE_AUTOMATION_SECONDS`: a price revision reaches the batch exposure within
+#: about that, while the live desk shows it at once. A tick that sees a change stores its whole
+#: evaluation tree, kept 30 days whatever `retention:` says (EVALUATIONS_TTL_DAYS in Dagster's
+#: asset daemon), so the interval is what bounds it (benchmarks/README.md, "Demo at the batch
+#: cadence"). Running from the start: the default automation sensor starts stopped (1.13.27).
 exposure_automation_sensor = dg.AutomationConditionSensorDefinition(
     "exposure_automation_sensor",
     target=dg.AssetSelection.assets(trader_exposure, exposure_dashboard),

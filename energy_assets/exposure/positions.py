@@ -3,20 +3,8 @@
 A *period* is one product of one market, `[delivery_start, delivery_end)` in UTC; a deal's
 `quantity` is MW held over it, so its energy is `quantity × hours` MWh and its money
 `quantity × hours × price` (prices are per MWh). One row per (`trader_id`, `market`,
-`delivery_start`, `delivery_end`), the columns of `tables.TRADER_EXPOSURE`:
-
-| column | meaning |
-| --- | --- |
-| `delivery_day` | the market's local day of the delivery start (carried from the deals) |
-| `currency` | the market's: every amount of the row is in it |
-| `trades` | number of deals |
-| `bought_mwh`, `sold_mwh` | Σ MW × hours of buys / sells (0 when none) |
-| `net_mwh` | bought − sold: long > 0, short < 0 |
-| `buy_vwap`, `sell_vwap` | Σ MWh·p / Σ MWh of buys / sells, per MWh (null when none) |
-| `cash` | Σ sell MWh·p − Σ buy MWh·p |
-| `reference_price` | the latest reference price of the period, per MWh (null while none) |
-| `pnl` | cash + net_mwh · reference_price |
-| `exposure` | net_mwh · reference_price |
+`delivery_start`, `delivery_end`), the columns of `tables.TRADER_EXPOSURE` (each described
+there, and in docs/exposure.md).
 
 A period without a reference price has null `reference_price`, `pnl` and `exposure`: never 0,
 which would read as "flat" or "break-even".
@@ -156,24 +144,38 @@ def _in_mwh(sides_frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+#: Each side's VWAP, its volume and Σ MWh·p (`_buy_money`, `_sell_money`).
+_SIDES = {"buy_vwap": ("bought_mwh", "_buy_money"), "sell_vwap": ("sold_mwh", "_sell_money")}
+
+
+def _vwaps() -> list[pl.Expr]:
+    # A VWAP over no volume does not exist: null, not 0 and not NaN.
+    return [
+        pl.when(pl.col(volume) > 0)
+        .then(pl.col(money) / pl.col(volume))
+        .cast(pl.Float64)
+        .alias(vwap)
+        for vwap, (volume, money) in _SIDES.items()
+    ]
+
+
+def _moneys() -> list[pl.Expr]:
+    # Each side's Σ MWh·p again, from its VWAP × volume.
+    return [
+        pl.when(pl.col(volume) > 0).then(pl.col(vwap) * pl.col(volume)).otherwise(0.0).alias(money)
+        for vwap, (volume, money) in _SIDES.items()
+    ]
+
+
 def _booked(sums: pl.LazyFrame) -> pl.LazyFrame:
     # Side sums -> the book's columns.
     return sums.select(
         *PERIOD_KEY,
         "delivery_day",
         "trades",
-        pl.col("bought_mwh").cast(pl.Float64),
-        pl.col("sold_mwh").cast(pl.Float64),
+        pl.col("bought_mwh", "sold_mwh").cast(pl.Float64),
         (pl.col("bought_mwh") - pl.col("sold_mwh")).cast(pl.Float64).alias("net_mwh"),
-        # A VWAP over no volume does not exist: null, not 0 and not NaN.
-        pl.when(pl.col("bought_mwh") > 0)
-        .then(pl.col("_buy_money") / pl.col("bought_mwh"))
-        .cast(pl.Float64)
-        .alias("buy_vwap"),
-        pl.when(pl.col("sold_mwh") > 0)
-        .then(pl.col("_sell_money") / pl.col("sold_mwh"))
-        .cast(pl.Float64)
-        .alias("sell_vwap"),
+        *_vwaps(),
         (pl.col("_sell_money") - pl.col("_buy_money")).cast(pl.Float64).alias("cash"),
     )
 
@@ -192,18 +194,8 @@ def rebook(
     book_lazy = _period_types(book_frame).select(BOOK_COLUMNS)
     added = _in_mwh(sides(new_legs))
     touched = added.select(PERIOD_KEY)
-
-    def side_money(vwap: str, volume: str) -> pl.Expr:
-        return pl.when(pl.col(volume) > 0).then(pl.col(vwap) * pl.col(volume)).otherwise(0.0)
-
     before = book_lazy.join(touched, on=PERIOD_KEY, how="semi").select(
-        *PERIOD_KEY,
-        "delivery_day",
-        "trades",
-        "bought_mwh",
-        "sold_mwh",
-        side_money("buy_vwap", "bought_mwh").alias("_buy_money"),
-        side_money("sell_vwap", "sold_mwh").alias("_sell_money"),
+        *PERIOD_KEY, "delivery_day", "trades", "bought_mwh", "sold_mwh", *_moneys()
     )
     summed = (
         pl.concat([before, added], how="vertical_relaxed")
@@ -372,32 +364,16 @@ def desk_positions(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     `trader_id` = `DESK`, the same columns (`EXPOSURE_COLUMNS`) and the same rules: volumes,
     cash, PnL and exposure add up; each side's VWAP is Σ MWh·p / Σ MWh over every trader's
     deals, rebuilt from the traders' VWAP × volume; the reference price is the period's."""
-    volume_weighted = {"buy_vwap": "bought_mwh", "sell_vwap": "sold_mwh"}
-    summed = (
+    return (
         exposure.lazy()
-        .with_columns(
-            (pl.col(vwap).fill_null(0.0) * pl.col(volume)).alias(f"_{vwap}_money")
-            for vwap, volume in volume_weighted.items()
-        )
+        .with_columns(_moneys())
         .group_by(*PERIOD, "delivery_day", "currency")
         .agg(
             pl.col("trades").sum().cast(pl.Int64),
-            pl.col("bought_mwh", "sold_mwh", "net_mwh", "cash").sum(),
-            pl.col("_buy_vwap_money", "_sell_vwap_money").sum(),
+            pl.col("bought_mwh", "sold_mwh", "net_mwh", "cash", "_buy_money", "_sell_money").sum(),
             pl.col("reference_price").first(),
         )
-    )
-    return (
-        summed.with_columns(
-            pl.lit(DESK).alias("trader_id"),
-            *(
-                pl.when(pl.col(volume) > 0)
-                .then(pl.col(f"_{vwap}_money") / pl.col(volume))
-                .cast(pl.Float64)
-                .alias(vwap)
-                for vwap, volume in volume_weighted.items()
-            ),
-        )
+        .with_columns(pl.lit(DESK).alias("trader_id"), *_vwaps())
         .pipe(_priced)
         .select(EXPOSURE_COLUMNS)
         .sort(PERIOD_KEY)

@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import polars as pl
 
 from energy_assets import published
 from energy_assets.exposure import store
-from energy_assets.exposure.positions import EXPOSURE_COLUMNS, PERIOD_KEY
+from energy_assets.exposure.positions import PERIOD_KEY
 
-#: A day of refreshes at the default 30 s cadence (x traders rows): the file stays ~1 MB and
-#: a write well under a second however old the table, and the desk's chart spans a day.
+#: A day of refreshes at the default cadence: what the desk's chart spans, and a file whose
+#: write stays well under a second however old the table.
 DEFAULT_HISTORY_SNAPSHOTS = 2880
 
 
@@ -26,36 +25,26 @@ class Published:
     bytes: int
 
 
-def load_confirmed(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """Every row of `trader_exposure`, in its columns' order."""
-    store.ensure_tables(conn)
-    return conn.execute(
-        f"SELECT {', '.join(EXPOSURE_COLUMNS)} FROM {store.EXPOSURE} "
-        f"ORDER BY {', '.join(PERIOD_KEY)}"
-    ).pl()
-
-
-def load_pnl_history(conn: duckdb.DuckDBPyConnection, snapshots: int) -> pl.DataFrame:
-    """The rows of `trader_pnl_history` of its latest `snapshots` refreshes, oldest first."""
-    store.ensure_tables(conn)
-    return conn.execute(
-        f"""SELECT * FROM {store.HISTORY} WHERE snapshot_at >= (
-                SELECT coalesce(min(snapshot_at), '-infinity'::TIMESTAMPTZ) FROM (
-                    SELECT DISTINCT snapshot_at FROM {store.HISTORY}
-                    ORDER BY snapshot_at DESC LIMIT ?))
-            ORDER BY snapshot_at, trader_id, currency""",
-        [snapshots],
-    ).pl()
-
-
 def publish(
     conn: duckdb.DuckDBPyConnection,
     directory: str | Path,
     history_snapshots: int = DEFAULT_HISTORY_SNAPSHOTS,
 ) -> Published:
-    """Write `confirmed.parquet` and `pnl_history.parquet` into `directory`, each atomically."""
-    confirmed = load_confirmed(conn)
-    history = load_pnl_history(conn, history_snapshots)
+    """Write every row of `trader_exposure` to `confirmed.parquet` and the rows of
+    `trader_pnl_history` of its latest `history_snapshots` refreshes to `pnl_history.parquet`
+    (oldest first) into `directory`, each atomically."""
+    store.ensure_tables(conn)
+    confirmed = conn.execute(
+        f"SELECT * FROM {store.EXPOSURE} ORDER BY {', '.join(PERIOD_KEY)}"
+    ).pl()
+    history = conn.execute(
+        f"""SELECT * FROM {store.HISTORY} WHERE snapshot_at >= (
+                SELECT coalesce(min(snapshot_at), '-infinity'::TIMESTAMPTZ) FROM (
+                    SELECT DISTINCT snapshot_at FROM {store.HISTORY}
+                    ORDER BY snapshot_at DESC LIMIT ?))
+            ORDER BY snapshot_at, trader_id, currency""",
+        [history_snapshots],
+    ).pl()
     paths = [
         published.write(confirmed, directory, published.CONFIRMED),
         published.write(history, directory, published.PNL_HISTORY),
@@ -63,6 +52,6 @@ def publish(
     return Published(
         confirmed_rows=confirmed.height,
         history_rows=history.height,
-        history_snapshots=history["snapshot_at"].n_unique() if history.height else 0,
+        history_snapshots=history["snapshot_at"].n_unique(),
         bytes=sum(path.stat().st_size for path in paths),
     )

@@ -1,40 +1,18 @@
 """Refreshing the exposure tables in DuckDB: recompute the market delivery days that changed,
-only those.
+only those, in one transaction (docs/exposure.md, "The refresh").
 
-The unit of a refresh is a **market's local delivery day** (`market`, `delivery_day`), the day
-`energy.raw_trades` carries beside each deal's instants: the daily totals, the desk and the
-price partitions are all per market-local day, so a changed day is recomputed and its totals
-replaced in one piece. (A UTC day of `delivery_start` would cut a Berlin or London day in two,
-and every refresh of one would have to rebuild the daily totals of two.) Every period, and every
-grid step of it, lies in the local day of its start.
-
-What changed is read off the tables themselves, nothing is kept beside them. A day is
-recomputed when
-
-- `energy.raw_trades` holds a different number of its deals than
-  `energy.trader_exposure_daily` counts (new deals, a deal loaded late for an old day, a day
-  whose deals are gone), or
-- one of its periods is marked at a price other than the latest in `energy.reference_prices`
-  (a revision, a period's first price, a price withdrawn). A refetch of the same value
-  changes nothing, and a price for a period nobody traded recomputes nothing.
-
-Those days are recomputed from every one of their deals: DuckDB sums both sides of each period
-next to the data (`SIDES_SQL`), polars does the rest (`positions.positions_of_sides`, `positions.net_positions`).
-Their exposure rows, net positions and daily totals are replaced (a row recomputed to the same
-values is left in place, `_replace`), and one row per trader and
-currency appended to `energy.trader_pnl_history` with the PnL change split by
-`positions.pnl_attribution`, in one transaction: a reader sees the previous refresh or this one,
-never half of it. The per-trader totals are a view over the daily totals, and the largest
-positions a query.
-
-`raw_trades` is an insert-only ledger keyed by deal id, so a day's count moves with every
-change it can have. A correction in place (same count) is the one thing the counts cannot
-see: `full_recompute` repairs it.
+A day changed when `energy.raw_trades` holds another number of its deals than
+`energy.trader_exposure_daily` counts, or when one of its periods is marked at another price
+than the latest in `energy.reference_prices`: read off the tables, nothing kept beside them.
+`raw_trades` is insert-only, so a day's count moves with every change it can have but a
+correction in place, which `full_recompute` repairs.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -93,7 +71,7 @@ HISTORY_COLUMNS = TRADER_PNL_HISTORY.column_names
 
 #: Σ per period of each side (deals, Σ MW, Σ MW·p), computed where the trades are;
 #: `positions.sides` is the same in polars. Both sides on one row: pivoting them here costs
-#: less than handing polars a row per side to group again (~0.25 s of CPU at 10 M deals).
+#: less than handing polars a row per side to group again (benchmarks/README.md).
 SIDES_SQL = """
     SELECT trader_id, market, delivery_start, delivery_end, delivery_day, count(*) AS trades,
            sum(CASE WHEN direction = 'buy' THEN quantity ELSE 0 END) AS buy_mw,
@@ -155,6 +133,16 @@ class RefreshResult:
     seconds: float
 
 
+@contextmanager
+def _registered(conn: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> Iterator[None]:
+    """`frame` readable as `name` in the block's SQL."""
+    conn.register(name, frame)
+    try:
+        yield
+    finally:
+        conn.unregister(name)
+
+
 def _empty(table: Table) -> str:
     """A stand-in for an upstream table that does not exist yet: counted as empty."""
     nulls = ", ".join(f"NULL::{c.type} AS {c.name}" for c in table.columns)
@@ -199,8 +187,8 @@ def _migrate(conn: duckdb.DuckDBPyConnection, present: dict[str, set[str]]) -> N
 
 def _present(conn: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
     """The tables and views a refresh reads or writes that are in the warehouse's schema, each
-    with its column names. (Listing the names and describing those few is a fraction of a
-    scan of `duckdb_columns()`, which describes every view of the system catalogue too.)"""
+    with its column names (cheaper than `duckdb_columns()`, which describes every view of the
+    system catalogue too)."""
     names = [t.name for t in (RAW_TRADES, REFERENCE_PRICES, *_SHAPES)]
     present = conn.execute(
         """SELECT table_name FROM duckdb_tables()
@@ -260,13 +248,10 @@ def refresh(
             )
             days = conn.execute(sql).pl()
             if days.height:
-                conn.register("exposure_days", days)
-                try:
+                with _registered(conn, "exposure_days", days):
                     attribution, _ = _replace_days(
                         conn, _THE_DAYS, trades, latest, markets, grid_made
                     )
-                finally:
-                    conn.unregister("exposure_days")
             recomputed = days.height
         totals = conn.execute(f"SELECT * FROM {TOTALS} ORDER BY trader_id, currency").pl()
         history = _history(totals, attribution, snapshot_at, run_id, recomputed)
@@ -306,13 +291,10 @@ def _replace_days(
     sides = _in_order(conn, SIDES_SQL.format(trades=trades, days=where))
     # The latest prices of the periods held before or now, nothing else.
     periods = pl.concat([before.select(PERIOD), sides.select(PERIOD)], how="vertical_relaxed")
-    conn.register("exposure_periods", periods.unique())
-    try:
+    with _registered(conn, "exposure_periods", periods.unique()):
         prices_now = conn.execute(
             f"SELECT p.* FROM ({latest}) p SEMI JOIN exposure_periods USING ({', '.join(PERIOD)})"
         ).pl()
-    finally:
-        conn.unregister("exposure_periods")
 
     exposure = positions_of_sides(sides, prices_now, markets, sort=False)
     # The prices the replaced rows were marked with: one per period, whatever the trader.
@@ -324,8 +306,7 @@ def _replace_days(
     else:
         moved = pl.concat([stale.select(TRADER_DAY), fresh.select(TRADER_DAY)]).unique()
         if moved.height:
-            conn.register("exposure_moved", moved)
-            try:
+            with _registered(conn, "exposure_moved", moved):
                 _replace_grid(
                     conn,
                     f"{where} AND ({', '.join(TRADER_DAY)}) IN "
@@ -333,8 +314,6 @@ def _replace_days(
                     exposure.join(moved, on=TRADER_DAY, how="semi"),
                     markets,
                 )
-            finally:
-                conn.unregister("exposure_moved")
     conn.execute(f"DELETE FROM {DAILY} WHERE {where}")
     _insert(conn, DAILY, daily_totals(exposure))
     day = ["market", "delivery_day"]
@@ -373,11 +352,9 @@ def _grid_moved(conn: duckdb.DuckDBPyConnection, markets: pl.DataFrame | None) -
 def _in_order(conn: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
     """`sql` run on one thread. Each period's deals are then added up in the ledger's order,
     whether a full refresh reads every day or an update one: the sums come out the same to the
-    last bit, so a period recomputed unchanged is found unchanged and left in place. (Summed by
-    two threads, the partial sums of ~6 % of the periods met in another order each time and
-    were rewritten; on one, only the few whose deals the group-by still adds in two parts on a
-    scan of every day.) One thread also spends less CPU on the group-by than two (no partial
-    tables to merge); DuckDB's `threads` belongs to the database, so it is set back after."""
+    last bit, so a period recomputed unchanged is found unchanged and left in place (summed by
+    two threads, partial sums met in another order each time). DuckDB's `threads` belongs to
+    the database, so it is set back after."""
     threads = conn.execute("SELECT current_setting('threads')").fetchone()[0]
     conn.execute("SET threads = 1")
     try:
@@ -396,11 +373,10 @@ def _replace(
     """Turn the rows `before` of `table` (one per period or grid step, of the days matching
     `where`) into `after`: delete the rows that are no longer so, insert the new ones, and
     return both (stale, fresh). A row recomputed to the same values is not written again:
-    writing (DuckDB compresses each row group it writes) was most of a full refresh, where
-    nearly every row comes out as it was. A row counts as the same when both of its 64-bit
-    hashes of every column (two seeds) are among the other side's: a false match needs two
-    independent 64-bit collisions, out of reach, and a lookup in a set of hashes is a
-    fraction of a join on sixteen columns (or on one 128-bit integer made of both hashes)."""
+    writing was most of a full refresh, where nearly every row comes out as it was. A row
+    counts as the same when both of its 64-bit hashes of every column (two seeds) are among
+    the other side's: a false match needs two independent 64-bit collisions, and a lookup in
+    a set of hashes is cheaper than a join on sixteen columns."""
     before = before.cast(after.schema)
     hashes = {
         name: [frame.hash_rows(seed=seed) for seed in (0, 1)]
@@ -414,14 +390,11 @@ def _replace(
     stale = before.filter(~kept("before", "after"))
     fresh = after.filter(~kept("after", "before"))
     if stale.height:
-        conn.register("exposure_stale", stale.select(PERIOD_KEY))
-        try:
+        with _registered(conn, "exposure_stale", stale.select(PERIOD_KEY)):
             conn.execute(
                 f"DELETE FROM {table} WHERE {where} AND ({', '.join(PERIOD_KEY)}) IN "
                 f"(SELECT {', '.join(PERIOD_KEY)} FROM exposure_stale)"
             )
-        finally:
-            conn.unregister("exposure_stale")
     _insert(conn, table, fresh)
     return stale, fresh
 
@@ -429,15 +402,12 @@ def _replace(
 def _insert(conn: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
     """Append `frame` to `table`, a day's rows together: DuckDB skips the blocks whose range
     of days a refresh's filter on its days misses, so reading or deleting one day's rows
-    does not decompress the whole table (a tenth of the reads' cost at 10 M deals)."""
+    does not decompress the whole table."""
     if "delivery_day" in frame.columns:
         frame = frame.sort("delivery_day")
     if frame.height:
-        conn.register("exposure_frame", frame)
-        try:
+        with _registered(conn, "exposure_frame", frame):
             conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM exposure_frame")
-        finally:
-            conn.unregister("exposure_frame")
 
 
 def _history(
