@@ -8,7 +8,7 @@ it reads every checksum file of those days (a drain writes one bundle, every few
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import dagster as dg
 import polars as pl
@@ -59,14 +59,12 @@ def _revisions_missing(conn, archive: ArchiveResource, day: date) -> tuple[int, 
     """(revisions first fetched on `day` in the warehouse, how many of them the journal lacks)."""
     if not exists(conn, REFERENCE_PRICE_REVISIONS):
         return 0, 0
+    start = datetime.combine(day, time(), UTC)
     stored = pl.from_arrow(
         conn.execute(
             f"SELECT {', '.join(_REVISION)} FROM {REFERENCE_PRICE_REVISIONS} "
             "WHERE fetched_at >= ? AND fetched_at < ?",
-            [
-                datetime(day.year, day.month, day.day, tzinfo=UTC),
-                datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1),
-            ],
+            [start, start + timedelta(days=1)],
         ).fetch_arrow_table()
     )
     if stored.is_empty():

@@ -28,13 +28,8 @@ def journal_deals(archive: str | os.PathLike, until: datetime | None = None) -> 
     `until`, only the capture days that can hold deals received by then."""
     root = UPath(archive)
     last_day = None if until is None else (until + timedelta(days=1)).date()
-    frames = [
-        bookable(typed(read_segment_data(day.segments)))[0]
-        for day in read_days(root, until=last_day)
-    ]
-    if not frames:
-        return bookable(typed(read_segment_data([])))[0]
-    return pl.concat(frames)
+    days = [day.segments for day in read_days(root, until=last_day)] or [[]]
+    return pl.concat(bookable(typed(read_segment_data(segments)))[0] for segments in days)
 
 
 def deals_at(deals: pl.DataFrame, at: datetime) -> pl.DataFrame:

@@ -29,20 +29,12 @@ from energy_assets.trades.drain import with_periods
 #: Deals older than this cannot be for a period still open (to the end of the next day).
 LOOKBACK = timedelta(hours=50)
 
-#: The fields of a segment line the book needs, as the drain reads them.
+#: The fields of a segment line the book needs (not the price, not the times), as the drain
+#: reads them.
 _COLUMNS = {
-    name: SEGMENT_SCHEMA[name]
-    for name in (
-        "id",
-        "quantity",
-        "direction",
-        "delivery_day",
-        "delivery_hour",
-        "trader_id",
-        "market",
-        "delivery_start",
-        "delivery_end",
-    )
+    name: kind
+    for name, kind in SEGMENT_SCHEMA.items()
+    if name not in ("price", "execution_time", "received_at")
 }
 
 

@@ -40,7 +40,6 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from energy_assets.logs import event_logger
-    from energy_assets.settings import settings
     from energy_assets.trades.buffer import CaptureBuffer, ListenerLockHeld
     from energy_assets.trades.listener import CaptureFailed, Listener, run_listener
 
