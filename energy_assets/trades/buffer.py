@@ -37,6 +37,7 @@ from pathlib import Path
 import polars as pl
 
 from energy_assets.logs import event_logger
+from energy_assets.markets import EARLIEST
 from energy_assets.settings import DEFAULT_CAPTURE_SEAL_FRAMES, DEFAULT_CAPTURE_SEAL_SECONDS
 from energy_assets.storage import fsync_dir, write_atomically
 from energy_assets.trades.deal import FIELDS, Deal
@@ -554,6 +555,36 @@ def open_feed_gap(state: dict | None, now: datetime) -> tuple[str, str] | None:
     except (TypeError, ValueError, OverflowError):
         since = heartbeat
     return since, f"listener not reporting since {heartbeat} (frozen or killed)"
+
+
+#: How far past the file's own write time an instant in it may lie (clock steps).
+STATE_SKEW = timedelta(minutes=1)
+
+
+def resumed_gap(state: dict | None, written: datetime) -> tuple[datetime, str]:
+    """Where the feed gap a starting listener inherits begins, and why: the gap the last run
+    declared, else the last moment it heard the exchange (it died without saying so: kill -9,
+    power cut). An instant the file does not hold plausibly (not an ISO instant, before the
+    years trades can have, after `written`, the file's modification time) counts as
+    `written`: deals may be missing at least since the file was last written."""
+    state = state or {}
+
+    def instant(name: str) -> datetime | None:
+        try:
+            moment = datetime.fromisoformat(state.get(name))
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None or not EARLIEST <= moment <= written + STATE_SKEW:
+            return None
+        return moment.astimezone(UTC)
+
+    if state.get("gap_since"):
+        reason = state.get("gap_reason")
+        return instant("gap_since") or written, (
+            reason[:200] if isinstance(reason, str) and reason else "listener not running"
+        )
+    heard = [moment for moment in (instant("heartbeat"), instant("heard_at")) if moment]
+    return min(heard, default=written), "listener stopped abruptly"
 
 
 def archive(paths: Iterable[Path], directory: str | Path) -> int:

@@ -15,7 +15,7 @@ import signal
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
@@ -26,7 +26,15 @@ from websockets.exceptions import (
 )
 
 from energy_assets.logs import EventLogger, event_logger
-from energy_assets.trades.buffer import CaptureBuffer, Gap, iso, read_listener_state, utc_now
+from energy_assets.trades.buffer import (
+    STATE_FILE,
+    CaptureBuffer,
+    Gap,
+    iso,
+    read_listener_state,
+    resumed_gap,
+    utc_now,
+)
 from energy_assets.trades.deal import Refused, parse_frame, show
 
 #: A connection that lived this long (or delivered a deal) resets the backoff.
@@ -129,18 +137,15 @@ class Listener:
 
     # -- gaps ------------------------------------------------------------------------------
     def _resume_gap_from_last_run(self) -> None:
-        state = read_listener_state(self.buffer.directory)
-        if not state:
+        path = self.buffer.directory / STATE_FILE
+        try:
+            written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        except FileNotFoundError:
             return  # first run on this buffer: nothing was promised before it
-        if state.get("gap_since"):
-            self.gap_since = datetime.fromisoformat(state["gap_since"])
-            self.gap_reason = state.get("gap_reason") or "listener not running"
-        elif state.get("heartbeat"):
-            # The last run died without saying so (kill -9, power cut): the exchange was last
-            # heard from then (never after its last heartbeat).
-            moments = [state["heartbeat"], state.get("heard_at") or state["heartbeat"]]
-            self.gap_since = min(datetime.fromisoformat(moment) for moment in moments)
-            self.gap_reason = "listener stopped abruptly"
+        except OSError:
+            written = utc_now()
+        state = read_listener_state(self.buffer.directory)
+        self.gap_since, self.gap_reason = resumed_gap(state, written)
 
     def _heard(self, moment: datetime) -> None:
         self.heard_at = moment

@@ -2,6 +2,7 @@
 at the last thing heard from it, and a listener that stopped running leaves a gap record."""
 
 import json
+import os
 import signal
 import threading
 import time
@@ -12,7 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from energy_assets.trades.buffer import open_feed_gap, read_listener_state, silent_heartbeat
+from energy_assets.trades.buffer import (
+    open_feed_gap,
+    read_listener_state,
+    resumed_gap,
+    silent_heartbeat,
+)
 from tests.trades.conftest import (
     drain_all,
     expected,
@@ -126,3 +132,45 @@ def test_any_listener_state_file_gives_a_gap_or_none_never_an_exception(tmp_path
     assert heartbeat is None or heartbeat == read["heartbeat"]
     gap = open_feed_gap(read, now)
     assert gap is None or (len(gap) == 2 and isinstance(gap[1], str))
+
+
+@settings(max_examples=300, deadline=None)
+@given(state=_STATES, minutes_ago=st.integers(min_value=0, max_value=10**6))
+def test_a_starting_listener_inherits_a_plausible_gap_from_any_state_file(state, minutes_ago):
+    written = datetime(2026, 12, 4, 9, 0, tzinfo=UTC) - timedelta(minutes=minutes_ago)
+    since, reason = resumed_gap(state if isinstance(state, dict) else None, written)
+    assert since.utcoffset() == timedelta(0)
+    assert datetime(2000, 1, 1, tzinfo=UTC) <= since <= written + timedelta(minutes=1)
+    assert isinstance(reason, str) and 0 < len(reason) <= 200
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"\x00\xff not json",
+        b'{"heartbeat": "9999-12-31T23:59:59-14:00", "heard_at": [1]}',
+        b'{"gap_since": "0001-01-01T00:00:00+14:00", "gap_reason": 7}',
+    ],
+    ids=["not-json", "year-9999-heartbeat", "year-1-gap"],
+)
+def test_a_listener_starts_on_a_corrupt_state_file_and_records_a_gap_since_it_was_written(
+    tmp_path, exchange, thread_listener, text
+):
+    """A disk or a crash can leave listener.json unreadable: the listener still starts and
+    captures, and the gap it inherits starts when the file was last written."""
+    capture = tmp_path / "capture"
+    capture.mkdir()
+    (capture / "listener.json").write_bytes(text)
+    written = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    os.utime(capture / "listener.json", (written.timestamp(), written.timestamp()))
+    deals = make_deals(5, seed=42)
+    server = exchange([frames(deals) + [("hold",)]])
+    listener = thread_listener(server.url, capture)
+    wait_until(lambda: listener.listener.counters.deals == 5, timeout=30, message="deals")
+    listener.stop()
+
+    database = tmp_path / "warehouse.duckdb"
+    result = drain_all(capture, database)
+    assert stored_deals(database) == expected(deals)
+    gap = next(g for g in result.gaps if g["gap_start"] <= written + timedelta(seconds=1))
+    assert gap["gap_start"] == written and gap["gap_end"] > written
