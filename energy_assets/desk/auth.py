@@ -170,26 +170,17 @@ def _page(title: str, message: str, status: int, login: bool = False) -> HTMLRes
 class DeskAuth:
     """The login routes, the session middleware and the guard of the desk's routes."""
 
-    def __init__(
-        self,
-        issuer: str,
-        client_id: str,
-        client_secret: str,
-        session_secret: str,
-        users: dict[str, Access],
-        session_seconds: float,
-    ):
-        self.issuer = issuer.rstrip("/")
-        self.client_id = client_id
-        self.session_secret = session_secret
+    def __init__(self, current: Settings, users: dict[str, Access]):
+        self.issuer = current.desk_oidc_issuer.rstrip("/")
+        self.client_id = current.desk_oidc_client_id
+        self.session_secret = current.desk_session_secret
         self.users = users
-        self.session_seconds = session_seconds
-        oauth = OAuth()
-        self.client = oauth.register(
+        self.session_seconds = current.desk_session_hours * 3600
+        self.client = OAuth().register(
             "desk",
             server_metadata_url=self.issuer + "/.well-known/openid-configuration",
-            client_id=client_id,
-            client_secret=client_secret,
+            client_id=self.client_id,
+            client_secret=current.desk_oidc_client_secret,
             client_kwargs={"scope": SCOPE, "timeout": PROVIDER_TIMEOUT_SECONDS},
         )
 
@@ -212,14 +203,7 @@ class DeskAuth:
         users = load_users(current.desk_users)
         if isinstance(users, str):
             return f"ENERGY_DESK_USERS: {users}"
-        return cls(
-            current.desk_oidc_issuer,
-            current.desk_oidc_client_id,
-            current.desk_oidc_client_secret,
-            current.desk_session_secret,
-            users,
-            current.desk_session_hours * 3600,
-        )
+        return cls(current, users)
 
     # -- the app's parts ----------------------------------------------------------------------
     def books(self) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 #: A request's head (request line and headers) must arrive within this, seconds.
 HEAD_TIMEOUT_SECONDS = 10.0
-#: A head larger than this is refused (browsers send ~1-2 KB; cookies included, under 16 KB).
+#: A head larger than this is refused (a browser's, cookies included, is far smaller).
 MAX_HEAD_BYTES = 64 * 1024
 #: A peer that reads nothing for this long while data waits for it is disconnected, seconds.
 STALL_TIMEOUT_SECONDS = 10.0

@@ -17,8 +17,8 @@ import polars as pl
 from energy_assets.markets import MARKETS, Invalid, Market, Period, open_periods
 
 #: The board shows the steps starting from this long before now to `AHEAD` after it: the
-#: trading that is urgent. Positions further out are in the period table; a board of every
-#: held step to the end of the next day (~100 rows a market) made each push 4x slower to lay out.
+#: trading that is urgent. Positions further out are in the period table; a board of every held
+#: step to the end of the next day made each push slower to show (benchmarks/README.md, Live).
 BEFORE = timedelta(hours=1)
 AHEAD = timedelta(hours=3)
 #: An open position this close to its gate closure stands out.

@@ -97,8 +97,7 @@ class DeskView:
     rows: pl.DataFrame
     totals: pl.DataFrame  # trader_totals of every row
     daily: pl.DataFrame  # daily_totals of the shown days
-    desk_rows: pl.DataFrame  # desk_positions of the desk's days around now (+ price ages,
-    # late_deals)
+    desk_rows: pl.DataFrame  # desk_positions of the desk's days (+ price ages, late_deals)
     desk_daily: pl.DataFrame
     net: pl.DataFrame  # net_positions of every row: open MW per trader on each market's grid
     #: Per trader and period, the buffer's deals executed at or after gate closure (> 0 only).
@@ -151,14 +150,10 @@ def warnings(
         found.append(GapWarning(None, None, "no listener has written its state yet"))
     else:
         try:
-            since = listener.get("gap_since")
+            since, reason = listener.get("gap_since"), listener.get("gap_reason") or ""
             heartbeat = datetime.fromisoformat(listener["heartbeat"])
             if since:
-                found.append(
-                    GapWarning(
-                        datetime.fromisoformat(since), None, listener.get("gap_reason") or ""
-                    )
-                )
+                found.append(GapWarning(datetime.fromisoformat(since), None, reason))
             elif now - heartbeat > LISTENER_SILENT_AFTER:
                 found.append(GapWarning(heartbeat, None, "the listener has stopped reporting"))
         except (AttributeError, KeyError, TypeError, ValueError, OverflowError):

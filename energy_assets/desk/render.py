@@ -75,14 +75,8 @@ def _stale_after(row: dict) -> str:
     return _ts(moment) if moment else ""
 
 
-env.filters.update(
-    num=_num,
-    signed=_signed,
-    sign_class=_sign_class,
-    ts=_ts,
-    when=_when,
-    stale_after=_stale_after,
-)
+for _filter in (_num, _signed, _sign_class, _ts, _when, _stale_after):
+    env.filters[_filter.__name__.removeprefix("_")] = _filter
 env.globals.update(trader_url=trader_url, CONFIRMED=CONFIRMED, DEFAULT_MARKET=DEFAULT_MARKET)
 
 
@@ -250,15 +244,18 @@ def _cards(totals: pl.DataFrame) -> dict:
     }
 
 
+def _book(totals: pl.DataFrame, rows: pl.DataFrame, daily: pl.DataFrame) -> dict:
+    """What every page shows of a book: its headline figures, periods and delivery days."""
+    return dict(cards=_cards(totals), periods=_rows(rows), daily=daily.to_dicts())
+
+
 def desk_fragment(view: DeskView) -> str:
     return env.get_template("desk_live.html").render(
         fresh=_freshness(view, view.deals),
         warnings=view.warnings,
-        cards=_cards(view.totals),
+        **_book(view.totals, view.desk_rows, view.desk_daily),
         traders=view.totals.iter_rows(named=True),
         trader_count=view.totals.height,
-        periods=_rows(view.desk_rows),
-        daily=list(view.desk_daily.iter_rows(named=True)),
         charts=charts(view.history),
         boards=[board_cells(b, desk=True) for b in view.boards.of(None)],
     )
@@ -294,9 +291,7 @@ class TraderPages:
                 boards=[board_cells(b) for b in boards],
                 fresh=_freshness(view),
                 warnings=view.warnings,
-                cards=_cards(totals),
-                periods=_rows(rows),
-                daily=list(daily.iter_rows(named=True)),
+                **_book(totals, rows, daily),
                 charts=charts(history),
                 trader=trader_id,
             )
@@ -305,8 +300,7 @@ class TraderPages:
         return made[1]
 
     def forget(self, keep: list[str]) -> None:
-        for trader in set(self._made) - set(keep):
-            del self._made[trader]
+        self._made = {trader: self._made[trader] for trader in keep if trader in self._made}
 
 
 def nav_fragment(traders: list[str], selected: str = "", desk: bool = True) -> str:
@@ -332,11 +326,9 @@ def replay_page(view: ReplayView) -> str:
         deals=view.deals,
         priced=view.prices.height,
         fetched=fetched,
-        cards=_cards(totals),
+        **_book(totals, desk_rows, daily_totals(desk_rows.select(EXPOSURE_COLUMNS))),
         traders=totals.iter_rows(named=True),
         trader_count=totals.height,
-        periods=_rows(desk_rows),
-        daily=list(daily_totals(desk_rows.select(EXPOSURE_COLUMNS)).iter_rows(named=True)),
     )
 
 

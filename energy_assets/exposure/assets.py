@@ -7,7 +7,8 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from energy_assets.exposure import publish, store
+from energy_assets import published
+from energy_assets.exposure import store
 from energy_assets.markets import MARKETS
 from energy_assets.prices.assets import ASSET_PREFIX, price_asset_key
 from energy_assets.settings import settings
@@ -98,19 +99,19 @@ def trader_exposure(
     return dg.MaterializeResult(metadata=exposure_metadata(result))
 
 
-def exposure_metadata(result: store.RefreshResult) -> dict[str, dg.MetadataValue]:
+def exposure_metadata(result: store.RefreshResult) -> dict:
     totals = result.totals
     periods = int(totals["periods"].sum() or 0)
-    metadata: dict[str, dg.MetadataValue] = {
+    metadata = {
         # One row of energy.trader_exposure per trader and delivery period.
-        "dagster/table_name": dg.MetadataValue.text(str(TRADER_EXPOSURE)),
-        "dagster/row_count": dg.MetadataValue.int(periods),
-        "traders": dg.MetadataValue.int(totals["trader_id"].n_unique()),
-        "periods": dg.MetadataValue.int(periods),
-        "unpriced_periods": dg.MetadataValue.int(int(totals["unpriced_periods"].sum() or 0)),
-        "trades": dg.MetadataValue.int(int(totals["trades"].sum() or 0)),
-        "days_recomputed": dg.MetadataValue.int(result.days_recomputed),
-        "refresh_seconds": dg.MetadataValue.float(round(result.seconds, 4)),
+        "dagster/table_name": str(TRADER_EXPOSURE),
+        "dagster/row_count": periods,
+        "traders": totals["trader_id"].n_unique(),
+        "periods": periods,
+        "unpriced_periods": int(totals["unpriced_periods"].sum() or 0),
+        "trades": int(totals["trades"].sum() or 0),
+        "days_recomputed": result.days_recomputed,
+        "refresh_seconds": round(result.seconds, 4),
         "largest_exposures": largest_exposures_table(result.largest),
         "trader_totals": trader_totals_table(totals, result.history),
     }
@@ -120,16 +121,12 @@ def exposure_metadata(result: store.RefreshResult) -> dict[str, dg.MetadataValue
         suffix = str(currency).lower()
         priced = books.filter(pl.col("pnl").is_not_null())
         if priced.height:
-            metadata[f"total_pnl_{suffix}"] = dg.MetadataValue.float(float(priced["pnl"].sum()))
-            metadata[f"gross_exposure_{suffix}"] = dg.MetadataValue.float(
-                float(priced["gross_exposure"].sum())
-            )
+            metadata[f"total_pnl_{suffix}"] = float(priced["pnl"].sum())
+            metadata[f"gross_exposure_{suffix}"] = float(priced["gross_exposure"].sum())
         changes = result.history.filter(pl.col("currency") == currency)
         if changes.height:
             for part in ("trades", "prices"):
-                metadata[f"pnl_change_{part}_{suffix}"] = dg.MetadataValue.float(
-                    float(changes[f"pnl_change_{part}"].sum())
-                )
+                metadata[f"pnl_change_{part}_{suffix}"] = float(changes[f"pnl_change_{part}"].sum())
     return metadata
 
 
@@ -189,8 +186,10 @@ DASHBOARD_CONDITION = (
 
 
 class DashboardConfig(dg.Config):
-    history_snapshots: int = publish.DEFAULT_HISTORY_SNAPSHOTS
-    """How many of the latest PnL snapshots `pnl_history.parquet` holds."""
+    history_snapshots: int = 2880
+    """How many of the latest PnL snapshots `pnl_history.parquet` holds: by default a day of
+    refreshes at the default cadence, what the desk's chart spans, and a file whose write stays
+    well under a second however old the table."""
 
 
 @dg.asset(
@@ -214,18 +213,23 @@ def exposure_dashboard(
     `trader_exposure` refresh, in the same run."""
     out_dir = dashboard.directory
     with warehouse.get_connection() as conn:
-        result = publish.publish(conn, out_dir, history_snapshots=config.history_snapshots)
+        confirmed, history = store.published_frames(conn, config.history_snapshots)
+    paths = [
+        published.write(confirmed, out_dir, published.CONFIRMED),
+        published.write(history, out_dir, published.PNL_HISTORY),
+    ]
+    snapshots = history["snapshot_at"].n_unique()
     context.log.info(
-        f"published {result.confirmed_rows} confirmed rows and {result.history_rows} PnL "
-        f"history rows ({result.history_snapshots} snapshots) to {out_dir}"
+        f"published {confirmed.height} confirmed rows and {history.height} PnL "
+        f"history rows ({snapshots} snapshots) to {out_dir}"
     )
     return dg.MaterializeResult(
         metadata={
             "directory": dg.MetadataValue.path(str(Path(out_dir).resolve())),
-            "confirmed_rows": dg.MetadataValue.int(result.confirmed_rows),
-            "pnl_history_rows": dg.MetadataValue.int(result.history_rows),
-            "pnl_history_snapshots": dg.MetadataValue.int(result.history_snapshots),
-            "bytes": dg.MetadataValue.int(result.bytes),
+            "confirmed_rows": confirmed.height,
+            "pnl_history_rows": history.height,
+            "pnl_history_snapshots": snapshots,
+            "bytes": sum(path.stat().st_size for path in paths),
         }
     )
 

@@ -49,13 +49,10 @@ BOOK_SCHEMA = {c: EXPOSURE_SCHEMA[c] for c in BOOK_COLUMNS}
 #: and delivery day), `currency` first.
 TOTAL_COLUMNS = TRADER_EXPOSURE_DAILY.column_names[3:]
 #: What `pnl_attribution` gives per trader and currency.
-ATTRIBUTION_COLUMNS = [
-    "trader_id",
-    "currency",
-    *(c for c in TRADER_PNL_HISTORY.column_names if c.startswith(("new_", "pnl_change"))),
+ATTRIBUTION_COLUMNS = ["trader_id", "currency"] + [
+    c for c in TRADER_PNL_HISTORY.column_names if c.startswith(("new_", "pnl_change"))
 ]
 
-_UTC = pl.Datetime("us", "UTC")
 #: One row per market: what the maths needs of its configuration.
 MARKET_SCHEMA = {"market": pl.String, "currency": pl.String, "grid_minutes": pl.Int64}
 
@@ -75,7 +72,8 @@ def _markets(markets: pl.DataFrame | None) -> pl.LazyFrame:
 def _period_types(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     # Instants compare and join only at one unit and zone: UTC microseconds, as tables.py says.
     return frame.lazy().with_columns(
-        pl.col("market").cast(pl.String), pl.col("delivery_start", "delivery_end").cast(_UTC)
+        pl.col("market").cast(pl.String),
+        pl.col("delivery_start", "delivery_end").cast(pl.Datetime("us", "UTC")),
     )
 
 
@@ -168,7 +166,6 @@ def _moneys() -> list[pl.Expr]:
 
 
 def _booked(sums: pl.LazyFrame) -> pl.LazyFrame:
-    # Side sums -> the book's columns.
     return sums.select(
         *PERIOD_KEY,
         "delivery_day",
@@ -290,17 +287,14 @@ def net_positions(
     )
     # Only the products longer than the grid are spread over its steps (DE hours: 4 each).
     one_step = minutes == pl.col("grid_minutes")
+    step = pl.duration(minutes=pl.col("grid_minutes"))
     spread = (
         periods.filter(~one_step)
         .with_columns(pl.int_ranges(0, minutes // pl.col("grid_minutes")).alias("_step"))
         .explode("_step")
         .with_columns(
-            pl.col("delivery_start") + pl.duration(minutes=pl.col("_step") * pl.col("grid_minutes"))
-        )
-        .with_columns(
-            (pl.col("delivery_start") + pl.duration(minutes=pl.col("grid_minutes"))).alias(
-                "delivery_end"
-            )
+            (pl.col("delivery_start") + step * pl.col("_step")).alias("delivery_start"),
+            (pl.col("delivery_start") + step * (pl.col("_step") + 1)).alias("delivery_end"),
         )
     )
     columns = [*PERIOD_KEY, "delivery_day", "net_mw"]

@@ -441,3 +441,21 @@ def _history(
         .sort(key, nulls_last=True)
         .collect()
     )
+
+
+def published_frames(
+    conn: duckdb.DuckDBPyConnection, snapshots: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """What `exposure_dashboard` publishes: every row of `trader_exposure`, and the rows of
+    `trader_pnl_history` of its latest `snapshots` refreshes, oldest first."""
+    ensure_tables(conn)
+    confirmed = conn.execute(f"SELECT * FROM {EXPOSURE} ORDER BY {', '.join(PERIOD_KEY)}").pl()
+    history = conn.execute(
+        f"""SELECT * FROM {HISTORY} WHERE snapshot_at >= (
+                SELECT coalesce(min(snapshot_at), '-infinity'::TIMESTAMPTZ) FROM (
+                    SELECT DISTINCT snapshot_at FROM {HISTORY}
+                    ORDER BY snapshot_at DESC LIMIT ?))
+            ORDER BY snapshot_at, trader_id, currency""",
+        [snapshots],
+    ).pl()
+    return confirmed, history

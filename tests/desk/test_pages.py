@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from energy_assets import published
+from energy_assets.tables import TRADER_EXPOSURE
 from energy_assets.trades.buffer import deal_record
 from tests.conftest import REPO
 from tests.desk.conftest import deal, hour_prices, write_deals, write_listener_state
@@ -155,47 +156,21 @@ def test_prices_confirmed_rows_gaps_and_colours(desk_dirs, start_desk, browser):
     assert short.locator('[data-edge="sells"]').get_attribute("class") == "fav"  # -2 vs -4
 
     # Berlin in winter is UTC+1: 12-13 on 2 December is 11:00-12:00 UTC.
-    confirmed = pl.DataFrame(
-        [
-            {
-                "trader_id": "alice",
-                "market": "DE",
-                "delivery_start": datetime(2026, 12, 2, 11, tzinfo=UTC),
-                "delivery_end": datetime(2026, 12, 2, 12, tzinfo=UTC),
-                "delivery_day": datetime(2026, 12, 2).date(),
-                "currency": "EUR",
-                "trades": 2,
-                "bought_mwh": 2.0,
-                "sold_mwh": 1.0,
-                "net_mwh": 1.0,
-                "buy_vwap": 40.0,
-                "sell_vwap": 44.0,
-                "cash": -36.0,
-                "reference_price": 45.0,
-                "pnl": 9.0,
-                "exposure": 45.0,
-            },
-            # An older day whose deals left the buffer: only the confirmed book has it.
-            {
-                "trader_id": "alice",
-                "market": "DE",
-                "delivery_start": datetime(2026, 11, 20, 7, tzinfo=UTC),
-                "delivery_end": datetime(2026, 11, 20, 8, tzinfo=UTC),
-                "delivery_day": datetime(2026, 11, 20).date(),
-                "currency": "EUR",
-                "trades": 5,
-                "bought_mwh": 10.0,
-                "sold_mwh": 0.0,
-                "net_mwh": 10.0,
-                "buy_vwap": 50.0,
-                "sell_vwap": None,
-                "cash": -500.0,
-                "reference_price": None,
-                "pnl": None,
-                "exposure": None,
-            },
-        ]
+    start, end = datetime(2026, 12, 2, 11, tzinfo=UTC), datetime(2026, 12, 2, 12, tzinfo=UTC)
+    old_start, old_end = (
+        datetime(2026, 11, 20, 7, tzinfo=UTC),
+        datetime(2026, 11, 20, 8, tzinfo=UTC),
     )
+    # TRADER_EXPOSURE's columns: trader, market, start, end, day, currency, trades, bought,
+    # sold, net, buy and sell VWAP, cash, reference price, PnL, exposure.
+    rows = [
+        ("alice", "DE", start, end, start.date(), "EUR", 2, 2.0, 1.0, 1.0, 40.0, 44.0, -36.0)
+        + (45.0, 9.0, 45.0),
+        # An older day whose deals left the buffer: only the confirmed book has it.
+        ("alice", "DE", old_start, old_end, old_start.date(), "EUR", 5, 10.0, 0.0, 10.0, 50.0)
+        + (None, -500.0, None, None, None),
+    ]
+    confirmed = pl.DataFrame(rows, schema=TRADER_EXPOSURE.polars_schema(), orient="row")
     published.write(confirmed, published_dir, published.CONFIRMED)
     page.wait_for_function(
         """() => document.querySelector('tr[data-period="2026-12-02 12-13"]')
