@@ -333,12 +333,9 @@ def _totals(exposure: pl.DataFrame | pl.LazyFrame, key: list[str]) -> pl.LazyFra
 
 
 def trader_totals(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """Per trader and currency, over every delivery period: volumes, cash, PnL and exposure.
-
-    `pnl`, `exposure` and `gross_exposure` (Σ |exposure|) add up the priced periods only;
-    `unpriced_periods` and `unpriced_net_mwh` say what they leave out. A trader in two
-    currencies has two rows: amounts of different currencies are never added.
-    """
+    """Per trader and currency, over every delivery period: volumes, cash, and PnL, exposure
+    and gross exposure (Σ |exposure|) of the priced periods only (`unpriced_periods` and
+    `unpriced_net_mwh` say what they leave out): currencies are never added together."""
     return _totals(exposure, ["trader_id", "currency"]).collect()
 
 

@@ -67,7 +67,6 @@ _TOTALS_VIEW = (
     f"CREATE VIEW IF NOT EXISTS {TOTALS} AS SELECT trader_id, currency, {_SUMS} "
     f"FROM {DAILY} GROUP BY trader_id, currency"
 )
-HISTORY_COLUMNS = TRADER_PNL_HISTORY.column_names
 
 #: Σ per period of each side (deals, Σ MW, Σ MW·p), computed where the trades are;
 #: `positions.sides` is the same in polars. Both sides on one row: pivoting them here costs
@@ -295,24 +294,23 @@ def _replace_days(
         prices_now = conn.execute(
             f"SELECT p.* FROM ({latest}) p SEMI JOIN exposure_periods USING ({', '.join(PERIOD)})"
         ).pl()
-
     exposure = positions_of_sides(sides, prices_now, markets, sort=False)
     # The prices the replaced rows were marked with: one per period, whatever the trader.
     prices_before = before.select(*PERIOD, "reference_price").unique()
 
-    stale, fresh = _replace(conn, EXPOSURE, where, before, exposure)
+    stale, fresh = _replace(conn, EXPOSURE, where, exposure, before)
     if whole_grid:
-        _replace_grid(conn, where, exposure, markets)
+        _replace(conn, NET_POSITION, where, net_positions(exposure, markets, sort=False))
     else:
         moved = pl.concat([stale.select(TRADER_DAY), fresh.select(TRADER_DAY)]).unique()
         if moved.height:
             with _registered(conn, "exposure_moved", moved):
-                _replace_grid(
+                _replace(
                     conn,
+                    NET_POSITION,
                     f"{where} AND ({', '.join(TRADER_DAY)}) IN "
                     f"(SELECT {', '.join(TRADER_DAY)} FROM exposure_moved)",
-                    exposure.join(moved, on=TRADER_DAY, how="semi"),
-                    markets,
+                    net_positions(exposure.join(moved, on=TRADER_DAY, how="semi"), markets, False),
                 )
     conn.execute(f"DELETE FROM {DAILY} WHERE {where}")
     _insert(conn, DAILY, daily_totals(exposure))
@@ -320,17 +318,6 @@ def _replace_days(
     days = pl.concat([before.select(day), exposure.select(day)]).unique().height
     # A row unchanged, its price with it, moved no PnL: the attribution needs the others only.
     return pnl_attribution(stale, fresh, prices_before, prices_now), days
-
-
-def _replace_grid(
-    conn: duckdb.DuckDBPyConnection,
-    where: str,
-    exposure: pl.DataFrame,
-    markets: pl.DataFrame | None,
-) -> None:
-    """Make the grid rows matching `where` again from those `exposure` rows."""
-    net_before = conn.execute(f"SELECT * FROM {NET_POSITION} WHERE {where}").pl()
-    _replace(conn, NET_POSITION, where, net_before, net_positions(exposure, markets, sort=False))
 
 
 def _grid_moved(conn: duckdb.DuckDBPyConnection, markets: pl.DataFrame | None) -> bool:
@@ -367,16 +354,18 @@ def _replace(
     conn: duckdb.DuckDBPyConnection,
     table: str,
     where: str,
-    before: pl.DataFrame,
     after: pl.DataFrame,
+    before: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Turn the rows `before` of `table` (one per period or grid step, of the days matching
-    `where`) into `after`: delete the rows that are no longer so, insert the new ones, and
+    `where`; read when not given) into `after`: delete the rows that are no longer so, insert the new ones, and
     return both (stale, fresh). A row recomputed to the same values is not written again:
     writing was most of a full refresh, where nearly every row comes out as it was. A row
     counts as the same when both of its 64-bit hashes of every column (two seeds) are among
     the other side's: a false match needs two independent 64-bit collisions, and a lookup in
     a set of hashes is cheaper than a join on sixteen columns."""
+    if before is None:
+        before = conn.execute(f"SELECT * FROM {table} WHERE {where}").pl()
     before = before.cast(after.schema)
     hashes = {
         name: [frame.hash_rows(seed=seed) for seed in (0, 1)]
@@ -437,7 +426,7 @@ def _history(
             pl.lit(run_id).alias("run_id"),
             pl.lit(days_recomputed, dtype=pl.Int64).alias("days_recomputed"),
         )
-        .select(HISTORY_COLUMNS)
+        .select(TRADER_PNL_HISTORY.column_names)
         .sort(key, nulls_last=True)
         .collect()
     )
