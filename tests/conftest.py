@@ -75,6 +75,7 @@ def _seconds(item: pytest.Item) -> float:
     return SLOW_SECONDS if item.get_closest_marker("slow") else FAST_SECONDS
 
 
+@pytest.hookimpl(trylast=True)  # after `-m` and `-k` have deselected
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Each worker's queue starts with its share of the long tests, longest first.
 
