@@ -111,16 +111,17 @@ def guarded_protocol(
                 self._stall = self.loop.call_later(stall_timeout, self.transport.abort)
 
         def resume_writing(self) -> None:
+            self._unstall()
+            super().resume_writing()
+
+        def _unstall(self) -> None:
             if self._stall is not None:
                 self._stall.cancel()
                 self._stall = None
-            super().resume_writing()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._head_done()
-            if self._stall is not None:
-                self._stall.cancel()
-                self._stall = None
+            self._unstall()
             super().connection_lost(exc)
 
     return GuardedProtocol

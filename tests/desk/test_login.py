@@ -300,14 +300,14 @@ def _request(port: int, method: str, path: str, body: bytes = b"", **headers: st
         conn.close()
 
 
+def _graphql(port: int, query: str) -> tuple[int, bytes]:
+    """A GraphQL query as the UI sends it: JSON in a POST."""
+    body = json.dumps({"query": query}).encode()
+    return _request(port, "POST", "/graphql", body, **{"Content-Type": "application/json"})
+
+
 def _paused(port: int) -> bool:
-    status, body = _request(
-        port,
-        "POST",
-        "/graphql",
-        json.dumps({"query": PAUSED}).encode(),
-        **{"Content-Type": "application/json"},
-    )
+    status, body = _graphql(port, PAUSED)
     assert status == 200, body
     return json.loads(body)["data"]["instance"]["autoMaterializePaused"]
 
@@ -412,13 +412,7 @@ def test_the_ui_gate_refuses_graphql_a_page_of_another_site_could_send(ui_gate, 
     assert _paused(ui) == (not before)
     # The UI's own way, JSON in a POST, passes the gate; so do its pages and GraphiQL.
     mutation_back = mutation.replace(str(not before).lower(), str(before).lower())
-    status, body = _request(
-        gate,
-        "POST",
-        "/graphql",
-        json.dumps({"query": mutation_back}).encode(),
-        **{"Content-Type": "application/json"},
-    )
+    status, body = _graphql(gate, mutation_back)
     assert status == 200, body
     assert _paused(ui) == before
     assert _request(gate, "GET", "/graphql", Accept="text/html")[0] == 200
