@@ -322,8 +322,10 @@ def test_an_interrupted_fetch_stops_at_once_and_takes_no_more_of_the_budget(tmp_
             time.sleep(0.05)
         fetcher.send_signal(signal.SIGINT)
         began = time.monotonic()
-        fetcher.wait(30)
-        assert time.monotonic() - began < 3, "Ctrl-C waited on the budget"
+        fetcher.wait(90)
+        # The window's next slot is a minute away (each of the four a minute more); the rest
+        # is the interpreter's exit, seconds on a loaded machine.
+        assert time.monotonic() - began < 20, "Ctrl-C waited on the budget"
     finally:
         fetcher.kill()
         fetcher.wait()
