@@ -32,77 +32,11 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-#: The longest tests' seconds on the idle 2-core machine under `make test` (its slowest
-#: durations), by node id or its prefix. The workers' queues are balanced with them: a test not
-#: here counts as SLOW_SECONDS if marked slow, else FAST_SECONDS.
-SECONDS = {
-    "tests/operations/test_demo.py::test_demo_comes_up": 45,
-    "tests/operations/test_end_to_end.py": 34,
-    "tests/operations/test_pool_slots.py::test_with_the_daemon": 32,
-    "tests/operations/test_pool_slots.py::test_a_dead_cli": 20,
-    "tests/journals/test_rebuild.py::test_a_lost_warehouse": 27,
-    "tests/journals/test_rebuild.py::test_a_rebuild_killed": 15,
-    "tests/journals/test_rebuild.py::test_a_rebuild_refuses": 10,
-    "tests/journals/test_rebuild.py::test_a_warehouse_from_before": 10,
-    "tests/desk/test_push.py::test_a_stalled_client": 25,
-    "tests/desk/test_push.py::test_pages_resume": 12,
-    "tests/desk/test_login.py::test_no_tampered": 18,
-    "tests/desk/test_login.py::test_the_ui_gate": 15,
-    "tests/desk/test_login.py::test_each_trader": 9,
-    "tests/desk/test_edges.py::test_a_request_head": 12,
-    "tests/desk/test_edges.py::test_1100_half_sent": 12,
-    "tests/desk/test_pages.py::test_torn_last_line": 9,
-    "tests/desk/test_pages.py::test_prices_confirmed": 11,
-    "tests/prices/test_planner_daemon.py": 18,
-    "tests/prices/test_cli.py::test_partition_ranges": 11,
-    "tests/trades/test_assets.py::test_two_drains": 16,
-    "tests/trades/test_assets.py::test_checks_fail": 8,
-    "tests/trades/test_daemon.py": 16,
-    "tests/trades/test_gaps.py::test_a_frozen_listener": 15,
-    "tests/trades/test_gaps.py::test_a_half_open_exchange": 13,
-    "tests/operations/test_dg.py::test_dg_dev": 14,
-    "tests/test_definitions.py::test_dg_check_defs": 11,
-    "tests/exposure/test_store.py::test_incremental_refresh": 7,
-}
-SLOW_SECONDS = 4.0
-FAST_SECONDS = 0.5
-
-
-def _seconds(item: pytest.Item) -> float:
-    known = [prefix for prefix in SECONDS if item.nodeid.startswith(prefix)]
-    if known:
-        return SECONDS[max(known, key=len)]
-    return SLOW_SECONDS if item.get_closest_marker("slow") else FAST_SECONDS
-
-
-@pytest.hookimpl(trylast=True)  # after `-m` and `-k` have deselected
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Each worker's queue starts with its share of the long tests, longest first.
-
-    `--dist worksteal` gives worker k the k-th contiguous quarter of this list, runs it in
-    order, and a worker that runs dry steals the end of another's queue. So the long (mostly
-    waiting) tests are dealt here to the queue with the fewest seconds, which starts with
-    them, and the short ones fill the rest in file order (a module's fixtures stay on one
-    worker): no long test starts last while the other workers sit idle. Every worker sorts the
-    same collection the same way, as xdist requires."""
-    workers = getattr(config, "workerinput", {}).get("workercount", 1)
-    sizes, left = [], len(items)
-    for k in range(workers):  # as worksteal splits the collection
-        sizes.append(left // (workers - k))
-        left -= sizes[-1]
-    weight = {item.nodeid: _seconds(item) for item in items}
-    queues: list[list[pytest.Item]] = [[] for _ in sizes]
-    totals = [0.0] * workers
-    long_ones = [item for item in items if weight[item.nodeid] >= SLOW_SECONDS]
-    for item in sorted(long_ones, key=lambda item: -weight[item.nodeid]):
-        open_queues = [k for k in range(workers) if len(queues[k]) < sizes[k]]
-        k = min(open_queues, key=lambda k: totals[k])
-        queues[k].append(item)
-        totals[k] += weight[item.nodeid]
-    rest = iter(item for item in items if weight[item.nodeid] < SLOW_SECONDS)
-    for k, queue in enumerate(queues):
-        queue.extend(next(rest) for _ in range(sizes[k] - len(queue)))
-    items[:] = [item for queue in queues for item in queue]
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding end-to-end (`slow`) tests first: the workers take whole files in this
+    order, and a long file started last finished alone while the other workers sat idle."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 def free_port() -> int:
