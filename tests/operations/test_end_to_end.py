@@ -172,16 +172,24 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
             (d.period.market, d.period.delivery_start, d.period.delivery_end) for d in sent.values()
         }
 
+        #: When every traded period's price was published (epoch s), once it was.
+        priced_at: list[float] = []
+
         def missing_prices() -> set:
             """Traded periods without a published price (what the desk reads, after DuckDB's
             commit). Not the partitions: the planner materialises a local hour as soon as it
             stored any of its periods, so one GB half-hour of an hour may still be missing."""
-            published_prices = published.read(energy_env["ENERGY_DASHBOARD_DIR"], published.PRICES)
+            directory = energy_env["ENERGY_DASHBOARD_DIR"]
+            published_prices = published.read(directory, published.PRICES)
+            # Read, then the file's time: what was read was written at or before it.
+            changed = published.changed_at(directory, published.PRICES)
             held = (
                 set()
                 if published_prices is None
                 else set(published_prices.select(*PRICE_KEY).iter_rows())
             )
+            if not traded - held and not priced_at:
+                priced_at.append(changed / 1e9)
             return traded - held
 
         with DagsterInstance.get() as instance:
@@ -206,14 +214,17 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
                 return not missing_prices()
 
             def exposure_caught_up() -> bool:
-                # Not "no run in flight": the planner keeps fetching the untraded open
-                # periods (hundreds) 50 at a time, so on a busy machine that moment may not
-                # come; a price stored after this exposure is allowed for below.
+                """An exposure run started after the last deal was drained and every traded
+                period's price published, so it read them all. Not "no run in flight": the
+                planner keeps fetching the untraded open periods (hundreds) 50 at a time,
+                and on a busy machine that moment may not come; a price stored after this
+                exposure is allowed for below."""
                 exposure = _latest(instance, "trader_exposure")
-                if exposure is None:
+                if exposure is None or not priced_at:
                     return False
-                upstream = [_latest(instance, "raw_trades"), _latest_price(instance)]
-                return all(exposure.storage_id > record.storage_id for record in upstream)
+                (run,) = instance.get_run_records(dg.RunsFilter(run_ids=[exposure.run_id]))
+                drained = _latest(instance, "raw_trades").timestamp
+                return (run.start_time or 0) > max(priced_at[0], drained)
 
             _wait("the drain of every deal", all_trades_drained, deadline, status)
             trades_at = time.monotonic() - began
