@@ -26,15 +26,15 @@ system-deps:
 demo: setup
 	$(VENV)/bin/energy-assets demo
 
-# Four pytest workers on the 2-core machine, each stealing tests from the others when it runs
-# dry: most end-to-end tests wait on processes they started (daemon ticks, sensor intervals),
-# so four keep both cores busy, and stealing ends the run with no worker left alone on a long
-# file (README.md: figures; six workers were slower and bent a timing test).
+# Five pytest workers on the 2-core machine, each stealing tests from the others when it runs
+# dry: most end-to-end tests wait on processes they started (daemon ticks, sensor intervals,
+# the desk's timeouts), so five keep both cores busy, and stealing ends the run with no worker
+# left alone on a long file (README.md: figures).
 # Their temporary files (Dagster's SQLite instances, DuckDB files, journals) go to the RAM
 # disk where there is one: Dagster's SQLite event log commits each event with an fsync, and on
 # this machine's disk that made the Dagster-heavy tests 3x slower (README.md: figures).
 TEST_TMPDIR := $(shell test -d /dev/shm -a -w /dev/shm && echo /dev/shm || echo $${TMPDIR:-/tmp})
-PYTEST := TMPDIR=$(TEST_TMPDIR) $(VENV)/bin/pytest -n 4 --dist worksteal
+PYTEST := TMPDIR=$(TEST_TMPDIR) $(VENV)/bin/pytest -n 5 --dist worksteal
 
 # The README's test command, and exactly what CI runs (.ci/run): lint, then the whole suite.
 test: lint
