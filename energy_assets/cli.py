@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 
 def instant(text: str) -> datetime:
-    """An argparse type: an ISO-8601 instant with its offset, in UTC."""
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r}: say the time zone, e.g. {text}Z")
-    return moment.astimezone(UTC)
+    """An argparse type: an ISO-8601 instant with its offset, in UTC (`markets.parse_instant`)."""
+    from energy_assets.markets import Invalid, parse_instant
+
+    found = parse_instant(text)
+    if isinstance(found, Invalid):
+        raise argparse.ArgumentTypeError(found.reason)
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:

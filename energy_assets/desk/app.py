@@ -43,7 +43,7 @@ from energy_assets.desk.live import LiveDesk, utc_now
 from energy_assets.journals.archive import ArchiveCorrupt
 from energy_assets.journals.replay import view_at
 from energy_assets.logs import event_logger
-from energy_assets.markets import EARLIEST, LATEST, YEARS
+from energy_assets.markets import Invalid, parse_instant
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: How often the service looks at the buffer and the published files.
@@ -342,26 +342,11 @@ class DeskService:
 
 
 def replay_instant(text: str, now: datetime) -> datetime | str:
-    """The UTC instant `/replay?at=` names (`now` when empty), or why it names none: ISO 8601
-    with a time zone, ASCII, inside the years the journals can hold."""
+    """The UTC instant `/replay?at=` names (`now` when empty), or why it names none."""
     if not text:
         return now
-    shown = f"“{text[:40]}{'…' if len(text) > 40 else ''}”"
-    try:
-        if not text.isascii() or len(text) > 40:
-            raise ValueError
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        return f"{shown} is not an instant: e.g. 2026-12-01T10:00Z"
-    if at.tzinfo is None:
-        return f"{shown} has no time zone: e.g. {text}Z"
-    try:
-        at = at.astimezone(UTC)
-    except OverflowError:
-        at = None
-    if at is None or not EARLIEST <= at < LATEST:
-        return f"{shown} is outside the years the journals can hold ({YEARS})"
-    return at
+    at = parse_instant(text)
+    return f"{at.reason}: e.g. 2026-12-01T10:00Z" if isinstance(at, Invalid) else at
 
 
 def change_of(event_id: str, boot: str) -> int | None:

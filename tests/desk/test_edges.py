@@ -45,7 +45,7 @@ def test_every_answer_carries_the_security_headers_and_each_error_says_what_happ
         ("GET", "/health"): (200, None, None),
         ("GET", "/trader/nobody"): (404, "Not Found", "No trader “nobody”"),
         ("GET", "/no/such/page"): (404, "Not Found", "There is no page at /no/such/page."),
-        ("GET", "/replay?at=yesterday"): (400, "Bad Request", "“yesterday” is not an instant"),
+        ("GET", "/replay?at=yesterday"): (400, "Bad Request", "must be ISO-8601 with an offset"),
         ("GET", "/events"): (400, "Bad Request", "Name between 1 and 64 pages to follow"),
         ("POST", "/"): (405, "Method Not Allowed", "POST is not answered here"),
     }
