@@ -37,7 +37,7 @@ from pathlib import Path
 import polars as pl
 
 from energy_assets.logs import event_logger
-from energy_assets.markets import EARLIEST
+from energy_assets.markets import Invalid, parse_instant
 from energy_assets.settings import DEFAULT_CAPTURE_SEAL_FRAMES, DEFAULT_CAPTURE_SEAL_SECONDS
 from energy_assets.storage import fsync_dir, write_atomically
 from energy_assets.trades.deal import FIELDS, Deal
@@ -570,13 +570,9 @@ def resumed_gap(state: dict | None, written: datetime) -> tuple[datetime, str]:
     state = state or {}
 
     def instant(name: str) -> datetime | None:
-        try:
-            moment = datetime.fromisoformat(state.get(name))
-        except (TypeError, ValueError):
-            return None
-        if moment.tzinfo is None or not EARLIEST <= moment <= written + STATE_SKEW:
-            return None
-        return moment.astimezone(UTC)
+        moment = parse_instant(state.get(name))
+        plausible = not isinstance(moment, Invalid) and moment <= written + STATE_SKEW
+        return moment if plausible else None
 
     if state.get("gap_since"):
         reason = state.get("gap_reason")
