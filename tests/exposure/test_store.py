@@ -547,10 +547,8 @@ def _assert_same(got: dict[str, pl.DataFrame], expected: dict[str, pl.DataFrame]
         assert_frame_equal(got[name], frame, check_exact=False, check_dtypes=False)
 
 
-# One history in `make test-fast`, all four in `make test`.
-@pytest.mark.parametrize(
-    "seed", [1, *(pytest.param(seed, marks=pytest.mark.slow) for seed in (2, 3, 4))]
-)
+# One history in `make test-fast`, two in `make test` (24 refreshes each, ~10 s).
+@pytest.mark.parametrize("seed", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_incremental_refresh_equals_a_full_recompute_over_random_histories(warehouse, seed):
     rng = random.Random(seed)
     # A book to start from: every trader in a few periods, some of them priced.

@@ -125,6 +125,10 @@ def _close(a, b) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
 
 
+# The production-shaped instance (PostgreSQL) only: the demo's SQLite instance runs the same
+# daemon, sensors and runs in test_demo.py, trades/test_daemon.py, prices/test_planner_daemon.py
+# and test_pool_slots.py, and both instance files keep the same settings (test_instance.py).
+@pytest.mark.parametrize("instance_home", ["postgres"], indirect=True)
 @pytest.mark.timeout(300)
 def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
     instance_home, energy_env, start_playground, tmp_path: Path
