@@ -41,13 +41,13 @@ from tests.trades.conftest import wait_until
 pytestmark = pytest.mark.slow
 
 START = datetime(2026, 11, 29, 0, 30, tzinfo=UTC)
-#: Two local days of each market: (first, last) partition.
+#: One local day of each market: (first, last) partition.
 RANGES = {
-    "DE": ("2026-11-29-00:00+0100", "2026-11-30-23:00+0100"),
-    "GB": ("2026-11-29-00:00+0000", "2026-11-30-23:00+0000"),
+    "DE": ("2026-11-29-00:00+0100", "2026-11-29-23:00+0100"),
+    "GB": ("2026-11-29-00:00+0000", "2026-11-29-23:00+0000"),
 }
-#: Their periods: DE's 48 hours and 192 quarter-hours, GB's 96 half-hours.
-PERIODS = 48 + 192 + 96
+#: Their periods: DE's 24 hours and 96 quarter-hours, GB's 48 half-hours.
+PERIODS = 24 + 96 + 48
 #: The vendor's revisions: (last_update, value added to every hour's base).
 REVISIONS = [
     ("2026-11-28T12:00:00+00:00", 0.0),
