@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import tenacity
 from upath import UPath
 
 from energy_assets.journals.archive import prune
@@ -180,12 +181,24 @@ def _which_segment(paths: list[str], chunks: list[bytes]) -> str:
 # scratch directory (benchmarks/README.md, capture).
 
 
+# Another drain (in this process; other processes wait on the file lock and the pool) committed
+# the same tables or segments first, or archived a segment listed here before it was read: list
+# again, skip its share.
+@tenacity.retry(
+    retry=tenacity.retry_if_exception_type(
+        (duckdb.TransactionException, duckdb.ConstraintException, FileNotFoundError)
+    ),
+    stop=tenacity.stop_after_attempt(5),
+    wait=tenacity.wait_incrementing(start=0.05, increment=0.05),
+    reraise=True,
+)
 def _drain_once(
     conn: duckdb.DuckDBPyConnection,
     directory: Path,
     result: DrainResult,
     before_commit: Callable[[], None] | None,
 ) -> list[Path]:
+    ensure_trade_tables(conn)
     segment_paths, gap_paths = sealed_files(directory)
     if not segment_paths and not gap_paths:
         return []
@@ -253,7 +266,6 @@ def drain(
     directory: str | Path,
     retention: timedelta | None = None,
     before_commit: Callable[[], None] | None = None,
-    max_attempts: int = 5,
     archive_url: str | None = None,
     archive_retention_days: int | None = None,
 ) -> DrainResult:
@@ -264,19 +276,7 @@ def drain(
     started = time.perf_counter()
     directory = Path(directory)
     result = DrainResult()
-    for attempt in range(1, max_attempts + 1):
-        result = DrainResult()
-        try:
-            ensure_trade_tables(conn)
-            ingested = _drain_once(conn, directory, result, before_commit)
-            break
-        except (duckdb.TransactionException, duckdb.ConstraintException, FileNotFoundError):
-            # Another drain (in this process; other processes wait on the file lock and the
-            # pool) committed the same tables or segments first, or archived a segment listed
-            # here before it was read: list again, skip its share.
-            if attempt == max_attempts:
-                raise
-            time.sleep(0.05 * attempt)
+    ingested = _drain_once(conn, directory, result, before_commit)
     if not result.segments:
         result.total_rows = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
     newest_us = conn.execute(f"SELECT epoch_us(max(execution_time)) FROM {RAW_TRADES}").fetchone()[
