@@ -10,13 +10,14 @@ and the time it was not running at all (docs/trades.md, "Feed gaps").
 from __future__ import annotations
 
 import asyncio
-import random
 import signal
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from tenacity import RetryCallState, wait_random_exponential
+from tenacity.wait import WaitBaseT
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
     ConnectionClosed,
@@ -37,7 +38,10 @@ from energy_assets.trades.buffer import (
 )
 from energy_assets.trades.deal import Refused, parse_frame, show
 
-#: A connection that lived this long (or delivered a deal) resets the backoff.
+#: The pause before reconnect n (from 1): full jitter under min(30 s, 0.5 s * 2**(n-1)), so the
+#: first retry comes within 0.5 s.
+RECONNECT_WAIT = wait_random_exponential(multiplier=0.5, max=30)
+#: A connection that lived this long (or delivered a deal) starts the count again from 1.
 HEALTHY_CONNECTION_SECONDS = 10.0
 #: The keepalive: a ping this often, and a connection on which nothing (no frame, no answer to
 #: a ping) was heard for `SILENCE_LIMIT_SECONDS` is given up, so a half-open exchange is
@@ -47,25 +51,6 @@ SILENCE_LIMIT_SECONDS = 12.0
 #: The listener's own loop not running this long (SIGSTOP, a frozen VM, a starved machine) is
 #: recorded as a feed gap: the exchange may have dropped us meanwhile.
 STALL_SECONDS = 10.0
-
-
-@dataclass
-class Backoff:
-    """Capped exponential backoff with jitter: delay n is uniform in [d/2, d], d = min(cap,
-    first * 2**n). The first retry comes within `first` seconds (< 1 s by default)."""
-
-    first: float = 0.5
-    cap: float = 30.0
-    attempt: int = 0
-    rng: random.Random = field(default_factory=random.Random)
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.first * 2**self.attempt)
-        self.attempt += 1
-        return self.rng.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class CaptureFailed(RuntimeError):
@@ -109,14 +94,15 @@ class Listener:
         buffer: CaptureBuffer,
         log: EventLogger | None = None,
         status_every: float = 5.0,
-        backoff: Backoff | None = None,
+        wait: WaitBaseT = RECONNECT_WAIT,
         open_timeout: float = 10.0,
     ):
         self.url = url
         self.buffer = buffer
         self.log = log or event_logger("listener")
         self.status_every = status_every
-        self.backoff = backoff or Backoff()
+        self.wait = wait
+        self._attempts = RetryCallState(None, None, (), {})  # `wait` reads its attempt_number
         self.open_timeout = open_timeout
         self.counters = Counters()
         self.recent = RecentIds()
@@ -337,7 +323,7 @@ class Listener:
             self.connected = False
             lived = time.monotonic() - started
             if self.counters.deals > deals_before or lived >= HEALTHY_CONNECTION_SECONDS:
-                self.backoff.reset()
+                self._attempts.attempt_number = 1
 
     def _fail(self, err: BaseException) -> None:
         self.log.error("capture_failed", error=f"{type(err).__name__}: {err}")
@@ -369,7 +355,8 @@ class Listener:
                 if self._stop.is_set():
                     break
                 self._open_gap(reason)
-                delay = self.backoff.next_delay()
+                delay = self.wait(self._attempts)
+                self._attempts.prepare_for_next_attempt()
                 self.counters.reconnects += 1
                 self.log.warning("reconnecting", reason=reason, delay_s=round(delay, 3))
                 try:

@@ -20,14 +20,18 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from tenacity import wait_random_exponential
 from websockets.asyncio.server import serve
 
 from energy_assets.tables import RAW_TRADES
 from energy_assets.trades.buffer import CaptureBuffer, sealed_files
 from energy_assets.trades.deal import Deal, validate_deal
 from energy_assets.trades.drain import drain
-from energy_assets.trades.listener import Backoff, Listener
+from energy_assets.trades.listener import Listener
 from tests.conftest import REPO, free_port
+
+#: The listener's reconnect wait, shrunk for tests: within 0.2 s first, never over 1 s.
+FAST_RECONNECTS = wait_random_exponential(multiplier=0.2, max=1.0)
 
 
 def make_deals(count: int, seed: int = 0) -> list[Deal]:
@@ -162,11 +166,9 @@ def exchange() -> Iterator:
 class ThreadListener:
     """The real Listener on its own event loop in a thread (signals stay with pytest)."""
 
-    def __init__(self, url: str, directory: Path, **buffer_options):
+    def __init__(self, url: str, directory: Path, wait=FAST_RECONNECTS, **buffer_options):
         self.buffer = CaptureBuffer(directory, **buffer_options)
-        self.listener = Listener(
-            url, self.buffer, status_every=1.0, backoff=Backoff(first=0.2, cap=1.0)
-        )
+        self.listener = Listener(url, self.buffer, status_every=1.0, wait=wait)
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
 

@@ -9,8 +9,8 @@ import pytest
 
 from energy_assets.trades.buffer import read_listener_state
 from energy_assets.trades.deal import Refused, parse_frame
-from energy_assets.trades.listener import Backoff
 from tests.trades.conftest import (
+    FAST_RECONNECTS,
     drain_all,
     expected,
     frames,
@@ -131,36 +131,40 @@ def test_clean_close_abrupt_drop_and_refusal_are_survived_and_recorded(
     assert state["connected"] is False and state["gap_reason"] == "listener stopped"
 
 
-def test_refused_connection_is_retried_within_a_second(tmp_path, exchange, thread_listener):
+def test_refused_connection_is_retried_backing_off_until_a_healthy_connection(
+    tmp_path, exchange, thread_listener
+):
     from tests.conftest import free_port
+
+    attempts = []  # the reconnect count the wait was asked for, each time
+
+    def wait(state):
+        attempts.append(state.attempt_number)
+        return FAST_RECONNECTS(state)
 
     capture = tmp_path / "capture"
     deals = make_deals(5, seed=3)
     server_port = free_port()
-    listener = thread_listener(f"ws://127.0.0.1:{server_port}", capture)
+    listener = thread_listener(f"ws://127.0.0.1:{server_port}", capture, wait=wait)
     wait_until(lambda: listener.listener.counters.reconnects >= 2, message="retries")
     from tests.trades.conftest import ScriptedExchange
 
-    server = ScriptedExchange([frames(deals) + [("hold",)]], port=server_port).start()
+    # The exchange comes back, delivers five deals and drops; the next connection holds.
+    server = ScriptedExchange([frames(deals) + [("drop",)], [("hold",)]], port=server_port)
+    server.start()
     try:
-        wait_until(lambda: listener.listener.counters.deals == 5, message="deals")
+        wait_until(lambda: server.connections == 2, message="reconnected after the drop")
+        wait_until(lambda: listener.listener.connected, message="connected")
         listener.stop()
     finally:
         server.stop()
+    # Backing off further at each refusal; from the shortest wait again after the deals.
+    assert attempts == [*range(1, len(attempts)), 1] and len(attempts) >= 3
     database = tmp_path / "warehouse.duckdb"
     result = drain_all(capture, database)
     assert stored_deals(database) == expected(deals)
-    assert len(result.gaps) == 1 and "cannot connect" in result.gaps[0]["reason"]
-
-
-def test_backoff_first_retry_under_a_second_then_capped():
-    backoff = Backoff()
-    delays = [backoff.next_delay() for _ in range(12)]
-    assert 0 < delays[0] < 1
-    assert max(delays) <= backoff.cap
-    assert delays[-1] >= backoff.cap / 2
-    backoff.reset()
-    assert backoff.next_delay() < 1
+    reasons = [gap["reason"] for gap in result.gaps]
+    assert len(reasons) == 2 and "cannot connect" in reasons[0] and "dropped" in reasons[1]
 
 
 @pytest.mark.slow
