@@ -47,7 +47,8 @@ from energy_assets.playground.server import ExchangeOptions, Playground  # noqa:
 from energy_assets.tables import RAW_TRADES  # noqa: E402
 from energy_assets.trades.buffer import SEGMENTS  # noqa: E402
 from energy_assets.trades.deal import FIELDS, Refused, parse_frame  # noqa: E402
-from energy_assets.trades.drain import drain, read_segments, typed  # noqa: E402
+from energy_assets.trades.drain import drain  # noqa: E402
+from energy_assets.trades.lines import read_segments, typed  # noqa: E402
 
 PYTHON = str(REPO / ".venv/bin/python")
 
@@ -283,7 +284,7 @@ from pathlib import Path
 import duckdb
 sys.path.insert(0, {repo!r})
 from energy_assets.tables import RAW_TRADES, ensure_trade_tables
-from energy_assets.trades.drain import read_segments, typed
+from energy_assets.trades.lines import read_segments, typed
 batch = typed(read_segments(sorted(Path({segments!r}).glob("*.jsonl"))))
 conn = duckdb.connect()
 ensure_trade_tables(conn)

@@ -60,7 +60,7 @@ from energy_assets.exposure.positions import positions  # noqa: E402
 from energy_assets.playground.server import ExchangeOptions, Playground  # noqa: E402
 from energy_assets.trades.buffer import CaptureBuffer, deal_record, iso  # noqa: E402
 from energy_assets.trades.deal import Deal, validate_deal  # noqa: E402
-from energy_assets.trades.drain import read_segments, typed  # noqa: E402
+from energy_assets.trades.lines import read_segments, typed  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.desk.load import (  # noqa: E402
     Streams,

@@ -8,10 +8,13 @@ Each table lives in schema `energy` and is named plainly, `energy.<table>`: the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import dagster as dg
-import duckdb
 import polars as pl
+
+if TYPE_CHECKING:  # the live desk reads these shapes and loads neither
+    import dagster as dg
+    import duckdb
 
 #: The schema that holds every table of the platform.
 SCHEMA = "energy"
@@ -67,6 +70,8 @@ class Table:
 
     def column_schema(self) -> dg.TableSchema:
         """The columns as Dagster shows them (`dagster/column_schema`)."""
+        import dagster as dg
+
         return dg.TableSchema(
             columns=[
                 dg.TableColumn(
@@ -236,6 +241,8 @@ TRADE_TABLES = (RAW_TRADES, FEED_GAPS, CAPTURE_SEGMENTS)
 def table_value(rows: list[dict], columns: dict[str, str]) -> dg.TableMetadataValue:
     """A small table for a run's metadata: `rows` of `columns` (name -> Dagster column type),
     shown by the UI as a table."""
+    import dagster as dg
+
     schema = dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in columns.items()])
     records = [dg.TableRecord({name: row.get(name) for name in columns}) for row in rows]
     return dg.MetadataValue.table(records=records, schema=schema)

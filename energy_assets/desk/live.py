@@ -37,7 +37,7 @@ from energy_assets.exposure.positions import (
 )
 from energy_assets.tables import PRICE_ROW, TRADER_PNL_HISTORY
 from energy_assets.trades.buffer import BufferFollower, Gap, Update
-from energy_assets.trades.drain import bookable, typed
+from energy_assets.trades.lines import bookable, typed
 
 #: Delivery days the period tables show on each side of today (`days_around`).
 DEFAULT_DAYS = 7

@@ -19,11 +19,10 @@ from upath import UPath
 
 from energy_assets.journals import archive
 from energy_assets.markets import DEFAULT_MARKET, MARKETS
-from energy_assets.prices.period_prices import PeriodPrice
-from energy_assets.prices.store import price_row
+from energy_assets.prices.period_prices import PeriodPrice, price_row
 from energy_assets.tables import PRICE_KEY, PRICE_ROW
 from energy_assets.trades.buffer import iso
-from energy_assets.trades.drain import INSTANT_FORMAT, with_periods
+from energy_assets.trades.lines import INSTANT_FORMAT, with_periods
 
 SUFFIX = ".jsonl.zst"
 _INSTANTS = [name for name, kind in PRICE_ROW.items() if isinstance(kind, pl.Datetime)]

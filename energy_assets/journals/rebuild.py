@@ -45,7 +45,7 @@ from energy_assets.tables import (
     exists,
 )
 from energy_assets.trades.buffer import Gap, cut_torn_tail
-from energy_assets.trades.drain import bookable, read_segment_data, typed
+from energy_assets.trades.lines import bookable, read_segment_data, typed
 
 STAGING = f"{SCHEMA}.rebuild_staging"
 #: DuckDB's memory cap for the rebuild (it spills to disk past it).
@@ -64,7 +64,7 @@ class RebuildResult:
     lines: int = 0
     deals: int = 0
     duplicates_dropped: int = 0
-    #: Captured lines that name no delivery period safely (`drain.bookable`), left out.
+    #: Captured lines that name no delivery period safely (`lines.bookable`), left out.
     unbookable: int = 0
     feed_gaps: int = 0
     answers: int = 0

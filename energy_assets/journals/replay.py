@@ -20,7 +20,7 @@ from energy_assets.exposure.positions import positions, trader_totals
 from energy_assets.journals.deals import read_days
 from energy_assets.journals.prices import read_answers
 from energy_assets.tables import PRICE_KEY
-from energy_assets.trades.drain import bookable, read_segment_data, typed
+from energy_assets.trades.lines import bookable, read_segment_data, typed
 
 
 def journal_deals(archive: str | os.PathLike, until: datetime | None = None) -> pl.DataFrame:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -178,3 +178,14 @@ def judge_answer(
         return _judge(data, echo, rules, now)
     except Exception as error:  # the last resort: a case the rules above did not foresee
         return Refused(f"answer could not be judged: {type(error).__name__}: {str(error)[:80]}")
+
+
+@dataclass(frozen=True)
+class PriceRequest:
+    """One period to fetch: `params` of `GET reference-price`, and `accept`, which turns the
+    200 body (and when it was read) into the price or a `Refused` and must never raise
+    (`period_prices.period_request` builds one for a period)."""
+
+    key: str
+    params: dict[str, str]
+    accept: Callable[[bytes, datetime], Any]

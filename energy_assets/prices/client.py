@@ -18,7 +18,7 @@ import asyncio
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +31,7 @@ import httpx
 import tenacity
 from pydantic import PrivateAttr
 
-from energy_assets.prices.answer import Refused
+from energy_assets.prices.answer import PriceRequest, Refused
 from energy_assets.prices.budget import BULK, BudgetLimits, RequestBudget
 from energy_assets.settings import DEFAULT_MARKET_DATA_URL
 
@@ -63,17 +63,6 @@ class _Transient(Exception):
     def __init__(self, reason: str, retry_after: float | None = None):
         super().__init__(reason)
         self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class PriceRequest:
-    """One period to fetch: `params` of `GET reference-price`, and `accept`, which turns the
-    200 body (and when it was read) into the price or a `Refused` and must never raise
-    (`period_prices.period_request` builds one for a period)."""
-
-    key: str
-    params: dict[str, str]
-    accept: Callable[[bytes, datetime], Any]
 
 
 @dataclass

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from energy_assets.markets import MARKETS, Period
-from energy_assets.prices.answer import EURO_MWH, PriceRules, Refused, judge_answer
-from energy_assets.prices.client import PriceRequest
+from energy_assets.prices.answer import EURO_MWH, PriceRequest, PriceRules, Refused, judge_answer
 
 
 @dataclass(frozen=True)
@@ -64,3 +63,17 @@ def period_request(period: Period, key: str | None = None) -> PriceRequest:
         },
         accept=accept,
     )
+
+
+def price_row(price: PeriodPrice) -> dict:
+    """One `PRICE_ROW` of a fetched period price: its value in the market's currency."""
+    period = price.period
+    return {
+        "market": period.market,
+        "delivery_start": period.delivery_start.astimezone(UTC),
+        "delivery_end": period.delivery_end.astimezone(UTC),
+        "value": price.value,
+        "currency": MARKETS[period.market].currency,
+        "last_update": price.last_update,
+        "fetched_at": price.fetched_at,
+    }

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC
 
 import duckdb
 import polars as pl
 
 from energy_assets import published
-from energy_assets.markets import MARKETS
 from energy_assets.prices.answer import CLOCK_SKEW
-from energy_assets.prices.period_prices import PeriodPrice
+from energy_assets.prices.period_prices import PeriodPrice, price_row
 from energy_assets.storage import transaction
 from energy_assets.tables import (
     PRICE_KEY,
@@ -27,20 +25,6 @@ from energy_assets.tables import (
 class StoreResult:
     rows: int
     new_revisions: int
-
-
-def price_row(price: PeriodPrice) -> dict:
-    """One `PRICE_ROW` of a fetched period price: its value in the market's currency."""
-    period = price.period
-    return {
-        "market": period.market,
-        "delivery_start": period.delivery_start.astimezone(UTC),
-        "delivery_end": period.delivery_end.astimezone(UTC),
-        "value": price.value,
-        "currency": MARKETS[period.market].currency,
-        "last_update": price.last_update,
-        "fetched_at": price.fetched_at,
-    }
 
 
 def prices_frame(prices: Sequence[PeriodPrice]) -> pl.DataFrame:

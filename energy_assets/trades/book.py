@@ -24,7 +24,7 @@ from pathlib import Path
 import polars as pl
 
 from energy_assets.trades.buffer import SEGMENT_SCHEMA, deal_files, whole_lines
-from energy_assets.trades.drain import with_periods
+from energy_assets.trades.lines import with_periods
 
 #: Deals older than this cannot be for a period still open (to the end of the next day).
 LOOKBACK = timedelta(hours=50)
@@ -53,7 +53,7 @@ def read_book(
 ) -> Book:
     """The book the buffer holds at `now`. A line without `delivery_start` (the contract's
     first revision, as the original exchange sends it) is the default market's local hour
-    named by `delivery_day` and `delivery_hour` (`drain.with_periods`). Lines that do not parse
+    named by `delivery_day` and `delivery_hour` (`lines.with_periods`). Lines that do not parse
     are skipped: the drain quarantines them."""
     now = now or datetime.now(UTC)
     since = (now - LOOKBACK).timestamp()

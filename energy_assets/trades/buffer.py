@@ -89,7 +89,7 @@ _UTC_INSTANT = re.compile(
 
 def utc_instant(text: str) -> str:
     """An ISO-8601 instant `parse_frame` accepted -> `YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`, the one
-    shape the drain parses (`drain.INSTANT_FORMAT`); the instant is unchanged. The common
+    shape the drain parses (`lines.INSTANT_FORMAT`); the instant is unchanged. The common
     shapes pass by a regex; any other offset or ISO variant goes through `fromisoformat`."""
     match = _UTC_INSTANT.fullmatch(text)
     if match:

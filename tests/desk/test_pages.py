@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -51,6 +52,8 @@ def test_positions_show_live_with_no_duckdb_and_no_published_files(desk_dirs, st
     assert page.locator('[data-freshness="prices"]').inner_text() == "none yet"
     assert not (capture.parent / "never-created.duckdb").exists()
     assert not published_dir.exists()
+    # Nor is DuckDB's engine even loaded in the service.
+    assert "duckdb" not in (Path("/proc") / str(desk.proc.pid) / "maps").read_text()
 
 
 def test_unknown_trader_gets_a_404_page(desk_dirs, start_desk):

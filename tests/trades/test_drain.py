@@ -8,7 +8,8 @@ import duckdb
 import pytest
 
 from energy_assets.trades.buffer import CaptureBuffer, Gap, apply_retention, sealed_files
-from energy_assets.trades.drain import CorruptSegment, drain, read_segments
+from energy_assets.trades.drain import drain
+from energy_assets.trades.lines import CorruptSegment, read_segments
 from tests.trades.conftest import drain_all, expected, make_deals, pending, stored_deals
 
 
