@@ -68,15 +68,16 @@ class FakeClock:
 
 @pytest.mark.slow
 def test_a_backfill_leaves_every_coming_burst_its_room(tmp_path):
-    # From 00:02 UTC a greedy backfill, and the schedule's bursts at 00:10:31 and 00:20:31
+    # From 00:02 UTC a greedy backfill, and the schedule's bursts at 00:10:31 ... 00:40:31
     # (47 open hours each: 01:00 today to the end of tomorrow). The six bursts a request can
     # meet in the hour window need 5 * 47 + 46 (the 01:00 slot has 46 open hours) = 281.
+    # Bulk takes at most 25 a minute between the bursts: by 00:40 it has its hour share.
     clock = FakeClock(datetime(2026, 11, 25, 0, 2, tzinfo=UTC).timestamp())
     budget = RequestBudget(tmp_path / "b.sqlite", BudgetLimits(), clock=clock, sleep=clock.sleep)
     budget._ensure()
     first_slot = clock.now - clock.now % 600 + 600
     bulk = 0
-    for burst_at in (first_slot + 31, first_slot + 631):
+    for burst_at in (first_slot + 31 + 600 * k for k in range(4)):
         while clock.now < burst_at:
             wait = budget._try_acquire(BULK)
             if wait <= 0:
@@ -90,6 +91,28 @@ def test_a_backfill_leaves_every_coming_burst_its_room(tmp_path):
         assert clock.now - began < 1.0  # the schedule never waits for the backfill
     # Bulk was held at what the coming bursts leave of the hour window, not at 50 a minute.
     assert 1000 - 281 - 47 - 5 <= bulk <= 1000 - 281
+
+
+@pytest.mark.parametrize("into_slot", [200.0, 450.0])
+def test_a_planner_batch_between_the_bursts_starts_at_once_after_a_greedy_backfill(
+    tmp_path, into_slot
+):
+    # A start at any moment: the recent-prices backfill and the planner's first batch race for
+    # the budget. However much bulk asked for in the minute before, 25 fresh requests go now.
+    clock = FakeClock(1_700_000_400.0 + into_slot)
+    budget = RequestBudget(tmp_path / "b.sqlite", BudgetLimits(), clock=clock, sleep=clock.sleep)
+    budget._ensure()
+    sent = []
+    started = clock.now
+    while clock.now < started + 60:
+        if budget._try_acquire(BULK) <= 0:
+            sent.append(clock.now)
+        clock.now += 0.5
+    assert 0 < max_in_window(sent, 60.0) <= 50 - 25
+    began = clock.now
+    for _ in range(25):
+        budget.acquire(FRESH)
+    assert clock.now - began < 1.0
 
 
 def test_bulk_is_held_off_the_minute_window_around_the_burst():
