@@ -14,7 +14,7 @@ Two priorities share it:
   market's, at most
   `reserve`) still fits the vendor's hour window with it, and around each 10-minute slot,
   when a burst is due, bulk leaves `reserve` requests of the minute window free too, and
-  `standing` of them at any other moment (the planner's batch on a start). So a backfill never
+  half of it at any other moment (the planner's batch on a start). So a backfill never
   starves the planner, and takes the rest.
 
 A 429 from the vendor pauses every user of the file until its `Retry-After` has passed, an
@@ -52,11 +52,6 @@ class BudgetLimits:
     per_hour: int = 1000
     #: Requests kept free for the planner's burst after each slot.
     reserve: int = 47
-    #: Requests of every minute window bulk leaves free at any other moment too, so that a
-    #: planner batch that comes between the bursts (a start, a restart) begins at once instead
-    #: of waiting for a backfill's minute to age out. Bulk's hour share is capped by the
-    #: bursts' room anyway (~12 a minute on average), so this slows no backfill over an hour.
-    standing: int = 25
     #: Seconds added to each window: a request is recorded a moment before the vendor sees it.
     margin_s: float = 1.0
     #: The vendor's windows (shorter only in tests).
@@ -169,8 +164,12 @@ class RequestBudget:
             per_minute, per_hour = limits.per_minute, limits.per_hour
             waits = []
             if priority != FRESH and limits.reserve > 0:
+                # Between the bursts bulk leaves half of the minute window free, so that a
+                # planner batch that comes then (a start, a restart) begins at once instead of
+                # waiting for a backfill's minute to age out. Bulk's hour share is capped by the
+                # bursts' room anyway (~12 a minute on average): no backfill is slower over an hour.
                 guarded = _bulk_guarded(now, limits.margin_s)
-                per_minute = max(0, per_minute - (limits.reserve if guarded else limits.standing))
+                per_minute = max(0, per_minute - limits.reserve) if guarded else per_minute // 2
                 hold = self._hold_for_bursts(conn, now)
                 if hold > 0:
                     waits.append(hold)
