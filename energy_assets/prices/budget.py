@@ -161,15 +161,10 @@ class RequestBudget:
             if row and row[0] and row[0] > now:
                 return row[0] - now
 
-            per_minute, per_hour = limits.per_minute, limits.per_hour
+            per_minute = limits.per_minute if priority == FRESH else self.bulk_per_minute(now)
+            per_hour = limits.per_hour
             waits = []
             if priority != FRESH and limits.reserve > 0:
-                # Between the bursts bulk leaves half of the minute window free, so that a
-                # planner batch that comes then (a start, a restart) begins at once instead of
-                # waiting for a backfill's minute to age out. Bulk's hour share is capped by the
-                # bursts' room anyway (~12 a minute on average): no backfill is slower over an hour.
-                guarded = _bulk_guarded(now, limits.margin_s)
-                per_minute = max(0, per_minute - limits.reserve) if guarded else per_minute // 2
                 hold = self._hold_for_bursts(conn, now)
                 if hold > 0:
                     waits.append(hold)
@@ -196,6 +191,19 @@ class RequestBudget:
                 return max(waits)
             conn.execute("INSERT INTO requests (ts, priority) VALUES (?, ?)", (now, priority))
             return 0.0
+
+    def bulk_per_minute(self, now: float) -> int:
+        """How many requests of the minute window bulk may fill at `now` (it counts them all,
+        fresh ones too). Around a burst it leaves `reserve` free; between the bursts half, so
+        that a planner batch that comes then (a start, a restart) begins at once instead of
+        waiting for a backfill's minute to age out. Bulk's hour share is capped by the bursts'
+        room anyway (~12 a minute on average): no backfill is slower over an hour."""
+        limits = self.limits
+        if limits.reserve <= 0:
+            return limits.per_minute
+        if _bulk_guarded(now, limits.margin_s):
+            return max(0, limits.per_minute - limits.reserve)
+        return limits.per_minute // 2
 
     def _hold_for_bursts(self, conn: sqlite3.Connection, now: float) -> float:
         """0 if a bulk request now leaves every coming planner burst its room in the hour

@@ -3,7 +3,7 @@
 Every 15 s the sensor reads the live book from the capture buffer (`trades.book`: a deal just
 made counts at once), the revisions we hold (`prices.parquet`, what DuckDB holds) and the
 budget left (the shared budget file), asks `plan.plan_fetches` for the fetch list and requests
-ONE run of `reference_prices_planned` for it: at most what the vendor allows now (50 a minute),
+ONE run of `reference_prices_planned` for it: at most what it is sure to get now (of 50 a minute),
 and per 10-minute revision slot at most a sixth of the hour's 1,000, so every slot of the hour
 has its share. The run fetches, stores and publishes the batch within seconds of the answers
 and reports one materialisation per partition; its output metadata lists what it fetched and
@@ -62,7 +62,9 @@ def held_revisions(prices: pl.DataFrame | None) -> dict:
 
 
 def budget_left(budget: RequestBudget | None, now: datetime, per_minute: int, per_hour: int):
-    """What the vendor allows now, the hour's budget shared out per revision slot."""
+    """What the planner is sure to get now, whatever a backfill takes meanwhile (a batch
+    sized to more would wait for the backfill's minute to age out, and publish only then), and
+    the hour's budget shared out per revision slot."""
     if budget is None:
         return BudgetLeft(minute=per_minute, hour=per_hour // SLOTS_PER_HOUR)
     ts = now.timestamp()
@@ -70,8 +72,9 @@ def budget_left(budget: RequestBudget | None, now: datetime, per_minute: int, pe
     in_hour = budget.sent_between(ts - budget.limits.hour_s - margin, ts)
     in_minute = sum(1 for t in in_hour if t > ts - budget.limits.minute_s - margin)
     in_slot = sum(1 for t in in_hour if t >= grid_slot(now).timestamp())
+    bulk_may_add = max(0, budget.bulk_per_minute(ts) - in_minute)
     return BudgetLeft(
-        minute=per_minute - in_minute,
+        minute=max(0, per_minute - in_minute - bulk_may_add),
         hour=min(per_hour - len(in_hour), per_hour // SLOTS_PER_HOUR - in_slot),
     )
 

@@ -16,6 +16,7 @@ from energy_assets.prices.budget import (
     RequestBudget,
     _bulk_guarded,
 )
+from energy_assets.prices.refresh import budget_left
 
 
 def max_in_window(times: list[float], span: float) -> int:
@@ -111,6 +112,29 @@ def test_a_planner_batch_between_the_bursts_starts_at_once_after_a_greedy_backfi
     assert 0 < max_in_window(sent, 60.0) <= 50 - 25
     began = clock.now
     for _ in range(25):
+        budget.acquire(FRESH)
+    assert clock.now - began < 1.0
+
+
+@pytest.mark.parametrize("into_slot", [0.0, 45.0, 200.0, 450.0, 575.0])
+def test_the_planners_batch_never_waits_whatever_a_backfill_takes_after_it_was_planned(
+    tmp_path, into_slot
+):
+    # The planner sizes its batch a few seconds before the run fetches it; a backfill started
+    # meanwhile takes what it may. The batch still goes at once (and so publishes within
+    # seconds), around a burst and between them.
+    clock = FakeClock(1_700_000_400.0 + into_slot)
+    budget = RequestBudget(tmp_path / "b.sqlite", BudgetLimits(), clock=clock, sleep=clock.sleep)
+    budget._ensure()
+    for _ in range(5):  # the last batch's requests, still in the minute window
+        budget.acquire(FRESH)
+    planned = budget_left(budget, datetime.fromtimestamp(clock.now, UTC), 50, 1000).minute
+    assert planned > 0
+    clock.now += 3
+    while budget._try_acquire(BULK) <= 0:
+        pass
+    began = clock.now
+    for _ in range(planned):
         budget.acquire(FRESH)
     assert clock.now - began < 1.0
 
