@@ -18,8 +18,8 @@ import asyncio
 import ssl
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -172,14 +172,7 @@ class MarketDataClient(dg.ConfigurableResource):
         report = report if report is not None else FetchReport()
         if requests:
             workers = max(1, min(max_workers or self.max_concurrency, len(requests)))
-            fetch = self._fetch_all(list(requests), priority, workers, report)
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:  # the usual case: a Dagster op's thread has no event loop
-                asyncio.run(fetch)
-            else:  # called from async code: its own loop in a thread of its own
-                with ThreadPoolExecutor(1, thread_name_prefix="market-data") as thread:
-                    thread.submit(asyncio.run, fetch).result()
+            _run_interruptibly(self._fetch_all(list(requests), priority, workers, report))
         return report
 
     async def _fetch_all(
@@ -333,3 +326,30 @@ async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _run_interruptibly(fetch: Coroutine[Any, Any, None]) -> None:
+    """Run `fetch` on an event loop in a thread of its own while this thread waits.
+
+    An interrupt (Ctrl-C, a run terminated: Dagster raises it in the main thread wherever that
+    thread is) then lands in this wait and cancels the fetch at its next `await`. Raised inside
+    the loop itself, it could land in httpx's or asyncio's bookkeeping (a connection's lock
+    held, a socket half-closed) and the loop's clean-up then waited forever: under load ~1 in
+    9 interrupted fetches hung so, and a hung run worker kept the code server, and the demo's
+    Ctrl-C, waiting. Works from async code too (a loop already running in this thread)."""
+    started: Future[asyncio.Task] = Future()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(fetch)
+        started.set_result(task)
+        await task
+
+    with ThreadPoolExecutor(1, thread_name_prefix="market-data") as thread:
+        done = thread.submit(asyncio.run, main())
+        try:
+            done.result()
+        except BaseException:
+            if not done.done():
+                task = started.result()
+                task.get_loop().call_soon_threadsafe(task.cancel)
+            raise  # leaving the pool waits for the cancelled fetch to unwind

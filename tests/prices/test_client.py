@@ -331,3 +331,50 @@ def test_an_interrupted_fetch_stops_at_once_and_takes_no_more_of_the_budget(tmp_
         fetcher.wait()
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 2
+
+
+# Interrupts wherever the main thread happens to be: connecting, reading, parsing, retrying.
+_INTERRUPTED_ANYWHERE = """
+import random, signal, sys, threading
+from energy_assets.prices.client import MarketDataClient
+from energy_assets.prices.period_prices import period_request
+from tests.prices.test_client import hour
+
+class Interrupted(BaseException):  # as Dagster raises it in a run worker
+    pass
+
+def interrupted(*_):
+    raise Interrupted
+signal.signal(signal.SIGINT, interrupted)
+market = MarketDataClient(base_url=sys.argv[1], budget_enabled=False)
+requests = [period_request(hour(h), f"k{h}") for h in range(48)]
+main = threading.main_thread().ident
+random.seed(int(sys.argv[2]))
+for attempt in range(int(sys.argv[3])):
+    timer = threading.Timer(random.uniform(0, 0.06), signal.pthread_kill, (main, signal.SIGINT))
+    timer.start()
+    try:
+        market.fetch_requests(requests)
+        timer.join()  # the fetch beat its interrupt: take it here, outside the fetch
+    except Interrupted:
+        pass
+print("all interrupted fetches ended", flush=True)
+"""
+
+
+def test_a_fetch_interrupted_at_any_moment_ends(scripted_market_data):
+    """A run worker told to stop ends its fetch: an interrupt landing inside the HTTP client's
+    or the event loop's bookkeeping once left the loop's clean-up waiting forever, and the
+    code server (and the demo's Ctrl-C) waiting on that run worker."""
+    vendor = scripted_market_data()
+    fetcher = subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTED_ANYWHERE, vendor.url, "7", "60"],
+        cwd=Path(__file__).parents[2],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, _ = fetcher.communicate(timeout=90)
+    finally:
+        fetcher.kill()
+    assert out == "all interrupted fetches ended\n"
