@@ -35,8 +35,10 @@ DEFAULT_DRAIN_INTERVAL_SECONDS = 60.0
 #: ~4,000 deal frames (~260 B each): 30 s of deals at 135 deals/s, above the desk's 100/s peak.
 DEFAULT_DRAIN_EARLY_BYTES = 1024 * 1024
 #: `exposure_automation_sensor` evaluates its conditions at most this often: each tick that
-#: sees a change stores its evaluations, which Dagster keeps 30 days.
-DEFAULT_EXPOSURE_AUTOMATION_SECONDS = 60
+#: sees a change stores its evaluations, which Dagster keeps 30 days, and each refresh is a
+#: run. The drains refresh the exposure with the prices of the moment every minute deals
+#: flow; this covers the quiet times, and the live desk shows every price at once anyway.
+DEFAULT_EXPOSURE_AUTOMATION_SECONDS = 300
 DEFAULT_RUN_RETENTION_DAYS = 7.0
 #: `recent_prices_sensor` asks for the reference prices never stored from this many days
 #: before today to the hour under way; -1: never.

@@ -152,8 +152,9 @@ def fetch_planned_prices(
 def report_planned_prices(
     context: dg.OpExecutionContext, config: PlannedBatch, stored: StoredPrices
 ):
-    """One materialisation per partition touched, naming its periods and why each was fetched;
-    the output's metadata lists the whole plan. Periods that failed fail the run, naming them."""
+    """One materialisation per partition touched, naming its periods and why each was fetched
+    (`why`: period -> reason); the output's metadata lists the whole plan. Periods that failed
+    fail the run, naming them."""
     periods = config.periods()
     why = dict(zip(map(str, periods), config.reasons, strict=True))
     got = {str(p.period): p for p in stored.prices}
@@ -170,10 +171,7 @@ def report_planned_prices(
         yield dg.AssetMaterialization(
             asset_key=price_asset_key(market),
             partition=key,
-            metadata={
-                "periods": dg.MetadataValue.json(names),
-                "why": dg.MetadataValue.json({name: why.get(name, "") for name in names}),
-            },
+            metadata={"why": dg.MetadataValue.json({name: why.get(name, "") for name in names})},
         )
     rows = "\n".join(
         f"| {name} | {why[name]} | "

@@ -139,7 +139,8 @@ def test_a_batch_prices_positions_first_and_explains_itself(
         ).fetchall()
     assert sorted(row[:3] for row in stored) == sorted(keys)
     assert {(row[0], row[3]) for row in stored} == {("DE", "EUR"), ("GB", "GBP")}
-    # Each market's local-hour partitions it touched are materialised, naming their periods.
+    # Each market's local-hour partitions it touched are materialised, naming their periods
+    # and why each was fetched.
     for period in (near, half, quarter):
         event = instance.fetch_materializations(
             dg.AssetRecordsFilter(
@@ -148,7 +149,7 @@ def test_a_batch_prices_positions_first_and_explains_itself(
             ),
             limit=1,
         ).records[0]
-        assert str(period) in event.asset_materialization.metadata["periods"].value
+        assert str(period) in event.asset_materialization.metadata["why"].value
     output = result.get_step_success_events()[-1]
     assert output.step_key == "report_planned_prices"
     assert playground.rate_limited == 0
