@@ -334,9 +334,9 @@ def _run_interruptibly(fetch: Coroutine[Any, Any, None]) -> None:
     An interrupt (Ctrl-C, a run terminated: Dagster raises it in the main thread wherever that
     thread is) then lands in this wait and cancels the fetch at its next `await`. Raised inside
     the loop itself, it could land in httpx's or asyncio's bookkeeping (a connection's lock
-    held, a socket half-closed) and the loop's clean-up then waited forever: under load ~1 in
-    9 interrupted fetches hung so, and a hung run worker kept the code server, and the demo's
-    Ctrl-C, waiting. Works from async code too (a loop already running in this thread)."""
+    held, a socket half-closed) and the loop's clean-up then waited forever, and the code
+    server (and the demo's Ctrl-C) waited on that run worker. Works from async code too (a
+    loop already running in this thread)."""
     started: Future[asyncio.Task] = Future()
 
     async def main() -> None:
