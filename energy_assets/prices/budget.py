@@ -205,6 +205,15 @@ class RequestBudget:
             return max(0, limits.per_minute - limits.reserve)
         return limits.per_minute // 2
 
+    def bulk_held_for(self, now: float) -> float:
+        """How long from `now` bulk may send nothing at all, the coming bursts needing what is
+        left of the hour window; 0 when it may send."""
+        if self.limits.reserve <= 0:
+            return 0.0
+        self._ensure()
+        with closing(self._connect()) as conn:
+            return self._hold_for_bursts(conn, now)
+
     def _hold_for_bursts(self, conn: sqlite3.Connection, now: float) -> float:
         """0 if a bulk request now leaves every coming planner burst its room in the hour
         window, else how long to wait (until the next burst is over, when this changes).

@@ -64,7 +64,9 @@ def held_revisions(prices: pl.DataFrame | None) -> dict:
 def budget_left(budget: RequestBudget | None, now: datetime, per_minute: int, per_hour: int):
     """What the planner is sure to get now, whatever a backfill takes meanwhile (a batch
     sized to more would wait for the backfill's minute to age out, and publish only then), and
-    the hour's budget shared out per revision slot."""
+    the hour's budget shared out per revision slot. A backfill held off for a minute or more
+    (the coming bursts need the rest of the hour) takes nothing meanwhile: the batch may have
+    the whole minute, and the planner needs half the runs."""
     if budget is None:
         return BudgetLeft(minute=per_minute, hour=per_hour // SLOTS_PER_HOUR)
     ts = now.timestamp()
@@ -72,7 +74,8 @@ def budget_left(budget: RequestBudget | None, now: datetime, per_minute: int, pe
     in_hour = budget.sent_between(ts - budget.limits.hour_s - margin, ts)
     in_minute = sum(1 for t in in_hour if t > ts - budget.limits.minute_s - margin)
     in_slot = sum(1 for t in in_hour if t >= grid_slot(now).timestamp())
-    bulk_may_add = max(0, budget.bulk_per_minute(ts) - in_minute)
+    held = budget.bulk_held_for(ts) >= budget.limits.minute_s + margin
+    bulk_may_add = 0 if held else max(0, budget.bulk_per_minute(ts) - in_minute)
     return BudgetLeft(
         minute=max(0, per_minute - in_minute - bulk_may_add),
         hour=min(per_hour - len(in_hour), per_hour // SLOTS_PER_HOUR - in_slot),

@@ -173,3 +173,25 @@ def test_a_retry_after_of_a_day_holds_the_budget_for_an_hour_at_most(tmp_path, h
     # A later 429 does not extend a stored pause past the window either.
     budget.pause_until(clock[0] + 10)
     assert budget.paused_until() <= clock[0] + 3600
+
+
+def test_while_the_backfill_is_held_off_a_planner_batch_has_the_whole_minute(tmp_path):
+    # 900 of the hour's 1,000 sent in the last 20 minutes: the coming bursts need the rest, so
+    # a backfill may send nothing until the next burst is over. The planner's batch is sized to
+    # the whole minute, not the half a backfill could otherwise still take, and goes at once.
+    clock = FakeClock(1_700_000_400.0 + 300)  # checked mid-slot, minutes before a burst
+    budget = RequestBudget(tmp_path / "b.sqlite", BudgetLimits(), clock=clock, sleep=clock.sleep)
+    budget._ensure()
+    for _ in range(900):
+        budget.acquire(FRESH)
+        clock.now += 1.25
+    clock.now += 62  # the minute window empty again, the hour's not
+    assert budget.bulk_held_for(clock.now) > 60
+    planned = budget_left(budget, datetime.fromtimestamp(clock.now, UTC), 50, 1000).minute
+    assert planned == 50
+    clock.now += 3
+    assert budget._try_acquire(BULK) > 0  # the backfill, meanwhile, gets nothing
+    began = clock.now
+    for _ in range(planned):
+        budget.acquire(FRESH)
+    assert clock.now - began < 1.0
