@@ -191,3 +191,16 @@ def plan_fetches(
         return (3, -age, *closes)
 
     return sorted(candidates.values(), key=order)[:limit]
+
+
+#: A batch the minute window alone cuts below this waits for the window to free (the sensor
+#: looks again within 15 s), unless a period in it is about to close: each batch is a run.
+MIN_BATCH = 10
+
+
+def worth_a_run(plan: list[PlannedFetch], budget: BudgetLeft) -> bool:
+    """Whether to fetch `plan` now: yes, unless only the minute window made it small and none
+    of its periods is closing (`CLOSING`): a few seconds later the window holds a bigger batch
+    and one run fetches what would have been two."""
+    cut_by_minute = len(plan) == budget.minute < min(MIN_BATCH, budget.hour)
+    return bool(plan) and (not cut_by_minute or any(f.tier == CLOSING for f in plan))

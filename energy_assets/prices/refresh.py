@@ -37,7 +37,14 @@ from energy_assets.prices.assets import (
 from energy_assets.prices.budget import FRESH, RequestBudget
 from energy_assets.prices.client import MarketDataClient
 from energy_assets.prices.partitions import period_partition_key
-from energy_assets.prices.plan import BudgetLeft, PlannedFetch, grid_slot, period_key, plan_fetches
+from energy_assets.prices.plan import (
+    BudgetLeft,
+    PlannedFetch,
+    grid_slot,
+    period_key,
+    plan_fetches,
+    worth_a_run,
+)
 from energy_assets.tables import PRICE_KEY
 from energy_assets.trades.book import Book, read_book
 from energy_assets.trades.resources import CaptureBufferResource
@@ -252,5 +259,10 @@ def reference_prices_planner(
         return dg.SkipReason(
             f"nothing to fetch: {len(held)} periods held, {len(book.open_mw)} periods with open "
             f"positions, budget left {budget.minute}/min {budget.hour} this slot"
+        )
+    if not worth_a_run(plan, budget):
+        return dg.SkipReason(
+            f"{len(plan)} periods fit in the minute window now, none closing: waiting for a "
+            "bigger batch"
         )
     return batch_run_request(plan, now)

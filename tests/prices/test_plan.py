@@ -20,6 +20,7 @@ from energy_assets.prices.plan import (
     plan_fetches,
     settled_revision_slot,
     stale_after,
+    worth_a_run,
 )
 
 LEAD = {"DE": timedelta(minutes=5), "GB": timedelta(minutes=60)}
@@ -197,3 +198,19 @@ def test_never_over_budget_never_closed_never_held(periods, now, data, minute, h
     # What is left out for want of budget is never worth more than what is in.
     tiers = [{CLOSING: 0, POSITION: 1, TRADED: 2, REST: 3}[f.tier] for f in fetches]
     assert tiers == sorted(tiers)
+
+
+def test_a_batch_the_minute_window_cut_small_waits_unless_a_period_is_closing():
+    far = [quarter(at(12, 15 * k)) for k in range(4)]  # positions hours from gate closure
+    near = quarter(at(9, 15))  # closes in 7 min
+    squeezed = BudgetLeft(minute=4, hour=100)
+    # Four positions hours away: a few seconds later the window holds a bigger batch.
+    assert not worth_a_run(plan(far, open_mw=dict.fromkeys(far, 5.0), budget=squeezed), squeezed)
+    # One about to close goes now, however small the batch.
+    wanted = [near, *far]
+    assert worth_a_run(plan(wanted, open_mw=dict.fromkeys(wanted, 5.0), budget=squeezed), squeezed)
+    # Small because little is wanted, or because the slot's share is nearly spent: it goes.
+    assert worth_a_run(plan(far[:2], open_mw=dict.fromkeys(far, 5.0)), PLENTY)
+    slot_spent = BudgetLeft(minute=4, hour=4)
+    assert worth_a_run(plan(far, open_mw=dict.fromkeys(far, 5.0), budget=slot_spent), slot_spent)
+    assert not worth_a_run([], PLENTY)
