@@ -3,6 +3,7 @@ the platform's environment, and a playground on free ports."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -141,13 +142,18 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
         stop_process_group(daemon.process)
 
 
-def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM to the process's group, SIGKILL after `timeout` seconds."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
+def stop_process_group(
+    process: subprocess.Popen, timeout: float = 30, stop: int = signal.SIGTERM
+) -> None:
+    """`stop` to the process's group, SIGKILL after `timeout` seconds; then SIGKILL to what
+    the group still holds once its leader is gone: a code server the daemon started outlived
+    the suite when its shutdown hung (its clean-up thread died with the test's PostgreSQL)."""
+    if process.poll() is None:
+        os.killpg(process.pid, stop)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    process.wait()

@@ -28,7 +28,7 @@ from energy_assets.playground.server import ExchangeOptions
 from energy_assets.prices.assets import price_asset_key
 from energy_assets.tables import PRICE_KEY
 from energy_assets.warehouse import connect
-from tests.conftest import REPO
+from tests.conftest import REPO, stop_process_group
 
 #: Runs not finished yet (queued ones included).
 IN_PROGRESS_RUN_STATUSES = [
@@ -252,13 +252,7 @@ def test_trades_prices_and_exposure_arrive_untouched_through_the_daemon(
     finally:
         # As the demo stops them: the listener first (it seals its segment), then Dagster.
         for process, stop in ((listener, signal.SIGTERM), (daemon, signal.SIGINT)):
-            if process.poll() is None:
-                os.killpg(process.pid, stop)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_process_group(process, timeout=60, stop=stop)
     with DagsterInstance.get() as instance:
         # No deal stored after the exposure we compare against; prices may have been (the
         # planner's later batches), and then the exposure was marked with an earlier revision.
