@@ -13,13 +13,14 @@ files in `ENERGY_DASHBOARD_DIR` (default `data/dashboard/`):
 A file that mirrors a table has that table's columns and types, declared once in
 `energy_assets/tables.py` (`SHAPES`): `write` publishes them, `read` hands them back so.
 
-Each file is written under a temporary name and renamed over the old one, so a reader sees the
-whole new file or the whole previous one, never half of either. A reader notices a new file by
+Each file is written under a temporary name and renamed over the old one, and `read` opens it
+once, so a reader sees the whole new file or the whole previous one, never half of either. A reader notices a new file by
 its modification time (`changed_at`).
 """
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -63,9 +64,10 @@ def write(frame: pl.DataFrame, directory: str | Path, name: str) -> Path:
 def read(directory: str | Path, name: str) -> pl.DataFrame | None:
     """The published frame, or None while nothing has been published yet, or while the file is
     of another shape than its table's (written by an older version: the next publication
-    replaces it)."""
+    replaces it). The file is opened once and read whole: polars opens a path more than once
+    (footer, then pages), and a publication replacing the file in between mixed two of them."""
     try:
-        return _shaped(pl.read_parquet(Path(directory) / name), name)
+        return _shaped(pl.read_parquet(io.BytesIO((Path(directory) / name).read_bytes())), name)
     except (
         FileNotFoundError,
         pl.exceptions.ColumnNotFoundError,
