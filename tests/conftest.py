@@ -147,7 +147,8 @@ def stop_process_group(
 ) -> None:
     """`stop` to the process's group, SIGKILL after `timeout` seconds; then SIGKILL to what
     the group still holds once its leader is gone: a code server the daemon started outlived
-    the suite when its shutdown hung (its clean-up thread died with the test's PostgreSQL)."""
+    the suite when its shutdown hung (its clean-up thread died with the test's PostgreSQL; a
+    code server hung so after a database failover in dagster-io/dagster#32226)."""
     if process.poll() is None:
         os.killpg(process.pid, stop)
         try:
