@@ -73,7 +73,7 @@ def budget_left(budget: RequestBudget | None, now: datetime, per_minute: int, pe
     sized to more would wait for the backfill's minute to age out, and publish only then), and
     the hour's budget shared out per revision slot. A backfill held off for a minute or more
     (the coming bursts need the rest of the hour) takes nothing meanwhile: the batch may have
-    the whole minute, and the planner needs half the runs."""
+    the whole minute."""
     if budget is None:
         return BudgetLeft(minute=per_minute, hour=per_hour // SLOTS_PER_HOUR)
     ts = now.timestamp()
