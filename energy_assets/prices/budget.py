@@ -261,12 +261,15 @@ class RequestBudget:
             row = conn.execute("SELECT until FROM pause WHERE id = 1").fetchone()
         return row[0] if row else None
 
-    def sent_between(self, start: float, end: float) -> list[float]:
-        """Recorded request times in [start, end]: what the vendor has seen from us."""
+    def sent_between(self, start: float, end: float, priority: str | None = None) -> list[float]:
+        """Recorded request times in [start, end]: what the vendor has seen from us (of one
+        priority if given)."""
         self._ensure()
         with closing(self._connect()) as conn:
             rows = conn.execute(
-                "SELECT ts FROM requests WHERE ts >= ? AND ts <= ? ORDER BY ts", (start, end)
+                "SELECT ts FROM requests WHERE ts >= ? AND ts <= ? "
+                "AND (? IS NULL OR priority = ?) ORDER BY ts",
+                (start, end, priority, priority),
             ).fetchall()
         return [row[0] for row in rows]
 

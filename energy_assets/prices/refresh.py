@@ -73,14 +73,15 @@ def budget_left(budget: RequestBudget | None, now: datetime, per_minute: int, pe
     sized to more would wait for the backfill's minute to age out, and publish only then), and
     the hour's budget shared out per revision slot. A backfill held off for a minute or more
     (the coming bursts need the rest of the hour) takes nothing meanwhile: the batch may have
-    the whole minute."""
+    the whole minute. The slot's share counts the planner's own requests: a backfill's come
+    out of what the bursts leave (`budget.py`), never out of the positions' share."""
     if budget is None:
         return BudgetLeft(minute=per_minute, hour=per_hour // SLOTS_PER_HOUR)
     ts = now.timestamp()
     margin = budget.limits.margin_s
     in_hour = budget.sent_between(ts - budget.limits.hour_s - margin, ts)
     in_minute = sum(1 for t in in_hour if t > ts - budget.limits.minute_s - margin)
-    in_slot = sum(1 for t in in_hour if t >= grid_slot(now).timestamp())
+    in_slot = len(budget.sent_between(grid_slot(now).timestamp(), ts, FRESH))
     held = budget.bulk_held_for(ts) >= budget.limits.minute_s + margin
     bulk_may_add = 0 if held else max(0, budget.bulk_per_minute(ts) - in_minute)
     return BudgetLeft(

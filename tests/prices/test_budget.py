@@ -195,3 +195,24 @@ def test_while_the_backfill_is_held_off_a_planner_batch_has_the_whole_minute(tmp
     for _ in range(planned):
         budget.acquire(FRESH)
     assert clock.now - began < 1.0
+
+
+def test_a_backfill_does_not_spend_the_planners_share_of_the_slot(tmp_path):
+    # At a start the recent-prices backfill runs beside the planner's catch-up: in the demo it
+    # took ~100 requests of the slot, and the planner, counting them as its own, stopped with
+    # half the periods of open positions unpriced until the next slot.
+    slot = 1_700_000_400.0
+    clock = FakeClock(slot + 100)  # between bursts: bulk may take half the minute
+    budget = RequestBudget(tmp_path / "b.sqlite", BudgetLimits(), clock=clock, sleep=clock.sleep)
+    budget._ensure()
+    for _ in range(60):
+        budget.acquire(FRESH)
+        clock.now += 1.0
+    for _ in range(60):
+        budget.acquire(BULK)
+    clock.now += 62  # the minute window empty again
+    assert clock.now < slot + 500  # still the same slot, before the next burst's guard
+    assert len(budget.sent_between(slot, clock.now, BULK)) == 60
+    left = budget_left(budget, datetime.fromtimestamp(clock.now, UTC), 50, 1000)
+    assert left.hour == 1000 // 6 - 60
+    assert left.minute > 0
