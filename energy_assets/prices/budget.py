@@ -14,8 +14,9 @@ Two priorities share it:
   market's, at most
   `reserve`) still fits the vendor's hour window with it, and around each 10-minute slot,
   when a burst is due, bulk leaves `reserve` requests of the minute window free too, and
-  half of it at any other moment (the planner's batch on a start). So a backfill never
-  starves the planner, and takes the rest.
+  half of it at any other moment (the planner's batch on a start); and while the planner has
+  open positions' prices to fetch, it holds bulk off altogether (`hold_bulk`). So a backfill
+  never starves the planner, and takes the rest.
 
 A 429 from the vendor pauses every user of the file until its `Retry-After` has passed, an
 hour (the vendor's own window) at most.
@@ -122,6 +123,10 @@ class RequestBudget:
                     conn.execute(
                         "CREATE TABLE IF NOT EXISTS pause (id INTEGER PRIMARY KEY CHECK (id = 1), until REAL)"
                     )
+                    conn.execute(
+                        "CREATE TABLE IF NOT EXISTS bulk_hold "
+                        "(id INTEGER PRIMARY KEY CHECK (id = 1), until REAL)"
+                    )
             self._ready = True
 
     def acquire(self, priority: str = BULK, cancel: threading.Event | None = None) -> float:
@@ -164,10 +169,11 @@ class RequestBudget:
             per_minute = limits.per_minute if priority == FRESH else self.bulk_per_minute(now)
             per_hour = limits.per_hour
             waits = []
+            if priority != FRESH:
+                waits.append(self._held_by_planner(conn, now))
             if priority != FRESH and limits.reserve > 0:
-                hold = self._hold_for_bursts(conn, now)
-                if hold > 0:
-                    waits.append(hold)
+                waits.append(self._hold_for_bursts(conn, now))
+            waits = [wait for wait in waits if wait > 0]
             for since, limit, span in (
                 (minute_from, per_minute, limits.minute_s),
                 (hour_from, per_hour, limits.hour_s),
@@ -206,13 +212,30 @@ class RequestBudget:
         return limits.per_minute // 2
 
     def bulk_held_for(self, now: float) -> float:
-        """How long from `now` bulk may send nothing at all, the coming bursts needing what is
-        left of the hour window; 0 when it may send."""
-        if self.limits.reserve <= 0:
-            return 0.0
+        """How long from `now` bulk may send nothing at all: the planner holds it off
+        (`hold_bulk`), or the coming bursts need what is left of the hour window; 0 when it
+        may send."""
         self._ensure()
         with closing(self._connect()) as conn:
-            return self._hold_for_bursts(conn, now)
+            bursts = self._hold_for_bursts(conn, now) if self.limits.reserve > 0 else 0.0
+            return max(bursts, self._held_by_planner(conn, now))
+
+    def hold_bulk(self, until: float) -> None:
+        """Keep bulk out until `until` (epoch seconds): the planner has open positions' prices
+        to fetch, which come before any backfill. Renewed by each planner tick that still has
+        some, so it lapses by itself within a tick or two of the last one."""
+        self._ensure()
+        with closing(self._connect()) as conn, transaction(conn, "BEGIN IMMEDIATE"):
+            conn.execute(
+                "INSERT INTO bulk_hold (id, until) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET until = excluded.until",
+                (until,),
+            )
+
+    @staticmethod
+    def _held_by_planner(conn: sqlite3.Connection, now: float) -> float:
+        row = conn.execute("SELECT until FROM bulk_hold WHERE id = 1").fetchone()
+        return max(0.0, row[0] - now) if row and row[0] else 0.0
 
     def _hold_for_bursts(self, conn: sqlite3.Connection, now: float) -> float:
         """0 if a bulk request now leaves every coming planner burst its room in the hour

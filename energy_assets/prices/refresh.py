@@ -3,7 +3,8 @@
 Every 15 s the sensor reads the live book from the capture buffer (`trades.book`: a deal just
 made counts at once), the revisions we hold (`prices.parquet`, what DuckDB holds) and the
 budget left (the shared budget file), asks `plan.plan_fetches` for the fetch list and requests
-ONE run of `reference_prices_planned` for it: at most what it is sure to get now (of 50 a minute),
+ONE run of `reference_prices_planned` for it: at most what it is sure to get now (of 50 a
+minute; while open positions' prices are due it holds backfills off, so all 50),
 and per 10-minute revision slot at most a sixth of the hour's 1,000, so every slot of the hour
 has its share. The run fetches, stores and publishes the batch within seconds of the answers
 and reports one materialisation per partition; its output metadata lists what it fetched and
@@ -38,6 +39,8 @@ from energy_assets.prices.budget import FRESH, RequestBudget
 from energy_assets.prices.client import MarketDataClient
 from energy_assets.prices.partitions import period_partition_key
 from energy_assets.prices.plan import (
+    CLOSING,
+    POSITION,
     BudgetLeft,
     PlannedFetch,
     grid_slot,
@@ -88,6 +91,27 @@ def budget_left(budget: RequestBudget | None, now: datetime, per_minute: int, pe
         minute=max(0, per_minute - in_minute - bulk_may_add),
         hour=min(per_hour - len(in_hour), per_hour // SLOTS_PER_HOUR - in_slot),
     )
+
+
+def next_batch(
+    now: datetime,
+    book: Book,
+    held: dict,
+    budget: RequestBudget | None,
+    per_minute: int,
+    per_hour: int,
+) -> tuple[list[PlannedFetch], BudgetLeft]:
+    """The batch to fetch now and the budget it was sized to. While open positions' prices are
+    due, bulk is held off for the next minute (renewed each tick): the batch may have the whole
+    minute window, and a backfill takes what the positions leave (at a start, the recent
+    prices' backfill took half of every minute and the catch-up went in batches of 25)."""
+    left = budget_left(budget, now, per_minute, per_hour)
+    wanted = plan_batch(now, book, held, BudgetLeft(minute=per_minute, hour=left.hour))
+    if budget is not None and any(f.tier in (CLOSING, POSITION) for f in wanted):
+        limits = budget.limits
+        budget.hold_bulk(now.timestamp() + limits.minute_s + limits.margin_s + INTERVAL_S)
+        left = budget_left(budget, now, per_minute, per_hour)
+    return wanted[: left.now], left
 
 
 def plan_batch(now: datetime, book: Book, held: dict, budget: BudgetLeft) -> list[PlannedFetch]:
@@ -252,10 +276,14 @@ def reference_prices_planner(
     now = datetime.now(UTC)
     book = read_book(capture.path, now)
     held = held_revisions(published.read(dashboard.directory, published.PRICES))
-    budget = budget_left(
-        market_data.budget, now, market_data.requests_per_minute, market_data.requests_per_hour
+    plan, budget = next_batch(
+        now,
+        book,
+        held,
+        market_data.budget,
+        market_data.requests_per_minute,
+        market_data.requests_per_hour,
     )
-    plan = plan_batch(now, book, held, budget)
     if not plan:
         return dg.SkipReason(
             f"nothing to fetch: {len(held)} periods held, {len(book.open_mw)} periods with open "

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from energy_assets.markets import MARKETS, open_periods
 from energy_assets.prices.budget import (
     BULK,
     FRESH,
@@ -16,7 +17,9 @@ from energy_assets.prices.budget import (
     RequestBudget,
     _bulk_guarded,
 )
-from energy_assets.prices.refresh import budget_left
+from energy_assets.prices.plan import period_key
+from energy_assets.prices.refresh import budget_left, next_batch
+from energy_assets.trades.book import Book
 
 
 def max_in_window(times: list[float], span: float) -> int:
@@ -216,3 +219,35 @@ def test_a_backfill_does_not_spend_the_planners_share_of_the_slot(tmp_path):
     left = budget_left(budget, datetime.fromtimestamp(clock.now, UTC), 50, 1000)
     assert left.hour == 1000 // 6 - 60
     assert left.minute > 0
+
+
+def _book_with_positions(now: datetime, count: int) -> Book:
+    periods = open_periods(MARKETS["DE"], now, 15)[:count]
+    return Book(open_mw={period_key(p): 1.0 for p in periods}, traded=frozenset())
+
+
+@pytest.mark.parametrize("positions", [0, 120])
+def test_open_positions_to_price_hold_the_backfill_off_and_take_the_whole_minute(
+    tmp_path, positions
+):
+    # A start: the recent-prices backfill took its half of the minute before the planner's
+    # first tick. With positions to price, the planner holds bulk off: its next batch has the
+    # whole minute, and the backfill sends nothing until the positions are priced. With none,
+    # the backfill keeps its share.
+    clock = FakeClock(1_700_000_400.0 + 200)  # between bursts
+    budget = RequestBudget(tmp_path / "b.sqlite", BudgetLimits(), clock=clock, sleep=clock.sleep)
+    budget._ensure()
+    now = lambda: datetime.fromtimestamp(clock.now, UTC)  # noqa: E731
+    book = _book_with_positions(now(), positions)
+    for _ in range(25):
+        budget.acquire(BULK)
+    first, _ = next_batch(now(), book, {}, budget, 50, 1000)
+    assert len(first) == 25  # what the backfill left of the minute
+    clock.now += 61  # the backfill's requests out of the minute window
+    held = budget._try_acquire(BULK) > 0
+    assert held == bool(positions)
+    second, _ = next_batch(now(), book, {}, budget, 50, 1000)
+    assert len(second) == (50 if positions else 25)
+    if positions:
+        clock.now += 120  # no planner tick since: the hold lapses
+        assert budget._try_acquire(BULK) <= 0
