@@ -352,8 +352,8 @@ main = threading.main_thread().ident
 random.seed(int(sys.argv[2]))
 for attempt in range(int(sys.argv[3])):
     timer = threading.Timer(random.uniform(0, 0.06), signal.pthread_kill, (main, signal.SIGINT))
-    timer.start()
     try:
+        timer.start()  # under load the interrupt can land before start() returns
         market.fetch_requests(requests)
         timer.join()  # the fetch beat its interrupt: take it here, outside the fetch
     except Interrupted:
