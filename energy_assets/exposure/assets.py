@@ -187,9 +187,9 @@ DASHBOARD_CONDITION = (
 
 class DashboardConfig(dg.Config):
     history_snapshots: int = 2880
-    """How many of the latest PnL snapshots `pnl_history.parquet` holds: by default a day of
-    refreshes at the default cadence, what the desk's chart spans, and a file whose write stays
-    well under a second however old the table."""
+    """How many of the latest PnL snapshots `pnl_history.parquet` holds: by default two days of
+    refreshes at the default 60 s drain cadence, what the desk's chart spans, and a file whose
+    write stays well under a second however old the table."""
 
 
 @dg.asset(

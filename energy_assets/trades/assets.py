@@ -113,7 +113,7 @@ EXCHANGE_FEED = dg.AssetSpec(
 )
 
 #: The intraday market trades around the clock and the desk's 15 traders deal every few
-#: seconds; drains run every 30 s while deals wait. Five minutes without one warns, a quarter
+#: seconds; drains run every 60 s while deals wait. Five minutes without one warns, a quarter
 #: of an hour (a whole intraday product) fails.
 TRADES_FRESHNESS = dg.FreshnessPolicy.time_window(
     fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=5)

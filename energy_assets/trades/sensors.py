@@ -1,7 +1,7 @@
 """`raw_trades_sensor`: the batch cadence. Every few seconds it looks at the capture buffer and
 starts one `drain_and_refresh` run (drain -> `trader_exposure` -> `exposure_dashboard`) when
 sealed files wait and the last such run was requested at least `ENERGY_DRAIN_INTERVAL_SECONDS`
-ago (default 30 s), or at once when the waiting segments hold `ENERGY_DRAIN_EARLY_BYTES`
+ago (default 60 s), or at once when the waiting segments hold `ENERGY_DRAIN_EARLY_BYTES`
 (default 1 MiB, ~4,000 deals); never while another run that drains is queued or running. Also
 one run when the listener's heartbeat goes stale, so the feed gap check shows it.
 
@@ -80,7 +80,7 @@ def waiting_after(directory: Path, cursor: str | None) -> tuple[str | None, int]
     minimum_interval_seconds=TICK_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests a drain_and_refresh run when sealed capture segments wait: at most "
-    "every ENERGY_DRAIN_INTERVAL_SECONDS (30 s), at once when they hold "
+    "every ENERGY_DRAIN_INTERVAL_SECONDS (60 s), at once when they hold "
     "ENERGY_DRAIN_EARLY_BYTES (1 MiB); never while another raw_trades run is queued or running. "
     "One run when the listener stops reporting, so the feed gap check shows it.",
 )
