@@ -96,7 +96,9 @@ def trader_exposure(
     context.log.info(
         f"recomputed {result.days_recomputed} delivery day(s) in {result.seconds:.3f}s"
     )
-    return dg.MaterializeResult(metadata=exposure_metadata(result))
+    # On the materialisation only, not the step's output event too (as in raw_trades).
+    context.add_asset_metadata(exposure_metadata(result))
+    return dg.MaterializeResult()
 
 
 def exposure_metadata(result: store.RefreshResult) -> dict:
@@ -223,8 +225,8 @@ def exposure_dashboard(
         f"published {confirmed.height} confirmed rows and {history.height} PnL "
         f"history rows ({snapshots} snapshots) to {out_dir}"
     )
-    return dg.MaterializeResult(
-        metadata={
+    context.add_asset_metadata(
+        {
             "directory": dg.MetadataValue.path(str(Path(out_dir).resolve())),
             "confirmed_rows": confirmed.height,
             "pnl_history_rows": history.height,
@@ -232,6 +234,7 @@ def exposure_dashboard(
             "bytes": sum(path.stat().st_size for path in paths),
         }
     )
+    return dg.MaterializeResult()
 
 
 #: Every `ENERGY_EXPOSURE_AUTOMATION_SECONDS`: a price revision reaches the batch exposure within
