@@ -230,14 +230,19 @@ def _far_delivery_check(conn) -> dg.AssetCheckResult:
         check_name="no_far_deliveries",
         passed=count == 0,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "far_deliveries": count,
-            "deals": table_value(
-                [dict(zip(columns, row, strict=True)) for row in rows],
-                dict.fromkeys(columns[:-1], "string") | {"days": "int"},
-            ),
-        },
+        metadata={"far_deliveries": count}
+        | _listed(
+            "deals",
+            [dict(zip(columns, row, strict=True)) for row in rows],
+            dict.fromkeys(columns[:-1], "string") | {"days": "int"},
+        ),
     )
+
+
+def _listed(name: str, rows: list[dict], kinds: dict[str, str]) -> dict:
+    """A check's offending rows as a table, left out when there are none: an empty table is
+    its schema alone, stored twice on every drain (the event and the check's row)."""
+    return {name: table_value(rows, kinds)} if rows else {}
 
 
 def _instant(epoch_us: int) -> datetime:
@@ -279,14 +284,10 @@ def _feed_gap_check(conn, capture: CaptureBufferResource) -> dg.AssetCheckResult
             "seconds_without_feed_last_24h": round(missing_seconds, 1),
             "listener_connected": bool(state.get("connected")) and open_gap is None,
             "open_gap_since": open_since or "none",
-            "gaps": table_value(
-                shown,
-                {
-                    "start_utc": "string",
-                    "end_utc": "string",
-                    "seconds": "float",
-                    "reason": "string",
-                },
-            ),
-        },
+        }
+        | _listed(
+            "gaps",
+            shown,
+            {"start_utc": "string", "end_utc": "string", "seconds": "float", "reason": "string"},
+        ),
     )
