@@ -210,7 +210,11 @@ def _load_deals(conn, root, result: RebuildResult, progress) -> None:
             orient="row",
         )
         gaps = pl.DataFrame(
-            [Gap.parse(data).row(name) for name, data in day.gaps],
+            [
+                gap.row(name)
+                for name, data in day.gaps
+                if isinstance(gap := Gap.parse(data), Gap)  # the drain quarantined the others
+            ],
             schema=FEED_GAPS.polars_schema(),
         )
         for table, rows in ((STAGING, batch), (FEED_GAPS, gaps), (CAPTURE_SEGMENTS, marks)):

@@ -109,6 +109,11 @@ class ListenerLockHeld(RuntimeError):
     """Another listener holds the capture directory: a second connection would see other deals."""
 
 
+#: What JSON that is not a gap's object raises on the way (an instant near year 1 or 9999 in
+#: another offset overflows).
+_NOT_A_GAP = (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError)
+
+
 @dataclass(frozen=True)
 class Gap:
     """A stretch without a connection to the exchange: deals in it may be missing. The one
@@ -122,17 +127,20 @@ class Gap:
         return {"gap_start": iso(self.start), "gap_end": iso(self.end), "reason": self.reason}
 
     @classmethod
-    def parse(cls, content: str | bytes) -> Gap:
-        """A sealed gap file's content; raises ValueError, KeyError or TypeError when it is
-        not one (the drain refuses the batch, the desk skips the file)."""
-        record = json.loads(content)
-        if not isinstance(record, dict):
-            raise TypeError(f"a gap file holds an object, not {type(record).__name__}")
-        return cls(
-            datetime.fromisoformat(record["gap_start"]),
-            datetime.fromisoformat(record["gap_end"]),
-            str(record.get("reason") or ""),
-        )
+    def parse(cls, content: str | bytes) -> Gap | str:
+        """A sealed gap file's content, or why it is not one (the drain quarantines such a
+        file, the desk and the rebuild skip it). Total: never an exception."""
+        try:
+            record = json.loads(content)
+            start, end = (datetime.fromisoformat(record[key]) for key in ("gap_start", "gap_end"))
+            if start.tzinfo is None or end.tzinfo is None:
+                return "not a gap: an instant without an offset"
+            if end.astimezone(UTC) < start.astimezone(UTC):
+                return "not a gap: it ends before it starts"
+            reason = str(record.get("reason") or "")
+        except _NOT_A_GAP as err:
+            return f"not a gap file: {type(err).__name__}: {str(err)[:80]}"
+        return cls(start, end, reason)
 
     def row(self, source: str) -> dict:
         """Its `energy.feed_gaps` row, `source` the gap file's name."""
@@ -508,11 +516,11 @@ class BufferFollower:
             gap = Gap.parse(path.read_bytes())
         except FileNotFoundError:
             return []
-        except (ValueError, KeyError, TypeError) as err:
-            log.warning("gap_file_skipped", file=path.name, error=str(err))
-            gap = None
         self._read.add(path.name)
-        return [gap] if gap else []
+        if isinstance(gap, str):
+            log.warning("gap_file_skipped", file=path.name, error=gap)
+            return []
+        return [gap]
 
 
 def read_listener_state(directory: str | Path) -> dict | None:

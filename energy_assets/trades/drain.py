@@ -101,7 +101,14 @@ def _drain_once(
         return stale
 
     batch = read_segments(segment_paths)
-    gaps = [Gap.parse(path.read_bytes()).row(path.name) for path in gap_paths]
+    gaps, unreadable = [], []
+    for path in gap_paths:
+        raw = path.read_bytes()
+        gap = Gap.parse(raw)
+        if isinstance(gap, Gap):
+            gaps.append(gap.row(path.name))
+        else:  # kept as evidence in the quarantine; the batch goes on
+            unreadable.append((raw, f"gap file {path.name}: {gap}"))
     lines = batch.group_by("segment").len() if batch.height else None
     per_segment = dict(lines.iter_rows()) if lines is not None else {}
     first_seen, refused = bookable(
@@ -128,11 +135,11 @@ def _drain_once(
     finally:
         conn.unregister("drain_batch")
 
-    if refused.height:  # lines it cannot book are quarantined with why, like refused frames
+    if refused.height or unreadable:  # what it cannot book is quarantined with why
         (directory / QUARANTINE).mkdir(exist_ok=True)
         rows = refused.drop("after_gate_closure", "unbookable").to_dicts()
         raw = [json.dumps(row, default=str) for row in rows]
-        quarantine(directory, zip(raw, refused["unbookable"], strict=True), now)
+        quarantine(directory, [*zip(raw, refused["unbookable"], strict=True), *unreadable], now)
     result.segments = [p.name for p in segment_paths]
     result.unbookable = refused.height
     result.gaps = gaps

@@ -1,5 +1,6 @@
 """The drain: exactly once across failures, retries and concurrent drains."""
 
+import json
 import os
 import threading
 from datetime import UTC, datetime, timedelta
@@ -162,3 +163,27 @@ def test_a_gap_reason_is_stored_exactly_whatever_it_holds(tmp_path):
         rows = conn.execute("SELECT reason, seconds FROM energy.feed_gaps").fetchall()
         assert conn.execute("SELECT count(*) FROM energy.raw_trades").fetchone() == (0,)
     assert rows == [(reason, 12.5)]
+
+
+def test_an_unreadable_gap_file_is_quarantined_and_the_deals_beside_it_are_stored(tmp_path):
+    """A gap file a disk corrupted holds no deal: the drain keeps its bytes in the quarantine
+    with why, stores the deals beside it, and the next drain is not blocked by it."""
+    deals = make_deals(120, seed=12)
+    capture, database = tmp_path / "capture", tmp_path / "warehouse.duckdb"
+    fill(capture, deals[:60])
+    buffer = CaptureBuffer(capture)
+    start = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
+    torn = buffer.record_gap(Gap(start, start + timedelta(seconds=30), "reset"))
+    torn.write_bytes(torn.read_bytes()[:20])
+    first = drain_all(capture, database)
+    assert first.rows_added == 60 and first.gaps == []
+    (line,) = [
+        json.loads(line)
+        for path in (capture / "quarantine").glob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert torn.name in line["reason"] and line["raw"] == '{"gap_start": "2026-'
+    fill(capture, deals[60:])
+    assert drain_all(capture, database).rows_added == 60
+    assert stored_deals(database) == expected(deals) and pending(capture) == 0
+    assert table_count(database, "feed_gaps") == 0

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from energy_assets.trades.buffer import (
+    Gap,
     open_feed_gap,
     read_listener_state,
     resumed_gap,
@@ -132,6 +133,30 @@ def test_any_listener_state_file_gives_a_gap_or_none_never_an_exception(tmp_path
     assert heartbeat is None or heartbeat == read["heartbeat"]
     gap = open_feed_gap(read, now)
     assert gap is None or (len(gap) == 2 and isinstance(gap[1], str))
+
+
+_GAP_FILES = st.one_of(
+    st.binary(max_size=200),
+    st.fixed_dictionaries(
+        {}, optional={"gap_start": _INSTANTS, "gap_end": _INSTANTS, "reason": st.text(max_size=5)}
+    ).map(lambda record: json.dumps(record).encode()),
+    st.recursive(st.none() | st.integers() | st.text(max_size=5), st.lists, max_leaves=5).map(
+        lambda value: json.dumps(value).encode()
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(content=_GAP_FILES)
+def test_any_gap_file_gives_a_gap_or_a_reason_never_an_exception(content):
+    """The drain, the desk and the rebuild read sealed gap files: whatever one holds (a disk
+    can corrupt it), they get a gap of aware instants in order, or why it is not one."""
+    gap = Gap.parse(content)
+    if isinstance(gap, Gap):
+        assert gap.start.utcoffset() is not None and gap.end.utcoffset() is not None
+        assert gap.start <= gap.end
+    else:
+        assert isinstance(gap, str) and gap
 
 
 @settings(max_examples=300, deadline=None)
