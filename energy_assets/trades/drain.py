@@ -103,12 +103,12 @@ def _drain_once(
     batch = read_segments(segment_paths)
     gaps, unreadable = [], []
     for path in gap_paths:
-        raw = path.read_bytes()
-        gap = Gap.parse(raw)
+        content = path.read_bytes()
+        gap = Gap.parse(content)
         if isinstance(gap, Gap):
             gaps.append(gap.row(path.name))
         else:  # kept as evidence in the quarantine; the batch goes on
-            unreadable.append((raw, f"gap file {path.name}: {gap}"))
+            unreadable.append((content, f"gap file {path.name}: {gap}"))
     lines = batch.group_by("segment").len() if batch.height else None
     per_segment = dict(lines.iter_rows()) if lines is not None else {}
     first_seen, refused = bookable(
