@@ -14,8 +14,8 @@ A file that mirrors a table has that table's columns and types, declared once in
 `energy_assets/tables.py` (`SHAPES`): `write` publishes them, `read` hands them back so.
 
 Each file is written under a temporary name and renamed over the old one, and `read` opens it
-once, so a reader sees the whole new file or the whole previous one, never half of either. A reader notices a new file by
-its modification time (`changed_at`).
+once, so a reader sees the whole new file or the whole previous one, never half of either. A
+reader notices a new file by its modification time (`changed_at`).
 """
 
 from __future__ import annotations

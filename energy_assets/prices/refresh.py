@@ -76,8 +76,9 @@ def budget_left(budget: RequestBudget | None, now: datetime, per_minute: int, pe
     sized to more would wait for the backfill's minute to age out, and publish only then), and
     the hour's budget shared out per revision slot. A backfill held off for a minute or more
     (the planner's own positions hold it off, `next_batch`, or the coming bursts need the rest
-    of the hour) takes nothing meanwhile: the batch may have the whole minute. The slot's share counts the planner's own requests: a backfill's come
-    out of what the bursts leave (`budget.py`), never out of the positions' share."""
+    of the hour) takes nothing meanwhile: the batch may have the whole minute. The slot's
+    share counts the planner's own requests: a backfill's come out of what the bursts leave
+    (`budget.py`), never out of the positions' share."""
     if budget is None:
         return BudgetLeft(minute=per_minute, hour=per_hour // SLOTS_PER_HOUR)
     ts = now.timestamp()
