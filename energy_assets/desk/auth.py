@@ -11,6 +11,7 @@ is logged, never a token, a code or a cookie.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import re
@@ -47,7 +48,12 @@ SESSION_COOKIE = "desk_session"
 MIN_SECRET_CHARS = 32
 #: What the desk asks the provider for: the ID token's `email` claim is the login.
 SCOPE = "openid email"
+#: Every exchange with the provider ends within this, whole answers included: httpx's own
+#: timeouts bound only the gaps between bytes, which a provider dripping its answer resets.
 PROVIDER_TIMEOUT_SECONDS = 10
+#: What an exchange with the provider can end in besides an answer: no answer in time, a
+#: transport error, an error it sent, or an answer that is not what OpenID Connect says.
+PROVIDER_FAILED = (httpx.HTTPError, OAuthError, RuntimeError, ValueError, KeyError, TimeoutError)
 SETTINGS = (
     "ENERGY_DESK_OIDC_ISSUER",
     "ENERGY_DESK_OIDC_CLIENT_ID",
@@ -289,17 +295,20 @@ class DeskAuth:
         request.session.clear()
         request.session["next"] = local_path(request.query_params.get("next", "/"))
         try:
-            return await self.client.authorize_redirect(request, request.url_for("login_callback"))
-        except (httpx.HTTPError, OAuthError, RuntimeError, ValueError, KeyError) as err:
+            async with asyncio.timeout(PROVIDER_TIMEOUT_SECONDS):
+                back = request.url_for("login_callback")
+                return await self.client.authorize_redirect(request, back)
+        except PROVIDER_FAILED as err:
             log.error("login_failed", reason=f"identity provider: {type(err).__name__}")
             return _page("Login unavailable", "The identity provider did not answer.", 502)
 
     async def callback(self, request: Request) -> Response:
         try:
-            token = await self.client.authorize_access_token(
-                request, claims_options={"iss": {"essential": True, "values": [self.issuer]}}
-            )
-        except (httpx.HTTPError, OAuthError, ValueError, KeyError) as err:
+            async with asyncio.timeout(PROVIDER_TIMEOUT_SECONDS):
+                token = await self.client.authorize_access_token(
+                    request, claims_options={"iss": {"essential": True, "values": [self.issuer]}}
+                )
+        except PROVIDER_FAILED as err:
             # A lost or tampered login in progress, an error from the provider, a bad token.
             log.info("login", who="-", allowed=False, reason=type(err).__name__)
             request.session.clear()
@@ -327,12 +336,13 @@ class DeskAuth:
         request.session.clear()
         log.info("logout", who=email or "-")
         try:
-            made = await self.client.create_logout_url(
-                post_logout_redirect_uri=str(request.url_for("logged_out")),
-                client_id=self.client_id,
-            )
+            async with asyncio.timeout(PROVIDER_TIMEOUT_SECONDS):
+                made = await self.client.create_logout_url(
+                    post_logout_redirect_uri=str(request.url_for("logged_out")),
+                    client_id=self.client_id,
+                )
             return RedirectResponse(made["url"], 303)
-        except (httpx.HTTPError, RuntimeError, ValueError):  # no end_session_endpoint
+        except PROVIDER_FAILED:  # no end_session_endpoint, or no answer
             return RedirectResponse(request.url_for("logged_out"), 303)
 
     async def logged_out(self, request: Request) -> Response:

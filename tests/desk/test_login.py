@@ -6,8 +6,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from energy_assets.desk.auth import SETTINGS, Access, local_path, parse_users
+from energy_assets.desk.auth import (
+    PROVIDER_TIMEOUT_SECONDS,
+    SETTINGS,
+    Access,
+    local_path,
+    parse_users,
+)
 from energy_assets.logs import format_event
 from tests.conftest import REPO, free_port
 from tests.desk.conftest import deal, write_deals, write_listener_state
@@ -217,6 +225,61 @@ def test_without_a_login_the_desk_answers_only_to_loopback_names(desk_dirs, star
     assert _request(port, "GET", "/trader/alice", Host=f"localhost:{port}")[0] == 200
     # A page whose own name resolves to 127.0.0.1 (DNS rebinding) reads nothing.
     assert _request(port, "GET", "/trader/alice", Host="rebind.example")[0] == 400
+
+
+class DrippingProvider:
+    """An identity provider that accepts, announces a 100 kB answer and sends it a byte a
+    second: no gap between bytes is long enough for a read timeout."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.issuer = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            peer, _ = self.server.accept()
+            threading.Thread(target=self._drip, args=(peer,), daemon=True).start()
+
+    def _drip(self, peer: socket.socket) -> None:
+        with peer:
+            peer.recv(65536)
+            peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+            peer.sendall(b"Content-Length: 100000\r\n\r\n{")
+            while not self.stop.wait(1.0):
+                try:
+                    peer.sendall(b" ")
+                except OSError:
+                    return
+
+
+@pytest.mark.slow
+def test_a_provider_dripping_its_answer_gets_the_login_refused_in_time(
+    desk_dirs, start_desk, tmp_path
+):
+    provider = DrippingProvider()
+    try:
+        env = {
+            "ENERGY_DESK_OIDC_ISSUER": provider.issuer,
+            "ENERGY_DESK_OIDC_CLIENT_ID": "energy-desk",
+            "ENERGY_DESK_OIDC_CLIENT_SECRET": "client-secret-for-tests",
+            "ENERGY_DESK_SESSION_SECRET": "s" * 40,
+            "ENERGY_DESK_USERS": str(users_file(tmp_path)),
+        }
+        desk = start_desk(env=env)
+        port = int(desk.url.rsplit(":", 1)[1])
+        began = time.monotonic()
+        code, body = _request(port, "GET", "/login")
+        waited = time.monotonic() - began
+        assert code == 502 and b"The identity provider did not answer." in body
+        assert waited < PROVIDER_TIMEOUT_SECONDS + 5
+        assert desk.health()
+        assert 'event=login_failed reason="identity provider: TimeoutError"' in (
+            desk.log_path.read_text()
+        )
+    finally:
+        provider.stop.set()
 
 
 # -- the users file and the return path: total, whatever the input ------------------------------
