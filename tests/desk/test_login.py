@@ -239,8 +239,15 @@ class DrippingProvider:
 
     def _serve(self) -> None:
         while not self.stop.is_set():
-            peer, _ = self.server.accept()
+            try:
+                peer, _ = self.server.accept()
+            except OSError:  # closed: the test is over
+                return
             threading.Thread(target=self._drip, args=(peer,), daemon=True).start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.close()
 
     def _drip(self, peer: socket.socket) -> None:
         with peer:
@@ -279,7 +286,7 @@ def test_a_provider_dripping_its_answer_gets_the_login_refused_in_time(
             desk.log_path.read_text()
         )
     finally:
-        provider.stop.set()
+        provider.close()
 
 
 # -- the users file and the return path: total, whatever the input ------------------------------
