@@ -26,8 +26,11 @@ from pathlib import Path
 
 import polars as pl
 
+from energy_assets.logs import event_logger
 from energy_assets.storage import write_atomically
 from energy_assets.tables import REFERENCE_PRICES, TRADER_EXPOSURE, TRADER_PNL_HISTORY, Table
+
+log = event_logger("published")
 
 PRICES = "prices.parquet"
 CONFIRMED = "confirmed.parquet"
@@ -64,15 +67,18 @@ def write(frame: pl.DataFrame, directory: str | Path, name: str) -> Path:
 def read(directory: str | Path, name: str) -> pl.DataFrame | None:
     """The published frame, or None while nothing has been published yet, or while the file is
     of another shape than its table's (written by an older version: the next publication
-    replaces it). The file is opened once and read whole: polars opens a path more than once
+    replaces it), or is no Parquet file at all (a disk fault, a hand; logged). Total: never an
+    exception. The file is opened once and read whole: polars opens a path more than once
     (footer, then pages), and a publication replacing the file in between mixed two of them."""
+    path = Path(directory) / name
     try:
-        return _shaped(pl.read_parquet(io.BytesIO((Path(directory) / name).read_bytes())), name)
-    except (
-        FileNotFoundError,
-        pl.exceptions.ColumnNotFoundError,
-        pl.exceptions.InvalidOperationError,
-    ):
+        return _shaped(pl.read_parquet(io.BytesIO(path.read_bytes())), name)
+    except FileNotFoundError:
+        return None
+    except (pl.exceptions.ColumnNotFoundError, pl.exceptions.InvalidOperationError):
+        return None  # another shape
+    except (OSError, pl.exceptions.PolarsError) as err:
+        log.warning("published_file_unreadable", file=str(path), error=repr(err)[:200])
         return None
 
 

@@ -239,8 +239,12 @@ class LiveDesk:
             stamp = published.changed_at(self.dashboard_dir, name)
             if stamp != self._changed_at.get(name, -1):
                 self._changed_at[name] = stamp
-                setattr(self, attribute, published.read(self.dashboard_dir, name))
-                changed = True
+                frame = published.read(self.dashboard_dir, name)
+                # A file gone is nothing published; one that cannot be read keeps the last
+                # one read until the next publication.
+                if frame is not None or stamp is None:
+                    setattr(self, attribute, frame)
+                    changed = True
         if changed:
             self.changes += 1
         return changed

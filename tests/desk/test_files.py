@@ -1,0 +1,60 @@
+"""A published file the desk cannot read (a disk fault, a hand): the desk starts and serves its
+live book, keeps the last publication it read, and shows the next good one. The app in
+process, following the buffer and the published files as the service does."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+
+from starlette.testclient import TestClient
+
+from energy_assets import published
+from energy_assets.desk.app import create_app
+from tests.desk.conftest import deal, hour_prices, write_deals
+from tests.trades.conftest import wait_until
+
+TORN = b"PAR1 cut off by a disk fault"
+ROW = re.compile(r'<tr[^>]*data-period="2026-12-02 12-13".*?</tr>', re.S)
+
+
+def reference_cell(page: str) -> str | None:
+    """The reference price shown in alice's 12-13 row, if any."""
+    row = ROW.search(page)
+    cell = row and re.search(r'<td class="ref"[^>]*>([^<]*)<', row.group(0))
+    return cell.group(1) if cell else None
+
+
+def prices_at(value: float):
+    now = datetime.now(UTC)
+    return hour_prices([(date(2026, 12, 2), "12-13", value, now, now)])
+
+
+def test_an_unreadable_published_file_neither_stops_the_desk_nor_blanks_its_prices(
+    desk_dirs, capfd
+):
+    capture, dashboard = desk_dirs
+    write_deals(capture, [deal(1)])
+    dashboard.mkdir()
+    for name in published.SHAPES:
+        (dashboard / name).write_bytes(TORN)
+    app = create_app(capture, dashboard, poll_seconds=0.05)
+    with TestClient(app, base_url="http://127.0.0.1") as desk:
+        # It starts, and shows the live book without prices.
+        page = desk.get("/trader/alice")
+        assert page.status_code == 200 and ROW.search(page.text)
+        assert reference_cell(page.text) in (None, "", "–")
+
+        published.write(prices_at(45.0), dashboard, published.PRICES)
+        wait_until(lambda: reference_cell(desk.get("/trader/alice").text) == "45.00")
+
+        # Torn again: the last prices read stay on screen, and the next good ones show.
+        capfd.readouterr()
+        (dashboard / published.PRICES).write_bytes(TORN)
+        said = []
+        wait_until(lambda: said.append(capfd.readouterr().err) or "unreadable" in "".join(said))
+        assert "event=published_file_unreadable" in "".join(said)
+        assert reference_cell(desk.get("/trader/alice").text) == "45.00"
+        published.write(prices_at(47.5), dashboard, published.PRICES)
+        wait_until(lambda: reference_cell(desk.get("/trader/alice").text) == "47.50")
+        assert desk.get("/health").status_code == 200
