@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from urllib.parse import urlsplit
 
 
 def instant(text: str) -> datetime:
@@ -16,6 +18,46 @@ def instant(text: str) -> datetime:
     if isinstance(found, Invalid):
         raise argparse.ArgumentTypeError(found.reason)
     return found
+
+
+def number(kind, low: float = 0, high: float = math.inf, above: bool = False):
+    """An argparse type: a `kind` from `low` (or above it, `above`) to `high`; nan refused."""
+
+    def parse(text: str):
+        value = kind(text)
+        if not (low < value <= high if above else low <= value <= high):
+            bound = f"> {low}" if above else f">= {low}"
+            if high < math.inf:
+                bound += f" and <= {high}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
+
+
+def websocket_url_problem(text: str) -> str | None:
+    """Why `text` is no websocket URL to connect to (`ws://` or `wss://`, a host, a port in
+    range), or None when it is one. Total: never an exception."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises on a port out of range or not a number
+    except ValueError as err:
+        return f"not a URL: {err}"
+    if parts.scheme not in ("ws", "wss"):
+        return "the scheme must be ws:// or wss://"
+    if not parts.hostname or any(c.isspace() for c in text):
+        return "a host is needed, without spaces"
+    if port == 0:
+        return "port 0 is no port to connect to"
+    return None
+
+
+def websocket_url(text: str) -> str:
+    """An argparse type: `websocket_url_problem` as a usage error."""
+    problem = websocket_url_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{problem}: {text!r}")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import math
 
-from energy_assets.cli import instant
+from energy_assets.cli import instant, number
 from energy_assets.settings import DEFAULT_EXCHANGE_PORT, DEFAULT_MARKET_DATA_PORT
 
 DESCRIPTION = """\
@@ -15,21 +14,6 @@ prices) of docs/playground.md in one process, until Ctrl-C or SIGTERM.
 Without fault switches both speak exactly the contract of shared/external-services.md.
 Every misbehaviour the contract names is a switch below; with --seed the deal stream and
 the prices are reproducible."""
-
-
-def _number(kind, low: float = 0, high: float = math.inf, above: bool = False):
-    """An argparse type: a `kind` from `low` (or above it, `above`) to `high`; nan refused."""
-
-    def parse(text: str):
-        value = kind(text)
-        if not (low < value <= high if above else low <= value <= high):
-            bound = f"> {low}" if above else f">= {low}"
-            if high < math.inf:
-                bound += f" and <= {high}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
-        return value
-
-    return parse
 
 
 def _products(text: str) -> tuple[tuple[str, int], ...]:
@@ -52,13 +36,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     where.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     where.add_argument(
         "--exchange-port",
-        type=_number(int, high=65535),
+        type=number(int, high=65535),
         default=DEFAULT_EXCHANGE_PORT,
         help="exchange websocket port (default %(default)s; 0 = any free port)",
     )
     where.add_argument(
         "--market-data-port",
-        type=_number(int, high=65535),
+        type=number(int, high=65535),
         default=DEFAULT_MARKET_DATA_PORT,
         help="Market Data API port (default %(default)s; 0 = any free port)",
     )
@@ -66,13 +50,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     feed = parser.add_argument_group("exchange feed")
     feed.add_argument(
         "--rate",
-        type=_number(float),
+        type=number(float),
         default=3.0,
         help="frames per second (default %(default)s; 0 = as fast as possible)",
     )
     feed.add_argument(
         "--traders",
-        type=_number(int, above=True),
+        type=number(int, above=True),
         default=5,
         help="traders flex_trader_1..N (default %(default)s)",
     )
@@ -99,7 +83,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     feed.add_argument(
         "--max-deals",
-        type=_number(int, above=True),
+        type=number(int, above=True),
         default=None,
         help="stop sending after this many distinct good deals (default: never)",
     )
@@ -114,7 +98,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     prices = parser.add_argument_group("reference prices")
     prices.add_argument(
         "--revise-every",
-        type=_number(float, above=True),
+        type=number(float, above=True),
         default=600.0,
         help="seconds between revisions of every open hour (default %(default)s)",
     )
@@ -128,27 +112,27 @@ def register(commands: argparse._SubParsersAction) -> None:
     faults = parser.add_argument_group("fault switches (all off by default)")
     faults.add_argument(
         "--duplicate-rate",
-        type=_number(float, high=1),
+        type=number(float, high=1),
         default=0.0,
         help="share of deals sent a second time, within a few frames (0..1)",
     )
     faults.add_argument(
         "--malformed-rate",
-        type=_number(float, high=1),
+        type=number(float, high=1),
         default=0.0,
         help="share of frames that are malformed, taking every kind in turn: not JSON, not an "
         "object, another message type, a missing field, a mistyped field, an out-of-range field",
     )
     faults.add_argument(
         "--close-every",
-        type=_number(int),
+        type=number(int),
         default=0,
         metavar="N",
         help="close each connection cleanly (code 1000) after N frames",
     )
     faults.add_argument(
         "--drop-every",
-        type=_number(int),
+        type=number(int),
         default=0,
         metavar="N",
         help="drop each connection abruptly (TCP closed, no close frame) after N frames",
@@ -162,27 +146,27 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     faults.add_argument(
         "--error-rate",
-        type=_number(float, high=1),
+        type=number(float, high=1),
         default=0.0,
         help="share of Market Data answers that are 5xx (0..1)",
     )
     faults.add_argument(
         "--latency",
-        type=_number(float),
+        type=number(float),
         default=0.0,
         metavar="SECONDS",
         help="seconds added to every Market Data answer",
     )
     faults.add_argument(
         "--rate-limit-per-minute",
-        type=_number(int, above=True),
+        type=number(int, above=True),
         default=None,
         metavar="N",
         help="answer 429 (with Retry-After) past N requests in any 60 s",
     )
     faults.add_argument(
         "--rate-limit-per-hour",
-        type=_number(int, above=True),
+        type=number(int, above=True),
         default=None,
         metavar="M",
         help="answer 429 (with Retry-After) past M requests in any 3,600 s",

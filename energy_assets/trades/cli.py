@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from energy_assets.cli import number, websocket_url, websocket_url_problem
 from energy_assets.settings import settings
 
 
@@ -15,23 +16,25 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Hold the one connection to ENERGY_EXCHANGE_URL and append every valid "
         "deal to the capture buffer in ENERGY_CAPTURE_DIR. Stops cleanly on SIGTERM/SIGINT.",
     )
-    parser.add_argument("--url", help="exchange websocket (default: ENERGY_EXCHANGE_URL)")
+    parser.add_argument(
+        "--url", type=websocket_url, help="exchange websocket (default: ENERGY_EXCHANGE_URL)"
+    )
     parser.add_argument("--capture-dir", help="capture buffer (default: ENERGY_CAPTURE_DIR)")
     parser.add_argument(
         "--seal-seconds",
-        type=float,
+        type=number(float, high=86400),
         default=defaults.capture_seal_seconds,
         help="seal the open segment after this many seconds (default: %(default)s)",
     )
     parser.add_argument(
         "--seal-frames",
-        type=int,
+        type=number(int, low=1),
         default=defaults.capture_seal_frames,
         help="... or after this many frames (default: %(default)s)",
     )
     parser.add_argument(
         "--status-every",
-        type=float,
+        type=number(float, above=True, high=86400),
         default=5.0,
         help="seconds between status lines (default: %(default)s)",
     )
@@ -45,12 +48,16 @@ def run(args: argparse.Namespace) -> int:
 
     current = settings()
     url = args.url or current.exchange_url
+    log = event_logger("listener")
+    problem = websocket_url_problem(url)
+    if problem:  # ENERGY_EXCHANGE_URL (the flag's own value is checked by argparse)
+        log.error("refused", reason=f"ENERGY_EXCHANGE_URL: {problem}", url=url)
+        return 2
     buffer = CaptureBuffer(
         args.capture_dir or current.capture_dir,
         seal_seconds=args.seal_seconds,
         seal_frames=args.seal_frames,
     )
-    log = event_logger("listener")
     log.info("starting", url=url, capture_dir=buffer.directory)
     listener = Listener(url, buffer, log=log, status_every=args.status_every)
     try:

@@ -2,13 +2,21 @@
 quarantined with its reason, and every disconnection survived and recorded as a feed gap."""
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import threading
+from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from energy_assets.cli import websocket_url_problem
 from energy_assets.trades.buffer import read_listener_state
 from energy_assets.trades.deal import Refused, parse_frame
+from tests.conftest import REPO
 from tests.trades.conftest import (
     FAST_RECONNECTS,
     drain_all,
@@ -227,3 +235,45 @@ def test_files_are_named_when_sealed_so_names_sort_in_visibility_order(tmp_path)
     assert sealed.name > gap.name
     # So the sensor, its cursor at the gap, still sees the segment waiting.
     assert waiting_after(tmp_path, gap.name)[0] == sealed.name
+
+
+@given(
+    st.one_of(
+        st.text(),
+        st.builds(
+            "{}://{}:{}{}".format,
+            st.sampled_from(["ws", "wss", "http", "", "WS"]),
+            st.one_of(st.text(max_size=12), st.sampled_from(["[::1]", "[::1", "localhost"])),
+            st.one_of(st.integers(-5, 70_000), st.text(max_size=6)),
+            st.text(max_size=8),
+        ),
+    )
+)
+def test_any_text_is_an_exchange_url_or_a_reason(text):
+    problem = websocket_url_problem(text)
+    if problem is None:
+        parts = urlsplit(text)
+        assert parts.scheme in ("ws", "wss") and parts.hostname
+        assert parts.port is None or 0 < parts.port <= 65535
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "said"),
+    [
+        ({"ENERGY_EXCHANGE_URL": "http://exchange.example"}, [], "ENERGY_EXCHANGE_URL: the scheme"),
+        ({}, ["--url", "ws://localhost:99999"], "argument --url: not a URL: Port out of range"),
+        ({}, ["--url", "ws://[::1"], "argument --url: not a URL"),
+        ({}, ["--seal-seconds", "nan"], "argument --seal-seconds: must be >= 0"),
+    ],
+)
+def test_a_listener_given_no_url_to_connect_to_says_why_and_exits_2(tmp_path, env, args, said):
+    done = subprocess.run(
+        [sys.executable, "-m", "energy_assets.cli", "listen", *args],
+        cwd=REPO,
+        env={**os.environ, "ENERGY_CAPTURE_DIR": str(tmp_path / "capture"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert said in done.stderr and "Traceback" not in done.stderr
