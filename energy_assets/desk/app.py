@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from energy_assets.desk import auth, render
 from energy_assets.desk.live import LiveDesk, utc_now
-from energy_assets.journals.archive import ArchiveCorrupt
+from energy_assets.journals.archive import ArchiveCorrupt, archive_problem
 from energy_assets.journals.replay import view_at
 from energy_assets.logs import event_logger
 from energy_assets.markets import Invalid, parse_instant
@@ -321,6 +321,9 @@ class DeskService:
         at = replay_instant(request.query_params.get("at", ""), datetime.now(UTC))
         if isinstance(at, str):
             raise HTTPException(400, at)
+        problem = archive_problem(self.archive)
+        if problem:  # ENERGY_ARCHIVE_URL names what cannot be opened here: the live desk goes on
+            raise HTTPException(503, f"The journals cannot be replayed: {problem}")
         try:
             view = await asyncio.to_thread(view_at, at, self.archive)
         except ArchiveCorrupt as err:

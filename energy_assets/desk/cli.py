@@ -6,6 +6,7 @@ import argparse
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from energy_assets.cli import number
     from energy_assets.settings import DEFAULT_DASHBOARD_HOST, DEFAULT_DASHBOARD_PORT
 
     parser = commands.add_parser(
@@ -19,10 +20,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     for flag, kind, text in (
         ("--host", str, "address to bind (default: ENERGY_DASHBOARD_HOST, 127.0.0.1)"),
-        ("--port", int, "port (default: ENERGY_DASHBOARD_PORT, 8050)"),
+        ("--port", number(int, high=65535), "port (default: ENERGY_DASHBOARD_PORT, 8050)"),
         ("--dir", str, "published files (default: ENERGY_DASHBOARD_DIR)"),
         ("--capture-dir", str, "the capture buffer (default: ENERGY_CAPTURE_DIR)"),
-        ("--streams-per-client", int, "event streams one client address may hold (default 8)"),
+        (
+            "--streams-per-client",
+            number(int, low=1),
+            "event streams one client address may hold (default 8)",
+        ),
     ):
         parser.add_argument(flag, type=kind, help=text)
     parser.set_defaults(run=run)

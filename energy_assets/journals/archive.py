@@ -48,6 +48,16 @@ class ArchiveCorrupt(RuntimeError):
     """An archived file that does not match its checksum, or has none: a rebuild refuses."""
 
 
+def archive_problem(url: str) -> str | None:
+    """Why the archive at `url` cannot be opened here (a protocol fsspec does not know, or its
+    filesystem's package, e.g. `s3fs`, not installed), or None when it can."""
+    try:
+        UPath(url).fs  # noqa: B018 (opening the filesystem is the check)
+    except (ImportError, ValueError) as err:
+        return f"cannot open the archive {url}: {err}"
+    return None
+
+
 def _is_local(path: UPath) -> bool:
     return path.protocol in ("", "file", "local")
 

@@ -42,11 +42,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
-    from energy_assets.journals.archive import ArchiveCorrupt
+    from energy_assets.journals.archive import ArchiveCorrupt, archive_problem
     from energy_assets.journals.rebuild import RebuildRefused, rebuild
     from energy_assets.settings import settings
 
     current = settings()
+    problem = archive_problem(args.archive or current.archive)
+    if problem:
+        print(f"rebuild refused, the warehouse is unchanged: {problem}", file=sys.stderr)
+        return 2
     try:
         rebuild(
             args.warehouse or current.duckdb_path,
@@ -64,11 +68,15 @@ def run_replay(args: argparse.Namespace) -> int:
     import polars as pl
     from upath import UPath
 
-    from energy_assets.journals.archive import DEALS, ArchiveCorrupt, day_folders
+    from energy_assets.journals.archive import DEALS, ArchiveCorrupt, archive_problem, day_folders
     from energy_assets.journals.replay import view_at
     from energy_assets.settings import settings
 
     archive = args.archive or settings().archive
+    problem = archive_problem(archive)
+    if problem:
+        print(f"replay refused: {problem}", file=sys.stderr)
+        return 2
     if not day_folders(UPath(archive), DEALS):
         print(
             f"replay refused: no deals' journal in {archive} (ENERGY_ARCHIVE_URL?)", file=sys.stderr

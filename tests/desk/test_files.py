@@ -1,6 +1,7 @@
-"""A published file the desk cannot read (a disk fault, a hand): the desk starts and serves its
-live book, keeps the last publication it read, and shows the next good one. The app in
-process, following the buffer and the published files as the service does."""
+"""Files the desk reads but cannot use: a published file it cannot read (a disk fault, a hand)
+and an archive it cannot open. The desk starts and serves its live book; it keeps the last
+publication it read and shows the next good one; `/replay` says why it cannot replay. The
+app in process, following the buffer and the published files as the service does."""
 
 from __future__ import annotations
 
@@ -58,3 +59,14 @@ def test_an_unreadable_published_file_neither_stops_the_desk_nor_blanks_its_pric
         published.write(prices_at(47.5), dashboard, published.PRICES)
         wait_until(lambda: reference_cell(desk.get("/trader/alice").text) == "47.50")
         assert desk.get("/health").status_code == 200
+
+
+def test_an_archive_that_cannot_be_opened_answers_503_on_replay_and_the_desk_goes_on(desk_dirs):
+    capture, dashboard = desk_dirs
+    write_deals(capture, [deal(1)])
+    app = create_app(capture, dashboard, archive="s3://bucket/energy")  # s3fs not installed
+    with TestClient(app, base_url="http://127.0.0.1") as desk:
+        replay = desk.get("/replay")
+        assert replay.status_code == 503
+        assert "cannot open the archive s3://bucket/energy" in replay.text
+        assert desk.get("/trader/alice").status_code == 200
