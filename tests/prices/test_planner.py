@@ -165,3 +165,30 @@ def test_a_batch_prices_positions_first_and_explains_itself(
     # What is left of the minute, less what a backfill may still take of it.
     bulk_may_add = max(0, requests.bulk_per_minute(now.timestamp()) - len(keys))
     assert budget.minute == 50 - len(keys) - bulk_may_add
+
+
+def test_an_unreadable_prices_file_is_no_price_held_so_the_sensor_plans_a_fetch(
+    dagster_home, energy_env, tmp_path, monkeypatch
+):
+    # A prices.parquet that is not Parquet (a disk fault): the sensor used to fail on every
+    # tick, so no run ever republished the file.
+    monkeypatch.setenv("ENERGY_MARKET_DATA_BUDGET", str(tmp_path / "budget.sqlite"))
+    dashboard = Path(energy_env["ENERGY_DASHBOARD_DIR"])
+    dashboard.mkdir(parents=True, exist_ok=True)
+    (dashboard / published.PRICES).write_bytes(b"PAR1 cut off by a disk fault")
+    period = open_for_a_while("DE", 60)[2]
+    buffer = CaptureBuffer(energy_env["ENERGY_CAPTURE_DIR"])
+    buffer.append_record(deal(1, "ann", period, "buy", 5.0))
+    buffer.seal()
+    resources = {
+        "market_data": MarketDataClient(budget_path=str(tmp_path / "budget.sqlite")),
+        "capture": capture_resource(Settings.from_env()),
+        "dashboard": dashboard_resource(),
+    }
+    with dg.build_sensor_context(instance=dg.DagsterInstance.get(), resources=resources) as context:
+        request = reference_prices_planner(context)
+    assert isinstance(request, dg.RunRequest)
+    batch = request.run_config["ops"]["fetch_planned_prices"]["config"]
+    # The position first, as never fetched; the other open periods fill the batch.
+    assert planned(batch)[0] == period_key(period)
+    assert batch["reasons"][0].startswith("5 MW open") and "never fetched" in batch["reasons"][0]
