@@ -61,10 +61,16 @@ DEFAULT_DESK_SESSION_HOURS = 12.0
 
 #: A TCP port (0: any free one).
 Port = Annotated[int, Field(ge=0, le=65535)]
-#: A count or a duration that cannot be negative.
+#: A count that cannot be negative.
 Count = Annotated[int, Field(ge=0)]
-Seconds = Annotated[float, Field(ge=0)]
-Positive = Annotated[float, Field(gt=0)]
+#: Durations, each bounded so that every instant computed from it exists: a retention of 10**9
+#: days accepted once made every drain fail (`date - timedelta` before year 1).
+DAY_S = 86_400
+YEAR_H = 366 * 24
+Seconds = Annotated[float, Field(ge=0, le=DAY_S)]
+Hours = Annotated[float, Field(gt=0, le=YEAR_H)]
+RetentionHours = Annotated[float, Field(ge=0, le=YEAR_H)]
+RetentionDays = Annotated[float, Field(gt=0, le=3660)]
 
 
 class Settings(BaseSettings):
@@ -88,18 +94,21 @@ class Settings(BaseSettings):
     #: The journals' archive: a local path or any fsspec URL (`s3://bucket/prefix`); empty
     #: means `<capture_dir>/archive`.
     archive_url: str = ""
-    archive_retention_days: Annotated[int, Field(ge=1)] = DEFAULT_ARCHIVE_RETENTION_DAYS
+    #: At most a century.
+    archive_retention_days: Annotated[int, Field(ge=1, le=36_600)] = DEFAULT_ARCHIVE_RETENTION_DAYS
 
     #: The trade sensor drains at most this often ...
     drain_interval_seconds: Seconds = DEFAULT_DRAIN_INTERVAL_SECONDS
     #: ... or at once when the sealed segments waiting hold this many bytes.
     drain_early_bytes: Count = DEFAULT_DRAIN_EARLY_BYTES
     #: The exposure's automation looks at most this often (read when the definitions load).
-    exposure_automation_seconds: int = Field(default=DEFAULT_EXPOSURE_AUTOMATION_SECONDS, ge=1)
+    exposure_automation_seconds: int = Field(
+        default=DEFAULT_EXPOSURE_AUTOMATION_SECONDS, ge=1, le=DAY_S
+    )
     #: Dagster runs (and their event logs) older than this are deleted daily.
-    run_retention_days: Positive = DEFAULT_RUN_RETENTION_DAYS
-    #: -1: never.
-    prices_backfill_days: Annotated[int, Field(ge=-1)] = DEFAULT_PRICES_BACKFILL_DAYS
+    run_retention_days: RetentionDays = DEFAULT_RUN_RETENTION_DAYS
+    #: -1: never; at most a year.
+    prices_backfill_days: Annotated[int, Field(ge=-1, le=366)] = DEFAULT_PRICES_BACKFILL_DAYS
 
     dashboard_host: str = DEFAULT_DASHBOARD_HOST
     dashboard_port: Port = DEFAULT_DASHBOARD_PORT
@@ -109,9 +118,9 @@ class Settings(BaseSettings):
     desk_oidc_client_secret: str = Field(default="", repr=False)
     desk_session_secret: str = Field(default="", repr=False)
     desk_users: str = ""
-    desk_session_hours: Positive = DEFAULT_DESK_SESSION_HOURS
+    desk_session_hours: Hours = DEFAULT_DESK_SESSION_HOURS
 
-    capture_retention_hours: Seconds = DEFAULT_CAPTURE_RETENTION_HOURS
+    capture_retention_hours: RetentionHours = DEFAULT_CAPTURE_RETENTION_HOURS
     capture_seal_seconds: Seconds = DEFAULT_CAPTURE_SEAL_SECONDS
     capture_seal_frames: Annotated[int, Field(ge=1)] = DEFAULT_CAPTURE_SEAL_FRAMES
     market_data_concurrency: Annotated[int, Field(ge=1)] = DEFAULT_MARKET_DATA_CONCURRENCY

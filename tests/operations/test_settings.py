@@ -3,6 +3,7 @@ one refused with its name before anything starts."""
 
 import math
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from unittest import mock
 
@@ -77,6 +78,15 @@ def test_any_environment_gives_settings_or_names_each_bad_variable(values):
         assert math.isfinite(value) and value >= 0, name
     assert current.capture_seal_frames >= 1 and current.market_data_concurrency >= 1
     assert current.run_retention_days > 0 and current.desk_session_hours > 0
+    # ... and every instant the platform computes from a duration exists (an archive
+    # retention of 10**9 days was accepted once and made every drain fail).
+    now = datetime.now(UTC)
+    now - timedelta(hours=current.capture_retention_hours)
+    now - timedelta(days=current.run_retention_days)
+    now.date() - timedelta(days=current.archive_retention_days)
+    now - timedelta(days=max(0, current.prices_backfill_days) + 1)
+    now + timedelta(hours=current.desk_session_hours)
+    now + timedelta(seconds=current.drain_interval_seconds + current.capture_seal_seconds)
 
 
 _DEMO_NAMES = [n for n in DemoOptions.model_fields if n not in ("dagster_home", "dagster_instance")]
