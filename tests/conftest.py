@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -47,10 +48,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.path not in slow_files)
 
 
+#: Its own generator: Hypothesis seeds the `random` module in each example alike, in every
+#: worker.
+_PORTS = random.SystemRandom()
+
+
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out by itself (default 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port free now, below the kernel's ephemeral range. A port the kernel hands
+    out (to a bind of port 0, or as the source port of any connection) can be taken between
+    this pick and the server's own bind: a desk test failed once on "address already in use"
+    that way."""
+    high = max(_ephemeral_low(), 20_001)
+    while True:
+        port = _PORTS.randrange(20_000, high)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 @pytest.fixture
