@@ -63,7 +63,7 @@ DEFAULT_DESK_SESSION_HOURS = 12.0
 Port = Annotated[int, Field(ge=0, le=65535)]
 #: A count that cannot be negative.
 Count = Annotated[int, Field(ge=0)]
-#: Durations, each bounded so that every instant computed from it exists: a retention of 10**9
+#: Durations, each bounded so that every instant computed from it exists: a retention of 10**6
 #: days accepted once made every drain fail (`date - timedelta` before year 1).
 DAY_S = 86_400
 YEAR_H = 366 * 24
