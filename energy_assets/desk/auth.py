@@ -204,8 +204,6 @@ class DeskAuth:
                 f"ENERGY_DESK_SESSION_SECRET has fewer than {MIN_SECRET_CHARS} characters: "
                 "make one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
             )
-        if not current.desk_session_hours > 0 or math.isinf(current.desk_session_hours):
-            return "ENERGY_DESK_SESSION_HOURS must be a positive number of hours"
         users = load_users(current.desk_users)
         if isinstance(users, str):
             return f"ENERGY_DESK_USERS: {users}"
