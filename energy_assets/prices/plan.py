@@ -18,6 +18,8 @@ that can refresh every 10 minutes, so the plan orders them:
 
 A period is fetched only when the vendor can have a revision we do not hold (below), never
 after its gate closure, and the plan is never longer than the budget left in either window.
+A period already priced is not fetched in the 31 s after a grid instant while the vendor
+publishes that slot's revision: it waits for the new revision rather than take the old one.
 """
 
 from __future__ import annotations
@@ -85,6 +87,16 @@ def holds_latest(held: datetime | None, now: datetime, gate_closure: datetime) -
     """Whether the revision we hold (its `last_update`, the vendor's publication instant,
     which lies 0-30 s after the revision's grid instant) is the newest one certainly out."""
     return held is not None and held >= settled_revision_slot(now, gate_closure)
+
+
+def publishing(now: datetime, gate_closure: datetime) -> bool:
+    """Whether the vendor may be publishing a revision of the period at `now`: its grid instant
+    has passed, it may come up to 30 s late, and the period's gate closes after that. A fetch
+    then most likely brings the previous revision, stale within seconds, and spends the request
+    the new one needs; so a period whose price we hold waits for it."""
+    slot = grid_slot(now)
+    settled = slot + timedelta(seconds=SETTLED_S)
+    return now < settled < gate_closure
 
 
 def behind_s(held: datetime | None, now: datetime, gate_closure: datetime) -> float:
@@ -164,7 +176,7 @@ def plan_fetches(
         if key in candidates or closes <= now:
             continue
         have = held.get(key)
-        if holds_latest(have, now, closes):
+        if holds_latest(have, now, closes) or (have is not None and publishing(now, closes)):
             continue
         mw = abs(open_mw.get(key, 0.0))
         mw = mw if math.isfinite(mw) else 0.0
