@@ -18,8 +18,9 @@ that can refresh every 10 minutes, so the plan orders them:
 
 A period is fetched only when the vendor can have a revision we do not hold (below), never
 after its gate closure, and the plan is never longer than the budget left in either window.
-A period already priced is not fetched in the 31 s after a grid instant while the vendor
-publishes that slot's revision: it waits for the new revision rather than take the old one.
+A price we hold is refreshed only from 31 s to 5 minutes into a revision slot (`waits`): not
+while the vendor may still be publishing the slot's revision, and not so late that the request
+would hold back the same slot an hour on.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ REVISION_GRID_S = 600
 PUBLICATION_DELAY_S = 30
 #: A revision made at grid instant `s` is certainly out at `s + SETTLED_S`.
 SETTLED_S = PUBLICATION_DELAY_S + 1
+#: A slot's share of the hour (166 requests at 50 a minute) is spent in its first ~4 minutes;
+#: a price we hold is refreshed only until this many seconds into the slot (`waits`).
+REFRESH_UNTIL_S = 300
 #: Positions this close to gate closure are re-fetched at every revision, first.
 CLOSING_S = 1800.0
 #: Under a minute to gate closure counts as a minute.
@@ -89,14 +93,27 @@ def holds_latest(held: datetime | None, now: datetime, gate_closure: datetime) -
     return held is not None and held >= settled_revision_slot(now, gate_closure)
 
 
-def publishing(now: datetime, gate_closure: datetime) -> bool:
-    """Whether the vendor may be publishing a revision of the period at `now`: its grid instant
-    has passed, it may come up to 30 s late, and the period's gate closes after that. A fetch
-    then most likely brings the previous revision, stale within seconds, and spends the request
-    the new one needs; so a period whose price we hold waits for it."""
+def waits(now: datetime, gate_closure: datetime) -> bool:
+    """Whether a period whose price we hold waits rather than be fetched at `now`: such a
+    price is refreshed only from 31 s to 5 minutes into a revision slot (`REFRESH_UNTIL_S`),
+    unless its gate closes before the next such moment.
+
+    - In the first 31 s the vendor may still be publishing the slot's revision: a fetch then
+      most likely brings the previous one, stale within seconds, and spends the request the
+      new one needs.
+    - Past the first 5 minutes a fetch brings a revision that is stale at the next slot, and
+      its request stays in the vendor's sliding hour until the same moment an hour on, where
+      it takes the place of a request of that slot's own refresh, which then runs late in
+      turn: one late slot would repeat every hour.
+    """
     slot = grid_slot(now)
-    settled = slot + timedelta(seconds=SETTLED_S)
-    return now < settled < gate_closure
+    into = (now - slot).total_seconds()
+    if SETTLED_S <= into < REFRESH_UNTIL_S:
+        return False
+    resume = slot + timedelta(
+        seconds=(REVISION_GRID_S if into >= REFRESH_UNTIL_S else 0) + SETTLED_S
+    )
+    return resume < gate_closure
 
 
 def behind_s(held: datetime | None, now: datetime, gate_closure: datetime) -> float:
@@ -176,7 +193,7 @@ def plan_fetches(
         if key in candidates or closes <= now:
             continue
         have = held.get(key)
-        if holds_latest(have, now, closes) or (have is not None and publishing(now, closes)):
+        if holds_latest(have, now, closes) or (have is not None and waits(now, closes)):
             continue
         mw = abs(open_mw.get(key, 0.0))
         mw = mw if math.isfinite(mw) else 0.0

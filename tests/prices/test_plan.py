@@ -18,9 +18,9 @@ from energy_assets.prices.plan import (
     last_revision_slot,
     period_key,
     plan_fetches,
-    publishing,
     settled_revision_slot,
     stale_after,
+    waits,
     worth_a_run,
 )
 
@@ -129,21 +129,29 @@ def test_within_the_publication_delay_the_previous_revision_counts_as_latest():
     assert len(plan([p], now=settled, held=held_previous, open_mw={p: 5.0})) == 1
 
 
-def test_while_a_revision_is_being_published_a_priced_period_waits_for_it():
+def test_a_held_price_is_refreshed_from_31_s_to_5_minutes_into_a_slot():
     p = quarter(at(12))
     two_behind = {p: at(8, 40, 12)}  # 08:50's revision was missed too
-    publishing_now = at(9, 0, 10)  # 09:00's revision may not be out yet
+    publishing = at(9, 0, 10)  # 09:00's revision may not be out yet
     # A fetch now would most likely bring 08:50's, stale within seconds: it waits for 09:00's.
-    assert plan([p], now=publishing_now, held=two_behind, open_mw={p: 5.0}) == []
+    assert plan([p], now=publishing, held=two_behind, open_mw={p: 5.0}) == []
     assert len(plan([p], now=at(9, 0, 31), held=two_behind, open_mw={p: 5.0})) == 1
+    assert len(plan([p], now=at(9, 4, 59), held=two_behind, open_mw={p: 5.0})) == 1
+    # Late in the slot it waits for the next one, whose share the request would take an hour on.
+    assert plan([p], now=at(9, 5, 0), held=two_behind, open_mw={p: 5.0}) == []
+    assert plan([p], now=at(9, 9, 59), held=two_behind, open_mw={p: 5.0}) == []
     # A period never priced is fetched at once: any price beats none on the desk.
-    assert len(plan([p], now=publishing_now, open_mw={p: 5.0})) == 1
-    # So is one whose gate closes before the new revision is certainly out.
+    assert len(plan([p], now=publishing, open_mw={p: 5.0})) == 1
+    assert len(plan([p], now=at(9, 7), open_mw={p: 5.0})) == 1
+    # So is one whose gate closes before the next moment it could be refreshed.
     closes_at_20s = quarter(at(9, 5, 20))  # gate closure 09:00:20
+    assert waits(publishing, at(9, 0, 32)) and not waits(publishing, gate_closure(closes_at_20s))
     held = {closes_at_20s: at(8, 40, 12)}
-    assert (
-        len(plan([closes_at_20s], now=publishing_now, held=held, open_mw={closes_at_20s: 5.0})) == 1
-    )
+    assert len(plan([closes_at_20s], now=publishing, held=held, open_mw={closes_at_20s: 5.0})) == 1
+    closes_at_0931 = quarter(at(9, 15))  # gate closure 09:10, before 09:10:31
+    held = {closes_at_0931: at(8, 50, 12)}
+    late = at(9, 7)
+    assert len(plan([closes_at_0931], now=late, held=held, open_mw={closes_at_0931: 5.0})) == 1
 
 
 def test_no_revision_after_the_final_one_is_waited_for():
@@ -214,7 +222,7 @@ def test_never_over_budget_never_closed_never_held(periods, now, data, minute, h
         assert gate_closure(fetch.period) > now
         assert not holds_latest(held.get(fetch.period), now, gate_closure(fetch.period))
         if fetch.period in held:
-            assert not publishing(now, gate_closure(fetch.period))
+            assert not waits(now, gate_closure(fetch.period))
     # What is left out for want of budget is never worth more than what is in.
     tiers = [{CLOSING: 0, POSITION: 1, TRADED: 2, REST: 3}[f.tier] for f in fetches]
     assert tiers == sorted(tiers)
