@@ -231,6 +231,80 @@ def run_round_robin(fetcher: Fetcher, stop: threading.Event) -> None:
 
 
 @dataclass
+class ReplayFetcher:
+    """`--replay`: the vendor's answer computed in process (`published_price`, no HTTP), the
+    budget's windows counted exactly, on a clock that steps a second at a time."""
+
+    name: str
+    held: dict[tuple, datetime] = field(default_factory=dict)
+    sent: list[float] = field(default_factory=list)
+    rate_limited: int = 0
+    first_price_at: float | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def requests(self) -> int:
+        return len(self.sent)
+
+    def left(self, now: float) -> BudgetLeft:
+        hour = [t for t in self.sent if t > now - 3600]
+        slot = now - now % 600
+        return BudgetLeft(
+            minute=PER_MINUTE - sum(1 for t in hour if t > now - 60),
+            hour=min(PER_HOUR - len(hour), SLOT_SHARE - sum(1 for t in hour if t >= slot)),
+        )
+
+    def fetch(self, period: Period, now: float) -> None:
+        self.sent.append(now)
+        stamp = published_price(SEED, period, now, vendor_grid=True).last_update
+        key = period_key(period)
+        if key not in self.held or stamp > self.held[key]:
+            self.held[key] = stamp
+        if self.first_price_at is None:
+            self.first_price_at = now
+
+
+def replay(book: Book, later, start: float, end: float, tick: float, initial):
+    """Both fetchers on a simulated clock: a minute of the hour in ~0.15 s of CPU, so that
+    an order of the plan can be tried in seconds (the figures track the live run's within a
+    few per cent)."""
+    gate = {code: m.gate_closure for code, m in MARKETS.items()}
+    planner, robin = ReplayFetcher("planner"), ReplayFetcher("round-robin")
+    samples = {"planner": Samples(), "round-robin": Samples()}
+    position, robin_at, plan_at, sample_at, fed = 0, start, start, start + 10, 0
+    for now in range(int(start), int(end)):
+        while fed < len(later) and later[fed][0] <= now:
+            _, trader, period, mw = later[fed]
+            book.add(trader, period, mw)
+            fed += 1
+        moment = datetime.fromtimestamp(now, UTC)
+        if now >= plan_at:
+            plan = plan_fetches(
+                tradable(moment),
+                now=moment,
+                gate_closure=lambda p: gate[p.market](p.delivery_start),
+                open_mw=book.open_mw(),
+                traded=set(book.traded),
+                held=dict(planner.held),
+                budget=planner.left(now),
+            )
+            for fetch in plan:
+                planner.fetch(fetch.period, now)
+            plan_at = now + (1 if plan else tick)
+        while robin_at <= now:
+            periods = tradable(moment)
+            position %= len(periods)
+            robin.fetch(periods[position], now)
+            position += 1
+            robin_at += 3600 / PER_HOUR
+        if now >= sample_at:
+            for fetcher in (planner, robin):
+                sample(fetcher, book, now, start, samples[fetcher.name], initial)
+            sample_at += 10
+    return [planner, robin], samples
+
+
+@dataclass
 class Samples:
     staleness: list[float] = field(default_factory=list)
     age: list[float] = field(default_factory=list)
@@ -274,6 +348,59 @@ def sample(fetcher: Fetcher, book: Book, now: float, start: float, out: Samples,
         out.all_traded_at = now
 
 
+def live(book, later, start, end, speed, tick, initial):
+    """Both fetchers over HTTP against their own playgrounds, on the accelerated clock."""
+    workdir = Path(tempfile.mkdtemp(prefix="pricing-bench-"))
+    clock = Clock(START, speed)
+    # The budget pads its windows by 1 s for the moment between recording a request and the
+    # vendor seeing it; on an accelerated clock that moment is `speed` times longer.
+    limits = BudgetLimits(
+        per_minute=PER_MINUTE, per_hour=PER_HOUR, reserve=0, margin_s=max(1.0, 0.5 * speed)
+    )
+    options = MarketDataOptions(
+        seed=SEED,
+        vendor_grid=True,
+        rate_limit_per_minute=PER_MINUTE,
+        rate_limit_per_hour=PER_HOUR,
+        clock=clock.now,
+    )
+    fetchers = []
+    for name in ("planner", "round-robin"):
+        pg = Playground(market_data=options, exchange_port=0, market_data_port=0).start()
+        budget = RequestBudget(
+            workdir / f"{name}.sqlite", limits, clock=clock.now, sleep=clock.sleep
+        )
+        fetchers.append(Fetcher(name, pg, budget, clock))
+    planner, robin = fetchers
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=run_planner, args=(planner, book, stop, tick), daemon=True),
+        threading.Thread(target=run_round_robin, args=(robin, stop), daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    samples = {f.name: Samples() for f in fetchers}
+    next_sample = start + 10
+    fed = 0
+    while (now := clock.now()) < end:
+        while fed < len(later) and later[fed][0] <= now:
+            _, trader, period, mw = later[fed]
+            book.add(trader, period, mw)
+            fed += 1
+        if now >= next_sample:
+            for fetcher in fetchers:
+                sample(fetcher, book, now, start, samples[fetcher.name], initial)
+            next_sample += 10
+        time.sleep(0.02)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    for fetcher in fetchers:
+        fetcher.playground.stop()
+    return fetchers, samples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=60)
@@ -285,6 +412,12 @@ def main() -> None:
         "--near-share", type=float, default=0.8, help="share of deals within the next 3 h"
     )
     parser.add_argument("--tick", type=float, default=2.0, help="planner's idle step (s)")
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="no HTTP: the vendor's answers computed in process, a second at a time (seconds, "
+        "not minutes, for trying an order of the plan)",
+    )
     args = parser.parse_args()
 
     rng = random.Random(SEED)
@@ -308,52 +441,10 @@ def main() -> None:
     book_at_start = book.open_mw()
     later = [d for d in deals if d[0] >= start]
 
-    workdir = Path(tempfile.mkdtemp(prefix="pricing-bench-"))
-    clock = Clock(START, args.speed)
-    # The budget pads its windows by 1 s for the moment between recording a request and the
-    # vendor seeing it; on an accelerated clock that moment is `speed` times longer.
-    limits = BudgetLimits(
-        per_minute=PER_MINUTE, per_hour=PER_HOUR, reserve=0, margin_s=max(1.0, 0.5 * args.speed)
-    )
-    options = MarketDataOptions(
-        seed=SEED,
-        vendor_grid=True,
-        rate_limit_per_minute=PER_MINUTE,
-        rate_limit_per_hour=PER_HOUR,
-        clock=clock.now,
-    )
-    fetchers = []
-    for name in ("planner", "round-robin"):
-        pg = Playground(market_data=options, exchange_port=0, market_data_port=0).start()
-        budget = RequestBudget(
-            workdir / f"{name}.sqlite", limits, clock=clock.now, sleep=clock.sleep
-        )
-        fetchers.append(Fetcher(name, pg, budget, clock))
-    planner, robin = fetchers
-    stop = threading.Event()
-    threads = [
-        threading.Thread(target=run_planner, args=(planner, book, stop, args.tick), daemon=True),
-        threading.Thread(target=run_round_robin, args=(robin, stop), daemon=True),
-    ]
-    for thread in threads:
-        thread.start()
-    samples = {f.name: Samples() for f in fetchers}
-    next_sample = start + 10
-    fed = 0
-    while (now := clock.now()) < end:
-        while fed < len(later) and later[fed][0] <= now:
-            _, trader, period, mw = later[fed]
-            book.add(trader, period, mw)
-            fed += 1
-        if now >= next_sample:
-            for fetcher in fetchers:
-                sample(fetcher, book, now, start, samples[fetcher.name], initial)
-            next_sample += 10
-        time.sleep(0.02)
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=30)
-
+    if args.replay:
+        fetchers, samples = replay(book, later, start, end, args.tick, initial)
+    else:
+        fetchers, samples = live(book, later, start, end, args.speed, args.tick, initial)
     load = os.getloadavg()[0]
     # Where the money is at the start: what any order can gain over round-robin is bounded
     # by the share of |open MW| a slot's 166 requests can keep current.
@@ -366,7 +457,8 @@ def main() -> None:
         f"of delivery hold {near_mw / total_mw:.0%} of the |open MW|"
     )
     print(
-        f"simulated {args.minutes:g} min at {args.speed:g}x, {len(later)} deals, "
+        f"simulated {args.minutes:g} min "
+        f"{'replayed' if args.replay else f'at {args.speed:g}x'}, {len(later)} deals, "
         f"{args.near_share:.0%} within 3 h of delivery "
         f"(+{len(warm)} before the start, {len(initial)} traded open periods at the start), "
         f"{len(tradable(START))} open periods at the start, load {load:.1f}"
@@ -386,7 +478,7 @@ def main() -> None:
         print(
             f"{fetcher.name:12s} staleness {mean:6.1f} s (second half-hour {settled:6.1f} s), "
             f"age on screen {age:6.1f} s, requests {fetcher.requests}, "
-            f"429 {fetcher.playground.rate_limited}, "
+            f"429 {fetcher.rate_limited}, "
             f"closing positions >1 revision behind {over} of {len(s.closing_behind)} samples "
             f"(worst {worst}), first price {first if first is None else round(first, 1)} s, "
             f"all traded periods {all_traded if all_traded is None else round(all_traded, 1)} s"
@@ -394,8 +486,6 @@ def main() -> None:
     ratio = result["round-robin"][0] / max(result["planner"][0], 1e-9)
     ratio_settled = result["round-robin"][1] / max(result["planner"][1], 1e-9)
     print(f"round-robin / planner staleness: {ratio:.1f}x (second half-hour {ratio_settled:.1f}x)")
-    for fetcher in fetchers:
-        fetcher.playground.stop()
 
 
 if __name__ == "__main__":
