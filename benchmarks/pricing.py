@@ -194,24 +194,27 @@ class Fetcher:
         )
 
 
+def plan_now(book: Book, held: dict, now: datetime, budget: BudgetLeft):
+    """The planner's fetch list for `now`, as the product's sensor asks for it."""
+    with book.lock:
+        traded = set(book.traded)
+    return plan_fetches(
+        tradable(now),
+        now=now,
+        gate_closure=lambda p: MARKETS[p.market].gate_closure(p.delivery_start),
+        open_mw=book.open_mw(),
+        traded=traded,
+        held=held,
+        budget=budget,
+    )
+
+
 def run_planner(fetcher: Fetcher, book: Book, stop: threading.Event, tick: float) -> None:
-    gate = {code: m.gate_closure for code, m in MARKETS.items()}
     with ThreadPoolExecutor(8) as pool:
         while not stop.is_set():
-            now = fetcher.clock.dt()
             with fetcher.lock:
                 held = dict(fetcher.held)
-            with book.lock:
-                traded = set(book.traded)
-            plan = plan_fetches(
-                tradable(now),
-                now=now,
-                gate_closure=lambda p: gate[p.market](p.delivery_start),
-                open_mw=book.open_mw(),
-                traded=traded,
-                held=held,
-                budget=fetcher.left(),
-            )
+            plan = plan_now(book, held, fetcher.clock.dt(), fetcher.left())
             list(pool.map(lambda f: fetcher.fetch(f.period), plan))
             if not plan:
                 fetcher.clock.sleep(tick)
@@ -268,7 +271,6 @@ def replay(book: Book, later, start: float, end: float, tick: float, initial):
     """Both fetchers on a simulated clock: a minute of the hour in ~0.15 s of CPU, so that
     an order of the plan can be tried in seconds (the figures track the live run's within a
     few per cent)."""
-    gate = {code: m.gate_closure for code, m in MARKETS.items()}
     planner, robin = ReplayFetcher("planner"), ReplayFetcher("round-robin")
     samples = {"planner": Samples(), "round-robin": Samples()}
     position, robin_at, plan_at, sample_at, fed = 0, start, start, start + 10, 0
@@ -279,15 +281,7 @@ def replay(book: Book, later, start: float, end: float, tick: float, initial):
             fed += 1
         moment = datetime.fromtimestamp(now, UTC)
         if now >= plan_at:
-            plan = plan_fetches(
-                tradable(moment),
-                now=moment,
-                gate_closure=lambda p: gate[p.market](p.delivery_start),
-                open_mw=book.open_mw(),
-                traded=set(book.traded),
-                held=dict(planner.held),
-                budget=planner.left(now),
-            )
+            plan = plan_now(book, dict(planner.held), moment, planner.left(now))
             for fetch in plan:
                 planner.fetch(fetch.period, now)
             plan_at = now + (1 if plan else tick)
@@ -446,8 +440,8 @@ def main() -> None:
     else:
         fetchers, samples = live(book, later, start, end, args.speed, args.tick, initial)
     load = os.getloadavg()[0]
-    # Where the money is at the start: what any order can gain over round-robin is bounded
-    # by the share of |open MW| a slot's 166 requests can keep current.
+    # Where the money is at the start: the share of |open MW| near delivery decides how much
+    # any order can gain over round-robin (benchmarks/README.md, "Prices by value").
     at_start = {k: v for k, v in book_at_start.items() if Period(*k).gate_closure > START}
     total_mw = sum(at_start.values())
     near_mw = sum(v for k, v in at_start.items() if k[1] < START + timedelta(hours=3))
