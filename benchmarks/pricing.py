@@ -470,7 +470,7 @@ def main() -> None:
         all_traded = (s.all_traded_at - start) if s.all_traded_at else None
         result[fetcher.name] = (mean, settled)
         print(
-            f"{fetcher.name:12s} staleness {mean:6.1f} s (second half-hour {settled:6.1f} s), "
+            f"{fetcher.name:12s} staleness {mean:6.1f} s (second half of the run {settled:6.1f} s), "
             f"age on screen {age:6.1f} s, requests {fetcher.requests}, "
             f"429 {fetcher.rate_limited}, "
             f"closing positions >1 revision behind {over} of {len(s.closing_behind)} samples "
@@ -479,7 +479,18 @@ def main() -> None:
         )
     ratio = result["round-robin"][0] / max(result["planner"][0], 1e-9)
     ratio_settled = result["round-robin"][1] / max(result["planner"][1], 1e-9)
-    print(f"round-robin / planner staleness: {ratio:.1f}x (second half-hour {ratio_settled:.1f}x)")
+    print(
+        f"round-robin / planner staleness: {ratio:.1f}x (second half of the run {ratio_settled:.1f}x)"
+    )
+    # Per half-hour: the start-up (and its echo an hour on, when its requests leave the
+    # vendor's hour) apart from the steady state.
+    planner, robin = samples["planner"].staleness, samples["round-robin"].staleness
+    for i in range(0, len(planner), 180):
+        mine, theirs = planner[i : i + 180], robin[i : i + 180]
+        print(
+            f"  minutes {i // 6:3d}-{(i + len(mine)) // 6:3d}: planner {sum(mine) / len(mine):6.1f} s, "
+            f"round-robin {sum(theirs) / len(theirs):6.1f} s, {sum(theirs) / max(sum(mine), 1e-9):.1f}x"
+        )
 
 
 if __name__ == "__main__":
