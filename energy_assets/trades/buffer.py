@@ -179,7 +179,6 @@ class CaptureBuffer:
         self._last_name = ""
         self._lock_fd: int | None = None
         self.sealed_segments = 0
-        self.sealed_frames = 0
 
     # -- ownership -------------------------------------------------------------------------
     def acquire(self) -> None:
@@ -245,7 +244,6 @@ class CaptureBuffer:
         os.replace(self._open_path, sealed)
         fsync_dir(self.segments_dir)
         self.sealed_segments += 1
-        self.sealed_frames += self._frames
         self._fd = None
         self._open_path = None
         return sealed
