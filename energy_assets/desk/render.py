@@ -255,7 +255,7 @@ def desk_fragment(view: DeskView) -> str:
         warnings=view.warnings,
         **_book(view.totals, view.desk_rows, view.desk_daily),
         traders=view.totals.iter_rows(named=True),
-        trader_count=view.totals.height,
+        trader_count=view.totals["trader_id"].n_unique(),
         charts=charts(view.history),
         boards=[board_cells(b, desk=True) for b in view.boards.of(None)],
     )
@@ -328,7 +328,7 @@ def replay_page(view: ReplayView) -> str:
         fetched=fetched,
         **_book(totals, desk_rows, daily_totals(desk_rows.select(EXPOSURE_COLUMNS))),
         traders=totals.iter_rows(named=True),
-        trader_count=totals.height,
+        trader_count=totals["trader_id"].n_unique(),
     )
 
 

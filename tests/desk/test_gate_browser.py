@@ -161,5 +161,8 @@ def test_the_page_counts_down_to_gate_closure_marks_closed_and_takes_new_deals(
     assert now_closing["left"] == "14:30"
     assert page.evaluate("window.marker") == "no reload"
     page.screenshot(path="test-artifacts/desk-gate.png", full_page=True)
+    # The desk's page counts alice once, though her book is in euros and in pounds.
+    page.goto(url + "/")
+    assert page.text_content('[data-metric="traders"] .v') == "1"
     assert problems == []
     context.close()
