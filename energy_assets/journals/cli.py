@@ -33,10 +33,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "replay",
         help="The desk's positions and PnL at a past instant, from the journals",
         description="Replay the deals received and the prices fetched at or before --at and "
-        "print every trader's totals, or one trader's positions per delivery hour.",
+        "print every trader's totals, or one trader's positions per delivery period.",
     )
     replay.add_argument("--at", required=True, type=instant, help="e.g. 2026-12-01T10:00Z")
-    replay.add_argument("--trader", help="one trader's positions per delivery hour")
+    replay.add_argument("--trader", help="one trader's positions per delivery period")
     replay.add_argument("--archive", help="journals' archive (default: ENERGY_ARCHIVE_URL)")
     replay.set_defaults(run=run_replay)
 
