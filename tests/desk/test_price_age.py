@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from energy_assets import published
+from energy_assets.markets import hour_period
 from energy_assets.prices.plan import grid_slot, stale_after
 from tests.desk.conftest import deal, hour_prices, write_deals
 
@@ -57,7 +58,7 @@ def test_a_price_older_than_the_latest_revision_is_marked_stale(desk_dirs, start
     assert "stale" in age(tomorrow, "10-11").get_attribute("class")
     assert age(tomorrow, "10-11").inner_text().endswith("· stale")
     fresh = age(tomorrow, "11-12")
-    stale_at = stale_after(current, datetime.combine(tomorrow, datetime.min.time(), UTC))
+    stale_at = stale_after(current, hour_period("DE", tomorrow, "11-12").gate_closure)
     assert fresh.get_attribute("data-stale-after") == stale_at.isoformat()
     if datetime.now(UTC) < stale_at - timedelta(seconds=2):
         assert "stale" not in fresh.get_attribute("class")

@@ -38,8 +38,11 @@ pytestmark = pytest.mark.slow
 
 
 def open_for_a_while(market: str = "DE", minutes: int = 60) -> list[Period]:
-    """`market`'s periods of `minutes` open for at least the test's ten minutes."""
-    return open_periods(market, datetime.now(UTC) + timedelta(minutes=10), minutes)
+    """`market`'s periods of `minutes` open now and for at least the test's ten minutes (near
+    the market's midnight the next day's periods open: those are not open yet)."""
+    now = datetime.now(UTC)
+    later = set(open_periods(market, now + timedelta(minutes=10), minutes))
+    return [period for period in open_periods(market, now, minutes) if period in later]
 
 
 def deal(n: int, trader: str, period: Period, direction: str, mw: float) -> dict:
