@@ -115,6 +115,9 @@ def test_dg_dev_serves_the_ui_on_a_fresh_clone_and_stops_on_ctrl_c(
         answer = requests.post(f"{ui}/graphql", json={"query": query}, timeout=30).json()
         entries = answer["data"]["workspaceOrError"]["locationEntries"]
         assert [entry["name"] for entry in entries] == ["energy_assets"]
+        # The UI opens on the desk's assets, not on Dagster's newsletter dialog.
+        nux = requests.post(f"{ui}/graphql", json={"query": "{ shouldShowNux }"}, timeout=30)
+        assert nux.json()["data"] == {"shouldShowNux": False}
         # A terminal's Ctrl-C: SIGINT to the whole foreground group.
         os.killpg(dev.pid, signal.SIGINT)
         assert dev.wait(60) == 0, log.read_text()
