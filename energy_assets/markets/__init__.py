@@ -21,6 +21,7 @@ from energy_assets.markets.periods import (
     parse_hour_label,
     parse_instant,
     period_between,
+    show,
 )
 
 __all__ = [
@@ -43,4 +44,5 @@ __all__ = [
     "parse_hour_label",
     "parse_instant",
     "period_between",
+    "show",
 ]

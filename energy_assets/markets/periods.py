@@ -106,14 +106,14 @@ def market_of(code: object) -> Market | Invalid:
     if isinstance(code, str) and code in MARKETS:
         return MARKETS[code]
     known = ", ".join(sorted(MARKETS))
-    return Invalid(f"unknown market {_show(code)} (known: {known})")
+    return Invalid(f"unknown market {show(code)} (known: {known})")
 
 
 def parse_day(text: object) -> date | Invalid:
     """`"2026-10-25"` -> date, ASCII `YYYY-MM-DD` in 2000..8999 only."""
     match = _DAY.fullmatch(text) if isinstance(text, str) else None
     if not match:
-        return Invalid(f"delivery day must be an ISO date YYYY-MM-DD, got {_show(text)}")
+        return Invalid(f"delivery day must be an ISO date YYYY-MM-DD, got {show(text)}")
     try:
         day = date(*map(int, match.groups()))
     except ValueError:
@@ -130,20 +130,23 @@ def parse_hour_label(text: object) -> int | Invalid:
         start, end = int(match.group(1)), int(match.group(2))
         if 0 <= start < 24 and end == start + 1:
             return start
-    return Invalid(f"delivery hour must be one of 00-01 … 23-24, got {_show(text)}")
+    return Invalid(f"delivery hour must be one of 00-01 … 23-24, got {show(text)}")
 
 
 def parse_instant(text: object) -> datetime | Invalid:
     """An ISO-8601 instant with offset (`…Z` or `…+02:00`) -> UTC datetime, in 2000..8999."""
     if not isinstance(text, str) or not _INSTANT.fullmatch(text):
-        return Invalid(f"instant must be ISO-8601 with an offset, got {_show(text)}")
+        return Invalid(f"instant must be ISO-8601 with an offset, got {show(text)}")
     try:
-        instant = datetime.fromisoformat(text).astimezone(UTC)
-    except (ValueError, OverflowError):
+        instant = datetime.fromisoformat(text)
+    except ValueError:  # the grammar's digits out of range: month 13, offset 25:00
         return Invalid(f"instant {text!r} is not a valid date and time")
-    if not EARLIEST <= instant < LATEST:
-        return Invalid(f"instant {text!r} is outside {YEARS}")
-    return instant
+    # The year before any arithmetic: near year 1 or 9999 a shift to UTC overflows.
+    if EARLIEST.year - 1 <= instant.year <= LATEST.year:
+        instant = instant.astimezone(UTC)
+        if EARLIEST <= instant < LATEST:
+            return instant
+    return Invalid(f"instant {text!r} is outside {YEARS}")
 
 
 def _market_and_day(market: Market | str, day: date | str) -> tuple[Market, date] | Invalid:
@@ -266,10 +269,13 @@ def open_periods(
     return [p for p in periods if now < p.gate_closure]
 
 
-def _show(value: object) -> str:
-    """A value for a reason: short, whatever it is."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def show(value: object, limit: int = 60) -> str:
+    """A bad value for a reason: its repr, cut to `limit` characters, for any value."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print (Python's 4,300-digit limit)
+        return f"an integer of ~{int(value.bit_length() * 0.30103)} digits"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def delivery_of(fields: dict) -> Period | Invalid:

@@ -14,21 +14,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from energy_assets.markets import Invalid, parse_instant, show
+
 #: A `last_update` later than now by more than this is refused (the vendor's clock and ours).
 CLOCK_SKEW = timedelta(minutes=5)
-#: No revision is older than this: the sentinel dates (`0001-01-01`) and anything before.
-EARLIEST_UPDATE = datetime(2000, 1, 1, tzinfo=UTC)
-#: `YYYY-MM-DDTHH:MM:SS[.ffffff](Z|±HH:MM)`, ASCII digits only (`\d` would take any script's).
-_INSTANT = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})",
-    re.ASCII,
-)
 
 
 @dataclass(frozen=True)
@@ -80,11 +74,6 @@ class Refused:
     reason: str
 
 
-def _show(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
 def _json_number(text: str) -> float:
     # JSON integers as floats: a 401-digit integer becomes inf (refused as not finite) instead
     # of an int that overflows float() later; int() also refuses >4,300 digits with ValueError.
@@ -99,17 +88,6 @@ def decode(body: bytes | str) -> Any | Refused:
         return Refused(f"answer is not JSON: {type(error).__name__}: {str(error)[:80]}")
 
 
-def parse_instant(text: Any) -> datetime | Refused:
-    """An ISO-8601 instant with its offset, in UTC, or why not."""
-    if not isinstance(text, str) or not _INSTANT.fullmatch(text):
-        return Refused(f"is not an ISO-8601 instant with offset: {_show(text)}")
-    try:
-        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return stamp.astimezone(UTC)
-    except (ValueError, OverflowError) as error:
-        return Refused(f"is not a real instant: {_show(text)} ({error})")
-
-
 def _judge(data: Any, echo: Mapping[str, str | datetime], rules: PriceRules, now: datetime):
     if not isinstance(data, dict):
         return Refused(f"answer is not a JSON object: {type(data).__name__}")
@@ -120,26 +98,26 @@ def _judge(data: Any, echo: Mapping[str, str | datetime], rules: PriceRules, now
     for key, expected in echo.items():
         if isinstance(expected, datetime):  # an instant: any offset naming the same moment
             got = parse_instant(data[key])
-            if isinstance(got, Refused):
-                return Refused(f"{key} {got.reason}")
+            if isinstance(got, Invalid):
+                return Refused(f"{key}: {got.reason}")
             if got != expected:
                 return Refused(f"answer is for {key} {got.isoformat()}, not {expected.isoformat()}")
         elif data[key] != expected:
-            return Refused(f"answer is for {key} {_show(data[key])}, not {expected!r}")
+            return Refused(f"answer is for {key} {show(data[key])}, not {expected!r}")
 
     unit = data["unit"]
     if not isinstance(unit, str):
-        return Refused(f"unit is not a string: {_show(unit)}")
+        return Refused(f"unit is not a string: {show(unit)}")
     factor = rules.factor(unit)
     if factor is None:
-        return Refused(f"unit {_show(unit)} is not {rules.unit} nor one we convert")
+        return Refused(f"unit {show(unit)} is not {rules.unit} nor one we convert")
     value = data["value"]
     if isinstance(value, int) and not isinstance(value, bool):  # an already decoded body
         value = float(value) if abs(value) < 10**300 else math.inf
     if isinstance(value, bool) or not isinstance(value, float):
-        return Refused(f"value is not a number: {_show(value)}")
+        return Refused(f"value is not a number: {show(value)}")
     if not math.isfinite(value):
-        return Refused(f"value is not finite: {_show(value)}")
+        return Refused(f"value is not finite: {show(value)}")
     value = value if factor == 1.0 else round(value * factor, 6)
     if not rules.low <= value <= rules.high:
         return Refused(
@@ -148,10 +126,8 @@ def _judge(data: Any, echo: Mapping[str, str | datetime], rules: PriceRules, now
         )
 
     stamp = parse_instant(data["last_update"])
-    if isinstance(stamp, Refused):
-        return Refused(f"last_update {stamp.reason}")
-    if stamp < EARLIEST_UPDATE:
-        return Refused(f"last_update {stamp.isoformat()} is before {EARLIEST_UPDATE.year}")
+    if isinstance(stamp, Invalid):
+        return Refused(f"last_update: {stamp.reason}")
     if stamp > now + CLOCK_SKEW:
         return Refused(
             f"last_update {stamp.isoformat()} is in the future (now {now.isoformat()}, "

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from energy_assets.markets import MARKETS, Market
-from energy_assets.prices.answer import CLOCK_SKEW, EARLIEST_UPDATE
+from energy_assets.markets import EARLIEST, MARKETS, Market
+from energy_assets.prices.answer import CLOCK_SKEW
 from energy_assets.prices.assets import price_asset_key
 from energy_assets.prices.period_prices import price_rules
 from energy_assets.tables import RAW_TRADES, REFERENCE_PRICES, ensure_price_tables, exists
@@ -77,7 +77,7 @@ def reference_price_checks(market: Market) -> dg.AssetChecksDefinition:
                         "market": market.code,
                         "low": rules.low,
                         "high": rules.high,
-                        "earliest": EARLIEST_UPDATE,
+                        "earliest": EARLIEST,
                     },
                 ).fetchall()
                 yield dg.AssetCheckResult(

@@ -20,7 +20,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from energy_assets.markets import EARLIEST, LATEST, YEARS, Invalid, Period, delivery_of
+from energy_assets.markets import (
+    EARLIEST,
+    LATEST,
+    YEARS,
+    Invalid,
+    Period,
+    delivery_of,
+    parse_instant,
+    show,
+)
 
 #: Envelope names the exchange uses; the second comes from a newer revision of its spec.
 ENVELOPES = ("deal_confirmation", "trade_confirmation")
@@ -62,12 +71,6 @@ _DEAL_ID = re.compile(r"[0-9a-f]{32}")
 _TRADER_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{TRADER_ID_MAX - 1}}}")
 _TRADER_ID_TEXT = f"1-{TRADER_ID_MAX} ASCII letters, digits or _.@- (not starting with a symbol)"
 _REQUIRED = frozenset(REQUIRED)
-#: ISO-8601 extended instant with an offset: `2023-02-21T06:13:43[.ffffff](Z|+HH:MM)`.
-_INSTANT = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})"
-)
-#: How much of a bad value a reason quotes: a 1 MiB string stays in the raw frame only.
-_SHOWN = 60
 
 
 class InvalidFrame(ValueError):
@@ -124,15 +127,6 @@ class Deal:
         return json.dumps({envelope: self.to_dict(legacy)})
 
 
-def show(value: Any) -> str:
-    """A bad value for a reason: its repr, cut short (and no exception for any value)."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int too long to print (Python's 4,300-digit limit)
-        return f"an integer of ~{int(value.bit_length() * 0.30103)} digits"
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
-
-
 def _number(payload: dict[str, Any], name: str, low: float, high: float) -> float:
     value = payload[name]
     # bool is an int in Python; "1.2" is a string: neither is a number on the wire.
@@ -158,20 +152,13 @@ def _string(
 
 
 def _instant(payload: dict[str, Any], name: str, latest: datetime) -> datetime:
-    """An instant field -> aware datetime in UTC, between `EARLIEST` and `latest`. The year
-    is checked before any arithmetic: near year 1 or 9999 a time zone shift overflows."""
-    text = _string(payload, name, _INSTANT, "an ISO-8601 instant with an offset")
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as err:  # the grammar's digits, out of range (month 13, offset 25:00)
-        raise InvalidFrame(f"{name} is not a valid instant ({err}), got {text!r}") from None
-    if EARLIEST.year - 1 <= moment.year <= latest.year:
-        moment = moment.astimezone(UTC)
-        if EARLIEST <= moment <= latest:
-            return moment
-    raise InvalidFrame(
-        f"{name} must be between {EARLIEST:%Y-%m-%d} and {latest:%Y-%m-%dT%H:%MZ}, got {text!r}"
-    )
+    """An instant field (`markets.parse_instant`) -> aware datetime in UTC, at most `latest`."""
+    moment = parse_instant(payload[name])
+    if isinstance(moment, Invalid):
+        raise InvalidFrame(f"{name}: {moment.reason}")
+    if moment > latest:
+        raise InvalidFrame(f"{name} {payload[name]!r} is after {latest.isoformat()}")
+    return moment
 
 
 #: The fields a delivery period is resolved from (contract §5), and the mark of one left out.

@@ -10,9 +10,12 @@ from hypothesis import strategies as st
 from energy_assets.markets import (
     MARKETS,
     Invalid,
+    Market,
     Period,
     day_periods,
+    delivery_of,
     hour_period,
+    market_of,
     open_periods,
     parse_day,
     parse_hour_label,
@@ -276,6 +279,7 @@ anything = st.one_of(
     st.text(),
     st.text(alphabet="0123456789-:TZ+.０١", max_size=30),
     st.integers(),
+    st.integers(min_value=10**4300),  # past the digits Python prints
     st.floats(),
     st.none(),
     st.booleans(),
@@ -287,6 +291,9 @@ anything = st.one_of(
 @given(anything, anything, anything)
 def test_every_parser_answers_any_input_with_a_value_or_a_reason(market, day, label):
     for result in (
+        market_of(market),
+        delivery_of({"market": market, "delivery_day": day, "delivery_hour": label}),
+        delivery_of({"market": market, "delivery_start": day, "delivery_end": label}),
         parse_day(day),
         parse_hour_label(label),
         parse_instant(day),
@@ -294,7 +301,7 @@ def test_every_parser_answers_any_input_with_a_value_or_a_reason(market, day, la
             market if isinstance(market, str) else "DE", day if isinstance(day, str) else "x", label
         ),
     ):
-        assert isinstance(result, Invalid | date | int | datetime | Period)
+        assert isinstance(result, Invalid | date | int | datetime | Period | Market)
 
 
 @settings(max_examples=100, deadline=None)

@@ -181,7 +181,7 @@ def _answer(**changes) -> dict:
         (_answer(delivery_start="2023-05-12T09:00:00Z"), "delivery_start"),
         (_answer(market="GB"), "not 'DE'"),
         (_answer(last_update="yesterday"), "last_update"),
-        (_answer(last_update="2023-02-21T07:10:20"), "with offset"),
+        (_answer(last_update="2023-02-21T07:10:20"), "with an offset"),
         (_answer(unit=""), "unit"),
     ],
 )
