@@ -192,6 +192,9 @@ def test_demo_comes_up_restarts_a_killed_program_and_one_ctrl_c_stops_everything
     # A program killed after its 30 s: the code server waits for its run workers to end.
     code_log = "\n".join((children / "code.log").read_text().splitlines()[-40:])
     assert "SIGKILL" not in shutdown, f"every program stopped on its own signal\n{code_log}"
+    # No library warns in the logs a user reads (Dagster's beta warning came with every run).
+    logs = "".join(path.read_text() for path in children.glob("*.log"))
+    assert not re.findall(r"[A-Za-z]+Warning: .*", logs)
     # Listener first, sealing its segment and exiting 0; playground last.
     assert stopped[0] == ("listener", "exit status 0") and stopped[-1][0] == "playground"
     # Nothing left open: every deal the listener counted is in a sealed (or drained) segment.
