@@ -3,7 +3,9 @@
 Each request is one attempt under a **total deadline** (`request_deadline_s`: connection,
 headers and the whole body; a vendor trickling one byte every few seconds is cut there, not
 only between bytes) and a **body cap** (`max_body_bytes`: a longer body is refused without
-being read whole). What is transient is retried through tenacity with bounded, jittered
+being read whole; the body is asked for and read unencoded, `Accept-Encoding: identity`, so
+that a few kilobytes of gzip cannot unpack into hundreds of megabytes before the cap is
+reached). What is transient is retried through tenacity with bounded, jittered
 exponential backoff (5xx, timeouts, refused or dropped connections, 429 after its
 `Retry-After`, honoured up to the vendor's own window of an hour); what is not fails its period
 at once (any other 4xx, an oversized body, an answer `answer.judge_answer` refuses). Every
@@ -196,7 +198,7 @@ class MarketDataClient(dg.ConfigurableResource):
                     limits=limits,
                     timeout=timeout,
                     verify=self.tls,
-                    headers={"Accept": "application/json"},
+                    headers={"Accept": "application/json", "Accept-Encoding": "identity"},
                 ) as http:
 
                     async def one(request: PriceRequest) -> None:
@@ -296,6 +298,12 @@ class MarketDataClient(dg.ConfigurableResource):
                         return MarketDataRequestRefused(
                             f"{name}: HTTP {status}: {text[:200].decode(errors='replace')!r}"
                         )
+                    encoding = response.headers.get("Content-Encoding", "identity")
+                    if encoding.strip().lower() != "identity":
+                        return InvalidPriceAnswer(
+                            f"{name}: body encoded as {encoding[:40]!r} refused unread "
+                            "(asked for identity)"
+                        )
                     declared = response.headers.get("Content-Length", "")
                     if declared.isascii() and declared.isdigit() and int(declared) > cap:
                         return InvalidPriceAnswer(
@@ -318,9 +326,9 @@ class MarketDataClient(dg.ConfigurableResource):
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
-    """The body, or None once it passes `cap` bytes (the rest is never read)."""
+    """The body as sent, or None once it passes `cap` bytes (the rest is never read)."""
     chunks, size = [], 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.aiter_raw():
         size += len(chunk)
         if size > cap:
             return None

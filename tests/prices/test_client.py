@@ -8,6 +8,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+import tracemalloc
+import zlib
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -254,6 +256,25 @@ def test_a_50_mb_body_is_refused_without_being_read_whole(scripted_market_data, 
         time.sleep(0.05)
     # The vendor could not write it: we stopped reading and closed the connection.
     assert vendor.sent and vendor.sent[0] < size // 4
+
+
+def test_a_compressed_answer_is_refused_unread_and_never_unpacked(scripted_market_data):
+    """60 KB of gzip, under the body cap, unpack to 60 MB: the client asks for the body
+    unencoded and refuses one sent encoded anyway, before reading it."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # the gzip container
+    bomb = packer.compress(b"\0" * 60_000_000) + packer.flush()
+    assert len(bomb) < 64 * 1024
+    vendor = scripted_market_data()
+    vendor.by_period[sent(hour(8))] = [Answer(body=bomb, headers={"Content-Encoding": "gzip"})]
+    tracemalloc.start()
+    try:
+        report = fetch(client(vendor.url), 8, 9)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000, f"{peak:,} bytes allocated at the peak"
+    assert list(report.prices) == ["k9"]
+    assert "encoded as 'gzip' refused unread" in str(report.errors["k8"])
 
 
 def test_retry_after_is_honoured_up_to_the_vendors_window_never_past_it(
