@@ -253,8 +253,9 @@ class CaptureBuffer:
         write_atomically(path, json.dumps(gap.to_dict()).encode() + b"\n")
         return path
 
-    def quarantine(self, raw: str | bytes, reason: str, received_at: datetime) -> None:
-        quarantine(self.directory, [(raw, reason)], received_at)
+    def quarantine(self, raw: str | bytes, reason: str, received_at: datetime) -> bool:
+        """Keep a refused frame (False: the day's quarantine is full, the frame is not kept)."""
+        return quarantine(self.directory, [(raw, reason)], received_at, QUARANTINE_DAY_BYTES) == 1
 
     def close(self) -> None:
         self.seal()
@@ -293,21 +294,46 @@ class CaptureBuffer:
         return recovered
 
 
+#: Characters of a refused frame a quarantine line keeps (a deal confirmation is a few hundred
+#: bytes); a longer frame keeps its start and its length, `raw_length`.
+RAW_KEPT = 4096
+#: Bytes the listener may write to one day's quarantine file: a feed refusing frames as fast as
+#: it can send them (1 MiB each: 2 GB in ten seconds, measured) cannot fill the disk the
+#: segments are written to. Past it a refused frame is counted, not kept.
+QUARANTINE_DAY_BYTES = 64 * 1024 * 1024
+
+
 def quarantine(
-    directory: str | Path, refused: Iterable[tuple[str | bytes, str]], received_at: datetime
-) -> None:
+    directory: str | Path,
+    refused: Iterable[tuple[str | bytes, str]],
+    received_at: datetime,
+    day_bytes: int | None = None,
+) -> int:
     """Keep what cannot be booked, as evidence: per (raw text, reason), one line with both and
     `received_at` in `quarantine/quarantine-YYYYMMDD.jsonl` (the listener's refused frames, the
-    drain's unbookable lines)."""
+    drain's unbookable lines), the raw text cut to `RAW_KEPT` characters. With `day_bytes`,
+    nothing is written once the day's file holds that many bytes. Returns the lines kept."""
     lines = []
     for raw, reason in refused:
         if isinstance(raw, bytes):
             raw = raw.decode("utf-8", errors="backslashreplace")
-        line = {"received_at": iso(received_at), "reason": reason, "raw": raw}
+        line = {"received_at": iso(received_at), "reason": reason, "raw": raw[:RAW_KEPT]}
+        if len(raw) > RAW_KEPT:
+            line["raw_length"] = len(raw)
         lines.append(json.dumps(line) + "\n")
     path = Path(directory) / QUARANTINE / f"quarantine-{received_at.astimezone(UTC):%Y%m%d}.jsonl"
+    if day_bytes is not None and _size(path) >= day_bytes:
+        return 0
     with open(path, "a", encoding="utf-8") as handle:
         handle.write("".join(lines))
+    return len(lines)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 # -- reading: the drain, the sensor, the price planner's book and the desk ---------------------

@@ -81,6 +81,8 @@ class Counters:
     deals: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    #: Refused frames not written to the quarantine: the day's file was full.
+    not_kept: int = 0
     reconnects: int = 0
     gaps: int = 0
 
@@ -99,6 +101,7 @@ class Listener:
     ):
         self.url = url
         self.buffer = buffer
+        self._full_day = ""
         self.log = log or event_logger("listener")
         self.status_every = status_every
         self.wait = wait
@@ -198,7 +201,12 @@ class Listener:
 
     def _quarantine(self, raw: str | bytes, reason: str, received_at: datetime) -> None:
         self.counters.quarantined += 1
-        self.buffer.quarantine(raw, reason, received_at)
+        if not self.buffer.quarantine(raw, reason, received_at):
+            self.counters.not_kept += 1
+            day = f"{received_at:%Y-%m-%d}"
+            if self._full_day != day:  # once a day: the status line counts the rest
+                self._full_day = day
+                self.log.warning("quarantine_full", day=day)
 
     def status(self) -> None:
         now = time.monotonic()
@@ -213,6 +221,7 @@ class Listener:
             deals=self.counters.deals,
             duplicates_seen=self.counters.duplicates,
             quarantined=self.counters.quarantined,
+            quarantined_not_kept=self.counters.not_kept,
             reconnects=self.counters.reconnects,
             gaps=self.counters.gaps,
             segments_sealed=self.buffer.sealed_segments,

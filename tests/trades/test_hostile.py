@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from energy_assets.trades.assets import blocking_check_failures
+from energy_assets.trades.buffer import QUARANTINE_DAY_BYTES, RAW_KEPT
 from energy_assets.trades.deal import validate_deal
 from tests.trades.conftest import (
     ThreadListener,
@@ -74,7 +75,13 @@ def test_hostile_frames_are_quarantined_and_the_listener_keeps_capturing(
     assert process.proc.poll() is None, "the listener exited"
 
     bad = quarantined(capture)
-    assert [entry["raw"] for entry in bad] == 2 * list(HOSTILE.values())
+    # Each frame kept whole up to RAW_KEPT characters, a longer one its start and its length.
+    assert [entry["raw"] for entry in bad] == [
+        text[:RAW_KEPT] for text in 2 * list(HOSTILE.values())
+    ]
+    assert [entry.get("raw_length") for entry in bad] == [
+        len(text) if len(text) > RAW_KEPT else None for text in 2 * list(HOSTILE.values())
+    ]
     for entry in bad:
         assert entry["reason"] and "processing failed" not in entry["reason"]
 
@@ -87,6 +94,33 @@ def test_hostile_frames_are_quarantined_and_the_listener_keeps_capturing(
     assert stored_deals(database) == expected(deals)
     with duckdb.connect(str(database), read_only=True) as conn:
         assert not any(blocking_check_failures(conn).values())
+
+
+@pytest.mark.slow
+def test_a_flood_of_refused_frames_fills_neither_the_disk_nor_stops_the_feed(
+    tmp_path, exchange, listener_process
+):
+    """20,000 frames of 20 KB that are not JSON (400 MB, as fast as the exchange can send):
+    the day's quarantine keeps what fits in QUARANTINE_DAY_BYTES, counts the rest, and the
+    deal sent after them is captured and stored."""
+    junk = "{" * 20_000
+    (deal,) = make_deals(1, seed=38)
+    server = exchange([[("send", junk)] * 20_000 + [("send", deal.to_frame()), ("hold",)]])
+    capture = tmp_path / "capture"
+    process = listener_process(server.url, capture, "--seal-seconds", "0.2")
+    process.wait_for("quarantined=20000", timeout=60)
+    process.wait_for("deals=1")
+    assert process.proc.poll() is None, "the listener exited"
+    assert "event=quarantine_full" in process.log_path.read_text()
+
+    kept = sum(path.stat().st_size for path in (capture / "quarantine").glob("*.jsonl"))
+    assert QUARANTINE_DAY_BYTES <= kept < QUARANTINE_DAY_BYTES + 2 * RAW_KEPT
+    first = quarantined(capture)[0]
+    assert first["raw"] == junk[:RAW_KEPT] and first["raw_length"] == len(junk)
+    assert process.terminate() == 0
+    database = tmp_path / "warehouse.duckdb"
+    drain_all(capture, database)
+    assert stored_deals(database) == expected([deal])
 
 
 def test_a_frame_failing_for_an_unforeseen_reason_is_quarantined(tmp_path, exchange):
