@@ -48,6 +48,10 @@ HEALTHY_CONNECTION_SECONDS = 10.0
 #: noticed within 15 s of the last thing it sent.
 PING_EVERY_SECONDS = 5.0
 SILENCE_LIMIT_SECONDS = 12.0
+#: Bytes we may have written that the exchange has not read. The websocket library answers each
+#: ping at once and unthrottled: an exchange pinging without reading grew the listener by
+#: ~300 MB in its first second here. Past this the connection is given up.
+UNSENT_LIMIT = 1024 * 1024
 #: The listener's own loop not running this long (SIGSTOP, a frozen VM, a starved machine) is
 #: recorded as a feed gap: the exchange may have dropped us meanwhile.
 STALL_SECONDS = 10.0
@@ -259,8 +263,9 @@ class Listener:
 
     async def _keepalive(self, ws, silence: list[str]) -> None:
         """Pings every `PING_EVERY_SECONDS`; a pong counts as heard. Once nothing was heard
-        for `SILENCE_LIMIT_SECONDS` it says why in `silence` and aborts the connection. Time
-        the loop itself did not run (see `_ticker`) is not held against the exchange."""
+        for `SILENCE_LIMIT_SECONDS`, or the exchange leaves more than `UNSENT_LIMIT` bytes of
+        ours unread, it says why in `silence` and aborts the connection. Time the loop itself
+        did not run (see `_ticker`) is not held against the exchange."""
         next_ping = 0.0
         awake = time.monotonic()
         while True:
@@ -269,11 +274,18 @@ class Listener:
                 self._heard_mono = max(self._heard_mono, now)
             awake = now
             silent = now - self._heard_mono
-            if silent >= SILENCE_LIMIT_SECONDS:
-                silence.append(f"exchange silent for {silent:.0f} s (no frame, no answer to pings)")
+            unsent = ws.transport.get_write_buffer_size()
+            if silent >= SILENCE_LIMIT_SECONDS or unsent > UNSENT_LIMIT:
+                silence.append(
+                    f"exchange silent for {silent:.0f} s (no frame, no answer to pings)"
+                    if silent >= SILENCE_LIMIT_SECONDS
+                    else f"exchange not reading: {unsent} bytes of ours unsent"
+                )
                 ws.transport.abort()
                 return
-            if now >= next_ping:
+            # Only onto an empty buffer: a ping waits for the buffer to drain, and would wait
+            # forever on an exchange that does not read.
+            if now >= next_ping and not unsent:
                 next_ping = now + PING_EVERY_SECONDS
                 try:
                     pong = await ws.ping()

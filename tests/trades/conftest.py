@@ -71,7 +71,8 @@ class ScriptedExchange:
     """A websocket server on a free loopback port. Connection n plays `scripts[n]` (the last
     script repeats): ("send", text), ("sleep", s), ("wait", threading.Event), ("close", code),
     ("drop",) for an abrupt TCP abort, ("hold",) to stay open until the server stops, ("mute",)
-    to go half-open: the connection stays up, nothing more is sent, pings go unanswered."""
+    to go half-open: the connection stays up, nothing more is sent, pings go unanswered,
+    ("ping_flood",): pings as fast as it can, never reading, until the peer gives up."""
 
     scripts: list[list[tuple]]
     port: int = field(default_factory=free_port)
@@ -136,6 +137,15 @@ class ScriptedExchange:
                     return
                 elif kind == "hold":
                     await self._stopped.wait()
+                    return
+                elif kind == "ping_flood":
+                    # Pings as fast as the loop writes them, reading nothing back.
+                    ws.transport.pause_reading()
+                    while not ws.transport.is_closing():
+                        for _ in range(1000):
+                            ws.protocol.send_ping(b"p" * 125)
+                        ws.transport.writelines(ws.protocol.data_to_send())
+                        await asyncio.sleep(0)
                     return
                 elif kind == "mute":
                     self.muted_at.append(datetime.now(UTC))

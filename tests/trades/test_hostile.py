@@ -4,6 +4,8 @@ checks passing (issue 35: one such frame used to make the listener exit and ever
 fail)."""
 
 import json
+import re
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -117,6 +119,29 @@ def test_a_flood_of_refused_frames_fills_neither_the_disk_nor_stops_the_feed(
     assert QUARANTINE_DAY_BYTES <= kept < QUARANTINE_DAY_BYTES + 2 * RAW_KEPT
     first = quarantined(capture)[0]
     assert first["raw"] == junk[:RAW_KEPT] and first["raw_length"] == len(junk)
+    assert process.terminate() == 0
+    database = tmp_path / "warehouse.duckdb"
+    drain_all(capture, database)
+    assert stored_deals(database) == expected([deal])
+
+
+@pytest.mark.slow
+def test_an_exchange_pinging_without_reading_is_left_before_it_takes_the_memory(
+    tmp_path, exchange, listener_process
+):
+    """Every ping is answered at once by the websocket library, unthrottled: an exchange that
+    pings as fast as it can and reads nothing grew the listener by ~27 MB a second. The
+    listener gives such a connection up with a feed gap and captures on the next one."""
+    (deal,) = make_deals(1, seed=39)
+    server = exchange([[("ping_flood",)], [("send", deal.to_frame()), ("hold",)]])
+    capture = tmp_path / "capture"
+    process = listener_process(server.url, capture, "--seal-seconds", "0.2")
+    process.wait_for("deals=1")
+    log = process.log_path.read_text()
+    assert 'reason="exchange not reading' in log
+    status = Path(f"/proc/{process.proc.pid}/status").read_text()
+    peak_kb = int(re.search(r"VmHWM:\s+([0-9]+) kB", status).group(1))
+    assert peak_kb < 200_000, f"peak RSS {peak_kb} kB"
     assert process.terminate() == 0
     database = tmp_path / "warehouse.duckdb"
     drain_all(capture, database)
