@@ -229,8 +229,15 @@ def _freshness(view: DeskView, deals: int | None = None) -> dict:
     }
 
 
+def _markets_of(currency: str) -> str:
+    """The markets that trade in `currency` ("DE" for EUR), as a card names them."""
+    return "/".join(code for code, m in MARKETS.items() if m.currency == currency) or currency
+
+
 def _cards(totals: pl.DataFrame) -> dict:
-    """The headline figures; money per currency (`pnl`, `gross_exposure`: currency -> sum)."""
+    """The headline figures; money per currency (`pnl`, `gross_exposure`: currency -> sum),
+    the net position per currency's markets (`net_mwh`: markets -> sum: MWh of Berlin and of
+    London are not one position)."""
     by_currency = {
         str(currency): part
         for (currency,), part in totals.sort("currency").group_by("currency", maintain_order=True)
@@ -238,7 +245,7 @@ def _cards(totals: pl.DataFrame) -> dict:
     return {
         "pnl": {c: _sum(part, "pnl") for c, part in by_currency.items()},
         "gross_exposure": {c: _sum(part, "gross_exposure") for c, part in by_currency.items()},
-        "net_mwh": _sum(totals, "net_mwh") or 0.0,
+        "net_mwh": {_markets_of(c): _sum(part, "net_mwh") for c, part in by_currency.items()},
         "trades": int(_sum(totals, "trades") or 0),
         "unpriced_periods": int(_sum(totals, "unpriced_periods") or 0),
     }

@@ -164,5 +164,13 @@ def test_the_page_counts_down_to_gate_closure_marks_closed_and_takes_new_deals(
     # The desk's page counts alice once, though her book is in euros and in pounds.
     page.goto(url + "/")
     assert page.text_content('[data-metric="traders"] .v') == "1"
+    # Her net position per market: 5 and 4 MW over quarter-hours in DE, 2 MW over a half-hour
+    # in GB; never one sum of Berlin's and London's MWh.
+    cards = page.locator('[data-metric="net_mwh"]')
+    nets = {
+        cards.nth(i).get_attribute("data-market"): cards.nth(i).locator(".v").text_content()
+        for i in range(cards.count())
+    }
+    assert nets == {"DE": "+2.2 MWh", "GB": "+1.0 MWh"}, nets
     assert problems == []
     context.close()
