@@ -299,7 +299,7 @@ class MarketDataClient(dg.ConfigurableResource):
                             f"{name}: HTTP {status}: {text[:200].decode(errors='replace')!r}"
                         )
                     encoding = response.headers.get("Content-Encoding", "identity")
-                    if encoding.strip().lower() != "identity":
+                    if encoding.strip().lower() not in ("", "identity"):
                         return InvalidPriceAnswer(
                             f"{name}: body encoded as {encoding[:40]!r} refused unread "
                             "(asked for identity)"
