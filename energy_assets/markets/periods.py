@@ -273,8 +273,10 @@ def show(value: object, limit: int = 60) -> str:
     """A bad value for a reason: its repr, cut to `limit` characters, for any value."""
     try:
         text = repr(value)
-    except ValueError:  # an int too long to print (Python's 4,300-digit limit)
-        return f"an integer of ~{int(value.bit_length() * 0.30103)} digits"
+    except ValueError:  # an int too long to print (Python's 4,300-digit limit), or holding one
+        if isinstance(value, int):
+            return f"an integer of ~{int(value.bit_length() * 0.30103)} digits"
+        return f"a {type(value).__name__} holding an integer too long to print"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
