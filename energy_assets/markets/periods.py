@@ -238,7 +238,7 @@ def day_periods(
     market, day = found
     minutes = market.grid_minutes if minutes is None else minutes
     if minutes not in market.products_minutes:
-        return Invalid(f"{market.code} does not trade {minutes!r}-minute periods")
+        return Invalid(f"{market.code} does not trade {show(minutes)}-minute periods")
     first, last = day_bounds(market, day)
     step = timedelta(minutes=minutes)
     return [

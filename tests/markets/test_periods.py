@@ -310,6 +310,8 @@ def test_every_period_function_answers_any_input_with_a_value_or_a_reason(a, b, 
     for result in (
         period_between(a if isinstance(a, str) else "DE", b, c),
         day_periods(a if isinstance(a, str) else "DE", b if isinstance(b, str) else "x", d),
+        day_periods("DE", "2026-10-25", d),
+        day_periods("GB", "2026-03-29", c),
         open_periods(a if isinstance(a, str) else "DE", b),
     ):
         assert isinstance(result, Invalid | list | Period)
