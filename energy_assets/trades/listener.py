@@ -353,15 +353,20 @@ class Listener:
 
     async def _read(self, ws) -> str:
         try:
-            async for message in ws:
+            while True:
+                # Text frames as bytes: the parser refuses invalid UTF-8 as one bad frame.
+                # Decoded by websockets, it failed the connection (code 1007), and the deals
+                # sent behind it on that connection were lost.
+                message = await ws.recv(decode=False)
                 try:
                     self.on_frame(message)
                 except OSError as err:
                     self._fail(err)
                     raise CaptureFailed(str(err)) from err
+        except ConnectionClosedOK:
+            return f"connection closed cleanly ({_close_text(ws)})"
         except ConnectionClosedError as err:
             return f"connection dropped ({_close_text(err)})"
-        return f"connection closed cleanly ({_close_text(ws)})"
 
     async def run(self) -> None:
         self.buffer.acquire()

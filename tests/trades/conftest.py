@@ -72,7 +72,8 @@ class ScriptedExchange:
     script repeats): ("send", text), ("sleep", s), ("wait", threading.Event), ("close", code),
     ("drop",) for an abrupt TCP abort, ("hold",) to stay open until the server stops, ("mute",)
     to go half-open: the connection stays up, nothing more is sent, pings go unanswered,
-    ("ping_flood",): pings as fast as it can, never reading, until the peer gives up."""
+    ("ping_flood",): pings as fast as it can, never reading, until the peer gives up,
+    ("text_bytes", data): a text frame of any bytes, valid UTF-8 or not."""
 
     scripts: list[list[tuple]]
     port: int = field(default_factory=free_port)
@@ -138,6 +139,9 @@ class ScriptedExchange:
                 elif kind == "hold":
                     await self._stopped.wait()
                     return
+                elif kind == "text_bytes":  # a text frame of these bytes, UTF-8 or not
+                    ws.protocol.send_text(step[1])
+                    ws.transport.writelines(ws.protocol.data_to_send())
                 elif kind == "ping_flood":
                     # Pings as fast as the loop writes them, reading nothing back.
                     ws.transport.pause_reading()

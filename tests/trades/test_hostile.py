@@ -126,6 +126,38 @@ def test_a_flood_of_refused_frames_fills_neither_the_disk_nor_stops_the_feed(
 
 
 @pytest.mark.slow
+def test_a_text_frame_that_is_not_utf8_is_quarantined_and_the_connection_kept(
+    tmp_path, exchange, listener_process
+):
+    """RFC 6455 has a peer fail the connection on a text frame that is not UTF-8 (code 1007);
+    the exchange replays nothing, so the deals behind it on that connection were lost. The
+    listener takes the frame as bytes and quarantines it like any other bad frame."""
+    deals = make_deals(2, seed=40)
+    bad = b'{"deal_confirmation": "\xff\xfe"}'
+    server = exchange(
+        [
+            [
+                ("send", deals[0].to_frame()),
+                ("text_bytes", bad),
+                ("send", deals[1].to_frame()),
+                ("hold",),
+            ]
+        ]
+    )
+    capture = tmp_path / "capture"
+    process = listener_process(server.url, capture, "--seal-seconds", "0.2")
+    process.wait_for("deals=2")
+    assert server.connections == 1
+    (entry,) = quarantined(capture)
+    assert entry["reason"] == "frame is not UTF-8 text"
+    assert entry["raw"] == bad.decode(errors="backslashreplace")
+    assert process.terminate() == 0
+    database = tmp_path / "warehouse.duckdb"
+    drain_all(capture, database)
+    assert stored_deals(database) == expected(deals)
+
+
+@pytest.mark.slow
 def test_an_exchange_pinging_without_reading_is_left_before_it_takes_the_memory(
     tmp_path, exchange, listener_process
 ):
