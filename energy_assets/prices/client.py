@@ -364,7 +364,7 @@ def _run_interruptibly(fetch: Coroutine[Any, Any, None]) -> None:
             running = thread.submit(asyncio.run, main())
             # Waits of 0.2 s, not one: a signal that arrives as this thread starts to wait on
             # a lock does not wake it, and its handler (the interrupt) ran only once the
-            # whole fetch had ended (measured: 9 interrupts in 600 held 1.2 s each).
+            # whole fetch had ended (docs/prices.md).
             while not wait_for([running], timeout=0.2).done:
                 pass
             running.result()

@@ -297,9 +297,9 @@ class CaptureBuffer:
 #: Characters of a refused frame a quarantine line keeps (a deal confirmation is a few hundred
 #: bytes); a longer frame keeps its start and its length, `raw_length`.
 RAW_KEPT = 4096
-#: Bytes the listener may write to one day's quarantine file: a feed refusing frames as fast as
-#: it can send them (1 MiB each: 2 GB in ten seconds, measured) cannot fill the disk the
-#: segments are written to. Past it a refused frame is counted, not kept.
+#: Bytes the listener may write to one day's quarantine file, so that a feed of refused frames
+#: as fast as it can send them cannot fill the disk the segments are written to
+#: (docs/trades.md). Past it a refused frame is counted, not kept.
 QUARANTINE_DAY_BYTES = 64 * 1024 * 1024
 
 

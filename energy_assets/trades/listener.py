@@ -48,9 +48,9 @@ HEALTHY_CONNECTION_SECONDS = 10.0
 #: noticed within 15 s of the last thing it sent.
 PING_EVERY_SECONDS = 5.0
 SILENCE_LIMIT_SECONDS = 12.0
-#: Bytes we may have written that the exchange has not read. The websocket library answers each
-#: ping at once and unthrottled: an exchange pinging without reading grew the listener by
-#: ~300 MB in its first second here. Past this the connection is given up.
+#: Bytes we may have written that the exchange has not read; past this the connection is given
+#: up. The websocket library answers each ping at once and unthrottled, so an exchange pinging
+#: without reading grows the listener without bound (docs/trades.md, "Feed gaps").
 UNSENT_LIMIT = 1024 * 1024
 #: The listener's own loop not running this long (SIGSTOP, a frozen VM, a starved machine) is
 #: recorded as a feed gap: the exchange may have dropped us meanwhile.
