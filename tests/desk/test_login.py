@@ -146,6 +146,13 @@ def test_each_trader_sees_their_own_book_and_the_head_sees_every_book(
     assert status(eve, desk.url + "/") == 303  # no session was made: to the login
     assert status(eve, desk.url + "/events?topic=desk", **stream) == 401
 
+    # A look-alike the provider vouches for: "ſ" (long s) case-folds to "s", so matched without
+    # care this login was anna's.
+    mallory = browser.new_context()
+    page = log_in(mallory, desk.url + "/", "anna@de\u017fk.example")
+    assert "email addresses of printable ASCII" in page.content()
+    assert status(mallory, desk.url + "/trader/alice") == 303
+
     log = desk.log_path.read_text()
     assert "event=access who=anna@desk.example what=/trader/alice allowed=True" in log
     assert 'event=access who=anna@desk.example what="/events?topic=trader/bob" allowed=False' in log
@@ -154,7 +161,7 @@ def test_each_trader_sees_their_own_book_and_the_head_sees_every_book(
     cookies = [c["value"] for ctx in (anna, bert, carol, head) for c in ctx.cookies()]
     assert cookies and not any(value in log for value in cookies)
     assert "code=" not in log and env["ENERGY_DESK_OIDC_CLIENT_SECRET"] not in log
-    for context in (anna, bert, carol, head, eve):
+    for context in (anna, bert, carol, head, eve, mallory):
         context.close()
 
 
