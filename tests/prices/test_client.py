@@ -430,18 +430,8 @@ def test_an_interrupt_as_the_fetch_starts_ends_it_at_once():
     did not wake it: its interrupt was raised only when the whole fetch had ended (10 of 2,000
     such interrupts, 1.2 s each here; minutes under the budget, and a test waiting 90 s on a
     Ctrl-C failed on CI)."""
-    fetcher = subprocess.Popen(
-        [sys.executable, "-c", _INTERRUPTED_EARLY, "5", "1000"],
-        cwd=Path(__file__).parents[2],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,  # the vendor's broken pipes, as each fetch is abandoned
-        text=True,
-    )
-    try:
-        out, _ = fetcher.communicate(timeout=120)
-    finally:
-        fetcher.kill()
-    assert out == "held 0\n"
+    # Its stderr is the vendor's broken pipes, as each fetch is abandoned.
+    assert _script_output(_INTERRUPTED_EARLY, "5", "1000", timeout=120) == "held 0\n"
 
 
 def test_a_fetch_interrupted_at_any_moment_ends(scripted_market_data):
@@ -449,14 +439,20 @@ def test_a_fetch_interrupted_at_any_moment_ends(scripted_market_data):
     or the event loop's bookkeeping once left the loop's clean-up waiting forever, and the
     code server (and the demo's Ctrl-C) waiting on that run worker."""
     vendor = scripted_market_data()
-    fetcher = subprocess.Popen(
-        [sys.executable, "-c", _INTERRUPTED_ANYWHERE, vendor.url, "7", "60"],
+    out = _script_output(_INTERRUPTED_ANYWHERE, vendor.url, "7", "60", timeout=90)
+    assert out == "all interrupted fetches ended\n"
+
+
+def _script_output(script: str, *args: str, timeout: float) -> str:
+    """What `python -c script args` prints, run from the repository; killed after `timeout`."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
         cwd=Path(__file__).parents[2],
         stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
     try:
-        out, _ = fetcher.communicate(timeout=90)
+        return process.communicate(timeout=timeout)[0]
     finally:
-        fetcher.kill()
-    assert out == "all interrupted fetches ended\n"
+        process.kill()
