@@ -51,6 +51,11 @@ SCOPE = "openid email"
 #: Every exchange with the provider ends within this, whole answers included: httpx's own
 #: timeouts bound only the gaps between bytes, which a provider dripping its answer resets.
 PROVIDER_TIMEOUT_SECONDS = 10
+#: The most of one answer from the provider that is read: its discovery document, its keys and
+#: a token are a few kB. Unbounded, one endless answer grew the desk by 5 GB in those 10 s.
+PROVIDER_ANSWER_BYTES = 1 << 20
+#: What the desk needs of the provider's discovery document (the login, the token, its keys).
+ENDPOINTS = ("authorization_endpoint", "token_endpoint", "jwks_uri")
 #: What an exchange with the provider can end in besides an answer: no answer in time, a
 #: transport error, an error it sent, or an answer that is not what OpenID Connect says.
 PROVIDER_FAILED = (httpx.HTTPError, OAuthError, RuntimeError, ValueError, KeyError, TimeoutError)
@@ -63,6 +68,39 @@ SETTINGS = (
 )
 
 log = event_logger("desk")
+
+
+class ProviderAnswerRefused(ValueError):
+    """An answer of the provider's that is not read: too long, or compressed."""
+
+
+class _Capped(httpx.AsyncByteStream):
+    """An answer's bytes as sent, refused once they pass `PROVIDER_ANSWER_BYTES`."""
+
+    def __init__(self, stream: httpx.AsyncByteStream):
+        self.stream = stream
+
+    async def __aiter__(self):
+        size = 0
+        async for chunk in self.stream:
+            size += len(chunk)
+            if size > PROVIDER_ANSWER_BYTES:
+                raise ProviderAnswerRefused(f"answer over {PROVIDER_ANSWER_BYTES} bytes")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def _bounded(response: httpx.Response) -> None:
+    """httpx hook on every answer, before its body is read: the cap counts the bytes as sent,
+    so a compressed answer (the desk asks for `identity`) is refused unread. Decoded, 97 kB of
+    gzip grew the desk by 310 MB."""
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise ProviderAnswerRefused(f"answer encoded as {encoding[:40]!r}")
+    response.stream = _Capped(response.stream)
+
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -189,7 +227,12 @@ class DeskAuth:
             server_metadata_url=self.issuer + "/.well-known/openid-configuration",
             client_id=self.client_id,
             client_secret=current.desk_oidc_client_secret,
-            client_kwargs={"scope": SCOPE, "timeout": PROVIDER_TIMEOUT_SECONDS},
+            client_kwargs={
+                "scope": SCOPE,
+                "timeout": PROVIDER_TIMEOUT_SECONDS,
+                "headers": {"Accept-Encoding": "identity"},
+                "event_hooks": {"response": [_bounded]},
+            },
         )
 
     @classmethod
@@ -296,10 +339,18 @@ class DeskAuth:
         request.session["next"] = local_path(request.query_params.get("next", "/"))
         try:
             async with asyncio.timeout(PROVIDER_TIMEOUT_SECONDS):
+                discovered = await self.client.load_server_metadata()
+                lacking = [name for name in ENDPOINTS if not isinstance(discovered.get(name), str)]
+                if lacking:
+                    raise ProviderAnswerRefused(f"discovery document without {', '.join(lacking)}")
                 back = request.url_for("login_callback")
                 return await self.client.authorize_redirect(request, back)
         except PROVIDER_FAILED as err:
-            log.error("login_failed", reason=f"identity provider: {type(err).__name__}")
+            # Authlib keeps the first discovery document it reads for good: one it could not
+            # use is forgotten, so the next login reads the provider's again.
+            self.client.server_metadata.clear()
+            why = f": {err}" if isinstance(err, ProviderAnswerRefused) else ""
+            log.error("login_failed", reason=f"identity provider: {type(err).__name__}{why}")
             return _page("Login unavailable", "The identity provider did not answer.", 502)
 
     async def callback(self, request: Request) -> Response:

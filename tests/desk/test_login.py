@@ -3,6 +3,7 @@ the real service as a process, and Chromium doing the whole login."""
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import os
@@ -20,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from energy_assets.desk.auth import (
+    PROVIDER_ANSWER_BYTES,
     PROVIDER_TIMEOUT_SECONDS,
     SETTINGS,
     Access,
@@ -29,6 +31,7 @@ from energy_assets.desk.auth import (
 from energy_assets.logs import format_event
 from tests.conftest import REPO, free_port
 from tests.desk.conftest import deal, write_deals, write_listener_state
+from tests.desk.load import rss_mb
 
 USERS = """
 [users."anna@desk.example"]
@@ -234,11 +237,15 @@ def test_without_a_login_the_desk_answers_only_to_loopback_names(desk_dirs, star
     assert _request(port, "GET", "/trader/alice", Host="rebind.example")[0] == 400
 
 
-class DrippingProvider:
-    """An identity provider that accepts, announces a 100 kB answer and sends it a byte a
-    second: no gap between bytes is long enough for a read timeout."""
+class MisbehavingProvider:
+    """An identity provider on loopback that answers each connection by the next of `answers`:
+    "drip" (a 100 kB answer announced, sent a byte a second: no gap long enough for a read
+    timeout), "flood" (an endless answer at full speed), "gzip" (a compressed answer of 100 MB
+    in 100 kB), "empty" (a discovery document of nothing) or "good" (the endpoints a login
+    needs)."""
 
-    def __init__(self):
+    def __init__(self, answers: list[str]):
+        self.answers = iter(answers)
         self.server = socket.create_server(("127.0.0.1", 0))
         self.issuer = f"http://127.0.0.1:{self.server.getsockname()[1]}"
         self.stop = threading.Event()
@@ -250,29 +257,59 @@ class DrippingProvider:
                 peer, _ = self.server.accept()
             except OSError:  # closed: the test is over
                 return
-            threading.Thread(target=self._drip, args=(peer,), daemon=True).start()
+            answer = getattr(self, "_" + next(self.answers))
+            threading.Thread(target=self._answer, args=(peer, answer), daemon=True).start()
 
     def close(self) -> None:
         self.stop.set()
         self.server.close()
 
-    def _drip(self, peer: socket.socket) -> None:
+    def _answer(self, peer: socket.socket, answer) -> None:
         with peer:
             peer.recv(65536)
-            peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
-            peer.sendall(b"Content-Length: 100000\r\n\r\n{")
-            while not self.stop.wait(1.0):
-                try:
-                    peer.sendall(b" ")
-                except OSError:
-                    return
+            try:
+                answer(peer)
+            except OSError:  # the desk hung up
+                return
+
+    def _json(self, peer: socket.socket, body: bytes, *headers: bytes) -> None:
+        head = [b"HTTP/1.1 200 OK", b"Content-Type: application/json", *headers]
+        head.append(b"Content-Length: %d" % len(body))
+        peer.sendall(b"\r\n".join(head) + b"\r\n\r\n" + body)
+
+    def _drip(self, peer: socket.socket) -> None:
+        peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        peer.sendall(b"Content-Length: 100000\r\n\r\n{")
+        while not self.stop.wait(1.0):
+            peer.sendall(b" ")
+
+    def _flood(self, peer: socket.socket) -> None:
+        peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        peer.sendall(b"Content-Length: 100000000000\r\n\r\n{")
+        spaces = b" " * 65536
+        while not self.stop.is_set():
+            peer.sendall(spaces)
+
+    def _gzip(self, peer: socket.socket) -> None:
+        body = gzip.compress(b'{"issuer": "' + b"a" * 100_000_000 + b'"}')
+        self._json(peer, body, b"Content-Encoding: gzip")
+
+    def _empty(self, peer: socket.socket) -> None:
+        self._json(peer, b"{}")
+
+    def _good(self, peer: socket.socket) -> None:
+        endpoints = {"issuer": self.issuer, "response_types_supported": ["code"]}
+        for name, path in (("authorization", "authorize"), ("token", "token")):
+            endpoints[f"{name}_endpoint"] = f"{self.issuer}/{path}"
+        endpoints["jwks_uri"] = f"{self.issuer}/jwks"
+        self._json(peer, json.dumps(endpoints).encode())
 
 
 @pytest.mark.slow
-def test_a_provider_dripping_its_answer_gets_the_login_refused_in_time(
+def test_a_provider_that_drips_floods_or_garbles_its_answer_costs_one_login_and_no_memory(
     desk_dirs, start_desk, tmp_path
 ):
-    provider = DrippingProvider()
+    provider = MisbehavingProvider(["drip", "flood", "gzip", "empty", "good"])
     try:
         env = {
             "ENERGY_DESK_OIDC_ISSUER": provider.issuer,
@@ -283,15 +320,35 @@ def test_a_provider_dripping_its_answer_gets_the_login_refused_in_time(
         }
         desk = start_desk(env=env)
         port = int(desk.url.rsplit(":", 1)[1])
-        began = time.monotonic()
-        code, body = _request(port, "GET", "/login")
-        waited = time.monotonic() - began
-        assert code == 502 and b"The identity provider did not answer." in body
-        assert waited < PROVIDER_TIMEOUT_SECONDS + 5
+        rss_before = rss_mb(desk.proc.pid)
+        waits = []
+        for _ in range(4):
+            began = time.monotonic()
+            code, body = _request(port, "GET", "/login")
+            waits.append(time.monotonic() - began)
+            assert code == 502 and b"The identity provider did not answer." in body
+        # The drip is cut at the deadline; the rest are refused as soon as they show what
+        # they are. The endless answer grew the desk by 5 GB in 10 s before it was bounded.
+        assert waits[0] < PROVIDER_TIMEOUT_SECONDS + 5
+        assert max(waits[1:]) < PROVIDER_TIMEOUT_SECONDS / 2
+        assert rss_mb(desk.proc.pid) - rss_before < 50
         assert desk.health()
-        assert 'event=login_failed reason="identity provider: TimeoutError"' in (
-            desk.log_path.read_text()
-        )
+        # The empty document is not kept: once the provider answers properly, the login goes
+        # to it.
+        code, _ = _request(port, "GET", "/login")
+        assert code == 302
+        reasons = [
+            line.split("reason=", 1)[1]
+            for line in desk.log_path.read_text().splitlines()
+            if "event=login_failed" in line
+        ]
+        assert reasons == [
+            '"identity provider: TimeoutError"',
+            f'"identity provider: ProviderAnswerRefused: answer over {PROVIDER_ANSWER_BYTES} bytes"',
+            "\"identity provider: ProviderAnswerRefused: answer encoded as 'gzip'\"",
+            '"identity provider: ProviderAnswerRefused: discovery document without '
+            'authorization_endpoint, token_endpoint, jwks_uri"',
+        ]
     finally:
         provider.close()
 
