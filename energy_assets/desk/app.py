@@ -333,6 +333,7 @@ class DeskService:
     async def health(self, request: Request) -> JSONResponse:
         return JSONResponse(
             {
+                "status": "ok",
                 "deals": len(self.desk.ids),
                 "traders": len(self.traders),
                 "changes": self.desk.changes,
@@ -459,11 +460,11 @@ def create_app(
     routes = [
         # Each route that shows figures is guarded: `trader_id` in its path is the book it
         # shows, the event stream's are its topics, any other shows the whole desk. /health
-        # holds counts, no figures.
+        # holds counts, no figures: behind a login, only for one that sees every book.
         Route("/", guard(service.desk_page, home=True)),
         Route("/trader/{trader_id:path}", guard(service.trader_page)),
         Route("/events", guard(service.events, books=_books_followed)),
-        Route("/health", service.health),
+        Route("/health", login.probe(service.health) if login else service.health),
         Route("/replay", guard(service.replay_page)),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         *(login.routes() if login else ()),

@@ -109,6 +109,10 @@ def test_each_trader_sees_their_own_book_and_the_head_sees_every_book(
         assert status(anna, desk.url + path) == 403, path
     assert status(anna, desk.url + "/events?topic=desk", **stream) == 403
     assert status(anna, desk.url + "/events?topic=trader/bob", **stream) == 403
+    # The health probe tells her, and anyone not logged in, that the desk answers; not how
+    # many deals and traders it holds.
+    assert anna.request.get(desk.url + "/health").json() == {"status": "ok"}
+    assert browser.new_context().request.get(desk.url + "/health").json() == {"status": "ok"}
 
     bert = browser.new_context()  # his login's case differs from the file's: still him
     page = log_in(bert, desk.url + "/trader/alice", "bert@desk.example")
@@ -142,6 +146,7 @@ def test_each_trader_sees_their_own_book_and_the_head_sees_every_book(
     }
     assert status(head, desk.url + "/trader/bob") == 200
     assert status(head, desk.url + "/replay") == 200
+    assert head.request.get(desk.url + "/health").json()["deals"] == 4
 
     eve = browser.new_context()  # the provider knows her; the desk's file does not
     page = log_in(eve, desk.url + "/", "eve@desk.example")
