@@ -51,6 +51,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 #: Its own generator: Hypothesis seeds the `random` module in each example alike, in every
 #: worker.
 _PORTS = random.SystemRandom()
+_GIVEN: set[int] = set()
 
 
 def _ephemeral_low() -> int:
@@ -65,15 +66,23 @@ def free_port() -> int:
     """A loopback port free now, below the kernel's ephemeral range. A port the kernel hands
     out (to a bind of port 0, or as the source port of any connection) can be taken between
     this pick and the server's own bind: a desk test failed once on "address already in use"
-    that way."""
-    high = max(_ephemeral_low(), 20_001)
+    that way. Each xdist worker picks from a range of its own, and never the same port twice:
+    a webserver that took seconds to bind once found a desk of another worker's on its port."""
+    low, high = 20_000, max(_ephemeral_low(), 20_001)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    span = max((high - low) // max(workers, 1), 1)
+    low += span * (worker % max(workers, 1))
     while True:
-        port = _PORTS.randrange(20_000, high)
+        port = _PORTS.randrange(low, low + span)
+        if port in _GIVEN:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _GIVEN.add(port)
             return port
 
 
