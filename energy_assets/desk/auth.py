@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import httpx
 from authlib.deprecate import AuthlibDeprecationWarning
+from joserfc.errors import JoseError
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -63,8 +64,17 @@ PROVIDER_ANSWER_BYTES = 1 << 20
 #: What the desk needs of the provider's discovery document (the login, the token, its keys).
 ENDPOINTS = ("authorization_endpoint", "token_endpoint", "jwks_uri")
 #: What an exchange with the provider can end in besides an answer: no answer in time, a
-#: transport error, an error it sent, or an answer that is not what OpenID Connect says.
-PROVIDER_FAILED = (httpx.HTTPError, OAuthError, RuntimeError, ValueError, KeyError, TimeoutError)
+#: transport error, an error it sent, or an answer that is not what OpenID Connect says (an
+#: ID token or key set Authlib refuses raises joserfc's errors: a 500 before).
+PROVIDER_FAILED = (
+    httpx.HTTPError,
+    OAuthError,
+    JoseError,
+    RuntimeError,
+    ValueError,
+    KeyError,
+    TimeoutError,
+)
 SETTINGS = (
     "ENERGY_DESK_OIDC_ISSUER",
     "ENERGY_DESK_OIDC_CLIENT_ID",
@@ -380,6 +390,9 @@ class DeskAuth:
                 )
         except PROVIDER_FAILED as err:
             # A lost or tampered login in progress, an error from the provider, a bad token.
+            # Authlib keeps the provider's key set once read: forgotten, so a garbled one costs
+            # this login, not every later one.
+            self.client.server_metadata.pop("jwks", None)
             log.info("login", who="-", allowed=False, reason=type(err).__name__)
             request.session.clear()
             return _page("Login failed", "The login did not complete.", 400, login=True)

@@ -14,11 +14,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from joserfc import jwt
+from joserfc.jwk import RSAKey
 
 from energy_assets.desk.auth import (
     PROVIDER_ANSWER_BYTES,
@@ -247,10 +250,14 @@ class MisbehavingProvider:
     "drip" (a 100 kB answer announced, sent a byte a second: no gap long enough for a read
     timeout), "flood" (an endless answer at full speed), "gzip" (a compressed answer of 100 MB
     in 100 kB), "empty" (a discovery document of nothing) or "good" (the endpoints a login
-    needs)."""
+    needs), and for a whole login "token" (an ID token for anna signed with `key`), "keys"
+    (`key`'s public half), "garbled_keys" (a key set that is none) or "expired_token" (one
+    that ended an hour ago)."""
 
-    def __init__(self, answers: list[str]):
+    def __init__(self, answers: list[str], key: RSAKey | None = None):
         self.answers = iter(answers)
+        self.key = key
+        self.nonce = ""  # the login's, for the ID token
         self.server = socket.create_server(("127.0.0.1", 0))
         self.issuer = f"http://127.0.0.1:{self.server.getsockname()[1]}"
         self.stop = threading.Event()
@@ -309,6 +316,23 @@ class MisbehavingProvider:
         endpoints["jwks_uri"] = f"{self.issuer}/jwks"
         self._json(peer, json.dumps(endpoints).encode())
 
+    def _expired_token(self, peer: socket.socket) -> None:
+        self._token(peer, now=int(time.time()) - 3600)
+
+    def _token(self, peer: socket.socket, now: int | None = None) -> None:
+        now = int(time.time()) if now is None else now
+        claims = {"iss": self.issuer, "aud": "energy-desk", "sub": "anna", "nonce": self.nonce}
+        claims |= {"iat": now, "exp": now + 300, "email": "anna@desk.example"}
+        signed = jwt.encode({"alg": "RS256", "kid": self.key.kid}, claims, self.key)
+        answer = {"access_token": "a", "token_type": "Bearer", "expires_in": 300}
+        self._json(peer, json.dumps(answer | {"id_token": signed}).encode())
+
+    def _keys(self, peer: socket.socket) -> None:
+        self._json(peer, json.dumps({"keys": [self.key.as_dict(private=False)]}).encode())
+
+    def _garbled_keys(self, peer: socket.socket) -> None:
+        self._json(peer, b'{"keys": "none"}')
+
 
 @pytest.mark.slow
 def test_a_provider_that_drips_floods_or_garbles_its_answer_costs_one_login_and_no_memory(
@@ -354,6 +378,40 @@ def test_a_provider_that_drips_floods_or_garbles_its_answer_costs_one_login_and_
             '"identity provider: ProviderAnswerRefused: discovery document without '
             'authorization_endpoint, token_endpoint, jwks_uri"',
         ]
+    finally:
+        provider.close()
+
+
+@pytest.mark.slow
+def test_a_garbled_key_set_or_an_expired_token_costs_one_login_not_every_later_one(
+    desk_dirs, start_desk, tmp_path
+):
+    # Both used to be a 500 (joserfc's errors went uncaught), and Authlib keeps the key set
+    # once read: a garbled one failed every later login until the desk restarted.
+    key = RSAKey.generate_key(2048, parameters={"kid": "desk-test"})
+    answers = ["good", "token", "garbled_keys", "expired_token", "keys", "token", "keys"]
+    provider = MisbehavingProvider(answers, key)
+    try:
+        env = {
+            "ENERGY_DESK_OIDC_ISSUER": provider.issuer,
+            "ENERGY_DESK_OIDC_CLIENT_ID": "energy-desk",
+            "ENERGY_DESK_OIDC_CLIENT_SECRET": "client-secret-for-tests",
+            "ENERGY_DESK_SESSION_SECRET": "s" * 40,
+            "ENERGY_DESK_USERS": str(users_file(tmp_path)),
+        }
+        desk = start_desk(env=env)
+        answers = []
+        with httpx.Client(base_url=desk.url, timeout=30) as anna:
+            for _ in range(3):
+                to_provider = anna.get("/login", params={"next": "/trader/alice"})
+                assert to_provider.status_code == 302
+                asked = parse_qs(urlsplit(to_provider.headers["location"]).query)
+                provider.nonce = asked["nonce"][0]
+                back = {"code": "from-the-provider", "state": asked["state"][0]}
+                answers.append(anna.get("/login/callback", params=back))
+            assert [answer.status_code for answer in answers] == [400, 400, 303]
+            assert answers[2].headers["location"] == "/trader/alice"
+            assert anna.get("/trader/alice").status_code == 200
     finally:
         provider.close()
 
