@@ -141,6 +141,14 @@ def test_limits_zero_and_negative_prices_and_z_suffix_are_valid():
         (frame(trader_id="trader\n"), "trader_id"),
         (frame(trader_id="x" * 65), "trader_id"),
         (frame(trader_id="ｔrader"), "trader_id"),
+        # Parsers disagree on which of two values counts: Python's keeps the last.
+        (frame().replace('"quantity": 1.2', '"quantity": 1.2, "quantity": 1000'), "ambiguous"),
+        (
+            frame().replace(
+                '{"deal_confirmation"', '{"deal_confirmation": {}, "deal_confirmation"'
+            ),
+            "key 'deal_confirmation' given twice with different values",
+        ),
     ],
 )
 def test_malformed_and_hostile_frames_are_refused_with_a_reason(text, why):

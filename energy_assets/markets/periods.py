@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from energy_assets.markets.config import DEFAULT_MARKET, MARKETS, Market
 
@@ -278,6 +279,22 @@ def show(value: object, limit: int = 60) -> str:
             return f"an integer of ~{int(value.bit_length() * 0.30103)} digits"
         return f"a {type(value).__name__} holding an integer too long to print"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class KeyGivenTwice(ValueError):
+    """A JSON object naming one key twice with two values."""
+
+
+def one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`object_pairs_hook` for JSON from the wire: a key given twice with two different values
+    is refused, since parsers disagree on which one counts (Python keeps the last, others the
+    first); given twice alike, it is one value."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        for key, value in pairs:
+            if result[key] != value:
+                raise KeyGivenTwice(f"key {show(key)} given twice with different values")
+    return result
 
 
 def delivery_of(fields: dict) -> Period | Invalid:

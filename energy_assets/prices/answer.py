@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from energy_assets.markets import Invalid, parse_instant, show
+from energy_assets.markets import Invalid, KeyGivenTwice, one_value_per_key, parse_instant, show
 
 #: A `last_update` later than now by more than this is refused (the vendor's clock and ours).
 CLOCK_SKEW = timedelta(minutes=5)
@@ -83,7 +83,9 @@ def _json_number(text: str) -> float:
 def decode(body: bytes | str) -> Any | Refused:
     """The answer's JSON value, or why it is not JSON."""
     try:
-        return json.loads(body, parse_int=_json_number)
+        return json.loads(body, parse_int=_json_number, object_pairs_hook=one_value_per_key)
+    except KeyGivenTwice as error:
+        return Refused(f"answer is ambiguous: {error}")
     except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
         return Refused(f"answer is not JSON: {type(error).__name__}: {str(error)[:80]}")
 

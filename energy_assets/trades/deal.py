@@ -25,8 +25,10 @@ from energy_assets.markets import (
     LATEST,
     YEARS,
     Invalid,
+    KeyGivenTwice,
     Period,
     delivery_of,
+    one_value_per_key,
     parse_instant,
     show,
 )
@@ -265,7 +267,9 @@ def _parse(text: str | bytes, now: datetime | None) -> Deal:
         except UnicodeDecodeError:
             raise InvalidFrame("frame is not UTF-8 text") from None
     try:
-        message = json.loads(text)
+        message = json.loads(text, object_pairs_hook=one_value_per_key)
+    except KeyGivenTwice as err:
+        raise InvalidFrame(f"frame is ambiguous: {err}") from None
     except ValueError as err:  # also Python's 4,300-digit limit on integers
         raise InvalidFrame(f"frame is not JSON: {show(str(err))}") from None
     except RecursionError:

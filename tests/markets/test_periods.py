@@ -1,6 +1,7 @@
 """Delivery periods in local time: both daylight-saving nights of 2026 in Berlin and London,
 computed by hand, then an independent oracle over random days, labels and instants."""
 
+import json
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -10,12 +11,14 @@ from hypothesis import strategies as st
 from energy_assets.markets import (
     MARKETS,
     Invalid,
+    KeyGivenTwice,
     Market,
     Period,
     day_periods,
     delivery_of,
     hour_period,
     market_of,
+    one_value_per_key,
     open_periods,
     parse_day,
     parse_hour_label,
@@ -315,3 +318,24 @@ def test_every_period_function_answers_any_input_with_a_value_or_a_reason(a, b, 
         open_periods(a if isinstance(a, str) else "DE", b),
     ):
         assert isinstance(result, Invalid | list | Period)
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=8,
+)
+
+
+@given(st.dictionaries(st.text(max_size=5), _VALUES, min_size=1), st.data())
+def test_a_key_given_twice_is_one_value_when_alike_and_refused_when_not(written, data):
+    key = data.draw(st.sampled_from(sorted(written)))
+    again = data.draw(st.sampled_from([written[key]]) | _VALUES)
+    text = json.dumps(written)[:-1] + f", {json.dumps(key)}: {json.dumps(again)}}}"
+    try:
+        read = json.loads(text, object_pairs_hook=one_value_per_key)
+    except KeyGivenTwice as refused:
+        assert json.loads(json.dumps(written[key])) != json.loads(json.dumps(again))
+        assert "given twice with different values" in str(refused)
+    else:
+        assert read == json.loads(json.dumps(written))

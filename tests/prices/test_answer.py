@@ -160,6 +160,7 @@ def test_kwh_is_converted_and_judged_in_mwh(per_kwh, unit):
         (json.dumps({**GOOD, "delivery_hour": "13-14\n"}), "not '13-14'"),
         ("[" * 100_000 + "]" * 100_000, "not JSON"),
         (b"\xff\xfe\x00", "not JSON"),
+        (json.dumps(GOOD).replace('"value": 87.41', '"value": 1, "value": 87.41'), "ambiguous"),
     ],
 )
 def test_hostile_answers_are_refused_with_their_reason(body, reason):
