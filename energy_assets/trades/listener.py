@@ -62,21 +62,30 @@ class CaptureFailed(RuntimeError):
     error instead of reading frames it cannot keep."""
 
 
+#: Receipts of one deal id written to the buffer while the listener remembers the id: the
+#: deal, then two of the exchange's repeats as evidence. A later repeat is counted
+#: (`duplicates_not_kept`), not written: an exchange repeating one confirmation as fast as it
+#: can wrote 14 MB of segments a second. Dropping it loses nothing: the drain keeps the first
+#: receipt, which is written already, either sealed (fsynced) or earlier in the same open
+#: segment, so no crash can keep the repeat and lose it.
+RECEIPTS_KEPT = 3
+
+
 class RecentIds:
-    """A bounded set of recently seen deal ids: the listener only counts duplicates (the
-    drain is the authority on them), so forgetting old ids is harmless."""
+    """Recently seen deal ids and how many times each came, bounded: an id forgotten only
+    means its next repeats are written again, and the drain drops them."""
 
     def __init__(self, size: int = 100_000):
         self.size = size
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._ids: OrderedDict[str, int] = OrderedDict()
 
-    def seen(self, deal_id: str) -> bool:
-        if deal_id in self._ids:
-            return True
-        self._ids[deal_id] = None
-        if len(self._ids) > self.size:
+    def receipt(self, deal_id: str) -> int:
+        """Which receipt of `deal_id` this is: 1 for the first."""
+        count = self._ids.get(deal_id, 0) + 1
+        self._ids[deal_id] = count
+        if count == 1 and len(self._ids) > self.size:
             self._ids.popitem(last=False)
-        return False
+        return count
 
 
 @dataclass
@@ -84,6 +93,8 @@ class Counters:
     frames: int = 0
     deals: int = 0
     duplicates: int = 0
+    #: Repeats past RECEIPTS_KEPT, counted and not written.
+    duplicates_not_kept: int = 0
     quarantined: int = 0
     #: Refused frames not written to the quarantine: the day's file was full.
     not_kept: int = 0
@@ -190,9 +201,13 @@ class Listener:
             if isinstance(deal, Refused):
                 self._quarantine(raw, deal.reason, received_at)
                 return
-            if self.recent.seen(deal.id):
+            receipt = self.recent.receipt(deal.id)
+            if receipt > 1:
                 self.counters.duplicates += 1
-            # Duplicates are captured too: the drain decides, first seen wins.
+                if receipt > RECEIPTS_KEPT:
+                    self.counters.duplicates_not_kept += 1
+                    return
+            # A repeat is captured too, up to RECEIPTS_KEPT: the drain keeps the first.
             self.buffer.append(deal, received_at)
             self.counters.deals += 1
         except OSError:
@@ -224,6 +239,7 @@ class Listener:
             frames=self.counters.frames,
             deals=self.counters.deals,
             duplicates_seen=self.counters.duplicates,
+            duplicates_not_kept=self.counters.duplicates_not_kept,
             quarantined=self.counters.quarantined,
             quarantined_not_kept=self.counters.not_kept,
             reconnects=self.counters.reconnects,

@@ -13,6 +13,7 @@ import pytest
 from energy_assets.trades.assets import blocking_check_failures
 from energy_assets.trades.buffer import QUARANTINE_DAY_BYTES, RAW_KEPT
 from energy_assets.trades.deal import validate_deal
+from energy_assets.trades.listener import RECEIPTS_KEPT
 from tests.trades.conftest import (
     ThreadListener,
     drain_all,
@@ -123,6 +124,31 @@ def test_a_flood_of_refused_frames_fills_neither_the_disk_nor_stops_the_feed(
     database = tmp_path / "warehouse.duckdb"
     drain_all(capture, database)
     assert stored_deals(database) == expected([deal])
+
+
+@pytest.mark.slow
+def test_an_exchange_repeating_one_deal_writes_it_three_times_and_counts_the_rest(
+    tmp_path, exchange, listener_process
+):
+    """One confirmation 20,000 times, as fast as the exchange can send: the buffer keeps the
+    deal and two repeats as evidence, counts the others, and the drain stores the deal once
+    and the deal sent after them too. Every repeat was written before: 14 MB a second."""
+    repeated, after = make_deals(2, seed=39)
+    frames_sent = [("send", repeated.to_frame())] * 20_000 + [("send", after.to_frame())]
+    server = exchange([frames_sent + [("hold",)]])
+    capture = tmp_path / "capture"
+    process = listener_process(server.url, capture, "--seal-seconds", "0.2")
+    process.wait_for("deals=4 duplicates_seen=19999 duplicates_not_kept=19997", timeout=60)
+    assert process.terminate() == 0
+    lines = [
+        json.loads(line)["id"]
+        for path in (capture / "segments").glob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert sorted(lines) == sorted([repeated.id] * RECEIPTS_KEPT + [after.id])
+    database = tmp_path / "warehouse.duckdb"
+    drain_all(capture, database)
+    assert stored_deals(database) == expected([repeated, after])
 
 
 @pytest.mark.slow
