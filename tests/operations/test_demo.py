@@ -25,6 +25,7 @@ from energy_assets.operations.demo import (
     postgres_root,
     prepare_dagster_home,
 )
+from energy_assets.warehouse import DUCKDB_POOL
 from tests.conftest import REPO, free_port
 
 # Seconds or more: `energy-assets demo` with every program.
@@ -82,6 +83,24 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen, log:
             pass
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()}")
+
+
+def _xfail_if_dagsters_pool_race(home: Path) -> None:
+    """Dagster's race, not this project's, seen once in a suite of four (2026-12-05): a step
+    that asks for a pool slot just as another step frees the last one registers unassigned
+    (`has_unassigned_slots`, then `add_pending_step`, two transactions: the free's
+    `assign_pending_steps` ran between them) and waits until some other step of the pool comes
+    and goes. The in-process executor defers a run worker's interrupt while its step waits
+    (only the multiprocess and step-delegating executors call `check_for_interrupts`), so
+    the code server waits on that run worker until supervisord kills it. The signature: no
+    slot claimed, a step still pending unassigned."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        pool = instance.event_log_storage.get_concurrency_info(DUCKDB_POOL)
+        stuck = [step.step_key for step in pool.pending_steps if step.assigned_timestamp is None]
+    if not pool.claimed_slots and stuck:
+        pytest.xfail(f"Dagster's pool-claim race: {stuck} never given the free slot")
 
 
 @pytest.mark.timeout(300)
@@ -191,6 +210,8 @@ def test_demo_comes_up_restarts_a_killed_program_and_one_ctrl_c_stops_everything
     assert {name for name, _ in stopped} == set(pids)
     # A program killed after its 30 s: the code server waits for its run workers to end.
     code_log = "\n".join((children / "code.log").read_text().splitlines()[-40:])
+    if "SIGKILL" in shutdown:
+        _xfail_if_dagsters_pool_race(tmp_path / "dagster_home")
     assert "SIGKILL" not in shutdown, f"every program stopped on its own signal\n{code_log}"
     # No library warns in the logs a user reads (Dagster's beta warning came with every run).
     logs = "".join(path.read_text() for path in children.glob("*.log"))
