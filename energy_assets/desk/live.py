@@ -82,6 +82,8 @@ class GapWarning:
     end: datetime | None
     reason: str
     days: list[date] = field(default_factory=list)
+    #: > 0: not a gap but the deal confirmations the listener refused today, the last at `start`.
+    refused: int = 0
 
     @property
     def open(self) -> bool:
@@ -169,6 +171,13 @@ def warnings(
             for d in shown_days
             if start < _midnight(d) + timedelta(days=1) and end >= _midnight(d) - timedelta(days=1)
         ]
+    refused = listener.get("refused") if isinstance(listener, dict) else None
+    try:
+        if refused["day"] == f"{now:%Y-%m-%d}" and refused["count"] > 0:
+            last = datetime.fromisoformat(refused["last_at"])
+            found.append(GapWarning(last, last, "", refused=int(refused["count"])))
+    except (KeyError, TypeError, ValueError, OverflowError):
+        pass  # none today, or not readable: the gap lines above say what matters
     return found
 
 

@@ -79,16 +79,20 @@ class InvalidFrame(ValueError):
     """Raised inside the parser to stop at the first problem; `parse_frame` turns it into
     `Refused`. Field checks added later raise it too."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, confirmation: bool = False):
         super().__init__(reason)
         self.reason = reason
+        self.confirmation = confirmation
 
 
 @dataclass(frozen=True)
 class Refused:
-    """A frame that is not a valid deal confirmation; `reason` is what the quarantine keeps."""
+    """A frame that is not a valid deal confirmation; `reason` is what the quarantine keeps.
+    `confirmation`: the frame carried a deal envelope, so a deal the exchange confirmed may be
+    missing from the book (the desk says so), not a heartbeat or some other message."""
 
     reason: str
+    confirmation: bool = False
 
 
 @dataclass(frozen=True)
@@ -257,7 +261,7 @@ def parse_frame(text: str | bytes, now: datetime | None = None) -> Deal | Refuse
     try:
         return _parse(text, now)
     except InvalidFrame as err:
-        return Refused(err.reason)
+        return Refused(err.reason, err.confirmation)
 
 
 def _parse(text: str | bytes, now: datetime | None) -> Deal:
@@ -281,5 +285,8 @@ def _parse(text: str | bytes, now: datetime | None) -> Deal:
         kinds = ", ".join(sorted(map(show, message))) or "empty object"
         raise InvalidFrame(f"not a deal confirmation (message type: {show(kinds)})")
     if len(envelopes) > 1:
-        raise InvalidFrame("frame carries both envelopes")
-    return validate_deal(message[envelopes[0]], now)
+        raise InvalidFrame("frame carries both envelopes", confirmation=True)
+    try:
+        return validate_deal(message[envelopes[0]], now)
+    except InvalidFrame as err:
+        raise InvalidFrame(err.reason, confirmation=True) from None

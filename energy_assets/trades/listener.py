@@ -133,6 +133,9 @@ class Listener:
         self.gap_since: datetime | None = None
         self.gap_reason = ""
         self.failure: BaseException | None = None
+        # Deal confirmations refused today (UTC), for the desk's banner: {"day", "count",
+        # "last_at", "last_reason"}, carried over a restart on the same day.
+        self.refused: dict = {}
         self._stop = asyncio.Event()
         self._status_mark = (time.monotonic(), 0)
 
@@ -150,6 +153,11 @@ class Listener:
             written = utc_now()
         state = read_listener_state(self.buffer.directory)
         self.gap_since, self.gap_reason = resumed_gap(state, written)
+        refused = (state or {}).get("refused")
+        today = f"{utc_now():%Y-%m-%d}"
+        if isinstance(refused, dict) and refused.get("day") == today:
+            if type(refused.get("count")) is int:
+                self.refused = refused
 
     def _heard(self, moment: datetime) -> None:
         self.heard_at = moment
@@ -189,6 +197,8 @@ class Listener:
         if self.gap_since is not None:
             state["gap_since"] = iso(self.gap_since)
             state["gap_reason"] = self.gap_reason
+        if self.refused:
+            state["refused"] = self.refused
         self.buffer.write_state(state)
 
     # -- frames ----------------------------------------------------------------------------
@@ -200,6 +210,8 @@ class Listener:
             deal = parse_frame(raw, received_at)
             if isinstance(deal, Refused):
                 self._quarantine(raw, deal.reason, received_at)
+                if deal.confirmation:
+                    self._refused_confirmation(deal.reason, received_at)
                 return
             receipt = self.recent.receipt(deal.id)
             if receipt > 1:
@@ -217,6 +229,13 @@ class Listener:
             reason = f"processing failed: {type(err).__name__}: {show(str(err))}"
             self.log.error("frame_failed", reason=reason)
             self._quarantine(raw, reason, received_at)
+
+    def _refused_confirmation(self, reason: str, received_at: datetime) -> None:
+        """A deal the exchange confirmed and the book lacks: counted for the desk's banner."""
+        day = f"{received_at:%Y-%m-%d}"
+        count = self.refused.get("count", 0) if self.refused.get("day") == day else 0
+        self.refused = {"day": day, "count": count + 1, "last_at": iso(received_at)}
+        self.refused["last_reason"] = reason
 
     def _quarantine(self, raw: str | bytes, reason: str, received_at: datetime) -> None:
         self.counters.quarantined += 1

@@ -199,6 +199,15 @@ def test_prices_confirmed_rows_gaps_and_colours(desk_dirs, start_desk, browser):
         "!document.querySelector('[data-gap=\"open\"]')",
         timeout=5_000,
     )
+    # Deal confirmations the listener refused today: deals the book lacks, said on the page
+    # (the reason stays in the quarantine: it may name another trader's deal).
+    last = now - timedelta(minutes=1)
+    refused = {"day": f"{now:%Y-%m-%d}", "count": 2, "last_at": last.isoformat()}
+    write_listener_state(capture, refused=refused | {"last_reason": "quantity must be > 0"})
+    page.wait_for_selector('[data-refused="2"]', timeout=5_000)
+    line = page.locator('[data-refused="2"]').inner_text()
+    assert "2 deal confirmations from the exchange refused today" in line
+    assert "their deals are not in these positions" in line and "quantity" not in line
     # PnL over time comes from what exposure_dashboard publishes.
     history = pl.DataFrame(
         {

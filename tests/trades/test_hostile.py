@@ -5,13 +5,19 @@ fail)."""
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from energy_assets.trades.assets import blocking_check_failures
-from energy_assets.trades.buffer import QUARANTINE_DAY_BYTES, RAW_KEPT
+from energy_assets.trades.buffer import (
+    QUARANTINE_DAY_BYTES,
+    RAW_KEPT,
+    CaptureBuffer,
+    read_listener_state,
+)
 from energy_assets.trades.deal import validate_deal
 from energy_assets.trades.listener import RECEIPTS_KEPT
 from tests.trades.conftest import (
@@ -76,6 +82,15 @@ def test_hostile_frames_are_quarantined_and_the_listener_keeps_capturing(
     process.wait_for(f"quarantined={2 * len(HOSTILE)}")
     wait_until(lambda: server.connections == 3, message="the third connection")
     assert process.proc.poll() is None, "the listener exited"
+    # The desk is told how many deal confirmations were refused: those with a deal envelope,
+    # not the frames that are not JSON.
+    confirmations = 2 * (len(HOSTILE) - 2)
+    wait_until(
+        lambda: (
+            (read_listener_state(capture) or {}).get("refused", {}).get("count") == confirmations
+        ),
+        message="the refused confirmations in the listener's state",
+    )
 
     bad = quarantined(capture)
     # Each frame kept whole up to RAW_KEPT characters, a longer one its start and its length.
@@ -124,6 +139,29 @@ def test_a_flood_of_refused_frames_fills_neither_the_disk_nor_stops_the_feed(
     database = tmp_path / "warehouse.duckdb"
     drain_all(capture, database)
     assert stored_deals(database) == expected([deal])
+
+
+def test_refused_confirmations_are_counted_for_the_day_across_a_restart(
+    tmp_path, exchange, thread_listener
+):
+    """A restart the same day goes on counting from what the last run wrote; yesterday's
+    count is not carried."""
+    capture = tmp_path / "capture"
+
+    def refuse_one_after(carried: dict) -> dict:
+        CaptureBuffer(capture).write_state({"heartbeat": carried["last_at"], "refused": carried})
+        server = exchange([[("send", hostile(quantity=0)), ("hold",)]])
+        running = thread_listener(server.url, capture)
+        wait_until(lambda: running.listener.counters.quarantined == 1, message="the refusal")
+        running.stop()
+        server.stop()
+        return read_listener_state(capture)["refused"]
+
+    now = datetime.now(UTC)
+    for day, before, after in ((now, 5, 6), (now - timedelta(days=1), 5, 1)):
+        carried = {"day": f"{day:%Y-%m-%d}", "count": before, "last_at": day.isoformat()}
+        state = refuse_one_after(carried)
+        assert (state["count"], state["last_reason"]) == (after, "quantity must be > 0, got 0")
 
 
 @pytest.mark.slow
