@@ -81,6 +81,12 @@ CHECKS = {
         "not block.",
         False,
     ),
+    "no_refused_confirmations": (
+        "No deal confirmation refused by the listener today (UTC): a frame with a deal "
+        "envelope that failed validation is a deal the exchange confirmed and this table "
+        "lacks; the quarantine keeps it with its reason. Warns, does not block.",
+        False,
+    ),
 }
 #: The row-level blocking checks: the rows each one rejects, as a DuckDB predicate.
 BAD_ROWS = {
@@ -220,6 +226,7 @@ def _check_results(conn, capture: CaptureBufferResource):
     )
     yield _far_delivery_check(conn)
     yield _feed_gap_check(conn, capture)
+    yield _refused_check(capture)
 
 
 def _far_delivery_check(conn) -> dg.AssetCheckResult:
@@ -255,6 +262,21 @@ def _listed(name: str, rows: list[dict], kinds: dict[str, str]) -> dict:
 
 def _instant(epoch_us: int) -> datetime:
     return datetime.fromtimestamp(epoch_us / 1e6, UTC)
+
+
+def _refused_check(capture: CaptureBufferResource) -> dg.AssetCheckResult:
+    refused = (read_listener_state(capture.path) or {}).get("refused")
+    today = f"{datetime.now(UTC):%Y-%m-%d}"
+    if not isinstance(refused, dict) or refused.get("day") != today:
+        refused = {}
+    count = refused.get("count", 0) if type(refused.get("count", 0)) is int else 0
+    last = {key: str(refused.get(key, "")) for key in ("last_at", "last_reason")}
+    return dg.AssetCheckResult(
+        check_name="no_refused_confirmations",
+        passed=count == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"refused_today": count} | (last if count else {}),
+    )
 
 
 def _feed_gap_check(conn, capture: CaptureBufferResource) -> dg.AssetCheckResult:

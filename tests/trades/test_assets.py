@@ -50,6 +50,22 @@ def materialize():
     )
 
 
+def test_deal_confirmations_refused_today_make_raw_trades_warn(dagster_home, energy_env):
+    fill(make_deals(3, seed=21))
+    now = datetime.now(UTC)
+    refused = {"day": f"{now:%Y-%m-%d}", "count": 2, "last_at": now.isoformat()}
+    state = {"heartbeat": now.isoformat(), "connected": True, "heard_at": now.isoformat()}
+    state["refused"] = refused | {"last_reason": "quantity must be > 0, got 0"}
+    CaptureBuffer(os.environ["ENERGY_CAPTURE_DIR"]).write_state(state)
+    result = materialize()
+    assert result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    refusals = checks["no_refused_confirmations"]
+    assert refusals.passed is False and refusals.severity == dg.AssetCheckSeverity.WARN
+    assert refusals.metadata["refused_today"].value == 2
+    assert refusals.metadata["last_reason"].value == "quantity must be > 0, got 0"
+
+
 def test_materialize_drains_reports_and_checks(dagster_home, energy_env):
     deals = make_deals(100, seed=20)
     # A confirmed deal for a day in 2999: booked, and flagged by a warning, never blocking.
