@@ -35,8 +35,9 @@ from energy_assets.exposure.positions import (
     rebook,
     trader_totals,
 )
+from energy_assets.markets import Invalid, parse_instant
 from energy_assets.tables import PRICE_ROW, TRADER_PNL_HISTORY
-from energy_assets.trades.buffer import BufferFollower, Gap, Update
+from energy_assets.trades.buffer import BufferFollower, Gap, Update, refused_today
 from energy_assets.trades.lines import bookable, typed
 
 #: Delivery days the period tables show on each side of today (`days_around`).
@@ -171,13 +172,11 @@ def warnings(
             for d in shown_days
             if start < _midnight(d) + timedelta(days=1) and end >= _midnight(d) - timedelta(days=1)
         ]
-    refused = listener.get("refused") if isinstance(listener, dict) else None
-    try:
-        if refused["day"] == f"{now:%Y-%m-%d}" and refused["count"] > 0:
-            last = datetime.fromisoformat(refused["last_at"])
-            found.append(GapWarning(last, last, "", refused=int(refused["count"])))
-    except (KeyError, TypeError, ValueError, OverflowError):
-        pass  # none today, or not readable: the gap lines above say what matters
+    refused = refused_today(listener, now)
+    if refused:
+        last = parse_instant(refused.get("last_at"))
+        last = None if isinstance(last, Invalid) else last  # the count says enough without it
+        found.append(GapWarning(last, last, "", refused=refused["count"]))
     return found
 
 

@@ -9,7 +9,12 @@ from dagster_duckdb import DuckDBResource
 from energy_assets.journals.resources import ArchiveResource
 from energy_assets.markets import LATEST, MARKETS, YEARS
 from energy_assets.tables import FEED_GAPS, RAW_TRADES, table_value
-from energy_assets.trades.buffer import QUARANTINE, open_feed_gap, read_listener_state
+from energy_assets.trades.buffer import (
+    QUARANTINE,
+    open_feed_gap,
+    read_listener_state,
+    refused_today,
+)
 from energy_assets.trades.deal import (
     CLOCK_SKEW,
     EARLIEST,
@@ -265,11 +270,8 @@ def _instant(epoch_us: int) -> datetime:
 
 
 def _refused_check(capture: CaptureBufferResource) -> dg.AssetCheckResult:
-    refused = (read_listener_state(capture.path) or {}).get("refused")
-    today = f"{datetime.now(UTC):%Y-%m-%d}"
-    if not isinstance(refused, dict) or refused.get("day") != today:
-        refused = {}
-    count = refused.get("count", 0) if type(refused.get("count", 0)) is int else 0
+    refused = refused_today(read_listener_state(capture.path), datetime.now(UTC))
+    count = refused.get("count", 0)
     last = {key: str(refused.get(key, "")) for key in ("last_at", "last_reason")}
     return dg.AssetCheckResult(
         check_name="no_refused_confirmations",

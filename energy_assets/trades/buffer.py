@@ -571,6 +571,17 @@ def silent_heartbeat(state: dict | None, now: datetime) -> str | None:
     return heartbeat if stale else None
 
 
+def refused_today(state: object, now: datetime) -> dict:
+    """The listener's count of deal confirmations refused on `now`'s UTC day (`refused` in its
+    state: `day`, `count`, `last_at`, `last_reason`), or {} when there is none or it is not
+    one."""
+    refused = state.get("refused") if isinstance(state, dict) else None
+    if not isinstance(refused, dict) or refused.get("day") != f"{now:%Y-%m-%d}":
+        return {}
+    count = refused.get("count")
+    return refused if type(count) is int and count > 0 else {}
+
+
 def open_feed_gap(state: dict | None, now: datetime) -> tuple[str, str] | None:
     """(since, reason) of the feed gap open now according to `listener.json`: the one the
     listener itself declared, or, when its heartbeat is stale, one since it last heard the

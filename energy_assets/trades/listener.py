@@ -33,6 +33,7 @@ from energy_assets.trades.buffer import (
     Gap,
     iso,
     read_listener_state,
+    refused_today,
     resumed_gap,
     utc_now,
 )
@@ -153,11 +154,7 @@ class Listener:
             written = utc_now()
         state = read_listener_state(self.buffer.directory)
         self.gap_since, self.gap_reason = resumed_gap(state, written)
-        refused = (state or {}).get("refused")
-        today = f"{utc_now():%Y-%m-%d}"
-        if isinstance(refused, dict) and refused.get("day") == today:
-            if type(refused.get("count")) is int:
-                self.refused = refused
+        self.refused = refused_today(state, utc_now())
 
     def _heard(self, moment: datetime) -> None:
         self.heard_at = moment

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from energy_assets.desk.app import change_of, replay_instant
-from energy_assets.desk.live import days_around
+from energy_assets.desk.live import days_around, warnings
 from energy_assets.markets import EARLIEST, LATEST
 
 TODAY = date(2026, 12, 4)
@@ -79,3 +79,34 @@ def test_the_replay_instant_refuses_the_sentinel_dates_and_names_why():
     assert "is outside 2000..8999" in replay_instant("1999-12-31T23:00Z", NOW)
     for text in ("2026-12-01T10:00", "２０２６-12-01T00:00Z", "x" * 10_000):
         assert "must be ISO-8601 with an offset" in replay_instant(text, NOW)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
+    max_leaves=10,
+)
+_REFUSED = st.fixed_dictionaries(
+    {},
+    optional={
+        "day": st.sampled_from(["2026-12-05", "2026-12-04"]) | _JSON,
+        "count": st.integers() | _JSON,
+        "last_at": st.sampled_from(["2026-12-05T10:00:00+00:00", "9999-12-31T23:59:59"]) | _JSON,
+    },
+)
+
+
+@given(_REFUSED | _JSON)
+def test_any_refused_count_in_the_listener_state_is_a_banner_line_or_none(refused):
+    now = datetime(2026, 12, 5, 12, tzinfo=UTC)
+    listener = {"heartbeat": now.isoformat(), "refused": refused}
+    lines = [w for w in warnings(listener, [], [now.date()], now) if w.refused]
+    today = isinstance(refused, dict) and refused.get("day") == "2026-12-05"
+    count = refused.get("count") if today else None
+    if type(count) is int and count > 0:
+        (line,) = lines
+        assert line.refused == count
+        # Its time, when shown, is a real instant in the years the desk shows.
+        assert line.start is None or line.start.utcoffset() is not None
+    else:
+        assert lines == []

@@ -276,6 +276,16 @@ class MisbehavingProvider:
         self.stop.set()
         self.server.close()
 
+    def desk_env(self, users: Path) -> dict[str, str]:
+        """The desk's login settings with this provider as its issuer."""
+        return {
+            "ENERGY_DESK_OIDC_ISSUER": self.issuer,
+            "ENERGY_DESK_OIDC_CLIENT_ID": "energy-desk",
+            "ENERGY_DESK_OIDC_CLIENT_SECRET": "client-secret-for-tests",
+            "ENERGY_DESK_SESSION_SECRET": "s" * 40,
+            "ENERGY_DESK_USERS": str(users),
+        }
+
     def _answer(self, peer: socket.socket, answer) -> None:
         with peer:
             peer.recv(65536)
@@ -340,14 +350,7 @@ def test_a_provider_that_drips_floods_or_garbles_its_answer_costs_one_login_and_
 ):
     provider = MisbehavingProvider(["drip", "flood", "gzip", "empty", "good"])
     try:
-        env = {
-            "ENERGY_DESK_OIDC_ISSUER": provider.issuer,
-            "ENERGY_DESK_OIDC_CLIENT_ID": "energy-desk",
-            "ENERGY_DESK_OIDC_CLIENT_SECRET": "client-secret-for-tests",
-            "ENERGY_DESK_SESSION_SECRET": "s" * 40,
-            "ENERGY_DESK_USERS": str(users_file(tmp_path)),
-        }
-        desk = start_desk(env=env)
+        desk = start_desk(env=provider.desk_env(users_file(tmp_path)))
         port = int(desk.url.rsplit(":", 1)[1])
         rss_before = rss_mb(desk.proc.pid)
         waits = []
@@ -392,14 +395,7 @@ def test_a_garbled_key_set_or_an_expired_token_costs_one_login_not_every_later_o
     answers = ["good", "token", "garbled_keys", "expired_token", "keys", "token", "keys"]
     provider = MisbehavingProvider(answers, key)
     try:
-        env = {
-            "ENERGY_DESK_OIDC_ISSUER": provider.issuer,
-            "ENERGY_DESK_OIDC_CLIENT_ID": "energy-desk",
-            "ENERGY_DESK_OIDC_CLIENT_SECRET": "client-secret-for-tests",
-            "ENERGY_DESK_SESSION_SECRET": "s" * 40,
-            "ENERGY_DESK_USERS": str(users_file(tmp_path)),
-        }
-        desk = start_desk(env=env)
+        desk = start_desk(env=provider.desk_env(users_file(tmp_path)))
         answers = []
         with httpx.Client(base_url=desk.url, timeout=30) as anna:
             for _ in range(3):
