@@ -180,6 +180,18 @@ def browser() -> Iterator:
 from tests.trades.conftest import listener_process  # noqa: E402, F401
 
 
+def desk_env(issuer: str, users: Path, **more: str) -> dict[str, str]:
+    """The desk's login settings against the provider at `issuer`, users from `users`."""
+    return {
+        "ENERGY_DESK_OIDC_ISSUER": issuer,
+        "ENERGY_DESK_OIDC_CLIENT_ID": "energy-desk",
+        "ENERGY_DESK_OIDC_CLIENT_SECRET": "client-secret-for-tests",
+        "ENERGY_DESK_SESSION_SECRET": "s" * 40,
+        "ENERGY_DESK_USERS": str(users),
+        **more,
+    }
+
+
 class OidcProvider:
     """A real OpenID Connect provider on loopback (`oidc-provider-mock` as a process): any
     client id and secret are accepted; its login form takes the email a user logs in as."""
@@ -207,15 +219,7 @@ class OidcProvider:
         raise AssertionError(f"the OIDC provider did not start:\n{log.read_text()}")
 
     def desk_env(self, users: Path, **more: str) -> dict[str, str]:
-        """The desk's login settings against this provider, users from the `users` file."""
-        return {
-            "ENERGY_DESK_OIDC_ISSUER": self.issuer,
-            "ENERGY_DESK_OIDC_CLIENT_ID": "energy-desk",
-            "ENERGY_DESK_OIDC_CLIENT_SECRET": "client-secret-for-tests",
-            "ENERGY_DESK_SESSION_SECRET": "s" * 40,
-            "ENERGY_DESK_USERS": str(users),
-            **more,
-        }
+        return desk_env(self.issuer, users, **more)
 
     def stop(self) -> None:
         self.proc.terminate()

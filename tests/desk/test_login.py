@@ -33,7 +33,7 @@ from energy_assets.desk.auth import (
 )
 from energy_assets.logs import format_event
 from tests.conftest import REPO, free_port
-from tests.desk.conftest import deal, write_deals, write_listener_state
+from tests.desk.conftest import deal, desk_env, write_deals, write_listener_state
 from tests.desk.load import rss_mb
 
 USERS = """
@@ -276,16 +276,6 @@ class MisbehavingProvider:
         self.stop.set()
         self.server.close()
 
-    def desk_env(self, users: Path) -> dict[str, str]:
-        """The desk's login settings with this provider as its issuer."""
-        return {
-            "ENERGY_DESK_OIDC_ISSUER": self.issuer,
-            "ENERGY_DESK_OIDC_CLIENT_ID": "energy-desk",
-            "ENERGY_DESK_OIDC_CLIENT_SECRET": "client-secret-for-tests",
-            "ENERGY_DESK_SESSION_SECRET": "s" * 40,
-            "ENERGY_DESK_USERS": str(users),
-        }
-
     def _answer(self, peer: socket.socket, answer) -> None:
         with peer:
             peer.recv(65536)
@@ -350,7 +340,7 @@ def test_a_provider_that_drips_floods_or_garbles_its_answer_costs_one_login_and_
 ):
     provider = MisbehavingProvider(["drip", "flood", "gzip", "empty", "good"])
     try:
-        desk = start_desk(env=provider.desk_env(users_file(tmp_path)))
+        desk = start_desk(env=desk_env(provider.issuer, users_file(tmp_path)))
         port = int(desk.url.rsplit(":", 1)[1])
         rss_before = rss_mb(desk.proc.pid)
         waits = []
@@ -395,7 +385,7 @@ def test_a_garbled_key_set_or_an_expired_token_costs_one_login_not_every_later_o
     answers = ["good", "token", "garbled_keys", "expired_token", "keys", "token", "keys"]
     provider = MisbehavingProvider(answers, key)
     try:
-        desk = start_desk(env=provider.desk_env(users_file(tmp_path)))
+        desk = start_desk(env=desk_env(provider.issuer, users_file(tmp_path)))
         answers = []
         with httpx.Client(base_url=desk.url, timeout=30) as anna:
             for _ in range(3):
