@@ -20,23 +20,45 @@ from energy_assets.exposure.positions import positions, trader_totals
 from energy_assets.journals.deals import read_days
 from energy_assets.journals.prices import read_answers
 from energy_assets.tables import PRICE_KEY
+from energy_assets.trades.deal import DIRECTIONS
 from energy_assets.trades.lines import bookable, read_segment_data, typed
+
+#: What a replay keeps of each deal line, in the smallest types that hold it.
+_KEPT = {
+    "id": pl.col("id"),
+    "received_at": pl.col("received_at"),
+    "trader_id": pl.col("trader_id").cast(pl.Categorical),
+    "market": pl.col("market").cast(pl.Categorical),
+    "delivery_start": pl.col("delivery_start"),
+    "delivery_end": pl.col("delivery_end"),
+    "delivery_day": pl.col("delivery_day"),
+    "direction": pl.col("direction").cast(pl.Enum(DIRECTIONS)),
+    "price": pl.col("price"),
+    "quantity": pl.col("quantity"),
+}
 
 
 def journal_deals(archive: str | os.PathLike, until: datetime | None = None) -> pl.DataFrame:
-    """Every deal line of the deals' journal (typed like `raw_trades`), in capture order; with
-    `until`, only the capture days that can hold deals received by then."""
+    """The deals of the deals' journal (what `positions` needs of each, and `id` and
+    `received_at`), in capture order; with `until`, those received by then. Read a capture
+    day at a time, so that only one day's lines are ever in memory whole."""
     root = UPath(archive)
     last_day = None if until is None else (until + timedelta(days=1)).date()
-    days = [day.segments for day in read_days(root, until=last_day)] or [[]]
-    return pl.concat(bookable(typed(read_segment_data(segments)))[0] for segments in days)
+    received = pl.lit(True) if until is None else pl.col("received_at") <= until
+    days = (day.segments for day in read_days(root, until=last_day))
+    frames = [_kept(segments).filter(received) for segments in days] or [_kept([])]
+    return pl.concat(frames, rechunk=False)
 
 
-def deals_at(deals: pl.DataFrame, at: datetime) -> pl.DataFrame:
+def _kept(segments: list[tuple[str, bytes, str]]) -> pl.DataFrame:
+    return bookable(typed(read_segment_data(segments)))[0].select(**_KEPT)
+
+
+def deals_at(deals: pl.DataFrame | pl.LazyFrame, at: datetime) -> pl.LazyFrame:
     """The deals received at or before `at`, the first receipt of each id."""
-    return deals.filter(pl.col("received_at") <= at).unique(
-        subset="id", keep="first", maintain_order=True
-    )
+    # Lazy, and `is_first_distinct` rather than `unique(keep="first")`: the positions are
+    # summed from the deals as they are filtered, never copied into a table of their own.
+    return deals.lazy().filter(pl.col("received_at") <= at).filter(pl.col("id").is_first_distinct())
 
 
 def prices_at(answers: pl.DataFrame, at: datetime) -> pl.DataFrame:
@@ -82,6 +104,6 @@ def view_at(
         deals = journal_deals(archive, until=at)
     if answers is None:
         answers = read_answers(UPath(archive))
-    received = deals_at(deals, at)
     prices = prices_at(answers, at)
-    return ReplayView(at, positions(received, prices), prices, received.height)
+    held = positions(deals_at(deals, at), prices)
+    return ReplayView(at, held, prices, int(held["trades"].sum()))
