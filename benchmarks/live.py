@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/live.py --only latency --login      # the same, logged in
     .venv/bin/python benchmarks/live.py --only load                 # 500 SSE + 500 page loads
     .venv/bin/python benchmarks/live.py --only abuse                # 1,100 slow, 300 stalled
+    .venv/bin/python benchmarks/live.py --only replay --archive DIR # 6 replays at once
 
 1. rebuild: the buffer of 72 h at 100 deals/min (432,000 deals), one sealed file per second
    as the listener writes them (259,200 files, most in drained/): `energy-assets dashboard`
@@ -27,12 +28,18 @@
    each reconnects when the desk closes it) and 300 event streams never read (8 per client
    address, a tiny receive window). Page p99 and errors beside the same loads alone; a reading
    stream's pushes and the buffer follower's deals meanwhile; the desk's descriptors at most.
+5. replay: the desk on an empty buffer and the journals' archive `--archive` (one made by
+   `benchmarks/rebuild.py --deals 1000000 --price-days 10 --keep`: a week of deals); a deal
+   a second for 12 s, each from the buffer to a `live` event on a reading stream, while
+   `--replays` browsers ask `/replay` at once; the same deals alone before, the baseline. The
+   desk's resident memory before and at most.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -105,13 +112,21 @@ def random_deal(rng: random.Random, n: int, executed: datetime) -> Deal:
 
 
 class Desk:
-    def __init__(self, capture: Path, dashboard: Path, log: Path, fd_limit: int | None = None):
+    def __init__(
+        self,
+        capture: Path,
+        dashboard: Path,
+        log: Path,
+        fd_limit: int | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
             "ENERGY_CAPTURE_DIR": str(capture),
             "ENERGY_DASHBOARD_DIR": str(dashboard),
+            **(env or {}),
         }
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
@@ -671,9 +686,80 @@ def bench_abuse(work: Path, slow: int, stalled: int, window: float) -> None:
     )
 
 
+def pushes(desk: Desk, capture: Path, deals: int, first: int) -> list[float]:
+    """Seconds from each deal written (one a second) to the desk's next `live` event."""
+    import httpx
+
+    events: list[float] = []
+
+    def read() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the desk stopped at the end
+            with httpx.stream("GET", f"{desk.url}/events?topic=desk", timeout=None) as answer:
+                for text in answer.iter_lines():
+                    if text.startswith("event: live"):
+                        events.append(time.perf_counter())
+
+    threading.Thread(target=read, daemon=True).start()
+    time.sleep(1)
+    rng, buffer, seconds = random.Random(first), CaptureBuffer(capture), []
+    for n in range(first, first + deals):
+        before, written = len(events), time.perf_counter()
+        buffer.append(random_deal(rng, n, datetime.now(UTC)), datetime.now(UTC))
+        buffer.seal()
+        while len(events) == before and time.perf_counter() - written < 60:
+            time.sleep(0.005)
+        seconds.append(events[-1] - written if len(events) > before else nan)
+        time.sleep(max(0.0, 1 - (time.perf_counter() - written)))
+    return seconds
+
+
+def bench_replay(work: Path, archive: str, replays: int) -> None:
+    import httpx
+
+    capture = work / "capture"
+    capture.mkdir(parents=True)
+    desk = Desk(capture, work / "dashboard", work / "desk.log", env={"ENERGY_ARCHIVE_URL": archive})
+    desk.wait()
+    rss_before = rss_mb(desk.proc.pid)
+    alone = pushes(desk, capture, 12, 0)
+    answers: list[tuple[int, float]] = []
+
+    def replay() -> None:
+        started = time.perf_counter()
+        answer = httpx.get(f"{desk.url}/replay", timeout=600)
+        answers.append((answer.status_code, time.perf_counter() - started))
+
+    askers = [threading.Thread(target=replay) for _ in range(replays)]
+    for asker in askers:
+        asker.start()
+    during = pushes(desk, capture, 12, 1000)
+    for asker in askers:
+        asker.join()
+    with open(f"/proc/{desk.proc.pid}/status") as status:
+        peak = next(int(x.split()[1]) / 1024 for x in status if x.startswith("VmHWM:"))
+    desk.stop()
+    print(f"replay of {archive} (load {os.getloadavg()[0]:.1f}):")
+    for name, seconds in [
+        ("alone (baseline)", alone),
+        (f"while {replays} replays are asked", during),
+    ]:
+        line(
+            f"  12 pushes, a deal a second, {name}: p50 / max",
+            f"{statistics.median(seconds):.2f} / {max(seconds):.2f} s",
+        )
+    for status in sorted({code for code, _ in answers}):
+        took = [s for code, s in answers if code == status]
+        line(
+            f"  replays answered {status}", f"{len(took)}", f"in {min(took):.1f}-{max(took):.1f} s"
+        )
+    line("  the desk's resident memory before / at most", f"{rss_before:.0f} / {peak:.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["rebuild", "latency", "load", "abuse"], action="append")
+    parser.add_argument(
+        "--only", choices=["rebuild", "latency", "load", "abuse", "replay"], action="append"
+    )
     parser.add_argument("--hours", type=float, default=72)
     parser.add_argument("--per-minute", type=float, default=100)
     parser.add_argument("--seconds", type=float, default=90, help="latency: seconds of deals")
@@ -688,8 +774,12 @@ def main() -> None:
     parser.add_argument(
         "--abuse-seconds", type=float, default=30, help="abuse: seconds of page loads, each way"
     )
+    parser.add_argument("--archive", help="replay: a journals' archive (see above)")
+    parser.add_argument("--replays", type=int, default=6, help="replay: asked at once")
     args = parser.parse_args()
     only = set(args.only or ["rebuild", "latency", "load", "abuse"])
+    if "replay" in only and not args.archive:
+        parser.error("--only replay needs --archive (benchmarks/rebuild.py --keep makes one)")
     print(f"# live desk benchmarks, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True)
     with tempfile.TemporaryDirectory(prefix="live-bench-") as tmp:
         work = Path(tmp)
@@ -701,6 +791,8 @@ def main() -> None:
             bench_load(work / "load", args.clients, args.loads, args.rates, args.window)
         if "abuse" in only:
             bench_abuse(work / "abuse", args.slow, args.stalled, args.abuse_seconds)
+        if "replay" in only:
+            bench_replay(work / "replay", args.archive, args.replays)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ BUDGET_OFF = "off"
 BUDGET_FILE = "market_data_budget.sqlite"
 #: A desk login lasts this long; then the browser logs in again.
 DEFAULT_DESK_SESSION_HOURS = 12.0
+#: The most memory one `/replay` may use (MB): ~750 MB a million deals up to its instant.
+DEFAULT_DESK_REPLAY_MEMORY_MB = 4096
 
 
 #: A TCP port (0: any free one).
@@ -119,6 +121,7 @@ class Settings(BaseSettings):
     desk_session_secret: str = Field(default="", repr=False)
     desk_users: str = ""
     desk_session_hours: Hours = DEFAULT_DESK_SESSION_HOURS
+    desk_replay_memory_mb: Annotated[int, Field(ge=256, le=1 << 20)] = DEFAULT_DESK_REPLAY_MEMORY_MB
 
     capture_retention_hours: RetentionHours = DEFAULT_CAPTURE_RETENTION_HOURS
     capture_seal_seconds: Seconds = DEFAULT_CAPTURE_SEAL_SECONDS

@@ -40,10 +40,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from energy_assets.desk import auth, render
 from energy_assets.desk.live import LiveDesk, utc_now
-from energy_assets.journals.archive import ArchiveCorrupt, archive_problem
-from energy_assets.journals.replay import view_at
+from energy_assets.desk.replaying import Replays
+from energy_assets.journals.archive import archive_problem
 from energy_assets.logs import event_logger
 from energy_assets.markets import Invalid, parse_instant
+from energy_assets.settings import DEFAULT_DESK_REPLAY_MEMORY_MB
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: How often the service looks at the buffer and the published files.
@@ -156,7 +157,7 @@ class DeskService:
 
     desk: LiveDesk
     poll_seconds: float
-    archive: str  # the journals' archive `/replay` reads
+    replays: Replays  # `/replay`, from the journals' archive
     login: bool  # pages carry a logout button
     streams_per_client: int
     max_streams: int
@@ -321,14 +322,10 @@ class DeskService:
         at = replay_instant(request.query_params.get("at", ""), datetime.now(UTC))
         if isinstance(at, str):
             raise HTTPException(400, at)
-        problem = archive_problem(self.archive)
+        problem = archive_problem(self.replays.archive)
         if problem:  # ENERGY_ARCHIVE_URL names what cannot be opened here: the live desk goes on
             raise HTTPException(503, f"The journals cannot be replayed: {problem}")
-        try:
-            view = await asyncio.to_thread(view_at, at, self.archive)
-        except ArchiveCorrupt as err:
-            raise HTTPException(500, f"The journals cannot be replayed: {err}") from None
-        return HTMLResponse(render.replay_page(view))
+        return HTMLResponse(await self.replays.page(at, request.is_disconnected))
 
     async def health(self, request: Request) -> JSONResponse:
         return JSONResponse(
@@ -429,16 +426,18 @@ def create_app(
     streams_per_client: int = STREAMS_PER_CLIENT,
     max_streams: int = MAX_STREAMS,
     clock: Callable[[], datetime] = utc_now,
+    replay_memory_mb: int = DEFAULT_DESK_REPLAY_MEMORY_MB,
 ) -> Starlette:
     """The ASGI app; its lifespan rebuilds the state from the buffer before serving.
     `archive`: the journals' archive `/replay` reads (default `<capture_dir>/archive`).
     `clock`: the desk's now (gate closures, the days around now); tests fix it.
     `login`: who may see which book (auth.py); None serves every page to anyone who can
-    connect, so the command binds loopback only then."""
+    connect, so the command binds loopback only then. `replay_memory_mb`: the most one
+    replay may use (replaying.py)."""
     service = DeskService(
         LiveDesk(capture_dir, dashboard_dir, clock=clock),
         poll_seconds,
-        archive or str(Path(capture_dir) / "archive"),
+        Replays(archive or str(Path(capture_dir) / "archive"), replay_memory_mb),
         login is not None,
         streams_per_client,
         max_streams,

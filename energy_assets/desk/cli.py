@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         streams_per_client=args.streams_per_client or STREAMS_PER_CLIENT,
         # Half the connections at most hold streams: pages always get in.
         max_streams=connections // 2,
+        replay_memory_mb=current.desk_replay_memory_mb,
     )
     uvicorn.run(
         app,
