@@ -6,6 +6,7 @@
     .venv/bin/python benchmarks/live.py --only load                 # 500 SSE + 500 page loads
     .venv/bin/python benchmarks/live.py --only abuse                # 1,100 slow, 300 stalled
     .venv/bin/python benchmarks/live.py --only replay --archive DIR # 6 replays at once
+    .venv/bin/python benchmarks/live.py --only history              # a year confirmed
 
 1. rebuild: the buffer of 72 h at 100 deals/min (432,000 deals), one sealed file per second
    as the listener writes them (259,200 files, most in drained/): `energy-assets dashboard`
@@ -33,6 +34,11 @@
    a second for 12 s, each from the buffer to a `live` event on a reading stream, while
    `--replays` browsers ask `/replay` at once; the same deals alone before, the baseline. The
    desk's resident memory before and at most.
+6. history: `confirmed.parquet` and `prices.parquet` of `--history-days` (every DE hour and
+   quarter-hour and GB half-hour held by each of 15 traders: a year is 924,840 rows) and 2,000
+   deals in the buffer; in process, the service's work for one new deal (`refresh` and
+   `compute`: the view and every fragment), best and worst of 5. Baseline: the same with
+   7 days confirmed.
 """
 
 from __future__ import annotations
@@ -755,10 +761,95 @@ def bench_replay(work: Path, archive: str, replays: int) -> None:
     line("  the desk's resident memory before / at most", f"{rss_before:.0f} / {peak:.0f} MB")
 
 
+def publish_history(dashboard: Path, days: int, now: datetime) -> int:
+    """Every period of `days` up to tomorrow, held by each of TRADERS traders, as
+    `exposure_dashboard` and the price runs publish them; the confirmed rows."""
+    from energy_assets.tables import REFERENCE_PRICES, TRADER_EXPOSURE
+
+    start = datetime.combine(now.date(), datetime.min.time(), UTC) - timedelta(days=days)
+    periods = pl.DataFrame(
+        [
+            (market, begin, begin + timedelta(minutes=minutes), begin.date())
+            for day in range(days + 2)
+            for market, minutes in (("DE", 60), ("DE", 15), ("GB", 30))
+            for k in range(24 * 60 // minutes)
+            for begin in [start + timedelta(days=day, minutes=minutes * k)]
+        ],
+        schema=["market", "delivery_start", "delivery_end", "delivery_day"],
+        orient="row",
+    )
+    traders = pl.DataFrame({"trader_id": [f"trader_{n}" for n in range(TRADERS)]})
+    figures = {"trades": 4, "bought_mwh": 10.0, "sold_mwh": 5.0, "net_mwh": 5.0}
+    confirmed = traders.join(periods, how="cross").with_columns(
+        pl.lit("EUR").alias("currency"),
+        *(pl.lit(value).alias(name) for name, value in figures.items()),
+        pl.lit(50.0).alias("buy_vwap"),
+        pl.lit(52.0).alias("sell_vwap"),
+        pl.lit(-240.0).alias("cash"),
+        pl.lit(51.0).alias("reference_price"),
+        pl.lit(15.0).alias("pnl"),
+        pl.lit(255.0).alias("exposure"),
+    )
+    prices = periods.with_columns(
+        pl.lit(51.0).alias("value"),
+        pl.lit("euro/mwh").alias("unit"),
+        pl.lit(now).alias("last_update"),
+        pl.lit(now).alias("fetched_at"),
+    )
+    for frame, table, name in [
+        (confirmed, TRADER_EXPOSURE, published.CONFIRMED),
+        (prices, REFERENCE_PRICES, published.PRICES),
+    ]:
+        missing = [pl.lit(None).alias(c) for c in table.column_names if c not in frame.columns]
+        published.write(frame.with_columns(missing), dashboard, name)
+    return confirmed.height
+
+
+def change_seconds(work: Path, days: int) -> tuple[int, list[float]]:
+    """The service's refresh and compute for each of 5 new deals, `days` confirmed."""
+    from energy_assets.desk.app import DeskService
+    from energy_assets.desk.live import LiveDesk
+    from energy_assets.desk.replaying import Replays
+
+    capture, dashboard = work / f"capture-{days}", work / f"dashboard-{days}"
+    (capture / "segments").mkdir(parents=True)
+    now = datetime.now(UTC)
+    rows = publish_history(dashboard, days, now)
+    rng, buffer = random.Random(days), CaptureBuffer(capture)
+    for n in range(2000):
+        buffer.append(random_deal(rng, n, now), now)
+    buffer.seal()
+    service = DeskService(LiveDesk(capture, dashboard), 0.1, Replays("", 4096), False, 8, 100)
+    service.desk.refresh()
+    service.compute()  # the templates compiled, every page made once
+    seconds = []
+    for n in range(5):
+        buffer.append(random_deal(rng, 10_000 + n, datetime.now(UTC)), datetime.now(UTC))
+        buffer.seal()
+        started = time.perf_counter()
+        service.desk.refresh()
+        service.compute()
+        seconds.append(time.perf_counter() - started)
+    return rows, seconds
+
+
+def bench_history(work: Path, days: int) -> None:
+    print(f"a new deal with history confirmed (load {os.getloadavg()[0]:.1f}):")
+    for span in (7, days):
+        rows, seconds = change_seconds(work, span)
+        line(
+            f"  {span} days confirmed ({rows:,} rows): refresh + compute, best / worst of 5"
+            + (" (baseline)" if span == 7 else ""),
+            f"{min(seconds):.2f} / {max(seconds):.2f} s",
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--only", choices=["rebuild", "latency", "load", "abuse", "replay"], action="append"
+        "--only",
+        choices=["rebuild", "latency", "load", "abuse", "replay", "history"],
+        action="append",
     )
     parser.add_argument("--hours", type=float, default=72)
     parser.add_argument("--per-minute", type=float, default=100)
@@ -776,6 +867,7 @@ def main() -> None:
     )
     parser.add_argument("--archive", help="replay: a journals' archive (see above)")
     parser.add_argument("--replays", type=int, default=6, help="replay: asked at once")
+    parser.add_argument("--history-days", type=int, default=365, help="history: days confirmed")
     args = parser.parse_args()
     only = set(args.only or ["rebuild", "latency", "load", "abuse"])
     if "replay" in only and not args.archive:
@@ -793,6 +885,8 @@ def main() -> None:
             bench_abuse(work / "abuse", args.slow, args.stalled, args.abuse_seconds)
         if "replay" in only:
             bench_replay(work / "replay", args.archive, args.replays)
+        if "history" in only:
+            bench_history(work / "history", args.history_days)
 
 
 if __name__ == "__main__":

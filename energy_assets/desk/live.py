@@ -102,7 +102,7 @@ class DeskView:
     daily: pl.DataFrame  # daily_totals of the shown days
     desk_rows: pl.DataFrame  # desk_positions of the desk's days (+ price ages, late_deals)
     desk_daily: pl.DataFrame
-    net: pl.DataFrame  # net_positions of every row: open MW per trader on each market's grid
+    net: pl.DataFrame  # net_positions of the boards' periods: open MW per trader on the grid
     #: Per trader and period, the buffer's deals executed at or after gate closure (> 0 only).
     late: pl.DataFrame
     now: datetime  # the desk's clock when the view was made
@@ -125,18 +125,27 @@ class DeskView:
 
 
 def merge(live: pl.DataFrame, confirmed: pl.DataFrame | None) -> pl.DataFrame:
-    """Live book rows and confirmed exposure rows -> one book row per period with `status`:
-    the confirmed row where it holds at least the live row's deals, else the live row."""
-    parts = [live.select(BOOK_COLUMNS).with_columns(pl.lit(LIVE).alias("status"))]
-    if confirmed is not None:
-        conf_book = confirmed.select(BOOK_COLUMNS).cast(BOOK_SCHEMA)
-        parts.append(conf_book.with_columns(pl.lit(CONFIRMED).alias("status")))
+    """Live rows and confirmed rows (of one shape, with `trades`) -> one row per period with
+    `status`: the confirmed row where it holds at least the live row's deals, else the live
+    row. Only the periods the buffer holds are compared: a confirmed year is not sorted for
+    each deal."""
+    live = live.with_columns(pl.lit(LIVE).alias("status"))
+    if confirmed is None:
+        return live
+    held = confirmed.with_columns(pl.lit(CONFIRMED).alias("status"))
+    if live.is_empty():
+        return held
+    # Only confirmed periods starting within the live book's span can be among its periods.
+    start = pl.col("delivery_start")
+    span = start.is_between(live["delivery_start"].min(), live["delivery_start"].max())
+    near = held.filter(span)
     # Most deals first, and of as many the confirmed row ("confirmed" < "live").
-    return (
-        pl.concat(parts)
+    both = (
+        pl.concat([live, near.join(live, on=PERIOD_KEY, how="semi")])
         .sort("trades", "status", descending=[True, False])
         .unique(PERIOD_KEY, keep="first", maintain_order=True)
     )
+    return pl.concat([held.filter(~span), near.join(live, on=PERIOD_KEY, how="anti"), both])
 
 
 def warnings(
@@ -195,6 +204,15 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(), UTC)
 
 
+def _marked(book_rows: pl.DataFrame, prices: pl.DataFrame) -> pl.DataFrame:
+    """Book (or exposure) rows marked with the prices: `EXPOSURE_COLUMNS`."""
+    return (
+        mark(book_rows.select(BOOK_COLUMNS).cast(BOOK_SCHEMA), prices)
+        .collect()
+        .cast(EXPOSURE_SCHEMA)
+    )
+
+
 def _prices_for_marking(prices: pl.DataFrame | None) -> pl.DataFrame:
     if prices is None:
         return _EMPTY_PRICES
@@ -232,6 +250,7 @@ class LiveDesk:
         self.confirmed: pl.DataFrame | None = None
         self.history: pl.DataFrame | None = None
         self._changed_at: dict[str, int | None] = {}
+        self._confirmed_made: tuple | None = None
         self.changes = 0
 
     # -- taking in ---------------------------------------------------------------------------
@@ -296,12 +315,23 @@ class LiveDesk:
     def view(self) -> DeskView:
         now = self.clock()
         prices = _prices_for_marking(self.prices)
-        merged = merge(self.book, self.confirmed)
-        rows = (
-            mark(merged, prices)
-            .collect()
-            .cast(EXPOSURE_SCHEMA)
-            .join(merged.select(*PERIOD_KEY, "status"), on=PERIOD_KEY, how="left")
+        # Every period for the totals; the rest of the view only the days a page shows and
+        # the periods the gate-closure boards reach.
+        marked = merge(_marked(self.book, prices), self._confirmed_marked(prices))
+        today = now.astimezone(UTC).date()
+        days = marked.select("trader_id", "delivery_day").unique()
+        trader_days = pl.DataFrame(
+            [
+                (trader, day)
+                for (trader,), held in days.group_by("trader_id")
+                for day in days_around(held["delivery_day"], today)
+            ],
+            schema={"trader_id": pl.String, "delivery_day": pl.Date},
+            orient="row",
+        )
+        desk_days = days_around(days["delivery_day"].unique(), today)
+        on_boards = (pl.col("delivery_end") > now - gate.BEFORE) & (
+            pl.col("delivery_start") < now + gate.AHEAD
         )
         ages = prices.select(
             *PERIOD,
@@ -309,25 +339,19 @@ class LiveDesk:
             pl.col("fetched_at").alias("price_fetched_at"),
         )
         rows = (
-            rows.join(self.last_deal, on=PERIOD_KEY, how="left")
+            marked.filter(
+                pl.col("delivery_day").is_in(desk_days)
+                | pl.struct("trader_id", "delivery_day").is_in(trader_days.to_struct().implode())
+                | on_boards
+            )
+            .join(self.last_deal, on=PERIOD_KEY, how="left")
             .join(ages, on=PERIOD, how="left")
             .with_columns(pl.col("late_deals").fill_null(0))
             .sort(PERIOD_KEY)
         )
         late = self.last_deal.filter(pl.col("late_deals") > 0).select(*PERIOD_KEY, "late_deals")
         # Around now: per trader for their page, over every trader for the desk's.
-        today = now.astimezone(UTC).date()
-        trader_days = pl.DataFrame(
-            [
-                (trader, day)
-                for (trader,), days in rows.group_by("trader_id")
-                for day in days_around(days["delivery_day"], today)
-            ],
-            schema={"trader_id": pl.String, "delivery_day": pl.Date},
-            orient="row",
-        )
         shown = rows.join(trader_days, on=["trader_id", "delivery_day"], how="semi")
-        desk_days = days_around(rows["delivery_day"], today)
         desk_rows = desk_positions(
             rows.filter(pl.col("delivery_day").is_in(desk_days)).select(EXPOSURE_COLUMNS)
         ).join(ages, on=PERIOD, how="left")
@@ -340,11 +364,11 @@ class LiveDesk:
         confirmed_ns = self._changed_at.get(published.CONFIRMED)
         return DeskView(
             rows=shown,
-            totals=trader_totals(rows.select(EXPOSURE_COLUMNS)),
+            totals=trader_totals(marked),
             daily=daily_totals(shown.select(EXPOSURE_COLUMNS)),
             desk_rows=desk_rows,
             desk_daily=daily_totals(desk_rows.select(EXPOSURE_COLUMNS)),
-            net=net_positions(rows),
+            net=net_positions(rows.filter(on_boards)),
             late=late,
             now=now,
             history=self._history(),
@@ -358,6 +382,15 @@ class LiveDesk:
                 else None
             ),
         )
+
+    def _confirmed_marked(self, prices: pl.DataFrame) -> pl.DataFrame | None:
+        """`confirmed.parquet` marked with the prices, made again only when either is
+        published anew, not for each deal."""
+        made = self._confirmed_made
+        if made is None or made[0] is not self.confirmed or made[1] is not self.prices:
+            held = None if self.confirmed is None else _marked(self.confirmed, prices)
+            made = self._confirmed_made = (self.confirmed, self.prices, held)
+        return made[2]
 
     def _history(self) -> pl.DataFrame:
         history = self.history

@@ -268,6 +268,14 @@ def desk_fragment(view: DeskView) -> str:
     )
 
 
+def _shown(part: pl.DataFrame) -> tuple:
+    """A frame as a page shows it, to tell whether it changed: its sums are added up in
+    whatever order the rows come, so they may differ in their last bits from one view to the
+    next; rounded, they do not make every page render again for another trader's deal."""
+    rounded = part.with_columns(pl.col(pl.Float64).round(6))
+    return tuple(rounded.hash_rows(seed=0).to_list()) + tuple(part.columns)
+
+
 class TraderPages:
     """Trader fragments, rendered again only for a trader whose figures (or the page's
     shared parts: prices' freshness, banners) changed: a deal re-renders its trader's page
@@ -288,7 +296,7 @@ class TraderPages:
         key = (
             repr(_freshness(view)),
             repr(view.warnings),
-            *(tuple(part.hash_rows(seed=0).to_list()) + tuple(part.columns) for part in parts),
+            *(_shown(part) for part in parts),
             # The boards move on with the clock (gate closures, the window), not only with deals.
             tuple(board.key() for board in boards),
         )
