@@ -7,6 +7,7 @@
     .venv/bin/python benchmarks/live.py --only abuse                # 1,100 slow, 300 stalled
     .venv/bin/python benchmarks/live.py --only replay --archive DIR # 6 replays at once
     .venv/bin/python benchmarks/live.py --only history              # a year confirmed
+    .venv/bin/python benchmarks/live.py --only dense                # full pages in Chromium
 
 1. rebuild: the buffer of 72 h at 100 deals/min (432,000 deals), one sealed file per second
    as the listener writes them (259,200 files, most in drained/): `energy-assets dashboard`
@@ -39,6 +40,10 @@
    deals in the buffer; in process, the service's work for one new deal (`refresh` and
    `compute`: the view and every fragment), best and worst of 5. Baseline: the same with
    7 days confirmed.
+7. dense: pages as full as a busy desk's: 7 days confirmed as in 6 and 2,000 deals in the
+   buffer; the service and Chromium on a trader's page, then the desk's; a deal a second for
+   12 s, each from the buffer to the page's `#live` replaced (a MutationObserver). Baseline:
+   the same with nothing confirmed (the buffer's deals alone: pages of a few dozen rows).
 """
 
 from __future__ import annotations
@@ -844,11 +849,72 @@ def bench_history(work: Path, days: int) -> None:
         )
 
 
+_MARKS = """() => {
+  window.marks = [];
+  new MutationObserver(() => window.marks.push(Date.now() / 1000))
+    .observe(document.getElementById('live'), {childList: true});
+}"""
+
+
+def page_pushes(page, capture: Path, trader: int, first: int) -> list[float]:
+    """Seconds from each of 12 deals of `trader` written to the page's `#live` replaced."""
+    rng, buffer, seconds = random.Random(first), CaptureBuffer(capture), []
+    page.evaluate(_MARKS)
+    time.sleep(2)
+    for n in range(12):
+        before = page.evaluate("window.marks.length")
+        deal = random_deal(rng, trader + TRADERS * (first + n), datetime.now(UTC))
+        written = time.time()
+        buffer.append(deal, datetime.now(UTC))
+        buffer.seal()
+        while page.evaluate("window.marks.length") == before and time.time() - written < 10:
+            time.sleep(0.01)
+        marks = page.evaluate("window.marks")
+        seconds.append(marks[-1] - written if len(marks) > before else nan)
+        time.sleep(max(0.0, 1 - (time.time() - written)))
+    return seconds
+
+
+def bench_dense(work: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    print(f"pushes to full pages in Chromium (load {os.getloadavg()[0]:.1f}):")
+    for days in (0, 7):
+        capture, dashboard = work / f"capture-{days}", work / f"dashboard-{days}"
+        (capture / "segments").mkdir(parents=True)
+        now = datetime.now(UTC)
+        if days:
+            publish_history(dashboard, days, now)
+        rng, buffer = random.Random(days), CaptureBuffer(capture)
+        for n in range(2000):
+            buffer.append(random_deal(rng, n, now), now)
+        buffer.seal()
+        desk = Desk(capture, dashboard, work / f"desk-{days}.log")
+        desk.wait()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+            )
+            for path, first in [("/trader/trader_3", 1000), ("/", 2000)]:
+                page = browser.new_page()
+                page.goto(desk.url + path, wait_until="domcontentloaded")
+                rows = page.evaluate("document.querySelectorAll('tr').length")
+                seconds = page_pushes(page, capture, 3, first)
+                line(
+                    f"  {path}, {days} days confirmed ({rows:,} table rows): p50 / max"
+                    + (" (baseline)" if not days else ""),
+                    f"{statistics.median(seconds):.2f} / {max(seconds):.2f} s",
+                )
+                page.close()
+            browser.close()
+        desk.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--only",
-        choices=["rebuild", "latency", "load", "abuse", "replay", "history"],
+        choices=["rebuild", "latency", "load", "abuse", "replay", "history", "dense"],
         action="append",
     )
     parser.add_argument("--hours", type=float, default=72)
@@ -887,6 +953,8 @@ def main() -> None:
             bench_replay(work / "replay", args.archive, args.replays)
         if "history" in only:
             bench_history(work / "history", args.history_days)
+        if "dense" in only:
+            bench_dense(work / "dense")
 
 
 if __name__ == "__main__":

@@ -136,18 +136,33 @@ def board_cells(board: gate.Board, desk: bool = False) -> dict:
     }
 
 
-def _rows(frame: pl.DataFrame) -> list[dict]:
-    """The period rows with their label (`period_label`) and "how are we doing so far?" per
+#: Each period row's HTML by what it shows (and whether it shows its source): a push renders
+#: again only the rows that changed, not a page of a thousand.
+_ROW_HTML: dict[tuple, str] = {}
+ROWS_KEPT = 50_000
+
+
+def _rows(frame: pl.DataFrame, with_status: bool = True) -> list[dict]:
+    """The period rows with their label (`period_label`), "how are we doing so far?" per
     side, per MWh in our favour: buys reference − our average, sells our average − reference
-    (null without a price or a side)."""
+    (null without a price or a side), and `html`, the row as `periods_table` shows it."""
     edges = frame.with_columns(
         (pl.col("reference_price") - pl.col("buy_vwap")).alias("buy_edge"),
         (pl.col("sell_vwap") - pl.col("reference_price")).alias("sell_edge"),
     )
-    return [
-        {**r, "label": period_label(r["market"], r["delivery_start"], r["delivery_end"])}
-        for r in edges.iter_rows(named=True)
-    ]
+    made = []
+    for r in edges.iter_rows(named=True):
+        key = (with_status, *r.items())
+        html = _ROW_HTML.get(key)
+        if html is None:
+            if len(_ROW_HTML) >= ROWS_KEPT:
+                _ROW_HTML.clear()
+            row = {**r, "label": period_label(r["market"], r["delivery_start"], r["delivery_end"])}
+            html = _ROW_HTML[key] = env.get_template("macros.html").module.period_row(
+                row, with_status
+            )
+        made.append({"delivery_day": r["delivery_day"], "html": html})
+    return made
 
 
 def charts(history: pl.DataFrame) -> list[dict]:
@@ -251,16 +266,18 @@ def _cards(totals: pl.DataFrame) -> dict:
     }
 
 
-def _book(totals: pl.DataFrame, rows: pl.DataFrame, daily: pl.DataFrame) -> dict:
+def _book(
+    totals: pl.DataFrame, rows: pl.DataFrame, daily: pl.DataFrame, with_status: bool = True
+) -> dict:
     """What every page shows of a book: its headline figures, periods and delivery days."""
-    return dict(cards=_cards(totals), periods=_rows(rows), daily=daily.to_dicts())
+    return dict(cards=_cards(totals), periods=_rows(rows, with_status), daily=daily.to_dicts())
 
 
 def desk_fragment(view: DeskView) -> str:
     return env.get_template("desk_live.html").render(
         fresh=_freshness(view, view.deals),
         warnings=view.warnings,
-        **_book(view.totals, view.desk_rows, view.desk_daily),
+        **_book(view.totals, view.desk_rows, view.desk_daily, with_status=False),
         traders=view.totals.iter_rows(named=True),
         trader_count=view.totals["trader_id"].n_unique(),
         charts=charts(view.history),
@@ -341,7 +358,9 @@ def replay_page(view: ReplayView) -> str:
         deals=view.deals,
         priced=view.prices.height,
         fetched=fetched,
-        **_book(totals, desk_rows, daily_totals(desk_rows.select(EXPOSURE_COLUMNS))),
+        **_book(
+            totals, desk_rows, daily_totals(desk_rows.select(EXPOSURE_COLUMNS)), with_status=False
+        ),
         traders=totals.iter_rows(named=True),
         trader_count=totals["trader_id"].n_unique(),
     )
