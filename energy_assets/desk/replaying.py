@@ -21,7 +21,9 @@ from datetime import datetime
 from pathlib import Path
 
 from starlette.exceptions import HTTPException
+from upath import UPath
 
+from energy_assets.journals.archive import DEALS, PRICES, ArchiveCorrupt, day_folders
 from energy_assets.logs import event_logger
 
 log = event_logger("desk")
@@ -67,9 +69,16 @@ class Replays:
                 headers={"Retry-After": "10"},
             ) from None
         try:
+            if not await asyncio.to_thread(self._archived):  # nothing to compute apart
+                return await asyncio.to_thread(_page, at, self.archive)
             return await self._child(at, gone)
         finally:
             self.one_at_a_time.release()
+
+    def _archived(self) -> bool:
+        """Whether either journal holds a day yet."""
+        root = UPath(self.archive)
+        return any(day_folders(root, journal) for journal in (DEALS, PRICES))
 
     async def _child(self, at: datetime, gone: Callable[[], Awaitable[bool]]) -> str:
         child = await asyncio.create_subprocess_exec(
@@ -115,17 +124,20 @@ def main(argv: list[str]) -> int:
         Path("/proc/self/oom_score_adj").write_text("1000")
     with contextlib.suppress(OSError):  # ... and the live desk's pushes before its work.
         os.nice(10)
-    from energy_assets.desk.render import replay_page
-    from energy_assets.journals.archive import ArchiveCorrupt
-    from energy_assets.journals.replay import view_at
-
     try:
-        view = view_at(datetime.fromisoformat(argv[0]), argv[1])
+        page = _page(datetime.fromisoformat(argv[0]), argv[1])
     except ArchiveCorrupt as err:
         print(err, file=sys.stderr)
         return CORRUPT
-    sys.stdout.write(replay_page(view))
+    sys.stdout.write(page)
     return 0
+
+
+def _page(at: datetime, archive: str) -> str:
+    from energy_assets.desk.render import replay_page
+    from energy_assets.journals.replay import view_at
+
+    return replay_page(view_at(at, archive))
 
 
 if __name__ == "__main__":
