@@ -57,7 +57,7 @@ BUDGET_OFF = "off"
 BUDGET_FILE = "market_data_budget.sqlite"
 #: A desk login lasts this long; then the browser logs in again.
 DEFAULT_DESK_SESSION_HOURS = 12.0
-#: The most memory one `/replay` may use (MB): ~750 MB a million deals up to its instant.
+#: The most memory one `/replay` may use (MB); what a replay needs: docs/journals.md, "Replay".
 DEFAULT_DESK_REPLAY_MEMORY_MB = 4096
 
 
