@@ -444,15 +444,19 @@ def test_a_fetch_interrupted_at_any_moment_ends(scripted_market_data):
 
 
 def _script_output(script: str, *args: str, timeout: float) -> str:
-    """What `python -c script args` prints, run from the repository; killed after `timeout`."""
+    """What `python -c script args` prints, run from the repository; killed after `timeout`.
+    A script that fails says why: its stderr is mostly the vendor's broken pipes, and the
+    error that ended it is its last traceback."""
     process = subprocess.Popen(
         [sys.executable, "-c", script, *args],
         cwd=Path(__file__).parents[2],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        return process.communicate(timeout=timeout)[0]
+        out, err = process.communicate(timeout=timeout)
     finally:
         process.kill()
+    assert process.returncode == 0, err[err.rfind("Traceback") :][-3000:]
+    return out
