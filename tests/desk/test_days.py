@@ -1,5 +1,6 @@
 """Which delivery days the period tables show (the days around now, per side of today), and
-which change a stream's `Last-Event-ID` names: pure functions, for any input."""
+which change a stream's `Last-Event-ID` names, whether a stream may be deflated: pure
+functions, for any input."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from energy_assets.desk.app import change_of, replay_instant
+from energy_assets.desk.app import accepts_deflate, change_of, replay_instant
 from energy_assets.desk.live import days_around, warnings
 from energy_assets.markets import EARLIEST, LATEST
 
@@ -110,3 +111,17 @@ def test_any_refused_count_in_the_listener_state_is_a_banner_line_or_none(refuse
         assert line.start is None or line.start.utcoffset() is not None
     else:
         assert lines == []
+
+
+@given(st.text())
+def test_any_accept_encoding_header_is_read_as_taking_deflate_or_not(header):
+    assert accepts_deflate(header) in (True, False)
+
+
+def test_deflate_is_taken_when_named_without_a_zero_weight():
+    assert accepts_deflate("gzip, deflate, br, zstd")  # what Chromium sends
+    assert accepts_deflate("Deflate;q=0.5")
+    assert not accepts_deflate("gzip, br")
+    assert not accepts_deflate("deflate;q=0, gzip")
+    assert not accepts_deflate("deflated")
+    assert not accepts_deflate("")

@@ -4,7 +4,9 @@ the service is survived without one; slow, stalled and many clients."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
+import zlib
 from collections import Counter
 
 import pytest
@@ -207,3 +209,44 @@ def test_200_streams_and_a_storm_of_200_page_loads(desk_dirs, start_desk):
     assert stats.errors == [] and stats.connected == 200
     assert settled(stats.last_ids, before, len(paths)), stats.last_ids
     assert desk.health()["dropped_clients"] == 0
+
+
+def _stream_bytes(url: str, accept_encoding: str | None, seconds: float) -> tuple[str, bytes]:
+    """The headers and the body bytes of `url`'s event stream read for `seconds`."""
+    host, port = url.removeprefix("http://").split(":")
+    extra = f"Accept-Encoding: {accept_encoding}\r\n" if accept_encoding else ""
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            f"GET {events_path('desk', 'trader/alice')} HTTP/1.1\r\nHost: {host}\r\n"
+            f"Accept: text/event-stream\r\n{extra}\r\n".encode()
+        )
+        sock.settimeout(0.2)
+        data, deadline = b"", time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                data += sock.recv(1 << 16)
+            except TimeoutError:
+                continue
+    head, _, body = data.partition(b"\r\n\r\n")
+    # Chunked: keep the chunks' data, drop their sizes.
+    chunks, rest = [], body
+    while rest:
+        size, _, rest = rest.partition(b"\r\n")
+        length = int(size, 16)
+        chunks.append(rest[:length])
+        rest = rest[length + 2 :]
+    return head.decode("latin-1").lower(), b"".join(chunks)
+
+
+def test_a_browser_that_takes_deflate_gets_the_same_events_deflated(desk_dirs, start_desk):
+    capture, _ = desk_dirs
+    write_deals(capture, [deal(n, trader="alice", quantity=1.0 + n) for n in range(200)])
+    desk = start_desk()
+    plain_head, plain = _stream_bytes(desk.url, None, 1.5)
+    head, body = _stream_bytes(desk.url, "gzip, deflate, br, zstd", 1.5)
+    assert "content-encoding" not in plain_head
+    assert "content-encoding: deflate" in head and "vary: accept-encoding" in head
+    events = zlib.decompressobj().decompress(body)
+    # The same events in the same order (each stream's id prefix is the desk's run).
+    assert events == plain and b"event: live" in events
+    assert len(body) < len(plain) / 5
