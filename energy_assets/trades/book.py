@@ -16,14 +16,13 @@ flat in every quarter-hour yet marked with five prices.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 
-from energy_assets.trades.buffer import SEGMENT_SCHEMA, deal_files, whole_lines
+from energy_assets.trades.buffer import SEGMENT_SCHEMA, deal_files, json_lines, whole_lines
 from energy_assets.trades.lines import with_periods
 
 #: Deals older than this cannot be for a period still open (to the end of the next day).
@@ -61,8 +60,8 @@ def read_book(
     if not data.strip():
         return Book()
     try:
-        frame = pl.read_ndjson(io.BytesIO(data), schema=_COLUMNS, ignore_errors=True)
-    except pl.exceptions.PolarsError:
+        frame = pl.read_ndjson(json_lines(data), schema=_COLUMNS, ignore_errors=True)
+    except (pl.exceptions.PolarsError, OSError):
         return Book()
     instant = pl.Datetime("us", "UTC")
     # Lines of the contract's first revision get their instants as the drain gives them.

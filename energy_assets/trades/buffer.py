@@ -400,13 +400,21 @@ def _mtime_ns(path: Path) -> int | None:
         return None
 
 
+def json_lines(data: bytes) -> io.BytesIO:
+    """`data` for `pl.read_ndjson` as text, whatever its first bytes: polars reads a stream
+    that starts with gzip, zlib or zstd's magic bytes as compressed (a corrupt segment
+    starting `x\x01` raised "corrupt deflate stream"; a gzip member was inflated and read). A
+    leading empty line is no row."""
+    return io.BytesIO(b"\n" + data)
+
+
 def parse_lines(data: bytes) -> pl.DataFrame:
     """Whole JSON lines -> SEGMENT_SCHEMA rows. A line that is not a deal record (the listener
     writes none, but a disk can) is skipped and logged, not allowed to stop the desk."""
     if not data:
         return pl.DataFrame(schema=SEGMENT_SCHEMA)
     try:
-        return pl.read_ndjson(io.BytesIO(data), schema=SEGMENT_SCHEMA)
+        return pl.read_ndjson(json_lines(data), schema=SEGMENT_SCHEMA)
     except Exception:
         rows = []
         for line in data.splitlines():

@@ -5,13 +5,12 @@ desk's book, the replay and the rebuild all read deal lines through these functi
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import polars as pl
 
 from energy_assets.markets import DEFAULT_MARKET, MARKETS, Invalid, hour_period
-from energy_assets.trades.buffer import SEGMENT_SCHEMA, cut_torn_tail
+from energy_assets.trades.buffer import SEGMENT_SCHEMA, cut_torn_tail, json_lines
 
 
 class CorruptSegment(RuntimeError):
@@ -37,7 +36,7 @@ def read_segment_data(segments: list[tuple[str, bytes, str]]) -> pl.DataFrame:
     if not any(counts):
         return empty
     try:
-        frame = pl.read_ndjson(io.BytesIO(b"".join(chunks)), schema=SEGMENT_SCHEMA)
+        frame = pl.read_ndjson(json_lines(b"".join(chunks)), schema=SEGMENT_SCHEMA)
         if frame.height != sum(counts):
             raise ValueError(f"{frame.height} rows from {sum(counts)} lines")
     except Exception as err:
@@ -124,7 +123,7 @@ def _which_segment(paths: list[str], chunks: list[bytes]) -> str:
     for path, data in zip(paths, chunks, strict=True):
         try:
             if data:
-                pl.read_ndjson(io.BytesIO(data), schema=SEGMENT_SCHEMA)
+                pl.read_ndjson(json_lines(data), schema=SEGMENT_SCHEMA)
         except Exception:
             return f"corrupt capture segment {path}"
     return "corrupt capture segments"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from energy_assets.trades.book import read_book
@@ -100,8 +102,16 @@ def test_an_empty_or_missing_buffer_is_an_empty_book(tmp_path):
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.binary(max_size=80), max_size=8))
+@example([b"x\x01", b"\x00\x05"])  # zlib's magic: polars read it as compressed, and raised
 def test_any_bytes_in_a_segment_give_a_book(tmp_path_factory, blobs):
     directory = tmp_path_factory.mktemp("buffer")
     CaptureBuffer(directory)
     (directory / "segments" / "x.jsonl").write_bytes(b"\n".join(blobs) + b"\n")
     assert read_book(directory, NOW).deals >= 0
+
+
+def test_a_compressed_segment_is_not_read_as_deals(tmp_path):
+    CaptureBuffer(tmp_path)
+    line = json.dumps(record(1, "ann", "buy", 5.0, H10)).encode() + b"\n"
+    (tmp_path / "segments" / "x.jsonl").write_bytes(gzip.compress(line))
+    assert read_book(tmp_path, NOW).deals == 0
