@@ -33,6 +33,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Mount, Route
@@ -531,6 +532,9 @@ def create_app(
     # Outermost first: the headers go on the login's answers too.
     middleware = [
         Middleware(SecurityHeaders, submit_to=login.issuer if login else ""),
+        # Pages, scripts and styles gzipped for a browser that takes it (a busy desk's page is
+        # ~1 MiB of table rows); event streams are left to `events`, which deflates them.
+        Middleware(GZipMiddleware, compresslevel=6),
         *(login.middleware() if login else auth.loopback_only()),
     ]
     app = Starlette(

@@ -6,6 +6,7 @@ matters); tabs in headless Chromium."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import http.client
 import socket
 import time
@@ -61,6 +62,20 @@ def test_every_answer_carries_the_security_headers_and_each_error_says_what_happ
             assert "Traceback" not in body
             if status != 404:
                 assert "Not Found" not in body
+
+
+def test_pages_are_gzipped_for_a_browser_that_takes_it_and_the_same_page(desk_dirs, start_desk):
+    write_deals(desk_dirs[0], [deal(n, quantity=1.0 + n) for n in range(1, 200)])
+    desk = start_desk()
+    host, port = desk.url.removeprefix("http://").split(":")
+    for path in ("/trader/alice", "/static/desk.js"):
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", path, headers={"Accept-Encoding": "gzip, deflate, br, zstd"})
+        answer = conn.getresponse()
+        squeezed = answer.read()
+        conn.close()
+        assert answer.getheader("Content-Encoding") == "gzip", path
+        assert gzip.decompress(squeezed).decode() == _request(desk.url, "GET", path)[2]
 
 
 def test_one_address_holds_at_most_its_share_of_event_streams(desk_dirs, start_desk):
