@@ -37,9 +37,9 @@
    desk's resident memory before and at most.
 6. history: `confirmed.parquet` and `prices.parquet` of `--history-days` (every DE hour and
    quarter-hour and GB half-hour held by each of 15 traders: a year is 924,840 rows) and 2,000
-   deals in the buffer; in process, the service's work for one new deal (`refresh` and
-   `compute`: the view and every fragment), best and worst of 5. Baseline: the same with
-   7 days confirmed.
+   deals in the buffer; in process, the service's work for one new deal (`refresh`,
+   `compute` and `install`: the view, every fragment, the changed events deflated), best and
+   worst of 5. Baseline: the same with 7 days confirmed.
 7. dense: pages as full as a busy desk's: 7 days confirmed as in 6 and 2,000 deals in the
    buffer; the service and Chromium on a trader's page, then the desk's; a deal a second for
    12 s, each from the buffer to the page's `#live` replaced (a MutationObserver). Baseline:
@@ -826,14 +826,14 @@ def change_seconds(work: Path, days: int) -> tuple[int, list[float]]:
     buffer.seal()
     service = DeskService(LiveDesk(capture, dashboard), 0.1, Replays("", 4096), False, 8, 100)
     service.desk.refresh()
-    service.compute()  # the templates compiled, every page made once
+    service.install(*service.compute())  # the templates compiled, every page made once
     seconds = []
     for n in range(5):
         buffer.append(random_deal(rng, 10_000 + n, datetime.now(UTC)), datetime.now(UTC))
         buffer.seal()
         started = time.perf_counter()
         service.desk.refresh()
-        service.compute()
+        service.install(*service.compute())
         seconds.append(time.perf_counter() - started)
     return rows, seconds
 

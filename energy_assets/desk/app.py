@@ -119,6 +119,10 @@ class Event:
 
 #: Sent when a stream has had nothing else for PING_SECONDS, so proxies keep it open.
 PING = Event.of(ServerSentEvent(comment="ping"))
+#: What every stream starts with: how long the browser waits before reconnecting.
+RETRY = Event.of(ServerSentEvent(retry=RETRY_MS))
+#: Ends a stream whose login has ended: its pages reload, which takes them to the login.
+LOGIN_ENDED = Event.of(ServerSentEvent("", event="login"))
 
 
 def accepts_deflate(accept_encoding: str) -> bool:
@@ -212,35 +216,35 @@ class DeskService:
     changed_at: float = 0.0
     rebuild_seconds: float = 0.0
 
-    def compute(self) -> tuple[dict[str, str], str, list[str]]:
-        """One view, every fragment rendered once (runs in a worker thread)."""
+    def compute(self) -> tuple[dict[str, Page], set[str], str, list[str]]:
+        """One view, every fragment rendered once, and the pages whose fragment changed with
+        their event encoded (runs in a worker thread: deflating a full page's event is work the
+        event loop's streams must not wait for). Only `install` changes `broker.pages`, after
+        this, on the loop."""
         view = self.desk.view()
         traders = view.traders + [book for book in self.books if book not in view.traders]
         fragments = {render.DESK_TOPIC: render.desk_fragment(view)}
         for trader in traders:
             fragments[render.trader_topic(trader)] = self.trader_pages.fragment(view, trader)
         self.trader_pages.forget(traders)
-        return fragments, render.nav_fragment(traders), traders
-
-    def install(self, fragments: dict[str, str], nav: str, traders: list[str]) -> None:
-        """Swap the new fragments in and push those that changed (on the event loop)."""
         change = self.desk.changes
         event_id = f"{self.boot}-{change}"
-        broker = self.broker
+        changed = {}
         for topic, fragment in fragments.items():
-            current = broker.pages.get(topic)
-            if current is not None and current.fragment == fragment:
-                continue
-            data = json.dumps({"topic": topic, "html": fragment})
-            page = Page(
-                change,
-                event_id,
-                Event.of(ServerSentEvent(data, event="live", id=event_id)),
-                fragment,
-            )
+            current = self.broker.pages.get(topic)
+            if current is None or current.fragment != fragment:
+                data = json.dumps({"topic": topic, "html": fragment})
+                event = Event.of(ServerSentEvent(data, event="live", id=event_id))
+                changed[topic] = Page(change, event_id, event, fragment)
+        return changed, set(fragments), render.nav_fragment(traders), traders
+
+    def install(self, changed: dict[str, Page], topics: set[str], nav: str, traders: list[str]):
+        """Swap the changed pages in and push them (on the event loop)."""
+        broker = self.broker
+        for topic, page in changed.items():
             broker.pages[topic] = page
             broker.publish(page.event, topic)
-        for topic in set(broker.pages) - set(fragments):  # a trader gone from the buffer
+        for topic in set(broker.pages) - topics:  # a trader gone from the buffer
             del broker.pages[topic]
         if nav != broker.nav:
             broker.nav = nav
@@ -348,8 +352,7 @@ class DeskService:
 
         async def stream():
             try:
-                start = encoded(Event.of(ServerSentEvent(retry=RETRY_MS)))
-                yield ZLIB_HEADER + start if deflate else start
+                yield ZLIB_HEADER + RETRY.deflated if deflate else RETRY.plain
                 while True:
                     left = None if ends is None else max(0.0, ends - time.time())
                     wait = PING_SECONDS if left is None else min(PING_SECONDS, left)
@@ -359,8 +362,7 @@ class DeskService:
                         if ends is None or ends > time.time():
                             yield encoded(PING)
                             continue
-                        # The login has ended: its pages reload, which takes them to the login.
-                        yield encoded(Event.of(ServerSentEvent("", event="login")))
+                        yield encoded(LOGIN_ENDED)
                         return
                     if event is None:
                         return
