@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -82,9 +83,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from energy_assets.settings import refusal
 
     try:
-        # The parser's defaults are settings too: both inside.
-        args = build_parser().parse_args(argv)
-        return int(args.run(args) or 0)
+        try:
+            # The parser's defaults are settings too: both inside.
+            args = build_parser().parse_args(argv)
+            return int(args.run(args) or 0)
+        finally:
+            sys.stdout.flush()  # a reader gone early (`| head`) is met here, not at exit
+    except BrokenPipeError:
+        # What is left to print has no reader: not written, and no traceback (Python's
+        # documented recipe: stdout to /dev/null, so the flush at exit does not fail again).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except ValidationError as error:
         # A bad ENERGY_* variable or demo option: refused by name before anything starts,
         # with the usage error's exit status, not a traceback.

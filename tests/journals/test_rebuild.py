@@ -235,6 +235,17 @@ def test_a_lost_warehouse_is_rebuilt_from_the_journals(realistic_run):
     shown = cli("replay", "--at", at.isoformat(), "--trader", "flex_trader_1", env=env)
     assert shown.returncode == 0, shown.stderr
     assert f"800 deals received, {PERIODS} delivery periods priced" in shown.stdout
+    # Read by a reader that stops before the end (`| head`): no traceback, status 1.
+    piped = subprocess.Popen(
+        [sys.executable, "-m", "energy_assets.cli", "replay", "--at", at.isoformat()],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    piped.stdout.close()
+    said = piped.stderr.read().decode()
+    assert piped.wait(timeout=60) == 1 and said == ""
 
 
 def test_a_corrupted_archive_file_is_named_and_the_warehouse_kept(tmp_path, energy_env):
