@@ -445,8 +445,8 @@ def test_a_fetch_interrupted_at_any_moment_ends(scripted_market_data):
 
 def _script_output(script: str, *args: str, timeout: float) -> str:
     """What `python -c script args` prints, run from the repository; killed after `timeout`.
-    A script that fails says why: its stderr is mostly the vendor's broken pipes, and the
-    error that ended it is its last traceback."""
+    A script that fails says why: its exit status (negative: the signal that killed it) and
+    the end of its stderr, mostly the vendor's broken pipes before the error that ended it."""
     process = subprocess.Popen(
         [sys.executable, "-c", script, *args],
         cwd=Path(__file__).parents[2],
@@ -458,5 +458,5 @@ def _script_output(script: str, *args: str, timeout: float) -> str:
         out, err = process.communicate(timeout=timeout)
     finally:
         process.kill()
-    assert process.returncode == 0, err[err.rfind("Traceback") :][-3000:]
+    assert process.returncode == 0, f"exit status {process.returncode}\n{err[-3000:]}"
     return out
