@@ -60,6 +60,13 @@ def test_both_envelopes_parse_to_the_same_deal(envelope):
     assert parse_frame(deal.to_frame(envelope)) == deal
 
 
+def test_a_hex_id_in_upper_or_mixed_case_is_the_same_deal_as_in_lower_case():
+    lower = parse_frame(frame())
+    assert parse_frame(frame(id=GOOD["id"].upper())) == lower
+    assert parse_frame(frame(id="3624E95119f04B7bb054b2f91A980a83")) == lower
+    assert parse_frame(frame(id="3624G95119f04b7bb054b2f91a980a83")).reason.startswith("id must")
+
+
 def test_limits_zero_and_negative_prices_and_z_suffix_are_valid():
     deal = parse_frame(
         json.dumps(
@@ -99,7 +106,7 @@ def test_limits_zero_and_negative_prices_and_z_suffix_are_valid():
         (frame(direction=["buy"]), "direction"),
         (frame(id="xyz"), "id must be"),
         (frame(id=GOOD["id"] + "\n"), "id must be"),
-        (frame(id=GOOD["id"].upper()), "id must be"),
+        (frame(id="Ａ" + GOOD["id"][1:]), "id must be"),
         (frame(id=42), "id must be a string"),
         (frame(delivery_day="2023-02-30"), "day"),
         (frame(delivery_day="21.02.2023"), "day"),

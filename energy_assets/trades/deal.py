@@ -69,7 +69,9 @@ CLOCK_SKEW = timedelta(days=1)
 #: Trader ids as the desk's systems write them (`flex_trader_4`): ASCII, no spaces or controls.
 TRADER_ID_MAX = 64
 
-_DEAL_ID = re.compile(r"[0-9a-f]{32}")
+#: Hex is hex in either case (the contract says "32 hex characters"); stored in lower case, so
+#: one deal sent in both cases is one deal, as a UUID is.
+_DEAL_ID = re.compile(r"[0-9a-fA-F]{32}")
 _TRADER_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{TRADER_ID_MAX - 1}}}")
 _TRADER_ID_TEXT = f"1-{TRADER_ID_MAX} ASCII letters, digits or _.@- (not starting with a symbol)"
 _REQUIRED = frozenset(REQUIRED)
@@ -228,7 +230,7 @@ def validate_deal(payload: Any, now: datetime | None = None) -> Deal:
         missing = [name for name in REQUIRED if name not in payload]
         raise InvalidFrame(f"missing field(s): {', '.join(missing)}")
 
-    deal_id = _string(payload, "id", _DEAL_ID, "32 lowercase hex characters")
+    deal_id = _string(payload, "id", _DEAL_ID, "32 ASCII hex characters").lower()
     price = _number(payload, "price", -PRICE_LIMIT, PRICE_LIMIT)
     quantity = _number(payload, "quantity", 0, QUANTITY_LIMIT)
     if quantity <= 0:

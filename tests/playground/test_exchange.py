@@ -156,7 +156,7 @@ def test_malformed_frames_cover_every_kind_and_fail_the_contract(start_playgroun
         "delivery hour must be one of",
         "delivery day",
         "direction must be",
-        "id must be 32 lowercase hex",
+        "id must be 32 ASCII hex",
         "execution_time: instant must be ISO-8601 with an offset",
     ):
         assert words in reasons, words
