@@ -67,6 +67,20 @@ def test_a_hex_id_in_upper_or_mixed_case_is_the_same_deal_as_in_lower_case():
     assert parse_frame(frame(id="3624G95119f04b7bb054b2f91a980a83")).reason.startswith("id must")
 
 
+def test_an_execution_time_to_the_nanosecond_is_stored_to_the_microsecond(tmp_path):
+    """Java's `Instant` and Go's RFC3339Nano write up to 9 digits of the second."""
+    deal = parse_frame(frame(execution_time="2023-02-21T07:13:43.123456789+01:00"), NOW)
+    buffer = CaptureBuffer(tmp_path / "capture")
+    buffer.append(deal, NOW)
+    buffer.close()
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+        drain(conn, tmp_path / "capture")
+        stored = conn.execute("SELECT execution_time FROM energy.raw_trades").fetchone()[0]
+    assert stored == datetime(2023, 2, 21, 6, 13, 43, 123456, tzinfo=UTC)
+    ten_digits = parse_frame(frame(execution_time="2023-02-21T06:13:43.1234567890Z"), NOW)
+    assert ten_digits.reason.startswith("execution_time: instant must be ISO-8601")
+
+
 def test_limits_zero_and_negative_prices_and_z_suffix_are_valid():
     deal = parse_frame(
         json.dumps(

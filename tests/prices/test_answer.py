@@ -182,6 +182,11 @@ def test_last_update_within_the_clock_skew_is_accepted():
     assert result.last_update == NOW + CLOCK_SKEW - timedelta(seconds=1)
 
 
+def test_a_last_update_to_the_nanosecond_is_read_to_the_microsecond():
+    result = judge(json.dumps({**GOOD, "last_update": "2026-12-03T11:50:12.123456789Z"}))
+    assert result.last_update == datetime(2026, 12, 3, 11, 50, 12, 123456, tzinfo=UTC)
+
+
 NEWER_ECHO = {
     "market": "DE",
     "delivery_start": datetime(2026, 10, 25, 0, 0, tzinfo=UTC),
