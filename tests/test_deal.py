@@ -81,6 +81,13 @@ def test_an_execution_time_to_the_nanosecond_is_stored_to_the_microsecond(tmp_pa
     assert ten_digits.reason.startswith("execution_time: instant must be ISO-8601")
 
 
+def test_an_optional_field_sent_as_null_is_left_out():
+    """Serialisers such as Jackson write an optional field they do not fill as null."""
+    nulls = {"market": None, "delivery_start": None, "delivery_end": None}
+    assert parse_frame(frame(**nulls)) == parse_frame(frame())
+    assert parse_frame(frame(delivery_hour=None)).reason == "missing field(s): delivery_hour"
+
+
 def test_limits_zero_and_negative_prices_and_z_suffix_are_valid():
     deal = parse_frame(
         json.dumps(
@@ -89,6 +96,7 @@ def test_limits_zero_and_negative_prices_and_z_suffix_are_valid():
     )
     assert deal.price == -3.0
     assert parse_frame(frame(price=0)).price == 0.0
+    assert str(parse_frame(frame(price=-0.0)).price) == "0.0"
     assert parse_frame(frame(price=-9999, quantity=10_000)).price == -9999.0
     assert parse_frame(frame(price=9999.0, quantity=0.1)).quantity == 0.1
     # An instant with another offset, as late as the clock allows (a day of skew).

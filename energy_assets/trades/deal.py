@@ -145,7 +145,7 @@ def _number(payload: dict[str, Any], name: str, low: float, high: float) -> floa
         raise InvalidFrame(f"{name} must be finite, got {show(value)}")
     if not low <= value <= high:
         raise InvalidFrame(f"{name} must be within {low:g}..{high:g}, got {show(value)}")
-    return float(value)
+    return float(value) + 0.0  # -0.0 is 0: no page shows a price of "-0.00"
 
 
 def _string(
@@ -169,21 +169,20 @@ def _instant(payload: dict[str, Any], name: str, latest: datetime) -> datetime:
     return moment
 
 
-#: The fields a delivery period is resolved from (contract §5), and the mark of one left out.
+#: The fields a delivery period is resolved from (contract §5). One that is null is left out:
+#: serialisers write an optional field they do not fill as null (Jackson's default).
 _DELIVERY_FIELDS = ("market", "delivery_day", "delivery_hour", "delivery_start", "delivery_end")
-_ABSENT = object()
-_ALL_ABSENT = (_ABSENT,) * len(_DELIVERY_FIELDS)
 #: The longest field value cached: an instant with microseconds and offset is 32 characters.
 _CACHED_LENGTH = 40
 
 
 @functools.lru_cache(maxsize=4096)
 def _resolved(*values: object) -> tuple[str, str, str, str, str] | Invalid:
-    """`markets.delivery_of` for the delivery fields' values (`_ABSENT` where a field is left
-    out) -> (market, local day, label, start, end) as the deal writes them, or why not. A feed
+    """`markets.delivery_of` for the delivery fields' values (None where a field is left out
+    or null) -> (market, local day, label, start, end) as the deal writes them, or why not. A feed
     names the same few hundred open periods over and over: resolving each once, not once a
     frame, is most of what keeps the listener up with the exchange (benchmarks/README.md)."""
-    fields = {name: v for name, v in zip(_DELIVERY_FIELDS, values, strict=True) if v is not _ABSENT}
+    fields = {name: v for name, v in zip(_DELIVERY_FIELDS, values, strict=True) if v is not None}
     period = delivery_of(fields)
     if isinstance(period, Invalid):
         return period
@@ -206,13 +205,13 @@ def _resolved(*values: object) -> tuple[str, str, str, str, str] | Invalid:
 
 def _delivery(payload: dict[str, Any]) -> tuple[str, str, str, str, str]:
     """The deal's delivery period as (market, local day, label, start, end), or InvalidFrame."""
-    values = tuple(map(payload.get, _DELIVERY_FIELDS, _ALL_ABSENT))
+    values = tuple(map(payload.get, _DELIVERY_FIELDS))
     # Only short strings are cached: any other value is refused anyway; 1, 1.0 and True, or 0.0
     # and -0.0, are one key to a cache but quoted differently in the reason; and a hostile
     # feed's megabyte-long fields would otherwise be held, 4,096 of them.
     resolve = _resolved
     for value in values:
-        if value is not _ABSENT and (type(value) is not str or len(value) > _CACHED_LENGTH):
+        if value is not None and (type(value) is not str or len(value) > _CACHED_LENGTH):
             resolve = _resolved.__wrapped__
             break
     resolved = resolve(*values)
