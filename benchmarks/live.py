@@ -42,8 +42,10 @@
    worst of 5. Baseline: the same with 7 days confirmed.
 7. dense: pages as full as a busy desk's: 7 days confirmed as in 6 and 2,000 deals in the
    buffer; the service and Chromium on a trader's page, then the desk's; a deal a second for
-   12 s, each from the buffer to the page's `#live` replaced (a MutationObserver). Baseline:
-   the same with nothing confirmed (the buffer's deals alone: pages of a few dozen rows).
+   12 s, each from the buffer to the page's `#live` replaced (a MutationObserver), and the
+   share of those 12 s the page's main thread was busy (Chromium's `TaskDuration`), with its
+   longest task. Baseline: the same with nothing confirmed (the buffer's deals alone: pages of
+   a few dozen rows).
 """
 
 from __future__ import annotations
@@ -257,7 +259,7 @@ _OBSERVER = """() => {
     window.benchLog.push([Date.now() / 1000, counts]);
   };
   record();
-  new MutationObserver(record).observe(document.getElementById('live'), {childList: true});
+  new MutationObserver(record).observe(document.getElementById('live'), {childList: true, subtree: true});
 }"""
 
 
@@ -852,7 +854,7 @@ def bench_history(work: Path, days: int) -> None:
 _MARKS = """() => {
   window.marks = [];
   new MutationObserver(() => window.marks.push(Date.now() / 1000))
-    .observe(document.getElementById('live'), {childList: true});
+    .observe(document.getElementById('live'), {childList: true, subtree: true});
 }"""
 
 
@@ -873,6 +875,16 @@ def page_pushes(page, capture: Path, trader: int, first: int) -> list[float]:
         seconds.append(marks[-1] - written if len(marks) > before else nan)
         time.sleep(max(0.0, 1 - (time.time() - written)))
     return seconds
+
+
+_LONG_TASKS = """window.longTasks = [];
+new PerformanceObserver((list) => list.getEntries().forEach((e) => window.longTasks.push(e.duration)))
+  .observe({type: "longtask"});"""
+
+
+def _main_thread_seconds(cdp) -> float:
+    metrics = cdp.send("Performance.getMetrics")["metrics"]
+    return next(m["value"] for m in metrics if m["name"] == "TaskDuration")
 
 
 def bench_dense(work: Path) -> None:
@@ -899,11 +911,18 @@ def bench_dense(work: Path) -> None:
                 page = browser.new_page()
                 page.goto(desk.url + path, wait_until="domcontentloaded")
                 rows = page.evaluate("document.querySelectorAll('tr').length")
+                cdp = page.context.new_cdp_session(page)
+                cdp.send("Performance.enable")
+                page.evaluate(_LONG_TASKS)
+                busy, started = _main_thread_seconds(cdp), time.time()
                 seconds = page_pushes(page, capture, 3, first)
+                busy = (_main_thread_seconds(cdp) - busy) / (time.time() - started)
+                longest = page.evaluate("Math.max(0, ...window.longTasks)")
                 line(
                     f"  {path}, {days} days confirmed ({rows:,} table rows): p50 / max"
                     + (" (baseline)" if not days else ""),
-                    f"{statistics.median(seconds):.2f} / {max(seconds):.2f} s",
+                    f"{statistics.median(seconds):.2f} / {max(seconds):.2f} s; main thread "
+                    f"{busy:.0%} busy, longest task {longest:.0f} ms",
                 )
                 page.close()
             browser.close()

@@ -4,6 +4,8 @@ service renders each fragment once per change and pushes the same text to every 
 
 from __future__ import annotations
 
+import itertools
+import secrets
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from urllib.parse import quote
@@ -140,6 +142,13 @@ def board_cells(board: gate.Board, desk: bool = False) -> dict:
 #: again only the rows that changed, not a page of a thousand.
 _ROW_HTML: dict[tuple, str] = {}
 ROWS_KEPT = 50_000
+#: Each row rendered gets a version, a count this process never gives again: a page keeps a
+#: row it shows when the pushed one has its version (desk.js). A count, not a hash, since a
+#: busy page's hashes doubled its deflated push. `ROWS_SERVED` names this process's count on
+#: the table, so a page that outlives the process (a restart) takes no version for another.
+_VERSIONS = itertools.count()
+ROWS_SERVED = secrets.token_hex(4)
+env.globals["rows_served"] = ROWS_SERVED
 
 
 def _rows(frame: pl.DataFrame, with_status: bool = True) -> list[dict]:
@@ -159,7 +168,7 @@ def _rows(frame: pl.DataFrame, with_status: bool = True) -> list[dict]:
                 _ROW_HTML.clear()
             row = {**r, "label": period_label(r["market"], r["delivery_start"], r["delivery_end"])}
             html = _ROW_HTML[key] = env.get_template("macros.html").module.period_row(
-                row, with_status
+                row, with_status, format(next(_VERSIONS), "x")
             )
         made.append({"delivery_day": r["delivery_day"], "html": html})
     return made

@@ -107,6 +107,55 @@ def test_pages_resume_after_the_service_restarts(desk_dirs, start_desk, browser)
     assert page.evaluate("window.marker") == "no reload"
 
 
+#: The page's `#live` as a reload shows it: ages, countdowns and clocks tick in the browser.
+_AS_SERVED = """() => {
+  const live = document.getElementById('live').cloneNode(true);
+  live.querySelectorAll('[data-ts], tr[data-gate-closure] td.left, tr[data-gate-closure] td.state,'
+    + ' time.clock').forEach((e) => { e.textContent = ''; e.classList.remove('stale'); });
+  live.querySelectorAll('tr[data-gate-closure]').forEach((r) => {
+    r.removeAttribute('data-state'); r.classList.remove('open', 'closing', 'closed');
+  });
+  return live.innerHTML;
+}"""
+
+
+def test_a_pushed_page_is_the_page_a_reload_shows_and_keeps_a_selection_elsewhere(
+    desk_dirs, start_desk, browser
+):
+    """A push changes only the rows that differ (desk.js): the page after it is the page a
+    reload shows, and text a trader selected in another row stays selected."""
+    capture, _ = desk_dirs
+    write_deals(capture, [deal(1, delivery_hour="08-09"), deal(2, delivery_hour="14-15")])
+    desk = start_desk()
+    page = browser.new_page()
+    page.goto(desk.url + "/trader/alice")
+    page.evaluate("window.marker = 'no reload'")
+    page.evaluate(
+        """() => { const cell = document.querySelector('tr[data-period="2026-12-02 14-15"] td');
+                   window.getSelection().selectAllChildren(cell); }"""
+    )
+    selected = page.evaluate("window.getSelection().toString()")
+    steps = [
+        [deal(3, delivery_hour="08-09")],  # a row changes
+        [deal(4, delivery_hour="11-12"), deal(5, "bob")],  # a row between two; another book
+        [
+            deal(6, delivery_day="2026-12-03", delivery_hour="01-02"),  # a day after
+            deal(7, delivery_day="2026-12-01", delivery_hour="23-24"),  # a day before
+            deal(8, delivery_hour="08-09", direction="sell", quantity=4.0),  # a row goes flat
+        ],
+    ]
+    for deals in steps:
+        updates = page.evaluate("window.deskUpdates || 0")
+        write_deals(capture, deals)
+        page.wait_for_function("(n) => window.deskUpdates > n", arg=updates, timeout=10_000)
+        reloaded = browser.new_page()
+        reloaded.goto(page.url)
+        assert page.evaluate(_AS_SERVED) == reloaded.evaluate(_AS_SERVED)
+        reloaded.close()
+    assert page.evaluate("window.getSelection().toString()") == selected
+    assert page.evaluate("window.marker") == "no reload"
+
+
 def _fill_week(capture, trader: str = "alice") -> int:
     """One deal in each hour of seven delivery days: a trader page of 168 rows (~100 KB)."""
     deals = [
