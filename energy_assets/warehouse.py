@@ -12,13 +12,13 @@ for the live desk goes to the `dashboard` resource's directory.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import tenacity
 from dagster_duckdb import DuckDBResource
 
 from energy_assets.settings import DEFAULT_DASHBOARD_DIR, DEFAULT_DUCKDB_PATH, from_env
@@ -65,21 +65,22 @@ def dashboard_resource() -> DashboardResource:
     return DashboardResource(directory=from_env("ENERGY_DASHBOARD_DIR", DEFAULT_DASHBOARD_DIR))
 
 
+@tenacity.retry(
+    retry=tenacity.retry_if_exception_type(duckdb.IOException),  # the file's lock is held
+    stop=tenacity.stop_after_delay(LOCK_WAIT_SECONDS),
+    wait=tenacity.wait_exponential(multiplier=0.05, max=2.0),
+    reraise=True,
+)
+def _open(path: str | Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(path), read_only=read_only)
+
+
 @contextmanager
 def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the warehouse outside Dagster (tests, benchmarks, CLI), waiting out a held lock."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    deadline, delay = time.monotonic() + LOCK_WAIT_SECONDS, 0.05
-    while True:
-        try:
-            conn = duckdb.connect(str(path), read_only=read_only)
-            break
-        except duckdb.IOException:
-            if time.monotonic() + delay > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+    conn = _open(path, read_only)
     try:
         yield conn
     finally:
