@@ -125,7 +125,21 @@ def test_a_pushed_page_is_the_page_a_reload_shows_and_keeps_a_selection_elsewher
     """A push changes only the rows that differ (desk.js): the page after it is the page a
     reload shows, and text a trader selected in another row stays selected."""
     capture, _ = desk_dirs
-    write_deals(capture, [deal(1, delivery_hour="08-09"), deal(2, delivery_hour="14-15")])
+    # London's last half-hour of 12-02 starts after Berlin's first hour of 12-03 (in UTC):
+    # the page heads 12-03, then 12-02, then 12-03 again.
+    gb = {"market": "GB", "delivery_hour": "23-24", "delivery_start": "2026-12-02T23:30:00Z"}
+    gb["delivery_end"] = "2026-12-03T00:00:00Z"
+    berlin_03 = {"delivery_day": "2026-12-03"}
+    write_deals(
+        capture,
+        [
+            deal(1, delivery_hour="08-09"),
+            deal(2, delivery_hour="14-15"),
+            deal(9, **berlin_03, delivery_hour="00-01"),
+            deal(10, **gb),
+            deal(11, **berlin_03, delivery_hour="01-02"),
+        ],
+    )
     desk = start_desk()
     page = browser.new_page()
     page.goto(desk.url + "/trader/alice")
@@ -139,9 +153,10 @@ def test_a_pushed_page_is_the_page_a_reload_shows_and_keeps_a_selection_elsewher
         [deal(3, delivery_hour="08-09")],  # a row changes
         [deal(4, delivery_hour="11-12"), deal(5, "bob")],  # a row between two; another book
         [
-            deal(6, delivery_day="2026-12-03", delivery_hour="01-02"),  # a day after
+            deal(6, delivery_day="2026-12-04", delivery_hour="01-02"),  # a day after
             deal(7, delivery_day="2026-12-01", delivery_hour="23-24"),  # a day before
             deal(8, delivery_hour="08-09", direction="sell", quantity=4.0),  # a row goes flat
+            deal(12, **gb),  # a row between a day's two headings changes
         ],
     ]
     for deals in steps:
