@@ -234,6 +234,10 @@ def test_a_batch_the_minute_window_cut_small_waits_unless_a_period_is_closing():
     squeezed = BudgetLeft(minute=4, hour=100)
     # Four positions hours away: a few seconds later the window holds a bigger batch.
     assert not worth_a_run(plan(far, open_mw=dict.fromkeys(far, 5.0), budget=squeezed), squeezed)
+    # Nor a third of the minute, freed first of two clumps: the rest frees seconds later.
+    third = BudgetLeft(minute=16, hour=100)
+    many = [quarter(at(12) + timedelta(minutes=15 * k)) for k in range(40)]
+    assert not worth_a_run(plan(many, open_mw=dict.fromkeys(many, 5.0), budget=third), third)
     # One about to close goes now, however small the batch.
     wanted = [near, *far]
     assert worth_a_run(plan(wanted, open_mw=dict.fromkeys(wanted, 5.0), budget=squeezed), squeezed)
