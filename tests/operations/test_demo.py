@@ -93,7 +93,8 @@ def _xfail_if_dagsters_pool_race(home: Path) -> None:
     and goes. The in-process executor defers a run worker's interrupt while its step waits
     (only the multiprocess and step-delegating executors call `check_for_interrupts`), so
     the code server waits on that run worker until supervisord kills it. The signature: no
-    slot claimed, a step still pending unassigned."""
+    slot claimed, a step still pending unassigned. Closest upstream report found:
+    dagster-io/dagster#31243 (a single-process run's step blocked on a pool of 1)."""
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
