@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from energy_assets.markets import EARLIEST, LATEST, MARKETS
 from energy_assets.trades.assets import blocking_check_failures
-from energy_assets.trades.buffer import CaptureBuffer
+from energy_assets.trades.buffer import CaptureBuffer, deal_record
 from energy_assets.trades.deal import ENVELOPES, FIELDS, Deal, Refused, parse_frame
 from energy_assets.trades.drain import drain
 
@@ -77,6 +77,10 @@ def test_an_execution_time_to_the_nanosecond_is_stored_to_the_microsecond(tmp_pa
         drain(conn, tmp_path / "capture")
         stored = conn.execute("SELECT execution_time FROM energy.raw_trades").fetchone()[0]
     assert stored == datetime(2023, 2, 21, 6, 13, 43, 123456, tzinfo=UTC)
+    # The offset without its colon, as Java's SimpleDateFormat writes it: the same instant.
+    basic = parse_frame(frame(execution_time="2023-02-21T07:13:43.123456789+0100"), NOW)
+    assert basic.delivery_start == deal.delivery_start
+    assert deal_record(basic, NOW)["execution_time"] == "2023-02-21T06:13:43.123456+00:00"
     ten_digits = parse_frame(frame(execution_time="2023-02-21T06:13:43.1234567890Z"), NOW)
     assert ten_digits.reason.startswith("execution_time: instant must be ISO-8601")
 

@@ -29,10 +29,11 @@ YEARS = f"{EARLIEST.year}..{LATEST.year - 1}"
 
 _DAY = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", re.ASCII)
 _LABEL = re.compile(r"([0-9]{2})-([0-9]{2})", re.ASCII)
-#: Seconds' fractions to nanoseconds, as Java's `Instant` and Go's RFC3339Nano write them; read
-#: to the microsecond (`fromisoformat` drops the rest), as every table stores instants.
+#: Seconds' fractions to nanoseconds, as Java's `Instant` and Go's RFC3339Nano write them, read
+#: to the microsecond (`fromisoformat` drops the rest), as every table stores instants; the
+#: offset with or without its colon (`+0100`, as Java's `SimpleDateFormat` writes it).
 _INSTANT = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:[0-9]{2})",
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:?[0-9]{2})",
     re.ASCII,
 )
 
