@@ -85,6 +85,12 @@ def test_an_execution_time_to_the_nanosecond_is_stored_to_the_microsecond(tmp_pa
     assert ten_digits.reason.startswith("execution_time: instant must be ISO-8601")
 
 
+def test_a_byte_order_mark_before_the_json_is_ignored():
+    assert parse_frame("\ufeff" + frame()) == parse_frame(frame())
+    assert parse_frame(("\ufeff" + frame()).encode()) == parse_frame(frame())
+    assert parse_frame("\ufeff\ufeff" + frame()).reason.startswith("frame is not JSON")
+
+
 def test_an_optional_field_sent_as_null_is_left_out():
     """Serialisers such as Jackson write an optional field they do not fill as null."""
     nulls = {"market": None, "delivery_start": None, "delivery_end": None}

@@ -272,7 +272,8 @@ def _parse(text: str | bytes, now: datetime | None) -> Deal:
         except UnicodeDecodeError:
             raise InvalidFrame("frame is not UTF-8 text") from None
     try:
-        message = json.loads(text, object_pairs_hook=one_value_per_key)
+        # A byte order mark before the JSON is ignored, as RFC 8259 (8.1) allows a parser to.
+        message = json.loads(text.removeprefix("\ufeff"), object_pairs_hook=one_value_per_key)
     except KeyGivenTwice as err:
         raise InvalidFrame(f"frame is ambiguous: {err}") from None
     except ValueError as err:  # also Python's 4,300-digit limit on integers
