@@ -213,10 +213,11 @@ class DeskService:
     trader_pages: render.TraderPages = field(default_factory=render.TraderPages)
     boot: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     traders: list[str] = field(default_factory=list)
+    deals: int = 0  # the deals the pages served show (`/health`)
     changed_at: float = 0.0
     rebuild_seconds: float = 0.0
 
-    def compute(self) -> tuple[dict[str, Page], set[str], str, list[str]]:
+    def compute(self) -> tuple[dict[str, Page], set[str], str, list[str], int]:
         """One view, every fragment rendered once, and the pages whose fragment changed with
         their event encoded (runs in a worker thread: deflating a full page's event is work the
         event loop's streams must not wait for). Only `install` changes `broker.pages`, after
@@ -236,9 +237,11 @@ class DeskService:
                 data = json.dumps({"topic": topic, "html": fragment})
                 event = Event.of(ServerSentEvent(data, event="live", id=event_id))
                 changed[topic] = Page(change, event_id, event, fragment)
-        return changed, set(fragments), render.nav_fragment(traders), traders
+        return changed, set(fragments), render.nav_fragment(traders), traders, view.deals
 
-    def install(self, changed: dict[str, Page], topics: set[str], nav: str, traders: list[str]):
+    def install(
+        self, changed: dict[str, Page], topics: set[str], nav: str, traders: list[str], deals: int
+    ):
         """Swap the changed pages in and push them (on the event loop)."""
         broker = self.broker
         for topic, page in changed.items():
@@ -252,6 +255,7 @@ class DeskService:
                 page.html.clear()
             broker.publish(Event.of(ServerSentEvent(nav, event="nav")))
         self.traders = traders
+        self.deals = deals
         self.changed_at = time.time()
 
     async def rebuild(self) -> None:
@@ -261,7 +265,7 @@ class DeskService:
         self.rebuild_seconds = time.perf_counter() - started
         log.info(
             "rebuilt",
-            deals=len(self.desk.ids),
+            deals=self.deals,
             traders=len(self.traders),
             seconds=round(self.rebuild_seconds, 3),
         )
@@ -394,7 +398,8 @@ class DeskService:
         return JSONResponse(
             {
                 "status": "ok",
-                "deals": len(self.desk.ids),
+                # What a page requested now shows; the desk may have read more already.
+                "deals": self.deals,
                 "traders": len(self.traders),
                 "changes": self.desk.changes,
                 "changed_at": self.changed_at,
