@@ -5,7 +5,7 @@ to every open page as a Server-Sent Event (docs/desk.md, "Push").
     /trader/<trader_id>      one trader's page (404 page for a trader we do not know)
     /events?topic=desk&topic=trader/<id>   one event stream for the pages a browser shows
     /static/...              styles and script (Starlette's StaticFiles: nothing outside it)
-    /health                  JSON: deals held, last change, clients
+    /health                  JSON: deals the pages show, last change, clients
     /replay?at=<instant>     the desk at a past instant, from the journals (not live)
     /login, /logout          with a login configured (auth.py): who sees which book
 
