@@ -81,6 +81,14 @@ def test_an_execution_time_to_the_nanosecond_is_stored_to_the_microsecond(tmp_pa
     basic = parse_frame(frame(execution_time="2023-02-21T07:13:43.123456789+0100"), NOW)
     assert basic.delivery_start == deal.delivery_start
     assert deal_record(basic, NOW)["execution_time"] == "2023-02-21T06:13:43.123456+00:00"
+    # `t` and `z` in lower case, which RFC 3339 (§5.6) reads ISO-8601 as allowing.
+    lower = parse_frame(frame(execution_time="2023-02-21t07:13:43.123456789+0100"), NOW)
+    assert deal_record(lower, NOW) == deal_record(basic, NOW)
+    zulu = parse_frame(frame(execution_time="2023-02-21t06:13:43.123456z"), NOW)
+    assert deal_record(zulu, NOW) == deal_record(basic, NOW)
+    period = {"delivery_start": "2023-02-21T14:00:00Z", "delivery_end": "2023-02-21T15:00:00Z"}
+    lowered = {name: value.lower() for name, value in period.items()}
+    assert parse_frame(frame(**lowered)) == parse_frame(frame(**period)) == parse_frame(frame())
     ten_digits = parse_frame(frame(execution_time="2023-02-21T06:13:43.1234567890Z"), NOW)
     assert ten_digits.reason.startswith("execution_time: instant must be ISO-8601")
 

@@ -31,9 +31,10 @@ _DAY = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", re.ASCII)
 _LABEL = re.compile(r"([0-9]{2})-([0-9]{2})", re.ASCII)
 #: Seconds' fractions to nanoseconds, as Java's `Instant` and Go's RFC3339Nano write them, read
 #: to the microsecond (`fromisoformat` drops the rest), as every table stores instants; the
-#: offset with or without its colon (`+0100`, as Java's `SimpleDateFormat` writes it).
+#: offset with or without its colon (`+0100`, as Java's `SimpleDateFormat` writes it); `t` and
+#: `z` in lower case as well (RFC 3339 §5.6: ISO-8601 allows them).
 _INSTANT = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:?[0-9]{2})",
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?([Zz]|[+-][0-9]{2}:?[0-9]{2})",
     re.ASCII,
 )
 
@@ -142,7 +143,7 @@ def parse_instant(text: object) -> datetime | Invalid:
     if not isinstance(text, str) or not _INSTANT.fullmatch(text):
         return Invalid(f"instant must be ISO-8601 with an offset, got {show(text)}")
     try:
-        instant = datetime.fromisoformat(text)
+        instant = datetime.fromisoformat(text.upper())  # ASCII by the grammar
     except ValueError:  # the grammar's digits out of range: month 13, offset 25:00
         return Invalid(f"instant {text!r} is not a valid date and time")
     # The year before any arithmetic: near year 1 or 9999 a shift to UTC overflows.

@@ -94,7 +94,7 @@ def utc_instant(text: str) -> str:
     match = _UTC_INSTANT.fullmatch(text)
     if match:
         return text[:-1] + "+00:00" if match.group(2) == "Z" else text
-    return iso(datetime.fromisoformat(text))
+    return iso(datetime.fromisoformat(text.upper()))  # `t`, `z`: as `parse_instant` reads them
 
 
 def deal_record(deal: Deal, received_at: datetime) -> dict:
