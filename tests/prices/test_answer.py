@@ -222,3 +222,13 @@ def test_the_newer_form_compares_instants_not_strings():
     other = {**NEWER, "delivery_end": "2026-10-25T00:30:00Z"}
     result = judge_answer(json.dumps(other), NEWER_ECHO, now=NOW)
     assert isinstance(result, Refused) and "delivery_end" in result.reason
+    # `t` and `z` in lower case (RFC 3339 §5.6): the same instants, the same answer.
+    instants = ("delivery_start", "delivery_end", "last_update")
+    lowered = {**NEWER, **{name: NEWER[name].lower() for name in instants}}
+    upper = judge_answer(json.dumps(NEWER), NEWER_ECHO, now=NOW)
+    lower = judge_answer(json.dumps(lowered), NEWER_ECHO, now=NOW)
+    assert (lower.value, lower.unit, lower.last_update) == (
+        upper.value,
+        upper.unit,
+        upper.last_update,
+    )
