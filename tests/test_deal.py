@@ -86,6 +86,9 @@ def test_an_execution_time_to_the_nanosecond_is_stored_to_the_microsecond(tmp_pa
     assert deal_record(lower, NOW) == deal_record(basic, NOW)
     zulu = parse_frame(frame(execution_time="2023-02-21t06:13:43.123456z"), NOW)
     assert deal_record(zulu, NOW) == deal_record(basic, NOW)
+    # An offset in whole hours, as SimpleDateFormat's `X` writes it.
+    hours = parse_frame(frame(execution_time="2023-02-21T07:13:43.123456+01"), NOW)
+    assert deal_record(hours, NOW) == deal_record(basic, NOW)
     period = {"delivery_start": "2023-02-21T14:00:00Z", "delivery_end": "2023-02-21T15:00:00Z"}
     lowered = {name: value.lower() for name, value in period.items()}
     assert parse_frame(frame(**lowered)) == parse_frame(frame(**period)) == parse_frame(frame())

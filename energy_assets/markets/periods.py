@@ -31,10 +31,12 @@ _DAY = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", re.ASCII)
 _LABEL = re.compile(r"([0-9]{2})-([0-9]{2})", re.ASCII)
 #: Seconds' fractions to nanoseconds, as Java's `Instant` and Go's RFC3339Nano write them, read
 #: to the microsecond (`fromisoformat` drops the rest), as every table stores instants; the
-#: offset with or without its colon (`+0100`, as Java's `SimpleDateFormat` writes it); `t` and
-#: `z` in lower case as well (RFC 3339 §5.6: ISO-8601 allows them).
+#: offset with or without its colon or in whole hours (`+0100` and `+01`, as Java's
+#: `SimpleDateFormat` writes them); `t` and `z` in lower case as well (RFC 3339 §5.6: ISO-8601
+#: allows them).
 _INSTANT = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?([Zz]|[+-][0-9]{2}:?[0-9]{2})",
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
+    r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)",
     re.ASCII,
 )
 
