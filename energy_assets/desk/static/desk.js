@@ -81,7 +81,8 @@
         clocks[zone] = clocks[zone] || new Intl.DateTimeFormat("en-GB", {
           timeZone: zone, hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZoneName: "short"
         });
-        zones[j].textContent = clocks[zone].format(now);
+        var clock = clocks[zone].format(now);
+        if (zones[j].textContent !== clock) zones[j].textContent = clock;
       } catch (err) { /* a zone this browser does not know: the server's abbreviation stays */ }
     }
   }
