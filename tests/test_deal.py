@@ -86,6 +86,8 @@ def test_an_execution_time_to_the_nanosecond_is_stored_to_the_microsecond(tmp_pa
     assert deal_record(lower, NOW) == deal_record(basic, NOW)
     zulu = parse_frame(frame(execution_time="2023-02-21t06:13:43.123456z"), NOW)
     assert deal_record(zulu, NOW) == deal_record(basic, NOW)
+    comma = parse_frame(frame(execution_time="2023-02-21T06:13:43,123456Z"), NOW)
+    assert deal_record(comma, NOW) == deal_record(basic, NOW)
     # An offset in whole hours, as SimpleDateFormat's `X` writes it.
     hours = parse_frame(frame(execution_time="2023-02-21T07:13:43.123456+01"), NOW)
     assert deal_record(hours, NOW) == deal_record(basic, NOW)

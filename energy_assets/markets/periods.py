@@ -33,9 +33,9 @@ _LABEL = re.compile(r"([0-9]{2})-([0-9]{2})", re.ASCII)
 #: to the microsecond (`fromisoformat` drops the rest), as every table stores instants; the
 #: offset with or without its colon or in whole hours (`+0100` and `+01`, as Java's
 #: `SimpleDateFormat` writes them); `t` and `z` in lower case as well (RFC 3339 §5.6: ISO-8601
-#: allows them).
+#: allows them), and a comma before the fraction (ISO-8601's preferred decimal sign).
 _INSTANT = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]{1,9})?)?"
     r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)",
     re.ASCII,
 )
