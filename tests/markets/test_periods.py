@@ -2,7 +2,7 @@
 computed by hand, then an independent oracle over random days, labels and instants."""
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -187,6 +187,47 @@ def test_instants_out_of_grammar_or_range_are_refused(text):
 def test_instants_in_offset_or_z_form_are_the_same_utc_instant():
     assert parse_instant("2026-10-25T02:00:00+02:00") == parse_instant("2026-10-25T00:00:00Z")
     assert parse_instant("2026-10-25T02:00+01:00") == utc("2026-10-25T01:00")
+
+
+def _written(moment: datetime, shape: dict) -> str:
+    """`moment` as a serialiser of `shape` writes it (every one ISO-8601)."""
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if shape["digits"]:
+        fraction = f"{moment.microsecond:06d}{shape['nanos']:03d}"[: shape["digits"]]
+        text += shape["decimal"] + fraction
+    total = int(moment.utcoffset().total_seconds()) // 60
+    sign, hours, minutes = "-" if total < 0 else "+", abs(total) // 60, abs(total) % 60
+    if total == 0 and shape["zulu"]:
+        text += "Z"
+    elif minutes == 0 and shape["hours_only"]:
+        text += f"{sign}{hours:02d}"
+    else:
+        text += f"{sign}{hours:02d}{':' if shape['colon'] else ''}{minutes:02d}"
+    return text.lower() if shape["lower"] else text
+
+
+@given(
+    st.datetimes(datetime(2000, 1, 2), datetime(8998, 12, 31)),
+    st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m))),
+    st.fixed_dictionaries(
+        {
+            "digits": st.integers(0, 9),
+            "nanos": st.integers(0, 999),
+            "decimal": st.sampled_from(".,"),
+            "zulu": st.booleans(),
+            "hours_only": st.booleans(),
+            "colon": st.booleans(),
+            "lower": st.booleans(),
+        }
+    ),
+)
+def test_any_iso_8601_shape_of_an_instant_is_that_instant_to_the_microsecond(wall, zone, shape):
+    """Fractions of 1-9 digits after `.` or `,`, `Z`, `±HH:MM`, `±HHMM` and `±HH`, `t`/`z` in
+    either case: as Java, Go, Python and C# serialisers write them."""
+    moment = wall.replace(tzinfo=zone)
+    kept = 10 ** (6 - min(shape["digits"], 6))
+    expected = moment.replace(microsecond=moment.microsecond // kept * kept if kept < 10**6 else 0)
+    assert parse_instant(_written(moment, shape)) == expected.astimezone(UTC)
 
 
 # -- The oracle: scan UTC instants, keep those whose local wall clock matches ----------------
