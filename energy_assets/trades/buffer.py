@@ -88,13 +88,17 @@ _UTC_INSTANT = re.compile(
 
 
 def utc_instant(text: str) -> str:
-    """An ISO-8601 instant `parse_frame` accepted -> `YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`, the one
+    """An instant `parse_frame` accepted -> `YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`, the one
     shape the drain parses (`lines.INSTANT_FORMAT`); the instant is unchanged. The common
-    shapes pass by a regex; any other offset or ISO variant goes through `fromisoformat`."""
+    shapes pass by a regex; any other goes through `parse_instant`, the listener's grammar, so
+    the buffer takes exactly the instants the listener does (ValueError for any other)."""
     match = _UTC_INSTANT.fullmatch(text)
     if match:
         return text[:-1] + "+00:00" if match.group(2) == "Z" else text
-    return iso(datetime.fromisoformat(text.upper()))  # `t`, `z`: as `parse_instant` reads them
+    moment = parse_instant(text)
+    if isinstance(moment, Invalid):
+        raise ValueError(moment.reason)
+    return iso(moment)
 
 
 def deal_record(deal: Deal, received_at: datetime) -> dict:

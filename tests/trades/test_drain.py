@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import pytest
 
+from energy_assets.tables import RAW_TRADES
 from energy_assets.trades.buffer import CaptureBuffer, Gap, apply_retention, sealed_files
+from energy_assets.trades.deal import Refused, parse_frame
 from energy_assets.trades.drain import drain
 from energy_assets.trades.lines import CorruptSegment, read_segments
 from tests.trades.conftest import drain_all, expected, make_deals, pending, stored_deals
@@ -127,29 +129,33 @@ def test_retention_deletes_only_old_drained_files(tmp_path):
     assert stored_deals(database) == expected(deals)
 
 
-def test_every_iso_shape_the_contract_accepts_is_stored_as_the_same_instant(tmp_path):
-    from energy_assets.trades.buffer import utc_instant
-
-    shapes = [
-        "2023-02-21T06:13:43+00:00",
-        "2023-02-21T06:13:43Z",
-        "2023-02-21T06:13:43.5Z",
-        "2023-02-21T06:13:43.123456+00:00",
-        "2023-02-21T08:13:43+02:00",
-        "2023-02-21 06:13:43+00:00",
-        "2023-02-21T01:13:43.250-05:00",
-    ]
+def test_every_iso_shape_the_listener_accepts_is_stored_as_the_same_instant(tmp_path):
+    """Each shape `parse_frame` reads, written by hand beside the UTC instant it names."""
+    at = datetime(2023, 2, 21, 6, 13, 43, tzinfo=UTC)
+    shapes = {
+        "2023-02-21T06:13:43+00:00": at,
+        "2023-02-21T06:13:43Z": at,
+        "2023-02-21T06:13:43.5Z": at + timedelta(milliseconds=500),
+        "2023-02-21T06:13:43.123456+00:00": at + timedelta(microseconds=123456),
+        "2023-02-21T08:13:43+02:00": at,
+        "2023-02-21t06:13:43,5z": at + timedelta(milliseconds=500),
+        "2023-02-21T07:13:43+01": at,
+        "2023-02-21T01:13:43.250-0500": at + timedelta(milliseconds=250),
+        "2023-02-21T01:13:43.250-05:00": at + timedelta(milliseconds=250),
+    }
     deals = [
         deal.__class__(**{**deal.to_dict(), "execution_time": shape})
         for deal, shape in zip(make_deals(len(shapes), seed=14), shapes, strict=True)
     ]
-    for deal in deals:
-        parsed = datetime.fromisoformat(utc_instant(deal.execution_time))
-        assert parsed == datetime.fromisoformat(deal.execution_time)
+    assert all(not isinstance(parse_frame(deal.to_frame()), Refused) for deal in deals)
     capture, database = tmp_path / "capture", tmp_path / "warehouse.duckdb"
     fill(capture, deals)
     drain_all(capture, database)
-    assert stored_deals(database) == expected(deals)
+    with duckdb.connect(str(database), read_only=True) as conn:
+        stored = dict(conn.execute(f"SELECT id, execution_time FROM {RAW_TRADES}").fetchall())
+    assert {deal.id: stored[deal.id] for deal in deals} == {
+        deal.id: shapes[deal.execution_time] for deal in deals
+    }
 
 
 def test_a_gap_reason_is_stored_exactly_whatever_it_holds(tmp_path):
