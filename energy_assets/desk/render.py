@@ -44,18 +44,34 @@ def trader_url(trader_id: str) -> str:
     return "/trader/" + quote(trader_id, safe="")
 
 
+def _rounded(value: float, digits: int) -> float:
+    """`value` as the page writes it: rounded, and 0.0 when that is zero (a flat position's
+    float residue, -1e-17, is no position: never "-0.0", never red)."""
+    return round(value, digits) + 0.0
+
+
 def _num(value, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:,.{digits}f}"
+    return "–" if value is None else f"{_rounded(value, digits):,.{digits}f}"
 
 
 def _signed(value, digits: int = 1) -> str:
-    return "–" if value is None else f"{value:+,.{digits}f}"
-
-
-def _sign_class(value) -> str:
+    """With its sign, but for zero."""
     if value is None:
-        return "na"
-    return "pos" if value > 0 else "neg" if value < 0 else ""
+        return "–"
+    shown = _rounded(value, digits)
+    return f"{shown:+,.{digits}f}" if shown else f"{shown:.{digits}f}"
+
+
+def _sign(value, digits: int = 2) -> int | None:
+    """-1, 0 or 1 as the figure reads written with `digits`; None for no figure."""
+    if value is None:
+        return None
+    shown = _rounded(value, digits)
+    return (shown > 0) - (shown < 0)
+
+
+def _sign_class(value, digits: int = 2) -> str:
+    return {None: "na", 1: "pos", -1: "neg", 0: ""}[_sign(value, digits)]
 
 
 def _ts(value: datetime | None) -> str:
@@ -77,7 +93,7 @@ def _stale_after(row: dict) -> str:
     return _ts(moment) if moment else ""
 
 
-for _filter in (_num, _signed, _sign_class, _ts, _when, _stale_after):
+for _filter in (_num, _signed, _sign, _sign_class, _ts, _when, _stale_after):
     env.filters[_filter.__name__.removeprefix("_")] = _filter
 env.globals.update(trader_url=trader_url, CONFIRMED=CONFIRMED, DEFAULT_MARKET=DEFAULT_MARKET)
 
