@@ -178,8 +178,8 @@ TRADER_EXPOSURE = Table(
         Column("sell_vwap", "DOUBLE", "average sell price per MWh", nullable=True),
         Column("cash", "DOUBLE", "Σ sold MWh × price − Σ bought MWh × price"),
         Column("reference_price", "DOUBLE", "latest reference price per MWh", nullable=True),
-        Column("pnl", "DOUBLE", "cash + net MWh × reference price", nullable=True),
-        Column("exposure", "DOUBLE", "net MWh × reference price", nullable=True),
+        Column("pnl", "DOUBLE", "cash + net MWh × reference price; cash when flat", nullable=True),
+        Column("exposure", "DOUBLE", "net MWh × reference price; 0 when flat", nullable=True),
     ),
 )
 #: The open position on each market's finest grid: every product covering the step, netted.
@@ -196,15 +196,17 @@ TRADER_NET_POSITION = Table(
 _TOTAL_COLUMNS = (
     _CURRENCY,
     Column("periods", "BIGINT", "delivery periods with deals"),
-    Column("unpriced_periods", "BIGINT", "of which without a reference price yet"),
+    Column("unpriced_periods", "BIGINT", "of which open without a reference price yet"),
     Column("trades", "BIGINT", "deals"),
     Column("bought_mwh", "DOUBLE", "Σ MWh bought"),
     Column("sold_mwh", "DOUBLE", "Σ MWh sold"),
     Column("net_mwh", "DOUBLE", "bought − sold"),
     Column("cash", "DOUBLE", "Σ sold MWh × price − Σ bought MWh × price"),
-    Column("pnl", "DOUBLE", "PnL of the priced periods", nullable=True),
-    Column("exposure", "DOUBLE", "exposure of the priced periods", nullable=True),
-    Column("gross_exposure", "DOUBLE", "Σ |exposure| of the priced periods", nullable=True),
+    Column("pnl", "DOUBLE", "PnL of the priced and flat periods", nullable=True),
+    Column("exposure", "DOUBLE", "exposure of the priced and flat periods", nullable=True),
+    Column(
+        "gross_exposure", "DOUBLE", "Σ |exposure| of the priced and flat periods", nullable=True
+    ),
     Column("unpriced_net_mwh", "DOUBLE", "net MWh of the unpriced periods"),
 )
 TRADER_EXPOSURE_DAILY = Table(
@@ -223,10 +225,10 @@ TRADER_PNL_HISTORY = Table(
         Column("trades", "BIGINT", "deals, all delivery days"),
         Column("net_mwh", "DOUBLE", "net position, all delivery days"),
         Column("cash", "DOUBLE", "cash, all delivery days"),
-        Column("pnl", "DOUBLE", "PnL of the priced periods", nullable=True),
-        Column("exposure", "DOUBLE", "exposure of the priced periods", nullable=True),
+        Column("pnl", "DOUBLE", "PnL of the priced and flat periods", nullable=True),
+        Column("exposure", "DOUBLE", "exposure of the priced and flat periods", nullable=True),
         Column("gross_exposure", "DOUBLE", "Σ |exposure|", nullable=True),
-        Column("unpriced_periods", "BIGINT", "periods without a reference price yet"),
+        Column("unpriced_periods", "BIGINT", "open periods without a reference price yet"),
         Column("new_trades", "BIGINT", "deals since the previous refresh"),
         Column("pnl_change", "DOUBLE", "PnL change since the previous refresh"),
         Column("pnl_change_trades", "DOUBLE", "of which the new deals, at today's prices"),

@@ -14,6 +14,7 @@ from functools import lru_cache
 
 import polars as pl
 
+from energy_assets.exposure.positions import FLAT
 from energy_assets.markets import MARKETS, Invalid, Market, Period, open_periods
 
 #: The board shows the steps starting from this long before now to `AHEAD` after it: the
@@ -24,7 +25,7 @@ AHEAD = timedelta(hours=3)
 #: An open position this close to its gate closure stands out.
 CLOSING_SOON = timedelta(minutes=15)
 #: Below this many MW a step's position is flat (float sums of closed-out deals).
-FLAT_MW = 1e-9
+FLAT_MW = FLAT
 
 OPEN = "open"
 CLOSING = "closing"

@@ -7,7 +7,8 @@ A *period* is one product of one market, `[delivery_start, delivery_end)` in UTC
 there, and in docs/exposure.md).
 
 A period without a reference price has null `reference_price`, `pnl` and `exposure`: never 0,
-which would read as "flat" or "break-even".
+which would read as "flat" or "break-even". A *flat* period (net 0 MWh: bought and sold back)
+needs no price: its PnL is its cash, realised, and its exposure 0, priced or not.
 
 Trades -> `legs` (Σ per period and side, in MW) -> `sides` (both sides of a period on its row)
 -> `book` (the columns down to `cash`: a *book*) -> `mark` (the currency and the price
@@ -52,6 +53,10 @@ TOTAL_COLUMNS = TRADER_EXPOSURE_DAILY.column_names[3:]
 ATTRIBUTION_COLUMNS = ["trader_id", "currency"] + [
     c for c in TRADER_PNL_HISTORY.column_names if c.startswith(("new_", "pnl_change"))
 ]
+
+#: A net position within this of 0 (MWh or MW) is flat: float sums of deals that close each
+#: other out leave a residue of ~1e-16 of their volume.
+FLAT = 1e-9
 
 #: One row per market: what the maths needs of its configuration.
 MARKET_SCHEMA = {"market": pl.String, "currency": pl.String, "grid_minutes": pl.Int64}
@@ -211,9 +216,16 @@ def book(trades: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _priced(frame: pl.LazyFrame) -> pl.LazyFrame:
+    flat = pl.col("net_mwh").abs() <= FLAT
     return frame.with_columns(
-        (pl.col("cash") + pl.col("net_mwh") * pl.col("reference_price")).alias("pnl"),
-        (pl.col("net_mwh") * pl.col("reference_price")).alias("exposure"),
+        pl.when(flat)
+        .then(pl.col("cash"))
+        .otherwise(pl.col("cash") + pl.col("net_mwh") * pl.col("reference_price"))
+        .alias("pnl"),
+        pl.when(flat)
+        .then(0.0)
+        .otherwise(pl.col("net_mwh") * pl.col("reference_price"))
+        .alias("exposure"),
     )
 
 
@@ -229,7 +241,8 @@ def mark(
     """Book + reference prices -> `energy.trader_exposure` rows (`EXPOSURE_COLUMNS`).
 
     `prices` has one row per period (`market`, `delivery_start`, `delivery_end`) with the latest
-    price in `reference_price`; periods without a row stay unpriced (null PnL and exposure). A
+    price in `reference_price`; open periods without a row stay unpriced (null PnL and
+    exposure), flat ones have their cash for PnL. A
     period is marked with the price of exactly that period: an hour with the hour's price, a
     quarter-hour with the quarter-hour's. `currency` comes from `markets` (`market_frame`).
     """
@@ -312,7 +325,7 @@ def net_positions(
 
 
 def _totals(exposure: pl.DataFrame | pl.LazyFrame, key: list[str]) -> pl.LazyFrame:
-    priced = pl.col("reference_price").is_not_null()
+    priced = pl.col("pnl").is_not_null()
     return (
         exposure.lazy()
         .group_by(key)
@@ -373,9 +386,11 @@ def desk_positions(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 
 
 def _valued(cash: str, net: str, price: str) -> pl.Expr:
-    # PnL of a period at a given price, counted only where that price exists.
+    # PnL of a period at a given price, counted only where it is known: flat, or priced.
     return (
-        pl.when(pl.col(price).is_not_null())
+        pl.when(pl.col(net).abs() <= FLAT)
+        .then(pl.col(cash))
+        .when(pl.col(price).is_not_null())
         .then(pl.col(cash) + pl.col(net) * pl.col(price))
         .otherwise(0.0)
     )
@@ -390,7 +405,8 @@ def pnl_attribution(
     """Split each trader's PnL change between two refreshes into what moved it, per currency.
 
     With old book B0 (cash, net per period), new book B1, old prices R0, new prices R1, and
-    PnL(B, R) = Σ over periods priced in R of cash + net · price:
+    PnL(B, R) = Σ over periods priced in R of cash + net · price, and over periods flat in B of
+    cash (a trade that closes a period out realises its PnL, price or not):
 
     - `pnl_change_prices` = PnL(B0, R1) − PnL(B0, R0): the book held before, revalued
       (price revisions, and a period's first price);

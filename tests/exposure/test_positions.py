@@ -135,6 +135,26 @@ def test_period_without_price_is_null_not_zero():
     assert r["exposure"] is None
 
 
+def test_a_period_sold_back_needs_no_price_its_pnl_is_its_cash():
+    # carol 14-15, no reference price: buys 0.3 MW @ 40, sells 0.1 @ 50 and 0.2 @ 45. Flat
+    # (0.3 - (0.1 + 0.2) is -5.6e-17 in floats); cash -12 + 5 + 9 = 2 EUR, realised.
+    trades = trades_frame(
+        [
+            deal("carol", "DE", H14, 60, "buy", 0.3, 40.0),
+            deal("carol", "DE", H14, 60, "sell", 0.1, 50.0),
+            deal("carol", "DE", H14, 60, "sell", 0.2, 45.0),
+        ]
+    )
+    r = row(pos(trades), trader_id="carol")
+    assert r["reference_price"] is None
+    assert r["net_mwh"] == pytest.approx(0.0, abs=1e-12)
+    assert r["pnl"] == pytest.approx(2.0)
+    assert r["exposure"] == 0.0
+    carol = row(trader_totals(pos(trades)), trader_id="carol")
+    assert carol["unpriced_periods"] == 0 and carol["unpriced_net_mwh"] == 0.0
+    assert carol["pnl"] == pytest.approx(2.0) and carol["gross_exposure"] == 0.0
+
+
 def test_short_position():
     r = row(pos(), trader_id="bob")
     assert r["net_mwh"] == pytest.approx(-2.0)
@@ -386,6 +406,20 @@ def test_pnl_attribution_splits_new_trades_from_price_revisions():
     assert split["pnl_change"] == pytest.approx(31.0 - 30.0)
 
 
+def test_closing_an_unpriced_position_realises_its_pnl_as_a_trade():
+    # alice 14-15 has no price: long 1.5 @ 30 (PnL unknown), then sells 1.5 @ 34: +6 EUR.
+    before_trades = TRADES.filter(pl.col("delivery_start") == utc(H14))
+    after_trades = pl.concat(
+        [before_trades, trades_frame([deal("alice", "DE", H14, 60, "sell", 1.5, 34.0)])]
+    )
+    before, after = pos(before_trades), pos(after_trades)
+    assert row(before, trader_id="alice")["pnl"] is None
+    split = row(pnl_attribution(before, after, PRICES, PRICES), trader_id="alice")
+    assert split["pnl_change_trades"] == pytest.approx(6.0)
+    assert split["pnl_change_prices"] == 0.0
+    assert split["pnl_change"] == pytest.approx(6.0)
+
+
 def test_pnl_attribution_from_nothing_is_all_new_trades():
     after = pos()
     alice = row(pnl_attribution(after.clear(), after, PRICES.clear(), PRICES), trader_id="alice")
@@ -487,6 +521,16 @@ def random_book(draw):
                 draw(st.integers(-50_000, 300_000)) / 100,
             )
         )
+    # Some positions closed out: a deal that takes each back to flat, priced or not.
+    held: dict[tuple, float] = defaultdict(float)
+    for trader, market, start, end, _day, direction, mw, _p in deals:
+        held[(trader, market, start, end)] += mw if direction == "buy" else -mw
+    for key in draw(st.sets(st.sampled_from(sorted(held)))) if held else ():
+        trader, market, start, end = key
+        if abs(held[key]) > 1e-9:
+            minutes = int((end - start).total_seconds()) // 60
+            direction = "sell" if held[key] > 0 else "buy"
+            deals.append(deal(trader, market, start, minutes, direction, abs(held[key]), 42.5))
     periods = sorted({d[1:4] for d in deals})
     priced = draw(st.sets(st.integers(0, max(len(periods) - 1, 0))))
     prices = [
@@ -521,7 +565,8 @@ def oracle(deals: list[tuple], prices: list[tuple]):
         net = r["bought"] - r["sold"]
         cash = r["sell_money"] - r["buy_money"]
         ref = price_of.get(key[1:])
-        pnl = None if ref is None else cash + net * ref
+        # Flat: bought and sold back, the PnL realised whatever the price.
+        pnl = cash if abs(net) < 1e-6 else None if ref is None else cash + net * ref
         exposure[key] = {
             "delivery_day": local_day(market, start),
             "currency": CURRENCIES[market],
