@@ -42,6 +42,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from energy_assets.logs import event_logger
 from energy_assets.settings import Settings
+from energy_assets.trades.deal import TRADER_ID, TRADER_ID_TEXT, show
 
 with warnings.catch_warnings():
     # Authlib 1.9 prefers the `httpx2` fork and warns when it falls back to httpx (a pinned
@@ -168,8 +169,9 @@ def parse_users(text: str) -> dict[str, Access] | str:
         role, trader = entry.get("role"), entry.get("trader_id")
         if role not in ROLES:
             return f"users.“{email}”: role must be one of {', '.join(ROLES)}, not {role!r}"
-        if trader is not None and (not isinstance(trader, str) or not trader.strip()):
-            return f"users.“{email}”: trader_id must be a non-empty string"
+        # A book no deal can name would stay empty: its trader would see nothing, never why.
+        if trader is not None and (not isinstance(trader, str) or not TRADER_ID.fullmatch(trader)):
+            return f"users.“{email}”: trader_id must be {TRADER_ID_TEXT}, got {show(trader)}"
         if role == "trader" and trader is None:
             return f"users.“{email}”: a trader needs a trader_id (their book)"
         key = email.lower()

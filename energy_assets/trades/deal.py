@@ -72,8 +72,8 @@ TRADER_ID_MAX = 64
 #: Hex is hex in either case (the contract says "32 hex characters"); stored in lower case, so
 #: one deal sent in both cases is one deal, as a UUID is.
 _DEAL_ID = re.compile(r"[0-9a-fA-F]{32}")
-_TRADER_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{TRADER_ID_MAX - 1}}}")
-_TRADER_ID_TEXT = f"1-{TRADER_ID_MAX} ASCII letters, digits or _.@- (not starting with a symbol)"
+TRADER_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{TRADER_ID_MAX - 1}}}")
+TRADER_ID_TEXT = f"1-{TRADER_ID_MAX} ASCII letters, digits or _.@- (not starting with a symbol)"
 _REQUIRED = frozenset(REQUIRED)
 
 
@@ -239,7 +239,7 @@ def validate_deal(payload: Any, now: datetime | None = None) -> Deal:
         raise InvalidFrame(f"direction must be 'buy' or 'sell', got {show(direction)}")
     # Market, instants and labels (contract §5), inside the years 2000..8999.
     market, delivery_day, delivery_hour, delivery_start, delivery_end = _delivery(payload)
-    trader_id = _string(payload, "trader_id", _TRADER_ID, _TRADER_ID_TEXT)
+    trader_id = _string(payload, "trader_id", TRADER_ID, TRADER_ID_TEXT)
     _instant(payload, "execution_time", (now or datetime.now(UTC)) + CLOCK_SKEW)
     return Deal(
         id=deal_id,

@@ -7,6 +7,7 @@ import gzip
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -412,7 +413,7 @@ emails = st.from_regex(r"[a-z0-9._]{1,12}@[a-z0-9.]{1,12}", fullmatch=True)
 entries = st.one_of(
     st.builds(
         lambda t: {"role": "trader", "trader_id": t},
-        st.from_regex(r"[a-z0-9_]{1,12}", fullmatch=True),
+        st.from_regex(r"[a-z0-9_]{1,12}", fullmatch=True) | st.text(max_size=8),
     ),
     st.sampled_from([{"role": "head"}, {"role": "risk"}]),
     st.fixed_dictionaries({"role": st.text(max_size=8)}),
@@ -438,6 +439,8 @@ def test_a_users_file_maps_each_login_to_what_it_may_see(table):
         set(e) <= {"role", "trader_id"}
         and e.get("role") in ("trader", "head", "risk")
         and (e["role"] != "trader" or "trader_id" in e)
+        # A book a deal can name (deal.TRADER_ID): `_alice`, `..`, ` alice` are none.
+        and ("trader_id" not in e or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]*", e["trader_id"]))
         for e in table.values()
     )
     if not valid:
