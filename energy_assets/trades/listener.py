@@ -35,9 +35,10 @@ from energy_assets.trades.buffer import (
     read_listener_state,
     refused_today,
     resumed_gap,
+    utc_instant,
     utc_now,
 )
-from energy_assets.trades.deal import Refused, parse_frame, show
+from energy_assets.trades.deal import Deal, Refused, parse_frame, show
 
 #: The pause before reconnect n (from 1): full jitter under min(30 s, 0.5 s * 2**(n-1)), so the
 #: first retry comes within 0.5 s.
@@ -72,21 +73,35 @@ class CaptureFailed(RuntimeError):
 RECEIPTS_KEPT = 3
 
 
+def terms(deal: Deal) -> int:
+    """What a confirmation books, as a hash: every field but the id, the execution time as the
+    buffer writes it (a repeat in another spelling of the same instant is the same deal)."""
+    return hash(
+        (deal.price, deal.quantity, deal.direction, deal.trader_id, deal.market)
+        + (deal.delivery_start, deal.delivery_end, utc_instant(deal.execution_time))
+    )
+
+
 class RecentIds:
-    """Recently seen deal ids and how many times each came, bounded: an id forgotten only
-    means its next repeats are written again, and the drain drops them."""
+    """Recently seen deal ids, how many times each came and the terms of the first receipt,
+    bounded: an id forgotten only means its next repeats are written again, and the drain
+    drops them."""
 
     def __init__(self, size: int = 100_000):
         self.size = size
-        self._ids: OrderedDict[str, int] = OrderedDict()
+        self._ids: OrderedDict[str, tuple[int, int]] = OrderedDict()
 
-    def receipt(self, deal_id: str) -> int:
-        """Which receipt of `deal_id` this is: 1 for the first."""
-        count = self._ids.get(deal_id, 0) + 1
-        self._ids[deal_id] = count
-        if count == 1 and len(self._ids) > self.size:
+    def receipt(self, deal: Deal) -> tuple[int, bool]:
+        """Which receipt of `deal`'s id this is (1 for the first), and whether it books the
+        same as the first (one that does not is no repeat: it is not counted)."""
+        mine = terms(deal)
+        count, first = self._ids.get(deal.id, (0, mine))
+        if mine != first:
+            return count, False
+        self._ids[deal.id] = (count + 1, first)
+        if count == 0 and len(self._ids) > self.size:
             self._ids.popitem(last=False)
-        return count
+        return count + 1, mine == first
 
 
 @dataclass
@@ -210,7 +225,13 @@ class Listener:
                 if deal.confirmation:
                     self._refused_confirmation(deal.reason, received_at)
                 return
-            receipt = self.recent.receipt(deal.id)
+            receipt, same = self.recent.receipt(deal)
+            if not same:
+                # The first receipt is booked; these terms are not, and the desk is told.
+                reason = f"deal {deal.id} confirmed again with other terms than its first receipt"
+                self._quarantine(raw, reason, received_at)
+                self._refused_confirmation(reason, received_at)
+                return
             if receipt > 1:
                 self.counters.duplicates += 1
                 if receipt > RECEIPTS_KEPT:

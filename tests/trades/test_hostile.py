@@ -189,6 +189,38 @@ def test_an_exchange_repeating_one_deal_writes_it_three_times_and_counts_the_res
     assert stored_deals(database) == expected([repeated, after])
 
 
+def test_a_deal_confirmed_again_with_other_terms_is_refused_and_the_first_stays_booked(
+    tmp_path, exchange, thread_listener
+):
+    """The same id with another price, quantity or trader: a confirmation whose terms the book
+    cannot hold beside the first's. It is quarantined with why and counted for the desk's
+    banner; an exact repeat, even with its instant spelt `+00:00` for `Z`, is a repeat."""
+    first, other = make_deals(2, seed=41)
+    fields = first.to_dict()
+    spelt = fields["execution_time"].replace("Z", "+00:00")
+    assert spelt != fields["execution_time"]
+    changed = [{"price": first.price + 1}, {"quantity": first.quantity * 2}, {"trader_id": "x"}]
+    script = [("send", first.to_frame())]
+    script += [("send", json.dumps({"deal_confirmation": {**fields, **c}})) for c in changed]
+    script += [("send", json.dumps({"trade_confirmation": {**fields, "execution_time": spelt}}))]
+    script += [("send", other.to_frame()), ("hold",)]
+    server = exchange([script])
+    capture = tmp_path / "capture"
+    listener = thread_listener(server.url, capture)
+    wait_until(lambda: listener.listener.counters.frames == len(script) - 1, message="frames")
+    listener.stop()
+
+    assert (listener.listener.counters.deals, listener.listener.counters.duplicates) == (3, 1)
+    reasons = [entry["reason"] for entry in quarantined(capture)]
+    assert (
+        reasons == [f"deal {first.id} confirmed again with other terms than its first receipt"] * 3
+    )
+    assert read_listener_state(capture)["refused"]["count"] == 3
+    database = tmp_path / "warehouse.duckdb"
+    drain_all(capture, database)
+    assert stored_deals(database) == expected([first, other])
+
+
 @pytest.mark.slow
 def test_a_text_frame_that_is_not_utf8_is_quarantined_and_the_connection_kept(
     tmp_path, exchange, listener_process
