@@ -247,7 +247,10 @@ def bench_drain(rows: int, work: Path) -> None:
         def polars_keyed():
             batch = read_segments([Path(p) for p in files])
             conn.register("b", typed(batch.unique(subset="id", keep="first", maintain_order=True)))
-            conn.execute("INSERT INTO t SELECT * FROM b")
+            columns = "id, price, quantity, direction, delivery_day, delivery_hour, trader_id, "
+            conn.execute(
+                f"INSERT INTO t SELECT {columns} execution_time, received_at, segment FROM b"
+            )
 
         rate = rows / _timed(polars_keyed)
     path.unlink()
@@ -286,6 +289,7 @@ sys.path.insert(0, {repo!r})
 from energy_assets.tables import RAW_TRADES, ensure_trade_tables
 from energy_assets.trades.lines import read_segments, typed
 batch = typed(read_segments(sorted(Path({segments!r}).glob("*.jsonl"))))
+batch = batch.select(RAW_TRADES.column_names)
 conn = duckdb.connect()
 ensure_trade_tables(conn)
 started = time.perf_counter()

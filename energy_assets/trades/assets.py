@@ -182,6 +182,7 @@ def _metadata(result: DrainResult, capture: CaptureBufferResource) -> dict:
         "total_rows": dg.MetadataValue.int(result.total_rows),
         "duplicates_dropped": dg.MetadataValue.int(result.duplicates_dropped),
         "unbookable_quarantined": dg.MetadataValue.int(result.unbookable),
+        "other_terms_quarantined": dg.MetadataValue.int(result.other_terms),
         "segments_drained": dg.MetadataValue.int(len(result.segments)),
         "feed_gaps_recorded": dg.MetadataValue.int(len(result.gaps)),
         "newest_execution_time": dg.MetadataValue.text(newest.isoformat() if newest else "none"),

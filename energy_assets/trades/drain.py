@@ -4,7 +4,8 @@ Rows and the record of which segments they came from are written in one DuckDB t
 so a crash or a retry at any point either finds a segment fully ingested and marked, or not
 at all. Ids are deduplicated within a batch (first seen wins: segments in name order, lines
 in file order) and against every row already stored (an anti-join; the `ids_unique` asset
-check proves the result). `benchmarks/capture.py` measures why not a PRIMARY KEY.
+check proves the result). `benchmarks/capture.py` measures why not a PRIMARY KEY. A later
+receipt of an id with other terms than the first is quarantined with why, never booked.
 """
 
 from __future__ import annotations
@@ -37,10 +38,31 @@ from energy_assets.trades.lines import bookable, read_segments, typed
 
 _INSERT_DEALS = f"""
 INSERT INTO {RAW_TRADES} ({", ".join(RAW_TRADES.column_names)})
-SELECT {", ".join("b." + name for name in RAW_TRADES.column_names)}
-FROM drain_batch AS b
-WHERE NOT EXISTS (SELECT 1 FROM {RAW_TRADES} AS r WHERE r.id = b.id)
+SELECT {", ".join(RAW_TRADES.column_names)} FROM drain_new
 """
+
+
+#: What a confirmation books: a later receipt of an id with other terms is no repeat.
+TERMS = (
+    "price",
+    "quantity",
+    "direction",
+    "trader_id",
+    "market",
+    "delivery_day",
+    "delivery_hour",
+    "delivery_start",
+    "delivery_end",
+    "execution_time",
+)
+#: The batch's ids already stored (the one scan of the table's ids a drain makes), and whether
+#: the stored deal books other terms.
+_BOOKED = f"""
+SELECT id, ({", ".join("b." + t for t in TERMS)}) IS DISTINCT FROM
+           ({", ".join("r." + t for t in TERMS)}) AS other
+FROM drain_batch AS b JOIN {RAW_TRADES} AS r USING (id)
+"""
+OTHER_TERMS = "confirmed again with other terms than its booked receipt"
 
 
 @dataclass
@@ -51,6 +73,8 @@ class DrainResult:
     duplicates_dropped: int = 0
     #: Captured lines that name no period safely (quarantined; `lines.with_periods`).
     unbookable: int = 0
+    #: Receipts of a booked id with other terms (quarantined; the first stays booked).
+    other_terms: int = 0
     total_rows: int = 0
     newest_execution_time: datetime | None = None
     bundles: list = field(default_factory=list)
@@ -114,6 +138,11 @@ def _drain_once(
     first_seen, refused = bookable(
         typed(batch.unique(subset="id", keep="first", maintain_order=True))
     )
+    # Each id's versions after its first, in capture order: the listener refuses them while it
+    # remembers the id; past that (a restart) they reach the buffer.
+    repeated = batch.filter(pl.col("id").is_duplicated())
+    versions = repeated.unique(subset=["id", *TERMS], keep="first", maintain_order=True)
+    later = versions.filter(~pl.col("id").is_first_distinct()).drop("segment")
     marks = [(p.name, "deals", per_segment.get(p.name, 0)) for p in segment_paths]
     marks += [(p.name, "gap", 1) for p in gap_paths]
 
@@ -121,6 +150,8 @@ def _drain_once(
     try:
         with transaction(conn):
             before = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
+            booked = conn.execute(_BOOKED).pl()
+            conn.register("drain_new", first_seen.join(booked, on="id", how="anti"))
             conn.execute(_INSERT_DEALS)
             after = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
             now = datetime.now(UTC)
@@ -134,17 +165,26 @@ def _drain_once(
                 before_commit()
     finally:
         conn.unregister("drain_batch")
+        conn.unregister("drain_new")
 
-    if refused.height or unreadable:  # what it cannot book is quarantined with why
+    # What it cannot book is quarantined with why.
+    rows = refused.drop("after_gate_closure", "unbookable").to_dicts()
+    kept = [
+        (json.dumps(row, default=str), reason)
+        for row, reason in zip(rows, refused["unbookable"], strict=True)
+    ]
+    booked_other = first_seen.join(booked.filter("other"), on="id", how="semi")
+    other = [*later.to_dicts(), *booked_other.drop("after_gate_closure", "unbookable").to_dicts()]
+    kept += [(json.dumps(row, default=str), f"deal {row['id']} {OTHER_TERMS}") for row in other]
+    if kept or unreadable:
         (directory / QUARANTINE).mkdir(exist_ok=True)
-        rows = refused.drop("after_gate_closure", "unbookable").to_dicts()
-        raw = [json.dumps(row, default=str) for row in rows]
-        quarantine(directory, [*zip(raw, refused["unbookable"], strict=True), *unreadable], now)
+        quarantine(directory, [*kept, *unreadable], now)
     result.segments = [p.name for p in segment_paths]
     result.unbookable = refused.height
+    result.other_terms = len(other)
     result.gaps = gaps
     result.rows_added = after - before
-    result.duplicates_dropped = batch.height - result.rows_added - refused.height
+    result.duplicates_dropped = batch.height - result.rows_added - refused.height - len(other)
     result.total_rows = after
     return stale + segment_paths + gap_paths
 

@@ -14,6 +14,7 @@ from energy_assets.trades.deal import Refused, parse_frame
 from energy_assets.trades.drain import drain
 from energy_assets.trades.lines import CorruptSegment, read_segments
 from tests.trades.conftest import drain_all, expected, make_deals, pending, stored_deals
+from tests.trades.test_listener import quarantined
 
 
 def fill(directory, deals, per_segment=50):
@@ -35,13 +36,22 @@ def test_first_seen_wins_within_and_across_batches(tmp_path):
     fill(capture, deals[:120] + deals[:30])
     first = drain_all(capture, database)
     assert (first.rows_added, first.duplicates_dropped) == (120, 30)
-    # A later batch repeats old ids with other values: the first receipt stays.
+    # A later batch repeats old ids with other values: the first receipt stays, and each
+    # repeat with other terms is quarantined with why (as is one within the batch), so the
+    # book is never changed without a word.
     changed = [deal.__class__(**{**deal.to_dict(), "price": 999.0}) for deal in deals[100:120]]
-    fill(capture, changed + deals[120:])
+    other_trader = deals[150].__class__(**{**deals[150].to_dict(), "trader_id": "someone"})
+    fill(capture, changed + deals[120:] + [deals[150], other_trader])
     second = drain_all(capture, database)
-    assert (second.rows_added, second.duplicates_dropped, second.total_rows) == (80, 20, 200)
+    assert (second.rows_added, second.duplicates_dropped, second.total_rows) == (80, 1, 200)
+    assert second.other_terms == 21
     assert stored_deals(database) == expected(deals)
-    assert pending(capture) == 0 and len(list((capture / "drained").iterdir())) == 5
+    assert pending(capture) == 0 and len(list((capture / "drained").iterdir())) == 6
+    refused = quarantined(capture)
+    assert sorted((json.loads(r["raw"])["id"], r["reason"]) for r in refused) == sorted(
+        (deal.id, f"deal {deal.id} confirmed again with other terms than its booked receipt")
+        for deal in [*deals[100:120], deals[150]]
+    )
 
 
 def test_a_failure_between_insert_and_mark_stores_nothing_then_retry_is_exact(tmp_path):
