@@ -34,6 +34,7 @@ from energy_assets.trades.buffer import (
     quarantine,
     sealed_files,
 )
+from energy_assets.trades.deal import TERMS
 from energy_assets.trades.lines import bookable, read_segments, typed
 
 _INSERT_DEALS = f"""
@@ -42,19 +43,6 @@ SELECT {", ".join(RAW_TRADES.column_names)} FROM drain_new
 """
 
 
-#: What a confirmation books: a later receipt of an id with other terms is no repeat.
-TERMS = (
-    "price",
-    "quantity",
-    "direction",
-    "trader_id",
-    "market",
-    "delivery_day",
-    "delivery_hour",
-    "delivery_start",
-    "delivery_end",
-    "execution_time",
-)
 #: The batch's ids already stored (the one scan of the table's ids a drain makes), and whether
 #: the stored deal books other terms.
 _BOOKED = f"""

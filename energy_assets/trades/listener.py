@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 
 from tenacity import RetryCallState, wait_random_exponential
 from tenacity.wait import WaitBaseT
@@ -38,7 +39,7 @@ from energy_assets.trades.buffer import (
     utc_instant,
     utc_now,
 )
-from energy_assets.trades.deal import Deal, Refused, parse_frame, show
+from energy_assets.trades.deal import TERMS, Deal, Refused, parse_frame, show
 
 #: The pause before reconnect n (from 1): full jitter under min(30 s, 0.5 s * 2**(n-1)), so the
 #: first retry comes within 0.5 s.
@@ -73,13 +74,13 @@ class CaptureFailed(RuntimeError):
 RECEIPTS_KEPT = 3
 
 
+_BUT_THE_INSTANT = attrgetter(*(name for name in TERMS if name != "execution_time"))
+
+
 def terms(deal: Deal) -> int:
-    """What a confirmation books, as a hash: every field but the id, the execution time as the
-    buffer writes it (a repeat in another spelling of the same instant is the same deal)."""
-    return hash(
-        (deal.price, deal.quantity, deal.direction, deal.trader_id, deal.market)
-        + (deal.delivery_start, deal.delivery_end, utc_instant(deal.execution_time))
-    )
+    """What a confirmation books (`deal.TERMS`), as a hash, its execution time as the buffer
+    writes it: a repeat in another spelling of the same instant is the same deal."""
+    return hash((_BUT_THE_INSTANT(deal), utc_instant(deal.execution_time)))
 
 
 class RecentIds:
