@@ -228,8 +228,9 @@ def bench_rebuild(work: Path, hours: float, per_minute: float) -> None:
         frame,
         pl.DataFrame(
             schema={
-                "delivery_day": pl.Date,
-                "delivery_hour": pl.String,
+                "market": pl.String,
+                "delivery_start": pl.Datetime("us", "UTC"),
+                "delivery_end": pl.Datetime("us", "UTC"),
                 "reference_price": pl.Float64,
             }
         ),
