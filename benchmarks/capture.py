@@ -423,6 +423,7 @@ def main() -> None:
     parser.add_argument("--listener-deals", type=int, default=100_000)
     parser.add_argument("--baseline-deals", type=int, default=5_000)
     parser.add_argument("--drain-rows", type=int, default=200_000)
+    parser.add_argument("--handoff-repeats", type=int, default=5, help="fresh processes a figure")
     parser.add_argument("--latency-seconds", type=float, default=60)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
@@ -436,7 +437,7 @@ def main() -> None:
         if "drain" in only:
             bench_drain(args.drain_rows, work)
             for rows in (300, 20_000):
-                bench_handoff(rows, work)
+                bench_handoff(rows, work, args.handoff_repeats)
         if "latency" in only:
             bench_latency(args.latency_seconds, work)
     finally:

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import REPO
 
 SMALL = [
-    "capture.py --only drain --drain-rows 5000",
+    "capture.py --only drain --drain-rows 5000 --handoff-repeats 1",
     "capture.py --only listener --listener-deals 2000 --baseline-deals 200",
     "live.py --only rebuild --hours 0.05",
     "rebuild.py --deals 2000 --price-days 1",
