@@ -942,11 +942,46 @@ def bench_dense(work: Path) -> None:
         desk.stop()
 
 
+# -- traders ----------------------------------------------------------------------------------
+def _traders_deal(rng: random.Random, n: int, now: datetime, traders: int) -> Deal:
+    fields = random_deal(rng, n, now).to_dict(legacy=True)
+    return validate_deal({**fields, "trader_id": f"t{n % traders}"})
+
+
+def bench_traders(work: Path, counts: list[int], deals: int) -> None:
+    """What one more deal costs the desk (buffer read, view, every page's fragment) with many
+    traders, beside today's 15; the deals spread over the traders and the next two days."""
+    from energy_assets.desk.app import DeskService
+    from energy_assets.desk.live import LiveDesk
+    from energy_assets.desk.replaying import Replays
+
+    for traders in [15, *counts]:
+        capture = work / f"traders-{traders}"
+        buffer = CaptureBuffer(capture)
+        rng = random.Random(traders)
+        now = datetime.now(UTC)
+
+        for n in range(max(deals, traders)):
+            buffer.append(_traders_deal(rng, n, now, traders), now)
+        buffer.seal()
+        desk = LiveDesk(capture, work / "dashboard")
+        service = DeskService(desk, 0.1, Replays("", 512), False, 8, 500)
+        desk.refresh()
+        service.install(*service.compute())
+        buffer.append(_traders_deal(rng, 0, now, traders), now)
+        buffer.seal()
+        started = time.perf_counter()
+        desk.refresh()
+        service.install(*service.compute())
+        seconds = time.perf_counter() - started
+        line(f"traders: one more deal with {traders:,} traders", f"{seconds:.2f} s", "(15: today)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--only",
-        choices=["rebuild", "latency", "load", "abuse", "replay", "history", "dense"],
+        choices=["rebuild", "latency", "load", "abuse", "replay", "history", "dense", "traders"],
         action="append",
     )
     parser.add_argument("--hours", type=float, default=72)
@@ -966,6 +1001,8 @@ def main() -> None:
     parser.add_argument("--archive", help="replay: a journals' archive (see above)")
     parser.add_argument("--replays", type=int, default=6, help="replay: asked at once")
     parser.add_argument("--history-days", type=int, default=365, help="history: days confirmed")
+    parser.add_argument("--traders", type=int, nargs="+", default=[100, 1000, 5000])
+    parser.add_argument("--trader-deals", type=int, default=5000, help="traders: deals")
     args = parser.parse_args()
     only = set(args.only or ["rebuild", "latency", "load", "abuse"])
     if "replay" in only and not args.archive:
@@ -983,6 +1020,8 @@ def main() -> None:
             bench_abuse(work / "abuse", args.slow, args.stalled, args.abuse_seconds)
         if "replay" in only:
             bench_replay(work / "replay", args.archive, args.replays)
+        if "traders" in only:
+            bench_traders(work, args.traders, args.trader_deals)
         if "history" in only:
             bench_history(work / "history", args.history_days)
         if "dense" in only:

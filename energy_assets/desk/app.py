@@ -225,8 +225,8 @@ class DeskService:
         view = self.desk.view()
         traders = view.traders + [book for book in self.books if book not in view.traders]
         fragments = {render.DESK_TOPIC: render.desk_fragment(view)}
-        for trader in traders:
-            fragments[render.trader_topic(trader)] = self.trader_pages.fragment(view, trader)
+        for trader, fragment in self.trader_pages.fragments(view, traders).items():
+            fragments[render.trader_topic(trader)] = fragment
         self.trader_pages.forget(traders)
         change = self.desk.changes
         event_id = f"{self.boot}-{change}"

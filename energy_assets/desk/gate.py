@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import polars as pl
 
@@ -66,6 +66,7 @@ class Board:
     def local_now(self) -> datetime:
         return self.at.astimezone(self.market.tz)
 
+    @cached_property
     def key(self) -> tuple:
         """What the board shows, to tell whether a page must be rendered again."""
         return (
@@ -132,11 +133,14 @@ class Boards:
         self._made: dict[str | None, list[Board]] = {}
 
     def of(self, trader_id: str | None = None) -> list[Board]:
-        if trader_id not in self._made:
-            steps = self._steps.get(trader_id, {})
-            flagged = self._flagged.get(trader_id, {})
-            self._made[trader_id] = [_board(m, self.now, steps, flagged) for m in MARKETS.values()]
-        return self._made[trader_id]
+        steps = self._steps.get(trader_id, {})
+        flagged = self._flagged.get(trader_id, {})
+        # Every trader without a position or a flag near now has the same boards: made once
+        # ("" is no trader id).
+        who = trader_id if steps or flagged or trader_id is None else ""
+        if who not in self._made:
+            self._made[who] = [_board(m, self.now, steps, flagged) for m in MARKETS.values()]
+        return self._made[who]
 
 
 @lru_cache(maxsize=16)

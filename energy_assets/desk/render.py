@@ -310,12 +310,17 @@ def desk_fragment(view: DeskView) -> str:
     )
 
 
-def _shown(part: pl.DataFrame) -> tuple:
-    """A frame as a page shows it, to tell whether it changed: its sums are added up in
-    whatever order the rows come, so they may differ in their last bits from one view to the
-    next; rounded, they do not make every page render again for another trader's deal."""
-    rounded = part.with_columns(pl.col(pl.Float64).round(6))
-    return tuple(rounded.hash_rows(seed=0).to_list()) + tuple(part.columns)
+def _by_trader(frame: pl.DataFrame) -> dict[str, tuple[pl.DataFrame, tuple]]:
+    """Per trader, their rows and those rows as a page shows them, to tell whether they changed:
+    their sums are added up in whatever order the rows come, so they may differ in their last
+    bits from one view to the next; rounded, they do not make every page render again for
+    another trader's deal. One pass over the frame for every trader: a filter and a hash a
+    trader cost 1.5 ms each, 1.5 s a change with 1,000 traders."""
+    hashes = frame.with_columns(pl.col(pl.Float64).round(6)).hash_rows(seed=0)
+    keyed = pl.DataFrame({"trader_id": frame["trader_id"], "h": hashes})
+    shown = dict(keyed.group_by("trader_id", maintain_order=True).agg("h").iter_rows())
+    parts = frame.partition_by("trader_id", as_dict=True, maintain_order=True)
+    return {key[0]: (part, (*shown[key[0]], *frame.columns)) for key, part in parts.items()}
 
 
 class TraderPages:
@@ -326,35 +331,39 @@ class TraderPages:
     def __init__(self):
         self._made: dict[str, tuple[tuple, str]] = {}
 
-    def fragment(self, view: DeskView, trader_id: str) -> str:
-        mine = pl.col("trader_id") == trader_id
-        parts = totals, rows, daily, history = (
-            view.totals.filter(mine),
-            view.rows.filter(mine),
-            view.daily.filter(mine),
-            view.history.filter(mine),
-        )
-        boards = view.boards.of(trader_id)
-        key = (
-            repr(_freshness(view)),
-            repr(view.warnings),
-            *(_shown(part) for part in parts),
-            # The boards move on with the clock (gate closures, the window), not only with deals.
-            tuple(board.key() for board in boards),
-        )
-        made = self._made.get(trader_id)
-        if made is None or made[0] != key:
-            html = env.get_template("trader_live.html").render(
-                boards=[board_cells(b) for b in boards],
-                fresh=_freshness(view),
-                warnings=view.warnings,
-                **_book(totals, rows, daily),
-                charts=charts(history),
-                trader=trader_id,
+    def fragments(self, view: DeskView, traders: list[str]) -> dict[str, str]:
+        """Each trader's fragment of `view`."""
+        frames = (view.totals, view.rows, view.daily, view.history)
+        split = [_by_trader(frame) for frame in frames]
+        fresh = _freshness(view)
+        shared = (repr(fresh), repr(view.warnings))
+        made = {}
+        for trader_id in traders:
+            found = [parts.get(trader_id) for parts in split]
+            parts = [f[0] if f else frame.clear() for f, frame in zip(found, frames, strict=True)]
+            boards = view.boards.of(trader_id)
+            key = (
+                *shared,
+                *(f[1] if f else () for f in found),
+                # The boards move on with the clock (gate closures, the window), not only with
+                # deals.
+                tuple(board.key for board in boards),
             )
-            made = (key, html)
-            self._made[trader_id] = made
-        return made[1]
+            kept = self._made.get(trader_id)
+            if kept is None or kept[0] != key:
+                totals, rows, daily, history = parts
+                html = env.get_template("trader_live.html").render(
+                    boards=[board_cells(b) for b in boards],
+                    fresh=fresh,
+                    warnings=view.warnings,
+                    **_book(totals, rows, daily),
+                    charts=charts(history),
+                    trader=trader_id,
+                )
+                kept = (key, html)
+                self._made[trader_id] = kept
+            made[trader_id] = kept[1]
+        return made
 
     def forget(self, keep: list[str]) -> None:
         self._made = {trader: self._made[trader] for trader in keep if trader in self._made}

@@ -58,7 +58,7 @@ def test_a_position_bought_and_sold_back_in_pieces_is_flat_and_its_zero_figures_
     published.write(prices, dashboard, published.PRICES)
     desk = LiveDesk(capture, dashboard)
     desk.refresh()
-    row = cells(render.TraderPages().fragment(desk.view(), "alice"), "2026-12-02 12-13")
+    row = cells(render.TraderPages().fragments(desk.view(), ["alice"])["alice"], "2026-12-02 12-13")
     assert row["net"] == ("net", "0.0")
     assert row["buys"] == ("", "0.00") and row["sells"] == ("", "0.00")
     assert row["pnl"][0].split() == ["pnl"] and row["pnl"][1] == "0.00"

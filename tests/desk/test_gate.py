@@ -113,7 +113,7 @@ def desk_at(tmp_path: Path, now: str, deals: list[Deal]) -> LiveDesk:
 
 
 def trader_html(desk: LiveDesk, trader: str = "alice") -> str:
-    return render.TraderPages().fragment(desk.view(), trader)
+    return render.TraderPages().fragments(desk.view(), [trader])[trader]
 
 
 def test_a_winter_morning_counts_down_to_each_markets_gate_closure(tmp_path):
@@ -344,11 +344,13 @@ def test_a_trader_page_is_rendered_again_when_a_gate_closes_not_every_second(tmp
     desk = LiveDesk(capture, tmp_path / "dashboard", clock=lambda: now[0])
     desk.refresh()
     pages = render.TraderPages()
-    first = pages.fragment(desk.view(), "alice")
+    first = pages.fragments(desk.view(), ["alice"])["alice"]
     now[0] = at("2026-12-04T09:47:05Z")
-    assert pages.fragment(desk.view(), "alice") == first  # the page counts down by itself
+    assert (
+        pages.fragments(desk.view(), ["alice"])["alice"] == first
+    )  # the page counts down by itself
     now[0] = at("2026-12-04T09:55:00Z")
-    after = pages.fragment(desk.view(), "alice")
+    after = pages.fragments(desk.view(), ["alice"])["alice"]
     assert step(boards(after)["DE"], "2026-12-04T10:00:00Z")["data-state"] == "closed"
 
 
