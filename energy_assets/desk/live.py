@@ -46,8 +46,11 @@ DEFAULT_DAYS = 7
 DEFAULT_HISTORY_POINTS = 500
 #: A listener whose heartbeat is older than this is not capturing: deals may be missing.
 LISTENER_SILENT_AFTER = timedelta(seconds=30)
-#: Closed feed gaps shown in the banner: those that ended within the buffer's retention.
+#: Closed feed gaps shown in the banner: those that ended within the buffer's retention ...
 RECENT_GAPS = timedelta(hours=72)
+#: ... the latest each on its line, the rest on one: an exchange dropping every connection for
+#: an hour a night (the original playground's does) leaves hundreds of gaps a night.
+SHOWN_GAPS = 5
 
 LIVE = "live"
 CONFIRMED = "confirmed"
@@ -85,6 +88,9 @@ class GapWarning:
     days: list[date] = field(default_factory=list)
     #: > 0: not a gap but the deal confirmations the listener refused today, the last at `start`.
     refused: int = 0
+    #: > 0: that many older gaps in [start, end), `seconds` without the feed in all.
+    more: int = 0
+    seconds: float = 0.0
 
     @property
     def open(self) -> bool:
@@ -170,9 +176,15 @@ def warnings(
                 found.append(GapWarning(heartbeat, None, "the listener has stopped reporting"))
         except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
             found.append(GapWarning(None, None, "the listener's state file is unreadable"))
-    for gap in sorted(gaps, key=lambda g: g.start, reverse=True):
-        if now - gap.end <= RECENT_GAPS:
-            found.append(GapWarning(gap.start, gap.end, gap.reason))
+    recent = [
+        g for g in sorted(gaps, key=lambda g: g.start, reverse=True) if now - g.end <= RECENT_GAPS
+    ]
+    found += [GapWarning(gap.start, gap.end, gap.reason) for gap in recent[:SHOWN_GAPS]]
+    older = recent[SHOWN_GAPS:]
+    if older:
+        seconds = sum((gap.end - gap.start).total_seconds() for gap in older)
+        start, end = min(g.start for g in older), max(g.end for g in older)
+        found.append(GapWarning(start, end, "", more=len(older), seconds=seconds))
     for warning in found:
         start = warning.start or now - RECENT_GAPS
         end = warning.end or now
@@ -280,7 +292,9 @@ class LiveDesk:
         """Take in one poll of the buffer: new deals (first receipt of an id wins, as in the
         drain), closed gaps and the listener's state."""
         changed = update.listener_changed or bool(update.gaps)
-        self.gaps.extend(update.gaps)
+        if update.gaps:  # kept while the banner shows them
+            now = self.clock()
+            self.gaps = [g for g in self.gaps + update.gaps if now - g.end <= RECENT_GAPS]
         if update.listener_changed:
             self.listener = update.listener
         if update.deals.height == 0:
