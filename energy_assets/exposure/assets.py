@@ -82,7 +82,8 @@ def trader_exposure(
 ):
     """Per trader and delivery period of each market: deals, MWh bought, sold and net, average
     prices, cash, the period's latest reference price, PnL and exposure, in the market's
-    currency (`energy.trader_exposure`; PnL and exposure empty until the period is priced).
+    currency (`energy.trader_exposure`; PnL and exposure empty until the period is priced,
+    unless it is flat: then its PnL is its cash).
     Beside it the open MW on each market's finest grid (`energy.trader_net_position`), totals
     per trader and currency and per market day, and each refresh's PnL change split into new
     trades and price moves (`energy.trader_pnl_history`). Recomputes only the market days whose
