@@ -340,7 +340,6 @@ class TraderPages:
         made = {}
         for trader_id in traders:
             found = [parts.get(trader_id) for parts in split]
-            parts = [f[0] if f else frame.clear() for f, frame in zip(found, frames, strict=True)]
             boards = view.boards.of(trader_id)
             key = (
                 *shared,
@@ -351,7 +350,9 @@ class TraderPages:
             )
             kept = self._made.get(trader_id)
             if kept is None or kept[0] != key:
-                totals, rows, daily, history = parts
+                totals, rows, daily, history = (
+                    f[0] if f else frame.clear() for f, frame in zip(found, frames, strict=True)
+                )
                 html = env.get_template("trader_live.html").render(
                     boards=[board_cells(b) for b in boards],
                     fresh=fresh,
