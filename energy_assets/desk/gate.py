@@ -24,8 +24,6 @@ BEFORE = timedelta(hours=1)
 AHEAD = timedelta(hours=3)
 #: An open position this close to its gate closure stands out.
 CLOSING_SOON = timedelta(minutes=15)
-#: Below this many MW a step's position is flat (float sums of closed-out deals).
-FLAT_MW = FLAT
 
 OPEN = "open"
 CLOSING = "closing"
@@ -109,7 +107,7 @@ class Boards:
             net.filter(near)
             .group_by("trader_id", *period, maintain_order=True)
             .agg(pl.col("net_mw").sum())
-            .with_columns((pl.col("net_mw").abs() > FLAT_MW).cast(pl.Int64).alias("open"))
+            .with_columns((pl.col("net_mw").abs() > FLAT).cast(pl.Int64).alias("open"))
         )
         # The desk's: every trader's MW netted, and how many traders hold an open position.
         desk = mine.group_by(period, maintain_order=True).agg(pl.col("net_mw", "open").sum())

@@ -17,6 +17,7 @@ from energy_assets.desk import gate
 from energy_assets.desk.live import CONFIRMED, DeskView
 from energy_assets.exposure.positions import (
     EXPOSURE_COLUMNS,
+    FLAT,
     PERIOD,
     daily_totals,
     desk_positions,
@@ -136,7 +137,7 @@ def board_cells(board: gate.Board, desk: bool = False) -> dict:
                 "closes": f"{closes:%H:%M}"
                 + (f" {_offset(closes)}" if gate.ambiguous(closes) else ""),
                 "net_mw": step.net_mw,
-                "flat": step.net_mw is not None and abs(step.net_mw) <= gate.FLAT_MW,
+                "flat": step.net_mw is not None and abs(step.net_mw) <= FLAT,
                 "has_position": step.has_position,
                 "open_traders": step.open_traders,
                 "late_deals": step.late_deals,

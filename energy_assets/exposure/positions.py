@@ -58,6 +58,11 @@ ATTRIBUTION_COLUMNS = ["trader_id", "currency"] + [
 #: other out leave a residue of ~1e-16 of their volume.
 FLAT = 1e-9
 
+
+def _flat(net: str = "net_mwh") -> pl.Expr:
+    return pl.col(net).abs() <= FLAT
+
+
 #: One row per market: what the maths needs of its configuration.
 MARKET_SCHEMA = {"market": pl.String, "currency": pl.String, "grid_minutes": pl.Int64}
 
@@ -216,13 +221,12 @@ def book(trades: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _priced(frame: pl.LazyFrame) -> pl.LazyFrame:
-    flat = pl.col("net_mwh").abs() <= FLAT
     return frame.with_columns(
-        pl.when(flat)
+        pl.when(_flat())
         .then(pl.col("cash"))
         .otherwise(pl.col("cash") + pl.col("net_mwh") * pl.col("reference_price"))
         .alias("pnl"),
-        pl.when(flat)
+        pl.when(_flat())
         .then(0.0)
         .otherwise(pl.col("net_mwh") * pl.col("reference_price"))
         .alias("exposure"),
@@ -388,7 +392,7 @@ def desk_positions(exposure: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 def _valued(cash: str, net: str, price: str) -> pl.Expr:
     # PnL of a period at a given price, counted only where it is known: flat, or priced.
     return (
-        pl.when(pl.col(net).abs() <= FLAT)
+        pl.when(_flat(net))
         .then(pl.col(cash))
         .when(pl.col(price).is_not_null())
         .then(pl.col(cash) + pl.col(net) * pl.col(price))

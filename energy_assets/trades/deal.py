@@ -52,6 +52,8 @@ FIELDS = (
 #: What a confirmation books: every field but its id. A later receipt of an id with other terms
 #: is no repeat of it (the listener and the drain quarantine it; the first stays booked).
 TERMS = FIELDS[1:]
+#: Why such a receipt is quarantined, after `deal <id>`.
+OTHER_TERMS = "confirmed again with other terms than its first receipt"
 #: The fields of the contract's first revision (§1): what the original exchange sends.
 LEGACY_FIELDS = FIELDS[:8]
 #: Fields every frame carries; the delivery period comes from `markets.delivery_of` (§5).

@@ -34,7 +34,7 @@ from energy_assets.trades.buffer import (
     quarantine,
     sealed_files,
 )
-from energy_assets.trades.deal import TERMS
+from energy_assets.trades.deal import OTHER_TERMS, TERMS
 from energy_assets.trades.lines import bookable, read_segments, typed
 
 _INSERT_DEALS = f"""
@@ -50,7 +50,6 @@ SELECT id, ({", ".join("b." + t for t in TERMS)}) IS DISTINCT FROM
            ({", ".join("r." + t for t in TERMS)}) AS other
 FROM drain_batch AS b JOIN {RAW_TRADES} AS r USING (id)
 """
-OTHER_TERMS = "confirmed again with other terms than its booked receipt"
 
 
 @dataclass

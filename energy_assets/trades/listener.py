@@ -39,7 +39,7 @@ from energy_assets.trades.buffer import (
     utc_instant,
     utc_now,
 )
-from energy_assets.trades.deal import TERMS, Deal, Refused, parse_frame, show
+from energy_assets.trades.deal import OTHER_TERMS, TERMS, Deal, Refused, parse_frame, show
 
 #: The pause before reconnect n (from 1): full jitter under min(30 s, 0.5 s * 2**(n-1)), so the
 #: first retry comes within 0.5 s.
@@ -229,7 +229,7 @@ class Listener:
             receipt, same = self.recent.receipt(deal)
             if not same:
                 # The first receipt is booked; these terms are not, and the desk is told.
-                reason = f"deal {deal.id} confirmed again with other terms than its first receipt"
+                reason = f"deal {deal.id} {OTHER_TERMS}"
                 self._quarantine(raw, reason, received_at)
                 self._refused_confirmation(reason, received_at)
                 return

@@ -49,7 +49,7 @@ def test_first_seen_wins_within_and_across_batches(tmp_path):
     assert pending(capture) == 0 and len(list((capture / "drained").iterdir())) == 6
     refused = quarantined(capture)
     assert sorted((json.loads(r["raw"])["id"], r["reason"]) for r in refused) == sorted(
-        (deal.id, f"deal {deal.id} confirmed again with other terms than its booked receipt")
+        (deal.id, f"deal {deal.id} confirmed again with other terms than its first receipt")
         for deal in [*deals[100:120], deals[150]]
     )
 
