@@ -36,10 +36,6 @@ PRICES = "prices.parquet"
 CONFIRMED = "confirmed.parquet"
 PNL_HISTORY = "pnl_history.parquet"
 
-#: `prices.parquet`: one row per delivery period, the latest revision we hold.
-PRICE_SCHEMA = REFERENCE_PRICES.polars_schema()
-
-
 #: The files that mirror a table, and the table.
 SHAPES: dict[str, Table] = {
     PRICES: REFERENCE_PRICES,

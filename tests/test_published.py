@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from energy_assets import published
+from energy_assets.tables import PRICE_ROW
 
 
 def test_a_reader_sees_one_whole_publication_while_they_are_replaced(tmp_path):
@@ -50,7 +51,7 @@ def _prices_file() -> bytes:
             "last_update": [start, start],
             "fetched_at": [start, start],
         },
-        schema=published.PRICE_SCHEMA,
+        schema=PRICE_ROW,
     )
     buffer = io.BytesIO()
     frame.write_parquet(buffer)
@@ -78,4 +79,4 @@ def test_any_bytes_in_a_published_file_are_a_frame_or_none_never_an_exception(
     directory = tmp_path_factory.mktemp("published")
     (directory / published.PRICES).write_bytes(data)
     frame = published.read(directory, published.PRICES)
-    assert frame is None or frame.schema == published.PRICE_SCHEMA
+    assert frame is None or frame.schema == PRICE_ROW

@@ -37,15 +37,13 @@ from energy_assets.exposure.positions import (
 )
 from energy_assets.markets import Invalid, parse_instant
 from energy_assets.tables import PRICE_ROW, TRADER_PNL_HISTORY
-from energy_assets.trades.buffer import BufferFollower, Gap, Update, refused_today
+from energy_assets.trades.buffer import BufferFollower, Gap, Update, open_feed_gap, refused_today
 from energy_assets.trades.lines import bookable, typed
 
 #: Delivery days the period tables show on each side of today (`days_around`).
 DEFAULT_DAYS = 7
 #: PnL snapshots the charts draw (the latest ones).
 DEFAULT_HISTORY_POINTS = 500
-#: A listener whose heartbeat is older than this is not capturing: deals may be missing.
-LISTENER_SILENT_AFTER = timedelta(seconds=30)
 #: Closed feed gaps shown in the banner: those that ended within the buffer's retention ...
 RECENT_GAPS = timedelta(hours=72)
 #: ... the latest each on its line, the rest on one: an exchange dropping every connection for
@@ -167,15 +165,16 @@ def warnings(
     if listener is None:
         found.append(GapWarning(None, None, "no listener has written its state yet"))
     else:
-        try:
-            since, reason = listener.get("gap_since"), listener.get("gap_reason") or ""
-            heartbeat = datetime.fromisoformat(listener["heartbeat"])
-            if since:
-                found.append(GapWarning(datetime.fromisoformat(since), None, reason))
-            elif now - heartbeat > LISTENER_SILENT_AFTER:
-                found.append(GapWarning(heartbeat, None, "the listener has stopped reporting"))
-        except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
+        # The batch layer's rule (`no_recent_feed_gaps`): a declared gap, or one since the
+        # listener last heard the exchange once its heartbeat is stale.
+        gap = open_feed_gap(listener, now)
+        since = parse_instant(gap[0]) if gap else None
+        if isinstance(since, Invalid) or isinstance(
+            parse_instant(listener.get("heartbeat")), Invalid
+        ):
             found.append(GapWarning(None, None, "the listener's state file is unreadable"))
+        elif gap:
+            found.append(GapWarning(since, None, gap[1]))
     recent = [
         g for g in sorted(gaps, key=lambda g: g.start, reverse=True) if now - g.end <= RECENT_GAPS
     ]

@@ -72,13 +72,13 @@ def store_prices(
 
 
 def current_prices(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """The current row of every delivery period, as `published.PRICE_SCHEMA`."""
+    """The current row of every delivery period, as `PRICE_ROW`."""
     ensure_price_tables(conn)
     columns = ", ".join(PRICE_ROW)
     frame = conn.execute(
         f"SELECT {columns} FROM {REFERENCE_PRICES} ORDER BY {', '.join(PRICE_KEY)}"
     ).pl()
-    return frame.cast(published.PRICE_SCHEMA)  # DuckDB's TIMESTAMPTZ reads in the session zone
+    return frame.cast(PRICE_ROW)  # DuckDB's TIMESTAMPTZ reads in the session zone
 
 
 def publish_prices(conn: duckdb.DuckDBPyConnection, directory) -> int:

@@ -21,7 +21,7 @@ import pytest
 from energy_assets.desk.live import LiveDesk, _prices_for_marking
 from energy_assets.exposure.positions import EXPOSURE_SCHEMA, PERIOD_KEY, mark
 from energy_assets.markets import hour_period
-from energy_assets.published import PRICE_SCHEMA
+from energy_assets.tables import PRICE_ROW
 from energy_assets.trades.buffer import CaptureBuffer
 from energy_assets.trades.deal import Deal, validate_deal
 from tests.conftest import REPO, free_port
@@ -247,5 +247,5 @@ def hour_prices(rows: list[tuple]) -> pl.DataFrame:
             "last_update": [r[3] for r in rows],
             "fetched_at": [r[4] for r in rows],
         },
-        schema=PRICE_SCHEMA,
+        schema=PRICE_ROW,
     )

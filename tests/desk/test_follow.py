@@ -48,6 +48,7 @@ def test_banners_say_when_deals_may_be_missing():
     from datetime import UTC, date, datetime, timedelta
 
     from energy_assets.desk.live import warnings
+    from energy_assets.trades.buffer import open_feed_gap
 
     now = datetime(2026, 12, 2, 9, tzinfo=UTC)
     days = [date(2026, 12, 1), date(2026, 12, 2), date(2026, 12, 3)]
@@ -56,6 +57,11 @@ def test_banners_say_when_deals_may_be_missing():
     silent = {"heartbeat": (now - timedelta(minutes=5)).isoformat(), "connected": True}
     (banner,) = warnings(silent, [], days, now)
     assert banner.open and banner.days == days[1:]  # deals for 12-01 were made before
+    # Open since the listener last heard the exchange, as the batch's check says it is.
+    quiet = silent | {"heard_at": (now - timedelta(minutes=20)).isoformat()}
+    (banner,) = warnings(quiet, [], days, now)
+    assert banner.start == now - timedelta(minutes=20)
+    assert open_feed_gap(quiet, now) == (quiet["heard_at"], banner.reason)
     opened = fresh | {"gap_since": (now - timedelta(minutes=1)).isoformat(), "gap_reason": "x"}
     assert warnings(opened, [], days, now)[0].reason == "x"
     assert warnings({"heartbeat": "garbage"}, [], days, now)[0].open

@@ -21,6 +21,7 @@ from energy_assets.prices.checks import REFERENCE_PRICE_CHECKS
 from energy_assets.prices.client import MarketDataClient
 from energy_assets.prices.period_prices import PeriodPrice
 from energy_assets.prices.store import store_prices
+from energy_assets.tables import PRICE_ROW
 from energy_assets.warehouse import dashboard_resource
 from tests.prices.conftest import Answer, valid_period_price
 
@@ -244,7 +245,7 @@ def test_each_run_publishes_every_periods_current_price_for_the_desk(
     )
     assert run_range(vendor.url, db, "2023-02-21-09:00+0100", "2023-02-21-09:00+0100").success
     first = published.read(dashboard_dir, published.PRICES)
-    assert first.schema == published.PRICE_SCHEMA
+    assert first.schema == PRICE_ROW
     assert first.select("market", "delivery_start", "delivery_end", "value").rows() == [
         (market, start, end, 10.0) for market, start, end, *_ in rows(db)
     ]
