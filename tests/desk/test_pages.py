@@ -207,7 +207,7 @@ def test_prices_confirmed_rows_gaps_and_colours(desk_dirs, start_desk, browser):
     page.wait_for_selector('[data-refused="2"]', timeout=5_000)
     line = page.locator('[data-refused="2"]').inner_text()
     assert "2 deal confirmations from the exchange refused today" in line
-    assert "their deals are not in these positions" in line and "quantity" not in line
+    assert "what they confirmed is not in these positions" in line and "quantity" not in line
     # PnL over time comes from what exposure_dashboard publishes.
     history = pl.DataFrame(
         {
