@@ -139,7 +139,11 @@ _PRICE_COLUMNS = (
     Column("value", "DOUBLE", "the vendor's reference price per MWh, in `currency`"),
     Column("currency", "VARCHAR", "the market's currency (`EUR`, `GBP`)"),
     Column("last_update", "TIMESTAMPTZ", "when the vendor last revised the price"),
-    Column("fetched_at", "TIMESTAMPTZ", "when this platform first fetched that revision"),
+    Column(
+        "fetched_at",
+        "TIMESTAMPTZ",
+        "when this platform fetched that revision: first (revisions), last (current price)",
+    ),
 )
 #: The key of a price row: one delivery period of one market.
 PRICE_KEY = ("market", "delivery_start", "delivery_end")

@@ -35,8 +35,9 @@ def store_prices(
     conn: duckdb.DuckDBPyConnection, prices: Sequence[PeriodPrice] | pl.DataFrame
 ) -> StoreResult:
     """Write a batch in ONE transaction: every distinct revision into the history, and the
-    current row of each period replaced, unless the stored row is a newer revision (a slow
-    backfill finishing after the planner must not put an old price back). A stored row whose
+    current row of each period replaced by the batch's latest revision of it, unless the stored
+    row is a newer revision (a slow backfill finishing after the planner must not put an old
+    price back). A stored row whose
     `last_update` lies after its own `fetched_at` by more than the clock skew was never a
     plausible revision (stored before the client refused such answers): it blocks nothing."""
     ensure_price_tables(conn)
@@ -57,6 +58,9 @@ def store_prices(
             conn.execute(
                 f"""
                 INSERT INTO {current} AS cur SELECT * FROM price_batch
+                QUALIFY row_number() OVER (
+                    PARTITION BY {", ".join(PRICE_KEY)} ORDER BY last_update DESC, fetched_at DESC
+                ) = 1
                 ON CONFLICT ({", ".join(PRICE_KEY)}) DO UPDATE SET
                     value = excluded.value,
                     currency = excluded.currency,
