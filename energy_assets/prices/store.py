@@ -34,12 +34,13 @@ def prices_frame(prices: Sequence[PeriodPrice]) -> pl.DataFrame:
 def store_prices(
     conn: duckdb.DuckDBPyConnection, prices: Sequence[PeriodPrice] | pl.DataFrame
 ) -> StoreResult:
-    """Write a batch in ONE transaction: every distinct revision into the history, and the
-    current row of each period replaced by the batch's latest revision of it, unless the stored
-    row is a newer revision (a slow backfill finishing after the planner must not put an old
-    price back). A stored row whose
-    `last_update` lies after its own `fetched_at` by more than the clock skew was never a
-    plausible revision (stored before the client refused such answers): it blocks nothing."""
+    """Write a batch in ONE transaction: every distinct revision into the history (with the
+    first time it was fetched, whatever order the batches come in), and the current row of each
+    period replaced by the batch's latest revision of it, unless the stored row is a newer
+    revision (a slow backfill finishing after the planner must not put an old price back). A
+    stored row whose `last_update` lies after its own `fetched_at` by more than the clock skew
+    was never a plausible revision (stored before the client refused such answers): it blocks
+    nothing."""
     ensure_price_tables(conn)
     if len(prices) == 0:
         return StoreResult(rows=0, new_revisions=0)
@@ -52,7 +53,13 @@ def store_prices(
         with transaction(conn):
             before = conn.execute(f"SELECT count(*) FROM {revisions}").fetchone()[0]
             conn.execute(
-                f"INSERT INTO {revisions} SELECT * FROM price_batch ON CONFLICT DO NOTHING"
+                f"""
+                INSERT INTO {revisions} AS rev SELECT * FROM price_batch
+                QUALIFY row_number() OVER (
+                    PARTITION BY {", ".join(revisions.primary_key)} ORDER BY fetched_at
+                ) = 1
+                ON CONFLICT DO UPDATE SET fetched_at = least(rev.fetched_at, excluded.fetched_at)
+                """
             )
             after = conn.execute(f"SELECT count(*) FROM {revisions}").fetchone()[0]
             conn.execute(

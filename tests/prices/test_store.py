@@ -53,3 +53,12 @@ def test_the_current_price_is_the_latest_revision_however_the_answers_are_batche
     }
     assert current.keys() == latest.keys()
     assert all(current[start] in latest[start] for start in current)
+    # The history: each distinct revision once, with the first time it was fetched.
+    first = {}
+    for p in answers:
+        key = (p.period.delivery_start, p.last_update, p.value)
+        first[key] = min(first.get(key, p.fetched_at), p.fetched_at)
+    history = conn.execute(
+        "SELECT delivery_start, last_update, value, fetched_at FROM energy.reference_price_revisions"
+    ).fetchall()
+    assert {(s, u, v): f for s, u, v, f in history} == first and len(history) == len(first)
