@@ -43,11 +43,12 @@ SELECT {", ".join(RAW_TRADES.column_names)} FROM drain_new
 """
 
 
-#: The batch's ids already stored (the one scan of the table's ids a drain makes), and whether
-#: the stored deal books other terms.
+#: The batch's ids already stored (the one scan of the table's ids a drain makes): of each
+#: receipt compared (`version` null for the batch's first of an id), whether the stored deal
+#: books other terms.
 _BOOKED = f"""
-SELECT id, ({", ".join("b." + t for t in TERMS)}) IS DISTINCT FROM
-           ({", ".join("r." + t for t in TERMS)}) AS other
+SELECT id, version, ({", ".join("b." + t for t in TERMS)}) IS DISTINCT FROM
+                    ({", ".join("r." + t for t in TERMS)}) AS other
 FROM drain_batch AS b JOIN {RAW_TRADES} AS r USING (id)
 """
 
@@ -130,10 +131,18 @@ def _drain_once(
     repeated = batch.filter(pl.col("id").is_duplicated())
     versions = repeated.unique(subset=["id", *TERMS], keep="first", maintain_order=True)
     later = versions.filter(~pl.col("id").is_first_distinct()).drop("segment")
+    later = later.with_row_index("version")
+    # A stored id's first receipt is the stored deal: every receipt is compared with it.
+    compared = pl.concat(
+        [
+            first_seen.select("id", *TERMS).with_columns(version=pl.lit(None, pl.UInt32)),
+            typed(later).select("id", *TERMS, "version"),
+        ]
+    )
     marks = [(p.name, "deals", per_segment.get(p.name, 0)) for p in segment_paths]
     marks += [(p.name, "gap", 1) for p in gap_paths]
 
-    conn.register("drain_batch", first_seen)
+    conn.register("drain_batch", compared)
     try:
         with transaction(conn):
             before = conn.execute(f"SELECT count(*) FROM {RAW_TRADES}").fetchone()[0]
@@ -160,7 +169,11 @@ def _drain_once(
         (json.dumps(row, default=str), reason)
         for row, reason in zip(rows, refused["unbookable"], strict=True)
     ]
-    booked_other = first_seen.join(booked.filter("other"), on="id", how="semi")
+    first_other = booked.filter(pl.col("other") & pl.col("version").is_null())
+    booked_other = first_seen.join(first_other, on="id", how="semi")
+    # A later receipt of a stored id with the stored deal's terms is a repeat.
+    repeats = booked.filter(~pl.col("other") & pl.col("version").is_not_null())
+    later = later.join(repeats, on="version", how="anti").drop("version")
     other = [*later.to_dicts(), *booked_other.drop("after_gate_closure", "unbookable").to_dicts()]
     kept += [(json.dumps(row, default=str), f"deal {row['id']} {OTHER_TERMS}") for row in other]
     if kept or unreadable:

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from energy_assets.tables import RAW_TRADES
 from energy_assets.trades.buffer import CaptureBuffer, Gap, apply_retention, sealed_files
@@ -52,6 +54,67 @@ def test_first_seen_wins_within_and_across_batches(tmp_path):
         (deal.id, f"deal {deal.id} confirmed again with other terms than its first receipt")
         for deal in [*deals[100:120], deals[150]]
     )
+
+
+#: Receipts of a few ids, each confirmed with its own terms or with others (a price, a
+#: quantity), or with its instant spelt `Z` (the same terms).
+_IDS = make_deals(4, seed=3)
+
+
+def _receipt(index: int, variant: int):
+    deal = _IDS[index].to_dict()
+    if variant == 1:
+        deal["price"] += 1.0
+    elif variant == 2:
+        deal["quantity"] += 0.5
+    elif variant == 3:
+        deal["execution_time"] = deal["execution_time"].replace("+00:00", "Z")
+    return _IDS[index].__class__(**deal)
+
+
+def _terms(deal) -> tuple:
+    return (deal.id, deal.price, deal.quantity)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@example(  # a stored deal, then a batch with other terms and a repeat of the stored ones
+    receipts=[(0, 1, False, True), (0, 0, False, False), (0, 1, False, False)]
+)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 3), st.booleans(), st.booleans()),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_any_receipts_drained_in_any_batches_book_the_first_and_quarantine_other_terms(
+    tmp_path_factory, receipts
+):
+    """Whatever reaches the buffer (the listener forgets ids past 100,000 and on a restart),
+    sealed and drained at any points: each id is stored once with its first receipt's terms, and
+    each other version of its terms is quarantined; a repeat of the first never is."""
+    directory = tmp_path_factory.mktemp("drain")
+    capture, database = directory / "capture", directory / "warehouse.duckdb"
+    buffer = CaptureBuffer(capture, seal_seconds=3600, seal_frames=10**6)
+    sent = []
+    for index, variant, seal, drain_now in receipts:
+        sent.append(_receipt(index, variant))
+        buffer.append(sent[-1], datetime.now(UTC))
+        if seal or drain_now:
+            buffer.seal()
+        if drain_now:
+            drain_all(capture, database)
+    buffer.seal()
+    drain_all(capture, database)
+    assert stored_deals(database) == expected(sent)
+    first = {}
+    for deal in sent:
+        first.setdefault(deal.id, _terms(deal))
+    others = {_terms(deal) for deal in sent} - set(first.values())
+    refused = [json.loads(line["raw"]) for line in quarantined(capture)]
+    assert {(r["id"], r["price"], r["quantity"]) for r in refused} == others
 
 
 def test_a_failure_between_insert_and_mark_stores_nothing_then_retry_is_exact(tmp_path):
