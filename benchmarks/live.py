@@ -12,6 +12,8 @@
 1. rebuild: the buffer of 72 h at 100 deals/min (432,000 deals), one sealed file per second
    as the listener writes them (259,200 files, most in drained/): `energy-assets dashboard`
    from start to serving. Baseline: `positions()` over the same deals already in memory.
+   Then the daily renewal of that state (`--renew-after` s after serving instead of 24 h): a
+   deal a second from the buffer to a `live` event around it, beside the same before it.
 2. latency: the playground (2 deals/s) -> the real listener -> the buffer; the service and a
    real Chromium on the desk page record when each trader's deal count changes in the DOM
    (a MutationObserver). Beside it, in the same run, the batch path: the real dagster-daemon
@@ -180,7 +182,7 @@ class Desk:
 
 
 # -- rebuild --------------------------------------------------------------------------------
-def bench_rebuild(work: Path, hours: float, per_minute: float) -> None:
+def bench_rebuild(work: Path, hours: float, per_minute: float, renew_after: float) -> None:
     capture = work / "capture"
     drained, segments = capture / "drained", capture / "segments"
     drained.mkdir(parents=True)
@@ -246,6 +248,38 @@ def bench_rebuild(work: Path, hours: float, per_minute: float) -> None:
     line("rebuild: RSS after the rebuild", f"{rss:.0f} MB")
     line("baseline: the drain's read_segments of the same files", f"{read:.1f} s")
     line("baseline: positions() of the deals in memory", f"{maths:.2f} s")
+
+    # The daily renewal (ENERGY_DESK_RENEW_HOURS), here `renew_after` s after the desk serves:
+    # a deal a second from the buffer to a `live` event, before it and while it is made.
+    renew = {"ENERGY_DESK_RENEW_HOURS": str(renew_after / 3600)}
+    desk = Desk(capture, work / "dashboard", work / "desk.log", env=renew)
+    desk.wait()
+    ahead = max(1, int(renew_after * 0.75))
+    before = pushes(desk, capture, ahead, made)
+    rss_before = rss_mb(desk.proc.pid)
+    during = pushes(desk, capture, 2 * ahead, made + ahead)
+    renewals = [
+        json_line
+        for json_line in (work / "desk.log").read_text().splitlines()
+        if "event=renewed" in json_line
+    ]
+    rss = rss_mb(desk.proc.pid)
+    health = desk.health()
+    desk.stop()
+    line(
+        f"renewal: deal -> live event, {ahead} s before it, p50 / max",
+        f"{q(before, 0.5) * 1000:.0f} / {max(before) * 1000:.0f} ms",
+    )
+    line(
+        f"renewal: the same over the {2 * ahead} s around it, p50 / max",
+        f"{q(during, 0.5) * 1000:.0f} / {max(during) * 1000:.0f} ms",
+        renewals[0].split("event=renewed ")[-1] if renewals else "no renewal logged",
+    )
+    line(
+        "renewal: RSS before / after",
+        f"{rss_before:.0f} / {rss:.0f} MB",
+        f"deals {health['deals']:,}",
+    )
 
 
 # -- latency --------------------------------------------------------------------------------
@@ -986,6 +1020,7 @@ def main() -> None:
     )
     parser.add_argument("--hours", type=float, default=72)
     parser.add_argument("--per-minute", type=float, default=100)
+    parser.add_argument("--renew-after", type=float, default=20, help="rebuild: renewal, s")
     parser.add_argument("--seconds", type=float, default=90, help="latency: seconds of deals")
     parser.add_argument("--rate", type=float, default=2, help="latency: deals per second")
     parser.add_argument("--login", action="store_true", help="latency: the desk with its login")
@@ -1011,7 +1046,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="live-bench-") as tmp:
         work = Path(tmp)
         if "rebuild" in only:
-            bench_rebuild(work / "rebuild", args.hours, args.per_minute)
+            bench_rebuild(work / "rebuild", args.hours, args.per_minute, args.renew_after)
         if "latency" in only:
             bench_latency(work / "latency", args.seconds, args.rate, args.login)
         if "load" in only:

@@ -59,6 +59,7 @@ BUDGET_FILE = "market_data_budget.sqlite"
 DEFAULT_DESK_SESSION_HOURS = 12.0
 #: The most memory one `/replay` may use (MB); what a replay needs: docs/journals.md, "Replay".
 DEFAULT_DESK_REPLAY_MEMORY_MB = 4096
+DEFAULT_DESK_RENEW_HOURS = 24.0
 
 
 #: A TCP port (0: any free one).
@@ -122,6 +123,7 @@ class Settings(BaseSettings):
     desk_users: str = ""
     desk_session_hours: Hours = DEFAULT_DESK_SESSION_HOURS
     desk_replay_memory_mb: Annotated[int, Field(ge=256, le=1 << 20)] = DEFAULT_DESK_REPLAY_MEMORY_MB
+    desk_renew_hours: Hours = DEFAULT_DESK_RENEW_HOURS
 
     capture_retention_hours: RetentionHours = DEFAULT_CAPTURE_RETENTION_HOURS
     capture_seal_seconds: Seconds = DEFAULT_CAPTURE_SEAL_SECONDS

@@ -14,7 +14,7 @@ from tests.conftest import REPO
 SMALL = [
     "capture.py --only drain --drain-rows 5000 --handoff-repeats 1",
     "capture.py --only listener --listener-deals 2000 --baseline-deals 200",
-    "live.py --only rebuild --hours 0.05",
+    "live.py --only rebuild --hours 0.05 --renew-after 2",
     "live.py --only traders --traders 50 --trader-deals 200",
     "rebuild.py --deals 2000 --price-days 1",
     "pricing.py --near-share 0.8 --replay --minutes 2",

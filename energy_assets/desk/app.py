@@ -46,7 +46,7 @@ from energy_assets.desk.replaying import Replays
 from energy_assets.journals.archive import archive_problem
 from energy_assets.logs import event_logger
 from energy_assets.markets import Invalid, parse_instant
-from energy_assets.settings import DEFAULT_DESK_REPLAY_MEMORY_MB
+from energy_assets.settings import DEFAULT_DESK_RENEW_HOURS, DEFAULT_DESK_REPLAY_MEMORY_MB
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: How often the service looks at the buffer and the published files.
@@ -216,6 +216,10 @@ class DeskService:
     deals: int = 0  # the deals the pages served show (`/health`)
     changed_at: float = 0.0
     rebuild_seconds: float = 0.0
+    #: How often the state is made again from the buffer, as on a start, in the background:
+    #: the desk then holds the buffer's 72 h and at most this much more, not every deal since
+    #: it started (docs/desk.md, "Following the buffer").
+    renew_seconds: float = DEFAULT_DESK_RENEW_HOURS * 3600
 
     def compute(self) -> tuple[dict[str, Page], set[str], str, list[str], int]:
         """One view, every fragment rendered once, and the pages whose fragment changed with
@@ -270,11 +274,33 @@ class DeskService:
             seconds=round(self.rebuild_seconds, 3),
         )
 
+    def renewed(self) -> LiveDesk:
+        """A new state from the buffer, as on a start (in a worker thread, while `follow`
+        goes on with the current one)."""
+        started, old = time.perf_counter(), self.desk
+        fresh = LiveDesk(old.follower.directory, old.dashboard_dir, clock=old.clock)
+        fresh.refresh()
+        log.info(
+            "renewed",
+            deals_before=len(old.ids),
+            deals=len(fresh.ids),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return fresh
+
     async def follow(self) -> None:
-        computed = time.monotonic()
+        computed = renewed = time.monotonic()
+        renewing: asyncio.Future | None = None
         while True:
             await asyncio.sleep(self.poll_seconds)
             try:
+                if renewing is None and time.monotonic() - renewed >= self.renew_seconds:
+                    renewing = asyncio.ensure_future(asyncio.to_thread(self.renewed))
+                if renewing is not None and renewing.done():
+                    done, renewing, renewed = renewing, None, time.monotonic()
+                    fresh = done.result()
+                    fresh.changes = self.desk.changes + 1  # event ids never go back
+                    self.desk, computed = fresh, 0.0
                 changed = await asyncio.to_thread(self.desk.refresh)
                 if changed or time.monotonic() - computed > RECHECK_SECONDS:
                     computed = time.monotonic()
@@ -495,13 +521,14 @@ def create_app(
     max_streams: int = MAX_STREAMS,
     clock: Callable[[], datetime] = utc_now,
     replay_memory_mb: int = DEFAULT_DESK_REPLAY_MEMORY_MB,
+    renew_hours: float = DEFAULT_DESK_RENEW_HOURS,
 ) -> Starlette:
     """The ASGI app; its lifespan rebuilds the state from the buffer before serving.
     `archive`: the journals' archive `/replay` reads (default `<capture_dir>/archive`).
     `clock`: the desk's now (gate closures, the days around now); tests fix it.
     `login`: who may see which book (auth.py); None serves every page to anyone who can
     connect, so the command binds loopback only then. `replay_memory_mb`: the most one
-    replay may use (replaying.py)."""
+    replay may use (replaying.py). `renew_hours`: how often the state is made again."""
     service = DeskService(
         LiveDesk(capture_dir, dashboard_dir, clock=clock),
         poll_seconds,
@@ -510,6 +537,7 @@ def create_app(
         streams_per_client,
         max_streams,
         login.books() if login else (),
+        renew_seconds=renew_hours * 3600,
     )
     guard = login.guard if login else lambda endpoint, home=False, books=None: endpoint
 

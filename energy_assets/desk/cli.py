@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         # Half the connections at most hold streams: pages always get in.
         max_streams=connections // 2,
         replay_memory_mb=current.desk_replay_memory_mb,
+        renew_hours=current.desk_renew_hours,
     )
     uvicorn.run(
         app,

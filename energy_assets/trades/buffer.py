@@ -489,14 +489,8 @@ class BufferFollower:
         mtime = _mtime_ns(self._drained)
         if mtime != self._drained_mtime:
             self._drained_mtime = mtime
-            # Listed after segments/ and gaps/, which files only leave for drained/: a name
-            # read before and in none of the three listings was deleted by the retention, and
-            # is forgotten (the desk runs for weeks).
-            waiting = _names(self._gaps).union(entry.name for entry in listed)
-            drained = _names(self._drained)
-            self._read &= waiting | drained
             # A set difference, not a loop: drained/ holds 72 h of files (~260 k).
-            for name in sorted(drained - self._read):
+            for name in sorted(_names(self._drained) - self._read):
                 if name.endswith(SEALED_SUFFIX):
                     sealed[name] = self._drained / name  # moved since the first listing
                 elif name.endswith(GAP_SUFFIX):

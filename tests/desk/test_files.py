@@ -6,12 +6,14 @@ app in process, following the buffer and the published files as the service does
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+import time
+from datetime import UTC, date, datetime, timedelta
 
 from starlette.testclient import TestClient
 
 from energy_assets import published
 from energy_assets.desk.app import create_app
+from energy_assets.trades.buffer import apply_retention, archive, sealed_files
 from tests.desk.conftest import deal, hour_prices, write_deals
 from tests.trades.conftest import wait_until
 
@@ -70,3 +72,26 @@ def test_an_archive_that_cannot_be_opened_answers_503_on_replay_and_the_desk_goe
         assert replay.status_code == 503
         assert "cannot open the archive s3://bucket/energy" in replay.text
         assert desk.get("/trader/alice").status_code == 200
+
+
+def test_the_desk_renews_its_state_from_the_buffer_and_keeps_no_deal_the_buffer_let_go(desk_dirs):
+    """Daily, the service makes its state again from the buffer in the background, as a restart
+    would: deals the retention deleted (older than 72 h) are no longer held, so its memory does
+    not grow with its uptime, and pages go on showing what arrives."""
+    capture, dashboard = desk_dirs
+    write_deals(capture, [deal(1), deal(2)])
+    app = create_app(capture, dashboard, poll_seconds=0.05)
+    with TestClient(app, base_url="http://127.0.0.1") as desk:
+        assert desk.get("/health").json()["deals"] == 2
+        archive(sealed_files(capture)[0], capture)  # drained, then deleted by the retention
+        apply_retention(capture, timedelta(0), now=time.time() + 1)
+        write_deals(capture, [deal(3, trader="bob")])
+        wait_until(lambda: desk.get("/health").json()["deals"] == 3)
+        changes = desk.get("/health").json()["changes"]
+
+        app.state.service.renew_seconds = 0.0  # a day has passed
+        wait_until(lambda: desk.get("/health").json()["deals"] == 1)
+        assert desk.get("/health").json()["changes"] > changes  # event ids go on
+        write_deals(capture, [deal(4, trader="bob")])
+        wait_until(lambda: desk.get("/health").json()["deals"] == 2)
+        assert 'data-trades="2"' in desk.get("/trader/bob").text

@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import os
-import time
-from datetime import UTC, datetime, timedelta
 
 from energy_assets.desk.live import LiveDesk
-from energy_assets.trades.buffer import (
-    BufferFollower,
-    Gap,
-    apply_retention,
-    archive,
-    sealed_files,
-)
+from energy_assets.trades.buffer import BufferFollower, Gap, archive, sealed_files
 from tests.desk.conftest import deal, live_positions, write_deals
 
 
@@ -38,26 +30,6 @@ def test_every_file_is_read_once_in_seal_order_whatever_moves_meanwhile(tmp_path
     buffer.seal()  # the open segment under a new name: read again, whole
     archive(sealed_files(capture)[0], capture)
     assert follower.poll().deals["id"].to_list() == [deal(5).id]
-    assert follower.poll().deals.height == 0
-
-
-def test_the_follower_forgets_the_files_the_retention_deleted_and_reads_nothing_twice(tmp_path):
-    capture = tmp_path / "capture"
-    buffer = write_deals(capture, [deal(1)])
-    buffer.record_gap(
-        Gap(datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 1, 1, tzinfo=UTC), "")
-    )
-    follower = BufferFollower(capture)
-    first = follower.poll()
-    assert first.deals["id"].to_list() == [deal(1).id] and len(first.gaps) == 1
-    segments, gaps = sealed_files(capture)
-    archive(segments + gaps, capture)  # drained, then deleted by the retention
-    assert follower.poll().deals.height == 0
-    apply_retention(capture, timedelta(0), now=time.time() + 1)
-    write_deals(capture, [deal(2)])
-    update = follower.poll()
-    assert update.deals["id"].to_list() == [deal(2).id] and update.gaps == []
-    assert len(follower._read) == 1  # the new segment's name only: memory stays bounded
     assert follower.poll().deals.height == 0
 
 
