@@ -77,7 +77,7 @@ def _terms(deal) -> tuple:
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @example(  # a stored deal, then a batch with other terms and a repeat of the stored ones
     receipts=[(0, 1, False, True), (0, 0, False, False), (0, 1, False, False)]
@@ -86,7 +86,7 @@ def _terms(deal) -> tuple:
     st.lists(
         st.tuples(st.integers(0, 3), st.integers(0, 3), st.booleans(), st.booleans()),
         min_size=1,
-        max_size=20,
+        max_size=12,
     )
 )
 def test_any_receipts_drained_in_any_batches_book_the_first_and_quarantine_other_terms(
