@@ -130,8 +130,9 @@ def _drain_once(
     # remembers the id; past that (a restart) they reach the buffer.
     repeated = batch.filter(pl.col("id").is_duplicated())
     versions = repeated.unique(subset=["id", *TERMS], keep="first", maintain_order=True)
-    later = versions.filter(~pl.col("id").is_first_distinct()).drop("segment")
-    later = later.with_row_index("version")
+    later = (
+        versions.filter(~pl.col("id").is_first_distinct()).drop("segment").with_row_index("version")
+    )
     # A stored id's first receipt is the stored deal: every receipt is compared with it.
     compared = pl.concat(
         [

@@ -102,7 +102,7 @@ class RecentIds:
         self._ids[deal.id] = (count + 1, first)
         if count == 0 and len(self._ids) > self.size:
             self._ids.popitem(last=False)
-        return count + 1, mine == first
+        return count + 1, True
 
 
 @dataclass
